@@ -1,0 +1,1 @@
+//! kilat-core (being written).

@@ -1,0 +1,1 @@
+//! kilat-server (being written).

@@ -1,0 +1,1 @@
+//! kilat-transport (being written).
