@@ -94,6 +94,10 @@ mod tests {
         let b = copy.encoded(EncodingSlot(1), |_| unreachable!("slot 1 already encoded"));
         assert_eq!(calls, 1);
         assert_eq!(a, b);
-        assert_eq!(a.as_ptr(), b.as_ptr(), "the cached bytes are shared, not copied");
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "the cached bytes are shared, not copied"
+        );
     }
 }

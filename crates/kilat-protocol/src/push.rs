@@ -1,0 +1,112 @@
+//! Server-initiated pushes: `{"push": {"channel"?, "<kind>": {...}}}`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codes::Disconnect;
+use crate::reply::SubscribeResult;
+use crate::types::{ClientInfo, Publication, RawJson};
+
+/// `join` and `leave` body: `{"info": {"client", "user", "info"?}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinLeave {
+    /// Who joined or left.
+    pub info: ClientInfo,
+}
+
+/// `unsubscribe` push body: the server removed a subscription.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnsubscribePush {
+    /// Why (see `docs/protocol.md` for the values).
+    pub code: u32,
+    /// Human-readable reason.
+    pub reason: String,
+    /// Whether the client should subscribe again (e.g. after a lost stream, to reload state).
+    #[serde(default)]
+    pub resubscribe: bool,
+}
+
+/// `message` push body: data sent to one connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessagePush {
+    /// The payload, kept raw.
+    pub data: RawJson,
+}
+
+/// `refresh` push body: the server asks for a new token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RefreshPush {
+    /// Seconds left before the connection (or subscription) is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+}
+
+/// A push body, tagged by kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushBody {
+    /// A publication in the channel.
+    Pub(Publication),
+    /// A client joined the channel.
+    Join(JoinLeave),
+    /// A client left the channel.
+    Leave(JoinLeave),
+    /// A server-side subscription was added.
+    Subscribe(SubscribeResult),
+    /// A subscription was removed by the server.
+    Unsubscribe(UnsubscribePush),
+    /// Data for this connection only.
+    Message(MessagePush),
+    /// Token refresh requested.
+    Refresh(RefreshPush),
+    /// The connection is being closed (for transports without close frames).
+    Disconnect(Disconnect),
+}
+
+/// A push with its optional channel.
+#[derive(Debug, Clone)]
+pub struct Push {
+    /// The channel the push concerns, if any.
+    pub channel: Option<String>,
+    /// The body.
+    pub body: PushBody,
+}
+
+impl Push {
+    /// Serialises `{"push": {"channel"?, "<kind>": body}}`.
+    pub fn encode(&self) -> Vec<u8> {
+        let tagged = serde_json::to_vec(&self.body).unwrap_or_default();
+        wrap_push(self.channel.as_deref(), &tagged)
+    }
+}
+
+/// Serialises a `pub` push for `channel` (the fan-out hot path: called once per publication).
+pub fn encode_publication(channel: &str, publication: &Publication) -> Vec<u8> {
+    encode_push_kind(Some(channel), "pub", publication)
+}
+
+/// Serialises `{"push": {"channel"?, kind: value}}` for any serialisable body.
+pub fn encode_push_kind(channel: Option<&str>, kind: &str, value: &impl Serialize) -> Vec<u8> {
+    let mut tagged = Vec::with_capacity(64);
+    tagged.extend_from_slice(b"{\"");
+    tagged.extend_from_slice(kind.as_bytes());
+    tagged.extend_from_slice(b"\":");
+    let _ = serde_json::to_writer(&mut tagged, value);
+    tagged.push(b'}');
+    wrap_push(channel, &tagged)
+}
+
+fn wrap_push(channel: Option<&str>, tagged: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tagged.len() + 32);
+    out.extend_from_slice(b"{\"push\":{");
+    if let Some(channel) = channel {
+        out.extend_from_slice(b"\"channel\":");
+        let _ = serde_json::to_writer(&mut out, channel);
+        out.push(b',');
+    }
+    match tagged {
+        [b'{', rest @ ..] => out.extend_from_slice(rest),
+        _ => out.push(b'}'),
+    }
+    out.push(b'}');
+    out
+}

@@ -1,0 +1,176 @@
+//! Server-to-client replies: `{"id", "<method>": {result}}` or `{"id", "error": {...}}`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codes::ClientError;
+use crate::types::{Publication, RawJson};
+
+/// `connect` result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectResult {
+    /// The connection id chosen by the server (a UUID).
+    pub client: String,
+    /// Server version.
+    pub version: String,
+    /// Ping interval in seconds: the server sends `{}` this often.
+    pub ping: u32,
+    /// Whether the connection expires (token with `exp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<bool>,
+    /// Seconds until the connection expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+    /// Subscriptions made while connecting (`connect.subs` and server-side ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subs: Option<BTreeMap<String, SubscribeResult>>,
+    /// Session id for emulated transports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Node id for emulated transports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// `subscribe` result (also the body of a `subscribe` push and of each `connect.subs` entry).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SubscribeResult {
+    /// Whether the channel keeps history, so the client can recover later.
+    pub recoverable: bool,
+    /// The channel stream's epoch (`""` when not recoverable).
+    pub epoch: String,
+    /// The stream position: the last offset delivered in this result (the top of the stream
+    /// when nothing was recovered).
+    pub offset: u64,
+    /// True when every publication after the client's position was recovered.
+    pub recovered: bool,
+    /// Recovered publications, ascending by offset.
+    pub publications: Vec<Publication>,
+    /// Whether the subscription is positioned (offset/epoch are meaningful to recover from).
+    pub positioned: bool,
+}
+
+/// `unsubscribe` result: `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EmptyResult {}
+
+/// `publish` result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PublishResult {
+    /// The publication's offset when the channel keeps history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// One entry of a `presence` result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// The user id.
+    pub user: String,
+    /// Connection info.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<RawJson>,
+}
+
+/// `presence` result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PresenceResult {
+    /// Present connections by client id.
+    pub clients: BTreeMap<String, PresenceEntry>,
+}
+
+/// `presence_stats` result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PresenceStatsResult {
+    /// Connections present.
+    pub num_clients: u32,
+    /// Distinct users among them.
+    pub num_users: u32,
+}
+
+/// `history` result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HistoryResult {
+    /// The publications (ascending, or descending with `reverse`).
+    pub publications: Vec<Publication>,
+    /// The stream's current top offset.
+    pub offset: u64,
+    /// The stream's epoch.
+    pub epoch: String,
+}
+
+/// `rpc` result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RpcResult {
+    /// The handler's answer, kept raw.
+    pub data: RawJson,
+}
+
+/// `refresh` and `sub_refresh` result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RefreshResult {
+    /// Whether the connection (or subscription) expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<bool>,
+    /// Seconds until it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+}
+
+/// A successful reply's result, tagged by method.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// `connect`
+    Connect(ConnectResult),
+    /// `subscribe`
+    Subscribe(SubscribeResult),
+    /// `unsubscribe`
+    Unsubscribe(EmptyResult),
+    /// `publish`
+    Publish(PublishResult),
+    /// `presence`
+    Presence(PresenceResult),
+    /// `presence_stats`
+    PresenceStats(PresenceStatsResult),
+    /// `history`
+    History(HistoryResult),
+    /// `rpc`
+    Rpc(RpcResult),
+    /// `refresh`
+    Refresh(RefreshResult),
+    /// `sub_refresh`
+    SubRefresh(RefreshResult),
+}
+
+impl Reply {
+    /// Serialises `{"id": id, "<method>": result}`.
+    pub fn encode(&self, id: u32) -> Vec<u8> {
+        with_id(id, &serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// Serialises an error reply `{"id": id, "error": {...}}`.
+pub fn encode_error(id: u32, error: &ClientError) -> Vec<u8> {
+    let mut out = format!("{{\"id\":{id},\"error\":").into_bytes();
+    out.extend_from_slice(&serde_json::to_vec(error).unwrap_or_default());
+    out.push(b'}');
+    out
+}
+
+/// Turns a one-key object `{"k":v}` into `{"id":id,"k":v}` without re-parsing it.
+pub(crate) fn with_id(id: u32, tagged: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tagged.len() + 16);
+    out.extend_from_slice(format!("{{\"id\":{id}").as_bytes());
+    match tagged {
+        [b'{', b'}'] | [] => out.push(b'}'),
+        [b'{', rest @ ..] => {
+            out.push(b',');
+            out.extend_from_slice(rest);
+        }
+        // Externally tagged enums always serialise as an object; keep the frame valid anyway.
+        _ => out.push(b'}'),
+    }
+    out
+}
