@@ -1,0 +1,23 @@
+// Reconnect delays: exponential backoff with full jitter.
+
+/**
+ * Delay before reconnect attempt number `attempt` (0 for the first retry).
+ *
+ * The ceiling doubles each attempt, `min * 2^attempt`, capped at `max`. The delay is drawn
+ * uniformly from the whole range `[min, ceiling]` ("full jitter", as in centrifuge-js, with
+ * `min` as a floor so a flapping server is never hammered at 0 ms). Full jitter spreads the
+ * reconnects of many clients cut off at the same instant (a node restart) over the window
+ * instead of sending them back in synchronised waves.
+ *
+ * @param {number} attempt
+ * @param {number} min milliseconds
+ * @param {number} max milliseconds
+ * @param {() => number} [random] a source in [0, 1), for tests
+ * @returns {number} milliseconds
+ */
+export function backoff(attempt, min, max, random = Math.random) {
+  const step = Math.min(Math.max(0, attempt), 31);
+  const ceiling = Math.min(max, min * 2 ** step);
+  if (ceiling <= min) return Math.min(min, max);
+  return Math.floor(min + random() * (ceiling - min));
+}

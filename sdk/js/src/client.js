@@ -1,0 +1,733 @@
+// The client: connection state machine, transports with fallback, reconnect with backoff,
+// command/reply matching, batching, pings, tokens and push routing.
+
+import { EventEmitter } from './emitter.js';
+import { DisconnectCode, ErrorCode, KilatError, shouldReconnect } from './errors.js';
+import { decodeFrames, isPing } from './codec.js';
+import { backoff } from './backoff.js';
+import { createTransport, resolveEndpoints, TRANSPORTS } from './transports.js';
+import { Subscription } from './subscription.js';
+
+/** @typedef {'disconnected' | 'connecting' | 'connected'} State */
+
+const MAX_ID = 0xffffffff;
+
+const DEFAULTS = {
+  token: null,
+  getToken: null,
+  name: 'js',
+  version: undefined,
+  data: undefined,
+  websocket: undefined,
+  fetch: undefined,
+  transports: TRANSPORTS,
+  minReconnectDelay: 500,
+  maxReconnectDelay: 20000,
+  timeout: 5000,
+  maxServerPingDelay: 10000,
+  debug: false,
+};
+
+/**
+ * A kilat client.
+ *
+ * Recovery after a reconnect: client-side subscriptions are re-subscribed one by one with
+ * `subscribe {recover: true, offset, epoch}` (batched into one message right after the connect
+ * reply), so each gets its own result, error and retry. Server-side subscriptions (from the
+ * token's `channels` claim, reported in the connect result `subs`) are recovered through
+ * `connect.subs`, the only way to name them.
+ */
+export class Kilat extends EventEmitter {
+  /**
+   * @param {string} url server base URL (`http://host:8000`) or WebSocket endpoint
+   *   (`ws://host:8000/connection/websocket`)
+   * @param {object} [options]
+   */
+  constructor(url, options = {}) {
+    super();
+    this._options = { ...DEFAULTS, ...options };
+    if (!this._options.transports || this._options.transports.length === 0) {
+      throw new KilatError(ErrorCode.BAD_CONFIGURATION, 'transports must not be empty');
+    }
+    this._endpoints = resolveEndpoints(url);
+    this.url = url;
+    /** @type {State} */
+    this.state = 'disconnected';
+    /** Client id from the connect result. */
+    this.clientId = null;
+    /** Name of the transport in use. */
+    this.transportName = null;
+    this._token = this._options.token;
+    this._tokenExpired = false;
+    this._transport = null;
+    /** Bumped for every transport attempt; replies and timers from older ones are ignored. */
+    this._connGen = 0;
+    this._transportIndex = 0;
+    this._nextId = 1;
+    /** @type {Map<number, {resolve: Function, reject: Function, timer: any}>} */
+    this._pending = new Map();
+    /** Frames to send in the current tick, flushed as one message. */
+    this._queue = [];
+    this._flushScheduled = false;
+    /** Calls made while connecting, run once connected. */
+    this._waiting = new Set();
+    this._attempts = 0;
+    this._reconnectTimer = null;
+    this._pingTimer = null;
+    this._refreshTimer = null;
+    this._refreshing = false;
+    this._connectId = 0;
+    this._serverPing = 0;
+    /** Pending `disconnect` push, applied when the transport closes. */
+    this._disconnectPush = null;
+    /** @type {Map<string, Subscription>} */
+    this._subs = new Map();
+    /** Server-side subscriptions: channel -> {offset, epoch, recoverable}. */
+    this._serverSubs = new Map();
+  }
+
+  _debug(...args) {
+    if (this._options.debug) console.debug('[kilat]', ...args);
+  }
+
+  // ---------- public API ----------
+
+  /** Starts connecting (no-op unless disconnected). */
+  connect() {
+    if (this.state !== 'disconnected') return;
+    this._attempts = 0;
+    this._setState('connecting');
+    this.emit('connecting', { code: 0, reason: 'connect called' });
+    this._startAttempt(0);
+  }
+
+  /** Closes the connection and stops reconnecting. Subscriptions resubscribe on the next connect(). */
+  disconnect() {
+    if (this.state === 'disconnected') return;
+    this._teardown(DisconnectCode.DISCONNECT_CALLED, 'disconnect called', false, true);
+  }
+
+  /**
+   * Resolves when connected; rejects if the client ends up disconnected first, or after `timeout` ms.
+   * @param {number} [timeout]
+   * @returns {Promise<void>}
+   */
+  ready(timeout) {
+    if (this.state === 'connected') return Promise.resolve();
+    if (this.state === 'disconnected') {
+      return Promise.reject(new KilatError(ErrorCode.CLIENT_DISCONNECTED, 'client is disconnected'));
+    }
+    return new Promise((resolve, reject) => {
+      let timer = null;
+      const done = () => {
+        this.off('connected', onConnected);
+        this.off('disconnected', onDisconnected);
+        if (timer) clearTimeout(timer);
+      };
+      const onConnected = () => {
+        done();
+        resolve();
+      };
+      const onDisconnected = (ctx) => {
+        done();
+        reject(new KilatError(ErrorCode.CLIENT_DISCONNECTED, ctx?.reason ?? 'disconnected'));
+      };
+      this.on('connected', onConnected);
+      this.on('disconnected', onDisconnected);
+      if (timeout) {
+        timer = setTimeout(() => {
+          done();
+          reject(new KilatError(ErrorCode.TIMEOUT, 'timeout'));
+        }, timeout);
+      }
+    });
+  }
+
+  /**
+   * Creates a subscription (not yet subscribed). Throws if one exists for the channel.
+   * @param {string} channel
+   * @param {object} [options]
+   * @returns {Subscription}
+   */
+  newSubscription(channel, options) {
+    if (this._subs.has(channel)) {
+      throw new KilatError(ErrorCode.ALREADY_SUBSCRIBED, `subscription to ${channel} already exists`);
+    }
+    const sub = new Subscription(this, channel, options);
+    this._subs.set(channel, sub);
+    return sub;
+  }
+
+  /** @param {string} channel */
+  getSubscription(channel) {
+    return this._subs.get(channel) ?? null;
+  }
+
+  /** Unsubscribes and forgets a subscription. @param {Subscription} sub */
+  removeSubscription(sub) {
+    if (!sub) return;
+    sub.unsubscribe();
+    if (this._subs.get(sub.channel) === sub) this._subs.delete(sub.channel);
+  }
+
+  /** @returns {Record<string, Subscription>} */
+  subscriptions() {
+    return Object.fromEntries(this._subs);
+  }
+
+  publish(channel, data) {
+    return this._call('publish', { channel, data });
+  }
+
+  presence(channel) {
+    return this._call('presence', { channel });
+  }
+
+  presenceStats(channel) {
+    return this._call('presence_stats', { channel });
+  }
+
+  /**
+   * @param {string} channel
+   * @param {{limit?: number, since?: {offset: number, epoch: string}, reverse?: boolean}} [opts]
+   */
+  history(channel, opts = {}) {
+    /** @type {any} */
+    const params = { channel };
+    if (opts.limit !== undefined) params.limit = opts.limit;
+    if (opts.since) params.since = { offset: opts.since.offset, epoch: opts.since.epoch };
+    if (opts.reverse !== undefined) params.reverse = opts.reverse;
+    return this._call('history', params);
+  }
+
+  rpc(method, data) {
+    return this._call('rpc', { method, data });
+  }
+
+  /** Fire-and-forget message to the backend: no id, no reply. Resolves once queued. */
+  send(data) {
+    return this._whenConnected(() => {
+      this._enqueue({ send: { data } });
+    }, null);
+  }
+
+  // ---------- commands ----------
+
+  _allocId() {
+    const id = this._nextId;
+    this._nextId = id >= MAX_ID ? 1 : id + 1;
+    return id;
+  }
+
+  /**
+   * Runs `fn` now if connected, or after connecting; rejects on disconnect or timeout.
+   * @param {() => any} fn
+   * @param {number | null} timeout
+   */
+  _whenConnected(fn, timeout) {
+    if (this.state === 'connected') {
+      try {
+        return Promise.resolve(fn());
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    if (this.state === 'disconnected') {
+      return Promise.reject(new KilatError(ErrorCode.CLIENT_DISCONNECTED, 'client is disconnected'));
+    }
+    return new Promise((resolve, reject) => {
+      const entry = {
+        run: () => {
+          if (entry.timer) clearTimeout(entry.timer);
+          try {
+            resolve(fn());
+          } catch (err) {
+            reject(err);
+          }
+        },
+        fail: (err) => {
+          if (entry.timer) clearTimeout(entry.timer);
+          reject(err);
+        },
+        timer: null,
+      };
+      const t = timeout ?? this._options.timeout;
+      entry.timer = setTimeout(() => {
+        this._waiting.delete(entry);
+        reject(new KilatError(ErrorCode.TIMEOUT, 'timeout', true));
+      }, t);
+      this._waiting.add(entry);
+    });
+  }
+
+  /**
+   * Sends a command and resolves with its result (or rejects with a KilatError).
+   * @param {string} method
+   * @param {object} params
+   */
+  _call(method, params) {
+    const started = Date.now();
+    return this._whenConnected(() => {
+      const remaining = Math.max(1, this._options.timeout - (Date.now() - started));
+      return this._send(method, params, remaining);
+    }, this._options.timeout);
+  }
+
+  _send(method, params, timeout = this._options.timeout) {
+    const id = this._allocId();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new KilatError(ErrorCode.TIMEOUT, 'timeout', true));
+      }, timeout);
+      this._pending.set(id, { resolve, reject, timer, method });
+      this._enqueue({ id, [method]: params });
+    });
+  }
+
+  /** Queues a frame; everything queued in the same tick goes out as one message. */
+  _enqueue(frame) {
+    this._queue.push(frame);
+    if (this._flushScheduled) return;
+    this._flushScheduled = true;
+    queueMicrotask(() => this._flush());
+  }
+
+  _flush() {
+    this._flushScheduled = false;
+    if (this._queue.length === 0) return;
+    const frames = this._queue;
+    this._queue = [];
+    if (!this._transport) return;
+    this._debug('send', frames);
+    this._transport.send(frames);
+  }
+
+  _rejectAll(err) {
+    for (const [, p] of this._pending) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this._pending.clear();
+    this._queue = [];
+  }
+
+  // ---------- connection lifecycle ----------
+
+  _setState(state) {
+    if (state === this.state) return;
+    const oldState = this.state;
+    this.state = state;
+    this._debug('state', oldState, '->', state);
+    this.emit('state', { newState: state, oldState });
+  }
+
+  _tokenNeedsFetch() {
+    const o = this._options;
+    return typeof o.getToken === 'function' && (this._token == null || this._token === '' || this._tokenExpired);
+  }
+
+  /** Opens transport number `index` of the configured list. */
+  async _startAttempt(index) {
+    const gen = ++this._connGen;
+    this._transportIndex = index;
+    this._nextId = 1;
+    this._disconnectPush = null;
+    if (this._tokenNeedsFetch()) {
+      try {
+        this._token = await this._options.getToken({});
+        this._tokenExpired = false;
+      } catch (err) {
+        if (gen !== this._connGen || this.state !== 'connecting') return;
+        this.emit('error', { type: 'token', error: err });
+        this._scheduleReconnect();
+        return;
+      }
+      if (gen !== this._connGen || this.state !== 'connecting') return;
+    }
+    const spec = this._options.transports[index];
+    let transport;
+    try {
+      transport = createTransport(spec, this._endpoints, {
+        WebSocket: this._options.websocket,
+        fetch: this._options.fetch,
+      });
+    } catch (err) {
+      this.emit('error', { type: 'transport', error: err });
+      this._nextTransport(gen, { code: 1006, reason: String(err.message), opened: false });
+      return;
+    }
+    this._transport = transport;
+    const connectId = this._allocId();
+    this._connectId = connectId;
+    /** @type {any} */
+    const params = {};
+    if (this._token) params.token = this._token;
+    if (this._options.name) params.name = this._options.name;
+    if (this._options.version) params.version = this._options.version;
+    if (this._options.data !== undefined) params.data = this._options.data;
+    if (this._serverSubs.size > 0) {
+      params.subs = {};
+      for (const [channel, pos] of this._serverSubs) {
+        if (pos.recoverable && pos.offset != null && pos.epoch != null) {
+          params.subs[channel] = { recover: true, offset: pos.offset, epoch: pos.epoch };
+        }
+      }
+      if (Object.keys(params.subs).length === 0) delete params.subs;
+    }
+    const connectFrame = { id: connectId, connect: params };
+    this._debug('opening', transport.name, 'transport');
+    const connectTimer = setTimeout(() => {
+      if (gen !== this._connGen || this.state !== 'connecting') return;
+      this._debug('connect reply timed out');
+      transport.close();
+      this._onTransportClose(gen, { code: DisconnectCode.CONNECT_TIMEOUT, reason: 'connect timeout', opened: true });
+    }, this._options.timeout);
+    this._pending.set(connectId, {
+      resolve: (result) => {
+        clearTimeout(connectTimer);
+        if (gen === this._connGen) this._onConnectResult(result);
+      },
+      reject: (err) => {
+        clearTimeout(connectTimer);
+        if (gen === this._connGen) this._onConnectError(err);
+      },
+      timer: connectTimer,
+      method: 'connect',
+    });
+    transport.open(connectFrame, {
+      onOpen: () => {
+        if (gen !== this._connGen) return;
+        this._debug(transport.name, 'open');
+      },
+      onMessage: (text) => {
+        if (gen !== this._connGen) return;
+        this._onMessage(text);
+      },
+      onClose: (ctx) => {
+        if (gen !== this._connGen) return;
+        clearTimeout(connectTimer);
+        this._onTransportClose(gen, ctx);
+      },
+    });
+  }
+
+  /** The transport never opened: try the next one in the list, or back off and start over. */
+  _nextTransport(gen, ctx) {
+    if (gen !== this._connGen || this.state !== 'connecting') return;
+    const next = this._transportIndex + 1;
+    this._debug('transport', this._options.transports[this._transportIndex], 'failed to open:', ctx.reason);
+    this._transport = null;
+    this._rejectAll(new KilatError(ErrorCode.TRANSPORT_CLOSED, 'transport closed', true));
+    if (next < this._options.transports.length) {
+      this._startAttempt(next);
+    } else {
+      this.emit('error', {
+        type: 'transport',
+        error: new KilatError(ErrorCode.TRANSPORT_CLOSED, `no transport could be opened (last: ${ctx.reason})`, true),
+      });
+      this._scheduleReconnect();
+    }
+  }
+
+  _scheduleReconnect() {
+    if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
+    const o = this._options;
+    const delay = backoff(this._attempts++, o.minReconnectDelay, o.maxReconnectDelay);
+    this._debug('reconnect in', delay, 'ms');
+    this._reconnectTimer = setTimeout(() => {
+      this._reconnectTimer = null;
+      if (this.state === 'connecting') this._startAttempt(0);
+    }, delay);
+  }
+
+  _onTransportClose(gen, ctx) {
+    if (gen !== this._connGen) return;
+    if (!ctx.opened && this.state === 'connecting') {
+      this._nextTransport(gen, ctx);
+      return;
+    }
+    let { code, reason } = ctx;
+    let hint;
+    if (this._disconnectPush) {
+      ({ code, reason } = this._disconnectPush);
+      hint = this._disconnectPush.reconnect;
+    }
+    const reconnect = shouldReconnect(code, hint);
+    this._teardown(code, reason, reconnect, false);
+  }
+
+  /**
+   * Drops the transport and everything tied to it, then reconnects or stays disconnected.
+   * @param {number} code
+   * @param {string} reason
+   * @param {boolean} reconnect
+   * @param {boolean} closeTransport whether we close it (it is not closed already)
+   */
+  _teardown(code, reason, reconnect, closeTransport) {
+    this._connGen++;
+    const transport = this._transport;
+    this._transport = null;
+    if (closeTransport && transport) transport.close(1000, reason);
+    this._clearConnectionTimers();
+    const err = reconnect
+      ? new KilatError(ErrorCode.TRANSPORT_CLOSED, 'transport closed', true)
+      : new KilatError(ErrorCode.CLIENT_DISCONNECTED, 'client disconnected');
+    this._rejectAll(err);
+    for (const sub of this._subs.values()) sub._onTransportLost();
+    if (code === DisconnectCode.TOKEN_EXPIRED) this._tokenExpired = true;
+    if (reconnect) {
+      const wasConnected = this.state === 'connected';
+      this._setState('connecting');
+      if (wasConnected) this.emit('connecting', { code, reason });
+      this._scheduleReconnect();
+    } else {
+      if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
+      this._reconnectTimer = null;
+      for (const w of this._waiting) w.fail(new KilatError(ErrorCode.CLIENT_DISCONNECTED, 'client disconnected'));
+      this._waiting.clear();
+      this._setState('disconnected');
+      this.emit('disconnected', { code, reason });
+    }
+  }
+
+  _clearConnectionTimers() {
+    if (this._pingTimer) clearTimeout(this._pingTimer);
+    if (this._refreshTimer) clearTimeout(this._refreshTimer);
+    this._pingTimer = null;
+    this._refreshTimer = null;
+    this._refreshing = false;
+  }
+
+  _onConnectResult(result) {
+    result = result ?? {};
+    this._attempts = 0;
+    this.clientId = result.client ?? null;
+    this.transportName = this._transport?.name ?? null;
+    if (this._transport?.emulated) this._transport.setSession(result.session, result.node);
+    this._serverPing = Number(result.ping ?? 0);
+    this._resetPingTimer();
+    this._setTokenTimer(result);
+    this._setState('connected');
+    // server-side subscriptions (token `channels`): their positions feed `connect.subs` later
+    const subsResult = result.subs && typeof result.subs === 'object' ? result.subs : {};
+    this.emit('connected', {
+      client: result.client,
+      transport: this.transportName,
+      version: result.version,
+      ping: result.ping,
+      expires: result.expires,
+      ttl: result.ttl,
+      data: result.data,
+    });
+    for (const [channel, sub] of Object.entries(subsResult)) this._onServerSubscribed(channel, sub ?? {});
+    // resubscribe (batched: all in this tick go out as one message), then run queued calls
+    for (const sub of this._subs.values()) if (sub.state === 'subscribing') sub._sendSubscribe();
+    const waiting = [...this._waiting];
+    this._waiting.clear();
+    for (const w of waiting) w.run();
+  }
+
+  _onConnectError(err) {
+    this.emit('error', { type: 'connect', error: err });
+    const transport = this._transport;
+    if (err.code === ErrorCode.TOKEN_EXPIRED && typeof this._options.getToken === 'function') {
+      this._tokenExpired = true;
+      transport?.close();
+      this._teardown(DisconnectCode.TOKEN_EXPIRED, 'token expired', true, false);
+    } else if (err.temporary || err.code === ErrorCode.TIMEOUT) {
+      transport?.close();
+      this._teardown(err.code, err.message, true, false);
+    } else if (err.code === ErrorCode.TRANSPORT_CLOSED) {
+      // the transport close path already handled it
+    } else {
+      transport?.close();
+      const code = err.code === ErrorCode.UNAUTHORIZED || err.code === ErrorCode.PERMISSION_DENIED
+        ? DisconnectCode.UNAUTHORIZED
+        : DisconnectCode.BAD_REQUEST;
+      this._teardown(code, err.message, false, false);
+    }
+  }
+
+  _setTokenTimer(result) {
+    if (this._refreshTimer) clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    if (result.expires && result.ttl > 0 && typeof this._options.getToken === 'function') {
+      this._refreshTimer = setTimeout(() => this._refreshToken(), result.ttl * 1000);
+    }
+  }
+
+  /** Gets a new token and sends `refresh` (on the `refresh` push or when the ttl runs out). */
+  async _refreshToken() {
+    if (this._refreshing || this.state !== 'connected') return;
+    if (typeof this._options.getToken !== 'function') {
+      this.emit('error', {
+        type: 'refresh',
+        error: new KilatError(ErrorCode.TOKEN_UNAVAILABLE, 'server asked for a new token but no getToken is set'),
+      });
+      return;
+    }
+    this._refreshing = true;
+    const gen = this._connGen;
+    try {
+      this._tokenExpired = true;
+      const token = await this._options.getToken({});
+      this._token = token;
+      this._tokenExpired = false;
+      if (gen !== this._connGen || this.state !== 'connected') return;
+      const result = await this._call('refresh', { token });
+      if (gen === this._connGen) this._setTokenTimer(result ?? {});
+    } catch (err) {
+      this.emit('error', { type: 'refresh', error: err });
+    } finally {
+      if (gen === this._connGen) this._refreshing = false;
+    }
+  }
+
+  _resetPingTimer() {
+    if (this._pingTimer) clearTimeout(this._pingTimer);
+    this._pingTimer = null;
+    if (!(this._serverPing > 0)) return;
+    const gen = this._connGen;
+    this._pingTimer = setTimeout(() => {
+      if (gen !== this._connGen || this.state !== 'connected') return;
+      this._debug('no ping from server: reconnecting');
+      this._teardown(DisconnectCode.NO_PING, 'no ping', true, true);
+    }, this._serverPing * 1000 + this._options.maxServerPingDelay);
+  }
+
+  // ---------- inbound ----------
+
+  _onMessage(text) {
+    let frames;
+    try {
+      frames = decodeFrames(text);
+    } catch (err) {
+      this.emit('error', { type: 'protocol', error: new KilatError(ErrorCode.BAD_REQUEST, `malformed frame: ${err.message}`) });
+      this._teardown(DisconnectCode.BAD_REQUEST, 'malformed frame from server', true, true);
+      return;
+    }
+    this._debug('recv', frames);
+    const gen = this._connGen;
+    if (this.state === 'connected') this._resetPingTimer();
+    for (const frame of frames) {
+      if (gen !== this._connGen) return; // a frame tore the connection down
+      this._onFrame(frame);
+    }
+  }
+
+  _onFrame(frame) {
+    if (isPing(frame)) {
+      this._enqueue({}); // answer the application ping
+      return;
+    }
+    if (frame.push) {
+      this._onPush(frame.push);
+      return;
+    }
+    let id = frame.id;
+    // emulated transports: the connect reply may come without an id
+    if (id == null && frame.connect && this.state === 'connecting') id = this._connectId;
+    if (id == null) return;
+    const pending = this._pending.get(id);
+    if (!pending) return; // late reply after a timeout
+    this._pending.delete(id);
+    clearTimeout(pending.timer);
+    if (frame.error) pending.reject(KilatError.fromWire(frame.error));
+    else pending.resolve(frame[pending.method] ?? {});
+  }
+
+  _onPush(push) {
+    const channel = push.channel;
+    if (push.disconnect) {
+      const d = push.disconnect;
+      this._disconnectPush = {
+        code: Number(d.code ?? DisconnectCode.SHUTDOWN),
+        reason: String(d.reason ?? ''),
+        reconnect: d.reconnect,
+      };
+      // act now; the close that follows belongs to an old generation and is ignored
+      const { code, reason, reconnect } = this._disconnectPush;
+      this._teardown(code, reason, shouldReconnect(code, reconnect), true);
+      return;
+    }
+    if (push.message) {
+      this.emit('message', { data: push.message.data });
+      return;
+    }
+    if (push.refresh && channel == null) {
+      this._refreshToken();
+      return;
+    }
+    if (channel == null) return;
+    const sub = this._subs.get(channel);
+    if (sub && sub.state !== 'unsubscribed') {
+      sub._handlePush(push);
+      return;
+    }
+    // server-side subscription
+    if (push.subscribe) this._onServerSubscribed(channel, push.subscribe);
+    else if (push.unsubscribe) {
+      this._serverSubs.delete(channel);
+      this.emit('unsubscribed', { channel, code: push.unsubscribe.code, reason: push.unsubscribe.reason });
+    } else if (push.pub) this._onServerPublication(channel, push.pub);
+    else if (push.join) this.emit('join', { channel, info: push.join.info });
+    else if (push.leave) this.emit('leave', { channel, info: push.leave.info });
+  }
+
+  _onServerSubscribed(channel, res) {
+    const prev = this._serverSubs.get(channel);
+    const sameEpoch = prev && res.epoch != null && prev.epoch === res.epoch;
+    const pos = {
+      offset: sameEpoch ? prev.offset : null,
+      epoch: res.epoch ?? null,
+      recoverable: res.recoverable !== false,
+    };
+    this._serverSubs.set(channel, pos);
+    const toEmit = [];
+    for (const pub of Array.isArray(res.publications) ? res.publications : []) {
+      if (typeof pub?.offset === 'number') {
+        if (pos.offset != null && pub.offset <= pos.offset) continue;
+        pos.offset = pub.offset;
+      }
+      toEmit.push(pub);
+    }
+    if (typeof res.offset === 'number') pos.offset = pos.offset != null ? Math.max(pos.offset, res.offset) : res.offset;
+    this.emit('subscribed', {
+      channel,
+      recovered: Boolean(res.recovered),
+      wasRecovering: Boolean(sameEpoch),
+      recoverable: pos.recoverable,
+      positioned: Boolean(res.positioned),
+      offset: pos.offset,
+      epoch: pos.epoch,
+    });
+    for (const pub of toEmit) this._emitServerPublication(channel, pub);
+  }
+
+  _onServerPublication(channel, pub) {
+    const pos = this._serverSubs.get(channel);
+    if (pos && typeof pub?.offset === 'number') {
+      if (pos.offset != null && pub.offset <= pos.offset) return;
+      pos.offset = pub.offset;
+    }
+    this._emitServerPublication(channel, pub);
+  }
+
+  _emitServerPublication(channel, pub) {
+    /** @type {any} */
+    const ctx = { channel, data: pub?.data };
+    if (pub?.offset !== undefined) ctx.offset = pub.offset;
+    if (pub?.info !== undefined) ctx.info = pub.info;
+    this.emit('publication', ctx);
+  }
+}
+
+/**
+ * Same as `new Kilat(url, options)`.
+ * @param {string} url
+ * @param {object} [options]
+ */
+export function createClient(url, options) {
+  return new Kilat(url, options);
+}

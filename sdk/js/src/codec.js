@@ -1,0 +1,96 @@
+// Frame encoding and decoding (PROTOCOL.md section 2), and the line/SSE parsers used by the
+// emulated transports.
+
+/**
+ * Encodes frames into one message: JSON objects separated by `\n` (batching).
+ * @param {object[]} frames
+ * @returns {string}
+ */
+export function encodeFrames(frames) {
+  return frames.map((f) => JSON.stringify(f)).join('\n');
+}
+
+/**
+ * Splits one message into frames. Empty lines are skipped. A line that is not valid JSON
+ * throws a SyntaxError (the caller treats it as a protocol error).
+ * @param {string} text
+ * @returns {any[]}
+ */
+export function decodeFrames(text) {
+  const out = [];
+  for (const line of text.split('\n')) {
+    const trimmed = line.trim();
+    if (trimmed === '') continue;
+    out.push(JSON.parse(trimmed));
+  }
+  return out;
+}
+
+/** Whether a decoded frame is the application ping `{}`. */
+export function isPing(frame) {
+  if (frame === null || typeof frame !== 'object' || Array.isArray(frame)) return false;
+  for (const _ in frame) return false;
+  return true;
+}
+
+/** Accumulates text chunks and yields complete lines (for NDJSON streams). */
+export class LineSplitter {
+  constructor() {
+    this._buf = '';
+  }
+
+  /**
+   * @param {string} chunk
+   * @returns {string[]} complete lines, without their terminator (`\n` or `\r\n`)
+   */
+  push(chunk) {
+    this._buf += chunk;
+    const lines = this._buf.split('\n');
+    this._buf = lines.pop() ?? '';
+    return lines.map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l));
+  }
+
+  /** Whatever is left without a line terminator. */
+  rest() {
+    const r = this._buf;
+    this._buf = '';
+    return r;
+  }
+}
+
+/**
+ * Parses a text/event-stream (WHATWG HTML "server-sent events"): `data:` lines are joined with
+ * `\n` and dispatched at a blank line; comments (`:`) and other fields are ignored except `event`.
+ */
+export class SseParser {
+  constructor() {
+    this._lines = new LineSplitter();
+    /** @type {string[]} */
+    this._data = [];
+    this._event = '';
+  }
+
+  /**
+   * @param {string} chunk
+   * @returns {{event: string, data: string}[]} complete events
+   */
+  push(chunk) {
+    const events = [];
+    for (const line of this._lines.push(chunk)) {
+      if (line === '') {
+        if (this._data.length > 0) events.push({ event: this._event || 'message', data: this._data.join('\n') });
+        this._data = [];
+        this._event = '';
+        continue;
+      }
+      if (line.startsWith(':')) continue;
+      const colon = line.indexOf(':');
+      const field = colon === -1 ? line : line.slice(0, colon);
+      let value = colon === -1 ? '' : line.slice(colon + 1);
+      if (value.startsWith(' ')) value = value.slice(1);
+      if (field === 'data') this._data.push(value);
+      else if (field === 'event') this._event = value;
+    }
+    return events;
+  }
+}

@@ -1,0 +1,319 @@
+// Hand-written types for the kilat JavaScript SDK (src/kilat.js). Keep in step with the code.
+
+export type State = 'disconnected' | 'connecting' | 'connected';
+export type SubscriptionState = 'unsubscribed' | 'subscribing' | 'subscribed';
+export type TransportName = 'websocket' | 'sse' | 'http_stream';
+
+/** A transport, by name (endpoint derived from the client URL) or with its own endpoint. */
+export type TransportSpec = TransportName | { transport: TransportName; endpoint?: string };
+
+/** What `getToken` receives: `{}` for the connection token, `{channel}` for a subscription token. */
+export interface TokenContext {
+  channel?: string;
+}
+
+/** A WebSocket constructor: the browser's, or `ws` from npm in Node. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  binaryType?: string;
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: { data: any }) => void) | null;
+  onerror: ((ev: any) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface ClientOptions {
+  /** Connection token (JWT). */
+  token?: string;
+  /** Called for a new token: before the first connect when `token` is absent, on a `refresh` push, when the ttl runs out, and on reconnect after expiry. */
+  getToken?: (ctx: TokenContext) => Promise<string>;
+  /** Client name sent in `connect` (default `"js"`). */
+  name?: string;
+  /** Application version sent in `connect`. */
+  version?: string;
+  /** Custom data sent in `connect`. */
+  data?: unknown;
+  /** WebSocket implementation; defaults to `globalThis.WebSocket`. */
+  websocket?: WebSocketConstructor;
+  /** fetch implementation for SSE and HTTP streaming; defaults to `globalThis.fetch`. */
+  fetch?: typeof fetch;
+  /** Transports in fallback order (default `['websocket', 'sse', 'http_stream']`). */
+  transports?: TransportSpec[];
+  /** Backoff floor and first ceiling, ms (default 500). */
+  minReconnectDelay?: number;
+  /** Backoff cap, ms (default 20000). */
+  maxReconnectDelay?: number;
+  /** Timeout for command replies and for the connect reply, ms (default 5000). */
+  timeout?: number;
+  /** Extra wait beyond the server's ping interval before the connection counts as dead, ms (default 10000). */
+  maxServerPingDelay?: number;
+  /** Log frames and state changes with console.debug. */
+  debug?: boolean;
+}
+
+export interface SubscriptionOptions {
+  /** Subscription token (JWT) for channels that need one. */
+  token?: string;
+  /** Called for a subscription token when needed and on expiry (`refresh` push carrying the channel). */
+  getToken?: (ctx: { channel: string }) => Promise<string>;
+  /** Track offset/epoch and recover on resubscribe (default true). */
+  recoverable?: boolean;
+  /** Ask for join/leave pushes (`join_leave` in subscribe). */
+  joinLeave?: boolean;
+  /** Custom data sent in `subscribe`. */
+  data?: unknown;
+  minResubscribeDelay?: number;
+  maxResubscribeDelay?: number;
+}
+
+export interface ClientInfo {
+  client: string;
+  user: string;
+  info?: unknown;
+}
+
+export interface Publication<T = any> {
+  data: T;
+  offset?: number;
+  info?: ClientInfo;
+}
+
+export interface StreamPosition {
+  offset: number;
+  epoch: string;
+}
+
+export interface PublicationContext<T = any> {
+  channel: string;
+  data: T;
+  offset?: number;
+  info?: ClientInfo;
+  tags?: Record<string, string>;
+}
+
+export interface JoinLeaveContext {
+  channel: string;
+  info: ClientInfo;
+}
+
+export interface StateContext<S> {
+  newState: S;
+  oldState: S;
+}
+
+export interface ConnectingContext {
+  code: number;
+  reason: string;
+}
+
+export interface ConnectedContext {
+  client: string;
+  transport: TransportName;
+  version?: string;
+  ping?: number;
+  expires?: boolean;
+  ttl?: number;
+  data?: unknown;
+}
+
+export interface DisconnectedContext {
+  /** A disconnect code (PROTOCOL.md section 9), a WebSocket close code, or 0 after `disconnect()`. */
+  code: number;
+  reason: string;
+}
+
+export interface ErrorContext {
+  type: 'connect' | 'transport' | 'token' | 'refresh' | 'protocol' | 'subscribe' | 'unsubscribe';
+  error: KilatError | Error;
+  channel?: string;
+}
+
+export interface SubscribedContext {
+  channel: string;
+  /** True when every publication since the sent position was returned (nothing lost). */
+  recovered: boolean;
+  /** True when the subscribe carried `recover: true` with an offset and epoch. */
+  wasRecovering: boolean;
+  recoverable: boolean;
+  positioned: boolean;
+  offset: number | null;
+  epoch: string | null;
+  data?: unknown;
+}
+
+export interface UnsubscribedContext {
+  channel: string;
+  code: number;
+  reason: string;
+}
+
+export interface SubscribingContext {
+  channel: string;
+  code: number;
+  reason: string;
+}
+
+export interface ClientEvents {
+  state: StateContext<State>;
+  connecting: ConnectingContext;
+  connected: ConnectedContext;
+  disconnected: DisconnectedContext;
+  error: ErrorContext;
+  /** `message` pushes (server to this connection). */
+  message: { data: any };
+  /** Publications on server-side subscriptions. */
+  publication: PublicationContext;
+  join: JoinLeaveContext;
+  leave: JoinLeaveContext;
+  /** Server-side subscription added (connect result `subs` or `subscribe` push). */
+  subscribed: SubscribedContext;
+  /** Server-side subscription removed. */
+  unsubscribed: UnsubscribedContext;
+}
+
+export interface SubscriptionEvents {
+  state: StateContext<SubscriptionState> & { channel: string };
+  subscribing: SubscribingContext;
+  subscribed: SubscribedContext;
+  unsubscribed: UnsubscribedContext;
+  publication: PublicationContext;
+  join: JoinLeaveContext;
+  leave: JoinLeaveContext;
+  error: ErrorContext;
+}
+
+export class EventEmitter<E extends Record<string, any> = Record<string, any>> {
+  on<K extends keyof E & string>(event: K, listener: (ctx: E[K]) => void): this;
+  off<K extends keyof E & string>(event?: K, listener?: (ctx: E[K]) => void): this;
+  once<K extends keyof E & string>(event: K, listener: (ctx: E[K]) => void): this;
+  emit<K extends keyof E & string>(event: K, payload?: E[K]): boolean;
+  listenerCount(event: keyof E & string): number;
+}
+
+export interface HistoryOptions {
+  limit?: number;
+  since?: StreamPosition;
+  reverse?: boolean;
+}
+
+export interface HistoryResult<T = any> {
+  publications: Publication<T>[];
+  offset: number;
+  epoch: string;
+}
+
+export interface PublishResult {
+  offset?: number;
+}
+
+export interface PresenceResult {
+  clients: Record<string, ClientInfo | { user: string; info?: unknown }>;
+}
+
+export interface PresenceStatsResult {
+  num_clients: number;
+  num_users: number;
+}
+
+export interface RpcResult<T = any> {
+  data: T;
+}
+
+export class Kilat extends EventEmitter<ClientEvents> {
+  constructor(url: string, options?: ClientOptions);
+  readonly url: string;
+  readonly state: State;
+  /** Client id from the last connect result. */
+  readonly clientId: string | null;
+  /** Transport in use once connected. */
+  readonly transportName: TransportName | null;
+  connect(): void;
+  disconnect(): void;
+  /** Resolves when connected; rejects on `disconnected` or after `timeout` ms. */
+  ready(timeout?: number): Promise<void>;
+  newSubscription(channel: string, options?: SubscriptionOptions): Subscription;
+  getSubscription(channel: string): Subscription | null;
+  removeSubscription(sub: Subscription): void;
+  subscriptions(): Record<string, Subscription>;
+  publish(channel: string, data: unknown): Promise<PublishResult>;
+  presence(channel: string): Promise<PresenceResult>;
+  presenceStats(channel: string): Promise<PresenceStatsResult>;
+  history<T = any>(channel: string, options?: HistoryOptions): Promise<HistoryResult<T>>;
+  rpc<T = any>(method: string, data?: unknown): Promise<RpcResult<T>>;
+  /** Fire-and-forget (`send` has no id and no reply); resolves once queued. */
+  send(data: unknown): Promise<void>;
+}
+
+export function createClient(url: string, options?: ClientOptions): Kilat;
+export default Kilat;
+
+export class Subscription extends EventEmitter<SubscriptionEvents> {
+  readonly channel: string;
+  readonly state: SubscriptionState;
+  /** Last delivered offset (recovery position), or null. */
+  readonly offset: number | null;
+  readonly epoch: string | null;
+  subscribe(): void;
+  unsubscribe(): void;
+  ready(timeout?: number): Promise<void>;
+  publish(data: unknown): Promise<PublishResult>;
+  presence(): Promise<PresenceResult>;
+  presenceStats(): Promise<PresenceStatsResult>;
+  history<T = any>(options?: HistoryOptions): Promise<HistoryResult<T>>;
+}
+
+export class KilatError extends Error {
+  constructor(code: number, message: string, temporary?: boolean);
+  readonly code: number;
+  readonly temporary: boolean;
+  static fromWire(e: { code?: number; message?: string; temporary?: boolean }): KilatError;
+}
+
+export const ErrorCode: Readonly<{
+  TIMEOUT: 1;
+  TRANSPORT_CLOSED: 2;
+  CLIENT_DISCONNECTED: 3;
+  SUBSCRIPTION_UNSUBSCRIBED: 4;
+  BAD_CONFIGURATION: 5;
+  TOKEN_UNAVAILABLE: 6;
+  BAD_REQUEST: 400;
+  UNAUTHORIZED: 401;
+  PERMISSION_DENIED: 403;
+  NOT_FOUND: 404;
+  ALREADY_SUBSCRIBED: 409;
+  TOKEN_EXPIRED: 410;
+  TOO_LARGE: 413;
+  LIMIT_EXCEEDED: 429;
+  INTERNAL: 500;
+  UNAVAILABLE: 503;
+}>;
+
+export const DisconnectCode: Readonly<{
+  SHUTDOWN: 3000;
+  SLOW_CONSUMER: 3001;
+  NO_PONG: 3002;
+  HANDSHAKE_TIMEOUT: 3003;
+  FORCE_RECONNECT: 3004;
+  TOKEN_EXPIRED: 3005;
+  BAD_REQUEST: 3500;
+  UNAUTHORIZED: 3501;
+  CONNECTION_LIMIT: 3502;
+  FORCE_NO_RECONNECT: 3503;
+  BANNED: 3504;
+  DISCONNECT_CALLED: 0;
+  TRANSPORT_CLOSED: 1;
+  NO_PING: 2;
+  CONNECT_TIMEOUT: 3;
+}>;
+
+/** 3000-3499 reconnect, 3500-3999 do not; other codes reconnect unless `hint` is false. */
+export function shouldReconnect(code: number, hint?: boolean): boolean;
+/** Reconnect delay in ms: uniform in [min, min(max, min * 2^attempt)]. */
+export function backoff(attempt: number, min: number, max: number, random?: () => number): number;
+export function encodeFrames(frames: object[]): string;
+export function decodeFrames(text: string): any[];
+export const TRANSPORTS: readonly TransportName[];
+export const VERSION: string;

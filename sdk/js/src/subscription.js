@@ -1,0 +1,338 @@
+// Client-side subscriptions: state machine, recovery position, de-duplication by offset.
+
+import { EventEmitter } from './emitter.js';
+import { ErrorCode, KilatError } from './errors.js';
+import { backoff } from './backoff.js';
+
+/** @typedef {'unsubscribed' | 'subscribing' | 'subscribed'} SubscriptionState */
+
+/**
+ * One channel subscription, created by `client.newSubscription(channel, options)`.
+ *
+ * Recovery: with `recoverable` (the default) the subscription remembers the `offset` and
+ * `epoch` of the stream, from the subscribe result and from every publication. Every later
+ * subscribe (after a reconnect, or after `unsubscribe()` + `subscribe()`) sends
+ * `recover: true, offset, epoch`; the publications in the result are emitted as `publication`
+ * events, in order, before any live one, and anything at or below the known offset is dropped.
+ */
+export class Subscription extends EventEmitter {
+  /**
+   * @param {import('./client.js').Kilat} client
+   * @param {string} channel
+   * @param {object} [options]
+   */
+  constructor(client, channel, options = {}) {
+    super();
+    this._client = client;
+    /** @type {string} */
+    this.channel = channel;
+    /** @type {SubscriptionState} */
+    this.state = 'unsubscribed';
+    this._token = options.token ?? null;
+    this._getToken = options.getToken ?? null;
+    this._recoverable = options.recoverable !== false;
+    this._joinLeave = options.joinLeave;
+    this._data = options.data;
+    this._minDelay = options.minResubscribeDelay ?? client._options.minReconnectDelay;
+    this._maxDelay = options.maxResubscribeDelay ?? client._options.maxReconnectDelay;
+    /** Last known stream position; `null` until the server gave one. */
+    this.offset = null;
+    /** @type {string | null} */
+    this.epoch = null;
+    /** Whether the server said the channel keeps history (from the last subscribe result). */
+    this._serverRecoverable = true;
+    /** Pushes that arrived while the subscribe reply was outstanding, replayed after it. */
+    this._buffer = [];
+    /** Connection generation the subscribe command was sent on (0 = none). */
+    this._sentOnGen = 0;
+    /** Bumped on every attempt so a stale reply is ignored. */
+    this._attempt = 0;
+    this._retries = 0;
+    this._retryTimer = null;
+    this._refreshTimer = null;
+    this._tokenExpired = false;
+  }
+
+  /** Starts subscribing; sends the command now if connected, else when the client connects. */
+  subscribe() {
+    if (this.state !== 'unsubscribed') return;
+    this._setState('subscribing');
+    this.emit('subscribing', { channel: this.channel, code: 0, reason: 'subscribe called' });
+    if (this._client.state === 'connected') this._sendSubscribe();
+  }
+
+  /** Stops the subscription. The recovery position is kept, so a later subscribe() recovers. */
+  unsubscribe() {
+    this._moveToUnsubscribed(0, 'unsubscribe called', true);
+  }
+
+  /**
+   * Resolves once subscribed; rejects if the subscription goes to `unsubscribed` first or after
+   * `timeout` ms.
+   * @param {number} [timeout]
+   * @returns {Promise<void>}
+   */
+  ready(timeout) {
+    if (this.state === 'subscribed') return Promise.resolve();
+    if (this.state === 'unsubscribed') {
+      return Promise.reject(new KilatError(ErrorCode.SUBSCRIPTION_UNSUBSCRIBED, 'subscription is unsubscribed'));
+    }
+    return new Promise((resolve, reject) => {
+      let timer = null;
+      const done = () => {
+        this.off('subscribed', onSub);
+        this.off('unsubscribed', onUnsub);
+        if (timer) clearTimeout(timer);
+      };
+      const onSub = () => {
+        done();
+        resolve();
+      };
+      const onUnsub = (ctx) => {
+        done();
+        reject(new KilatError(ErrorCode.SUBSCRIPTION_UNSUBSCRIBED, ctx?.reason ?? 'unsubscribed'));
+      };
+      this.on('subscribed', onSub);
+      this.on('unsubscribed', onUnsub);
+      if (timeout) {
+        timer = setTimeout(() => {
+          done();
+          reject(new KilatError(ErrorCode.TIMEOUT, 'timeout'));
+        }, timeout);
+      }
+    });
+  }
+
+  /** @param {any} data */
+  publish(data) {
+    return this._client.publish(this.channel, data);
+  }
+
+  presence() {
+    return this._client.presence(this.channel);
+  }
+
+  presenceStats() {
+    return this._client.presenceStats(this.channel);
+  }
+
+  /** @param {{limit?: number, since?: {offset: number, epoch: string}, reverse?: boolean}} [opts] */
+  history(opts) {
+    return this._client.history(this.channel, opts);
+  }
+
+  // ---- internals driven by the client ----
+
+  _setState(state) {
+    if (state === this.state) return;
+    const oldState = this.state;
+    this.state = state;
+    this.emit('state', { newState: state, oldState, channel: this.channel });
+  }
+
+  _moveToUnsubscribed(code, reason, sendUnsubscribe) {
+    this._clearTimers();
+    if (this.state === 'unsubscribed') return;
+    const wasOnServer = this._sentOnGen !== 0 && this._sentOnGen === this._client._connGen;
+    this._attempt++;
+    this._sentOnGen = 0;
+    this._buffer = [];
+    this._setState('unsubscribed');
+    if (sendUnsubscribe && wasOnServer && this._client.state === 'connected') {
+      this._client._call('unsubscribe', { channel: this.channel }).catch((err) => {
+        this.emit('error', { channel: this.channel, type: 'unsubscribe', error: err });
+      });
+    }
+    this.emit('unsubscribed', { channel: this.channel, code, reason });
+  }
+
+  /** The connection dropped: go back to subscribing (resubscribed on the next connect). */
+  _onTransportLost() {
+    this._clearTimers();
+    this._sentOnGen = 0;
+    this._buffer = [];
+    this._attempt++;
+    if (this.state === 'subscribed') {
+      this._setState('subscribing');
+      this.emit('subscribing', { channel: this.channel, code: 0, reason: 'transport closed' });
+    }
+  }
+
+  _clearTimers() {
+    if (this._retryTimer) clearTimeout(this._retryTimer);
+    if (this._refreshTimer) clearTimeout(this._refreshTimer);
+    this._retryTimer = null;
+    this._refreshTimer = null;
+  }
+
+  _needsToken() {
+    return this._getToken != null && (this._token == null || this._tokenExpired);
+  }
+
+  async _fetchToken() {
+    const token = await this._getToken({ channel: this.channel });
+    this._token = token;
+    this._tokenExpired = false;
+    return token;
+  }
+
+  /** Builds the params and sends `subscribe`. Called when connected and subscribing. */
+  async _sendSubscribe() {
+    const client = this._client;
+    const attempt = ++this._attempt;
+    const gen = client._connGen;
+    this._sentOnGen = gen;
+    this._buffer = [];
+    if (this._needsToken()) {
+      try {
+        await this._fetchToken();
+      } catch (err) {
+        if (attempt !== this._attempt) return;
+        this._sentOnGen = 0;
+        this.emit('error', { channel: this.channel, type: 'token', error: err });
+        this._scheduleRetry();
+        return;
+      }
+      if (attempt !== this._attempt || client._connGen !== gen || client.state !== 'connected') return;
+    }
+    /** @type {any} */
+    const params = { channel: this.channel };
+    if (this._token) params.token = this._token;
+    if (this._data !== undefined) params.data = this._data;
+    if (this._joinLeave !== undefined) params.join_leave = this._joinLeave;
+    const wasRecovering = this._recoverable && this._serverRecoverable && this.offset != null && this.epoch != null;
+    if (this._recoverable && this._serverRecoverable) {
+      params.recover = true;
+      if (wasRecovering) {
+        params.offset = this.offset;
+        params.epoch = this.epoch;
+      }
+    }
+    let result;
+    try {
+      result = await client._call('subscribe', params);
+    } catch (err) {
+      if (attempt !== this._attempt) return;
+      this._sentOnGen = 0;
+      this._onSubscribeError(err);
+      return;
+    }
+    if (attempt !== this._attempt || this.state !== 'subscribing') return;
+    this._onSubscribeResult(result ?? {}, wasRecovering);
+  }
+
+  _onSubscribeError(err) {
+    if (!(err instanceof KilatError)) err = new KilatError(ErrorCode.INTERNAL, String(err?.message ?? err));
+    // the transport dropped: the client resubscribes after reconnecting
+    if (err.code === ErrorCode.TRANSPORT_CLOSED || err.code === ErrorCode.CLIENT_DISCONNECTED) return;
+    this.emit('error', { channel: this.channel, type: 'subscribe', error: err });
+    if (err.code === ErrorCode.TOKEN_EXPIRED && this._getToken) {
+      this._tokenExpired = true;
+      this._scheduleRetry();
+    } else if (err.temporary || err.code === ErrorCode.TIMEOUT) {
+      this._scheduleRetry();
+    } else {
+      this._moveToUnsubscribed(err.code, err.message, false);
+    }
+  }
+
+  _scheduleRetry() {
+    if (this._retryTimer) clearTimeout(this._retryTimer);
+    const delay = backoff(this._retries++, this._minDelay, this._maxDelay);
+    this._retryTimer = setTimeout(() => {
+      this._retryTimer = null;
+      if (this.state === 'subscribing' && this._client.state === 'connected') this._sendSubscribe();
+    }, delay);
+  }
+
+  _onSubscribeResult(result, wasRecovering) {
+    this._retries = 0;
+    const sameEpoch = result.epoch != null && result.epoch === this.epoch;
+    // de-duplicate recovered publications against what this subscription already delivered,
+    // but only while the stream is the same one (a new epoch restarts offsets)
+    let last = sameEpoch ? this.offset : null;
+    if (result.recoverable === false) this._serverRecoverable = false;
+    if (result.epoch != null) this.epoch = result.epoch;
+    const pubs = Array.isArray(result.publications) ? result.publications : [];
+    const toEmit = [];
+    for (const pub of pubs) {
+      if (typeof pub?.offset === 'number') {
+        if (last != null && pub.offset <= last) continue;
+        last = pub.offset;
+      }
+      toEmit.push(pub);
+    }
+    if (typeof result.offset === 'number') this.offset = last != null ? Math.max(last, result.offset) : result.offset;
+    else if (last != null) this.offset = last;
+    const buffered = this._buffer;
+    this._buffer = [];
+    this._setState('subscribed');
+    if (result.expires && result.ttl > 0 && this._getToken) this._scheduleRefresh(result.ttl);
+    this.emit('subscribed', {
+      channel: this.channel,
+      recovered: Boolean(result.recovered),
+      wasRecovering,
+      recoverable: result.recoverable !== false,
+      positioned: Boolean(result.positioned),
+      offset: this.offset,
+      epoch: this.epoch,
+      data: result.data,
+    });
+    for (const pub of toEmit) this._emitPublication(pub);
+    for (const push of buffered) this._handlePush(push);
+  }
+
+  _scheduleRefresh(ttl) {
+    if (this._refreshTimer) clearTimeout(this._refreshTimer);
+    this._refreshTimer = setTimeout(() => {
+      this._refreshTimer = null;
+      this._refresh();
+    }, ttl * 1000);
+  }
+
+  /** Token expired (server `refresh` push with our channel, or our own timer): send `sub_refresh`. */
+  async _refresh() {
+    if (!this._getToken || this.state !== 'subscribed') return;
+    const gen = this._client._connGen;
+    try {
+      this._tokenExpired = true;
+      const token = await this._fetchToken();
+      if (gen !== this._client._connGen || this.state !== 'subscribed') return;
+      const res = await this._client._call('sub_refresh', { channel: this.channel, token });
+      if (res?.expires && res.ttl > 0) this._scheduleRefresh(res.ttl);
+    } catch (err) {
+      this.emit('error', { channel: this.channel, type: 'refresh', error: err });
+    }
+  }
+
+  _emitPublication(pub) {
+    if (typeof pub?.offset === 'number') {
+      if (this.offset != null && pub.offset <= this.offset) return; // duplicate
+      this.offset = pub.offset;
+    }
+    /** @type {any} */
+    const ctx = { channel: this.channel, data: pub?.data };
+    if (pub?.offset !== undefined) ctx.offset = pub.offset;
+    if (pub?.info !== undefined) ctx.info = pub.info;
+    if (pub?.tags !== undefined) ctx.tags = pub.tags;
+    this.emit('publication', ctx);
+  }
+
+  /** A push for this channel. */
+  _handlePush(push) {
+    if (this.state === 'subscribing') {
+      // the subscribe reply is outstanding: keep order by replaying after it
+      if (push.pub || push.join || push.leave) this._buffer.push(push);
+      return;
+    }
+    if (this.state !== 'subscribed') return;
+    if (push.pub) this._emitPublication(push.pub);
+    else if (push.join) this.emit('join', { channel: this.channel, info: push.join.info });
+    else if (push.leave) this.emit('leave', { channel: this.channel, info: push.leave.info });
+    else if (push.unsubscribe) {
+      const u = push.unsubscribe;
+      this._sentOnGen = 0;
+      this._moveToUnsubscribed(u.code ?? 0, u.reason ?? 'unsubscribed by server', false);
+    } else if (push.refresh) this._refresh();
+  }
+}

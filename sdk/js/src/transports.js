@@ -1,0 +1,318 @@
+// Transports: WebSocket, and the two emulated ones (SSE and HTTP streaming) built on fetch
+// streaming so they work unchanged in browsers and Node 20 without a dependency.
+//
+// A transport is opened with the connect command already built, because the emulated ones
+// carry it in the opening request. Callbacks:
+//   onOpen()                       the transport is usable (socket open / HTTP 200 received)
+//   onMessage(text)                one message, possibly several `\n`-separated frames
+//   onClose({code, reason, opened}) it ended; `opened` false means it never opened, which
+//                                   makes the client fall back to the next transport
+
+import { encodeFrames, LineSplitter, SseParser } from './codec.js';
+
+/**
+ * Works out the endpoint of each transport from the URL given to the client. The URL may be
+ * the server's base (`http://host:8000`), or a transport endpoint (`ws://host:8000/connection/websocket`).
+ * @param {string} url
+ * @returns {{ws: string, http: string}} the WebSocket endpoint and the HTTP base (no trailing slash)
+ */
+export function resolveEndpoints(url) {
+  const u = new URL(url, typeof location !== 'undefined' ? location.href : undefined);
+  let path = u.pathname.replace(/\/+$/, '');
+  path = path.replace(/\/connection\/(websocket|sse|stream|emulation)$/, '');
+  const secure = u.protocol === 'wss:' || u.protocol === 'https:';
+  const host = u.host;
+  return {
+    ws: `${secure ? 'wss' : 'ws'}://${host}${path}/connection/websocket${u.search}`,
+    http: `${secure ? 'https' : 'http'}://${host}${path}`,
+  };
+}
+
+/** Converts a WebSocket message payload (string, Buffer, ArrayBuffer, typed array) to text. */
+function toText(data) {
+  if (typeof data === 'string') return data;
+  if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) return new TextDecoder().decode(data);
+  return String(data);
+}
+
+export class WebSocketTransport {
+  /**
+   * @param {string} endpoint
+   * @param {{WebSocket?: any}} opts
+   */
+  constructor(endpoint, opts) {
+    this.name = 'websocket';
+    this.emulated = false;
+    this.endpoint = endpoint;
+    this._WebSocket = opts.WebSocket ?? globalThis.WebSocket;
+    this._ws = null;
+    this._closed = false;
+  }
+
+  open(connectFrame, handlers) {
+    const WS = this._WebSocket;
+    if (typeof WS !== 'function') {
+      // no implementation (Node 20 without the `websocket` option): fall back at once
+      queueMicrotask(() => handlers.onClose({ code: 1006, reason: 'no WebSocket implementation', opened: false }));
+      return;
+    }
+    let opened = false;
+    let ws;
+    try {
+      ws = new WS(this.endpoint);
+    } catch (err) {
+      queueMicrotask(() => handlers.onClose({ code: 1006, reason: String(err?.message ?? err), opened: false }));
+      return;
+    }
+    this._ws = ws;
+    if ('binaryType' in ws) ws.binaryType = 'arraybuffer';
+    let errorText = '';
+    ws.onopen = () => {
+      if (this._closed) return;
+      opened = true;
+      ws.send(encodeFrames([connectFrame]));
+      handlers.onOpen();
+    };
+    ws.onmessage = (ev) => {
+      if (!this._closed) handlers.onMessage(toText(ev.data));
+    };
+    ws.onerror = (ev) => {
+      errorText = String(ev?.message ?? ev?.error?.message ?? 'websocket error');
+    };
+    ws.onclose = (ev) => {
+      if (this._closed) return;
+      this._closed = true;
+      handlers.onClose({ code: ev?.code ?? 1006, reason: ev?.reason || errorText || 'connection closed', opened });
+    };
+  }
+
+  /** @param {object[]} frames */
+  send(frames) {
+    const ws = this._ws;
+    if (ws && ws.readyState === 1) ws.send(encodeFrames(frames));
+  }
+
+  setSession() {}
+
+  /** Closes without calling onClose (the client already knows). */
+  close(code = 1000, reason = '') {
+    this._closed = true;
+    const ws = this._ws;
+    if (!ws) return;
+    try {
+      if (ws.readyState === 0 || ws.readyState === 1) ws.close(code, reason);
+    } catch {
+      try {
+        ws.close();
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+}
+
+/** Shared part of SSE and HTTP streaming: a fetch stream in, `POST /connection/emulation` out. */
+class EmulatedTransport {
+  /**
+   * @param {string} name
+   * @param {string} httpBase
+   * @param {{fetch?: typeof fetch}} opts
+   */
+  constructor(name, httpBase, opts) {
+    this.name = name;
+    this.emulated = true;
+    this.httpBase = httpBase;
+    this._fetch = opts.fetch ?? globalThis.fetch?.bind(globalThis);
+    this._abort = new AbortController();
+    this._closed = false;
+    this._session = null;
+    this._node = null;
+    /** @type {object[]} frames waiting for the session id or for the previous POST */
+    this._outbox = [];
+    this._posting = false;
+    this._handlers = null;
+  }
+
+  /** @returns {Promise<Response>} */
+  _request(_connectFrame) {
+    throw new Error('abstract');
+  }
+
+  /** Splits the body text into messages for onMessage. */
+  _parser() {
+    throw new Error('abstract');
+  }
+
+  open(connectFrame, handlers) {
+    this._handlers = handlers;
+    if (typeof this._fetch !== 'function') {
+      queueMicrotask(() => handlers.onClose({ code: 1006, reason: 'no fetch implementation', opened: false }));
+      return;
+    }
+    this._run(connectFrame).catch(() => {});
+  }
+
+  async _run(connectFrame) {
+    const handlers = this._handlers;
+    let opened = false;
+    let code = 1006;
+    let reason = 'stream ended';
+    try {
+      const res = await this._request(connectFrame);
+      if (!res.ok || !res.body) {
+        reason = `HTTP ${res.status}`;
+        try {
+          await res.body?.cancel();
+        } catch {
+          /* ignore */
+        }
+        return;
+      }
+      if (this._closed) return;
+      opened = true;
+      handlers.onOpen();
+      const parse = this._parser();
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this._closed) break;
+        for (const message of parse(decoder.decode(value, { stream: true }))) {
+          if (this._closed) break;
+          handlers.onMessage(message);
+        }
+      }
+    } catch (err) {
+      reason = String(err?.message ?? err);
+    } finally {
+      if (!this._closed) {
+        this._closed = true;
+        handlers.onClose({ code, reason, opened });
+      }
+    }
+  }
+
+  setSession(session, node) {
+    this._session = session;
+    this._node = node;
+    this._pump();
+  }
+
+  /** @param {object[]} frames */
+  send(frames) {
+    this._outbox.push(...frames);
+    this._pump();
+  }
+
+  /** Sends queued commands one POST at a time so the server sees them in order. */
+  async _pump() {
+    if (this._posting || this._session == null) return;
+    this._posting = true;
+    try {
+      while (this._outbox.length > 0 && !this._closed) {
+        const command = this._outbox.shift();
+        const body = JSON.stringify({ session: this._session, node: this._node, command });
+        let ok = false;
+        let status = 0;
+        try {
+          const res = await this._fetch(`${this.httpBase}/connection/emulation`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body,
+            signal: this._abort.signal,
+          });
+          status = res.status;
+          ok = res.ok;
+          try {
+            await res.arrayBuffer();
+          } catch {
+            /* ignore */
+          }
+        } catch {
+          ok = false;
+        }
+        if (!ok && !this._closed) {
+          // a lost command would leave a reply hanging: treat the session as broken
+          this.close();
+          this._handlers.onClose({ code: 1006, reason: `emulation POST failed (HTTP ${status})`, opened: true });
+          return;
+        }
+      }
+    } finally {
+      this._posting = false;
+    }
+  }
+
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    this._abort.abort();
+  }
+}
+
+/** `GET /connection/sse?connect=<urlencoded connect command>`, one server frame (or batch) per event. */
+export class SseTransport extends EmulatedTransport {
+  constructor(httpBase, opts) {
+    super('sse', httpBase, opts);
+  }
+
+  _request(connectFrame) {
+    const url = `${this.httpBase}/connection/sse?connect=${encodeURIComponent(JSON.stringify(connectFrame))}`;
+    return this._fetch(url, {
+      method: 'GET',
+      headers: { accept: 'text/event-stream' },
+      signal: this._abort.signal,
+      cache: 'no-store',
+    });
+  }
+
+  _parser() {
+    const p = new SseParser();
+    return (chunk) => p.push(chunk).map((e) => e.data);
+  }
+}
+
+/** `POST /connection/stream` with the connect command as body; NDJSON back, one frame per line. */
+export class HttpStreamTransport extends EmulatedTransport {
+  constructor(httpBase, opts) {
+    super('http_stream', httpBase, opts);
+  }
+
+  _request(connectFrame) {
+    return this._fetch(`${this.httpBase}/connection/stream`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+      body: JSON.stringify(connectFrame),
+      signal: this._abort.signal,
+    });
+  }
+
+  _parser() {
+    const p = new LineSplitter();
+    return (chunk) => p.push(chunk).filter((l) => l.trim() !== '');
+  }
+}
+
+/** The transport names, in the default fallback order. */
+export const TRANSPORTS = Object.freeze(['websocket', 'sse', 'http_stream']);
+
+/**
+ * Builds a transport for one attempt.
+ * @param {string | {transport: string, endpoint?: string}} spec
+ * @param {{ws: string, http: string}} endpoints
+ * @param {{WebSocket?: any, fetch?: typeof fetch}} opts
+ */
+export function createTransport(spec, endpoints, opts) {
+  const name = typeof spec === 'string' ? spec : spec.transport;
+  const endpoint = typeof spec === 'string' ? undefined : spec.endpoint;
+  switch (name) {
+    case 'websocket':
+      return new WebSocketTransport(endpoint ? resolveEndpoints(endpoint).ws : endpoints.ws, opts);
+    case 'sse':
+      return new SseTransport(endpoint ? resolveEndpoints(endpoint).http : endpoints.http, opts);
+    case 'http_stream':
+      return new HttpStreamTransport(endpoint ? resolveEndpoints(endpoint).http : endpoints.http, opts);
+    default:
+      throw new Error(`unknown transport ${JSON.stringify(name)}`);
+  }
+}

@@ -1,0 +1,32 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { backoff } from '../src/backoff.js';
+
+test('full jitter: the delay spans [min, min(max, min*2^attempt)]', () => {
+  const min = 100;
+  const max = 10_000;
+  for (let attempt = 0; attempt < 40; attempt++) {
+    const ceiling = Math.min(max, min * 2 ** attempt);
+    const low = backoff(attempt, min, max, () => 0);
+    const high = backoff(attempt, min, max, () => 0.999999);
+    assert.equal(low, min, `attempt ${attempt} lower bound`);
+    assert.ok(high <= ceiling && high >= ceiling - 1, `attempt ${attempt}: ${high} vs ceiling ${ceiling}`);
+  }
+});
+
+test('random delays stay inside the bounds and actually spread', () => {
+  const seen = new Set();
+  for (let i = 0; i < 2000; i++) {
+    const d = backoff(5, 200, 5000);
+    assert.ok(d >= 200 && d <= 5000, String(d));
+    seen.add(Math.floor(d / 500));
+  }
+  // uniform over [200, 5000]: all ten 500 ms buckets get hits
+  assert.ok(seen.size >= 9, `buckets hit: ${seen.size}`);
+});
+
+test('the ceiling is capped at max and huge attempts do not overflow', () => {
+  assert.equal(backoff(1000, 500, 20_000, () => 0.999999999) <= 20_000, true);
+  assert.equal(backoff(-3, 500, 20_000, () => 0.5), 500);
+  assert.equal(backoff(0, 500, 200, () => 0.5), 200);
+});
