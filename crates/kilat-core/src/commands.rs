@@ -1,0 +1,415 @@
+//! Command handlers of [`Session`]: one method per protocol method.
+//!
+//! Handlers return `Result<Reply, CoreError>`; [`Session::dispatch`] turns errors into error
+//! replies through [`CoreError::to_client_error`]. `connect` and `subscribe` queue their own
+//! replies, because live publications must follow the reply in the outbox.
+
+use std::collections::BTreeMap;
+
+use kilat_protocol::command::{
+    ChannelRequest, ConnectRequest, HistoryRequest, PublishRequest, RefreshRequest,
+    SubRefreshRequest, SubscribeRequest,
+};
+use kilat_protocol::push::{UnsubscribePush, encode_push_kind};
+use kilat_protocol::reply::{
+    ConnectResult, EmptyResult, PublishResult, RefreshResult, SubscribeResult,
+};
+use kilat_protocol::{
+    ClientError, ClientInfo, Command, Disconnect, DisconnectCode, ErrorCode, Reply, SharedFrame,
+};
+
+use crate::auth::Credentials;
+use crate::engine::JoinLeave;
+use crate::error::CoreError;
+use crate::node::HistoryOptions;
+use crate::permissions::{
+    SubscribeAccess, check_history, check_presence, check_publish, check_subscribe, resolve,
+};
+use crate::recovery::Recovery;
+use crate::session::{Session, State, SubState};
+use crate::util::new_client_id;
+
+/// A subscription joined and positioned, waiting for its reply to be queued.
+struct Joining {
+    channel: String,
+    result: SubscribeResult,
+    state: SubState,
+}
+
+impl Session {
+    fn info(&self) -> Result<ClientInfo, CoreError> {
+        match &self.state {
+            State::Connected(info) => Ok(info.clone()),
+            State::Connecting => Err(CoreError::Unauthorized("connect first".into())),
+        }
+    }
+
+    /// Runs one command of a connected session and queues its reply.
+    pub(crate) async fn dispatch(&mut self, id: u32, command: Command) {
+        let result = match command {
+            Command::Connect(_) => Err(CoreError::BadRequest("already connected".into())),
+            Command::Subscribe(request) => match self.subscribe(id, request).await {
+                Ok(()) => return,
+                Err(error) => Err(error),
+            },
+            Command::Unsubscribe(request) => self.unsubscribe(request).await,
+            Command::Publish(request) => self.publish(request).await,
+            Command::Presence(request) => self.presence(request).await,
+            Command::PresenceStats(request) => self.presence_stats(request).await,
+            Command::History(request) => self.history(request).await,
+            Command::Rpc(_) => Err(CoreError::NotFound("no rpc handler is configured")),
+            Command::Refresh(request) => self.refresh(request).await,
+            Command::SubRefresh(request) => self.sub_refresh(request).await,
+        };
+        match result {
+            Ok(reply) => self.reply(id, &reply),
+            Err(error) => self.reply_error(id, &error.to_client_error()),
+        }
+    }
+
+    /// `connect`: authenticates, registers the identity, subscribes to `subs` and replies.
+    pub(crate) async fn connect(
+        &mut self,
+        id: u32,
+        request: ConnectRequest,
+    ) -> Result<(), Disconnect> {
+        if matches!(self.state, State::Connected(_)) {
+            self.reply_error(
+                id,
+                &ClientError::new(ErrorCode::BAD_REQUEST, "already connected"),
+            );
+            return Ok(());
+        }
+        if self.node.is_draining() {
+            return Err(Disconnect::SHUTDOWN);
+        }
+        let credentials = self.authenticate(id, request.token.as_deref()).await?;
+        let info = ClientInfo {
+            client: new_client_id(),
+            user: credentials.user,
+            info: credentials.info,
+        };
+        self.node
+            .set_session_identity(self.key, &info.client, &info.user);
+        self.state = State::Connected(info.clone());
+        let ping_interval = self.node.config().ping_interval;
+        if !ping_interval.is_zero() {
+            self.next_ping = tokio::time::Instant::now() + ping_interval;
+        }
+
+        let mut joining = Vec::new();
+        let mut failed = Vec::new();
+        for (channel, recovery) in request.subs.unwrap_or_default() {
+            let request = SubscribeRequest {
+                channel: channel.clone(),
+                recover: recovery.recover,
+                offset: recovery.offset,
+                epoch: recovery.epoch,
+                ..SubscribeRequest::default()
+            };
+            match self.prepare_subscribe(&request, joining.len()).await {
+                Ok(join) => joining.push(join),
+                Err(error) => failed.push((channel, error.to_client_error())),
+            }
+        }
+        let subs: BTreeMap<String, SubscribeResult> = joining
+            .iter()
+            .map(|j| (j.channel.clone(), j.result.clone()))
+            .collect();
+        let result = ConnectResult {
+            client: info.client.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ping: u32::try_from(ping_interval.as_secs()).unwrap_or(u32::MAX),
+            expires: credentials.expires_at.map(|_| true),
+            ttl: credentials.expires_at.map(ttl_from),
+            subs: (!subs.is_empty()).then_some(subs),
+            session: self.transport.emulated.then(|| info.client.clone()),
+            node: self.transport.emulated.then(|| self.node.id().to_owned()),
+        };
+        self.reply(id, &Reply::Connect(result));
+        for join in joining {
+            self.finish_subscribe(join, None).await;
+        }
+        for (channel, error) in failed {
+            self.outbox.push(SharedFrame::new(encode_push_kind(
+                Some(&channel),
+                "unsubscribe",
+                &UnsubscribePush {
+                    code: error.code,
+                    reason: error.message.into_owned(),
+                    resubscribe: false,
+                },
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the connect token (or anonymous access). On failure queues the error reply and
+    /// returns the disconnect.
+    async fn authenticate(&self, id: u32, token: Option<&str>) -> Result<Credentials, Disconnect> {
+        let refused = |session: &Session, error: ClientError| {
+            session.reply_error(id, &error);
+            let code = if error.code == ErrorCode::TOKEN_EXPIRED.0 {
+                DisconnectCode::TOKEN_EXPIRED
+            } else {
+                DisconnectCode::UNAUTHORIZED
+            };
+            Disconnect::new(code, error.message)
+        };
+        match (token, self.node.authenticator()) {
+            (Some(token), Some(authenticator)) => authenticator
+                .verify_connect(token)
+                .await
+                .map_err(|error| refused(self, error)),
+            (Some(_), None) => Err(refused(
+                self,
+                ClientError::new(
+                    ErrorCode::UNAUTHORIZED,
+                    "token verification is not configured",
+                ),
+            )),
+            (None, _) if self.node.config().anonymous_allowed() => Ok(Credentials::default()),
+            (None, _) => Err(refused(
+                self,
+                ClientError::new(
+                    ErrorCode::UNAUTHORIZED,
+                    "anonymous connections are not allowed",
+                ),
+            )),
+        }
+    }
+
+    async fn subscribe(&mut self, id: u32, request: SubscribeRequest) -> Result<(), CoreError> {
+        let join = self.prepare_subscribe(&request, 0).await?;
+        let frame = SharedFrame::new(Reply::Subscribe(join.result.clone()).encode(id));
+        self.finish_subscribe(join, Some(frame)).await;
+        Ok(())
+    }
+
+    /// Checks and joins a channel: the subscriber is in the hub (holding live publications)
+    /// and positioned, but no reply is queued yet. `pending` counts joins not finished yet.
+    async fn prepare_subscribe(
+        &mut self,
+        request: &SubscribeRequest,
+        pending: usize,
+    ) -> Result<Joining, CoreError> {
+        let info = self.info()?;
+        let channel = request.channel.as_str();
+        let ns = resolve(self.node.config(), channel)?;
+        if let Some(state) = self.subs.get(channel).copied() {
+            if self.node.is_subscribed(channel, self.key) {
+                return Err(CoreError::AlreadySubscribed);
+            }
+            // The hub dropped it (lost position, `unsubscribe` push sent): clean up, go again.
+            self.subs.remove(channel);
+            self.leave(channel, state).await;
+        }
+        if self.subs.len() + pending >= self.node.config().max_channels_per_connection {
+            return Err(CoreError::LimitExceeded("too many channels"));
+        }
+        match check_subscribe(&ns, channel, &info.user, request.token.is_some())? {
+            SubscribeAccess::Allowed => {}
+            SubscribeAccess::NeedsToken => {
+                let (Some(token), Some(authenticator)) =
+                    (request.token.as_deref(), self.node.authenticator())
+                else {
+                    return Err(CoreError::Unauthorized(
+                        "token verification is not configured".into(),
+                    ));
+                };
+                authenticator
+                    .verify_subscribe(token, &info.user, channel)
+                    .await
+                    .map_err(CoreError::Client)?;
+            }
+        }
+        let recovery = Recovery::from_params(
+            request.recover,
+            request.offset,
+            request.epoch.clone(),
+            ns.force_recovery,
+        );
+        let wants_join_leave = ns.join_leave && request.join_leave.unwrap_or(true);
+        let prepared = self
+            .node
+            .prepare_subscribe(
+                channel,
+                self.key,
+                &self.outbox,
+                &ns,
+                wants_join_leave,
+                &recovery,
+            )
+            .await?;
+        Ok(Joining {
+            channel: request.channel.clone(),
+            result: prepared.result,
+            state: SubState {
+                presence: ns.presence,
+                join_leave: ns.join_leave,
+            },
+        })
+    }
+
+    /// Queues the reply (if any) and the held publications, then adds presence and the join.
+    async fn finish_subscribe(&mut self, join: Joining, reply: Option<SharedFrame>) {
+        if !self
+            .node
+            .go_live(&join.channel, self.key, reply, &join.result)
+        {
+            // Lost its position while joining: the client got an `unsubscribe` push.
+            return;
+        }
+        let Ok(info) = self.info() else { return };
+        if join.state.presence {
+            let ttl = self.node.config().presence_ttl;
+            if let Err(error) = self
+                .node
+                .presence_store()
+                .add(&join.channel, info.clone(), ttl)
+                .await
+            {
+                tracing::warn!(%error, channel = join.channel, "presence add failed");
+            }
+        }
+        if join.state.join_leave {
+            self.node
+                .publish_join_leave(&join.channel, &info, JoinLeave::Join)
+                .await;
+        }
+        self.subs.insert(join.channel, join.state);
+    }
+
+    /// Leaves a channel: hub, engine, presence, leave push. Never fails the caller.
+    pub(crate) async fn leave(&self, channel: &str, state: SubState) {
+        self.node.remove_subscriber(channel, self.key).await;
+        let State::Connected(info) = &self.state else {
+            return;
+        };
+        if state.presence {
+            if let Err(error) = self
+                .node
+                .presence_store()
+                .remove(channel, &info.client)
+                .await
+            {
+                tracing::warn!(%error, channel, "presence remove failed");
+            }
+        }
+        if state.join_leave {
+            self.node
+                .publish_join_leave(channel, info, JoinLeave::Leave)
+                .await;
+        }
+    }
+
+    async fn unsubscribe(&mut self, request: ChannelRequest) -> Result<Reply, CoreError> {
+        kilat_protocol::validate_channel(&request.channel)?;
+        if let Some(state) = self.subs.remove(&request.channel) {
+            self.leave(&request.channel, state).await;
+        }
+        Ok(Reply::Unsubscribe(EmptyResult {}))
+    }
+
+    async fn publish(&mut self, request: PublishRequest) -> Result<Reply, CoreError> {
+        let info = self.info()?;
+        let ns = resolve(self.node.config(), &request.channel)?;
+        let subscribed = self.subs.contains_key(&request.channel)
+            && self.node.is_subscribed(&request.channel, self.key);
+        check_publish(
+            &ns,
+            &request.channel,
+            &info.user,
+            subscribed,
+            request.data.get().len(),
+        )?;
+        let position = self
+            .node
+            .publish_with(&request.channel, request.data, Some(info), &ns)
+            .await?;
+        Ok(Reply::Publish(PublishResult {
+            offset: position.map(|p| p.offset),
+        }))
+    }
+
+    async fn presence(&mut self, request: ChannelRequest) -> Result<Reply, CoreError> {
+        let info = self.info()?;
+        let ns = resolve(self.node.config(), &request.channel)?;
+        check_presence(&ns, &request.channel, &info.user)?;
+        Ok(Reply::Presence(self.node.presence(&request.channel).await?))
+    }
+
+    async fn presence_stats(&mut self, request: ChannelRequest) -> Result<Reply, CoreError> {
+        let info = self.info()?;
+        let ns = resolve(self.node.config(), &request.channel)?;
+        check_presence(&ns, &request.channel, &info.user)?;
+        Ok(Reply::PresenceStats(
+            self.node.presence_stats(&request.channel).await?,
+        ))
+    }
+
+    async fn history(&mut self, request: HistoryRequest) -> Result<Reply, CoreError> {
+        let info = self.info()?;
+        let ns = resolve(self.node.config(), &request.channel)?;
+        check_history(&ns, &request.channel, &info.user)?;
+        let options = HistoryOptions {
+            limit: request.limit.map(|l| l as usize),
+            since: request.since,
+            reverse: request.reverse,
+        };
+        Ok(Reply::History(
+            self.node
+                .history_with(&request.channel, &ns, options)
+                .await?,
+        ))
+    }
+
+    async fn refresh(&mut self, request: RefreshRequest) -> Result<Reply, CoreError> {
+        let info = self.info()?;
+        let Some(authenticator) = self.node.authenticator() else {
+            return Err(CoreError::Unauthorized(
+                "token verification is not configured".into(),
+            ));
+        };
+        let credentials = authenticator
+            .verify_connect(&request.token)
+            .await
+            .map_err(CoreError::Client)?;
+        if credentials.user != info.user {
+            return Err(CoreError::Unauthorized("token is for another user".into()));
+        }
+        Ok(Reply::Refresh(refresh_result(&credentials)))
+    }
+
+    async fn sub_refresh(&mut self, request: SubRefreshRequest) -> Result<Reply, CoreError> {
+        let info = self.info()?;
+        if !self.subs.contains_key(&request.channel) {
+            return Err(CoreError::NotFound("not subscribed to this channel"));
+        }
+        let Some(authenticator) = self.node.authenticator() else {
+            return Err(CoreError::Unauthorized(
+                "token verification is not configured".into(),
+            ));
+        };
+        let credentials = authenticator
+            .verify_subscribe(&request.token, &info.user, &request.channel)
+            .await
+            .map_err(CoreError::Client)?;
+        Ok(Reply::SubRefresh(refresh_result(&credentials)))
+    }
+}
+
+fn refresh_result(credentials: &Credentials) -> RefreshResult {
+    RefreshResult {
+        expires: Some(credentials.expires_at.is_some()),
+        ttl: credentials.expires_at.map(ttl_from),
+    }
+}
+
+/// Seconds from now until the Unix time `expires_at` (0 when past).
+fn ttl_from(expires_at: u64) -> u32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    u32::try_from(expires_at.saturating_sub(now)).unwrap_or(u32::MAX)
+}

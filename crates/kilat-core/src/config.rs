@@ -1,0 +1,260 @@
+//! Hub configuration: [`NodeConfig`] (embedded by the server as `[node]` in `kilat.toml`) and
+//! per-namespace [`NamespaceOptions`] (PROTOCOL.md section 4).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the hub needs to know; every field has a default.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Development mode: every namespace exists with permissive options (see
+    /// [`NamespaceOptions::dev`]) and anonymous connections are allowed.
+    pub dev: bool,
+    /// Accept connections without a token (user `""`). Always true in dev mode.
+    pub allow_anonymous: bool,
+    /// How often the server sends the application ping `{}` (seconds in TOML).
+    #[serde(with = "seconds")]
+    pub ping_interval: Duration,
+    /// How long the client has to answer a ping before disconnect 3002 (seconds in TOML).
+    #[serde(with = "seconds")]
+    pub pong_timeout: Duration,
+    /// How long a new connection has to send `connect` before disconnect 3003 (seconds).
+    #[serde(with = "seconds")]
+    pub handshake_timeout: Duration,
+    /// Bytes of frames a connection may have queued before it is disconnected with 3001.
+    pub client_queue_max_bytes: usize,
+    /// Most channels one connection may be subscribed to (error 429 above it).
+    pub max_channels_per_connection: usize,
+    /// Largest `history` page: `limit` above it (or absent) is clamped to it.
+    pub history_max_limit: usize,
+    /// How long presence entries live without refresh; sessions refresh them at every ping
+    /// (seconds). Protects against nodes that died without cleaning up (Redis engine).
+    #[serde(with = "seconds")]
+    pub presence_ttl: Duration,
+    /// How long a channel stream's offset and epoch are kept after its last publication
+    /// (seconds). Publications themselves expire after the namespace's `history_ttl`.
+    #[serde(with = "seconds")]
+    pub history_meta_ttl: Duration,
+    /// Options for channels without a namespace. When absent: the permissive dev options in
+    /// dev mode, otherwise [`NamespaceOptions::default`].
+    pub default_namespace: Option<NamespaceOptions>,
+    /// Namespaces by name (`[node.namespaces.chat]`). A channel `chat:x` uses `chat`'s options;
+    /// a namespace not listed here is error 404 except in dev mode.
+    pub namespaces: BTreeMap<String, NamespaceOptions>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            dev: false,
+            allow_anonymous: false,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            client_queue_max_bytes: 1024 * 1024,
+            max_channels_per_connection: 128,
+            history_max_limit: 1000,
+            presence_ttl: Duration::from_secs(60),
+            history_meta_ttl: Duration::from_secs(24 * 3600),
+            default_namespace: None,
+            namespaces: BTreeMap::new(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The development configuration: `dev` and `allow_anonymous` on, everything else default.
+    pub fn dev() -> Self {
+        NodeConfig {
+            dev: true,
+            allow_anonymous: true,
+            ..NodeConfig::default()
+        }
+    }
+
+    /// The options for `channel`'s namespace, or `None` when the namespace does not exist.
+    pub fn namespace_options(&self, channel: &str) -> Option<NamespaceOptions> {
+        match kilat_protocol::channel::namespace(channel) {
+            None => Some(self.default_namespace.clone().unwrap_or_else(|| {
+                if self.dev {
+                    NamespaceOptions::dev()
+                } else {
+                    NamespaceOptions::default()
+                }
+            })),
+            Some(ns) => match self.namespaces.get(ns) {
+                Some(options) => Some(options.clone()),
+                None if self.dev => Some(NamespaceOptions::dev()),
+                None => None,
+            },
+        }
+    }
+
+    /// Whether connections without a token are accepted.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.dev || self.allow_anonymous
+    }
+}
+
+/// Who may subscribe to a namespace's channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllowSubscribe {
+    /// Any connection, anonymous included.
+    Public,
+    /// Connections with a non-empty user.
+    #[default]
+    Authenticated,
+    /// Only with a subscription token (refused until token verification is configured).
+    Token,
+}
+
+/// Who may publish from a client connection into a namespace's channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllowPublish {
+    /// Nobody: only the server API publishes.
+    #[default]
+    None,
+    /// Connections subscribed to the channel.
+    Subscribers,
+    /// Connections with a non-empty user.
+    Authenticated,
+    /// Any connection, anonymous included (an addition to PROTOCOL.md; used by dev mode).
+    Any,
+}
+
+/// Options of one namespace (PROTOCOL.md section 4).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceOptions {
+    /// Publications kept per channel (0: no history, no offsets, no recovery).
+    pub history_size: usize,
+    /// How long each publication is kept (seconds).
+    #[serde(with = "seconds")]
+    pub history_ttl: Duration,
+    /// Recover on every subscribe that carries an offset and epoch, even without `recover`.
+    pub force_recovery: bool,
+    /// Track presence of subscribers.
+    pub presence: bool,
+    /// Send join/leave pushes to subscribers.
+    pub join_leave: bool,
+    /// Who may subscribe.
+    pub allow_subscribe: AllowSubscribe,
+    /// Who may publish from a client.
+    pub allow_publish: AllowPublish,
+    /// Whether clients may call `presence` and `presence_stats` (needs `presence`).
+    pub allow_presence: bool,
+    /// Whether clients may call `history` (needs `history_size > 0`).
+    pub allow_history: bool,
+    /// Largest publication `data`, in bytes (error 413 above it).
+    pub max_message_size: usize,
+    /// Accepted for compatibility with PROTOCOL.md; publications are not conflated yet.
+    pub conflate_ms: u64,
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        NamespaceOptions {
+            history_size: 0,
+            history_ttl: Duration::ZERO,
+            force_recovery: false,
+            presence: false,
+            join_leave: false,
+            allow_subscribe: AllowSubscribe::Authenticated,
+            allow_publish: AllowPublish::None,
+            allow_presence: false,
+            allow_history: false,
+            max_message_size: 64 * 1024,
+            conflate_ms: 0,
+        }
+    }
+}
+
+impl NamespaceOptions {
+    /// The permissive options of dev mode: history of 1000 publications for 10 minutes,
+    /// presence, join/leave, public subscribe, client publish by anyone.
+    pub fn dev() -> Self {
+        NamespaceOptions {
+            history_size: 1000,
+            history_ttl: Duration::from_secs(600),
+            force_recovery: false,
+            presence: true,
+            join_leave: true,
+            allow_subscribe: AllowSubscribe::Public,
+            allow_publish: AllowPublish::Any,
+            allow_presence: true,
+            allow_history: true,
+            max_message_size: 64 * 1024,
+            conflate_ms: 0,
+        }
+    }
+
+    /// Whether the namespace keeps history (and so offsets, epochs and recovery).
+    pub fn has_history(&self) -> bool {
+        self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+}
+
+/// `Duration` as a number of seconds (integer or fractional) in TOML and JSON.
+pub mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes whole seconds when possible, fractional otherwise.
+    ///
+    /// # Errors
+    /// Only the serializer's own.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if d.subsec_nanos() == 0 {
+            s.serialize_u64(d.as_secs())
+        } else {
+            s.serialize_f64(d.as_secs_f64())
+        }
+    }
+
+    /// Reads a non-negative number of seconds.
+    ///
+    /// # Errors
+    /// A negative, non-finite or non-numeric value.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_namespaces_exist_only_in_dev() {
+        let config = NodeConfig::default();
+        assert!(config.namespace_options("nope:x").is_none());
+        assert!(config.namespace_options("plain").is_some());
+        let dev = NodeConfig::dev();
+        assert_eq!(
+            dev.namespace_options("any:x"),
+            Some(NamespaceOptions::dev())
+        );
+    }
+
+    #[test]
+    fn deserializes_from_json_with_seconds() {
+        let config: NodeConfig = serde_json::from_str(
+            r#"{"ping_interval": 5, "pong_timeout": 1.5,
+                "namespaces": {"chat": {"history_size": 10, "history_ttl": 60,
+                                        "allow_subscribe": "public", "allow_publish": "subscribers"}}}"#,
+        )
+        .expect("valid config");
+        assert_eq!(config.ping_interval, Duration::from_secs(5));
+        assert_eq!(config.pong_timeout, Duration::from_millis(1500));
+        let chat = config.namespace_options("chat:a").expect("configured");
+        assert_eq!(chat.history_size, 10);
+        assert_eq!(chat.allow_publish, AllowPublish::Subscribers);
+    }
+}

@@ -1,0 +1,317 @@
+//! The in-memory engine: [`MemoryBroker`] and [`MemoryPresence`] for a single node.
+//!
+//! Streams live in sharded maps. A publish takes its channel's shard lock, assigns the offset,
+//! appends to the channel's ring and calls the handler before releasing the lock, so delivery
+//! order is offset order and no publication can slip between a history read and the live
+//! stream. Time is `tokio::time::Instant`, so tests drive TTLs with a paused clock.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use kilat_protocol::{ClientInfo, Publication, StreamPosition};
+use tokio::time::Instant;
+
+use super::{
+    BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave,
+    PresenceStats, PresenceStore, PublishOptions,
+};
+use crate::util::{lock, new_epoch, shard_of};
+
+const SHARDS: usize = 64;
+
+/// One channel's stream.
+#[derive(Debug)]
+struct Stream {
+    /// Identifies this life of the stream; changes when the stream is recreated.
+    epoch: String,
+    /// Offset of the last publication appended (0 before the first).
+    top: u64,
+    /// Kept publications with their expiry, oldest first.
+    items: VecDeque<(Publication, Instant)>,
+    /// When the stream (offset and epoch) is forgotten if nothing is published.
+    meta_expires: Instant,
+}
+
+impl Stream {
+    fn new(now: Instant, meta_ttl: Duration) -> Self {
+        Stream {
+            epoch: new_epoch(),
+            top: 0,
+            items: VecDeque::new(),
+            meta_expires: now + meta_ttl,
+        }
+    }
+
+    fn drop_expired(&mut self, now: Instant) {
+        while self.items.front().is_some_and(|(_, exp)| *exp <= now) {
+            self.items.pop_front();
+        }
+    }
+
+    fn position(&self) -> StreamPosition {
+        StreamPosition {
+            offset: self.top,
+            epoch: self.epoch.clone(),
+        }
+    }
+}
+
+/// A single-node broker keeping history in memory.
+pub struct MemoryBroker {
+    /// The hub's handler, set once by the node.
+    handler: OnceLock<Arc<dyn BrokerHandler>>,
+    /// Streams by channel, sharded by channel name.
+    shards: Box<[Mutex<HashMap<String, Stream>>]>,
+    /// How long a stream's offset and epoch outlive its last publication.
+    meta_ttl: Duration,
+}
+
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBroker")
+            .field("meta_ttl", &self.meta_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        MemoryBroker::new(Duration::from_secs(24 * 3600))
+    }
+}
+
+impl MemoryBroker {
+    /// A broker whose streams are forgotten `meta_ttl` after their last publication.
+    pub fn new(meta_ttl: Duration) -> Self {
+        MemoryBroker {
+            handler: OnceLock::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            meta_ttl,
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &Mutex<HashMap<String, Stream>> {
+        &self.shards[shard_of(channel, self.shards.len())]
+    }
+
+    /// The live stream of `channel`, recreated (new epoch) when its metadata expired.
+    fn stream<'m>(
+        map: &'m mut HashMap<String, Stream>,
+        channel: &str,
+        now: Instant,
+        meta_ttl: Duration,
+    ) -> &'m mut Stream {
+        let stream = map
+            .entry(channel.to_owned())
+            .or_insert_with(|| Stream::new(now, meta_ttl));
+        if stream.meta_expires <= now {
+            *stream = Stream::new(now, meta_ttl);
+        }
+        stream.drop_expired(now);
+        stream
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
+        let _ = self.handler.set(handler);
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        mut publication: Publication,
+        options: PublishOptions,
+    ) -> BoxFuture<'a, Result<Option<StreamPosition>, EngineError>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut map = lock(self.shard(channel));
+            if options.history_size == 0 || options.history_ttl.is_zero() {
+                publication.offset = None;
+                if let Some(handler) = self.handler.get() {
+                    handler.on_publication(channel, &publication, "");
+                }
+                return Ok(None);
+            }
+            let meta_ttl = self.meta_ttl.max(options.history_ttl);
+            let stream = Self::stream(&mut map, channel, now, meta_ttl);
+            stream.top += 1;
+            stream.meta_expires = now + meta_ttl;
+            publication.offset = Some(stream.top);
+            if let Some(handler) = self.handler.get() {
+                handler.on_publication(channel, &publication, &stream.epoch);
+            }
+            stream
+                .items
+                .push_back((publication, now + options.history_ttl));
+            while stream.items.len() > options.history_size {
+                stream.items.pop_front();
+            }
+            Ok(Some(stream.position()))
+        })
+    }
+
+    fn publish_join_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        info: ClientInfo,
+        kind: JoinLeave,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            // Under the channel's lock, so join/leave are ordered with publications.
+            let _map = lock(self.shard(channel));
+            if let Some(handler) = self.handler.get() {
+                handler.on_join_leave(channel, &info, kind == JoinLeave::Join);
+            }
+            Ok(())
+        })
+    }
+
+    fn subscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        // One node: every publication already reaches the handler.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn unsubscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut map = lock(self.shard(channel));
+            let stream = Self::stream(&mut map, channel, now, self.meta_ttl);
+            let limit = query.limit.unwrap_or(usize::MAX);
+            let items = stream.items.iter().map(|(p, _)| p);
+            let offset_of = |p: &Publication| p.offset.unwrap_or(0);
+            let publications: Vec<Publication> = match (query.since, query.reverse) {
+                (None, false) => {
+                    let skip = stream.items.len().saturating_sub(limit);
+                    items.skip(skip).cloned().collect()
+                }
+                (None, true) => items.rev().take(limit).cloned().collect(),
+                (Some(since), false) => items
+                    .filter(|p| offset_of(p) > since)
+                    .take(limit)
+                    .cloned()
+                    .collect(),
+                (Some(since), true) => items
+                    .rev()
+                    .filter(|p| offset_of(p) < since)
+                    .take(limit)
+                    .cloned()
+                    .collect(),
+            };
+            Ok(HistoryPage {
+                publications,
+                position: stream.position(),
+            })
+        })
+    }
+
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            lock(self.shard(channel)).remove(channel);
+            Ok(())
+        })
+    }
+}
+
+/// Presence entries of one channel by client id, with their expiry.
+type ChannelPresence = HashMap<String, (ClientInfo, Instant)>;
+
+/// Single-node presence in memory.
+#[derive(Debug)]
+pub struct MemoryPresence {
+    /// Entries by channel, sharded by channel name.
+    shards: Box<[Mutex<HashMap<String, ChannelPresence>>]>,
+}
+
+impl Default for MemoryPresence {
+    fn default() -> Self {
+        MemoryPresence {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl MemoryPresence {
+    /// An empty presence store.
+    pub fn new() -> Self {
+        MemoryPresence::default()
+    }
+
+    fn shard(&self, channel: &str) -> &Mutex<HashMap<String, ChannelPresence>> {
+        &self.shards[shard_of(channel, self.shards.len())]
+    }
+
+    /// Unexpired entries of `channel`, dropping the expired ones.
+    fn live(&self, channel: &str) -> Vec<ClientInfo> {
+        let now = Instant::now();
+        let mut map = lock(self.shard(channel));
+        let Some(entries) = map.get_mut(channel) else {
+            return Vec::new();
+        };
+        entries.retain(|_, (_, exp)| *exp > now);
+        let out = entries.values().map(|(info, _)| info.clone()).collect();
+        if entries.is_empty() {
+            map.remove(channel);
+        }
+        out
+    }
+}
+
+impl PresenceStore for MemoryPresence {
+    fn add<'a>(
+        &'a self,
+        channel: &'a str,
+        info: ClientInfo,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let expires = Instant::now() + ttl;
+            lock(self.shard(channel))
+                .entry(channel.to_owned())
+                .or_default()
+                .insert(info.client.clone(), (info, expires));
+            Ok(())
+        })
+    }
+
+    fn remove<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let mut map = lock(self.shard(channel));
+            if let Some(entries) = map.get_mut(channel) {
+                entries.remove(client);
+                if entries.is_empty() {
+                    map.remove(channel);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn list<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<ClientInfo>, EngineError>> {
+        Box::pin(async move { Ok(self.live(channel)) })
+    }
+
+    fn stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<PresenceStats, EngineError>> {
+        Box::pin(async move {
+            let entries = self.live(channel);
+            let users: HashSet<&str> = entries.iter().map(|i| i.user.as_str()).collect();
+            Ok(PresenceStats {
+                num_clients: u32::try_from(entries.len()).unwrap_or(u32::MAX),
+                num_users: u32::try_from(users.len()).unwrap_or(u32::MAX),
+            })
+        })
+    }
+}

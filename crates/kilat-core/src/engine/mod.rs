@@ -1,0 +1,173 @@
+//! The engine contracts: [`Broker`] (publish/subscribe/history) and [`PresenceStore`].
+//!
+//! The hub talks to other nodes and to stored state only through these two traits, so the
+//! memory engine (one node) and the Redis engine (many nodes) are interchangeable. Both traits
+//! are object safe and used as `Arc<dyn Broker>` / `Arc<dyn PresenceStore>`; async methods
+//! return boxed futures ([`BoxFuture`]). Run [`crate::testing`]'s conformance suite against
+//! every implementation.
+
+pub mod memory;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kilat_protocol::{ClientInfo, Publication, StreamPosition};
+use thiserror::Error;
+
+/// A boxed, sendable future: what engine methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Engine failures. The hub maps them to error 503 for the client and logs the detail.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The backing store cannot be reached or refused the operation.
+    #[error("engine unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Receives what the broker delivers to this node. Implemented by the hub.
+///
+/// Calls for one channel are made one at a time, in offset order (the memory engine calls
+/// from inside `publish`, under the channel's lock). Implementations must not block or call
+/// back into the broker; the hub only pushes into bounded queues.
+pub trait BrokerHandler: Send + Sync {
+    /// A publication in `channel` (only for channels this node subscribed to; the memory engine
+    /// may also call for others, the hub ignores them). `epoch` is the stream's epoch, `""`
+    /// when the channel keeps no history (then `publication.offset` is `None`).
+    fn on_publication(&self, channel: &str, publication: &Publication, epoch: &str);
+    /// A join (`join = true`) or leave event in `channel`.
+    fn on_join_leave(&self, channel: &str, info: &ClientInfo, join: bool);
+}
+
+/// History settings for one publish, from the channel's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Publications kept (0: no history; the publication gets no offset).
+    pub history_size: usize,
+    /// How long each publication is kept.
+    pub history_ttl: Duration,
+}
+
+/// Which part of a channel's history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistoryQuery {
+    /// Without `reverse`: only publications with offset > `since`. With `reverse`: only those
+    /// with offset < `since`.
+    pub since: Option<u64>,
+    /// At most this many publications (`Some(0)`: only the position). `None`: all kept.
+    pub limit: Option<usize>,
+    /// Newest first. Without `since`, the `limit` newest; with `since`, the `limit` newest
+    /// before it.
+    pub reverse: bool,
+}
+
+/// A history read: the publications and the stream position at the moment of the read.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// Selected publications, ascending by offset (descending with `reverse`).
+    pub publications: Vec<Publication>,
+    /// The stream's top offset and epoch, read atomically with `publications`.
+    pub position: StreamPosition,
+}
+
+/// Whether a presence change is a join or a leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinLeave {
+    /// A client subscribed.
+    Join,
+    /// A client unsubscribed or disconnected.
+    Leave,
+}
+
+/// Publications, node subscriptions and history: the multi-node fan-out contract.
+///
+/// Offsets and epochs: a channel with history has a stream. Each publication appended gets
+/// `offset = previous + 1` (the first is 1), assigned atomically with the append, so offsets in
+/// a stream have no gaps and no repeats. The stream's `epoch` is a string chosen at random when
+/// the stream is created; whenever the stream is lost (TTL of its metadata, engine restart,
+/// [`Broker::remove_history`]) a new stream starts with a new epoch and offsets restart at 1.
+/// A position `(offset, epoch)` is therefore meaningful only within its epoch.
+pub trait Broker: Send + Sync + fmt::Debug {
+    /// Installs the handler that receives publications and join/leave events for this node.
+    /// Called once by the hub before any other method.
+    fn set_handler(&self, handler: Arc<dyn BrokerHandler>);
+
+    /// Publishes to `channel`. With `history_size > 0` the publication is appended to the
+    /// stream and given the next offset atomically; the stream is trimmed to `history_size`
+    /// and entries expire after `history_ttl`. Delivery to every subscribed node (this one
+    /// included) happens in offset order per channel. Returns the new position, or `None`
+    /// without history.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        options: PublishOptions,
+    ) -> BoxFuture<'a, Result<Option<StreamPosition>, EngineError>>;
+
+    /// Sends a join or leave event to every node subscribed to `channel`. Not stored.
+    fn publish_join_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        info: ClientInfo,
+        kind: JoinLeave,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Subscribes this node to `channel`: once it returns, every publication accepted
+    /// afterwards reaches the handler. Idempotent.
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Unsubscribes this node from `channel`. Idempotent.
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Reads history (see [`HistoryQuery`]). The position is read atomically with the
+    /// publications. A channel with no stream gets one (a new epoch, offset 0), so the returned
+    /// epoch is the one later publications will carry.
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, EngineError>>;
+
+    /// Drops `channel`'s stream: its publications, offset and epoch.
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+}
+
+/// Counts of a channel's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PresenceStats {
+    /// Connections present.
+    pub num_clients: u32,
+    /// Distinct users among them.
+    pub num_users: u32,
+}
+
+/// Who is subscribed to a channel, across nodes.
+///
+/// Entries expire `ttl` after their last [`PresenceStore::add`]; sessions refresh them
+/// periodically, so entries of a node that died disappear on their own.
+pub trait PresenceStore: Send + Sync + fmt::Debug {
+    /// Adds `info` to `channel`'s presence, or refreshes it (same `info.client`), for `ttl`.
+    fn add<'a>(
+        &'a self,
+        channel: &'a str,
+        info: ClientInfo,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Removes the entry of connection `client`. Idempotent.
+    fn remove<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Every unexpired entry, in no particular order.
+    fn list<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<ClientInfo>, EngineError>>;
+
+    /// Counts of unexpired entries.
+    fn stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<PresenceStats, EngineError>>;
+}

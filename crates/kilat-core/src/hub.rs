@@ -1,0 +1,355 @@
+//! The local subscription index: channel -> this node's subscribers, in sharded maps.
+//!
+//! A publication reaches the hub once (from the broker's handler), is encoded once into a
+//! [`SharedFrame`], and costs one queue push per local subscriber under one shard lock; no
+//! global lock is taken on the hot path.
+//!
+//! Each subscriber is either `Buffering` (its subscribe, or a gap repair, is reading history:
+//! live frames are held back) or `Live`. [`Hub::go_live`] flushes the held frames after the
+//! reply under the same lock that delivery takes, so nothing can slip in between; duplicates are
+//! dropped by offset and a gap or an epoch change is never skipped silently.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use kilat_protocol::SharedFrame;
+use kilat_protocol::push::{UnsubscribePush, encode_push_kind};
+
+use crate::outbox::Outbox;
+use crate::util::{lock, shard_of};
+
+const SHARDS: usize = 64;
+
+/// Unsubscribe push code: the subscription lost its position (epoch change or unrepairable
+/// gap); the client subscribes again and gets `recovered: false`.
+pub const UNSUBSCRIBE_INSUFFICIENT_STATE: u32 = 2500;
+
+/// A frame held back while a subscriber reads history.
+#[derive(Debug)]
+struct Held {
+    offset: Option<u64>,
+    epoch: Box<str>,
+    frame: SharedFrame,
+}
+
+#[derive(Debug)]
+enum Delivery {
+    Buffering(Vec<Held>),
+    Live,
+}
+
+/// One local subscriber of one channel.
+#[derive(Debug)]
+struct Subscriber {
+    outbox: Outbox,
+    /// Whether this subscriber wants join/leave pushes.
+    join_leave: bool,
+    /// Whether offsets are tracked (the channel keeps history).
+    recoverable: bool,
+    /// The stream epoch the subscriber is positioned in.
+    epoch: Box<str>,
+    /// Last offset delivered (or positioned at); live frames at or below it are duplicates.
+    last_offset: u64,
+    delivery: Delivery,
+}
+
+/// Subscribers of one channel by session key.
+type Channels = HashMap<String, HashMap<u64, Subscriber>>;
+
+/// What a subscriber needs after a delivery found a gap: a history read from `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Repair {
+    pub(crate) channel: String,
+    pub(crate) key: u64,
+    pub(crate) after: u64,
+    pub(crate) epoch: String,
+}
+
+/// Outcome of [`Hub::go_live`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GoLive {
+    /// The subscriber is live.
+    Live,
+    /// The subscriber lost its position and was removed with an `unsubscribe` push.
+    Stale,
+    /// The subscriber was gone already (unsubscribed or closed meanwhile).
+    Gone,
+}
+
+/// The sharded channel -> subscribers index.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    shards: Box<[Mutex<Channels>]>,
+    /// Subscriptions held, for stats.
+    subscriptions: AtomicUsize,
+    /// Channels with at least one local subscriber, for stats.
+    channels: AtomicUsize,
+    /// Frames queued to subscribers by fan-out, for stats.
+    deliveries: AtomicU64,
+}
+
+impl Hub {
+    pub(crate) fn new() -> Self {
+        Hub {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            subscriptions: AtomicUsize::new(0),
+            channels: AtomicUsize::new(0),
+            deliveries: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &Mutex<Channels> {
+        &self.shards[shard_of(channel, self.shards.len())]
+    }
+
+    pub(crate) fn subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn channel_count(&self) -> usize {
+        self.channels.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Relaxed)
+    }
+
+    /// Names of channels with local subscribers.
+    pub(crate) fn channel_names(&self) -> Vec<String> {
+        self.shards
+            .iter()
+            .flat_map(|s| lock(s).keys().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Adds a buffering subscriber. Returns true when the channel had no local subscriber
+    /// (the node must subscribe to it in the broker).
+    pub(crate) fn add(
+        &self,
+        channel: &str,
+        key: u64,
+        outbox: Outbox,
+        join_leave: bool,
+        recoverable: bool,
+    ) -> bool {
+        let mut map = lock(self.shard(channel));
+        let first = !map.contains_key(channel);
+        let subs = map.entry(channel.to_owned()).or_default();
+        let old = subs.insert(
+            key,
+            Subscriber {
+                outbox,
+                join_leave,
+                recoverable,
+                epoch: "".into(),
+                last_offset: 0,
+                delivery: Delivery::Buffering(Vec::new()),
+            },
+        );
+        if old.is_none() {
+            self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        }
+        if first {
+            self.channels.fetch_add(1, Ordering::Relaxed);
+        }
+        first
+    }
+
+    /// Whether `channel` has local subscribers.
+    pub(crate) fn channel_names_contains(&self, channel: &str) -> bool {
+        lock(self.shard(channel)).contains_key(channel)
+    }
+
+    /// Whether session `key` is subscribed to `channel` here.
+    pub(crate) fn contains(&self, channel: &str, key: u64) -> bool {
+        lock(self.shard(channel))
+            .get(channel)
+            .is_some_and(|subs| subs.contains_key(&key))
+    }
+
+    /// Removes a subscriber. Returns true when the channel has no local subscriber left.
+    pub(crate) fn remove(&self, channel: &str, key: u64) -> bool {
+        let mut map = lock(self.shard(channel));
+        self.remove_locked(&mut map, channel, key)
+    }
+
+    fn remove_locked(&self, map: &mut Channels, channel: &str, key: u64) -> bool {
+        let Some(subs) = map.get_mut(channel) else {
+            return false;
+        };
+        if subs.remove(&key).is_some() {
+            self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+        if subs.is_empty() {
+            map.remove(channel);
+            self.channels.fetch_sub(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Pushes `prefix` (a reply, or repaired publications), then the held frames after
+    /// `position`, and turns the subscriber live at `position` in `epoch`.
+    ///
+    /// A held frame from another epoch, or one that leaves a gap after `position`, makes the
+    /// subscription stale: it is removed with an `unsubscribe` push asking to resubscribe.
+    pub(crate) fn go_live(
+        &self,
+        channel: &str,
+        key: u64,
+        prefix: impl IntoIterator<Item = SharedFrame>,
+        position: u64,
+        epoch: &str,
+    ) -> GoLive {
+        let mut map = lock(self.shard(channel));
+        let Some(sub) = map.get_mut(channel).and_then(|subs| subs.get_mut(&key)) else {
+            return GoLive::Gone;
+        };
+        for frame in prefix {
+            sub.outbox.push(frame);
+        }
+        sub.epoch = epoch.into();
+        sub.last_offset = position;
+        let held = match std::mem::replace(&mut sub.delivery, Delivery::Live) {
+            Delivery::Buffering(held) => held,
+            Delivery::Live => Vec::new(),
+        };
+        let mut stale = false;
+        for item in held {
+            match item.offset {
+                Some(offset) if sub.recoverable => {
+                    if *item.epoch != *sub.epoch || offset > sub.last_offset + 1 {
+                        stale = true;
+                        break;
+                    }
+                    if offset <= sub.last_offset {
+                        continue;
+                    }
+                    sub.last_offset = offset;
+                    sub.outbox.push(item.frame);
+                }
+                _ => sub.outbox.push(item.frame),
+            }
+        }
+        if stale {
+            sub.outbox.push(stale_frame(channel));
+            self.remove_locked(&mut map, channel, key);
+            return GoLive::Stale;
+        }
+        GoLive::Live
+    }
+
+    /// Fans a publication out to `channel`'s local subscribers. `encode` runs at most once, and
+    /// only when the channel has local subscribers. Returns the subscribers that saw a gap and
+    /// now wait for a repair from history.
+    pub(crate) fn deliver_publication(
+        &self,
+        channel: &str,
+        offset: Option<u64>,
+        epoch: &str,
+        encode: impl FnOnce() -> SharedFrame,
+    ) -> Vec<Repair> {
+        let mut map = lock(self.shard(channel));
+        let Some(subs) = map.get_mut(channel) else {
+            return Vec::new();
+        };
+        let frame = encode();
+        let mut repairs = Vec::new();
+        let mut stale = Vec::new();
+        let mut delivered = 0u64;
+        for (&key, sub) in subs.iter_mut() {
+            match &mut sub.delivery {
+                Delivery::Buffering(held) => held.push(Held {
+                    offset,
+                    epoch: epoch.into(),
+                    frame: frame.clone(),
+                }),
+                Delivery::Live => match offset {
+                    Some(offset) if sub.recoverable => {
+                        if *sub.epoch != *epoch {
+                            stale.push(key);
+                        } else if offset <= sub.last_offset {
+                            // A duplicate (e.g. redelivered after a repair): dropped by offset.
+                        } else if offset == sub.last_offset + 1 {
+                            sub.last_offset = offset;
+                            sub.outbox.push(frame.clone());
+                            delivered += 1;
+                        } else {
+                            repairs.push(Repair {
+                                channel: channel.to_owned(),
+                                key,
+                                after: sub.last_offset,
+                                epoch: sub.epoch.to_string(),
+                            });
+                            sub.delivery = Delivery::Buffering(vec![Held {
+                                offset: Some(offset),
+                                epoch: epoch.into(),
+                                frame: frame.clone(),
+                            }]);
+                        }
+                    }
+                    _ => {
+                        sub.outbox.push(frame.clone());
+                        delivered += 1;
+                    }
+                },
+            }
+        }
+        for key in stale {
+            if let Some(sub) = map.get(channel).and_then(|subs| subs.get(&key)) {
+                sub.outbox.push(stale_frame(channel));
+            }
+            self.remove_locked(&mut map, channel, key);
+        }
+        self.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        repairs
+    }
+
+    /// Fans a join or leave push out to subscribers that want them. `encode` runs at most once.
+    pub(crate) fn deliver_join_leave(&self, channel: &str, encode: impl FnOnce() -> SharedFrame) {
+        let mut map = lock(self.shard(channel));
+        let Some(subs) = map.get_mut(channel) else {
+            return;
+        };
+        let mut encode = Some(encode);
+        let mut frame: Option<SharedFrame> = None;
+        for sub in subs.values_mut().filter(|s| s.join_leave) {
+            if frame.is_none() {
+                frame = encode.take().map(|encode| encode());
+            }
+            let Some(frame) = &frame else { break };
+            match &mut sub.delivery {
+                // Held so it follows the subscribe reply; no offset, so never a duplicate.
+                Delivery::Buffering(held) => held.push(Held {
+                    offset: None,
+                    epoch: "".into(),
+                    frame: frame.clone(),
+                }),
+                Delivery::Live => sub.outbox.push(frame.clone()),
+            }
+        }
+    }
+
+    /// Removes a subscriber whose position cannot be repaired, with an `unsubscribe` push.
+    pub(crate) fn drop_stale(&self, channel: &str, key: u64) {
+        let mut map = lock(self.shard(channel));
+        if let Some(sub) = map.get(channel).and_then(|subs| subs.get(&key)) {
+            sub.outbox.push(stale_frame(channel));
+            self.remove_locked(&mut map, channel, key);
+        }
+    }
+}
+
+/// The `unsubscribe` push that asks the client to resubscribe (it will get `recovered: false`).
+fn stale_frame(channel: &str) -> SharedFrame {
+    SharedFrame::new(encode_push_kind(
+        Some(channel),
+        "unsubscribe",
+        &UnsubscribePush {
+            code: UNSUBSCRIBE_INSUFFICIENT_STATE,
+            reason: "insufficient state".to_owned(),
+            resubscribe: true,
+        },
+    ))
+}

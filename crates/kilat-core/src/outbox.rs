@@ -1,0 +1,183 @@
+//! [`Outbox`]: one connection's outbound queue, bounded in bytes.
+//!
+//! Producers (the hub's fan-out, the session's replies) push without ever waiting; the
+//! connection task is the single consumer. A connection that lets more than `max_bytes` pile up
+//! is closed with 3001 (slow consumer) instead of slowing the publishers down.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use kilat_protocol::{Disconnect, SharedFrame};
+use tokio::sync::Notify;
+
+use crate::util::lock;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Frames not yet taken by the connection task, oldest first.
+    frames: VecDeque<SharedFrame>,
+    /// Sum of `frames`' lengths: what the limit counts.
+    bytes: usize,
+    /// The close requested (first one wins); reported once the frames before it are drained.
+    close: Option<Disconnect>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<State>,
+    /// Wakes the consumer; `notify_one` keeps a permit when it is not waiting yet.
+    notify: Notify,
+    max_bytes: usize,
+}
+
+/// Bounded-in-bytes outbound queue shared between the hub (producers) and the connection task
+/// (consumer). Cheap clone.
+#[derive(Debug, Clone)]
+pub struct Outbox(Arc<Inner>);
+
+impl Outbox {
+    /// An empty outbox that holds at most `max_bytes` of frames.
+    pub fn new(max_bytes: usize) -> Self {
+        Outbox(Arc::new(Inner {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            max_bytes,
+        }))
+    }
+
+    /// Queues `frame`. Non-blocking. If the queued bytes would exceed `max_bytes` the outbox is
+    /// closed with Disconnect 3001 (slow consumer) and the frame dropped; producers never wait.
+    /// Frames pushed after a close are dropped.
+    pub fn push(&self, frame: SharedFrame) {
+        let mut state = lock(&self.0.state);
+        if state.close.is_some() {
+            return;
+        }
+        if state.bytes + frame.len() > self.0.max_bytes {
+            state.close = Some(Disconnect::SLOW);
+        } else {
+            state.bytes += frame.len();
+            state.frames.push_back(frame);
+        }
+        drop(state);
+        self.0.notify.notify_one();
+    }
+
+    /// Asks the connection to close with `disconnect` after the frames already queued. The first
+    /// close wins; later ones are ignored.
+    pub fn close(&self, disconnect: Disconnect) {
+        let mut state = lock(&self.0.state);
+        if state.close.is_none() {
+            state.close = Some(disconnect);
+        }
+        drop(state);
+        self.0.notify.notify_one();
+    }
+
+    /// Whether a close has been requested (frames pushed now are dropped).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.0.state).close.is_some()
+    }
+
+    /// Bytes currently queued.
+    pub fn queued_bytes(&self) -> usize {
+        lock(&self.0.state).bytes
+    }
+
+    /// Resolves when frames or a close are pending.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future loses nothing; the next call sees the same state.
+    pub async fn ready(&self) {
+        loop {
+            {
+                let state = lock(&self.0.state);
+                if !state.frames.is_empty() || state.close.is_some() {
+                    return;
+                }
+            }
+            self.0.notify.notified().await;
+        }
+    }
+
+    /// Moves pending frames into `out` (at least one when any is pending, then while the batch
+    /// stays under `max_bytes_per_batch`). Returns `Some(disconnect)` when a close is pending and
+    /// every frame queued before it has been taken (again on every later call).
+    pub fn drain(
+        &self,
+        out: &mut Vec<SharedFrame>,
+        max_bytes_per_batch: usize,
+    ) -> Option<Disconnect> {
+        let mut state = lock(&self.0.state);
+        let mut taken = 0;
+        while let Some(front) = state.frames.front() {
+            if taken > 0 && taken + front.len() > max_bytes_per_batch {
+                break;
+            }
+            taken += front.len();
+            if let Some(frame) = state.frames.pop_front() {
+                out.push(frame);
+            }
+        }
+        state.bytes -= taken;
+        if state.frames.is_empty() {
+            state.close.clone()
+        } else {
+            // More to take: make sure the consumer comes back without waiting for a producer.
+            self.0.notify.notify_one();
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> SharedFrame {
+        SharedFrame::new(vec![b'x'; n])
+    }
+
+    #[test]
+    fn overflow_closes_with_slow_and_keeps_earlier_frames() {
+        let outbox = Outbox::new(10);
+        outbox.push(frame(6));
+        outbox.push(frame(6));
+        outbox.push(frame(1));
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain(&mut out, 100), Some(Disconnect::SLOW));
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn drain_respects_the_batch_size_and_reports_close_last() {
+        let outbox = Outbox::new(100);
+        for _ in 0..4 {
+            outbox.push(frame(10));
+        }
+        outbox.close(Disconnect::SHUTDOWN);
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain(&mut out, 25), None);
+        assert_eq!(out.len(), 2);
+        assert_eq!(outbox.drain(&mut out, 25), Some(Disconnect::SHUTDOWN));
+        assert_eq!(out.len(), 4);
+        assert_eq!(
+            outbox.drain(&mut out, 25),
+            Some(Disconnect::SHUTDOWN),
+            "reported again"
+        );
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn ready_wakes_on_push_from_another_task() {
+        let outbox = Outbox::new(100);
+        let producer = outbox.clone();
+        let task = tokio::spawn(async move { producer.push(frame(1)) });
+        outbox.ready().await;
+        task.await.expect("producer");
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain(&mut out, 100), None);
+        assert_eq!(out.len(), 1);
+    }
+}

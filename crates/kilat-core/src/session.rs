@@ -1,0 +1,279 @@
+//! [`Session`]: one connection's state machine, driven by its transport task.
+//!
+//! The transport feeds inbound messages to [`Session::handle_message`], writes what appears in
+//! the [`Outbox`], and calls [`Session::on_timer`] at [`Session::next_deadline`]. The session
+//! never touches a socket. Command handlers live in [`crate::commands`].
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kilat_protocol::reply::encode_error;
+use kilat_protocol::{
+    ClientError, ClientFrame, ClientInfo, Command, Disconnect, DisconnectCode, Reply, SharedFrame,
+    decode_frames,
+};
+use tokio::time::Instant;
+
+use crate::node::Node;
+use crate::outbox::Outbox;
+
+/// Which transport carries a session (reported to the hub for stats and the emulation reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportInfo {
+    /// `"websocket"`, `"sse"` or `"http_stream"`.
+    pub name: &'static str,
+    /// Whether client commands arrive out of band (`POST /connection/emulation`).
+    pub emulated: bool,
+}
+
+/// Where the session is in its life.
+#[derive(Debug)]
+pub(crate) enum State {
+    /// Waiting for `connect`.
+    Connecting,
+    /// Connected as this client.
+    Connected(ClientInfo),
+}
+
+/// What a session remembers about one of its subscriptions (the hub holds the delivery state).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SubState {
+    /// The namespace tracks presence: remove the entry on unsubscribe, refresh it at pings.
+    pub(crate) presence: bool,
+    /// The namespace sends join/leave: publish a leave on unsubscribe.
+    pub(crate) join_leave: bool,
+}
+
+/// Far enough in the future to mean "no timer".
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Least time between two answers to client-initiated pings; breaks ping loops with clients
+/// that answer every `{}` with `{}`.
+const CLIENT_PING_ANSWER_GAP: Duration = Duration::from_secs(1);
+
+/// Owns one connection's state; created per connection by the transport task.
+#[derive(Debug)]
+pub struct Session {
+    pub(crate) node: Node,
+    pub(crate) transport: TransportInfo,
+    /// Replies and pushes for this connection; shared with the hub's fan-out.
+    pub(crate) outbox: Outbox,
+    /// This session's key in the hub and the session registry.
+    pub(crate) key: u64,
+    pub(crate) state: State,
+    /// Subscriptions by channel.
+    pub(crate) subs: HashMap<String, SubState>,
+    /// Before connect: when the handshake times out (3003).
+    handshake_deadline: Instant,
+    /// After connect: when the next ping `{}` is due.
+    pub(crate) next_ping: Instant,
+    /// After a ping: when the connection is closed (3002) unless the client sends something.
+    pong_deadline: Option<Instant>,
+    /// A ping was sent and no `{}` came back yet: the next `{}` is a pong, not a client ping.
+    awaiting_pong: bool,
+    /// When a client-initiated ping was last answered.
+    last_ping_answer: Option<Instant>,
+    /// Set by [`Session::close`]; `Drop` cleans up synchronously otherwise.
+    closed: bool,
+}
+
+fn ping_frame() -> SharedFrame {
+    static PING: OnceLock<SharedFrame> = OnceLock::new();
+    PING.get_or_init(|| SharedFrame::new(&b"{}"[..])).clone()
+}
+
+impl Session {
+    /// A session for a new connection. If the node is draining, `outbox` is closed with 3000 at
+    /// once.
+    pub fn new(node: &Node, transport: TransportInfo, outbox: Outbox) -> Self {
+        let key = node.register_session(&outbox);
+        let now = Instant::now();
+        Session {
+            node: node.clone(),
+            transport,
+            outbox,
+            key,
+            state: State::Connecting,
+            subs: HashMap::new(),
+            handshake_deadline: now + node.config().handshake_timeout,
+            next_ping: now + NO_DEADLINE,
+            pong_deadline: None,
+            awaiting_pong: false,
+            last_ping_answer: None,
+            closed: false,
+        }
+    }
+
+    /// The connection's client info, once connected.
+    pub fn client(&self) -> Option<&ClientInfo> {
+        match &self.state {
+            State::Connected(info) => Some(info),
+            State::Connecting => None,
+        }
+    }
+
+    /// The transport this session runs on.
+    pub fn transport(&self) -> TransportInfo {
+        self.transport
+    }
+
+    /// Channels this session is subscribed to.
+    pub fn channels(&self) -> impl Iterator<Item = &str> {
+        self.subs.keys().map(String::as_str)
+    }
+
+    /// One inbound text message (one or more `\n`-separated frames). Replies and pushes go to
+    /// the outbox. `Err` = disconnect now (the transport closes with that code after writing
+    /// what is queued).
+    ///
+    /// # Errors
+    /// 3500 for a frame that cannot be answered (not JSON, no valid id), 3501 for a command
+    /// before `connect` or a failed authentication, 3000 while draining.
+    pub async fn handle_message(&mut self, text: &[u8]) -> Result<(), Disconnect> {
+        // Any frame proves the client is alive; a late pong is as good as an early one.
+        self.pong_deadline = None;
+        for frame in decode_frames(text) {
+            match frame {
+                Err(error) => match (error.disconnect(), error.id) {
+                    (None, Some(id)) => self.reply_error(id, &error.to_client_error()),
+                    (disconnect, _) => return Err(disconnect.unwrap_or(Disconnect::BAD_REQUEST)),
+                },
+                Ok(ClientFrame::Ping) => self.on_ping(),
+                Ok(ClientFrame::Send(_)) => {
+                    if matches!(self.state, State::Connecting) {
+                        return Err(not_connected());
+                    }
+                    // No backend for `send` is configured: fire-and-forget means dropped.
+                }
+                Ok(ClientFrame::Command { id, command }) => match command {
+                    Command::Connect(request) => self.connect(id, request).await?,
+                    _ if matches!(self.state, State::Connecting) => return Err(not_connected()),
+                    command => self.dispatch(id, command).await,
+                },
+            }
+        }
+        Ok(())
+    }
+
+    fn on_ping(&mut self) {
+        if self.awaiting_pong {
+            self.awaiting_pong = false;
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last_ping_answer
+            .is_none_or(|at| now.duration_since(at) >= CLIENT_PING_ANSWER_GAP)
+        {
+            self.last_ping_answer = Some(now);
+            self.outbox.push(ping_frame());
+        }
+    }
+
+    /// Queues a successful reply.
+    pub(crate) fn reply(&self, id: u32, reply: &Reply) {
+        self.outbox.push(SharedFrame::new(reply.encode(id)));
+    }
+
+    /// Queues an error reply.
+    pub(crate) fn reply_error(&self, id: u32, error: &ClientError) {
+        self.outbox.push(SharedFrame::new(encode_error(id, error)));
+    }
+
+    /// When the transport must call [`Session::on_timer`] next: the handshake timeout before
+    /// connect, then the next ping or the pong deadline.
+    pub fn next_deadline(&self) -> Instant {
+        match self.state {
+            State::Connecting => self.handshake_deadline,
+            State::Connected(_) => match self.pong_deadline {
+                Some(pong) => pong.min(self.next_ping),
+                None => self.next_ping,
+            },
+        }
+    }
+
+    /// Runs the timers due at `now`: handshake timeout (3003), pong timeout (3002), the ping
+    /// `{}` (queued in the outbox) and the presence refresh that goes with it.
+    ///
+    /// # Errors
+    /// The disconnect to close with.
+    pub fn on_timer(&mut self, now: Instant) -> Result<(), Disconnect> {
+        match &self.state {
+            State::Connecting => {
+                if now >= self.handshake_deadline {
+                    return Err(Disconnect::HANDSHAKE_TIMEOUT);
+                }
+            }
+            State::Connected(info) => {
+                if self.pong_deadline.is_some_and(|deadline| now >= deadline) {
+                    return Err(Disconnect::NO_PONG);
+                }
+                if now >= self.next_ping {
+                    let config = self.node.config();
+                    self.outbox.push(ping_frame());
+                    self.awaiting_pong = true;
+                    if !config.pong_timeout.is_zero() {
+                        self.pong_deadline = Some(now + config.pong_timeout);
+                    }
+                    self.next_ping = now + config.ping_interval;
+                    self.refresh_presence(info.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-adds this connection's presence entries so they outlive `presence_ttl`.
+    fn refresh_presence(&self, info: ClientInfo) {
+        let channels: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.presence)
+            .map(|(c, _)| c.clone())
+            .collect();
+        if channels.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.node.presence_store().clone();
+        let ttl = self.node.config().presence_ttl;
+        runtime.spawn(async move {
+            for channel in channels {
+                if let Err(error) = store.add(&channel, info.clone(), ttl).await {
+                    tracing::warn!(%error, channel, "presence refresh failed");
+                }
+            }
+        });
+    }
+
+    /// Cleanup on any close: unsubscribe everything, remove presence, publish leaves.
+    pub async fn close(mut self) {
+        self.closed = true;
+        let subs: Vec<(String, SubState)> = self.subs.drain().collect();
+        for (channel, state) in subs {
+            self.leave(&channel, state).await;
+        }
+        self.node.unregister_session(self.key);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        // Dropped without `close` (a panicking or cancelled transport task): do the synchronous
+        // part so the hub holds no dead subscriber; presence entries expire by TTL.
+        for channel in self.subs.keys() {
+            self.node.remove_subscriber_now(channel, self.key);
+        }
+        self.node.unregister_session(self.key);
+    }
+}
+
+fn not_connected() -> Disconnect {
+    Disconnect::new(DisconnectCode::UNAUTHORIZED, "connect first")
+}

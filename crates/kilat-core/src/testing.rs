@@ -1,0 +1,340 @@
+//! The engine conformance suite (feature `testing`): every [`Broker`] and [`PresenceStore`]
+//! implementation runs the same checks.
+//!
+//! ```ignore
+//! #[tokio::test]
+//! async fn memory_broker_conforms() {
+//!     kilat_core::testing::broker_conformance(|| Arc::new(MemoryBroker::default())).await;
+//! }
+//! ```
+//!
+//! Each check uses fresh channel names, so engines backed by a shared store (Redis) can run it
+//! without cleaning up. Failures panic with the name of the broken rule.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kilat_protocol::{ClientInfo, Publication, types::raw_json};
+
+use crate::engine::{
+    Broker, BrokerHandler, HistoryQuery, JoinLeave, PresenceStore, PublishOptions,
+};
+use crate::util::{lock, new_epoch};
+
+/// What the recording handler saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Publication {
+        channel: String,
+        offset: Option<u64>,
+        epoch: String,
+        data: String,
+    },
+    JoinLeave {
+        channel: String,
+        client: String,
+        join: bool,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl BrokerHandler for Recorder {
+    fn on_publication(&self, channel: &str, publication: &Publication, epoch: &str) {
+        lock(&self.0).push(Event::Publication {
+            channel: channel.to_owned(),
+            offset: publication.offset,
+            epoch: epoch.to_owned(),
+            data: publication.data.get().to_owned(),
+        });
+    }
+
+    fn on_join_leave(&self, channel: &str, info: &ClientInfo, join: bool) {
+        lock(&self.0).push(Event::JoinLeave {
+            channel: channel.to_owned(),
+            client: info.client.clone(),
+            join,
+        });
+    }
+}
+
+impl Recorder {
+    /// Waits (up to 5 s) until `n` events concern `channel`, then returns them.
+    async fn wait_for(&self, channel: &str, n: usize) -> Vec<Event> {
+        for _ in 0..500 {
+            let events: Vec<Event> = lock(&self.0)
+                .iter()
+                .filter(|e| match e {
+                    Event::Publication { channel: c, .. } | Event::JoinLeave { channel: c, .. } => {
+                        c == channel
+                    }
+                })
+                .cloned()
+                .collect();
+            if events.len() >= n {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("handler did not receive {n} events for {channel}");
+    }
+}
+
+fn channel(name: &str) -> String {
+    format!("conformance:{name}-{}", new_epoch())
+}
+
+fn publication(data: &str) -> Publication {
+    Publication {
+        data: raw_json(data).expect("test data is JSON"),
+        offset: None,
+        info: None,
+    }
+}
+
+fn info(client: &str, user: &str) -> ClientInfo {
+    ClientInfo {
+        client: client.to_owned(),
+        user: user.to_owned(),
+        info: None,
+    }
+}
+
+const HISTORY: PublishOptions = PublishOptions {
+    history_size: 3,
+    history_ttl: Duration::from_secs(300),
+};
+
+fn offsets(publications: &[Publication]) -> Vec<u64> {
+    publications.iter().filter_map(|p| p.offset).collect()
+}
+
+/// Runs every broker check, each against a fresh broker from `factory`.
+pub async fn broker_conformance<F>(factory: F)
+where
+    F: Fn() -> Arc<dyn Broker>,
+{
+    offsets_increase_by_one_and_delivery_follows_them(factory()).await;
+    publish_without_history_has_no_offset(factory()).await;
+    history_is_trimmed_and_queried(factory()).await;
+    epoch_is_stable_until_history_is_removed(factory()).await;
+    join_and_leave_reach_the_handler(factory()).await;
+}
+
+async fn offsets_increase_by_one_and_delivery_follows_them(broker: Arc<dyn Broker>) {
+    let recorder = Arc::new(Recorder::default());
+    broker.set_handler(recorder.clone());
+    let ch = channel("offsets");
+    broker.subscribe(&ch).await.expect("subscribe");
+    let mut epoch = None;
+    for (i, data) in ["1", "2", "3", "4"].into_iter().enumerate() {
+        let position = broker
+            .publish(&ch, publication(data), HISTORY)
+            .await
+            .expect("publish")
+            .expect("a channel with history returns a position");
+        assert_eq!(
+            position.offset,
+            i as u64 + 1,
+            "offsets start at 1 and increase by 1"
+        );
+        let e = epoch.get_or_insert_with(|| position.epoch.clone());
+        assert_eq!(
+            *e, position.epoch,
+            "the epoch does not change between publishes"
+        );
+    }
+    let events = recorder.wait_for(&ch, 4).await;
+    let delivered: Vec<_> = events
+        .iter()
+        .map(|e| match e {
+            Event::Publication {
+                offset,
+                epoch: ep,
+                data,
+                ..
+            } => {
+                assert_eq!(
+                    Some(ep),
+                    epoch.as_ref(),
+                    "delivery carries the stream epoch"
+                );
+                (*offset, data.clone())
+            }
+            Event::JoinLeave { .. } => panic!("unexpected join/leave"),
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        [
+            (Some(1), "1"),
+            (Some(2), "2"),
+            (Some(3), "3"),
+            (Some(4), "4")
+        ]
+        .map(|(o, d)| (o, d.to_owned())),
+        "delivery is in offset order with offsets set"
+    );
+    broker.unsubscribe(&ch).await.expect("unsubscribe");
+}
+
+async fn publish_without_history_has_no_offset(broker: Arc<dyn Broker>) {
+    let recorder = Arc::new(Recorder::default());
+    broker.set_handler(recorder.clone());
+    let ch = channel("nohistory");
+    broker.subscribe(&ch).await.expect("subscribe");
+    let options = PublishOptions {
+        history_size: 0,
+        history_ttl: Duration::ZERO,
+    };
+    let position = broker
+        .publish(&ch, publication("{\"a\":1}"), options)
+        .await
+        .expect("publish");
+    assert_eq!(position, None, "no history, no position");
+    let events = recorder.wait_for(&ch, 1).await;
+    assert!(
+        matches!(&events[0], Event::Publication { offset: None, data, .. } if data == "{\"a\":1}"),
+        "delivered without offset, data byte-identical: {events:?}"
+    );
+}
+
+async fn history_is_trimmed_and_queried(broker: Arc<dyn Broker>) {
+    let ch = channel("history");
+    for i in 1..=5 {
+        broker
+            .publish(&ch, publication(&i.to_string()), HISTORY)
+            .await
+            .expect("publish");
+    }
+    let q = |since, limit, reverse| HistoryQuery {
+        since,
+        limit,
+        reverse,
+    };
+    let all = broker
+        .history(&ch, q(None, None, false))
+        .await
+        .expect("history");
+    assert_eq!(
+        offsets(&all.publications),
+        [3, 4, 5],
+        "trimmed to history_size, ascending"
+    );
+    assert_eq!(all.position.offset, 5, "position is the top");
+    let cases: [(HistoryQuery, &[u64]); 8] = [
+        (q(None, Some(2), false), &[4, 5]),
+        (q(None, Some(2), true), &[5, 4]),
+        (q(None, Some(0), false), &[]),
+        (q(Some(3), None, false), &[4, 5]),
+        (q(Some(3), Some(1), false), &[4]),
+        (q(Some(5), None, false), &[]),
+        (q(Some(5), None, true), &[4, 3]),
+        (q(Some(5), Some(1), true), &[4]),
+    ];
+    for (query, expected) in cases {
+        let page = broker.history(&ch, query).await.expect("history");
+        assert_eq!(offsets(&page.publications), expected, "history {query:?}");
+        assert_eq!(page.position.offset, 5, "position with {query:?}");
+    }
+    assert_eq!(
+        all.publications[0].data.get(),
+        "3",
+        "data is kept byte-identical"
+    );
+}
+
+async fn epoch_is_stable_until_history_is_removed(broker: Arc<dyn Broker>) {
+    let ch = channel("epoch");
+    let empty = broker
+        .history(&ch, HistoryQuery::default())
+        .await
+        .expect("history of a new channel");
+    assert_eq!(empty.position.offset, 0, "a new stream starts at offset 0");
+    let first = broker
+        .publish(&ch, publication("1"), HISTORY)
+        .await
+        .expect("publish")
+        .expect("position");
+    assert_eq!(
+        first.epoch, empty.position.epoch,
+        "the epoch read before the first publish is the stream's epoch"
+    );
+    broker.remove_history(&ch).await.expect("remove history");
+    let again = broker
+        .publish(&ch, publication("2"), HISTORY)
+        .await
+        .expect("publish")
+        .expect("position");
+    assert_ne!(again.epoch, first.epoch, "a lost stream gets a new epoch");
+    assert_eq!(again.offset, 1, "offsets restart in a new epoch");
+}
+
+async fn join_and_leave_reach_the_handler(broker: Arc<dyn Broker>) {
+    let recorder = Arc::new(Recorder::default());
+    broker.set_handler(recorder.clone());
+    let ch = channel("joinleave");
+    broker.subscribe(&ch).await.expect("subscribe");
+    broker
+        .publish_join_leave(&ch, info("c1", "u1"), JoinLeave::Join)
+        .await
+        .expect("join");
+    broker
+        .publish_join_leave(&ch, info("c1", "u1"), JoinLeave::Leave)
+        .await
+        .expect("leave");
+    let events = recorder.wait_for(&ch, 2).await;
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| match e {
+            Event::JoinLeave { client, join, .. } => (client.as_str(), *join),
+            Event::Publication { .. } => panic!("unexpected publication"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("c1", true), ("c1", false)],
+        "join then leave, in order"
+    );
+}
+
+/// Runs every presence store check against `store`.
+pub async fn presence_conformance(store: Arc<dyn PresenceStore>) {
+    let ch = channel("presence");
+    let ttl = Duration::from_secs(60);
+    assert!(
+        store.list(&ch).await.expect("list").is_empty(),
+        "empty at first"
+    );
+    store.add(&ch, info("c1", "alice"), ttl).await.expect("add");
+    store.add(&ch, info("c2", "alice"), ttl).await.expect("add");
+    store.add(&ch, info("c3", "bob"), ttl).await.expect("add");
+    store
+        .add(&ch, info("c3", "bob"), ttl)
+        .await
+        .expect("refresh is an add of the same client");
+    let stats = store.stats(&ch).await.expect("stats");
+    assert_eq!(
+        (stats.num_clients, stats.num_users),
+        (3, 2),
+        "clients and distinct users"
+    );
+    let mut clients: Vec<_> = store
+        .list(&ch)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|i| (i.client, i.user))
+        .collect();
+    clients.sort();
+    assert_eq!(
+        clients,
+        [("c1", "alice"), ("c2", "alice"), ("c3", "bob")]
+            .map(|(c, u)| (c.to_owned(), u.to_owned()))
+    );
+    store.remove(&ch, "c1").await.expect("remove");
+    store.remove(&ch, "c1").await.expect("remove is idempotent");
+    let stats = store.stats(&ch).await.expect("stats");
+    assert_eq!((stats.num_clients, stats.num_users), (2, 2), "after remove");
+}

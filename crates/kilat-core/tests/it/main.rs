@@ -1,0 +1,18 @@
+//! kilat-core integration tests: sessions driven through real [`kilat_core::Outbox`]es, no
+//! sockets. Time-dependent tests run on tokio's paused clock.
+
+/// Test client and node helpers.
+mod support;
+
+/// The engine conformance suite against the memory engine, and memory-engine TTLs.
+mod engine;
+/// Outbox limits, drain, ping/pong and timers.
+mod lifecycle;
+/// Presence, join/leave and their cleanup.
+mod presence;
+/// Property test: random interleavings keep the delivery guarantee.
+mod property;
+/// Subscribe with recovery, `connect.subs`, positions and epochs.
+mod recovery;
+/// Connect, every command, pushes, and each error and disconnect code.
+mod session;

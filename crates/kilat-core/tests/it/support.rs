@@ -1,0 +1,122 @@
+use kilat_core::{NamespaceOptions, Node, NodeConfig, Outbox, Session, TransportInfo};
+use kilat_protocol::Disconnect;
+use serde_json::{Value, json};
+
+pub(crate) const WS: TransportInfo = TransportInfo {
+    name: "websocket",
+    emulated: false,
+};
+
+/// A client: a session and the outbox its transport would drain.
+pub(crate) struct Client {
+    pub(crate) session: Option<Session>,
+    pub(crate) outbox: Outbox,
+    next_id: u32,
+}
+
+impl Client {
+    pub(crate) fn new(node: &Node) -> Self {
+        let outbox = Outbox::new(node.config().client_queue_max_bytes);
+        let session = Session::new(node, WS, outbox.clone());
+        Client {
+            session: Some(session),
+            outbox,
+            next_id: 0,
+        }
+    }
+
+    pub(crate) fn session(&mut self) -> &mut Session {
+        self.session.as_mut().expect("session open")
+    }
+
+    /// Sends raw text; returns the disconnect if the session asked for one.
+    pub(crate) async fn send_raw(&mut self, text: &str) -> Result<(), Disconnect> {
+        self.session().handle_message(text.as_bytes()).await
+    }
+
+    /// Sends `{"id": next, method: params}` and returns the id.
+    pub(crate) async fn command(&mut self, method: &str, params: Value) -> u32 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let text = json!({"id": id, method: params}).to_string();
+        self.send_raw(&text).await.expect("no disconnect");
+        id
+    }
+
+    /// Sends a command and returns its reply (the frame with its id); other frames are kept in
+    /// `rest` order-preserving via `frames`.
+    pub(crate) async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.command(method, params).await;
+        let frames = self.frames();
+        frames
+            .into_iter()
+            .find(|f| f["id"] == json!(id))
+            .unwrap_or_else(|| panic!("no reply to {method} {id}"))
+    }
+
+    /// Every frame queued so far, parsed, in order.
+    pub(crate) fn frames(&mut self) -> Vec<Value> {
+        let mut batch = Vec::new();
+        let _ = self.outbox.drain(&mut batch, usize::MAX);
+        batch
+            .iter()
+            .flat_map(|f| {
+                f.json()
+                    .split(|&b| b == b'\n')
+                    .map(|line| {
+                        serde_json::from_slice::<Value>(line).expect("server frame is JSON")
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The pending close, if any.
+    pub(crate) fn close_reason(&self) -> Option<Disconnect> {
+        let mut batch = Vec::new();
+        self.outbox.drain(&mut batch, usize::MAX)
+    }
+
+    pub(crate) async fn connect(&mut self) -> Value {
+        self.call("connect", json!({})).await
+    }
+
+    pub(crate) async fn close(&mut self) {
+        if let Some(session) = self.session.take() {
+            session.close().await;
+        }
+    }
+}
+
+/// Dev node: every namespace permissive.
+pub(crate) fn dev_node() -> Node {
+    Node::new(NodeConfig::dev())
+}
+
+/// A node with one configured namespace `ns` and anonymous access.
+pub(crate) fn node_with(ns: &str, options: NamespaceOptions) -> Node {
+    let mut config = NodeConfig {
+        allow_anonymous: true,
+        ..NodeConfig::default()
+    };
+    config.namespaces.insert(ns.to_owned(), options);
+    Node::new(config)
+}
+
+/// Publications (`push.pub`) in `frames` for `channel`, as (offset, data).
+pub(crate) fn pubs(frames: &[Value], channel: &str) -> Vec<(Option<u64>, Value)> {
+    frames
+        .iter()
+        .filter(|f| f["push"]["channel"] == json!(channel) && f["push"]["pub"].is_object())
+        .map(|f| {
+            (
+                f["push"]["pub"]["offset"].as_u64(),
+                f["push"]["pub"]["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+pub(crate) fn error_code(reply: &Value) -> Option<u64> {
+    reply["error"]["code"].as_u64()
+}
