@@ -12,6 +12,8 @@ pub(crate) struct Client {
     pub(crate) session: Option<Session>,
     pub(crate) outbox: Outbox,
     next_id: u32,
+    /// Frames drained while looking for a reply, returned by the next `frames()`.
+    pending: Vec<Value>,
 }
 
 impl Client {
@@ -22,6 +24,7 @@ impl Client {
             session: Some(session),
             outbox,
             next_id: 0,
+            pending: Vec::new(),
         }
     }
 
@@ -47,28 +50,28 @@ impl Client {
     /// `rest` order-preserving via `frames`.
     pub(crate) async fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.command(method, params).await;
-        let frames = self.frames();
-        frames
-            .into_iter()
-            .find(|f| f["id"] == json!(id))
-            .unwrap_or_else(|| panic!("no reply to {method} {id}"))
+        let mut frames = self.frames();
+        let at = frames
+            .iter()
+            .position(|f| f["id"] == json!(id))
+            .unwrap_or_else(|| panic!("no reply to {method} {id}"));
+        let reply = frames.remove(at);
+        self.pending = frames;
+        reply
     }
 
     /// Every frame queued so far, parsed, in order.
     pub(crate) fn frames(&mut self) -> Vec<Value> {
         let mut batch = Vec::new();
         let _ = self.outbox.drain(&mut batch, usize::MAX);
-        batch
-            .iter()
-            .flat_map(|f| {
-                f.json()
-                    .split(|&b| b == b'\n')
-                    .map(|line| {
-                        serde_json::from_slice::<Value>(line).expect("server frame is JSON")
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        let mut out = std::mem::take(&mut self.pending);
+        out.extend(batch.iter().flat_map(|f| {
+            f.json()
+                .split(|&b| b == b'\n')
+                .map(|line| serde_json::from_slice::<Value>(line).expect("server frame is JSON"))
+                .collect::<Vec<_>>()
+        }));
+        out
     }
 
     /// The pending close, if any.
