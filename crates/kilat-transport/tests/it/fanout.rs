@@ -1,0 +1,89 @@
+//! `send_frames` with shared frames, encode-once caching, and the idle footprint.
+
+use kilat_protocol::SharedFrame;
+use kilat_transport::ws::{
+    Message, SLOT_DEFLATE_15, SLOT_PLAIN, WsConfig, WsConnection, negotiate,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::support::{client_frame, read_frame};
+
+/// A server-side connection and the raw client socket, with the given offer.
+async fn pair(extensions: Option<&str>) -> (WsConnection<TcpStream>, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (server, _) = listener.accept().await.expect("accept");
+    let mut req = http::Request::builder()
+        .uri("/")
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13");
+    if let Some(ext) = extensions {
+        req = req.header("sec-websocket-extensions", ext);
+    }
+    let (parts, ()) = req.body(()).expect("request").into_parts();
+    let config = WsConfig::default();
+    let handshake = negotiate(&parts, &config).expect("handshake");
+    (WsConnection::new(server, &handshake, &config), client)
+}
+
+#[tokio::test]
+async fn shared_frames_are_encoded_once() {
+    let (mut a, mut ca) = pair(None).await;
+    let (mut b, mut cb) = pair(None).await;
+    let frames = [
+        SharedFrame::new(&b"{\"push\":{\"channel\":\"a\"}}"[..]),
+        SharedFrame::new("{\"push\":{\"channel\":\"b\"}}".repeat(10)),
+    ];
+    a.send_frames(&frames).await.expect("send a");
+    b.send_frames(&frames).await.expect("send b");
+    for client in [&mut ca, &mut cb] {
+        for frame in &frames {
+            assert_eq!(read_frame(client).await, (0x81, frame.json().to_vec()));
+        }
+    }
+    let cached = frames[0].encoded(SLOT_PLAIN, |_| unreachable!("encoded by the first send"));
+    assert_eq!(&cached[2..], &frames[0].json()[..]);
+}
+
+#[tokio::test]
+async fn compressed_shared_frames() {
+    let (mut a, mut ca) = pair(Some("permessage-deflate")).await;
+    let frame = SharedFrame::new("{\"push\":{\"channel\":\"news\",\"data\":1}}".repeat(20));
+    a.send_frames(std::slice::from_ref(&frame))
+        .await
+        .expect("send");
+    let (b0, payload) = read_frame(&mut ca).await;
+    assert_eq!(b0, 0xC1);
+    let cached = frame.encoded(SLOT_DEFLATE_15, |_| unreachable!("cached"));
+    assert_eq!(&cached[2..], &payload[..]);
+    assert!(payload.len() < frame.len() / 4);
+}
+
+#[tokio::test]
+async fn read_message_is_cancel_safe() {
+    let (mut server, mut client) = pair(None).await;
+    let frame = client_frame(0x81, b"split across reads", true);
+    let (first, rest) = frame.split_at(9);
+    client.write_all(first).await.expect("write");
+    // Cancel a read that has consumed part of the frame.
+    let timed_out =
+        tokio::time::timeout(std::time::Duration::from_millis(50), server.read_message()).await;
+    assert!(timed_out.is_err());
+    client.write_all(rest).await.expect("write");
+    assert_eq!(
+        server.read_message().await.expect("message"),
+        Message::Text("split across reads".into())
+    );
+}
+
+#[test]
+fn connection_is_small() {
+    let size = std::mem::size_of::<WsConnection<TcpStream>>();
+    println!("size_of::<WsConnection<TcpStream>>() = {size}");
+    assert!(size <= 256, "WsConnection<TcpStream> is {size} bytes");
+}
