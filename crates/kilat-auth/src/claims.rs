@@ -2,8 +2,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use kilat_protocol::RawJson;
 use serde::{Deserialize, Deserializer};
-use serde_json::value::RawValue;
 
 use crate::error::TokenError;
 
@@ -21,7 +21,7 @@ pub struct ConnectionClaims {
     pub nbf: Option<i64>,
     /// Application data attached to the connection, kept as the raw JSON text so that it is
     /// forwarded (presence, join/leave, publication info) without a decode/encode round trip.
-    pub info: Option<Box<RawValue>>,
+    pub info: Option<RawJson>,
     /// Channels the server subscribes this connection to on connect (server-side
     /// subscriptions).
     pub channels: Vec<String>,
@@ -42,7 +42,7 @@ pub struct SubscriptionClaims {
     pub exp: Option<i64>,
     /// Application data attached to this subscription, raw JSON (see
     /// [`ConnectionClaims::info`]).
-    pub info: Option<Box<RawValue>>,
+    pub info: Option<RawJson>,
 }
 
 impl ConnectionClaims {
@@ -80,7 +80,7 @@ pub(crate) struct RawClaims {
     #[serde(default)]
     iss: Option<String>,
     #[serde(default)]
-    info: Option<Box<RawValue>>,
+    info: Option<RawJson>,
     #[serde(default)]
     channels: Option<Vec<String>>,
     #[serde(default)]
@@ -152,7 +152,10 @@ impl RawClaims {
 
     /// Turns the claims into a subscription grant for `requested`, refusing a token minted
     /// for another channel (or for none: a connection token is not a subscription token).
-    pub(crate) fn into_subscription(self, requested: &str) -> Result<SubscriptionClaims, TokenError> {
+    pub(crate) fn into_subscription(
+        self,
+        requested: &str,
+    ) -> Result<SubscriptionClaims, TokenError> {
         let channel = self.channel.unwrap_or_default();
         if channel.is_empty() || channel != requested {
             return Err(TokenError::ChannelMismatch {
@@ -160,7 +163,12 @@ impl RawClaims {
                 token_channel: channel,
             });
         }
-        Ok(SubscriptionClaims { sub: self.sub.unwrap_or_default(), channel, exp: self.exp, info: self.info })
+        Ok(SubscriptionClaims {
+            sub: self.sub.unwrap_or_default(),
+            channel,
+            exp: self.exp,
+            info: self.info,
+        })
     }
 }
 
@@ -182,7 +190,9 @@ fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64
     match number.as_f64() {
         // `as` saturates for finite values out of range, which is what we want for a date.
         Some(f) if f.is_finite() => Ok(Some(f as i64)),
-        _ => Err(serde::de::Error::custom("a NumericDate must be a finite number")),
+        _ => Err(serde::de::Error::custom(
+            "a NumericDate must be a finite number",
+        )),
     }
 }
 
@@ -191,7 +201,12 @@ mod tests {
     use super::*;
 
     fn rules() -> ClaimRules {
-        ClaimRules { audience: None, issuer: None, leeway: 0, require_exp: false }
+        ClaimRules {
+            audience: None,
+            issuer: None,
+            leeway: 0,
+            require_exp: false,
+        }
     }
 
     fn claims(json: &str) -> RawClaims {
@@ -202,8 +217,14 @@ mod tests {
     fn exp_is_exclusive_and_leeway_extends_it() {
         let c = claims(r#"{"exp": 100}"#);
         assert!(c.check(&rules(), 99).is_ok());
-        assert!(matches!(c.check(&rules(), 100), Err(TokenError::Expired { exp: 100 })));
-        let lenient = ClaimRules { leeway: 5, ..rules() };
+        assert!(matches!(
+            c.check(&rules(), 100),
+            Err(TokenError::Expired { exp: 100 })
+        ));
+        let lenient = ClaimRules {
+            leeway: 5,
+            ..rules()
+        };
         assert!(c.check(&lenient, 104).is_ok());
         assert!(c.check(&lenient, 105).is_err());
     }
@@ -212,46 +233,97 @@ mod tests {
     fn token_without_exp_never_expires_unless_required() {
         let c = claims(r#"{"sub": "u"}"#);
         assert!(c.check(&rules(), i64::MAX).is_ok());
-        let strict = ClaimRules { require_exp: true, ..rules() };
-        assert!(matches!(c.check(&strict, 0), Err(TokenError::MissingClaim("exp"))));
+        let strict = ClaimRules {
+            require_exp: true,
+            ..rules()
+        };
+        assert!(matches!(
+            c.check(&strict, 0),
+            Err(TokenError::MissingClaim("exp"))
+        ));
     }
 
     #[test]
     fn nbf_or_iat_in_the_future_is_not_yet_valid() {
-        assert!(matches!(claims(r#"{"nbf": 50}"#).check(&rules(), 10), Err(TokenError::NotYetValid)));
-        assert!(matches!(claims(r#"{"iat": 50}"#).check(&rules(), 10), Err(TokenError::NotYetValid)));
-        assert!(claims(r#"{"iat": 50, "nbf": 50}"#).check(&rules(), 50).is_ok());
+        assert!(matches!(
+            claims(r#"{"nbf": 50}"#).check(&rules(), 10),
+            Err(TokenError::NotYetValid)
+        ));
+        assert!(matches!(
+            claims(r#"{"iat": 50}"#).check(&rules(), 10),
+            Err(TokenError::NotYetValid)
+        ));
+        assert!(
+            claims(r#"{"iat": 50, "nbf": 50}"#)
+                .check(&rules(), 50)
+                .is_ok()
+        );
     }
 
     #[test]
     fn audience_must_match_when_configured_and_be_absent_otherwise() {
-        let want = ClaimRules { audience: Some("kilat".into()), ..rules() };
+        let want = ClaimRules {
+            audience: Some("kilat".into()),
+            ..rules()
+        };
         assert!(claims(r#"{"aud": "kilat"}"#).check(&want, 0).is_ok());
         assert!(claims(r#"{"aud": ["x", "kilat"]}"#).check(&want, 0).is_ok());
-        assert!(matches!(claims(r#"{"aud": "x"}"#).check(&want, 0), Err(TokenError::WrongAudience)));
-        assert!(matches!(claims("{}").check(&want, 0), Err(TokenError::WrongAudience)));
-        assert!(matches!(claims(r#"{"aud": "x"}"#).check(&rules(), 0), Err(TokenError::WrongAudience)));
+        assert!(matches!(
+            claims(r#"{"aud": "x"}"#).check(&want, 0),
+            Err(TokenError::WrongAudience)
+        ));
+        assert!(matches!(
+            claims("{}").check(&want, 0),
+            Err(TokenError::WrongAudience)
+        ));
+        assert!(matches!(
+            claims(r#"{"aud": "x"}"#).check(&rules(), 0),
+            Err(TokenError::WrongAudience)
+        ));
     }
 
     #[test]
     fn issuer_must_match_when_configured() {
-        let want = ClaimRules { issuer: Some("app".into()), ..rules() };
+        let want = ClaimRules {
+            issuer: Some("app".into()),
+            ..rules()
+        };
         assert!(claims(r#"{"iss": "app"}"#).check(&want, 0).is_ok());
-        assert!(matches!(claims(r#"{"iss": "evil"}"#).check(&want, 0), Err(TokenError::WrongIssuer)));
-        assert!(matches!(claims("{}").check(&want, 0), Err(TokenError::WrongIssuer)));
+        assert!(matches!(
+            claims(r#"{"iss": "evil"}"#).check(&want, 0),
+            Err(TokenError::WrongIssuer)
+        ));
+        assert!(matches!(
+            claims("{}").check(&want, 0),
+            Err(TokenError::WrongIssuer)
+        ));
     }
 
     #[test]
     fn fractional_and_huge_dates_do_not_panic() {
         assert_eq!(claims(r#"{"exp": 1.9}"#).exp, Some(1));
         assert_eq!(claims(r#"{"exp": 1e300}"#).exp, Some(i64::MAX));
-        assert!(claims(r#"{"exp": 1e300}"#).check(&ClaimRules { leeway: 86_400, ..rules() }, i64::MAX).is_err());
+        assert!(
+            claims(r#"{"exp": 1e300}"#)
+                .check(
+                    &ClaimRules {
+                        leeway: 86_400,
+                        ..rules()
+                    },
+                    i64::MAX
+                )
+                .is_err()
+        );
         assert!(serde_json::from_str::<RawClaims>(r#"{"exp": "soon"}"#).is_err());
     }
 
     #[test]
     fn subscription_needs_the_same_channel() {
-        assert!(claims(r#"{"channel": "news"}"#).into_subscription("news").is_ok());
+        assert!(
+            claims(r#"{"channel": "news"}"#)
+                .into_subscription("news")
+                .is_ok()
+        );
         assert!(matches!(
             claims(r#"{"channel": "news"}"#).into_subscription("chat"),
             Err(TokenError::ChannelMismatch { .. })

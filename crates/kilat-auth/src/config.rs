@@ -77,17 +77,26 @@ impl Default for TokenConfig {
 impl TokenConfig {
     /// A config that checks HMAC tokens with `secret`, everything else at its default.
     pub fn with_secret(secret: impl Into<String>) -> Self {
-        TokenConfig { secret: Some(secret.into()), ..TokenConfig::default() }
+        TokenConfig {
+            secret: Some(secret.into()),
+            ..TokenConfig::default()
+        }
     }
 
     /// A config that checks tokens signed by the private half of this PEM public key.
     pub fn with_public_key(pem: impl Into<String>) -> Self {
-        TokenConfig { public_key: Some(pem.into()), ..TokenConfig::default() }
+        TokenConfig {
+            public_key: Some(pem.into()),
+            ..TokenConfig::default()
+        }
     }
 
     /// A config that checks tokens against the keys served at `url`.
     pub fn with_jwks_url(url: impl Into<String>) -> Self {
-        TokenConfig { jwks_url: Some(url.into()), ..TokenConfig::default() }
+        TokenConfig {
+            jwks_url: Some(url.into()),
+            ..TokenConfig::default()
+        }
     }
 
     pub(crate) fn jwks_timeout(&self) -> Duration {

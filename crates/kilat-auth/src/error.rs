@@ -1,20 +1,8 @@
 //! Why a token was refused, and how that maps to the client-facing codes of PROTOCOL.md section 9.
 
-use crate::jwks::JwksError;
+use kilat_protocol::ErrorCode;
 
-/// Error code for an invalid token: bad signature, wrong key, claims that do not check out
-/// (PROTOCOL.md section 9, "401 unauthorized").
-///
-/// These three constants mirror the wire codes until `kilat-protocol` defines its `ErrorCode`
-/// constants; the server should use those once they exist.
-pub const CODE_UNAUTHORIZED: u32 = 401;
-/// Error code for an expired token: the client should fetch a new one (PROTOCOL.md section 9,
-/// "410 token expired"; on a live connection the server sends a `refresh` push and disconnects
-/// with 3005 after the grace period).
-pub const CODE_TOKEN_EXPIRED: u32 = 410;
-/// Error code when the token could not be checked right now (JWKS endpoint down): the client
-/// retries later (PROTOCOL.md section 9, "503 unavailable").
-pub const CODE_UNAVAILABLE: u32 = 503;
+use crate::jwks::JwksError;
 
 /// Why a token was refused.
 ///
@@ -92,16 +80,23 @@ impl TokenError {
         matches!(self, TokenError::JwksUnavailable(_))
     }
 
-    /// The client-facing error code of PROTOCOL.md section 9: [`CODE_TOKEN_EXPIRED`] (410),
-    /// [`CODE_UNAVAILABLE`] (503) or [`CODE_UNAUTHORIZED`] (401) for everything else.
-    pub fn code(&self) -> u32 {
+    /// The client-facing error code of PROTOCOL.md section 9: [`ErrorCode::TOKEN_EXPIRED`]
+    /// (410: refresh the token; on a live connection the server sends a `refresh` push and
+    /// disconnects with 3005 after the grace period), [`ErrorCode::UNAVAILABLE`] (503: retry
+    /// later) or [`ErrorCode::UNAUTHORIZED`] (401) for everything else.
+    pub fn error_code(&self) -> ErrorCode {
         if self.is_expired() {
-            CODE_TOKEN_EXPIRED
+            ErrorCode::TOKEN_EXPIRED
         } else if self.is_temporary() {
-            CODE_UNAVAILABLE
+            ErrorCode::UNAVAILABLE
         } else {
-            CODE_UNAUTHORIZED
+            ErrorCode::UNAUTHORIZED
         }
+    }
+
+    /// [`TokenError::error_code`] as a bare number.
+    pub fn code(&self) -> u32 {
+        self.error_code().0
     }
 }
 
@@ -109,7 +104,7 @@ impl TokenError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MalformedToken {
-    /// Not three non-empty dot-separated segments, or absurdly long.
+    /// Not three dot-separated segments (header and payload non-empty), or absurdly long.
     #[error("a JWT has three dot-separated segments")]
     Structure,
     /// A segment is not unpadded base64url.

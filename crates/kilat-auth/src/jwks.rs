@@ -106,7 +106,9 @@ pub(crate) struct JwksCache {
 
 impl JwksCache {
     pub(crate) fn new(url: &str, config: &TokenConfig) -> Result<Self, ConfigError> {
-        let bad_url = || ConfigError::InvalidJwksUrl { url: url.to_owned() };
+        let bad_url = || ConfigError::InvalidJwksUrl {
+            url: url.to_owned(),
+        };
         let uri = http::Uri::from_str(url).map_err(|_| bad_url())?;
         if uri.scheme_str() != Some("http") {
             return Err(bad_url());
@@ -115,7 +117,10 @@ impl JwksCache {
         let authority = uri.authority().ok_or_else(bad_url)?.as_str().to_owned();
         let endpoint = Endpoint {
             // `[::1]` in a URL, `::1` for a socket address.
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port: uri.port_u16().unwrap_or(80),
             authority,
             path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
@@ -187,7 +192,10 @@ impl JwksCache {
         state.last_failed = fetched.is_err();
         let keys = fetched?;
         tracing::debug!(keys = keys.len(), "JWKS refreshed");
-        let set = KeySet { keys, fetched_at: Some(Instant::now()) };
+        let set = KeySet {
+            keys,
+            fetched_at: Some(Instant::now()),
+        };
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
         Ok(())
     }
@@ -195,9 +203,17 @@ impl JwksCache {
     /// One GET over a fresh HTTP/1.1 connection. Refreshes are rare (rate limited), so a
     /// connection pool would only add state.
     async fn fetch(&self) -> Result<Bytes, JwksError> {
-        let Endpoint { host, port, authority, path } = &self.endpoint;
-        let stream = TcpStream::connect((host.as_str(), *port)).await.map_err(JwksError::Connect)?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let Endpoint {
+            host,
+            port,
+            authority,
+            path,
+        } = &self.endpoint;
+        let stream = TcpStream::connect((host.as_str(), *port))
+            .await
+            .map_err(JwksError::Connect)?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         // The connection future drives the socket; it ends when `sender` is dropped. The
         // guard also ends it if this future is dropped by the timeout.
         let driver = AbortOnDrop(tokio::spawn(async move {

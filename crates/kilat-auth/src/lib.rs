@@ -4,7 +4,7 @@
 //! The server builds one [`Verifier`] from the `[token]` table of kilat.toml ([`TokenConfig`])
 //! and calls [`Verifier::verify_connection`] on `connect`/`refresh` and
 //! [`Verifier::verify_subscription`] on `subscribe`/`sub_refresh`. A refusal is a
-//! [`TokenError`]; [`TokenError::code`] maps it to the client-facing code of PROTOCOL.md
+//! [`TokenError`]; [`TokenError::error_code`] maps it to the client-facing code of PROTOCOL.md
 //! section 9 (401, 410 expired, 503 keys unavailable). The CLI mints development tokens with
 //! [`mint`] and a [`TokenRequest`].
 //!
@@ -14,7 +14,7 @@
 //! - `claims`: [`ConnectionClaims`], [`SubscriptionClaims`], and the time/audience/issuer checks.
 //! - `jwks`: fetching and caching a JSON Web Key Set ([`JwksError`]).
 //! - `mint`: [`mint`], [`mint_with_key`], [`TokenRequest`].
-//! - `error`: [`TokenError`] and the code constants.
+//! - `error`: [`TokenError`], [`MalformedToken`].
 //!
 //! # Decisions
 //! - **Algorithms are pinned by key type.** A secret allows only HS256/384/512, an RSA key
@@ -35,7 +35,7 @@
 //!   have never seen, and those get a temporary error (503), not "unauthorized". Symmetric
 //!   (`oct`) keys in a JWKS are ignored, and HS* tokens never reach a JWKS verifier's cache.
 //! - **Claims are parsed only after the signature is verified**; `info` stays raw JSON
-//!   ([`serde_json::value::RawValue`]) so that the server forwards it without re-encoding.
+//!   (`kilat_protocol::RawJson`) so that the server forwards it without re-encoding.
 //! - **Robust to any input.** Every `verify_*` accepts any string and returns an error, never
 //!   panics; tokens over [`MAX_TOKEN_LEN`] are refused before decoding. A proptest feeds
 //!   random strings and random base64 segments.
@@ -54,9 +54,7 @@ mod verify;
 
 pub use claims::{ConnectionClaims, SubscriptionClaims};
 pub use config::{ConfigError, TokenConfig};
-pub use error::{
-    CODE_TOKEN_EXPIRED, CODE_UNAUTHORIZED, CODE_UNAVAILABLE, MalformedToken, TokenError,
-};
+pub use error::{MalformedToken, TokenError};
 pub use jsonwebtoken::{Algorithm, EncodingKey};
 pub use jwks::JwksError;
 pub use mint::{MintError, TokenRequest, mint, mint_with_key};

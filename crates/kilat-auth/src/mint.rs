@@ -37,12 +37,19 @@ pub struct TokenRequest {
 impl TokenRequest {
     /// A connection token request for `user`.
     pub fn connection(user: impl Into<String>) -> Self {
-        TokenRequest { user: user.into(), ..TokenRequest::default() }
+        TokenRequest {
+            user: user.into(),
+            ..TokenRequest::default()
+        }
     }
 
     /// A subscription token request granting `user` the channel `channel`.
     pub fn subscription(user: impl Into<String>, channel: impl Into<String>) -> Self {
-        TokenRequest { user: user.into(), channel: Some(channel.into()), ..TokenRequest::default() }
+        TokenRequest {
+            user: user.into(),
+            channel: Some(channel.into()),
+            ..TokenRequest::default()
+        }
     }
 
     /// Sets the lifetime.
@@ -157,20 +164,35 @@ mod tests {
     #[test]
     fn secret_mints_only_hmac() {
         let req = TokenRequest::connection("u");
-        assert!(matches!(mint(b"s", Algorithm::RS256, &req), Err(MintError::NotHmac { .. })));
-        assert!(matches!(mint(b"", Algorithm::HS256, &req), Err(MintError::EmptySecret)));
+        assert!(matches!(
+            mint(b"s", Algorithm::RS256, &req),
+            Err(MintError::NotHmac { .. })
+        ));
+        assert!(matches!(
+            mint(b"", Algorithm::HS256, &req),
+            Err(MintError::EmptySecret)
+        ));
         assert!(mint(b"s", Algorithm::HS384, &req).is_ok());
     }
 
     #[test]
     fn absurd_ttl_is_an_error_not_an_overflow() {
         let req = TokenRequest::connection("u").with_ttl(Duration::MAX);
-        assert!(matches!(mint(b"s", Algorithm::HS256, &req), Err(MintError::TtlTooLarge)));
+        assert!(matches!(
+            mint(b"s", Algorithm::HS256, &req),
+            Err(MintError::TtlTooLarge)
+        ));
     }
 
     #[test]
     fn subscription_tokens_carry_no_server_side_channels() {
-        let req = TokenRequest { channels: vec!["a".into()], ..TokenRequest::subscription("u", "c") };
-        assert!(matches!(mint(b"s", Algorithm::HS256, &req), Err(MintError::ChannelsOnSubscription)));
+        let req = TokenRequest {
+            channels: vec!["a".into()],
+            ..TokenRequest::subscription("u", "c")
+        };
+        assert!(matches!(
+            mint(b"s", Algorithm::HS256, &req),
+            Err(MintError::ChannelsOnSubscription)
+        ));
     }
 }

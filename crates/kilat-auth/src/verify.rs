@@ -19,9 +19,11 @@ use crate::jwks::JwksCache;
 pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 
 /// Algorithms allowed by default for a shared secret.
-pub(crate) const HMAC_DEFAULT: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+pub(crate) const HMAC_DEFAULT: &[Algorithm] =
+    &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
 /// Algorithms allowed by default for an RSA key (PS* only when listed in `algorithms`).
-pub(crate) const RSA_DEFAULT: &[Algorithm] = &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512];
+pub(crate) const RSA_DEFAULT: &[Algorithm] =
+    &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512];
 /// Algorithms a JWKS verifier may ever accept: asymmetric only.
 const JWKS_ALLOWED: &[Algorithm] = &[
     Algorithm::RS256,
@@ -51,7 +53,10 @@ struct Inner {
 
 enum KeySource {
     /// A secret or PEM key from the config, with the algorithms its type allows.
-    Static { key: DecodingKey, algorithms: Vec<Algorithm> },
+    Static {
+        key: DecodingKey,
+        algorithms: Vec<Algorithm>,
+    },
     /// Keys looked up by `kid` in a fetched key set.
     Jwks(JwksCache),
 }
@@ -62,7 +67,10 @@ impl fmt::Debug for Verifier {
             KeySource::Static { algorithms, .. } => format!("static {algorithms:?}"),
             KeySource::Jwks(_) => "jwks".to_owned(),
         };
-        f.debug_struct("Verifier").field("keys", &keys).field("rules", &self.inner.rules).finish()
+        f.debug_struct("Verifier")
+            .field("keys", &keys)
+            .field("rules", &self.inner.rules)
+            .finish()
     }
 }
 
@@ -104,9 +112,12 @@ impl Verifier {
                     return Err(ConfigError::EmptySecret);
                 }
                 let key = DecodingKey::from_secret(secret.as_bytes());
-                KeySource::Static { key, algorithms: pin(HMAC_DEFAULT, &config.algorithms, |a| {
-                    a.family() == AlgorithmFamily::Hmac
-                })? }
+                KeySource::Static {
+                    key,
+                    algorithms: pin(HMAC_DEFAULT, &config.algorithms, |a| {
+                        a.family() == AlgorithmFamily::Hmac
+                    })?,
+                }
             }
             (None, Some(pem), None) => {
                 let (key, by_type) = parse_public_key(pem.as_bytes())?;
@@ -115,7 +126,10 @@ impl Verifier {
                     AlgorithmFamily::Ec => by_type.contains(&a),
                     other => a.family() == other,
                 };
-                KeySource::Static { key, algorithms: pin(by_type, &config.algorithms, curve_fits)? }
+                KeySource::Static {
+                    key,
+                    algorithms: pin(by_type, &config.algorithms, curve_fits)?,
+                }
             }
             (None, None, Some(url)) => {
                 if let Some(&alg) = config.algorithms.iter().find(|a| !JWKS_ALLOWED.contains(a)) {
@@ -131,7 +145,9 @@ impl Verifier {
             leeway: i64::try_from(config.leeway).unwrap_or(i64::MAX),
             require_exp: config.require_exp,
         };
-        Ok(Verifier { inner: Arc::new(Inner { keys, rules }) })
+        Ok(Verifier {
+            inner: Arc::new(Inner { keys, rules }),
+        })
     }
 
     /// Checks a connection token: signature, algorithm, `exp`/`nbf`/`iat`, `aud`, `iss`.
@@ -165,13 +181,18 @@ impl Verifier {
 
     async fn verify(&self, token: &str) -> Result<RawClaims, TokenError> {
         let segments = split(token)?;
-        let header_json = URL_SAFE_NO_PAD.decode(segments.header).map_err(MalformedToken::from)?;
-        let header: JoseHeader = serde_json::from_slice(&header_json).map_err(MalformedToken::from)?;
+        let header_json = URL_SAFE_NO_PAD
+            .decode(segments.header)
+            .map_err(MalformedToken::from)?;
+        let header: JoseHeader =
+            serde_json::from_slice(&header_json).map_err(MalformedToken::from)?;
         // We implement no JWS extension, so any critical one must be refused (RFC 7515 4.1.11).
         if header.crit.is_some() {
             return Err(MalformedToken::Critical.into());
         }
-        let not_allowed = || TokenError::AlgorithmNotAllowed { alg: header.alg.clone() };
+        let not_allowed = || TokenError::AlgorithmNotAllowed {
+            alg: header.alg.clone(),
+        };
         // "none" is not an `Algorithm` variant, so this also refuses unsigned tokens.
         let alg = Algorithm::from_str(&header.alg).map_err(|_| not_allowed())?;
 
@@ -191,16 +212,19 @@ impl Verifier {
         if !allowed.contains(&alg) {
             return Err(not_allowed());
         }
-        let valid = jsonwebtoken::crypto::verify(segments.signature, segments.message.as_bytes(), key, alg)
-            .map_err(|err| match err.kind() {
-                jsonwebtoken::errors::ErrorKind::Base64(_) => MalformedToken::Jwt(err).into(),
-                _ => TokenError::KeyRejected(err),
-            })?;
+        let valid =
+            jsonwebtoken::crypto::verify(segments.signature, segments.message.as_bytes(), key, alg)
+                .map_err(|err| match err.kind() {
+                    jsonwebtoken::errors::ErrorKind::Base64(_) => MalformedToken::Jwt(err).into(),
+                    _ => TokenError::KeyRejected(err),
+                })?;
         if !valid {
             return Err(TokenError::BadSignature);
         }
         // Only now, with the signature checked, do we parse what the sender wrote.
-        let payload = URL_SAFE_NO_PAD.decode(segments.payload).map_err(MalformedToken::from)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(segments.payload)
+            .map_err(MalformedToken::from)?;
         let claims: RawClaims = serde_json::from_slice(&payload).map_err(MalformedToken::from)?;
         claims.check(&self.inner.rules, unix_now())?;
         Ok(claims)
@@ -218,11 +242,18 @@ fn split(token: &str) -> Result<Segments<'_>, MalformedToken> {
     else {
         return Err(MalformedToken::Structure);
     };
-    if header.is_empty() || payload.is_empty() || signature.is_empty() {
+    // An empty signature is left for the signature check to refuse, so that an unsigned
+    // `alg: none` token is reported as such.
+    if header.is_empty() || payload.is_empty() {
         return Err(MalformedToken::Structure);
     }
     let message = &token[..header.len() + 1 + payload.len()];
-    Ok(Segments { header, payload, message, signature })
+    Ok(Segments {
+        header,
+        payload,
+        message,
+        signature,
+    })
 }
 
 /// Picks the allowed algorithms: the key type's default, or the configured list if every
@@ -244,6 +275,14 @@ fn pin(
 /// Reads a PEM public key and returns it with the algorithms its type allows by default.
 /// The curve of an EC key is told by the length of its uncompressed SEC1 point.
 fn parse_public_key(pem: &[u8]) -> Result<(DecodingKey, &'static [Algorithm]), ConfigError> {
+    // The PEM parser also reads private keys; a private key has no place in the server's
+    // config (and would not verify), so say so at startup.
+    if pem
+        .windows(b"PRIVATE KEY".len())
+        .any(|w| w == b"PRIVATE KEY")
+    {
+        return Err(ConfigError::InvalidPublicKey);
+    }
     if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
         return Ok((key, RSA_DEFAULT));
     }
@@ -267,34 +306,62 @@ mod tests {
 
     #[test]
     fn split_refuses_anything_but_three_non_empty_segments() {
-        for bad in ["", "a", "a.b", "a.b.c.d", "a..c", ".b.c", "a.b.", "..", "..."] {
+        for bad in ["", "a", "a.b", "a.b.c.d", "a..c", ".b.c", "..", "..."] {
             assert!(split(bad).is_err(), "{bad:?}");
         }
         let s = split("h.p.s").expect("three segments");
-        assert_eq!((s.header, s.payload, s.message, s.signature), ("h", "p", "h.p", "s"));
+        assert_eq!(
+            (s.header, s.payload, s.message, s.signature),
+            ("h", "p", "h.p", "s")
+        );
+        assert!(split("h.p.").is_ok(), "empty signature is refused later");
         assert!(split(&"a.".repeat(MAX_TOKEN_LEN)).is_err());
     }
 
     #[test]
     fn configured_algorithms_must_fit_the_key_type() {
         let hs = |a: Algorithm| a.family() == AlgorithmFamily::Hmac;
-        assert_eq!(pin(HMAC_DEFAULT, &[], hs).expect("default"), HMAC_DEFAULT.to_vec());
-        assert_eq!(pin(HMAC_DEFAULT, &[Algorithm::HS512], hs).expect("subset"), vec![Algorithm::HS512]);
+        assert_eq!(
+            pin(HMAC_DEFAULT, &[], hs).expect("default"),
+            HMAC_DEFAULT.to_vec()
+        );
+        assert_eq!(
+            pin(HMAC_DEFAULT, &[Algorithm::HS512], hs).expect("subset"),
+            vec![Algorithm::HS512]
+        );
         assert!(pin(HMAC_DEFAULT, &[Algorithm::RS256], hs).is_err());
     }
 
     #[test]
     fn secret_config_refuses_rsa_algorithms() {
-        let config = TokenConfig { algorithms: vec![Algorithm::RS256], ..TokenConfig::with_secret("s") };
-        assert!(matches!(Verifier::new(&config), Err(ConfigError::AlgorithmMismatch { .. })));
+        let config = TokenConfig {
+            algorithms: vec![Algorithm::RS256],
+            ..TokenConfig::with_secret("s")
+        };
+        assert!(matches!(
+            Verifier::new(&config),
+            Err(ConfigError::AlgorithmMismatch { .. })
+        ));
     }
 
     #[test]
     fn exactly_one_key_source() {
-        assert!(matches!(Verifier::new(&TokenConfig::default()), Err(ConfigError::NoKey)));
-        let both = TokenConfig { public_key: Some("x".into()), ..TokenConfig::with_secret("s") };
-        assert!(matches!(Verifier::new(&both), Err(ConfigError::ConflictingKeys)));
-        assert!(matches!(Verifier::new(&TokenConfig::with_secret("")), Err(ConfigError::EmptySecret)));
+        assert!(matches!(
+            Verifier::new(&TokenConfig::default()),
+            Err(ConfigError::NoKey)
+        ));
+        let both = TokenConfig {
+            public_key: Some("x".into()),
+            ..TokenConfig::with_secret("s")
+        };
+        assert!(matches!(
+            Verifier::new(&both),
+            Err(ConfigError::ConflictingKeys)
+        ));
+        assert!(matches!(
+            Verifier::new(&TokenConfig::with_secret("")),
+            Err(ConfigError::EmptySecret)
+        ));
         assert!(matches!(
             Verifier::new(&TokenConfig::with_public_key("garbage")),
             Err(ConfigError::InvalidPublicKey)
@@ -307,6 +374,9 @@ mod tests {
             algorithms: vec![Algorithm::HS256],
             ..TokenConfig::with_jwks_url("http://127.0.0.1:1/jwks")
         };
-        assert!(matches!(Verifier::new(&config), Err(ConfigError::AlgorithmMismatch { .. })));
+        assert!(matches!(
+            Verifier::new(&config),
+            Err(ConfigError::AlgorithmMismatch { .. })
+        ));
     }
 }
