@@ -1,0 +1,75 @@
+//! The client's error type: one enum, with the server's [`ClientError`] kept typed.
+
+use kilat_protocol::{ClientError, Disconnect};
+use thiserror::Error;
+
+/// Everything a [`crate::Client`] call can fail with.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configured URL cannot be used (bad syntax, or a scheme this build does not support).
+    #[error("invalid server URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as configured.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Opening the WebSocket failed, or the connection broke.
+    #[error("WebSocket transport failed: {0}")]
+    Transport(#[source] Box<tokio_tungstenite::tungstenite::Error>),
+    /// The server answered the command with an error reply (`{"id", "error"}`).
+    #[error("server error {0}")]
+    Server(#[from] ClientError),
+    /// The server closed the connection with a disconnect code (during `connect`, or one that
+    /// forbids reconnecting).
+    #[error("disconnected by the server: {0}")]
+    Disconnected(Disconnect),
+    /// The connection was lost while the command was in flight: it may or may not have been
+    /// applied by the server.
+    #[error("connection lost before the reply arrived (the command may have been applied)")]
+    ConnectionLost,
+    /// The client was closed ([`crate::Client::close`]) or stopped reconnecting.
+    #[error("client is closed")]
+    Closed,
+    /// No reply within [`crate::ClientConfig::request_timeout`] (or no connect reply within
+    /// [`crate::ClientConfig::handshake_timeout`]).
+    #[error("timed out waiting for the server")]
+    Timeout,
+    /// The server sent something this client cannot read (a protocol mismatch).
+    #[error("unexpected frame from the server: {0}")]
+    Protocol(String),
+    /// Application data could not be serialised to JSON.
+    #[error("data is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for Error {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        Error::Transport(Box::new(e))
+    }
+}
+
+impl Error {
+    /// The server's error reply, when this is one.
+    pub fn server_error(&self) -> Option<&ClientError> {
+        match self {
+            Error::Server(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying the same call later may succeed: temporary server errors (429, 500, 503),
+    /// transport failures, lost connections and timeouts.
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            Error::Server(e) => e.temporary,
+            Error::Transport(_) | Error::ConnectionLost | Error::Timeout => true,
+            Error::Disconnected(d) => d.reconnect,
+            _ => false,
+        }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
