@@ -286,15 +286,14 @@ impl Session {
         let State::Connected(info) = &self.state else {
             return;
         };
-        if state.presence {
-            if let Err(error) = self
+        if state.presence
+            && let Err(error) = self
                 .node
                 .presence_store()
                 .remove(channel, &info.client)
                 .await
-            {
-                tracing::warn!(%error, channel, "presence remove failed");
-            }
+        {
+            tracing::warn!(%error, channel, "presence remove failed");
         }
         if state.join_leave {
             self.node

@@ -409,10 +409,10 @@ impl Node {
             reverse: options.reverse,
         };
         let page = self.inner.broker.history(channel, query).await?;
-        if let Some(since) = &options.since {
-            if since.epoch != page.position.epoch {
-                return Err(CoreError::EpochMismatch);
-            }
+        if let Some(since) = &options.since
+            && since.epoch != page.position.epoch
+        {
+            return Err(CoreError::EpochMismatch);
         }
         Ok(HistoryResult {
             publications: page.publications,

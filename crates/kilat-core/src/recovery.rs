@@ -70,12 +70,13 @@ pub fn outcome(recovery: &Recovery, page: HistoryPage) -> SubscribeResult {
         publications: Vec::new(),
         positioned: !matches!(recovery, Recovery::None),
     };
-    if let Recovery::From { offset, epoch } = recovery {
-        if *epoch == result.epoch && *offset <= top {
-            let first = page.publications.first().and_then(|p| p.offset);
-            result.recovered = *offset == top || first == Some(offset + 1);
-            result.publications = page.publications;
-        }
+    if let Recovery::From { offset, epoch } = recovery
+        && *epoch == result.epoch
+        && *offset <= top
+    {
+        let first = page.publications.first().and_then(|p| p.offset);
+        result.recovered = *offset == top || first == Some(offset + 1);
+        result.publications = page.publications;
     }
     result
 }

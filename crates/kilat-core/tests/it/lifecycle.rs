@@ -65,9 +65,12 @@ async fn slow_consumer_is_closed_with_3001_and_publishers_never_wait() {
     slow.call("subscribe", json!({"channel": "s"})).await;
     slow.frames();
     for i in 0..20 {
-        node.publish("s", kilat_protocol::types::raw_json(&format!("{i}")).expect("json"))
-            .await
-            .expect("publishing never fails because of a slow subscriber");
+        node.publish(
+            "s",
+            kilat_protocol::types::raw_json(&format!("{i}")).expect("json"),
+        )
+        .await
+        .expect("publishing never fails because of a slow subscriber");
     }
     assert_eq!(slow.close_reason(), Some(Disconnect::SLOW));
 }

@@ -15,12 +15,17 @@ async fn presence_lists_subscribers_and_counts_users() {
     a.call("subscribe", json!({"channel": "p"})).await;
     b.call("subscribe", json!({"channel": "p"})).await;
     let presence = a.call("presence", json!({"channel": "p"})).await;
-    let clients = presence["presence"]["clients"].as_object().expect("clients");
+    let clients = presence["presence"]["clients"]
+        .as_object()
+        .expect("clients");
     assert_eq!(clients.len(), 2);
     let a_id = a.session().client().expect("connected").client.clone();
     assert_eq!(clients[&a_id]["user"], json!(""));
     let stats = a.call("presence_stats", json!({"channel": "p"})).await;
-    assert_eq!(stats["presence_stats"], json!({"num_clients": 2, "num_users": 1}));
+    assert_eq!(
+        stats["presence_stats"],
+        json!({"num_clients": 2, "num_users": 1})
+    );
 }
 
 #[tokio::test]
@@ -59,7 +64,8 @@ async fn join_leave_can_be_declined_per_subscription() {
     let mut b = Client::new(&node);
     a.connect().await;
     b.connect().await;
-    a.call("subscribe", json!({"channel": "p", "join_leave": false})).await;
+    a.call("subscribe", json!({"channel": "p", "join_leave": false}))
+        .await;
     b.call("subscribe", json!({"channel": "p"})).await;
     assert!(a.frames().iter().all(|f| !f["push"]["join"].is_object()));
 }
@@ -75,7 +81,10 @@ async fn presence_is_removed_on_disconnect_and_unsubscribe() {
     a.call("subscribe", json!({"channel": "q"})).await;
     b.call("subscribe", json!({"channel": "p"})).await;
     a.call("unsubscribe", json!({"channel": "q"})).await;
-    assert_eq!(node.presence_stats("q").await.expect("stats").num_clients, 0);
+    assert_eq!(
+        node.presence_stats("q").await.expect("stats").num_clients,
+        0
+    );
     a.close().await;
     let stats = node.presence_stats("p").await.expect("stats");
     assert_eq!(stats.num_clients, 1);
@@ -100,11 +109,21 @@ async fn presence_survives_via_ping_refresh_and_expires_without_it() {
         tokio::task::yield_now().await; // the refresh task
         tokio::task::yield_now().await;
     }
-    assert_eq!(node.presence_stats("p").await.expect("stats").num_clients, 1);
+    assert_eq!(
+        node.presence_stats("p").await.expect("stats").num_clients,
+        1
+    );
     // A session that is dropped without close leaves presence behind until the TTL.
     let session = a.session.take().expect("session");
     drop(session);
-    assert_eq!(node.stats().subscriptions, 0, "drop removes the hub subscription");
+    assert_eq!(
+        node.stats().subscriptions,
+        0,
+        "drop removes the hub subscription"
+    );
     tokio::time::advance(Duration::from_secs(31)).await;
-    assert_eq!(node.presence_stats("p").await.expect("stats").num_clients, 0);
+    assert_eq!(
+        node.presence_stats("p").await.expect("stats").num_clients,
+        0
+    );
 }

@@ -14,14 +14,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-fn publication(n: u64) -> Publication {
-    Publication {
-        data: raw_json(&n.to_string()).expect("json"),
-        offset: None,
-        info: None,
-    }
-}
-
 fn offsets_of(result: &Value) -> Vec<u64> {
     result["publications"]
         .as_array()
@@ -51,7 +43,10 @@ async fn recovers_everything_after_the_offset_in_the_same_epoch() {
         .expect("history")
         .epoch;
     let reply = c
-        .call("subscribe", json!({"channel": "r", "recover": true, "offset": 2, "epoch": epoch}))
+        .call(
+            "subscribe",
+            json!({"channel": "r", "recover": true, "offset": 2, "epoch": epoch}),
+        )
         .await;
     let result = &reply["subscribe"];
     assert_eq!(result["recovered"], json!(true));
@@ -59,7 +54,11 @@ async fn recovers_everything_after_the_offset_in_the_same_epoch() {
     assert_eq!(offsets_of(result), [3, 4, 5]);
     assert_eq!(result["offset"], json!(5));
     publish_n(&node, "r", 1).await;
-    assert_eq!(pubs(&c.frames(), "r"), [(Some(6), json!(0))], "live continues at 6");
+    assert_eq!(
+        pubs(&c.frames(), "r"),
+        [(Some(6), json!(0))],
+        "live continues at 6"
+    );
 }
 
 #[tokio::test]
@@ -68,7 +67,9 @@ async fn recover_without_offset_positions_at_the_end() {
     let mut c = Client::new(&node);
     c.connect().await;
     publish_n(&node, "r", 3).await;
-    let reply = c.call("subscribe", json!({"channel": "r", "recover": true})).await;
+    let reply = c
+        .call("subscribe", json!({"channel": "r", "recover": true}))
+        .await;
     let result = &reply["subscribe"];
     assert_eq!(result["recovered"], json!(false));
     assert_eq!(result["positioned"], json!(true));
@@ -93,10 +94,17 @@ async fn not_recovered_when_the_window_lost_publications() {
         .expect("history")
         .epoch;
     let reply = c
-        .call("subscribe", json!({"channel": "r", "recover": true, "offset": 1, "epoch": epoch}))
+        .call(
+            "subscribe",
+            json!({"channel": "r", "recover": true, "offset": 1, "epoch": epoch}),
+        )
         .await;
     assert_eq!(reply["subscribe"]["recovered"], json!(false));
-    assert_eq!(offsets_of(&reply["subscribe"]), [4, 5, 6], "what is left is returned");
+    assert_eq!(
+        offsets_of(&reply["subscribe"]),
+        [4, 5, 6],
+        "what is left is returned"
+    );
 }
 
 #[tokio::test]
@@ -106,7 +114,10 @@ async fn not_recovered_in_another_epoch() {
     c.connect().await;
     publish_n(&node, "r", 2).await;
     let reply = c
-        .call("subscribe", json!({"channel": "r", "recover": true, "offset": 1, "epoch": "gone"}))
+        .call(
+            "subscribe",
+            json!({"channel": "r", "recover": true, "offset": 1, "epoch": "gone"}),
+        )
         .await;
     assert_eq!(reply["subscribe"]["recovered"], json!(false));
     assert!(offsets_of(&reply["subscribe"]).is_empty());
@@ -134,72 +145,14 @@ async fn connect_subs_recover_and_go_live_after_the_connect_reply() {
     assert_eq!(offsets_of(r), [1, 2]);
     let frames = again.frames();
     assert!(
-        frames.iter().any(|f| f["push"]["channel"] == json!("bad channel")
-            && f["push"]["unsubscribe"]["code"] == json!(400)),
+        frames
+            .iter()
+            .any(|f| f["push"]["channel"] == json!("bad channel")
+                && f["push"]["unsubscribe"]["code"] == json!(400)),
         "a refused sub is reported with an unsubscribe push: {frames:?}"
     );
     publish_n(&node, "r", 1).await;
     assert_eq!(pubs(&again.frames(), "r"), [(Some(3), json!(0))]);
-}
-
-/// Wraps the memory broker: publishes `before` publications just before each history read and
-/// `after` just after it, as other nodes would while a subscriber recovers.
-#[derive(Debug)]
-struct Interleaving {
-    inner: MemoryBroker,
-    before: u64,
-    after: u64,
-}
-
-impl Broker for Interleaving {
-    fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
-        self.inner.set_handler(handler);
-    }
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        publication: Publication,
-        options: PublishOptions,
-    ) -> BoxFuture<'a, Result<Option<StreamPosition>, EngineError>> {
-        self.inner.publish(channel, publication, options)
-    }
-    fn publish_join_leave<'a>(
-        &'a self,
-        channel: &'a str,
-        info: ClientInfo,
-        kind: JoinLeave,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.publish_join_leave(channel, info, kind)
-    }
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.subscribe(channel)
-    }
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.unsubscribe(channel)
-    }
-    fn history<'a>(
-        &'a self,
-        channel: &'a str,
-        query: HistoryQuery,
-    ) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
-        Box::pin(async move {
-            let options = PublishOptions {
-                history_size: 1000,
-                history_ttl: Duration::from_secs(600),
-            };
-            for i in 0..self.before {
-                self.inner.publish(channel, publication(100 + i), options).await?;
-            }
-            let page = self.inner.history(channel, query).await?;
-            for i in 0..self.after {
-                self.inner.publish(channel, publication(200 + i), options).await?;
-            }
-            Ok(page)
-        })
-    }
-    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.remove_history(channel)
-    }
 }
 
 #[tokio::test]
@@ -208,6 +161,11 @@ async fn publications_during_recovery_follow_the_reply_without_gap_or_duplicate(
         inner: MemoryBroker::default(),
         before: 3,
         after: 2,
+        only_since: false,
+        options: PublishOptions {
+            history_size: 1000,
+            history_ttl: Duration::from_secs(600),
+        },
     });
     let node = Node::with_engine(NodeConfig::dev(), broker, Arc::new(MemoryPresence::new()));
     let mut c = Client::new(&node);
@@ -219,14 +177,21 @@ async fn publications_during_recovery_follow_the_reply_without_gap_or_duplicate(
         .expect("history")
         .epoch; // offsets 1..=3 before, 4..=5 after this read
     let reply = c
-        .call("subscribe", json!({"channel": "r", "recover": true, "offset": 2, "epoch": epoch}))
+        .call(
+            "subscribe",
+            json!({"channel": "r", "recover": true, "offset": 2, "epoch": epoch}),
+        )
         .await;
     // Before the subscribe's read: 6..=8 published (held, and in history). After: 9..=10 (held).
     let result = &reply["subscribe"];
     assert_eq!(result["recovered"], json!(true));
     assert_eq!(offsets_of(result), [3, 4, 5, 6, 7, 8]);
     let live: Vec<_> = pubs(&c.frames(), "r").into_iter().map(|(o, _)| o).collect();
-    assert_eq!(live, [Some(9), Some(10)], "held publications after the reply, no duplicates");
+    assert_eq!(
+        live,
+        [Some(9), Some(10)],
+        "held publications after the reply, no duplicates"
+    );
 }
 
 /// Wraps the memory broker's handler and drops the delivery of chosen offsets, like a lost
@@ -333,7 +298,11 @@ async fn an_epoch_change_asks_the_client_to_resubscribe() {
     node.history_remove("e").await.expect("remove");
     publish_n(&node, "e", 1).await;
     let frames = c.frames();
-    assert_eq!(pubs(&frames, "e"), [(Some(1), json!(0))], "nothing from the new epoch leaks");
+    assert_eq!(
+        pubs(&frames, "e"),
+        [(Some(1), json!(0))],
+        "nothing from the new epoch leaks"
+    );
     let unsub = frames
         .iter()
         .find(|f| f["push"]["unsubscribe"].is_object())
@@ -342,7 +311,10 @@ async fn an_epoch_change_asks_the_client_to_resubscribe() {
     assert_eq!(unsub["push"]["unsubscribe"]["code"], json!(2500));
     // Resubscribing works (not 409) and says recovered false.
     let again = c
-        .call("subscribe", json!({"channel": "e", "recover": true, "offset": 1, "epoch": "old"}))
+        .call(
+            "subscribe",
+            json!({"channel": "e", "recover": true, "offset": 1, "epoch": "old"}),
+        )
         .await;
     assert_eq!(again["subscribe"]["recovered"], json!(false));
 }

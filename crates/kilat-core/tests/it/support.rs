@@ -1,5 +1,14 @@
+use std::sync::Arc;
+
+use kilat_core::engine::memory::MemoryBroker;
+use kilat_core::engine::{
+    BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave,
+    PublishOptions,
+};
 use kilat_core::{NamespaceOptions, Node, NodeConfig, Outbox, Session, TransportInfo};
 use kilat_protocol::Disconnect;
+use kilat_protocol::types::raw_json;
+use kilat_protocol::{ClientInfo, Publication, StreamPosition};
 use serde_json::{Value, json};
 
 pub(crate) const WS: TransportInfo = TransportInfo {
@@ -122,4 +131,80 @@ pub(crate) fn pubs(frames: &[Value], channel: &str) -> Vec<(Option<u64>, Value)>
 
 pub(crate) fn error_code(reply: &Value) -> Option<u64> {
     reply["error"]["code"].as_u64()
+}
+
+/// Wraps the memory broker: publishes `before` publications just before each history read and
+/// `after` just after it, as other nodes would while a subscriber recovers.
+#[derive(Debug)]
+pub(crate) struct Interleaving {
+    pub(crate) inner: MemoryBroker,
+    pub(crate) before: u64,
+    pub(crate) after: u64,
+    /// Interleave only for reads with `since` (recoveries), not for position reads.
+    pub(crate) only_since: bool,
+    /// History options of the interleaved publications (the namespace's).
+    pub(crate) options: PublishOptions,
+}
+
+impl Broker for Interleaving {
+    fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
+        self.inner.set_handler(handler);
+    }
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        options: PublishOptions,
+    ) -> BoxFuture<'a, Result<Option<StreamPosition>, EngineError>> {
+        self.inner.publish(channel, publication, options)
+    }
+    fn publish_join_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        info: ClientInfo,
+        kind: JoinLeave,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner.publish_join_leave(channel, info, kind)
+    }
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner.subscribe(channel)
+    }
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner.unsubscribe(channel)
+    }
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        Box::pin(async move {
+            let options = self.options;
+            if self.only_since && query.since.is_none() {
+                return self.inner.history(channel, query).await;
+            }
+            for i in 0..self.before {
+                self.inner
+                    .publish(channel, test_publication(100 + i), options)
+                    .await?;
+            }
+            let page = self.inner.history(channel, query).await?;
+            for i in 0..self.after {
+                self.inner
+                    .publish(channel, test_publication(200 + i), options)
+                    .await?;
+            }
+            Ok(page)
+        })
+    }
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner.remove_history(channel)
+    }
+}
+
+pub(crate) fn test_publication(n: u64) -> Publication {
+    Publication {
+        data: raw_json(&n.to_string()).expect("json"),
+        offset: None,
+        info: None,
+    }
 }
