@@ -26,8 +26,9 @@ pub struct TokenConfig {
     /// decides the allowed algorithms: RSA -> RS256/384/512, P-256 -> ES256, P-384 -> ES384,
     /// Ed25519 -> EdDSA.
     pub public_key: Option<String>,
-    /// URL of a JSON Web Key Set (`http://`; https is not built in yet, put a local proxy or
-    /// sidecar in front). Tokens must carry a `kid` header naming one of its keys. The set is
+    /// URL of a JSON Web Key Set: `http://`, or `https://` when kilat-auth is built with its
+    /// `https` feature (rustls, Mozilla roots). Tokens must carry a `kid` header naming one of
+    /// its keys. The set is
     /// fetched on first use, cached, and refetched when a token names an unknown `kid` (at most
     /// once per `jwks_min_refresh_interval`) or when it is older than `jwks_max_age`.
     pub jwks_url: Option<String>,
@@ -146,8 +147,10 @@ pub enum ConfigError {
         /// The offending algorithm.
         alg: Algorithm,
     },
-    /// `jwks_url` is not an absolute `http://` URL.
-    #[error("[token] jwks_url {url:?} is not an absolute http:// URL")]
+    /// `jwks_url` is not an absolute `http://` URL (or `https://` with the `https` feature).
+    #[error(
+        "[token] jwks_url {url:?} is not an absolute http:// (or, with the https feature, https://) URL"
+    )]
     InvalidJwksUrl {
         /// The URL as configured.
         url: String,

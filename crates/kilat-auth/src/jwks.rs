@@ -35,6 +35,10 @@ pub enum JwksError {
     /// TCP connect failed.
     #[error("cannot connect to the JWKS endpoint")]
     Connect(#[source] std::io::Error),
+    /// The TLS handshake with an `https://` endpoint failed (feature `https`).
+    #[cfg(feature = "https")]
+    #[error("TLS handshake with the JWKS endpoint failed")]
+    Tls(#[source] std::io::Error),
     /// The HTTP exchange failed.
     #[error("HTTP error talking to the JWKS endpoint")]
     Http(#[from] hyper::Error),
@@ -87,6 +91,44 @@ struct Endpoint {
     port: u16,
     authority: String,
     path: String,
+    /// Set for `https://` URLs (feature `https`).
+    #[cfg(feature = "https")]
+    tls: Option<Tls>,
+}
+
+/// The TLS client for an `https://` endpoint, built once at startup.
+#[cfg(feature = "https")]
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    server_name: tokio_rustls::rustls::pki_types::ServerName<'static>,
+}
+
+#[cfg(feature = "https")]
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "https")]
+fn tls_client(host: &str) -> Option<Tls> {
+    use tokio_rustls::rustls;
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server_name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
+    Some(Tls {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        server_name,
+    })
 }
 
 /// The cached key set plus what is needed to refetch it.
@@ -110,20 +152,30 @@ impl JwksCache {
             url: url.to_owned(),
         };
         let uri = http::Uri::from_str(url).map_err(|_| bad_url())?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad_url());
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            #[cfg(feature = "https")]
+            Some("https") => true,
+            _ => return Err(bad_url()),
+        };
         let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(bad_url)?;
         let authority = uri.authority().ok_or_else(bad_url)?.as_str().to_owned();
+        // `[::1]` in a URL, `::1` for a socket address and a TLS server name.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let endpoint = Endpoint {
-            // `[::1]` in a URL, `::1` for a socket address.
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port: uri.port_u16().unwrap_or(80),
+            port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
             authority,
             path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            #[cfg(feature = "https")]
+            tls: if https {
+                Some(tls_client(&host).ok_or_else(bad_url)?)
+            } else {
+                None
+            },
+            host,
         };
         Ok(JwksCache {
             endpoint,
@@ -203,17 +255,27 @@ impl JwksCache {
     /// One GET over a fresh HTTP/1.1 connection. Refreshes are rare (rate limited), so a
     /// connection pool would only add state.
     async fn fetch(&self) -> Result<Bytes, JwksError> {
-        let Endpoint {
-            host,
-            port,
-            authority,
-            path,
-        } = &self.endpoint;
-        let stream = TcpStream::connect((host.as_str(), *port))
+        let stream = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
             .await
             .map_err(JwksError::Connect)?;
+        #[cfg(feature = "https")]
+        if let Some(tls) = &self.endpoint.tls {
+            let stream = tls
+                .connector
+                .connect(tls.server_name.clone(), stream)
+                .await
+                .map_err(JwksError::Tls)?;
+            return self.get(stream).await;
+        }
+        self.get(stream).await
+    }
+
+    async fn get<S>(&self, io: S) -> Result<Bytes, JwksError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
         // The connection future drives the socket; it ends when `sender` is dropped. The
         // guard also ends it if this future is dropped by the timeout.
         let driver = AbortOnDrop(tokio::spawn(async move {
@@ -221,8 +283,8 @@ impl JwksCache {
                 tracing::debug!(error = %err, "JWKS connection ended with an error");
             }
         }));
-        let request = http::Request::get(path.as_str())
-            .header(http::header::HOST, authority.as_str())
+        let request = http::Request::get(self.endpoint.path.as_str())
+            .header(http::header::HOST, self.endpoint.authority.as_str())
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new())?;
         let response = sender.send_request(request).await?;
@@ -337,7 +399,11 @@ mod tests {
     fn only_absolute_http_urls_are_accepted() {
         assert!(cache("http://127.0.0.1:8080/.well-known/jwks.json").is_ok());
         assert!(cache("http://[::1]/keys").is_ok());
-        assert!(cache("https://example.com/jwks").is_err());
+        assert_eq!(
+            cache("https://example.com/jwks").is_ok(),
+            cfg!(feature = "https")
+        );
+        assert!(cache("ftp://example.com/jwks").is_err());
         assert!(cache("/jwks").is_err());
         assert!(cache("not a url").is_err());
     }

@@ -26,8 +26,10 @@
 //!   parsed by us so that it is reported as "algorithm not allowed", not a JSON error.
 //! - **A token without `exp` never expires** (as in Centrifugo): the application that mints
 //!   tokens decides. Set `require_exp = true` to refuse such tokens.
-//! - **JWKS refresh policy.** The set is fetched on first use over plain HTTP/1.1 (hyper
-//!   client, no TLS stack, bounded by `jwks_timeout_ms`), cached by `kid`, and refetched when
+//! - **JWKS refresh policy.** The set is fetched on first use over HTTP/1.1 (a bare hyper
+//!   client connection, bounded by `jwks_timeout_ms`; `https://` through rustls with the
+//!   optional `https` feature, so default builds carry no TLS stack), cached by `kid`, and
+//!   refetched when
 //!   a token names an unknown `kid` or the set is older than `jwks_max_age`, but never more
 //!   than once per `jwks_min_refresh_interval`: a flood of tokens with made-up `kid`s costs
 //!   the identity provider one request per interval. Concurrent misses share one fetch. A

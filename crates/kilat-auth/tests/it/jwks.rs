@@ -338,3 +338,31 @@ async fn cached_keys_survive_an_outage_and_errors_are_temporary() {
         "{err:?}"
     );
 }
+
+/// With the `https` feature, an https URL speaks TLS: a server answering plain HTTP fails
+/// the handshake with a temporary error.
+#[cfg(feature = "https")]
+#[tokio::test]
+async fn https_endpoint_that_is_not_tls_fails_the_handshake() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let plain = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    let v = jwks_verifier(&format!("https://{addr}/jwks"), 60);
+    let err = v
+        .verify_connection(&ed_token(ED1_KEY, "k1"))
+        .await
+        .expect_err("not TLS");
+    assert!(
+        matches!(err, TokenError::JwksUnavailable(JwksError::Tls(_))),
+        "{err:?}"
+    );
+    assert!(err.is_temporary());
+    plain.abort();
+}
