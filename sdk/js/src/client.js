@@ -7,6 +7,7 @@ import { decodeFrames, isPing } from './codec.js';
 import { backoff } from './backoff.js';
 import { createTransport, resolveEndpoints, TRANSPORTS } from './transports.js';
 import { Subscription } from './subscription.js';
+import { VERSION } from './version.js';
 
 /** @typedef {'disconnected' | 'connecting' | 'connected'} State */
 
@@ -16,7 +17,7 @@ const DEFAULTS = {
   token: null,
   getToken: null,
   name: 'js',
-  version: undefined,
+  version: VERSION,
   data: undefined,
   websocket: undefined,
   fetch: undefined,
@@ -634,7 +635,7 @@ export class Kilat extends EventEmitter {
     this._pending.delete(id);
     clearTimeout(pending.timer);
     if (frame.error) pending.reject(KilatError.fromWire(frame.error));
-    else pending.resolve(frame[pending.method] ?? {});
+    else pending.resolve(replyResult(frame, pending.method));
   }
 
   _onPush(push) {
@@ -721,6 +722,16 @@ export class Kilat extends EventEmitter {
     if (pub?.info !== undefined) ctx.info = pub.info;
     this.emit('publication', ctx);
   }
+}
+
+/**
+ * The result object of a reply: the value under the method's key, or under whatever single
+ * key the server used (a `sub_refresh` may be answered under `refresh`), or `{}`.
+ */
+function replyResult(frame, method) {
+  if (frame[method] !== undefined) return frame[method] ?? {};
+  for (const key of Object.keys(frame)) if (key !== 'id') return frame[key] ?? {};
+  return {};
 }
 
 /**

@@ -10,7 +10,6 @@ export { backoff } from './backoff.js';
 export { encodeFrames, decodeFrames } from './codec.js';
 export { TRANSPORTS } from './transports.js';
 
-/** SDK version. */
-export const VERSION = '0.1.0';
+export { VERSION } from './version.js';
 
 export { Kilat as default } from './client.js';

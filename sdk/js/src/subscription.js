@@ -250,20 +250,10 @@ export class Subscription extends EventEmitter {
     const sameEpoch = result.epoch != null && result.epoch === this.epoch;
     // de-duplicate recovered publications against what this subscription already delivered,
     // but only while the stream is the same one (a new epoch restarts offsets)
-    let last = sameEpoch ? this.offset : null;
+    if (!sameEpoch) this.offset = null;
     if (result.recoverable === false) this._serverRecoverable = false;
     if (result.epoch != null) this.epoch = result.epoch;
     const pubs = Array.isArray(result.publications) ? result.publications : [];
-    const toEmit = [];
-    for (const pub of pubs) {
-      if (typeof pub?.offset === 'number') {
-        if (last != null && pub.offset <= last) continue;
-        last = pub.offset;
-      }
-      toEmit.push(pub);
-    }
-    if (typeof result.offset === 'number') this.offset = last != null ? Math.max(last, result.offset) : result.offset;
-    else if (last != null) this.offset = last;
     const buffered = this._buffer;
     this._buffer = [];
     this._setState('subscribed');
@@ -274,11 +264,20 @@ export class Subscription extends EventEmitter {
       wasRecovering,
       recoverable: result.recoverable !== false,
       positioned: Boolean(result.positioned),
-      offset: this.offset,
+      offset: typeof result.offset === 'number' ? result.offset : this.offset,
       epoch: this.epoch,
       data: result.data,
     });
-    for (const pub of toEmit) this._emitPublication(pub);
+    // recovered publications first (each advances the offset, duplicates are dropped), then
+    // the result's position, then the live ones that raced the reply
+    const attempt = this._attempt;
+    for (const pub of pubs) {
+      if (attempt !== this._attempt || this.state !== 'subscribed') return; // a listener unsubscribed
+      this._emitPublication(pub);
+    }
+    if (typeof result.offset === 'number' && (this.offset == null || result.offset > this.offset)) {
+      this.offset = result.offset;
+    }
     for (const push of buffered) this._handlePush(push);
   }
 
@@ -332,7 +331,16 @@ export class Subscription extends EventEmitter {
     else if (push.unsubscribe) {
       const u = push.unsubscribe;
       this._sentOnGen = 0;
-      this._moveToUnsubscribed(u.code ?? 0, u.reason ?? 'unsubscribed by server', false);
+      if (u.resubscribe === true) {
+        // the server dropped us but asks for a new subscribe (e.g. insufficient state):
+        // resubscribe with the recovery position
+        this._attempt++;
+        this._setState('subscribing');
+        this.emit('subscribing', { channel: this.channel, code: u.code ?? 0, reason: u.reason ?? 'resubscribe' });
+        if (this._client.state === 'connected') this._sendSubscribe();
+      } else {
+        this._moveToUnsubscribed(u.code ?? 0, u.reason ?? 'unsubscribed by server', false);
+      }
     } else if (push.refresh) this._refresh();
   }
 }

@@ -35,7 +35,7 @@ test('connect is the first frame with id 1; state goes connecting -> connected',
   const ctx = await conn;
   assert.equal(ctx.client, 'c1');
   assert.equal(ctx.transport, 'websocket');
-  assert.deepEqual(WS.last().frames()[0], { id: 1, connect: { token: 't0k', name: 'unit', data: { a: 1 } } });
+  assert.deepEqual(WS.last().frames()[0], { id: 1, connect: { token: 't0k', name: 'unit', version: '0.1.0', data: { a: 1 } } });
   assert.deepEqual(states, ['connecting', 'connected']);
   client.disconnect();
   assert.equal(client.state, 'disconnected');

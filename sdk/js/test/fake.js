@@ -111,3 +111,64 @@ export function nextEvent(emitter, name, timeout = 3000) {
     });
   });
 }
+
+/**
+ * A fetch double for the emulated transports. `server(frame, conn)` gets every command (the
+ * connect from the opening request, the rest from `/connection/emulation` POSTs); `conn.push`
+ * writes frames to the stream in the transport's format. `status` maps an endpoint name
+ * (`sse`, `stream`, `emulation`) to an HTTP status to answer instead (e.g. 404).
+ */
+export function fakeFetch({ server = () => {}, status = {} } = {}) {
+  const enc = new TextEncoder();
+  const state = { requests: [], conns: [] };
+  async function fetch(url, init = {}) {
+    const u = new URL(url);
+    const kind = u.pathname.split('/').pop();
+    const body = init.body ? JSON.parse(init.body) : undefined;
+    state.requests.push({ kind, method: init.method ?? 'GET', url, body });
+    if (status[kind]) return new Response('nope', { status: status[kind] });
+    if (kind === 'emulation') {
+      const conn = state.conns.find((c) => c.session === body.session);
+      if (!conn || conn.closed) return new Response('unknown session', { status: 404 });
+      queueMicrotask(() => server(body.command, conn));
+      return new Response(null, { status: 204 });
+    }
+    const connectFrame = kind === 'sse' ? JSON.parse(u.searchParams.get('connect')) : body;
+    let controller;
+    const stream = new ReadableStream({ start: (c) => (controller = c) });
+    const conn = {
+      kind,
+      session: `s${state.conns.length + 1}`,
+      node: 'n1',
+      closed: false,
+      push(...frames) {
+        if (conn.closed) return;
+        const text = frames.map((f) => JSON.stringify(f)).join('\n');
+        const chunk = kind === 'sse' ? text.split('\n').map((l) => `data: ${l}\n`).join('') + '\n' : text + '\n';
+        controller.enqueue(enc.encode(chunk));
+      },
+      end() {
+        if (conn.closed) return;
+        conn.closed = true;
+        controller.close();
+      },
+    };
+    init.signal?.addEventListener('abort', () => {
+      if (conn.closed) return;
+      conn.closed = true;
+      try {
+        controller.error(new DOMException('aborted', 'AbortError'));
+      } catch {
+        /* already closed */
+      }
+    });
+    state.conns.push(conn);
+    queueMicrotask(() => server(connectFrame, conn));
+    return new Response(stream, {
+      status: 200,
+      headers: { 'content-type': kind === 'sse' ? 'text/event-stream' : 'application/x-ndjson' },
+    });
+  }
+  fetch.state = state;
+  return fetch;
+}
