@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{ConfigError, TokenConfig};
 use crate::error::TokenError;
+use crate::verify::{JWKS_ALLOWED, RSA_DEFAULT};
 
 /// A JWKS larger than this is refused: real ones hold a handful of keys (a few KiB).
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -188,6 +189,20 @@ impl JwksCache {
         })
     }
 
+    /// Whether any key of this set may verify `alg`: checked before the `kid` lookup so that
+    /// tokens with an algorithm we would refuse anyway never trigger a fetch.
+    pub(crate) fn may_verify(&self, alg: Algorithm) -> bool {
+        JWKS_ALLOWED.contains(&alg)
+            && (self.configured.is_empty() || self.configured.contains(&alg))
+    }
+
+    /// Fetches the set now unless the rate limit forbids it; for warming the cache at startup.
+    pub(crate) async fn prefetch(&self) -> Result<(), TokenError> {
+        let seen = self.snapshot().fetched_at;
+        let state = self.refresh.lock().await;
+        self.refresh_locked(state, seen).await
+    }
+
     fn snapshot(&self) -> Arc<KeySet> {
         Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
     }
@@ -206,7 +221,13 @@ impl JwksCache {
         if let (Some(key), true) = (cached, fresh) {
             return Ok(Arc::clone(key));
         }
-        if let Err(err) = self.refresh(set.fetched_at).await {
+        let state = match (cached, self.refresh.try_lock()) {
+            // A stale key while another task refreshes: use it rather than queue up.
+            (Some(key), Err(_)) => return Ok(Arc::clone(key)),
+            (_, Ok(state)) => state,
+            (None, Err(_)) => self.refresh.lock().await,
+        };
+        if let Err(err) = self.refresh_locked(state, set.fetched_at).await {
             // A stale key beats no key while the endpoint is down.
             return match cached {
                 Some(key) => Ok(Arc::clone(key)),
@@ -222,8 +243,11 @@ impl JwksCache {
 
     /// Fetches the set unless someone else did since we looked (`seen`) or the last attempt
     /// was too recent. `Ok` means "look again", not "the set changed".
-    async fn refresh(&self, seen: Option<Instant>) -> Result<(), TokenError> {
-        let mut state = self.refresh.lock().await;
+    async fn refresh_locked(
+        &self,
+        mut state: tokio::sync::MutexGuard<'_, RefreshState>,
+        seen: Option<Instant>,
+    ) -> Result<(), TokenError> {
         if self.snapshot().fetched_at != seen {
             return Ok(());
         }
@@ -360,7 +384,7 @@ fn parse_key_set(
 /// has no business in a published key set, and accepting one would reopen algorithm confusion.
 fn jwk_algorithms(jwk: &Jwk) -> Vec<Algorithm> {
     let by_type: &[Algorithm] = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => crate::verify::RSA_DEFAULT,
+        AlgorithmParameters::RSA(_) => RSA_DEFAULT,
         AlgorithmParameters::EllipticCurve(params) => match params.curve {
             EllipticCurve::P256 => &[Algorithm::ES256],
             EllipticCurve::P384 => &[Algorithm::ES384],

@@ -25,7 +25,7 @@ pub(crate) const HMAC_DEFAULT: &[Algorithm] =
 pub(crate) const RSA_DEFAULT: &[Algorithm] =
     &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512];
 /// Algorithms a JWKS verifier may ever accept: asymmetric only.
-const JWKS_ALLOWED: &[Algorithm] = &[
+pub(crate) const JWKS_ALLOWED: &[Algorithm] = &[
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
@@ -111,6 +111,13 @@ impl Verifier {
                 if secret.is_empty() {
                     return Err(ConfigError::EmptySecret);
                 }
+                if secret.len() < 32 {
+                    // RFC 7518 3.2: an HS256 key should be at least as long as the hash.
+                    tracing::warn!(
+                        len = secret.len(),
+                        "[token] secret is shorter than 32 bytes; tokens are easier to forge"
+                    );
+                }
                 let key = DecodingKey::from_secret(secret.as_bytes());
                 KeySource::Static {
                     key,
@@ -148,6 +155,20 @@ impl Verifier {
         Ok(Verifier {
             inner: Arc::new(Inner { keys, rules }),
         })
+    }
+
+    /// With a JWKS: fetches the key set now (at startup, so that the first clients do not
+    /// wait for it), unless a fetch happened less than `jwks_min_refresh_interval` ago.
+    /// Without a JWKS: does nothing.
+    ///
+    /// # Errors
+    /// [`TokenError::JwksUnavailable`] when the fetch fails; the verifier stays usable and
+    /// fetches again on demand.
+    pub async fn prefetch(&self) -> Result<(), TokenError> {
+        match &self.inner.keys {
+            KeySource::Static { .. } => Ok(()),
+            KeySource::Jwks(cache) => cache.prefetch().await,
+        }
     }
 
     /// Checks a connection token: signature, algorithm, `exp`/`nbf`/`iat`, `aud`, `iss`.
@@ -200,8 +221,8 @@ impl Verifier {
         let (key, allowed) = match &self.inner.keys {
             KeySource::Static { key, algorithms } => (key, algorithms.as_slice()),
             KeySource::Jwks(cache) => {
-                // Refuse HS* and friends before the kid can trigger a fetch.
-                if !JWKS_ALLOWED.contains(&alg) {
+                // Refuse HS* (and anything the config excludes) before the kid can trigger a fetch.
+                if !cache.may_verify(alg) {
                     return Err(not_allowed());
                 }
                 let kid = header.kid.as_deref().ok_or(TokenError::MissingKid)?;

@@ -238,6 +238,48 @@ async fn hmac_tokens_and_missing_kids_never_reach_the_endpoint() {
 }
 
 #[tokio::test]
+async fn prefetch_warms_the_cache_and_excluded_algorithms_never_fetch() {
+    let server = JwksServer::start(key_set(&[
+        jwk(&ed_key(ED1_KEY), Algorithm::EdDSA, "k1"),
+        jwk(&rsa_key(RSA1_KEY), Algorithm::RS256, "rsa"),
+    ]))
+    .await;
+    let config = TokenConfig {
+        algorithms: vec![Algorithm::EdDSA],
+        ..TokenConfig::with_jwks_url(&server.url)
+    };
+    let v = Verifier::new(&config).expect("config");
+    let rs = sign(
+        Algorithm::RS256,
+        &rsa_key(RSA1_KEY),
+        Some("rsa"),
+        &json!({}),
+    );
+    let err = v
+        .verify_connection(&rs)
+        .await
+        .expect_err("RS256 excluded by config");
+    assert!(
+        matches!(err, TokenError::AlgorithmNotAllowed { .. }),
+        "{err:?}"
+    );
+    assert_eq!(server.hits(), 0);
+
+    v.prefetch().await.expect("prefetch");
+    assert_eq!(server.hits(), 1);
+    v.verify_connection(&ed_token(ED1_KEY, "k1"))
+        .await
+        .expect("k1 from the warm cache");
+    assert_eq!(server.hits(), 1);
+    // Listed in the set but its algorithm is excluded: the key was dropped when parsing.
+    let err = v.verify_connection(&rs).await.expect_err("still excluded");
+    assert!(
+        matches!(err, TokenError::AlgorithmNotAllowed { .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn endpoint_down_is_a_temporary_error_and_is_not_retried_at_once() {
     let addr = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
