@@ -1,0 +1,130 @@
+// Transport fallback and the emulated transports (SSE, HTTP streaming) over a fetch double.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { Kilat } from '../src/kilat.js';
+import { fakeWebSocket, fakeFetch, until, nextEvent } from './fake.js';
+
+const URL = 'http://test.invalid';
+const fast = { minReconnectDelay: 5, maxReconnectDelay: 20 };
+
+/** A server for the fetch double: connect result with session/node, echo of publish, pong log. */
+function emulatedServer(log) {
+  return (frame, conn) => {
+    log.push(frame);
+    if (frame.connect) conn.push({ id: frame.id, connect: { client: 'sse-client', ping: 25, session: conn.session, node: conn.node } });
+    else if (frame.publish) conn.push({ id: frame.id, publish: { offset: 1 } }, { push: { channel: frame.publish.channel, pub: { data: frame.publish.data, offset: 1 } } });
+    else if (frame.subscribe) conn.push({ id: frame.id, subscribe: { recoverable: true, epoch: 'e', offset: 0, recovered: false, publications: [] } });
+  };
+}
+
+for (const name of ['sse', 'http_stream']) {
+  test(`${name}: connect in the opening request, commands via /connection/emulation, replies on the stream`, async (t) => {
+    const log = [];
+    const fetch = fakeFetch({ server: emulatedServer(log) });
+    const client = new Kilat(URL, { transports: [name], fetch, ...fast });
+    t.after(() => client.disconnect());
+    client.connect();
+    await client.ready(2000);
+    assert.equal(client.transportName, name);
+    const open = fetch.state.requests[0];
+    if (name === 'sse') {
+      assert.equal(open.method, 'GET');
+      assert.match(open.url, /^http:\/\/test\.invalid\/connection\/sse\?connect=/);
+      assert.deepEqual(JSON.parse(new globalThis.URL(open.url).searchParams.get('connect')).connect.name, 'js');
+    } else {
+      assert.equal(open.method, 'POST');
+      assert.equal(open.url, 'http://test.invalid/connection/stream');
+      assert.equal(open.body.id, 1);
+    }
+    const sub = client.newSubscription('room');
+    const got = nextEvent(sub, 'publication');
+    sub.subscribe();
+    await sub.ready(1000);
+    assert.deepEqual(await client.publish('room', { hi: 1 }), { offset: 1 });
+    assert.deepEqual((await got).data, { hi: 1 });
+    const posts = fetch.state.requests.filter((r) => r.kind === 'emulation');
+    assert.deepEqual(posts.map((p) => Object.keys(p.body.command).find((k) => k !== 'id')), ['subscribe', 'publish']);
+    assert.equal(posts[0].body.session, 's1');
+    assert.equal(posts[0].body.node, 'n1');
+    // the application ping is answered through the emulation endpoint too
+    fetch.state.conns[0].push({});
+    await until(() => log.some((f) => Object.keys(f).length === 0));
+  });
+}
+
+test('fallback order: websocket refused -> sse', async (t) => {
+  const WS = fakeWebSocket({ refuse: true });
+  const fetch = fakeFetch({ server: emulatedServer([]) });
+  const client = new Kilat(URL, { websocket: WS, fetch, ...fast });
+  t.after(() => client.disconnect());
+  const connected = nextEvent(client, 'connected');
+  client.connect();
+  assert.equal((await connected).transport, 'sse');
+  assert.equal(WS.instances.length, 1);
+  assert.equal(WS.instances[0].url, 'ws://test.invalid/connection/websocket');
+});
+
+test('fallback order: websocket refused, sse 404 -> http_stream', async (t) => {
+  const WS = fakeWebSocket({ refuse: true });
+  const fetch = fakeFetch({ server: emulatedServer([]), status: { sse: 404 } });
+  const client = new Kilat(URL, { websocket: WS, fetch, ...fast });
+  t.after(() => client.disconnect());
+  client.connect();
+  await client.ready(2000);
+  assert.equal(client.transportName, 'http_stream');
+  assert.deepEqual(fetch.state.requests.map((r) => r.kind), ['sse', 'stream']);
+});
+
+test('no WebSocket implementation at all (plain Node 20) falls back to sse', async (t) => {
+  const saved = globalThis.WebSocket;
+  globalThis.WebSocket = undefined;
+  t.after(() => (globalThis.WebSocket = saved));
+  const fetch = fakeFetch({ server: emulatedServer([]) });
+  const client = new Kilat(URL, { fetch, ...fast });
+  t.after(() => client.disconnect());
+  client.connect();
+  await client.ready(2000);
+  assert.equal(client.transportName, 'sse');
+});
+
+test('when every transport fails the client backs off and starts again from the first', async (t) => {
+  const WS = fakeWebSocket({ refuse: true });
+  const fetch = fakeFetch({ status: { sse: 503, stream: 503 } });
+  const client = new Kilat(URL, { websocket: WS, fetch, ...fast });
+  t.after(() => client.disconnect());
+  const errors = [];
+  client.on('error', (e) => errors.push(e.type));
+  client.connect();
+  await until(() => WS.instances.length >= 3, 3000, 'three rounds');
+  assert.equal(client.state, 'connecting');
+  assert.ok(errors.includes('transport'));
+  WS.refuse = false;
+  WS.server = (f, s) => f.connect && s.push({ id: f.id, connect: { client: 'finally' } });
+  await client.ready(3000);
+  assert.equal(client.transportName, 'websocket');
+});
+
+test('a stream that ends after connecting triggers a reconnect', async (t) => {
+  const fetch = fakeFetch({ server: emulatedServer([]) });
+  const client = new Kilat(URL, { transports: ['http_stream'], fetch, ...fast });
+  t.after(() => client.disconnect());
+  client.connect();
+  await client.ready(2000);
+  const connecting = nextEvent(client, 'connecting');
+  fetch.state.conns[0].end();
+  await connecting;
+  await client.ready(2000);
+  assert.equal(fetch.state.conns.length, 2);
+});
+
+test('a disconnect push on an emulated transport with a 35xx code stops reconnecting', async (t) => {
+  const fetch = fakeFetch({ server: emulatedServer([]) });
+  const client = new Kilat(URL, { transports: ['sse'], fetch, ...fast });
+  t.after(() => client.disconnect());
+  client.connect();
+  await client.ready(2000);
+  const disc = nextEvent(client, 'disconnected');
+  fetch.state.conns[0].push({ push: { disconnect: { code: 3504, reason: 'banned', reconnect: false } } });
+  assert.deepEqual(await disc, { code: 3504, reason: 'banned' });
+  assert.equal(fetch.state.conns[0].closed, true, 'stream aborted by the client');
+});
