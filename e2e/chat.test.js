@@ -24,7 +24,7 @@ import { setup, skipReason, withPages } from './lib/harness.js';
 
 const skip = skipReason();
 
-describe('chat demo', { skip, timeout: 120000 }, () => {
+describe('chat demo', { skip: skip ?? false, timeout: 180000 }, () => {
   const h = setup('chat');
 
   test('two users see each other: messages, online list, typing, history, unread', async () => {

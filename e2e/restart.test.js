@@ -24,7 +24,7 @@ import { setup, skipReason, withPages } from './lib/harness.js';
 
 const skip = skipReason();
 
-describe('server restart', { skip, timeout: 150000 }, () => {
+describe('server restart', { skip: skip ?? false, timeout: 150000 }, () => {
   const h = setup('restart');
 
   test('both pages reconnect after a server restart and no later message is lost', async () => {

@@ -14,6 +14,26 @@
 // The hash picks the room: /demo/chat#random.
 
 import { Kilat } from '/sdk/kilat.js';
+import {
+  bindView,
+  cleanName,
+  closeSidebar,
+  els,
+  hideBanner,
+  openSidebar,
+  pluralize,
+  renderAllMessages,
+  renderInserted,
+  renderMe,
+  renderOnline,
+  renderRooms,
+  renderTyping,
+  scrollToBottom,
+  setConn,
+  shortId,
+  showBanner,
+  updateRecordEl,
+} from '/demo/chat/view.js';
 
 const DEFAULT_ROOMS = ['general', 'random', 'help'];
 const ALL_TRANSPORTS = ['websocket', 'sse', 'http_stream'];
@@ -25,41 +45,6 @@ const STORAGE_NAME = 'kilat-chat:name';
 const STORAGE_ROOMS = 'kilat-chat:rooms';
 
 const params = new URLSearchParams(location.search);
-const $ = (id) => document.getElementById(id);
-
-const els = {
-  app: $('app'),
-  sidebar: $('sidebar'),
-  scrim: $('scrim'),
-  menuButton: $('menu-button'),
-  menuBadge: $('menu-badge'),
-  closeSidebar: $('close-sidebar'),
-  roomList: $('room-list'),
-  newRoomForm: $('new-room-form'),
-  newRoomInput: $('new-room-input'),
-  onlineList: $('online-list'),
-  onlineCount: $('online-count'),
-  meAvatar: $('me-avatar'),
-  meName: $('me-name'),
-  changeName: $('change-name'),
-  roomTitle: $('room-title'),
-  roomMeta: $('room-meta'),
-  conn: $('conn'),
-  connLabel: $('conn-label'),
-  transport: $('transport'),
-  banner: $('banner'),
-  bannerText: $('banner-text'),
-  bannerClose: $('banner-close'),
-  messages: $('messages'),
-  messageList: $('message-list'),
-  empty: $('empty'),
-  typing: $('typing'),
-  composer: $('composer'),
-  input: $('message-input'),
-  nameDialog: $('name-dialog'),
-  nameForm: $('name-form'),
-  nameInput: $('name-input'),
-};
 
 // ---------------------------------------------------------------- small helpers
 
@@ -84,44 +69,6 @@ function randomId() {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-function cleanName(s) {
-  return String(s ?? '').replace(/\s+/g, ' ').trim().slice(0, 32);
-}
-
-function hue(s) {
-  let h = 0;
-  for (const ch of String(s)) h = (h * 31 + ch.codePointAt(0)) >>> 0;
-  return h % 360;
-}
-
-function initials(name) {
-  const parts = cleanName(name).split(' ').filter(Boolean);
-  if (parts.length === 0) return '?';
-  const first = [...parts[0]][0] ?? '?';
-  const second = parts.length > 1 ? [...parts[parts.length - 1]][0] ?? '' : '';
-  return (first + second).toUpperCase();
-}
-
-function avatar(name, small = false) {
-  const el = document.createElement('span');
-  el.className = small ? 'avatar small' : 'avatar';
-  el.setAttribute('aria-hidden', 'true');
-  el.textContent = initials(name);
-  el.style.background = `hsl(${hue(name)} 55% 52%)`;
-  return el;
-}
-
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
-
-function shortId(client) {
-  return String(client ?? '').slice(0, 4) || '????';
-}
-
-function pluralize(n, one, many) {
-  return `${n} ${n === 1 ? one : many}`;
-}
-
 // ---------------------------------------------------------------- state
 
 const state = {
@@ -143,6 +90,8 @@ const state = {
   lastRecovery: 'none',
   lastRecoveredCount: 0,
 };
+
+bindView(state, { onSelectRoom: (name) => switchRoom(name) });
 
 class Room {
   constructor(name) {
@@ -379,7 +328,7 @@ function addMessage(room, ctx, { fromHistory }) {
   const key = messageKey(data, ctx, room);
   const sender = typeof data.client === 'string' ? data.client : ctx.info?.client;
   const name = cleanName(data.name) || (sender ? `Guest ${shortId(sender)}` : 'Someone');
-  if (sender && data.name) state.names.set(sender, name);
+  if (sender && data.name) learnName(sender, name);
   if (sender) clearTyper(room, sender);
 
   const existing = room.keys.get(key);
@@ -505,11 +454,7 @@ function onMetaPublication(room, ctx) {
   const sender = typeof d.client === 'string' ? d.client : ctx.info?.client;
   if (!sender || sender === state.clientId) return;
   const name = cleanName(d.name);
-  if (name) {
-    const known = state.names.get(sender);
-    state.names.set(sender, name);
-    if (known !== name && room.name === state.active) renderOnline();
-  }
+  if (name) learnName(sender, name);
   if (d.type === 'hello') {
     if (!room.members.has(sender)) {
       room.members.set(sender, true);
@@ -548,6 +493,13 @@ function scheduleTypingSweep() {
 
 // ---------------------------------------------------------------- presence
 
+/** Remembers a client's display name; the online list is redrawn when it is news. */
+function learnName(client, name) {
+  if (state.names.get(client) === name) return;
+  state.names.set(client, name);
+  renderOnline();
+}
+
 function nameFromInfo(info) {
   // if the server passes connection data (or token info) through, use the name from it
   const i = info?.info ?? info?.data;
@@ -562,7 +514,7 @@ async function loadPresence(room) {
     for (const [client, info] of Object.entries(res.clients ?? {})) {
       members.set(client, true);
       const n = nameFromInfo(info);
-      if (n) state.names.set(client, n);
+      if (n) learnName(client, n);
     }
     if (state.clientId) members.set(state.clientId, true);
     room.members = members;
@@ -576,7 +528,7 @@ function onJoin(room, info) {
   if (!info?.client) return;
   room.members.set(info.client, true);
   const n = nameFromInfo(info);
-  if (n) state.names.set(info.client, n);
+  if (n) learnName(info.client, n);
   if (room.name === state.active) renderOnline();
 }
 
@@ -585,76 +537,6 @@ function onLeave(room, info) {
   room.members.delete(info.client);
   clearTyper(room, info.client);
   if (room.name === state.active) renderOnline();
-}
-
-// ---------------------------------------------------------------- rendering
-
-function setConn(s, transport) {
-  els.conn.dataset.state = s;
-  els.connLabel.textContent = s === 'connected' ? 'Online' : s === 'connecting' ? (state.everConnected ? 'Reconnecting…' : 'Connecting…') : 'Offline';
-  els.transport.textContent = s === 'connected' ? transport ?? '' : '';
-  document.body.dataset.connection = s;
-  if (transport) document.body.dataset.transport = transport;
-}
-
-function showBanner(kind, text, hideAfterMs) {
-  clearTimeout(state.bannerTimer);
-  els.banner.hidden = false;
-  els.banner.dataset.state = kind;
-  els.bannerText.textContent = text;
-  if (hideAfterMs > 0) state.bannerTimer = setTimeout(hideBanner, hideAfterMs);
-}
-
-function hideBanner() {
-  clearTimeout(state.bannerTimer);
-  els.banner.hidden = true;
-  els.banner.dataset.state = 'hidden';
-}
-
-function renderMe() {
-  els.meName.textContent = state.name;
-  els.meAvatar.replaceWith((els.meAvatar = Object.assign(avatar(state.name), { id: 'me-avatar' })));
-}
-
-function renderRooms() {
-  els.roomList.replaceChildren();
-  let totalUnread = 0;
-  for (const room of state.rooms.values()) {
-    const li = document.createElement('li');
-    const b = document.createElement('button');
-    b.type = 'button';
-    b.className = 'room-button';
-    b.dataset.testid = `room-${room.name}`;
-    b.dataset.room = room.name;
-    if (room.name === state.active) b.setAttribute('aria-current', 'true');
-    const hash = document.createElement('span');
-    hash.className = 'hash';
-    hash.setAttribute('aria-hidden', 'true');
-    hash.textContent = '#';
-    const label = document.createElement('span');
-    label.className = 'room-name';
-    label.textContent = room.name;
-    b.append(hash, label);
-    if (room.unread > 0 && room.name !== state.active) {
-      totalUnread += room.unread;
-      b.classList.add('has-unread');
-      const badge = document.createElement('span');
-      badge.className = 'unread';
-      badge.dataset.testid = `unread-${room.name}`;
-      badge.textContent = room.unread > 99 ? '99+' : String(room.unread);
-      badge.setAttribute('aria-label', `${pluralize(room.unread, 'unread message', 'unread messages')}`);
-      b.append(badge);
-    }
-    b.addEventListener('click', () => {
-      switchRoom(room.name);
-      closeSidebar();
-    });
-    li.append(b);
-    els.roomList.append(li);
-  }
-  els.menuBadge.hidden = totalUnread === 0;
-  els.menuBadge.textContent = totalUnread > 99 ? '99+' : String(totalUnread);
-  document.title = totalUnread > 0 ? `(${totalUnread}) kilat chat` : 'kilat chat';
 }
 
 function switchRoom(name) {
@@ -673,181 +555,6 @@ function switchRoom(name) {
   renderTyping();
 }
 
-function renderAllMessages(room) {
-  els.messages.setAttribute('aria-busy', 'true');
-  els.messageList.replaceChildren();
-  for (const rec of room.messages) rec.el = null;
-  for (let i = 0; i < room.messages.length; i++) renderInserted(room, i, false);
-  els.messages.removeAttribute('aria-busy');
-  updateEmpty(room);
-  scrollToBottom(true);
-}
-
-function updateEmpty(room) {
-  els.empty.hidden = room.messages.some((r) => r.kind === 'message');
-}
-
-function isContinuation(prev, rec) {
-  return prev && prev.kind === 'message' && rec.kind === 'message' && prev.sender === rec.sender &&
-    prev.name === rec.name && rec.ts - prev.ts < 5 * 60 * 1000;
-}
-
-/** Renders room.messages[i] into the list at the right place and fixes its neighbour's grouping. */
-function renderInserted(room, i, autoscroll = true) {
-  const rec = room.messages[i];
-  const nearBottom = els.messages.scrollHeight - els.messages.scrollTop - els.messages.clientHeight < 80;
-  const el = rec.kind === 'divider' ? dividerEl(rec) : messageEl(rec);
-  rec.el = el;
-  const next = room.messages.slice(i + 1).find((r) => r.el);
-  els.messageList.insertBefore(el, next?.el ?? null);
-  const prev = room.messages[i - 1];
-  el.classList.toggle('cont', Boolean(isContinuation(prev, rec)));
-  const after = room.messages[i + 1];
-  if (after?.el) after.el.classList.toggle('cont', Boolean(isContinuation(rec, after)));
-  updateEmpty(room);
-  if (autoscroll && (nearBottom || rec.own)) scrollToBottom(false);
-}
-
-function dividerEl(rec) {
-  const li = document.createElement('li');
-  li.className = rec.warn ? 'divider warn' : 'divider';
-  li.dataset.testid = 'divider';
-  li.setAttribute('role', 'separator');
-  li.textContent = rec.text;
-  return li;
-}
-
-function messageEl(rec) {
-  const li = document.createElement('li');
-  li.className = 'msg';
-  li.dataset.testid = 'message';
-  li.dataset.key = rec.key;
-  if (rec.id) li.dataset.id = rec.id;
-  li.dataset.author = rec.name;
-  if (rec.own) li.classList.add('own');
-  li.append(avatar(rec.name, true));
-  const body = document.createElement('div');
-  body.className = 'msg-body';
-  const head = document.createElement('div');
-  head.className = 'msg-head';
-  const author = document.createElement('span');
-  author.className = 'msg-author';
-  author.textContent = rec.own ? `${rec.name} (you)` : rec.name;
-  author.style.color = rec.own ? '' : `hsl(${hue(rec.name)} 50% 42%)`;
-  const time = document.createElement('time');
-  time.className = 'msg-time';
-  const d = new Date(rec.ts);
-  time.dateTime = d.toISOString();
-  time.title = fullFmt.format(d);
-  time.textContent = timeFmt.format(d);
-  head.append(author, time);
-  const bubble = document.createElement('div');
-  bubble.className = 'bubble';
-  bubble.dataset.testid = 'message-text';
-  bubble.textContent = rec.text;
-  body.append(head, bubble);
-  li.append(body);
-  rec.el = li;
-  updateRecordEl(rec);
-  return li;
-}
-
-function updateRecordEl(rec) {
-  const li = rec.el;
-  if (!li) return;
-  li.classList.toggle('pending', rec.pending);
-  li.classList.toggle('failed', rec.failed);
-  li.dataset.status = rec.failed ? 'failed' : rec.pending ? 'pending' : 'sent';
-  let status = li.querySelector('.msg-status');
-  if (!rec.failed) {
-    status?.remove();
-    return;
-  }
-  if (!status) {
-    status = document.createElement('div');
-    status.className = 'msg-status';
-    li.querySelector('.msg-body').append(status);
-  }
-  const retry = document.createElement('button');
-  retry.type = 'button';
-  retry.textContent = 'Retry';
-  retry.addEventListener('click', () => rec.retry?.());
-  status.replaceChildren('Not sent. ', retry);
-}
-
-function renderOnline() {
-  const room = state.rooms.get(state.active);
-  if (!room) return;
-  // one row per display name; several tabs of one person share it
-  const people = new Map();
-  for (const client of room.members.keys()) {
-    const name = state.names.get(client) ?? `Guest ${shortId(client)}`;
-    const p = people.get(name) ?? { name, count: 0, me: false };
-    p.count += 1;
-    if (client === state.clientId) p.me = true;
-    people.set(name, p);
-  }
-  const list = [...people.values()].sort((a, b) => (b.me - a.me) || a.name.localeCompare(b.name));
-  els.onlineList.replaceChildren(
-    ...list.map((p) => {
-      const li = document.createElement('li');
-      li.dataset.testid = 'online-user';
-      li.dataset.name = p.name;
-      const name = document.createElement('span');
-      name.className = 'person-name';
-      name.textContent = p.name;
-      li.append(avatar(p.name, true), name);
-      if (p.me) {
-        const you = document.createElement('span');
-        you.className = 'you';
-        you.textContent = 'you';
-        li.append(you);
-      } else if (p.count > 1) {
-        const tabs = document.createElement('span');
-        tabs.className = 'tabs';
-        tabs.textContent = `×${p.count}`;
-        tabs.title = `${p.count} connections`;
-        li.append(tabs);
-      }
-      return li;
-    }),
-  );
-  els.onlineCount.textContent = String(list.length);
-  els.roomMeta.textContent = `${pluralize(list.length, 'person', 'people')} online`;
-}
-
-function renderTyping() {
-  const room = state.rooms.get(state.active);
-  const now = Date.now();
-  const names = room ? [...new Set([...room.typers.values()].filter((t) => t.until > now).map((t) => t.name))] : [];
-  let text = '';
-  if (names.length === 1) text = `${names[0]} is typing…`;
-  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
-  else if (names.length > 2) text = 'Several people are typing…';
-  if (els.typing.textContent !== text) els.typing.textContent = text;
-}
-
-function scrollToBottom(force) {
-  const m = els.messages;
-  if (force || m.scrollHeight - m.scrollTop - m.clientHeight < 160) m.scrollTop = m.scrollHeight;
-}
-
-// ---------------------------------------------------------------- sidebar (phones)
-
-function openSidebar() {
-  els.app.classList.add('sidebar-open');
-  els.scrim.hidden = false;
-  els.menuButton.setAttribute('aria-expanded', 'true');
-  els.roomList.querySelector('[aria-current="true"]')?.focus();
-}
-
-function closeSidebar() {
-  if (!els.app.classList.contains('sidebar-open')) return;
-  els.app.classList.remove('sidebar-open');
-  els.scrim.hidden = true;
-  els.menuButton.setAttribute('aria-expanded', 'false');
-}
-
 // ---------------------------------------------------------------- events
 
 els.menuButton.addEventListener('click', openSidebar);
@@ -864,6 +571,7 @@ els.composer.addEventListener('submit', (e) => {
   if (!text) return;
   els.input.value = '';
   autosize();
+  state.lastTypingSent = 0; // the next keystroke starts a new typing notice
   sendMessage(text);
 });
 
