@@ -1,0 +1,15 @@
+//! Integration tests of `kilat-client` against a real kilat server (and, for the edge cases a
+//! real server will not produce on demand, a scripted WebSocket peer). One binary, one module
+//! per area.
+
+/// Servers on free loopback ports, a TCP proxy that can cut connections, event helpers.
+mod support;
+
+/// History, presence, presence stats, join/leave.
+mod presence_history;
+/// Publish/subscribe round trips, ordering, unsubscribe, typed errors.
+mod pubsub;
+/// Connection loss, reconnect with recovery, server restart (`recovered: false`), close.
+mod reconnect;
+/// Scripted server: batched frames, application ping, terminal disconnect codes.
+mod scripted;

@@ -1,0 +1,264 @@
+use std::time::Duration;
+
+use kilat_client::{CODE_CLOSED, Client, ClientConfig, Event, SubscribeOptions};
+
+use crate::support::*;
+
+/// The `Subscribed` event of a resubscribe after a reconnect.
+async fn resubscribed(events: &mut kilat_client::Events) -> Event {
+    next_matching(events, "Subscribed after the reconnect", |e| {
+        matches!(
+            e,
+            Event::Subscribed {
+                resubscribed: true,
+                ..
+            }
+        )
+    })
+    .await
+}
+
+#[tokio::test]
+async fn missed_publications_are_recovered_after_a_connection_loss() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let (reader, mut events) = connect(proxy.url()).await;
+    let (writer, _writer_events) = connect(server.url()).await;
+    reader
+        .subscribe("feed", SubscribeOptions::recoverable())
+        .await
+        .expect("subscribe");
+    for n in 1..=3 {
+        writer.publish("feed", &n).await.expect("publish");
+    }
+    assert_eq!(
+        offsets(&publications(&mut events, "feed", 3).await),
+        [1, 2, 3]
+    );
+
+    proxy.cut();
+    let lost = next_matching(&mut events, "Disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            lost,
+            Event::Disconnected {
+                reconnect: true,
+                ..
+            }
+        ),
+        "{lost:?}"
+    );
+    for n in 4..=10 {
+        writer
+            .publish("feed", &n)
+            .await
+            .expect("publish while the reader is away");
+    }
+    // Let a few reconnect attempts fail against the cut proxy before restoring it.
+    next_matching(&mut events, "a reconnect attempt", |e| {
+        matches!(e, Event::Reconnecting { attempt: 2.., .. })
+    })
+    .await;
+    proxy.restore();
+
+    let reconnected = next_matching(&mut events, "Connected after the loss", |e| {
+        matches!(e, Event::Connected { .. })
+    })
+    .await;
+    assert!(matches!(
+        reconnected,
+        Event::Connected {
+            reconnected: true,
+            ..
+        }
+    ));
+    let subscribed = resubscribed(&mut events).await;
+    assert!(
+        matches!(
+            subscribed,
+            Event::Subscribed {
+                recovered: true,
+                recovering: true,
+                ..
+            }
+        ),
+        "{subscribed:?}"
+    );
+    // Recovered publications come first, in order, then live ones, with no duplicate.
+    assert_eq!(
+        offsets(&publications(&mut events, "feed", 7).await),
+        (4..=10).collect::<Vec<_>>()
+    );
+    writer.publish("feed", &11).await.expect("publish live");
+    assert_eq!(offsets(&publications(&mut events, "feed", 1).await), [11]);
+    assert_no_publication(&mut events).await;
+    let position = reader
+        .position("feed")
+        .await
+        .expect("position")
+        .expect("positioned");
+    assert_eq!(position.offset, 11);
+}
+
+#[tokio::test]
+async fn commands_fail_or_wait_across_a_reconnect_but_the_client_keeps_working() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let (client, mut events) = connect(proxy.url()).await;
+    client
+        .subscribe("ops", SubscribeOptions::default())
+        .await
+        .expect("subscribe");
+    proxy.cut();
+    next_matching(&mut events, "Disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    proxy.restore();
+    // A command issued while disconnected waits for the reconnect and then succeeds.
+    let published = client
+        .publish("ops", &"after")
+        .await
+        .expect("publish after reconnect");
+    assert_eq!(published.offset, Some(1));
+    let got = publications(&mut events, "ops", 1).await;
+    assert_eq!(offsets(&got), [1]);
+}
+
+#[tokio::test]
+async fn a_server_restart_is_reported_as_not_recovered() {
+    let mut first = TestServer::start().await;
+    let addr = first.addr;
+    let (reader, mut events) = connect(first.url()).await;
+    reader
+        .subscribe("restart", SubscribeOptions::recoverable())
+        .await
+        .expect("subscribe");
+    reader.publish("restart", &1).await.expect("publish");
+    reader.publish("restart", &2).await.expect("publish");
+    assert_eq!(
+        offsets(&publications(&mut events, "restart", 2).await),
+        [1, 2]
+    );
+
+    first.stop().await;
+    let lost = next_matching(&mut events, "Disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            lost,
+            Event::Disconnected {
+                code: 3000,
+                reconnect: true,
+                ..
+            }
+        ),
+        "a draining server sends 3000: {lost:?}"
+    );
+
+    // A new server on the same port: the memory engine starts a new stream with a new epoch.
+    let second = TestServer::start_on(addr).await;
+    let subscribed = resubscribed(&mut events).await;
+    let Event::Subscribed {
+        recovered, epoch, ..
+    } = subscribed
+    else {
+        unreachable!()
+    };
+    assert!(!recovered, "history was lost with the old server");
+    // The new stream starts again at offset 1: it must not be dropped as a duplicate of the
+    // old stream's offset 1.
+    let (writer, _writer_events) = connect(second.url()).await;
+    writer.publish("restart", &"new").await.expect("publish");
+    let got = publications(&mut events, "restart", 1).await;
+    assert_eq!(offsets(&got), [1]);
+    let position = reader
+        .position("restart")
+        .await
+        .expect("position")
+        .expect("positioned");
+    assert_eq!(position.epoch, epoch);
+}
+
+#[tokio::test]
+async fn close_ends_the_event_stream_and_fails_later_calls() {
+    let server = TestServer::start().await;
+    let (client, mut events) = connect(server.url()).await;
+    client.close();
+    let last = next_matching(&mut events, "Disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    assert!(matches!(
+        last,
+        Event::Disconnected {
+            code: CODE_CLOSED,
+            reconnect: false,
+            ..
+        }
+    ));
+    assert!(
+        tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("stream ends")
+            .is_none()
+    );
+    assert!(client.publish("x", &1).await.is_err());
+}
+
+#[tokio::test]
+async fn without_reconnect_a_loss_is_final() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let config = ClientConfig {
+        reconnect: false,
+        ..fast(proxy.url())
+    };
+    let (_client, mut events) = Client::connect(config).await.expect("connect");
+    proxy.cut();
+    let last = next_matching(&mut events, "Disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    assert!(matches!(
+        last,
+        Event::Disconnected {
+            reconnect: false,
+            ..
+        }
+    ));
+    assert!(
+        tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("stream ends")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_first_connect_fails_fast() {
+    // A port that was free a moment ago: nothing listens there.
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let config = ClientConfig {
+        handshake_timeout: Duration::from_secs(2),
+        ..fast(ws_url(addr))
+    };
+    let err = Client::connect(config).await.expect_err("nothing listens");
+    assert!(matches!(err, kilat_client::Error::Transport(_)), "{err:?}");
+    let err = Client::connect(ClientConfig::new("wss://127.0.0.1:1/x"))
+        .await
+        .expect_err("no TLS");
+    assert!(
+        matches!(err, kilat_client::Error::InvalidUrl { .. }),
+        "{err:?}"
+    );
+}
