@@ -353,3 +353,83 @@ fn stale_frame(channel: &str) -> SharedFrame {
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u64) -> SharedFrame {
+        SharedFrame::new(format!("{{\"n\":{n}}}"))
+    }
+
+    fn drained(outbox: &Outbox) -> Vec<String> {
+        let mut batch = Vec::new();
+        outbox.drain(&mut batch, usize::MAX);
+        batch
+            .iter()
+            .map(|f| String::from_utf8_lossy(f.json()).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn held_frames_follow_the_reply_without_duplicates() {
+        let hub = Hub::new();
+        let outbox = Outbox::new(1 << 20);
+        assert!(hub.add("c", 1, outbox.clone(), false, true));
+        for offset in [3, 4, 5] {
+            hub.deliver_publication("c", Some(offset), "e", || frame(offset));
+        }
+        let state = hub.go_live("c", 1, [SharedFrame::new("reply")], 4, "e");
+        assert_eq!(state, GoLive::Live);
+        assert_eq!(drained(&outbox), ["reply", "{\"n\":5}"]);
+        hub.deliver_publication("c", Some(5), "e", || frame(5));
+        hub.deliver_publication("c", Some(6), "e", || frame(6));
+        assert_eq!(
+            drained(&outbox),
+            ["{\"n\":6}"],
+            "the duplicate 5 is dropped"
+        );
+    }
+
+    #[test]
+    fn a_held_gap_or_epoch_change_makes_the_subscription_stale() {
+        let hub = Hub::new();
+        let outbox = Outbox::new(1 << 20);
+        hub.add("c", 1, outbox.clone(), false, true);
+        hub.deliver_publication("c", Some(7), "e", || frame(7));
+        assert_eq!(hub.go_live("c", 1, None, 5, "e"), GoLive::Stale);
+        assert!(!hub.contains("c", 1));
+        let frames = drained(&outbox);
+        assert!(frames[0].contains("\"resubscribe\":true"), "{frames:?}");
+        assert_eq!(hub.subscriptions(), 0);
+        assert_eq!(hub.channel_count(), 0);
+    }
+
+    #[test]
+    fn a_live_gap_asks_for_a_repair_and_holds_later_frames() {
+        let hub = Hub::new();
+        let outbox = Outbox::new(1 << 20);
+        hub.add("c", 1, outbox.clone(), false, true);
+        hub.go_live("c", 1, None, 1, "e");
+        let repairs = hub.deliver_publication("c", Some(3), "e", || frame(3));
+        assert_eq!(repairs.len(), 1);
+        assert_eq!(repairs[0].after, 1);
+        assert!(
+            hub.deliver_publication("c", Some(4), "e", || frame(4))
+                .is_empty()
+        );
+        assert!(
+            drained(&outbox).is_empty(),
+            "nothing delivered past the gap"
+        );
+        hub.go_live("c", 1, [frame(2), frame(3)], 3, "e");
+        assert_eq!(drained(&outbox), ["{\"n\":2}", "{\"n\":3}", "{\"n\":4}"]);
+    }
+
+    #[test]
+    fn encode_runs_only_with_local_subscribers() {
+        let hub = Hub::new();
+        hub.deliver_publication("nobody", Some(1), "e", || unreachable!("no subscribers"));
+        hub.deliver_join_leave("nobody", || unreachable!("no subscribers"));
+    }
+}

@@ -95,6 +95,11 @@ pub fn encode_push_kind(channel: Option<&str>, kind: &str, value: &impl Serializ
     wrap_push(channel, &tagged)
 }
 
+/// Serialises `{"push": {"disconnect": {...}}}`, for transports that have no close frame.
+pub fn encode_disconnect(disconnect: &Disconnect) -> Vec<u8> {
+    encode_push_kind(None, "disconnect", disconnect)
+}
+
 fn wrap_push(channel: Option<&str>, tagged: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(tagged.len() + 32);
     out.extend_from_slice(b"{\"push\":{");
@@ -109,4 +114,26 @@ fn wrap_push(channel: Option<&str>, tagged: &[u8]) -> Vec<u8> {
     }
     out.push(b'}');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_are_wrapped_with_their_channel() {
+        let publication = Publication {
+            data: crate::types::raw_json("{\"a\" : 1}").expect("json"),
+            offset: Some(3),
+            info: None,
+        };
+        assert_eq!(
+            String::from_utf8(encode_publication("c", &publication)).expect("utf8"),
+            r#"{"push":{"channel":"c","pub":{"data":{"a" : 1},"offset":3}}}"#
+        );
+        assert_eq!(
+            String::from_utf8(encode_disconnect(&Disconnect::SHUTDOWN)).expect("utf8"),
+            r#"{"push":{"disconnect":{"code":3000,"reason":"shutdown","reconnect":true}}}"#
+        );
+    }
 }
