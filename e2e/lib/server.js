@@ -30,6 +30,17 @@ export function freePort() {
   });
 }
 
+/**
+ * The child's environment. The server reads every KILAT_<SECTION>_<KEY> variable as
+ * configuration and refuses to start on one it does not know, so variables meant for this
+ * harness (KILAT_BIN) are left out.
+ */
+function serverEnv() {
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', NO_COLOR: '1' };
+  delete env.KILAT_BIN;
+  return env;
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** GET /health until it answers 200, at most `timeoutMs`; each request has its own timeout. */
@@ -89,7 +100,7 @@ export class KilatServer {
       this.starts += 1;
       const child = spawn(bin, ['serve', '--dev', '--listen', `127.0.0.1:${this.port}`], {
         stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', NO_COLOR: '1' },
+        env: serverEnv(),
       });
       this.child = child;
       this.log.write(`\n===== start #${this.starts} (pid ${child.pid}) ${new Date().toISOString()} =====\n`);
