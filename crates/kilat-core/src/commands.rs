@@ -19,7 +19,6 @@ use kilat_protocol::{
 };
 
 use crate::auth::Credentials;
-use crate::engine::JoinLeave;
 use crate::error::CoreError;
 use crate::node::HistoryOptions;
 use crate::permissions::{
@@ -89,8 +88,7 @@ impl Session {
             user: credentials.user,
             info: credentials.info,
         };
-        self.node
-            .set_session_identity(self.key, &info.client, &info.user);
+        self.node.set_session_identity(self.key, &info);
         self.state = State::Connected(info.clone());
         let ping_interval = self.node.config().ping_interval;
         if !ping_interval.is_zero() {
@@ -204,6 +202,9 @@ impl Session {
             self.subs.remove(channel);
             self.leave(channel, state).await;
         }
+        if self.node.is_subscribed(channel, self.key) {
+            return Err(CoreError::AlreadySubscribed);
+        }
         if self.subs.len() + pending >= self.node.config().max_channels_per_connection {
             return Err(CoreError::LimitExceeded("too many channels"));
         }
@@ -261,22 +262,7 @@ impl Session {
             return;
         }
         let Ok(info) = self.info() else { return };
-        if join.state.presence {
-            let ttl = self.node.config().presence_ttl;
-            if let Err(error) = self
-                .node
-                .presence_store()
-                .add(&join.channel, info.clone(), ttl)
-                .await
-            {
-                tracing::warn!(%error, channel = join.channel, "presence add failed");
-            }
-        }
-        if join.state.join_leave {
-            self.node
-                .publish_join_leave(&join.channel, &info, JoinLeave::Join)
-                .await;
-        }
+        self.node.after_join(&join.channel, &info, join.state).await;
         self.subs.insert(join.channel, join.state);
     }
 
@@ -286,20 +272,7 @@ impl Session {
         let State::Connected(info) = &self.state else {
             return;
         };
-        if state.presence
-            && let Err(error) = self
-                .node
-                .presence_store()
-                .remove(channel, &info.client)
-                .await
-        {
-            tracing::warn!(%error, channel, "presence remove failed");
-        }
-        if state.join_leave {
-            self.node
-                .publish_join_leave(channel, info, JoinLeave::Leave)
-                .await;
-        }
+        self.node.after_leave(channel, info, state).await;
     }
 
     async fn unsubscribe(&mut self, request: ChannelRequest) -> Result<Reply, CoreError> {
@@ -313,8 +286,7 @@ impl Session {
     async fn publish(&mut self, request: PublishRequest) -> Result<Reply, CoreError> {
         let info = self.info()?;
         let ns = resolve(self.node.config(), &request.channel)?;
-        let subscribed = self.subs.contains_key(&request.channel)
-            && self.node.is_subscribed(&request.channel, self.key);
+        let subscribed = self.node.is_subscribed(&request.channel, self.key);
         check_publish(
             &ns,
             &request.channel,

@@ -8,6 +8,7 @@
 //! - [`session`] (+ `commands`): [`Session`], one connection: connect, commands, ping/pong, timers.
 //! - [`outbox`]: [`Outbox`], the per-connection queue bounded in bytes.
 //! - `hub`: the sharded channel -> subscribers index and the encode-once fan-out.
+//! - `server_subs`: server-side subscribe/unsubscribe of a user's connections.
 //! - [`recovery`]: the recovery decision as a pure function.
 //! - [`permissions`]: namespace permission checks as pure functions.
 //! - [`engine`]: the [`Broker`] and [`PresenceStore`] contracts; [`engine::memory`] implements them.
@@ -42,6 +43,7 @@ pub mod node;
 pub mod outbox;
 pub mod permissions;
 pub mod recovery;
+mod server_subs;
 pub mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -54,5 +56,6 @@ pub use error::CoreError;
 pub use hub::UNSUBSCRIBE_INSUFFICIENT_STATE;
 pub use node::{HistoryOptions, Node, NodeStats};
 pub use outbox::Outbox;
+pub use server_subs::UNSUBSCRIBE_SERVER;
 pub use session::{Session, TransportInfo};
 pub use util::new_epoch;

@@ -27,6 +27,7 @@ use crate::hub::{GoLive, Hub, Repair};
 use crate::outbox::Outbox;
 use crate::permissions::resolve;
 use crate::recovery::{Recovery, outcome};
+use crate::session::SubState;
 use crate::util::{lock, new_epoch};
 
 const SESSION_SHARDS: usize = 16;
@@ -51,8 +52,22 @@ pub struct NodeStats {
 struct SessionEntry {
     /// Where a drain or a server-side disconnect sends its close.
     outbox: Outbox,
-    /// Set at connect: the connection id and user, for `disconnect(user, client)`.
-    identity: Option<(Arc<str>, Arc<str>)>,
+    /// Set at connect: who the connection is, for `disconnect(user, client)` and server-side
+    /// subscriptions (presence and join/leave need the whole info).
+    identity: Option<ClientInfo>,
+    /// Server-side changes the session has not absorbed yet (see [`ServerChanges`]).
+    changes: ServerChanges,
+}
+
+/// Subscriptions added or removed by the server API since the session last looked. The session
+/// owns its subscription list; the node records changes here and the session absorbs them at
+/// its next message, timer or close.
+#[derive(Debug, Default)]
+pub(crate) struct ServerChanges {
+    /// Channels subscribed by the server, with what leaving them needs.
+    pub(crate) added: Vec<(String, SubState)>,
+    /// Channels unsubscribed by the server (already left in the hub, presence and join/leave).
+    pub(crate) removed: Vec<String>,
 }
 
 /// History read options for [`Node::history`].
@@ -295,6 +310,7 @@ impl Node {
             SessionEntry {
                 outbox: outbox.clone(),
                 identity: None,
+                changes: ServerChanges::default(),
             },
         );
         if self.is_draining() {
@@ -303,14 +319,57 @@ impl Node {
         key
     }
 
-    pub(crate) fn set_session_identity(&self, key: u64, client: &str, user: &str) {
+    pub(crate) fn set_session_identity(&self, key: u64, info: &ClientInfo) {
         if let Some(entry) = lock(self.session_shard(key)).get_mut(&key) {
-            entry.identity = Some((client.into(), user.into()));
+            entry.identity = Some(info.clone());
         }
     }
 
-    pub(crate) fn unregister_session(&self, key: u64) {
-        lock(self.session_shard(key)).remove(&key);
+    /// Removes a session from the registry; returns the server-side changes it had not
+    /// absorbed, so the caller can clean them up too.
+    pub(crate) fn unregister_session(&self, key: u64) -> ServerChanges {
+        lock(self.session_shard(key))
+            .remove(&key)
+            .map(|entry| entry.changes)
+            .unwrap_or_default()
+    }
+
+    /// Takes the server-side changes recorded for session `key`.
+    pub(crate) fn take_server_changes(&self, key: u64) -> Option<ServerChanges> {
+        let mut shard = lock(self.session_shard(key));
+        let entry = shard.get_mut(&key)?;
+        if entry.changes.added.is_empty() && entry.changes.removed.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut entry.changes))
+    }
+
+    /// Connected sessions of `user`: key, outbox and client info.
+    pub(crate) fn sessions_of(&self, user: &str) -> Vec<(u64, Outbox, ClientInfo)> {
+        let mut found = Vec::new();
+        for shard in self.inner.sessions.iter() {
+            for (key, entry) in lock(shard).iter() {
+                if let Some(info) = entry.identity.as_ref().filter(|i| i.user == user) {
+                    found.push((*key, entry.outbox.clone(), info.clone()));
+                }
+            }
+        }
+        found
+    }
+
+    /// Records a server-side change for session `key`; false when the session is gone.
+    pub(crate) fn record_server_change(
+        &self,
+        key: u64,
+        change: impl FnOnce(&mut ServerChanges),
+    ) -> bool {
+        match lock(self.session_shard(key)).get_mut(&key) {
+            Some(entry) => {
+                change(&mut entry.changes);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Closes the sessions of `user` (only connection `client` when given) with `disconnect`.
@@ -319,10 +378,10 @@ impl Node {
         let mut closed = 0;
         for shard in self.inner.sessions.iter() {
             for entry in lock(shard).values() {
-                let Some((c, u)) = &entry.identity else {
+                let Some(info) = &entry.identity else {
                     continue;
                 };
-                if &**u == user && client.is_none_or(|client| client == &**c) {
+                if info.user == user && client.is_none_or(|client| client == info.client) {
                     entry.outbox.close(disconnect.clone());
                     closed += 1;
                 }

@@ -15,7 +15,7 @@ use kilat_protocol::{
 };
 use tokio::time::Instant;
 
-use crate::node::Node;
+use crate::node::{Node, ServerChanges};
 use crate::outbox::Outbox;
 
 /// Which transport carries a session (reported to the hub for stats and the emulation reply).
@@ -133,6 +133,7 @@ impl Session {
     pub async fn handle_message(&mut self, text: &[u8]) -> Result<(), Disconnect> {
         // Any frame proves the client is alive; a late pong is as good as an early one.
         self.pong_deadline = None;
+        self.absorb_server_changes();
         for frame in decode_frames(text) {
             match frame {
                 Err(error) => match (error.disconnect(), error.id) {
@@ -199,6 +200,7 @@ impl Session {
     /// # Errors
     /// The disconnect to close with.
     pub fn on_timer(&mut self, now: Instant) -> Result<(), Disconnect> {
+        self.absorb_server_changes();
         match &self.state {
             State::Connecting => {
                 if now >= self.handshake_deadline {
@@ -249,14 +251,31 @@ impl Session {
         });
     }
 
+    /// Takes the subscriptions the server API added or removed since the last look.
+    fn absorb_server_changes(&mut self) {
+        if let Some(changes) = self.node.take_server_changes(self.key) {
+            self.apply(changes);
+        }
+    }
+
+    fn apply(&mut self, changes: ServerChanges) {
+        for channel in changes.removed {
+            self.subs.remove(&channel);
+        }
+        self.subs.extend(changes.added);
+    }
+
     /// Cleanup on any close: unsubscribe everything, remove presence, publish leaves.
     pub async fn close(mut self) {
         self.closed = true;
+        // Unregister first: a server-side subscribe racing with this close either lands in the
+        // changes returned here or finds the session gone and undoes itself.
+        let changes = self.node.unregister_session(self.key);
+        self.apply(changes);
         let subs: Vec<(String, SubState)> = self.subs.drain().collect();
         for (channel, state) in subs {
             self.leave(&channel, state).await;
         }
-        self.node.unregister_session(self.key);
     }
 }
 
@@ -267,10 +286,11 @@ impl Drop for Session {
         }
         // Dropped without `close` (a panicking or cancelled transport task): do the synchronous
         // part so the hub holds no dead subscriber; presence entries expire by TTL.
+        let changes = self.node.unregister_session(self.key);
+        self.apply(changes);
         for channel in self.subs.keys() {
             self.node.remove_subscriber_now(channel, self.key);
         }
-        self.node.unregister_session(self.key);
     }
 }
 

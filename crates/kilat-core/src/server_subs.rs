@@ -1,0 +1,133 @@
+//! Server-side subscriptions: the server API subscribes or unsubscribes every connection of a
+//! user (PROTOCOL.md section 7, `subscribe` / `unsubscribe`).
+//!
+//! The node joins the channel on the session's behalf exactly like a client subscribe (hub,
+//! engine, position), sends a `subscribe` push carrying the subscribe result, and records the
+//! change for the session, which absorbs it at its next message, timer or close.
+
+use kilat_protocol::push::{UnsubscribePush, encode_push_kind};
+use kilat_protocol::{ClientInfo, SharedFrame};
+
+use crate::engine::JoinLeave;
+use crate::error::CoreError;
+use crate::node::Node;
+use crate::outbox::Outbox;
+use crate::permissions::resolve;
+use crate::recovery::Recovery;
+use crate::session::SubState;
+
+/// Unsubscribe push code: the server API removed the subscription (no resubscribe).
+pub const UNSUBSCRIBE_SERVER: u32 = 2000;
+
+impl Node {
+    /// Subscribes every connection of `user` on this node to `channel` (connections already
+    /// subscribed are left alone). Each gets a `subscribe` push with the result, positioned at
+    /// the end of the stream. Returns how many connections were subscribed.
+    ///
+    /// # Errors
+    /// 400 bad channel, 404 unknown namespace, 503 engine (connections subscribed before the
+    /// failure stay subscribed).
+    pub async fn subscribe_user(&self, user: &str, channel: &str) -> Result<usize, CoreError> {
+        let ns = resolve(self.config(), channel)?;
+        let mut subscribed = 0;
+        for (key, outbox, info) in self.sessions_of(user) {
+            if self.is_subscribed(channel, key) {
+                continue;
+            }
+            let prepared = self
+                .prepare_subscribe(channel, key, &outbox, &ns, ns.join_leave, &Recovery::ToEnd)
+                .await?;
+            let push = SharedFrame::new(encode_push_kind(
+                Some(channel),
+                "subscribe",
+                &prepared.result,
+            ));
+            if !self.go_live(channel, key, Some(push), &prepared.result) {
+                continue;
+            }
+            let state = SubState {
+                presence: ns.presence,
+                join_leave: ns.join_leave,
+            };
+            let recorded = self.record_server_change(key, |changes| {
+                changes.removed.retain(|c| c != channel);
+                changes.added.push((channel.to_owned(), state));
+            });
+            if !recorded {
+                // The session closed meanwhile: undo.
+                self.remove_subscriber(channel, key).await;
+                continue;
+            }
+            self.after_join(channel, &info, state).await;
+            subscribed += 1;
+        }
+        Ok(subscribed)
+    }
+
+    /// Unsubscribes every connection of `user` on this node from `channel`, with an
+    /// `unsubscribe` push (code 2000, no resubscribe). Returns how many were unsubscribed.
+    ///
+    /// # Errors
+    /// 400 bad channel, 404 unknown namespace.
+    pub async fn unsubscribe_user(&self, user: &str, channel: &str) -> Result<usize, CoreError> {
+        let ns = resolve(self.config(), channel)?;
+        let mut unsubscribed = 0;
+        for (key, outbox, info) in self.sessions_of(user) {
+            if !self.is_subscribed(channel, key) {
+                continue;
+            }
+            self.remove_subscriber(channel, key).await;
+            push_unsubscribe(&outbox, channel);
+            self.record_server_change(key, |changes| {
+                changes.added.retain(|(c, _)| c != channel);
+                changes.removed.push(channel.to_owned());
+            });
+            let state = SubState {
+                presence: ns.presence,
+                join_leave: ns.join_leave,
+            };
+            self.after_leave(channel, &info, state).await;
+            unsubscribed += 1;
+        }
+        Ok(unsubscribed)
+    }
+
+    /// Presence and join after a subscription went live.
+    pub(crate) async fn after_join(&self, channel: &str, info: &ClientInfo, state: SubState) {
+        if state.presence {
+            let ttl = self.config().presence_ttl;
+            if let Err(error) = self.presence_store().add(channel, info.clone(), ttl).await {
+                tracing::warn!(%error, channel, "presence add failed");
+            }
+        }
+        if state.join_leave {
+            self.publish_join_leave(channel, info, JoinLeave::Join)
+                .await;
+        }
+    }
+
+    /// Presence removal and leave after a subscription ended.
+    pub(crate) async fn after_leave(&self, channel: &str, info: &ClientInfo, state: SubState) {
+        if state.presence
+            && let Err(error) = self.presence_store().remove(channel, &info.client).await
+        {
+            tracing::warn!(%error, channel, "presence remove failed");
+        }
+        if state.join_leave {
+            self.publish_join_leave(channel, info, JoinLeave::Leave)
+                .await;
+        }
+    }
+}
+
+fn push_unsubscribe(outbox: &Outbox, channel: &str) {
+    outbox.push(SharedFrame::new(encode_push_kind(
+        Some(channel),
+        "unsubscribe",
+        &UnsubscribePush {
+            code: UNSUBSCRIBE_SERVER,
+            reason: "server unsubscribe".to_owned(),
+            resubscribe: false,
+        },
+    )));
+}
