@@ -276,7 +276,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
         self.ready_to_send().await?;
         let frame = match self.server_window_bits {
             Some(bits) if payload.len() >= self.deflate_min_size => {
-                compressed_frame(opcode, payload, bits)
+                compressed_frame(opcode, payload, bits, self.deflate_min_size == 0)
             }
             _ => None,
         };
@@ -312,7 +312,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
                     (SLOT_DEFLATE_9, 9)
                 };
                 frame.encoded(slot, |json| {
-                    compressed_frame(OP_TEXT, json, bits).unwrap_or_else(|| plain(json))
+                    compressed_frame(OP_TEXT, json, bits, self.deflate_min_size == 0)
+                        .unwrap_or_else(|| plain(json))
                 })
             }
             _ => frame.encoded(SLOT_PLAIN, plain),

@@ -40,8 +40,14 @@ thread_local! {
 }
 
 /// Encodes a complete server frame whose payload is `payload` compressed with `window_bits`
-/// (clamped to 9..=15), with RSV1 set, or `None` if compression would not make it smaller.
-pub(crate) fn compressed_frame(opcode: u8, payload: &[u8], window_bits: u8) -> Option<Bytes> {
+/// (clamped to 9..=15), with RSV1 set, or `None` if compression would not make it smaller
+/// (unless `always`).
+pub(crate) fn compressed_frame(
+    opcode: u8,
+    payload: &[u8],
+    window_bits: u8,
+    always: bool,
+) -> Option<Bytes> {
     let bits = window_bits.clamp(9, 15);
     let mut out = Vec::with_capacity(HEADER_ROOM + payload.len() / 2 + 64);
     out.resize(HEADER_ROOM, 0);
@@ -61,7 +67,7 @@ pub(crate) fn compressed_frame(opcode: u8, payload: &[u8], window_bits: u8) -> O
     }
     out.truncate(out.len() - SYNC_TAIL.len());
     let compressed_len = out.len() - HEADER_ROOM;
-    if compressed_len >= payload.len() {
+    if !always && compressed_len >= payload.len() {
         return None;
     }
     let header = FrameHeader {
@@ -236,7 +242,7 @@ mod tests {
 
     /// Compresses a text payload for the given window, or frames it plain when that is smaller.
     fn text_frame(payload: &[u8], window_bits: u8) -> Bytes {
-        compressed_frame(OP_TEXT, payload, window_bits)
+        compressed_frame(OP_TEXT, payload, window_bits, false)
             .unwrap_or_else(|| super::super::frame::encode_frame(OP_TEXT, false, payload))
     }
     use proptest::prelude::*;
@@ -281,14 +287,18 @@ mod tests {
     #[test]
     fn incompressible_data_is_sent_plain() {
         let data: Vec<u8> = (0..200u32).map(|i| (i * 7919 % 251) as u8).collect();
-        assert!(compressed_frame(OP_TEXT, &[b'x'; 3], 15).is_none());
-        let _ = compressed_frame(OP_TEXT, &data, 15);
+        assert!(compressed_frame(OP_TEXT, &[b'x'; 3], 15, false).is_none());
+        assert!(compressed_frame(OP_TEXT, &data, 15, false).is_none());
+        let forced = compressed_frame(OP_TEXT, &data, 15, true).expect("forced");
+        assert_eq!(inflate_frame(&forced, 15, 1000).expect("inflate"), data);
+        let empty = compressed_frame(OP_TEXT, b"", 15, true).expect("forced");
+        assert_eq!(inflate_frame(&empty, 15, 1000).expect("inflate"), b"");
     }
 
     #[test]
     fn deflate_bomb_stops_at_the_limit() {
         let zeros = vec![0u8; 10 << 20];
-        let frame = compressed_frame(OP_TEXT, &zeros, 15).expect("compresses well");
+        let frame = compressed_frame(OP_TEXT, &zeros, 15, false).expect("compresses well");
         assert!(frame.len() < 20_000);
         assert_eq!(
             inflate_frame(&frame, 15, 64 * 1024),
@@ -325,7 +335,7 @@ mod tests {
     proptest! {
         #[test]
         fn compress_round_trips(data in proptest::collection::vec(prop_oneof![Just(b'a'), any::<u8>()], 0..3000), bits in 8u8..=15) {
-            let frame = compressed_frame(OP_TEXT, &data, bits);
+            let frame = compressed_frame(OP_TEXT, &data, bits, false);
             if let Some(frame) = frame {
                 prop_assert_eq!(inflate_frame(&frame, bits, 1 << 20).expect("inflate"), data);
             }

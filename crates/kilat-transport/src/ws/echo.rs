@@ -1,6 +1,8 @@
 //! A WebSocket echo server on the production codec, for Autobahn runs and client debugging.
 //!
-//! Every path upgrades; every text or binary message is sent back as the same type. On
+//! Every path upgrades; every text or binary message is sent back as the same type. Under
+//! permessage-deflate every reply is compressed (`deflate_min_size` is forced to 0), since
+//! conformance clients check compressed echoes. On
 //! shutdown the listener stops accepting, live connections are closed with 1001 (going away),
 //! and `serve` waits up to 5 s for them to finish their close handshakes.
 
@@ -39,7 +41,10 @@ pub async fn serve(
     config: WsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let config = Arc::new(config);
+    let config = Arc::new(WsConfig {
+        deflate_min_size: 0,
+        ..config
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let tracker = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);

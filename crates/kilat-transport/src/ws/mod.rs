@@ -32,7 +32,11 @@ pub struct WsConfig {
     /// Whether permessage-deflate is offered to clients that ask for it (default true).
     pub deflate: bool,
     /// Outgoing messages shorter than this are sent uncompressed (default 64 bytes): below
-    /// that deflate saves a few bytes at most and costs a compressor pass per message.
+    /// that deflate saves a few bytes at most and costs a compressor pass per message. Longer
+    /// messages that deflate does not shrink are sent uncompressed too. `0` compresses every
+    /// message, even when that makes it longer: the echo server uses it, because some
+    /// conformance clients (kosoku 12.x/13.x) mishandle uncompressed text on a compressed
+    /// connection.
     pub deflate_min_size: usize,
     /// Whether to ask clients not to keep their compression context between messages
     /// (default true). Then no connection keeps an inflate window (about 40 KiB) alive between
