@@ -1,0 +1,246 @@
+// Integration tests against a real `kilat serve --dev` (see server.js). Skipped loudly when
+// the binary is missing; SSE / HTTP-streaming tests skip loudly when the server answers 404
+// on those endpoints (they are being built).
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import { Kilat, KilatError } from '../src/kilat.js';
+import { KilatServer, skipReason } from './server.js';
+import { until, nextEvent, sleep } from './fake.js';
+
+const skip = skipReason();
+let server;
+/** @type {Kilat[]} */
+let clients = [];
+
+function client(options = {}) {
+  const c = new Kilat(server.wsUrl, { websocket: WebSocket, minReconnectDelay: 50, maxReconnectDelay: 300, timeout: 4000, ...options });
+  clients.push(c);
+  return c;
+}
+
+async function connected(options) {
+  const c = client(options);
+  c.connect();
+  await c.ready(5000);
+  return c;
+}
+
+async function subscribed(c, channel, options) {
+  const sub = c.newSubscription(channel, options);
+  sub.subscribe();
+  await sub.ready(5000);
+  return sub;
+}
+
+let n = 0;
+/** A fresh channel per test so history from other tests does not interfere. */
+const channel = (prefix = 'chat') => `${prefix}:t${process.pid}_${++n}_${Date.now()}`;
+
+/** What the server supports right now, probed once. */
+const features = { sse: false, stream: false };
+
+describe('kilat server (websocket)', { skip: skip ?? false }, () => {
+  before(async () => {
+    server = await new KilatServer().start();
+    // GET without `connect` and an empty POST: a 404 means the endpoint does not exist yet
+    features.sse = (await server.status('/connection/sse')) !== 404;
+    features.stream = (await server.status('/connection/stream', { method: 'POST', body: '' })) !== 404;
+    if (!features.sse) console.warn('\n!!! SKIPPING SSE integration tests: the server answers 404 on /connection/sse\n');
+    if (!features.stream) console.warn('\n!!! SKIPPING HTTP-streaming integration tests: the server answers 404 on /connection/stream\n');
+  });
+
+  after(async () => {
+    for (const c of clients) c.disconnect();
+    clients = [];
+    await server?.stop();
+  });
+
+  test('connects over WebSocket and gets a client id', async () => {
+    const c = client();
+    const ctx = nextEvent(c, 'connected', 5000);
+    c.connect();
+    const info = await ctx;
+    assert.equal(info.transport, 'websocket');
+    assert.match(info.client, /^[0-9a-f-]{36}$/);
+    assert.equal(c.state, 'connected');
+    assert.ok(info.ping > 0);
+  });
+
+  test('publish from one client reaches a subscriber of another', async () => {
+    const ch = channel();
+    const a = await connected();
+    const b = await connected();
+    const sub = await subscribed(a, ch);
+    const got = nextEvent(sub, 'publication');
+    const res = await b.publish(ch, { text: 'hello', n: [1, 2.5, null] });
+    const p = await got;
+    assert.deepEqual(p.data, { text: 'hello', n: [1, 2.5, null] });
+    assert.equal(p.channel, ch);
+    if (res.offset !== undefined) assert.equal(p.offset, res.offset);
+    // and through the subscription's own publish
+    const got2 = nextEvent(sub, 'publication');
+    await sub.publish('second');
+    assert.equal((await got2).data, 'second');
+  });
+
+  test('presence, presence stats, join and leave', async () => {
+    const ch = channel();
+    const a = await connected();
+    const b = await connected();
+    const subA = await subscribed(a, ch, { joinLeave: true });
+    const joins = [];
+    subA.on('join', (j) => joins.push(j.info.client));
+    const leaves = [];
+    subA.on('leave', (l) => leaves.push(l.info.client));
+    const subB = await subscribed(b, ch, { joinLeave: true });
+    await until(() => joins.includes(b.clientId), 3000, "B's join");
+    const presence = await subA.presence();
+    assert.deepEqual(Object.keys(presence.clients).sort(), [a.clientId, b.clientId].sort());
+    const stats = await a.presenceStats(ch);
+    assert.equal(stats.num_clients, 2);
+    subB.unsubscribe();
+    await until(() => leaves.includes(b.clientId), 3000, "B's leave");
+    const after = await a.presence(ch);
+    assert.deepEqual(Object.keys(after.clients), [a.clientId]);
+  });
+
+  test('history: limit, since, reverse, limit 0', async () => {
+    const ch = channel();
+    const c = await connected();
+    for (let i = 1; i <= 5; i++) await c.publish(ch, i);
+    const last3 = await c.history(ch, { limit: 3 });
+    assert.deepEqual(last3.publications.map((p) => p.data), [3, 4, 5]);
+    assert.equal(last3.offset, 5);
+    assert.equal(typeof last3.epoch, 'string');
+    const since = await c.history(ch, { limit: 2, since: { offset: 1, epoch: last3.epoch } });
+    assert.deepEqual(since.publications.map((p) => p.offset), [2, 3]);
+    const rev = await c.history(ch, { limit: 2, reverse: true });
+    assert.deepEqual(rev.publications.map((p) => p.data), [5, 4]);
+    const none = await c.history(ch, { limit: 0 });
+    assert.deepEqual(none.publications, []);
+    assert.equal(none.offset, 5);
+    await assert.rejects(c.history(ch, { since: { offset: 1, epoch: 'not-the-epoch' } }), (e) => e instanceof KilatError && e.code === 503);
+  });
+
+  test('recovery after a client-side reconnect: nothing lost, nothing duplicated', async () => {
+    const ch = channel();
+    const a = await connected({ minReconnectDelay: 400, maxReconnectDelay: 400 });
+    const b = await connected();
+    const sub = await subscribed(a, ch);
+    const seen = [];
+    sub.on('publication', (p) => seen.push(p.data));
+    await b.publish(ch, 'before');
+    await until(() => seen.length === 1, 3000, 'live publication');
+    // drop A's socket as a network failure would (no close handshake)
+    a._transport._ws.terminate();
+    await until(() => a.state === 'connecting', 2000, 'A notices the drop');
+    for (const m of ['gap1', 'gap2', 'gap3']) await b.publish(ch, m);
+    const ctx = await nextEvent(sub, 'subscribed', 5000);
+    assert.equal(ctx.wasRecovering, true);
+    assert.equal(ctx.recovered, true, 'same server, same epoch: recovered');
+    await b.publish(ch, 'after');
+    await until(() => seen.length === 5, 3000, 'all publications');
+    assert.deepEqual(seen, ['before', 'gap1', 'gap2', 'gap3', 'after']);
+  });
+
+  test('an application ping is answered: the connection survives several ping intervals', async (t) => {
+    const fastPing = new KilatServer({ args: ['--ping-interval', '0.3', '--pong-timeout', '0.3'] });
+    await fastPing.start();
+    t.after(() => fastPing.stop());
+    const c = new Kilat(fastPing.wsUrl, { websocket: WebSocket, minReconnectDelay: 50 });
+    clients.push(c);
+    c.connect();
+    await c.ready(5000);
+    const drops = [];
+    c.on('connecting', (e) => drops.push(e));
+    c.on('disconnected', (e) => drops.push(e));
+    await sleep(2000);
+    assert.deepEqual(drops, [], 'no disconnect while pings are answered');
+    assert.equal(c.state, 'connected');
+    c.disconnect();
+  });
+
+  test('send() is fire-and-forget; rpc without a backend is a KilatError', async () => {
+    const c = await connected();
+    await c.send({ typing: true });
+    await assert.rejects(c.rpc('getUser', { id: 1 }), (e) => e instanceof KilatError && e.code >= 400);
+    assert.equal(c.state, 'connected');
+  });
+
+  test('fallback: a refused WebSocket falls back to SSE', async (t) => {
+    if (!features.sse) return t.skip('server answers 404 on /connection/sse (not implemented yet)');
+    // the server answers 404 to the upgrade on this path, so the socket never opens
+    const c = new Kilat(server.httpUrl, {
+      websocket: WebSocket,
+      transports: [{ transport: 'websocket', endpoint: `${server.httpUrl}/nowhere` }, 'sse', 'http_stream'],
+      minReconnectDelay: 50,
+    });
+    clients.push(c);
+    c.connect();
+    await c.ready(5000);
+    assert.equal(c.transportName, 'sse');
+  });
+
+  for (const [name, feature] of [['sse', 'sse'], ['http_stream', 'stream']]) {
+    test(`${name}: subscribe, publish, presence and history over the emulated transport`, async (t) => {
+      if (!features[feature]) return t.skip(`server answers 404 on the ${name} endpoint (not implemented yet)`);
+      const ch = channel();
+      const c = new Kilat(server.httpUrl, { transports: [name], minReconnectDelay: 50, timeout: 4000 });
+      clients.push(c);
+      c.connect();
+      await c.ready(5000);
+      assert.equal(c.transportName, name);
+      const sub = await subscribed(c, ch);
+      const got = nextEvent(sub, 'publication');
+      const other = await connected();
+      await other.publish(ch, { via: name });
+      assert.deepEqual((await got).data, { via: name });
+      const own = nextEvent(sub, 'publication');
+      await c.publish(ch, 'from emulated');
+      assert.equal((await own).data, 'from emulated');
+      assert.ok(Object.keys((await c.presence(ch)).clients).includes(c.clientId));
+      assert.equal((await c.history(ch, { limit: 1 })).publications[0].data, 'from emulated');
+    });
+  }
+
+  test('connection token refresh', async (t) => {
+    t.skip('the server has no token verification configured yet (`kilat config` shows no token section): nothing to refresh');
+  });
+});
+
+describe('kilat server restart', { skip: skip ?? false }, () => {
+  test('recovery after a server restart is honest: history is gone, recovered is false', async (t) => {
+    const srv = new KilatServer();
+    await srv.start();
+    t.after(() => srv.stop());
+    const mk = () => {
+      const c = new Kilat(srv.wsUrl, { websocket: WebSocket, minReconnectDelay: 100, maxReconnectDelay: 300, timeout: 4000 });
+      t.after(() => c.disconnect());
+      return c;
+    };
+    const ch = `chat:restart_${Date.now()}`;
+    const a = mk();
+    a.connect();
+    await a.ready(5000);
+    const sub = a.newSubscription(ch);
+    sub.subscribe();
+    await sub.ready(5000);
+    const seen = [];
+    sub.on('publication', (p) => seen.push(p.data));
+    await a.publish(ch, 'one');
+    await a.publish(ch, 'two');
+    await until(() => seen.length === 2, 3000, 'live publications');
+    const epochBefore = sub.epoch;
+    const resubscribed = nextEvent(sub, 'subscribed', 15000);
+    await srv.restart(); // SIGKILL: the in-memory history and epoch are lost
+    const ctx = await resubscribed;
+    assert.equal(ctx.wasRecovering, true, 'the SDK asked to recover from its offset');
+    assert.equal(ctx.recovered, false, 'a restarted in-memory server cannot recover: the app must reload');
+    assert.notEqual(sub.epoch, epochBefore, 'a new epoch');
+    // live delivery works again, and the new stream's offsets are not mistaken for duplicates
+    await a.publish(ch, 'three');
+    await until(() => seen.length === 3, 3000, 'publication after restart');
+    assert.deepEqual(seen, ['one', 'two', 'three']);
+  });
+});
