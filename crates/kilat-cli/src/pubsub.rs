@@ -1,0 +1,448 @@
+//! `kilat pub` and `kilat sub`: publish to and follow channels from the command line, through
+//! `kilat-client` (so `sub` reconnects and recovers missed publications like any SDK).
+//!
+//! Output is made for pipes: stdout gets one JSON object per line and nothing else; status
+//! (connects, reconnects, recovery) goes to stderr through the log. A closed stdout (`| head`)
+//! ends `sub` successfully.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use kilat_client::{
+    CODE_CLOSED, Client, ClientConfig, ClientInfo, Error, Event, Publication, RawJson,
+    SubscribeOptions,
+};
+use serde::Serialize;
+
+const DEFAULT_URL: &str = "ws://127.0.0.1:8000/connection/websocket";
+
+/// Where the server is and who we are.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectionArgs {
+    /// WebSocket endpoint of the server.
+    #[arg(long, short = 'u', env = "KILAT_URL", default_value = DEFAULT_URL, value_name = "URL")]
+    url: String,
+    /// Connection token (JWT). Not needed against `kilat serve --dev`; mint one with
+    /// `kilat token`.
+    #[arg(
+        long,
+        short = 't',
+        env = "KILAT_TOKEN",
+        value_name = "JWT",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+impl ConnectionArgs {
+    fn config(&self, reconnect: bool) -> ClientConfig {
+        ClientConfig {
+            token: self.token.clone(),
+            name: "kilat-cli".to_owned(),
+            reconnect,
+            ..ClientConfig::new(self.url.clone())
+        }
+    }
+}
+
+/// Follow channels: print every publication as one JSON line.
+#[derive(Debug, Args)]
+#[command(after_help = SUB_EXAMPLES)]
+pub(crate) struct SubArgs {
+    /// Channels to subscribe to (`[namespace:]name`).
+    #[arg(required = true, value_name = "CHANNEL")]
+    channels: Vec<String>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// Also print join and leave events (`{"event":"join","channel",...,"info":{...}}`).
+    #[arg(long)]
+    join_leave: bool,
+    /// Exit on the first connection loss instead of reconnecting and recovering.
+    #[arg(long)]
+    no_reconnect: bool,
+}
+
+const SUB_EXAMPLES: &str = "\
+Output, one JSON object per line on stdout:
+  {\"channel\":\"chat:lobby\",\"offset\":42,\"data\":{\"text\":\"hi\"},\"info\":{\"client\":\"...\",\"user\":\"\"}}
+offset is null in channels without history; info is present for client publications.
+
+After a lost connection, sub reconnects (backoff with jitter) and recovers what it missed from
+the channel's history, so the output has no gap and no duplicate. When recovery is impossible
+(server restart, history window passed) it says so on stderr and carries on.
+
+Examples:
+  kilat sub chat:lobby
+  kilat sub chat:lobby news --join-leave
+  kilat sub chat:lobby | jq -c .data
+  KILAT_URL=ws://10.0.0.5:8000/connection/websocket KILAT_TOKEN=$(kilat token alice) kilat sub dm:#alice,bob";
+
+/// Publish JSON to a channel and print the offset it got.
+#[derive(Debug, Args)]
+#[command(after_help = PUB_EXAMPLES)]
+pub(crate) struct PubArgs {
+    /// The channel (`[namespace:]name`).
+    #[arg(value_name = "CHANNEL")]
+    channel: String,
+    /// The payload as JSON text, or `-` to read JSON values from stdin, one per line, and
+    /// publish each in order.
+    #[arg(value_name = "JSON")]
+    data: String,
+    #[command(flatten)]
+    connection: ConnectionArgs,
+}
+
+const PUB_EXAMPLES: &str = "\
+Prints one line per publication: {\"channel\":\"chat:lobby\",\"offset\":43}
+
+The payload must be JSON: a string needs its quotes (kilat pub chat:lobby '\"hello\"').
+Client publish must be allowed in the channel's namespace (allow_publish; always in --dev);
+otherwise publish through the server API: POST /api/publish.
+
+Examples:
+  kilat pub chat:lobby '{\"text\":\"hi\"}'
+  kilat pub counters 42
+  seq 1 100 | kilat pub numbers -
+  tail -f events.ndjson | kilat pub events -";
+
+/// Runs `kilat sub` until Ctrl-C, a closed stdout, or a connection loss it must not retry.
+///
+/// # Errors
+/// When the server is unreachable or refuses the connection or a subscription, and when the
+/// connection is lost for good (`--no-reconnect`, or a 3500-3999 disconnect).
+pub(crate) async fn sub(args: SubArgs) -> Result<()> {
+    let config = args.connection.config(!args.no_reconnect);
+    let (client, mut events) = Client::connect(config)
+        .await
+        .map_err(|e| explain(&format!("connecting to {}", args.connection.url), &e))?;
+    let options = SubscribeOptions {
+        join_leave: args.join_leave.then_some(true),
+        ..SubscribeOptions::recoverable()
+    };
+    for channel in &args.channels {
+        client
+            .subscribe(channel.as_str(), options.clone())
+            .await
+            .map_err(|e| explain(&format!("subscribing to {channel:?}"), &e))?;
+    }
+    tracing::info!(url = %args.connection.url, channels = ?args.channels, "subscribed; printing publications to stdout");
+
+    // `Stdout`, not a held `StdoutLock`: the lock is not `Send` and must not live across awaits.
+    let mut out = std::io::stdout();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        // Wakes: Ctrl-C, or the next client event (publication, join/leave, reconnect, ...).
+        let event = tokio::select! {
+            _ = &mut ctrl_c => {
+                client.close();
+                return Ok(());
+            }
+            event = events.next() => event,
+        };
+        let Some(event) = event else {
+            return Ok(());
+        };
+        let printed = match event {
+            Event::Publication {
+                channel,
+                publication,
+            } => print_line(&mut out, &PublicationLine::new(&channel, &publication)),
+            Event::Join { channel, info } if args.join_leave => {
+                print_line(&mut out, &PresenceLine::new("join", &channel, &info))
+            }
+            Event::Leave { channel, info } if args.join_leave => {
+                print_line(&mut out, &PresenceLine::new("leave", &channel, &info))
+            }
+            Event::Message { data } => print_line(&mut out, &MessageLine::new(&data)),
+            Event::Disconnected {
+                code,
+                reason,
+                reconnect: false,
+            } => return final_disconnect(code, &reason),
+            other => {
+                report(other);
+                Ok(())
+            }
+        };
+        match printed {
+            Ok(()) => {}
+            // `kilat sub ... | head`: the reader is done, so are we.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                client.close();
+                return Ok(());
+            }
+            Err(e) => return Err(e).context("writing to stdout"),
+        }
+    }
+}
+
+/// The end of `sub`: success after our own close, an error (exit 1) when the server or the
+/// network ended it.
+fn final_disconnect(code: u16, reason: &str) -> Result<()> {
+    if code == CODE_CLOSED {
+        return Ok(());
+    }
+    let rule = if (3500..4000).contains(&code) {
+        " (the server forbids reconnecting)"
+    } else {
+        " (--no-reconnect)"
+    };
+    Err(anyhow!("connection lost for good: {code} {reason}{rule}"))
+}
+
+/// Status events go to stderr, through the log.
+fn report(event: Event) {
+    match event {
+        Event::Connected {
+            client,
+            reconnected: true,
+        } => tracing::info!(%client, "reconnected"),
+        Event::Disconnected {
+            code,
+            reason,
+            reconnect: true,
+        } => tracing::warn!(code, %reason, "connection lost; reconnecting"),
+        Event::Reconnecting { attempt, delay } => {
+            tracing::info!(attempt, delay_ms = delay.as_millis(), "reconnecting");
+        }
+        Event::Subscribed {
+            channel,
+            recovered,
+            resubscribed: true,
+            recovering,
+            ..
+        } => {
+            if recovered || !recovering {
+                tracing::info!(%channel, recovered, "resubscribed");
+            } else {
+                tracing::warn!(
+                    %channel,
+                    "resubscribed but could not recover missed publications (server restarted or history window passed): the output may have a gap here"
+                );
+            }
+        }
+        Event::Unsubscribed {
+            channel,
+            code,
+            reason,
+        } => tracing::warn!(%channel, code, %reason, "unsubscribed by the server"),
+        Event::SubscribeFailed { channel, error } => {
+            tracing::error!(%channel, %error, "resubscribe refused; no longer following this channel");
+        }
+        Event::RefreshRequested { channel, .. } => tracing::warn!(
+            channel = channel.as_deref().unwrap_or(""),
+            "the server asks for a fresh token; kilat sub cannot refresh, the server will disconnect when it expires"
+        ),
+        _ => {}
+    }
+}
+
+/// Runs `kilat pub`: publishes the payload (or every line of stdin) and prints each offset.
+///
+/// # Errors
+/// When the payload is not JSON, the server is unreachable, or a publish is refused.
+pub(crate) async fn publish(args: PubArgs) -> Result<()> {
+    // One-shot payloads are checked before connecting: a typo should not need a server.
+    let single = match args.data.as_str() {
+        "-" => None,
+        text => Some(parse_json(text).map_err(|e| {
+            anyhow!("the payload is not JSON: {e}\nhint: a string needs its quotes: '\"{text}\"'")
+        })?),
+    };
+    let (client, _events) = Client::connect(args.connection.config(false))
+        .await
+        .map_err(|e| explain(&format!("connecting to {}", args.connection.url), &e))?;
+    let mut out = std::io::stdout();
+    let result = match single {
+        Some(data) => publish_one(&client, &args.channel, data, &mut out).await,
+        None => publish_stdin(&client, &args.channel, &mut out).await,
+    };
+    client.close();
+    result
+}
+
+async fn publish_stdin(client: &Client, channel: &str, out: &mut impl Write) -> Result<()> {
+    // The workspace's tokio has no `io-std`; a reader thread feeds lines through a small
+    // bounded channel, which also keeps a fast producer from racing ahead of the server.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(64);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let failed = line.is_err();
+            if tx.blocking_send(line).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let mut number = 0u64;
+    while let Some(line) = rx.recv().await {
+        number += 1;
+        let line = line.context("reading stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let data =
+            parse_json(&line).map_err(|e| anyhow!("stdin line {number} is not JSON: {e}"))?;
+        publish_one(client, channel, data, out).await?;
+    }
+    Ok(())
+}
+
+async fn publish_one(
+    client: &Client,
+    channel: &str,
+    data: RawJson,
+    out: &mut impl Write,
+) -> Result<()> {
+    let result = client
+        .publish_raw(channel, data)
+        .await
+        .map_err(|e| explain(&format!("publishing to {channel:?}"), &e))?;
+    print_line(
+        out,
+        &PublishLine {
+            channel,
+            offset: result.offset,
+        },
+    )
+    .context("writing to stdout")
+}
+
+fn parse_json(text: &str) -> serde_json::Result<RawJson> {
+    serde_json::value::RawValue::from_string(text.trim().to_owned())
+}
+
+/// Turns a client error into a readable one, with a hint for the usual causes.
+fn explain(what: &str, error: &Error) -> anyhow::Error {
+    let code = match error {
+        Error::Server(e) => Some(e.code),
+        Error::Disconnected(d) => Some(u32::from(d.code)),
+        _ => None,
+    };
+    let hint = match (code, error) {
+        (Some(401 | 3501), _) => Some(
+            "the server wants a valid connection token: pass --token or set KILAT_TOKEN (mint one with `kilat token`), or run the server with --dev",
+        ),
+        (Some(403), _) if what.starts_with("publishing") => Some(
+            "the namespace does not allow client publish; use the server API (POST /api/publish) or configure allow_publish for the namespace",
+        ),
+        (Some(403), _) => Some(
+            "this connection may not subscribe there: pass a token for a user (--token), or configure allow_subscribe for the namespace",
+        ),
+        (Some(404), _) => Some(
+            "the channel's namespace is not configured on the server (every namespace exists only with --dev)",
+        ),
+        (Some(400), _) => {
+            Some("check the channel name: 1..255 bytes of A-Z a-z 0-9 and _@.,=;/:#-")
+        }
+        (Some(413), _) => Some("the payload is larger than the namespace's max_message_size"),
+        (_, Error::Transport(_) | Error::Timeout) => Some(
+            "is a kilat server listening there? Start one with `kilat serve --dev`, or set --url / KILAT_URL",
+        ),
+        (_, Error::InvalidUrl { .. }) => {
+            Some("the URL looks like ws://127.0.0.1:8000/connection/websocket")
+        }
+        _ => None,
+    };
+    match hint {
+        Some(hint) => anyhow!("{what} failed: {error}\nhint: {hint}"),
+        None => anyhow!("{what} failed: {error}"),
+    }
+}
+
+fn print_line(out: &mut impl Write, line: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, line).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
+    // Flush per line: a pipe reader (jq, grep) should see each publication at once.
+    out.flush()
+}
+
+#[derive(Serialize)]
+struct PublicationLine<'a> {
+    channel: &'a str,
+    offset: Option<u64>,
+    data: &'a serde_json::value::RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<&'a ClientInfo>,
+}
+
+impl<'a> PublicationLine<'a> {
+    fn new(channel: &'a str, publication: &'a Publication) -> Self {
+        PublicationLine {
+            channel,
+            offset: publication.offset,
+            data: &publication.data,
+            info: publication.info.as_ref(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PresenceLine<'a> {
+    event: &'static str,
+    channel: &'a str,
+    info: &'a ClientInfo,
+}
+
+impl<'a> PresenceLine<'a> {
+    fn new(event: &'static str, channel: &'a str, info: &'a ClientInfo) -> Self {
+        PresenceLine {
+            event,
+            channel,
+            info,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MessageLine<'a> {
+    event: &'static str,
+    data: &'a serde_json::value::RawValue,
+}
+
+impl<'a> MessageLine<'a> {
+    fn new(data: &'a serde_json::value::RawValue) -> Self {
+        MessageLine {
+            event: "message",
+            data,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PublishLine<'a> {
+    channel: &'a str,
+    offset: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publication_lines_keep_data_raw_and_skip_missing_info() {
+        let publication = Publication {
+            data: parse_json(r#"{"a": 1}"#).expect("json"),
+            offset: Some(3),
+            info: None,
+        };
+        let mut out = Vec::new();
+        print_line(&mut out, &PublicationLine::new("c", &publication)).expect("write");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "{\"channel\":\"c\",\"offset\":3,\"data\":{\"a\": 1}}\n"
+        );
+    }
+
+    #[test]
+    fn publish_errors_carry_a_hint() {
+        let denied = Error::Server(kilat_client::ClientError {
+            code: 403,
+            message: "permission denied".into(),
+            temporary: false,
+        });
+        let text = explain("publishing to \"x\"", &denied).to_string();
+        assert!(text.contains("allow_publish"), "{text}");
+    }
+}
