@@ -244,13 +244,6 @@ function onChatSubscribed(room, ctx) {
   }
   loadPresence(room);
 
-  if (ctx.wasRecovering && ctx.recovered && typeof previous === 'number' && typeof ctx.offset === 'number' &&
-      ctx.offset > previous && ctx.epoch) {
-    // Belt and braces: also read the gap from history. The SDK emits the recovered
-    // publications itself (or should: see docs/client.md), and ids de-duplicate the overlap.
-    fillGap(room, previous, ctx.epoch, ctx.offset - previous);
-  }
-
   const rec = state.recovery;
   if (rec && rec.pending.has(room.name)) {
     rec.pending.delete(room.name);
@@ -282,17 +275,6 @@ function finishRecovery() {
   }
   document.body.dataset.lastRecovery = state.lastRecovery;
   document.body.dataset.recoveredCount = String(state.lastRecoveredCount);
-}
-
-async function fillGap(room, offset, epoch, count) {
-  try {
-    const res = await room.chat.history({ since: { offset, epoch }, limit: Math.min(count, 1000) });
-    for (const pub of res.publications ?? []) {
-      addMessage(room, { data: pub.data, offset: pub.offset, info: pub.info }, { fromHistory: false });
-    }
-  } catch (err) {
-    console.warn('[chat] history (gap) failed', room.name, err?.message);
-  }
 }
 
 async function loadHistory(room) {
