@@ -17,6 +17,9 @@ pub struct Credentials {
     pub info: Option<RawJson>,
     /// Expiry as Unix seconds, when the token has one.
     pub expires_at: Option<u64>,
+    /// Channels to subscribe the connection to at connect (the connection token's `channels`
+    /// claim). Granted by the token: namespace permissions are not checked for them.
+    pub channels: Vec<String>,
 }
 
 /// Verifies connection and subscription tokens.

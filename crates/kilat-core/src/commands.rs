@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use kilat_protocol::command::{
-    ChannelRequest, ConnectRequest, HistoryRequest, PublishRequest, RefreshRequest,
+    ChannelRequest, ConnectRequest, HistoryRequest, PublishRequest, RefreshRequest, SubRecovery,
     SubRefreshRequest, SubscribeRequest,
 };
 use kilat_protocol::push::{UnsubscribePush, encode_push_kind};
@@ -90,6 +90,7 @@ impl Session {
         };
         self.node.set_session_identity(self.key, &info);
         self.state = State::Connected(info.clone());
+        self.expires_at = credentials.expires_at.map(instant_from);
         let ping_interval = self.node.config().ping_interval;
         if !ping_interval.is_zero() {
             self.next_ping = tokio::time::Instant::now() + ping_interval;
@@ -97,7 +98,15 @@ impl Session {
 
         let mut joining = Vec::new();
         let mut failed = Vec::new();
-        for (channel, recovery) in request.subs.unwrap_or_default() {
+        let mut subs = request.subs.unwrap_or_default();
+        for channel in &credentials.channels {
+            // Token channels are positioned at the end unless the client sent a position.
+            subs.entry(channel.clone()).or_insert(SubRecovery {
+                recover: true,
+                ..SubRecovery::default()
+            });
+        }
+        for (channel, recovery) in subs {
             let request = SubscribeRequest {
                 channel: channel.clone(),
                 recover: recovery.recover,
@@ -105,7 +114,11 @@ impl Session {
                 epoch: recovery.epoch,
                 ..SubscribeRequest::default()
             };
-            match self.prepare_subscribe(&request, joining.len()).await {
+            let granted = credentials.channels.contains(&channel);
+            match self
+                .prepare_subscribe(&request, joining.len(), granted)
+                .await
+            {
                 Ok(join) => joining.push(join),
                 Err(error) => failed.push((channel, error.to_client_error())),
             }
@@ -178,18 +191,20 @@ impl Session {
     }
 
     async fn subscribe(&mut self, id: u32, request: SubscribeRequest) -> Result<(), CoreError> {
-        let join = self.prepare_subscribe(&request, 0).await?;
+        let join = self.prepare_subscribe(&request, 0, false).await?;
         let frame = SharedFrame::new(Reply::Subscribe(join.result.clone()).encode(id));
         self.finish_subscribe(join, Some(frame)).await;
         Ok(())
     }
 
     /// Checks and joins a channel: the subscriber is in the hub (holding live publications)
-    /// and positioned, but no reply is queued yet. `pending` counts joins not finished yet.
+    /// and positioned, but no reply is queued yet. `pending` counts joins not finished yet;
+    /// `granted` skips the permission checks (channels from the connection token).
     async fn prepare_subscribe(
         &mut self,
         request: &SubscribeRequest,
         pending: usize,
+        granted: bool,
     ) -> Result<Joining, CoreError> {
         let info = self.info()?;
         let channel = request.channel.as_str();
@@ -208,7 +223,12 @@ impl Session {
         if self.subs.len() + pending >= self.node.config().max_channels_per_connection {
             return Err(CoreError::LimitExceeded("too many channels"));
         }
-        match check_subscribe(&ns, channel, &info.user, request.token.is_some())? {
+        let access = if granted {
+            SubscribeAccess::Allowed
+        } else {
+            check_subscribe(&ns, channel, &info.user, request.token.is_some())?
+        };
+        match access {
             SubscribeAccess::Allowed => {}
             SubscribeAccess::NeedsToken => {
                 let (Some(token), Some(authenticator)) =
@@ -349,6 +369,8 @@ impl Session {
         if credentials.user != info.user {
             return Err(CoreError::Unauthorized("token is for another user".into()));
         }
+        self.expires_at = credentials.expires_at.map(instant_from);
+        self.refresh_deadline = None;
         Ok(Reply::Refresh(refresh_result(&credentials)))
     }
 
@@ -375,6 +397,11 @@ fn refresh_result(credentials: &Credentials) -> RefreshResult {
         expires: Some(credentials.expires_at.is_some()),
         ttl: credentials.expires_at.map(ttl_from),
     }
+}
+
+/// The instant of the Unix time `expires_at` on tokio's clock.
+fn instant_from(expires_at: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(ttl_from(expires_at)))
 }
 
 /// Seconds from now until the Unix time `expires_at` (0 when past).

@@ -38,6 +38,10 @@ pub struct NodeConfig {
     /// (seconds). Publications themselves expire after the namespace's `history_ttl`.
     #[serde(with = "seconds")]
     pub history_meta_ttl: Duration,
+    /// How long a connection whose token expired has to send `refresh` after the `refresh`
+    /// push before it is closed with 3005 (seconds).
+    #[serde(with = "seconds")]
+    pub token_refresh_grace: Duration,
     /// Options for channels without a namespace. When absent: the permissive dev options in
     /// dev mode, otherwise [`NamespaceOptions::default`].
     pub default_namespace: Option<NamespaceOptions>,
@@ -59,6 +63,7 @@ impl Default for NodeConfig {
             history_max_limit: 1000,
             presence_ttl: Duration::from_secs(60),
             history_meta_ttl: Duration::from_secs(24 * 3600),
+            token_refresh_grace: Duration::from_secs(10),
             default_namespace: None,
             namespaces: BTreeMap::new(),
         }

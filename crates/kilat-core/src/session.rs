@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use kilat_protocol::push::{RefreshPush, encode_push_kind};
 use kilat_protocol::reply::encode_error;
 use kilat_protocol::{
     ClientError, ClientFrame, ClientInfo, Command, Disconnect, DisconnectCode, Reply, SharedFrame,
@@ -72,6 +73,10 @@ pub struct Session {
     pong_deadline: Option<Instant>,
     /// A ping was sent and no `{}` came back yet: the next `{}` is a pong, not a client ping.
     awaiting_pong: bool,
+    /// When the connection token expires (a `refresh` push is sent then).
+    pub(crate) expires_at: Option<Instant>,
+    /// After the `refresh` push: when the connection is closed with 3005 unless refreshed.
+    pub(crate) refresh_deadline: Option<Instant>,
     /// When a client-initiated ping was last answered.
     last_ping_answer: Option<Instant>,
     /// Set by [`Session::close`]; `Drop` cleans up synchronously otherwise.
@@ -100,6 +105,8 @@ impl Session {
             next_ping: now + NO_DEADLINE,
             pong_deadline: None,
             awaiting_pong: false,
+            expires_at: None,
+            refresh_deadline: None,
             last_ping_answer: None,
             closed: false,
         }
@@ -183,19 +190,26 @@ impl Session {
     }
 
     /// When the transport must call [`Session::on_timer`] next: the handshake timeout before
-    /// connect, then the next ping or the pong deadline.
+    /// connect, then the next ping, the pong deadline, the token expiry or the refresh deadline.
     pub fn next_deadline(&self) -> Instant {
         match self.state {
             State::Connecting => self.handshake_deadline,
-            State::Connected(_) => match self.pong_deadline {
-                Some(pong) => pong.min(self.next_ping),
-                None => self.next_ping,
-            },
+            State::Connected(_) => {
+                let expiry = match self.refresh_deadline {
+                    Some(deadline) => Some(deadline),
+                    None => self.expires_at,
+                };
+                [self.pong_deadline, expiry]
+                    .into_iter()
+                    .flatten()
+                    .fold(self.next_ping, Instant::min)
+            }
         }
     }
 
     /// Runs the timers due at `now`: handshake timeout (3003), pong timeout (3002), the ping
-    /// `{}` (queued in the outbox) and the presence refresh that goes with it.
+    /// `{}` (queued in the outbox) and the presence refresh that goes with it, token expiry (a
+    /// `refresh` push, then 3005 after `token_refresh_grace` without a `refresh` command).
     ///
     /// # Errors
     /// The disconnect to close with.
@@ -207,9 +221,26 @@ impl Session {
                     return Err(Disconnect::HANDSHAKE_TIMEOUT);
                 }
             }
-            State::Connected(info) => {
+            State::Connected(_) => {
                 if self.pong_deadline.is_some_and(|deadline| now >= deadline) {
                     return Err(Disconnect::NO_PONG);
+                }
+                if self
+                    .refresh_deadline
+                    .is_some_and(|deadline| now >= deadline)
+                {
+                    return Err(Disconnect::TOKEN_EXPIRED);
+                }
+                if self.refresh_deadline.is_none() && self.expires_at.is_some_and(|at| now >= at) {
+                    let grace = self.node.config().token_refresh_grace;
+                    self.outbox.push(SharedFrame::new(encode_push_kind(
+                        None,
+                        "refresh",
+                        &RefreshPush {
+                            ttl: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+                        },
+                    )));
+                    self.refresh_deadline = Some(now + grace);
                 }
                 if now >= self.next_ping {
                     let config = self.node.config();
@@ -219,7 +250,9 @@ impl Session {
                         self.pong_deadline = Some(now + config.pong_timeout);
                     }
                     self.next_ping = now + config.ping_interval;
-                    self.refresh_presence(info.clone());
+                    if let State::Connected(info) = &self.state {
+                        self.refresh_presence(info.clone());
+                    }
                 }
             }
         }

@@ -4,6 +4,8 @@
 /// Test client and node helpers.
 mod support;
 
+/// Token verification through a fake `Authenticator`: connect, subscribe, refresh, expiry.
+mod auth;
 /// The engine conformance suite against the memory engine, and memory-engine TTLs.
 mod engine;
 /// Outbox limits, drain, ping/pong and timers.

@@ -530,9 +530,14 @@ async fn server_side_subscribe_and_unsubscribe_of_a_user() {
     let node = dev_node();
     let mut c = Client::new(&node);
     c.connect().await;
-    c.call("publish", json!({"channel": "srv", "data": 0})).await;
+    c.call("publish", json!({"channel": "srv", "data": 0}))
+        .await;
     assert_eq!(node.subscribe_user("", "srv").await.expect("subscribe"), 1);
-    assert_eq!(node.subscribe_user("", "srv").await.expect("again"), 0, "already subscribed");
+    assert_eq!(
+        node.subscribe_user("", "srv").await.expect("again"),
+        0,
+        "already subscribed"
+    );
     let frames = c.frames();
     let push = frames
         .iter()
@@ -546,16 +551,28 @@ async fn server_side_subscribe_and_unsubscribe_of_a_user() {
         .expect("publish");
     assert_eq!(pubs(&c.frames(), "srv"), [(Some(2), json!(1))]);
     // The session knows the subscription: a client subscribe is 409, presence is there.
-    assert_eq!(error_code(&c.call("subscribe", json!({"channel": "srv"})).await), Some(409));
-    assert_eq!(node.presence_stats("srv").await.expect("stats").num_clients, 1);
-    assert_eq!(node.unsubscribe_user("", "srv").await.expect("unsubscribe"), 1);
+    assert_eq!(
+        error_code(&c.call("subscribe", json!({"channel": "srv"})).await),
+        Some(409)
+    );
+    assert_eq!(
+        node.presence_stats("srv").await.expect("stats").num_clients,
+        1
+    );
+    assert_eq!(
+        node.unsubscribe_user("", "srv").await.expect("unsubscribe"),
+        1
+    );
     let frames = c.frames();
     let unsub = frames
         .iter()
         .find(|f| f["push"]["unsubscribe"].is_object())
         .expect("unsubscribe push");
     assert_eq!(unsub["push"]["unsubscribe"]["code"], json!(2000));
-    assert_eq!(node.presence_stats("srv").await.expect("stats").num_clients, 0);
+    assert_eq!(
+        node.presence_stats("srv").await.expect("stats").num_clients,
+        0
+    );
     assert!(c.call("subscribe", json!({"channel": "srv"})).await["subscribe"].is_object());
     c.close().await;
     assert_eq!(node.stats().subscriptions, 0);
@@ -570,6 +587,9 @@ async fn server_side_subscription_is_cleaned_up_on_close() {
     // Closed before the session ever looked at the change.
     c.close().await;
     assert_eq!(node.stats().subscriptions, 0);
-    assert_eq!(node.presence_stats("srv").await.expect("stats").num_clients, 0);
+    assert_eq!(
+        node.presence_stats("srv").await.expect("stats").num_clients,
+        0
+    );
     assert_eq!(node.subscribe_user("", "srv").await.expect("nobody"), 0);
 }

@@ -1,0 +1,189 @@
+//! A fake authenticator: tokens are `user|seconds-to-expiry|channel,channel` in clear text.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kilat_core::engine::BoxFuture;
+use kilat_core::{AllowSubscribe, Authenticator, Credentials, NamespaceOptions, Node, NodeConfig};
+use kilat_protocol::{ClientError, ErrorCode};
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::support::*;
+
+#[derive(Debug)]
+struct ClearText;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn parse(token: &str) -> Result<Credentials, ClientError> {
+    let mut parts = token.split('|');
+    let user = parts.next().unwrap_or_default().to_owned();
+    let ttl: Option<u64> = parts.next().and_then(|t| t.parse().ok());
+    let channels = parts
+        .next()
+        .map(|c| {
+            c.split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if user == "expired" {
+        return Err(ClientError::new(ErrorCode::TOKEN_EXPIRED, "token expired"));
+    }
+    if user.is_empty() {
+        return Err(ClientError::new(ErrorCode::UNAUTHORIZED, "invalid token"));
+    }
+    Ok(Credentials {
+        user,
+        info: None,
+        expires_at: ttl.map(|t| unix_now() + t),
+        channels,
+    })
+}
+
+impl Authenticator for ClearText {
+    fn verify_connect<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Credentials, ClientError>> {
+        Box::pin(async move { parse(token) })
+    }
+
+    fn verify_subscribe<'a>(
+        &'a self,
+        token: &'a str,
+        user: &'a str,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Credentials, ClientError>> {
+        Box::pin(async move {
+            let credentials = parse(token)?;
+            if credentials.user != user || !credentials.channels.iter().any(|c| c == channel) {
+                return Err(ClientError::new(
+                    ErrorCode::PERMISSION_DENIED,
+                    "token for another channel",
+                ));
+            }
+            Ok(credentials)
+        })
+    }
+}
+
+fn node() -> Node {
+    let mut config = NodeConfig::default();
+    config.namespaces.insert(
+        "private".into(),
+        NamespaceOptions {
+            allow_subscribe: AllowSubscribe::Token,
+            ..NamespaceOptions::default()
+        },
+    );
+    config.token_refresh_grace = Duration::from_secs(5);
+    config.ping_interval = Duration::from_secs(300);
+    let node = Node::new(config);
+    node.set_authenticator(Arc::new(ClearText));
+    node
+}
+
+#[tokio::test]
+async fn connect_token_sets_user_and_subscribes_token_channels() {
+    let node = node();
+    let mut c = Client::new(&node);
+    let reply = c
+        .call("connect", json!({"token": "alice||private:x"}))
+        .await;
+    assert!(reply["connect"]["subs"]["private:x"].is_object(), "{reply}");
+    assert_eq!(
+        c.session().client().map(|i| i.user.clone()),
+        Some("alice".into())
+    );
+    assert!(reply["connect"].get("expires").is_none());
+}
+
+#[tokio::test]
+async fn bad_and_expired_tokens_disconnect() {
+    let node = node();
+    let mut c = Client::new(&node);
+    let err = c
+        .send_raw(r#"{"id":1,"connect":{"token":"|"}}"#)
+        .await
+        .expect_err("bad");
+    assert_eq!(err.code, 3501);
+    assert_eq!(error_code(&c.frames()[0]), Some(401));
+    let mut c = Client::new(&node);
+    let err = c
+        .send_raw(r#"{"id":1,"connect":{"token":"expired"}}"#)
+        .await
+        .expect_err("expired");
+    assert_eq!(err.code, 3005);
+    assert!(err.reconnect);
+    assert_eq!(error_code(&c.frames()[0]), Some(410));
+}
+
+#[tokio::test]
+async fn subscription_tokens_are_verified() {
+    let node = node();
+    let mut c = Client::new(&node);
+    c.call("connect", json!({"token": "alice"})).await;
+    let ok = c
+        .call(
+            "subscribe",
+            json!({"channel": "private:y", "token": "alice||private:y"}),
+        )
+        .await;
+    assert!(ok["subscribe"].is_object(), "{ok}");
+    let wrong = c
+        .call(
+            "subscribe",
+            json!({"channel": "private:z", "token": "alice||private:y"}),
+        )
+        .await;
+    assert_eq!(error_code(&wrong), Some(403));
+    let refreshed = c
+        .call(
+            "sub_refresh",
+            json!({"channel": "private:y", "token": "alice|60|private:y"}),
+        )
+        .await;
+    assert_eq!(refreshed["sub_refresh"]["expires"], json!(true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_connection_gets_a_refresh_push_then_3005() {
+    let node = node();
+    let mut c = Client::new(&node);
+    let reply = c.call("connect", json!({"token": "alice|30"})).await;
+    assert_eq!(reply["connect"]["expires"], json!(true));
+    assert!(
+        reply["connect"]["ttl"]
+            .as_u64()
+            .is_some_and(|t| (29..=30).contains(&t))
+    );
+    let deadline = c.session().next_deadline();
+    assert!(deadline - Instant::now() <= Duration::from_secs(30));
+    tokio::time::advance(deadline - Instant::now()).await;
+    c.session()
+        .on_timer(Instant::now())
+        .expect("refresh push, not yet closed");
+    let frames = c.frames();
+    assert_eq!(frames, [json!({"push": {"refresh": {"ttl": 5}}})]);
+    // A refresh within the grace period keeps the connection.
+    let refreshed = c.call("refresh", json!({"token": "alice|60"})).await;
+    assert_eq!(refreshed["refresh"]["expires"], json!(true));
+    let wrong_user = c.call("refresh", json!({"token": "bob|60"})).await;
+    assert_eq!(error_code(&wrong_user), Some(401));
+    tokio::time::advance(Duration::from_secs(6)).await;
+    c.session().on_timer(Instant::now()).expect("refreshed");
+    // Without another refresh: push at expiry, then 3005 after the grace period.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    c.session().on_timer(Instant::now()).expect("refresh push");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let err = c.session().on_timer(Instant::now()).expect_err("expired");
+    assert_eq!(err, kilat_protocol::Disconnect::TOKEN_EXPIRED);
+}
