@@ -23,8 +23,8 @@ pub(crate) struct ConnectionArgs {
     /// WebSocket endpoint of the server.
     #[arg(long, short = 'u', env = "KILAT_URL", default_value = DEFAULT_URL, value_name = "URL")]
     url: String,
-    /// Connection token (JWT). Not needed against `kilat serve --dev`; mint one with
-    /// `kilat token`.
+    /// Connection token (a JWT signed with the server's token key). Not needed against
+    /// `kilat serve --dev`.
     #[arg(
         long,
         short = 't',
@@ -76,7 +76,7 @@ Examples:
   kilat sub chat:lobby
   kilat sub chat:lobby news --join-leave
   kilat sub chat:lobby | jq -c .data
-  KILAT_URL=ws://10.0.0.5:8000/connection/websocket KILAT_TOKEN=$(kilat token alice) kilat sub dm:#alice,bob";
+  KILAT_URL=ws://10.0.0.5:8000/connection/websocket KILAT_TOKEN=$ALICE_JWT kilat sub 'dm:#alice,bob'";
 
 /// Publish JSON to a channel and print the offset it got.
 #[derive(Debug, Args)]
@@ -322,7 +322,7 @@ fn explain(what: &str, error: &Error) -> anyhow::Error {
     };
     let hint = match (code, error) {
         (Some(401 | 3501), _) => Some(
-            "the server wants a valid connection token: pass --token or set KILAT_TOKEN (mint one with `kilat token`), or run the server with --dev",
+            "the server wants a valid connection token: pass --token or set KILAT_TOKEN, or run the server with --dev",
         ),
         (Some(403), _) if what.starts_with("publishing") => Some(
             "the namespace does not allow client publish; use the server API (POST /api/publish) or configure allow_publish for the namespace",

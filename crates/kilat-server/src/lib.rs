@@ -1,1 +1,136 @@
-//! kilat-server (being written).
+//! The kilat server as a library: configuration, the HTTP router on one listener, the wiring of
+//! transports to the hub, and graceful shutdown.
+//!
+//! - [`config`]: `kilat.toml`, `KILAT_*` variables and flag overrides, merged in that order.
+//! - `router`: every endpoint of PROTOCOL.md section 1 that exists so far, plus the web UI.
+//! - `driver`: the one connection loop all transports share, joining a transport's `Wire` to a
+//!   [`kilat_core::Session`].
+//! - `websocket`: the upgrade handler and the WebSocket `Wire`.
+//! - `emulation`: SSE and HTTP-streaming transports and the emulation endpoint.
+//! - `api`: the server HTTP API (`POST /api/<method>`) and its OpenAPI document.
+//! - `assets`: the web UI, demos and JavaScript SDK embedded in the binary.
+//! - `metrics`: `/metrics` in the Prometheus text format.
+//!
+//! Design decisions:
+//! - [`run`] takes a bound listener and a shutdown future, so tests start a real server on port 0
+//!   and stop it deterministically (STYLE.md section 2).
+//! - Connections are counted by a semaphore taken before the upgrade is accepted: past the limit a
+//!   new upgrade gets HTTP 503 and nobody already connected notices.
+//! - Shutdown drains: readiness turns 503 first, the listener stops, every session is told 3000
+//!   (reconnect elsewhere), and the process waits a bounded time for them to flush.
+#![warn(missing_docs)]
+
+mod api;
+mod assets;
+pub mod config;
+mod driver;
+mod emulation;
+mod metrics;
+mod router;
+mod websocket;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kilat_core::Node;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+/// What the HTTP handlers share; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    /// The hub every transport hands its sessions to.
+    pub(crate) node: Node,
+    /// Transport settings derived once from the config, read by each upgrade.
+    pub(crate) ws: Arc<kilat_transport::ws::WsConfig>,
+    /// One permit per open connection; upgrades past `max_connections` get 503.
+    pub(crate) connections: Arc<Semaphore>,
+    /// The configured connection limit, for `/metrics`.
+    pub(crate) max_connections: usize,
+    /// Set when shutdown begins: `/ready` answers 503 and new upgrades are refused.
+    pub(crate) draining: Arc<AtomicBool>,
+    /// Tracks connection tasks so shutdown can wait for them to flush.
+    pub(crate) tasks: TaskTracker,
+    /// Emulated (SSE, HTTP streaming) sessions, for routing emulation POSTs to them.
+    pub(crate) sessions: emulation::Sessions,
+    /// Server API key and idempotency memory.
+    pub(crate) api: api::ApiHandle,
+    /// When the server started, for `info`.
+    pub(crate) started: std::time::Instant,
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Accepting or serving on the listener failed.
+    #[error("serving HTTP failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then drains and returns.
+///
+/// On shutdown: `/ready` turns 503, the listener stops accepting, every connection gets
+/// disconnect 3000, and the call returns once they have closed or
+/// `config.server.shutdown_timeout` has passed, whichever is first.
+///
+/// # Errors
+/// [`ServerError::Io`] when serving fails.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let node = Node::new(config.node.clone());
+    let state = AppState {
+        node: node.clone(),
+        ws: Arc::new(config.websocket.transport()),
+        connections: Arc::new(Semaphore::new(config.server.max_connections)),
+        max_connections: config.server.max_connections,
+        draining: Arc::new(AtomicBool::new(false)),
+        tasks: TaskTracker::new(),
+        sessions: emulation::Sessions::default(),
+        api: Arc::new(api::Api::new(config.api.key.clone(), config.node.dev)),
+        started: std::time::Instant::now(),
+    };
+    let app = router::router(state.clone());
+    let draining = state.draining.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal_node = node.clone();
+    let on_signal = async move {
+        shutdown.await;
+        tracing::info!(
+            "shutting down: refusing new connections, telling clients to reconnect (3000)"
+        );
+        draining.store(true, Ordering::SeqCst);
+        signal_node.shutdown();
+        let _ = stop_tx.send(());
+    };
+    let serve = axum::serve(listener, app).with_graceful_shutdown(on_signal);
+    let http = tokio::spawn(async move { serve.await });
+
+    // Waiting for the stop signal first keeps the drain timeout from starting before shutdown.
+    let _ = stop_rx.await;
+    state.tasks.close();
+    let deadline = config.server.shutdown_timeout;
+    let drained = tokio::time::timeout(deadline, async {
+        state.tasks.wait().await;
+        http.await
+    })
+    .await;
+    match drained {
+        Ok(Ok(result)) => result?,
+        Ok(Err(join)) => tracing::error!(error = %join, "HTTP server task failed"),
+        Err(_) => tracing::warn!(
+            open = state.tasks.len(),
+            timeout_s = deadline.as_secs_f64(),
+            "shutdown timeout reached with connections still open; closing them"
+        ),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

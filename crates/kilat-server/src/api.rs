@@ -1,0 +1,504 @@
+//! The server HTTP API (PROTOCOL.md section 7): `POST /api/<method>` with
+//! `Authorization: apikey <key>`, for the application's backend to publish, inspect and control.
+//!
+//! Every answer to an authorised, well-formed request is HTTP 200 with `{"result": ...}` or
+//! `{"error": {"code", "message"}}`; a missing or wrong key is 401 and malformed JSON is 400, so
+//! a backend can tell transport problems from refusals. `GET /api/openapi.json` describes it all.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kilat_core::{CoreError, HistoryOptions};
+use kilat_protocol::{ClientError, Disconnect, DisconnectCode, ErrorCode, RawJson, StreamPosition};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+/// The OpenAPI 3 description of this API, served at `/api/openapi.json`.
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+/// Largest API request body, in bytes.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// How long a publish `idempotency_key` is remembered.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(300);
+
+/// Most idempotency keys remembered at once; past it the oldest half is forgotten.
+const IDEMPOTENCY_MAX: usize = 100_000;
+
+/// Every API method, in the order the OpenAPI document lists them.
+pub(crate) const METHODS: &[&str] = &[
+    "publish",
+    "broadcast",
+    "subscribe",
+    "unsubscribe",
+    "disconnect",
+    "presence",
+    "presence_stats",
+    "history",
+    "history_remove",
+    "channels",
+    "info",
+];
+
+/// API access and the memory of recent idempotent publishes.
+#[derive(Debug, Default)]
+pub(crate) struct Api {
+    /// The key clients must present; `None` means the API is closed (or open in dev mode).
+    pub(crate) key: Option<String>,
+    /// Whether a missing key opens the API (dev mode) instead of closing it.
+    pub(crate) open_without_key: bool,
+    /// Results of recent publishes by idempotency key, so a retried publish is not repeated.
+    recent: Mutex<HashMap<String, (Instant, Value)>>,
+}
+
+impl Api {
+    /// API settings from the configuration.
+    pub(crate) fn new(key: Option<String>, dev: bool) -> Self {
+        Api {
+            key: key.filter(|k| !k.is_empty()),
+            open_without_key: dev,
+            recent: Mutex::default(),
+        }
+    }
+
+    /// Whether the request carries the right key (constant-time comparison).
+    fn authorised(&self, headers: &HeaderMap) -> bool {
+        let Some(key) = &self.key else {
+            return self.open_without_key;
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("apikey "))
+            .map(str::trim);
+        presented.is_some_and(|p| constant_time_eq(p.as_bytes(), key.as_bytes()))
+    }
+
+    fn remembered(&self, key: &str) -> Option<Value> {
+        let recent = self.recent.lock();
+        recent
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < IDEMPOTENCY_TTL)
+            .map(|(_, result)| result.clone())
+    }
+
+    fn remember(&self, key: String, result: Value) {
+        let mut recent = self.recent.lock();
+        if recent.len() >= IDEMPOTENCY_MAX {
+            recent.retain(|_, (at, _)| at.elapsed() < IDEMPOTENCY_TTL);
+            if recent.len() >= IDEMPOTENCY_MAX {
+                let mut ages: Vec<Instant> = recent.values().map(|(at, _)| *at).collect();
+                ages.sort_unstable();
+                let cutoff = ages[ages.len() / 2];
+                recent.retain(|_, (at, _)| *at > cutoff);
+            }
+        }
+        recent.insert(key, (Instant::now(), result));
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /api/openapi.json`.
+pub(crate) async fn openapi() -> Response {
+    let mut response = OPENAPI.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `POST /api/{method}`.
+pub(crate) async fn call(
+    State(state): State<AppState>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !state.api.authorised(&headers) {
+        let hint = if state.api.key.is_some() {
+            "missing or wrong API key (send `Authorization: apikey <key>`)"
+        } else {
+            "the server API is disabled: configure api.key (or --api-key / KILAT_API_KEY)"
+        };
+        return http_error(StatusCode::UNAUTHORIZED, hint);
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return http_error(StatusCode::PAYLOAD_TOO_LARGE, "request body over 1 MiB");
+    };
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        axum::body::Bytes::from_static(b"{}")
+    } else {
+        bytes
+    };
+    let outcome = match method.as_str() {
+        "publish" => with(&bytes, |r| publish(&state, r)).await,
+        "broadcast" => with(&bytes, |r| broadcast(&state, r)).await,
+        "subscribe" => with(&bytes, |r| subscribe(&state, r, true)).await,
+        "unsubscribe" => with(&bytes, |r| subscribe(&state, r, false)).await,
+        "disconnect" => with(&bytes, |r| disconnect(&state, r)).await,
+        "presence" => {
+            with(&bytes, |r: ChannelRequest| async move {
+                to_value(state.node.presence(&r.channel).await?)
+            })
+            .await
+        }
+        "presence_stats" => {
+            with(&bytes, |r: ChannelRequest| async move {
+                to_value(state.node.presence_stats(&r.channel).await?)
+            })
+            .await
+        }
+        "history" => with(&bytes, |r| history(&state, r)).await,
+        "history_remove" => {
+            with(&bytes, |r: ChannelRequest| async move {
+                state.node.history_remove(&r.channel).await?;
+                Ok(json!({}))
+            })
+            .await
+        }
+        "channels" => with(&bytes, |r| channels(&state, r)).await,
+        "info" => with(&bytes, |_: Empty| async { Ok(info(&state)) }).await,
+        _ => Outcome::Refused(ClientError::new(
+            ErrorCode::NOT_FOUND,
+            format!(
+                "unknown API method `{method}` (methods: {})",
+                METHODS.join(", ")
+            ),
+        )),
+    };
+    match outcome {
+        Outcome::Result(result) => axum::Json(json!({ "result": result })).into_response(),
+        Outcome::Refused(error) => axum::Json(json!({
+            "error": { "code": error.code, "message": error.message }
+        }))
+        .into_response(),
+        Outcome::Malformed(reason) => http_error(StatusCode::BAD_REQUEST, &reason),
+    }
+}
+
+/// What one API call produced.
+enum Outcome {
+    /// `{"result": ...}`
+    Result(Value),
+    /// `{"error": ...}` with HTTP 200.
+    Refused(ClientError),
+    /// HTTP 400: the body is not the JSON this method takes.
+    Malformed(String),
+}
+
+/// Parses the body as `R` and runs `f`, mapping hub errors to client codes once.
+async fn with<R, F, Fut>(bytes: &[u8], f: F) -> Outcome
+where
+    R: DeserializeOwned,
+    F: FnOnce(R) -> Fut,
+    Fut: Future<Output = Result<Value, ApiError>>,
+{
+    let request = match serde_json::from_slice::<R>(bytes) {
+        Ok(request) => request,
+        Err(error) => return Outcome::Malformed(format!("malformed request: {error}")),
+    };
+    match f(request).await {
+        Ok(result) => Outcome::Result(result),
+        Err(ApiError::Client(error)) => Outcome::Refused(error),
+        Err(ApiError::Core(error)) => {
+            let client = error.to_client_error();
+            if client.code >= 500 {
+                tracing::warn!(%error, "server API call failed");
+            }
+            Outcome::Refused(client)
+        }
+    }
+}
+
+/// Why an API method refused.
+enum ApiError {
+    Core(CoreError),
+    Client(ClientError),
+}
+
+impl From<CoreError> for ApiError {
+    fn from(error: CoreError) -> Self {
+        ApiError::Core(error)
+    }
+}
+
+fn to_value(value: impl serde::Serialize) -> Result<Value, ApiError> {
+    serde_json::to_value(value).map_err(|e| {
+        ApiError::Client(ClientError::new(
+            ErrorCode::INTERNAL,
+            format!("encoding result: {e}"),
+        ))
+    })
+}
+
+fn http_error(status: StatusCode, message: &str) -> Response {
+    let code = u32::from(status.as_u16());
+    (
+        status,
+        axum::Json(json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+#[derive(Deserialize)]
+struct ChannelRequest {
+    channel: String,
+}
+
+#[derive(Deserialize)]
+struct PublishRequest {
+    channel: String,
+    data: RawJson,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+async fn publish(state: &AppState, request: PublishRequest) -> Result<Value, ApiError> {
+    if let Some(result) = request
+        .idempotency_key
+        .as_deref()
+        .and_then(|key| state.api.remembered(key))
+    {
+        return Ok(result);
+    }
+    let position = state.node.publish(&request.channel, request.data).await?;
+    let result = position_value(position.as_ref());
+    if let Some(key) = request.idempotency_key {
+        state.api.remember(key, result.clone());
+    }
+    Ok(result)
+}
+
+fn position_value(position: Option<&StreamPosition>) -> Value {
+    match position {
+        Some(p) => json!({ "offset": p.offset, "epoch": p.epoch }),
+        None => json!({}),
+    }
+}
+
+#[derive(Deserialize)]
+struct BroadcastRequest {
+    channels: Vec<String>,
+    data: RawJson,
+}
+
+/// Publishes to each channel independently; one failure does not stop the others, and the
+/// result lists each channel's outcome in order.
+async fn broadcast(state: &AppState, request: BroadcastRequest) -> Result<Value, ApiError> {
+    let mut responses = Vec::with_capacity(request.channels.len());
+    for channel in &request.channels {
+        let data = request.data.clone();
+        match state.node.publish(channel, data).await {
+            Ok(position) => responses.push(json!({ "result": position_value(position.as_ref()) })),
+            Err(error) => {
+                let e = error.to_client_error();
+                responses.push(json!({ "error": { "code": e.code, "message": e.message } }));
+            }
+        }
+    }
+    Ok(json!({ "responses": responses }))
+}
+
+#[derive(Deserialize)]
+struct UserChannelRequest {
+    user: String,
+    channel: String,
+}
+
+async fn subscribe(
+    _state: &AppState,
+    request: UserChannelRequest,
+    _subscribe: bool,
+) -> Result<Value, ApiError> {
+    kilat_protocol::validate_channel(&request.channel).map_err(CoreError::from)?;
+    let _ = request.user;
+    // Server-side subscriptions need the hub to subscribe a live session on its behalf; until
+    // that exists the API says so instead of pretending.
+    Err(ApiError::Client(ClientError::new(
+        ErrorCode::UNAVAILABLE,
+        "server-side subscriptions are not implemented yet",
+    )))
+}
+
+#[derive(Deserialize)]
+struct DisconnectRequest {
+    user: String,
+    #[serde(default)]
+    client: Option<String>,
+    /// Whether the client may reconnect (3004) or not (3503, the default).
+    #[serde(default)]
+    reconnect: bool,
+}
+
+async fn disconnect(state: &AppState, request: DisconnectRequest) -> Result<Value, ApiError> {
+    let disconnect = if request.reconnect {
+        Disconnect::FORCE_RECONNECT
+    } else {
+        Disconnect::new(
+            DisconnectCode::FORCE_NO_RECONNECT,
+            "disconnected by the server",
+        )
+    };
+    let count = state
+        .node
+        .disconnect(&request.user, request.client.as_deref(), disconnect);
+    Ok(json!({ "connections": count }))
+}
+
+#[derive(Deserialize)]
+struct HistoryRequest {
+    channel: String,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    since: Option<StreamPosition>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+async fn history(state: &AppState, request: HistoryRequest) -> Result<Value, ApiError> {
+    let options = HistoryOptions {
+        limit: request.limit,
+        since: request.since,
+        reverse: request.reverse,
+    };
+    to_value(state.node.history(&request.channel, options).await?)
+}
+
+#[derive(Deserialize)]
+struct ChannelsRequest {
+    /// A glob: `*` matches any run of characters, `?` one character.
+    #[serde(default)]
+    pattern: Option<String>,
+}
+
+async fn channels(state: &AppState, request: ChannelsRequest) -> Result<Value, ApiError> {
+    let channels: Vec<String> = state
+        .node
+        .channels()
+        .into_iter()
+        .filter(|c| {
+            request
+                .pattern
+                .as_deref()
+                .is_none_or(|p| glob_match(p.as_bytes(), c.as_bytes()))
+        })
+        .collect();
+    Ok(json!({ "channels": channels }))
+}
+
+fn info(state: &AppState) -> Value {
+    let stats = state.node.stats();
+    json!({
+        "nodes": [{
+            "id": state.node.id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "connections": stats.connections,
+            "subscriptions": stats.subscriptions,
+            "channels": stats.channels,
+            "publications": stats.publications,
+            "deliveries": stats.deliveries,
+            "uptime_s": state.started.elapsed().as_secs(),
+        }]
+    })
+}
+
+/// Glob matching with `*` and `?`, iterative with one backtrack point (linear in practice and
+/// never exponential, whatever pattern a caller sends).
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Shared handle stored in the app state.
+pub(crate) type ApiHandle = Arc<Api>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_stars_and_question_marks() {
+        assert!(glob_match(b"chat:*", b"chat:lobby"));
+        assert!(glob_match(b"*", b""));
+        assert!(glob_match(b"a?c", b"abc"));
+        assert!(!glob_match(b"a?c", b"ac"));
+        assert!(glob_match(b"*:*:x", b"a:b:c:x"));
+        assert!(!glob_match(b"chat:*", b"news:1"));
+        let hostile = vec![b'*'; 200];
+        assert!(glob_match(&hostile, &[b'a'; 200]));
+    }
+
+    #[test]
+    fn openapi_lists_exactly_the_implemented_methods() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let mut documented: Vec<String> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .filter_map(|p| p.strip_prefix("/api/").map(str::to_owned))
+            .filter(|p| p != "openapi.json")
+            .collect();
+        documented.sort();
+        let mut implemented: Vec<String> = METHODS.iter().map(|m| (*m).to_owned()).collect();
+        implemented.sort();
+        assert_eq!(documented, implemented);
+    }
+
+    #[test]
+    fn key_comparison_requires_exact_match() {
+        let api = Api::new(Some("s3cret".into()), false);
+        let mut headers = HeaderMap::new();
+        assert!(!api.authorised(&headers));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("apikey s3cre"),
+        );
+        assert!(!api.authorised(&headers));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("apikey s3cret"),
+        );
+        assert!(api.authorised(&headers));
+        assert!(!Api::new(None, false).authorised(&HeaderMap::new()));
+        assert!(Api::new(None, true).authorised(&HeaderMap::new()));
+    }
+}

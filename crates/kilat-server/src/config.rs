@@ -1,0 +1,297 @@
+//! Configuration: one TOML document, overlaid by `KILAT_<SECTION>_<KEY>` environment variables
+//! and then by command-line flags.
+//!
+//! The layers are merged as TOML tables before anything is deserialised, so every key has
+//! exactly one meaning and one type whichever layer sets it, and an unknown key is an error with
+//! its layer named, never silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+/// Sections a `KILAT_<SECTION>_<KEY>` variable may name.
+const SECTIONS: &[&str] = &["server", "websocket", "node", "api"];
+
+/// Environment variables that start with `KILAT_` but are not configuration keys.
+const NON_CONFIG_VARS: &[&str] = &["KILAT_LOG", "KILAT_CONFIG", "KILAT_LOG_FORMAT"];
+
+/// The whole server configuration, as read from `kilat.toml`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listener, limits and shutdown.
+    pub server: ServerConfig,
+    /// WebSocket transport options.
+    pub websocket: WebSocketConfig,
+    /// The hub: timeouts, queues, namespaces and their permissions.
+    pub node: kilat_core::NodeConfig,
+    /// The server HTTP API.
+    pub api: ApiConfig,
+}
+
+/// `[api]`: the server HTTP API (`POST /api/<method>`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The key backends send as `Authorization: apikey <key>`. Without one the API answers 401
+    /// to everything, except in dev mode where it is open.
+    pub key: Option<String>,
+}
+
+/// `[server]`: the listener and process-wide limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on for every endpoint (WebSocket, SSE, API, UI).
+    pub listen: SocketAddr,
+    /// Most connections held at once; further WebSocket upgrades are answered with HTTP 503.
+    pub max_connections: usize,
+    /// How long a graceful shutdown waits for connections to close after sending them 3000.
+    #[serde(with = "kilat_core::config::seconds")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            max_connections: 100_000,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[websocket]`: the WebSocket transport.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Largest message accepted from a client, in bytes, after decompression (close 1009 above).
+    pub max_message_size: usize,
+    /// Whether permessage-deflate is offered to clients that ask for it.
+    pub compression: bool,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            max_message_size: 64 * 1024,
+            compression: true,
+        }
+    }
+}
+
+impl WebSocketConfig {
+    /// The transport's own configuration derived from this section.
+    pub fn transport(&self) -> kilat_transport::ws::WsConfig {
+        kilat_transport::ws::WsConfig {
+            max_message_size: self.max_message_size,
+            deflate: self.compression,
+            ..Default::default()
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file named by `--config` or `KILAT_CONFIG`.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        /// The file that failed to parse.
+        path: PathBuf,
+        /// Where and why parsing failed.
+        source: toml::de::Error,
+    },
+    /// An environment variable names no known section.
+    #[error(
+        "environment variable {var} names no config section (hint: use KILAT_<SECTION>_<KEY> with a section of {sections})"
+    )]
+    UnknownSection {
+        /// The offending variable.
+        var: String,
+        /// The sections that exist, for the hint.
+        sections: String,
+    },
+    /// The merged layers do not form a valid configuration (unknown key, wrong type, ...).
+    #[error("invalid configuration: {0} (hint: `kilat config` prints every key with its default)")]
+    Invalid(#[source] toml::de::Error),
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` if given, then `KILAT_*` variables from
+    /// `env`, then `overrides` (what command-line flags set, as a TOML table).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the layer and key at fault.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: Table,
+    ) -> Result<Config, ConfigError> {
+        let mut merged = Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let table: Table = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+            merge(&mut merged, table);
+        }
+        merge(&mut merged, env_table(env)?);
+        merge(&mut merged, overrides);
+        Config::deserialize(Value::Table(merged)).map_err(ConfigError::Invalid)
+    }
+
+    /// The configuration as a TOML document (what `kilat config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Builds a table from `KILAT_<SECTION>_<KEY>=value` variables; other variables are ignored.
+fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<Table, ConfigError> {
+    let mut table = Table::new();
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix("KILAT_") else {
+            continue;
+        };
+        if NON_CONFIG_VARS.contains(&var.as_str()) || rest.starts_with("TEST_") {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = SECTIONS.iter().find_map(|s| {
+            lower
+                .strip_prefix(s)
+                .and_then(|k| k.strip_prefix('_'))
+                .map(|k| (*s, k))
+        }) else {
+            return Err(ConfigError::UnknownSection {
+                var,
+                sections: SECTIONS.join(", "),
+            });
+        };
+        let entry = table
+            .entry(section)
+            .or_insert_with(|| Value::Table(Table::new()));
+        if let Value::Table(t) = entry {
+            t.insert(key.to_owned(), scalar(&raw));
+        }
+    }
+    Ok(table)
+}
+
+/// Reads an environment value as a TOML scalar (number, boolean, array), else as a string.
+fn scalar(raw: &str) -> Value {
+    toml::from_str::<Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_owned()))
+}
+
+/// Merges `top` into `base`; tables merge key by key, anything else is replaced.
+pub fn merge(base: &mut Table, top: Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(t)) => merge(b, t),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_listen_on_localhost_8000() {
+        let config = Config::load(None, vars(&[]), Table::new()).expect("defaults are valid");
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.websocket.max_message_size, 65536);
+        assert!(config.websocket.compression);
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let dir = std::env::temp_dir().join(format!("kilat-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("kilat.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"0.0.0.0:9000\"\nmax_connections = 5\n[websocket]\ncompression = false\n",
+        )
+        .expect("write config");
+        let env = vars(&[
+            ("KILAT_SERVER_MAX_CONNECTIONS", "7"),
+            ("KILAT_WEBSOCKET_MAX_MESSAGE_SIZE", "1024"),
+            ("KILAT_LOG", "debug"),
+            ("PATH", "/bin"),
+        ]);
+        let mut flags = Table::new();
+        merge(
+            &mut flags,
+            toml::from_str("[websocket]\nmax_message_size = 2048").expect("toml"),
+        );
+        let config = Config::load(Some(&path), env, flags).expect("valid layers");
+        assert_eq!(config.server.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.server.max_connections, 7);
+        assert_eq!(config.websocket.max_message_size, 2048);
+        assert!(!config.websocket.compression);
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_errors() {
+        let err = Config::load(None, vars(&[("KILAT_SERVR_LISTEN", "x")]), Table::new())
+            .expect_err("typo in section");
+        assert!(err.to_string().contains("KILAT_SERVR_LISTEN"), "{err}");
+        let err = Config::load(
+            None,
+            vars(&[("KILAT_SERVER_LISTN", "127.0.0.1:1")]),
+            Table::new(),
+        )
+        .expect_err("typo in key");
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn example_file_in_the_repository_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kilat.example.toml");
+        let config = Config::load(Some(&path), vars(&[]), Table::new()).expect("example loads");
+        let chat = config
+            .node
+            .namespace_options("chat:room")
+            .expect("example configures chat");
+        assert_eq!(chat.history_size, 100);
+    }
+
+    #[test]
+    fn rendered_config_loads_back() {
+        let config = Config::default();
+        let text = config.to_toml();
+        let table: Table = toml::from_str(&text).expect("rendered config is TOML");
+        let again = Config::deserialize(Value::Table(table)).expect("rendered config is valid");
+        assert_eq!(again.server.listen, config.server.listen);
+    }
+}

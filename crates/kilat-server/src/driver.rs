@@ -1,0 +1,109 @@
+//! The one connection loop every transport shares: a [`Wire`] (how bytes reach this client)
+//! joined to a hub [`Session`] (what the bytes mean).
+//!
+//! WebSocket, SSE and HTTP streaming differ only in how a client message arrives and how a queued
+//! frame is written; the protocol itself lives once, in `kilat-core`.
+
+use bytes::Bytes;
+use kilat_core::{Outbox, Session};
+use kilat_protocol::{Disconnect, SharedFrame};
+
+/// Most bytes of queued frames written in one go (one vectored write on WebSocket).
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+/// A batch buffer that grew past this many frames is dropped after use, so an idle connection
+/// does not keep the memory of its busiest moment.
+const KEEP_BATCH_CAPACITY: usize = 64;
+
+/// What a transport reads from its client.
+pub(crate) enum Inbound {
+    /// One client message (one or more `\n`-separated frames).
+    Message(Bytes),
+    /// The client sent something the protocol does not allow; close with this code.
+    Refused(Disconnect),
+    /// The client went away or the transport already closed (nothing more to send).
+    Gone,
+}
+
+/// How one transport moves bytes for one connection.
+pub(crate) trait Wire {
+    /// The next thing the client sent.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: it is polled in `select!` against the outbox and timers, and a
+    /// partially read message must stay buffered for the next call.
+    async fn recv(&mut self) -> Inbound;
+
+    /// Writes queued frames, in order.
+    ///
+    /// # Errors
+    /// When the client can no longer be written to; the connection then ends without a close.
+    async fn send(&mut self, frames: &[SharedFrame]) -> std::io::Result<()>;
+
+    /// Tells the client why the connection ends and closes it (a close frame, or a `disconnect`
+    /// push at the end of a stream).
+    async fn close(&mut self, disconnect: &Disconnect);
+}
+
+/// Runs `session` over `wire` until either side ends the connection, then cleans up the session.
+pub(crate) async fn drive(mut wire: impl Wire, mut session: Session, outbox: Outbox) {
+    let mut batch: Vec<SharedFrame> = Vec::new();
+    let close = loop {
+        // Wakes on: a message (or the end) from the client; frames or a close queued for this
+        // connection by its session or the hub; the session's next timer (handshake timeout,
+        // ping, pong timeout).
+        tokio::select! {
+            inbound = wire.recv() => match inbound {
+                // Boxed so the rarely running command handler does not enlarge the state every
+                // idle connection carries.
+                Inbound::Message(text) => {
+                    if let Err(disconnect) = Box::pin(session.handle_message(&text)).await {
+                        break Some(disconnect);
+                    }
+                }
+                Inbound::Refused(disconnect) => break Some(disconnect),
+                Inbound::Gone => break None,
+            },
+            () = outbox.ready() => {
+                let pending_close = outbox.drain(&mut batch, WRITE_BATCH_BYTES);
+                if flush(&mut wire, &mut batch).await.is_err() {
+                    break None;
+                }
+                if pending_close.is_some() {
+                    break pending_close;
+                }
+            }
+            () = tokio::time::sleep_until(session.next_deadline()) => {
+                if let Err(disconnect) = session.on_timer(tokio::time::Instant::now()) {
+                    break Some(disconnect);
+                }
+            }
+        }
+    };
+    if let Some(disconnect) = close {
+        // Replies and pushes queued before the close still reach the client first.
+        loop {
+            let pending_close = outbox.drain(&mut batch, WRITE_BATCH_BYTES);
+            let empty = batch.is_empty();
+            if flush(&mut wire, &mut batch).await.is_err() || empty || pending_close.is_some() {
+                break;
+            }
+        }
+        tracing::debug!(code = disconnect.code, reason = %disconnect.reason, "closing connection");
+        wire.close(&disconnect).await;
+    }
+    session.close().await;
+}
+
+/// Writes and empties `batch`; releases its memory when it grew large.
+async fn flush(wire: &mut impl Wire, batch: &mut Vec<SharedFrame>) -> std::io::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let written = wire.send(batch).await;
+    batch.clear();
+    if batch.capacity() > KEEP_BATCH_CAPACITY {
+        *batch = Vec::new();
+    }
+    written
+}

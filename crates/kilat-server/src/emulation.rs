@@ -1,0 +1,332 @@
+//! The emulated transports for networks where WebSocket fails (PROTOCOL.md sections 1 and 6):
+//! Server-Sent Events (`GET /connection/sse`), HTTP streaming (`POST /connection/stream`), and
+//! the `POST /connection/emulation` endpoint that carries their client-to-server commands.
+//!
+//! Both streams run the same [`driver`] loop as WebSocket; only the [`Wire`] differs: frames go
+//! out as SSE events or NDJSON lines through a small bounded channel into the response body, and
+//! commands come in from emulation POSTs through a per-session channel found in [`Sessions`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kilat_core::{Outbox, Session, TransportInfo};
+use kilat_protocol::{Disconnect, EncodingSlot, SharedFrame};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use crate::AppState;
+use crate::driver::{self, Inbound, Wire};
+
+/// Encoding slot of a frame as one SSE event (`data:` lines and a blank line).
+const SSE_SLOT: EncodingSlot = EncodingSlot(10);
+/// Encoding slot of a frame as NDJSON lines.
+const NDJSON_SLOT: EncodingSlot = EncodingSlot(11);
+/// Response chunks buffered between a connection task and hyper; a client that reads slower
+/// than this backs up into its outbox, which disconnects it with 3001 when full.
+const BODY_CHUNKS: usize = 16;
+/// Commands waiting for a session task; a client posting faster gets HTTP 429.
+const COMMAND_QUEUE: usize = 64;
+/// Largest connect command or emulation POST body accepted, in bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Emulated sessions of this node by session id, so emulation POSTs find their connection.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Sessions {
+    inner: Arc<Mutex<HashMap<String, mpsc::Sender<Bytes>>>>,
+}
+
+impl Sessions {
+    fn insert(&self, id: String, commands: mpsc::Sender<Bytes>) {
+        self.inner.lock().insert(id, commands);
+    }
+
+    fn remove(&self, id: &str) {
+        self.inner.lock().remove(id);
+    }
+
+    fn get(&self, id: &str) -> Option<mpsc::Sender<Bytes>> {
+        self.inner.lock().get(id).cloned()
+    }
+}
+
+/// Which emulated stream format a connection uses.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Sse,
+    Ndjson,
+}
+
+impl Format {
+    fn transport(self) -> TransportInfo {
+        TransportInfo {
+            name: match self {
+                Format::Sse => "sse",
+                Format::Ndjson => "http_stream",
+            },
+            emulated: true,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Sse => "text/event-stream",
+            Format::Ndjson => "application/x-ndjson",
+        }
+    }
+
+    /// The frame's bytes in this format, computed once per frame for all receivers.
+    fn encode(self, frame: &SharedFrame) -> Bytes {
+        match self {
+            Format::Sse => frame.encoded(SSE_SLOT, sse_event),
+            Format::Ndjson => frame.encoded(NDJSON_SLOT, |json| {
+                let mut line = Vec::with_capacity(json.len() + 1);
+                line.extend_from_slice(json);
+                line.push(b'\n');
+                Bytes::from(line)
+            }),
+        }
+    }
+}
+
+/// One SSE event carrying `json`; a batched frame becomes several `data:` lines, which an
+/// `EventSource` joins back with `\n`, exactly the batching rule of PROTOCOL.md section 2.
+fn sse_event(json: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(json.len() + 16);
+    for line in json.split(|b| *b == b'\n') {
+        event.extend_from_slice(b"data: ");
+        event.extend_from_slice(line);
+        event.push(b'\n');
+    }
+    event.push(b'\n');
+    Bytes::from(event)
+}
+
+/// Query of `GET /connection/sse`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SseQuery {
+    /// The connect command frame, URL-encoded JSON.
+    connect: Option<String>,
+}
+
+/// `GET /connection/sse?connect=...`
+pub(crate) async fn sse(State(state): State<AppState>, Query(query): Query<SseQuery>) -> Response {
+    let Some(connect) = query.connect else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "missing `connect` query parameter (the connect command as URL-encoded JSON)",
+        );
+    };
+    if connect.len() > MAX_BODY {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "connect command too large");
+    }
+    open_stream(state, Bytes::from(connect), Format::Sse).await
+}
+
+/// `POST /connection/stream` with the connect command as the body.
+pub(crate) async fn stream(State(state): State<AppState>, body: Body) -> Response {
+    match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(connect) => open_stream(state, connect, Format::Ndjson).await,
+        Err(_) => refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "connect command too large or unreadable",
+        ),
+    }
+}
+
+/// Body of `POST /connection/emulation`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmulationRequest {
+    /// The session id from the stream's connect result.
+    session: String,
+    /// The node id from the stream's connect result.
+    node: String,
+    /// One client command frame (or several, `\n`-separated, as a string).
+    command: Box<serde_json::value::RawValue>,
+}
+
+/// `POST /connection/emulation`: hands a command to the session's connection task; the reply
+/// comes back on the session's stream, so this answers 204 as soon as the command is queued.
+pub(crate) async fn emulation(State(state): State<AppState>, body: Body) -> Response {
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "emulation body too large");
+    };
+    let request: EmulationRequest = match serde_json::from_slice(&bytes) {
+        Ok(request) => request,
+        Err(error) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("emulation body must be {{\"session\",\"node\",\"command\"}}: {error}"),
+            );
+        }
+    };
+    if request.node != state.node.id() {
+        // Cross-node forwarding arrives with the Redis engine; a single node owns every session.
+        return refuse(StatusCode::NOT_FOUND, "session belongs to another node");
+    }
+    let Some(commands) = state.sessions.get(&request.session) else {
+        return refuse(StatusCode::NOT_FOUND, "unknown or closed session");
+    };
+    // A command may be sent as a JSON object or as a string holding one or more frames.
+    let raw = request.command.get();
+    let command = match serde_json::from_str::<String>(raw) {
+        Ok(text) => Bytes::from(text),
+        Err(_) => Bytes::copy_from_slice(raw.as_bytes()),
+    };
+    match commands.try_send(command) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(mpsc::error::TrySendError::Full(_)) => refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many commands in flight for this session",
+        ),
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            refuse(StatusCode::NOT_FOUND, "unknown or closed session")
+        }
+    }
+}
+
+/// Starts an emulated connection: runs `connect`, then streams every frame of the session.
+async fn open_stream(state: AppState, connect: Bytes, format: Format) -> Response {
+    if state.draining.load(Ordering::SeqCst) {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
+    }
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached, try another node or later",
+        );
+    };
+    let outbox = Outbox::new(state.node.config().client_queue_max_bytes);
+    let mut session = Session::new(&state.node, format.transport(), outbox.clone());
+    let (commands_tx, commands_rx) = mpsc::channel::<Bytes>(COMMAND_QUEUE);
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(BODY_CHUNKS);
+    // The connect command runs before the response starts, so its result (or refusal) is the
+    // first thing on the stream and the session id is known before any POST can arrive.
+    let connected = Box::pin(session.handle_message(&connect)).await;
+    let session_id = session.client().map(|info| info.client.clone());
+    let wire = StreamWire {
+        format,
+        commands: commands_rx,
+        body: body_tx,
+    };
+    let tasks = state.tasks.clone();
+    let sessions = state.sessions.clone();
+    tasks.spawn(async move {
+        run_stream(
+            wire,
+            session,
+            outbox,
+            connected,
+            session_id,
+            sessions,
+            permit,
+            commands_tx,
+        )
+        .await;
+    });
+    let body = Body::from_stream(tokio_stream_from(body_rx));
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    // Tells nginx-style proxies not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the arguments
+async fn run_stream(
+    mut wire: StreamWire,
+    session: Session,
+    outbox: Outbox,
+    connected: Result<(), Disconnect>,
+    session_id: Option<String>,
+    sessions: Sessions,
+    permit: OwnedSemaphorePermit,
+    commands_tx: mpsc::Sender<Bytes>,
+) {
+    match connected {
+        Ok(()) => {
+            if let Some(id) = &session_id {
+                sessions.insert(id.clone(), commands_tx);
+            } else {
+                drop(commands_tx);
+            }
+            driver::drive(wire, session, outbox).await;
+        }
+        Err(disconnect) => {
+            drop(commands_tx);
+            // Whatever the session queued (an error reply) goes out before the disconnect.
+            let mut batch = Vec::new();
+            outbox.drain(&mut batch, usize::MAX);
+            let _ = wire.send(&batch).await;
+            wire.close(&disconnect).await;
+            session.close().await;
+        }
+    }
+    if let Some(id) = session_id {
+        sessions.remove(&id);
+    }
+    drop(permit);
+}
+
+/// An emulated connection's side of the shared driver.
+struct StreamWire {
+    format: Format,
+    /// Commands posted to `/connection/emulation` for this session.
+    commands: mpsc::Receiver<Bytes>,
+    /// Chunks of the streaming response body.
+    body: mpsc::Sender<Result<Bytes, Infallible>>,
+}
+
+impl Wire for StreamWire {
+    async fn recv(&mut self) -> Inbound {
+        tokio::select! {
+            command = self.commands.recv() => match command {
+                Some(text) => Inbound::Message(text),
+                None => Inbound::Gone,
+            },
+            // The client closed the response (hyper dropped the body).
+            () = self.body.closed() => Inbound::Gone,
+        }
+    }
+
+    async fn send(&mut self, frames: &[SharedFrame]) -> std::io::Result<()> {
+        for frame in frames {
+            self.body
+                .send(Ok(self.format.encode(frame)))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self, disconnect: &Disconnect) {
+        let push = kilat_protocol::push::encode_push_kind(None, "disconnect", disconnect);
+        let frame = SharedFrame::new(push);
+        let _ = self.body.send(Ok(self.format.encode(&frame))).await;
+    }
+}
+
+/// A response body stream over a channel receiver.
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<Result<Bytes, Infallible>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn refuse(status: StatusCode, reason: &str) -> Response {
+    (status, format!("{reason}\n")).into_response()
+}

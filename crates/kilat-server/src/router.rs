@@ -1,0 +1,106 @@
+//! The HTTP routes of one listener (PROTOCOL.md section 1).
+
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::{AppState, api, assets, emulation, metrics, websocket};
+
+/// Builds the router over shared state.
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/connection/websocket", get(websocket::upgrade))
+        .route("/connection/sse", get(emulation::sse))
+        .route("/connection/stream", post(emulation::stream))
+        .route("/connection/emulation", post(emulation::emulation))
+        .route("/api/openapi.json", get(api::openapi))
+        .route("/api/{method}", post(api::call))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/", get(assets::index))
+        .route("/ui/{*path}", get(assets::ui))
+        .route("/sdk/{*path}", get(assets::sdk))
+        .route("/demo/{*path}", get(assets::demo))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Liveness: the process is up and serving HTTP.
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: 503 while draining so a load balancer moves traffic away.
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&state),
+    )
+        .into_response()
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "not found\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn state() -> AppState {
+        AppState {
+            node: kilat_core::Node::new(kilat_core::NodeConfig::default()),
+            ws: Arc::new(kilat_transport::ws::WsConfig::default()),
+            connections: Arc::new(tokio::sync::Semaphore::new(10)),
+            max_connections: 10,
+            draining: Arc::new(AtomicBool::new(false)),
+            tasks: tokio_util::task::TaskTracker::new(),
+            sessions: crate::emulation::Sessions::default(),
+            api: Arc::new(crate::api::Api::new(None, false)),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    async fn status(app: Router, path: &str) -> StatusCode {
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        app.oneshot(request).await.expect("infallible").status()
+    }
+
+    #[tokio::test]
+    async fn readiness_turns_503_while_draining_but_health_stays_ok() {
+        let state = state();
+        let app = router(state.clone());
+        assert_eq!(status(app.clone(), "/ready").await, StatusCode::OK);
+        state.draining.store(true, Ordering::SeqCst);
+        assert_eq!(
+            status(app.clone(), "/ready").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(status(app.clone(), "/health").await, StatusCode::OK);
+        // New upgrades are refused while draining, before any handshake validation.
+        assert_eq!(
+            status(app, "/connection/websocket").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

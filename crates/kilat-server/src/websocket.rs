@@ -1,0 +1,110 @@
+//! `GET /connection/websocket`: the upgrade handler and the connection task that joins a
+//! WebSocket to a hub [`Session`].
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use kilat_core::{Outbox, Session, TransportInfo};
+use kilat_protocol::{Disconnect, DisconnectCode, SharedFrame};
+use kilat_transport::ws::{self, Message, WsConnection};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::AppState;
+use crate::driver::{self, Inbound, Wire};
+
+/// Validates the upgrade, takes a connection permit and hands the socket to a connection task.
+pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    if state.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response();
+    }
+    let handshake = match ws::negotiate(&parts, &state.ws) {
+        Ok(handshake) => handshake,
+        Err(refused) => {
+            tracing::debug!(reason = %refused, "websocket upgrade refused");
+            return refused.into_response::<Body>();
+        }
+    };
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        tracing::warn!(
+            limit = state.max_connections,
+            "connection limit reached; refusing upgrade"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached, try another node or later\n",
+        )
+            .into_response();
+    };
+    let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "connection cannot be upgraded (HTTP/1.1 required)\n",
+        )
+            .into_response();
+    };
+    let response = handshake.response::<Body>();
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let conn = WsConnection::new(TokioIo::new(upgraded), &handshake, &state.ws);
+                drop(handshake);
+                serve_connection(conn, state, permit).await;
+            }
+            Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
+        }
+    });
+    response
+}
+
+/// Runs one WebSocket connection until either side closes it.
+async fn serve_connection<IO>(conn: WsConnection<IO>, state: AppState, permit: OwnedSemaphorePermit)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let outbox = Outbox::new(state.node.config().client_queue_max_bytes);
+    let session = Session::new(
+        &state.node,
+        TransportInfo {
+            name: "websocket",
+            emulated: false,
+        },
+        outbox.clone(),
+    );
+    driver::drive(WsWire(conn), session, outbox).await;
+    drop(permit);
+}
+
+/// The WebSocket side of a connection for the shared [`driver`].
+struct WsWire<IO>(WsConnection<IO>);
+
+impl<IO> Wire for WsWire<IO>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    async fn recv(&mut self) -> Inbound {
+        match self.0.read_message().await {
+            Ok(Message::Text(text)) => Inbound::Message(text),
+            Ok(Message::Binary(_)) => Inbound::Refused(Disconnect::new(
+                DisconnectCode::BAD_REQUEST,
+                "binary messages are not part of the protocol",
+            )),
+            // The codec has already answered the peer's close or sent its own error close.
+            Ok(Message::Close { .. }) | Err(_) => Inbound::Gone,
+        }
+    }
+
+    async fn send(&mut self, frames: &[SharedFrame]) -> std::io::Result<()> {
+        self.0.send_frames(frames).await
+    }
+
+    async fn close(&mut self, disconnect: &Disconnect) {
+        let _ = self.0.close(disconnect.code, &disconnect.reason).await;
+    }
+}

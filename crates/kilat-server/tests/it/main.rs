@@ -1,0 +1,13 @@
+//! Integration tests of the kilat server over real sockets: one test binary, one module per area.
+
+/// Starting servers, raw WebSocket frames and a tungstenite client.
+mod support;
+
+/// SSE and HTTP streaming with the emulation endpoint.
+mod emulation;
+/// Plain HTTP endpoints: health, readiness, metrics, the UI, unknown paths.
+mod http;
+/// Graceful shutdown and the session timers (handshake timeout, ping/pong).
+mod lifecycle;
+/// Transport limits and errors: each bad input gets its code and other connections keep working.
+mod limits;
