@@ -65,7 +65,13 @@ pub struct MemoryBroker {
     shards: Box<[Mutex<HashMap<String, Stream>>]>,
     /// How long a stream's offset and epoch outlive its last publication.
     meta_ttl: Duration,
+    /// Publishes since start; every [`SWEEP_EVERY`]th sweeps its shard of dead streams.
+    publishes: std::sync::atomic::AtomicU64,
 }
+
+/// How often (in publishes) a shard is swept of streams whose metadata expired, so channels
+/// that are never touched again do not stay in memory.
+const SWEEP_EVERY: u64 = 1024;
 
 impl std::fmt::Debug for MemoryBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,6 +94,7 @@ impl MemoryBroker {
             handler: OnceLock::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             meta_ttl,
+            publishes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -127,6 +134,12 @@ impl Broker for MemoryBroker {
         Box::pin(async move {
             let now = Instant::now();
             let mut map = lock(self.shard(channel));
+            let n = self
+                .publishes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
+                map.retain(|_, stream| stream.meta_expires > now);
+            }
             if options.history_size == 0 || options.history_ttl.is_zero() {
                 publication.offset = None;
                 if let Some(handler) = self.handler.get() {

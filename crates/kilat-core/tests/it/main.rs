@@ -6,6 +6,8 @@ mod support;
 
 /// Token verification through a fake `Authenticator`: connect, subscribe, refresh, expiry.
 mod auth;
+/// Parallel publishers and recovering subscribers on a multi-threaded runtime.
+mod concurrency;
 /// The engine conformance suite against the memory engine, and memory-engine TTLs.
 mod engine;
 /// Outbox limits, drain, ping/pong and timers.
