@@ -111,6 +111,10 @@ fn offsets(publications: &[Publication]) -> Vec<u64> {
 }
 
 /// Runs every broker check, each against a fresh broker from `factory`.
+///
+/// # Panics
+/// When the broker breaks a rule of the [`Broker`] contract (the message names the rule), or an
+/// operation fails.
 pub async fn broker_conformance<F>(factory: F)
 where
     F: Fn() -> Arc<dyn Broker>,
@@ -300,6 +304,9 @@ async fn join_and_leave_reach_the_handler(broker: Arc<dyn Broker>) {
 }
 
 /// Runs every presence store check against `store`.
+///
+/// # Panics
+/// When the store breaks a rule of the [`PresenceStore`] contract, or an operation fails.
 pub async fn presence_conformance(store: Arc<dyn PresenceStore>) {
     let ch = channel("presence");
     let ttl = Duration::from_secs(60);
