@@ -1,4 +1,4 @@
-// Reconnect delays: exponential backoff with full jitter.
+// Timing: reconnect delays (exponential backoff with full jitter) and ttl timers.
 
 /**
  * Delay before reconnect attempt number `attempt` (0 for the first retry).
@@ -20,4 +20,13 @@ export function backoff(attempt, min, max, random = Math.random) {
   const ceiling = Math.min(max, min * 2 ** step);
   if (ceiling <= min) return Math.min(min, max);
   return Math.floor(min + random() * (ceiling - min));
+}
+
+/**
+ * A ttl in seconds as a setTimeout delay, clamped to what timers can hold (about 24.8 days;
+ * a larger value would fire at once).
+ * @param {number} ttl
+ */
+export function ttlDelay(ttl) {
+  return Math.min(Math.max(0, ttl * 1000), 0x7fffffff);
 }

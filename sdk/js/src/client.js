@@ -4,7 +4,7 @@
 import { EventEmitter } from './emitter.js';
 import { DisconnectCode, ErrorCode, KilatError, shouldReconnect } from './errors.js';
 import { decodeFrames, isPing } from './codec.js';
-import { backoff } from './backoff.js';
+import { backoff, ttlDelay } from './backoff.js';
 import { createTransport, resolveEndpoints, TRANSPORTS } from './transports.js';
 import { Subscription } from './subscription.js';
 import { VERSION } from './version.js';
@@ -79,6 +79,8 @@ export class Kilat extends EventEmitter {
     this._refreshing = false;
     this._connectId = 0;
     this._serverPing = 0;
+    /** When the last message arrived (ms), for the ping watchdog. */
+    this._lastSeen = 0;
     /** Pending `disconnect` push, applied when the transport closes. */
     this._disconnectPush = null;
     /** @type {Map<string, Subscription>} */
@@ -151,6 +153,9 @@ export class Kilat extends EventEmitter {
    * @returns {Subscription}
    */
   newSubscription(channel, options) {
+    if (typeof channel !== 'string' || channel === '') {
+      throw new KilatError(ErrorCode.BAD_CONFIGURATION, 'channel must be a non-empty string');
+    }
     if (this._subs.has(channel)) {
       throw new KilatError(ErrorCode.ALREADY_SUBSCRIBED, `subscription to ${channel} already exists`);
     }
@@ -554,7 +559,7 @@ export class Kilat extends EventEmitter {
     if (this._refreshTimer) clearTimeout(this._refreshTimer);
     this._refreshTimer = null;
     if (result.expires && result.ttl > 0 && typeof this._options.getToken === 'function') {
-      this._refreshTimer = setTimeout(() => this._refreshToken(), result.ttl * 1000);
+      this._refreshTimer = setTimeout(() => this._refreshToken(), ttlDelay(result.ttl));
     }
   }
 
@@ -585,16 +590,30 @@ export class Kilat extends EventEmitter {
     }
   }
 
+  /**
+   * Watches for the server's pings: if nothing at all arrives for the server's ping interval
+   * plus `maxServerPingDelay`, the connection is dead (a half-open TCP connection never
+   * closes by itself) and the client reconnects. Every message counts as a sign of life; the
+   * timer re-arms itself instead of being reset per message.
+   */
   _resetPingTimer() {
     if (this._pingTimer) clearTimeout(this._pingTimer);
     this._pingTimer = null;
     if (!(this._serverPing > 0)) return;
     const gen = this._connGen;
-    this._pingTimer = setTimeout(() => {
+    const limit = this._serverPing * 1000 + this._options.maxServerPingDelay;
+    const check = () => {
       if (gen !== this._connGen || this.state !== 'connected') return;
+      const idle = Date.now() - this._lastSeen;
+      if (idle < limit) {
+        this._pingTimer = setTimeout(check, limit - idle);
+        return;
+      }
       this._debug('no ping from server: reconnecting');
       this._teardown(DisconnectCode.NO_PING, 'no ping', true, true);
-    }, this._serverPing * 1000 + this._options.maxServerPingDelay);
+    };
+    this._lastSeen = Date.now();
+    this._pingTimer = setTimeout(check, limit);
   }
 
   // ---------- inbound ----------
@@ -610,7 +629,7 @@ export class Kilat extends EventEmitter {
     }
     this._debug('recv', frames);
     const gen = this._connGen;
-    if (this.state === 'connected') this._resetPingTimer();
+    this._lastSeen = Date.now();
     for (const frame of frames) {
       if (gen !== this._connGen) return; // a frame tore the connection down
       this._onFrame(frame);

@@ -2,7 +2,7 @@
 
 import { EventEmitter } from './emitter.js';
 import { ErrorCode, KilatError } from './errors.js';
-import { backoff } from './backoff.js';
+import { backoff, ttlDelay } from './backoff.js';
 
 /** @typedef {'unsubscribed' | 'subscribing' | 'subscribed'} SubscriptionState */
 
@@ -286,12 +286,20 @@ export class Subscription extends EventEmitter {
     this._refreshTimer = setTimeout(() => {
       this._refreshTimer = null;
       this._refresh();
-    }, ttl * 1000);
+    }, ttlDelay(ttl));
   }
 
   /** Token expired (server `refresh` push with our channel, or our own timer): send `sub_refresh`. */
   async _refresh() {
-    if (!this._getToken || this.state !== 'subscribed') return;
+    if (this.state !== 'subscribed') return;
+    if (!this._getToken) {
+      this.emit('error', {
+        channel: this.channel,
+        type: 'refresh',
+        error: new KilatError(ErrorCode.TOKEN_UNAVAILABLE, 'server asked for a subscription token but no getToken is set'),
+      });
+      return;
+    }
     const gen = this._client._connGen;
     try {
       this._tokenExpired = true;

@@ -30,3 +30,10 @@ test('the ceiling is capped at max and huge attempts do not overflow', () => {
   assert.equal(backoff(-3, 500, 20_000, () => 0.5), 500);
   assert.equal(backoff(0, 500, 200, () => 0.5), 200);
 });
+
+test('ttl timers are clamped to what setTimeout can hold', async () => {
+  const { ttlDelay } = await import('../src/backoff.js');
+  assert.equal(ttlDelay(30), 30_000);
+  assert.equal(ttlDelay(-1), 0);
+  assert.equal(ttlDelay(10 * 365 * 86400), 0x7fffffff);
+});

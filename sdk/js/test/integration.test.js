@@ -58,6 +58,25 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
     await server?.stop();
   });
 
+  test('the server serves the SDK at /sdk/kilat.js with every module it imports', async (t) => {
+    const res = await fetch(`${server.httpUrl}/sdk/kilat.js`);
+    if (res.status === 404) return t.skip('the server does not serve /sdk/ yet');
+    const seen = new Set();
+    const queue = ['kilat.js'];
+    while (queue.length > 0) {
+      const file = queue.shift();
+      if (seen.has(file)) continue;
+      seen.add(file);
+      const r = await fetch(`${server.httpUrl}/sdk/${file}`);
+      assert.equal(r.status, 200, `/sdk/${file}`);
+      assert.match(r.headers.get('content-type') ?? '', /javascript/, `/sdk/${file} content-type`);
+      const text = await r.text();
+      for (const m of text.matchAll(/(?:import|export)[^'"]*from\s+'\.\/([\w.-]+\.js)'/g)) queue.push(m[1]);
+    }
+    assert.ok(seen.size >= 7, `modules: ${[...seen].join(', ')}`);
+    await res.arrayBuffer();
+  });
+
   test('connects over WebSocket and gets a client id', async () => {
     const c = client();
     const ctx = nextEvent(c, 'connected', 5000);
