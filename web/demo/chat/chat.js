@@ -638,6 +638,9 @@ window.kilatChat = {
 if (state.name) {
   start();
 } else {
+  const r = roomFromHash() ?? DEFAULT_ROOMS[0];
+  els.roomTitle.textContent = `#${r}`;
+  els.input.placeholder = `Message #${r}`;
   els.nameDialog.showModal();
   els.nameInput.focus();
 }

@@ -215,7 +215,13 @@ export function messageEl(rec) {
   head.className = 'msg-head';
   const author = document.createElement('span');
   author.className = 'msg-author';
-  author.textContent = rec.own ? `${rec.name} (you)` : rec.name;
+  author.textContent = rec.name;
+  if (rec.own) {
+    const you = document.createElement('span');
+    you.className = 'sr-only';
+    you.textContent = ' (you)';
+    author.append(you);
+  }
   author.style.color = rec.own ? '' : `hsl(${hue(rec.name)} 50% 42%)`;
   const time = document.createElement('time');
   time.className = 'msg-time';
