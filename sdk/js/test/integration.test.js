@@ -165,6 +165,56 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
     assert.deepEqual(seen, ['before', 'gap1', 'gap2', 'gap3', 'after']);
   });
 
+  /** Calls the server HTTP API (open without a key in --dev). */
+  async function api(method, body) {
+    const res = await fetch(`${server.httpUrl}/api/${method}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    assert.equal(res.status, 200, `/api/${method}`);
+    const json = await res.json();
+    assert.equal(json.error, undefined, `/api/${method}: ${JSON.stringify(json.error)}`);
+    return json.result;
+  }
+
+  test('a publication through the server API reaches the subscriber', async () => {
+    const ch = channel();
+    const c = await connected();
+    const sub = await subscribed(c, ch);
+    const got = nextEvent(sub, 'publication');
+    await api('publish', { channel: ch, data: { from: 'backend' } });
+    assert.deepEqual((await got).data, { from: 'backend' });
+  });
+
+  test('forced disconnect with reconnect (3004): the client reconnects and recovers', async () => {
+    const ch = channel();
+    const c = await connected();
+    const sub = await subscribed(c, ch);
+    const connecting = nextEvent(c, 'connecting');
+    const resubscribed = nextEvent(sub, 'subscribed', 5000);
+    await api('disconnect', { user: '', client: c.clientId, reconnect: true });
+    assert.equal((await connecting).code, 3004);
+    const ctx = await resubscribed;
+    assert.equal(ctx.recovered, true);
+    assert.equal(c.state, 'connected');
+  });
+
+  for (const name of ['websocket', 'sse']) {
+    test(`forced disconnect without reconnect (3503) over ${name}: the client stays disconnected`, async (t) => {
+      if (name === 'sse' && !features.sse) return t.skip('server answers 404 on /connection/sse');
+      const c = client({ transports: [name] });
+      c.connect();
+      await c.ready(5000);
+      const disc = nextEvent(c, 'disconnected');
+      await api('disconnect', { user: '', client: c.clientId });
+      const ctx = await disc;
+      assert.equal(ctx.code, 3503);
+      await sleep(300);
+      assert.equal(c.state, 'disconnected', 'no reconnect after 35xx');
+    });
+  }
+
   test('an application ping is answered: the connection survives several ping intervals', async (t) => {
     const fastPing = new KilatServer({ args: ['--ping-interval', '0.3', '--pong-timeout', '0.3'] });
     await fastPing.start();
@@ -228,6 +278,23 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
 });
 
 describe('kilat server restart', { skip: skip ?? false }, () => {
+  test('graceful drain (SIGTERM) sends 3000 and the client reconnects to the next server', async (t) => {
+    const srv = new KilatServer();
+    await srv.start();
+    t.after(() => srv.stop());
+    const c = new Kilat(srv.wsUrl, { websocket: WebSocket, minReconnectDelay: 100, maxReconnectDelay: 300, timeout: 4000 });
+    t.after(() => c.disconnect());
+    c.connect();
+    await c.ready(5000);
+    const connecting = nextEvent(c, 'connecting', 10_000);
+    const reconnected = new Promise((r) => c.on('connected', r));
+    await srv.restart({ hard: false });
+    const ctx = await connecting;
+    assert.equal(ctx.code, 3000, `drain disconnect code (got ${ctx.code} ${ctx.reason})`);
+    await reconnected;
+    assert.equal(c.state, 'connected');
+  });
+
   test('recovery after a server restart is honest: history is gone, recovered is false', async (t) => {
     const srv = new KilatServer();
     await srv.start();
