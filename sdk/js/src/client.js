@@ -383,11 +383,15 @@ export class Kilat extends EventEmitter {
     }
     const connectFrame = { id: connectId, connect: params };
     this._debug('opening', transport.name, 'transport');
+    let opened = false;
+    // A transport that hangs without opening (a proxy that swallows the upgrade) counts as
+    // failed to open, so the next transport is tried; one that opened but got no connect
+    // reply is a plain failure with backoff.
     const connectTimer = setTimeout(() => {
       if (gen !== this._connGen || this.state !== 'connecting') return;
-      this._debug('connect reply timed out');
+      this._debug(opened ? 'connect reply timed out' : `${transport.name} did not open in time`);
       transport.close();
-      this._onTransportClose(gen, { code: DisconnectCode.CONNECT_TIMEOUT, reason: 'connect timeout', opened: true });
+      this._onTransportClose(gen, { code: DisconnectCode.CONNECT_TIMEOUT, reason: opened ? 'connect timeout' : 'open timeout', opened });
     }, this._options.timeout);
     this._pending.set(connectId, {
       resolve: (result) => {
@@ -404,6 +408,7 @@ export class Kilat extends EventEmitter {
     transport.open(connectFrame, {
       onOpen: () => {
         if (gen !== this._connGen) return;
+        opened = true;
         this._debug(transport.name, 'open');
       },
       onMessage: (text) => {

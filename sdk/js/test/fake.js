@@ -5,13 +5,14 @@ import { decodeFrames, encodeFrames } from '../src/codec.js';
 
 /**
  * Returns a fresh fake WebSocket class. `server(frame, socket)` is called for each frame the
- * client sends (after splitting batches); return value ignored. Options: `refuse` (never opens).
+ * client sends (after splitting batches); return value ignored. Options: `refuse` (closes without opening), `hang` (stays connecting forever).
  */
-export function fakeWebSocket({ server = () => {}, refuse = false } = {}) {
+export function fakeWebSocket({ server = () => {}, refuse = false, hang = false } = {}) {
   class FakeSocket {
     static instances = [];
     static server = server;
     static refuse = refuse;
+    static hang = hang;
 
     constructor(url) {
       this.url = url;
@@ -21,7 +22,7 @@ export function fakeWebSocket({ server = () => {}, refuse = false } = {}) {
       this.onopen = this.onmessage = this.onclose = this.onerror = null;
       FakeSocket.instances.push(this);
       setTimeout(() => {
-        if (this.readyState !== 0) return;
+        if (this.readyState !== 0 || FakeSocket.hang) return;
         if (FakeSocket.refuse) {
           this.readyState = 3;
           this.onerror?.({ message: 'refused' });

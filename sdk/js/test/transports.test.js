@@ -64,6 +64,17 @@ test('fallback order: websocket refused -> sse', async (t) => {
   assert.equal(WS.instances[0].url, 'ws://test.invalid/connection/websocket');
 });
 
+test('a WebSocket that hangs without opening falls back after the timeout', async (t) => {
+  const WS = fakeWebSocket({ hang: true });
+  const fetch = fakeFetch({ server: emulatedServer([]) });
+  const client = new Kilat(URL, { websocket: WS, fetch, timeout: 100, ...fast });
+  t.after(() => client.disconnect());
+  client.connect();
+  await client.ready(2000);
+  assert.equal(client.transportName, 'sse');
+  assert.equal(WS.instances[0].closedBy?.byClient, true, 'the hanging socket was closed');
+});
+
 test('fallback order: websocket refused, sse 404 -> http_stream', async (t) => {
   const WS = fakeWebSocket({ refuse: true });
   const fetch = fakeFetch({ server: emulatedServer([]), status: { sse: 404 } });
@@ -127,4 +138,15 @@ test('a disconnect push on an emulated transport with a 35xx code stops reconnec
   fetch.state.conns[0].push({ push: { disconnect: { code: 3504, reason: 'banned', reconnect: false } } });
   assert.deepEqual(await disc, { code: 3504, reason: 'banned' });
   assert.equal(fetch.state.conns[0].closed, true, 'stream aborted by the client');
+});
+
+test('an open transport without a connect reply is retried with backoff, not skipped', async (t) => {
+  const WS = fakeWebSocket({ server: () => {} }); // opens, never answers
+  const fetch = fakeFetch({ server: emulatedServer([]) });
+  const client = new Kilat(URL, { websocket: WS, fetch, timeout: 50, ...fast });
+  t.after(() => client.disconnect());
+  client.connect();
+  await until(() => WS.instances.length >= 2, 2000, 'a second websocket attempt');
+  assert.equal(fetch.state.requests.length, 0, 'no fallback to sse');
+  assert.equal(client.state, 'connecting');
 });
