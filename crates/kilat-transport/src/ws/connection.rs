@@ -12,18 +12,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kilat_protocol::{EncodingSlot, SharedFrame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::deflate::{InflateError, Inflater, compressed_frame};
-use super::frame::{
-    ClosePayloadError, FrameHeader, HeaderError, MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE,
-    OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, apply_mask, encode_close, encode_frame,
-    parse_close_payload,
-};
-use super::utf8::Utf8Validator;
-use super::{Handshake, Message, Violation, WsConfig, WsError};
+use super::decoder::{Decoder, Event};
+use super::deflate::compressed_frame;
+use super::frame::{FrameHeader, OP_BINARY, OP_PONG, OP_TEXT, encode_close, encode_frame};
+use super::{CLOSE_NORMAL, Handshake, Message, Violation, WsConfig, WsError};
 
 /// Encoding slot of a plain (uncompressed) text frame.
 pub const SLOT_PLAIN: EncodingSlot = EncodingSlot(0);
@@ -62,43 +58,6 @@ enum State {
     Closed,
 }
 
-/// The frame whose payload is arriving.
-#[derive(Debug, Clone, Copy)]
-struct FrameProgress {
-    /// Its header (opcode, flags, mask key, length).
-    head: FrameHeader,
-    /// Payload bytes handled so far: unmasked (and UTF-8 checked) bytes at the front of
-    /// `rbuf` while reading; bytes thrown away while draining after a close.
-    done: u64,
-    /// Whether the payload is plain text to validate as it arrives.
-    check_utf8: bool,
-}
-
-/// A fragmented data message being assembled.
-#[derive(Debug)]
-struct Partial {
-    /// Text or binary.
-    opcode: u8,
-    /// Whether its frames are compressed (RSV1 on the first frame).
-    compressed: bool,
-    /// Wire payload bytes received so far (what the raw size limit counts).
-    wire_len: u64,
-    /// The message so far (inflated when compressed).
-    data: Vec<u8>,
-}
-
-/// What one parsing step achieved.
-enum Step {
-    /// A complete data message.
-    Message(Message),
-    /// The peer's close frame arrived (reply queued).
-    PeerClosed,
-    /// Something was consumed; run another step.
-    Progress,
-    /// The buffered bytes are not enough; read from the socket.
-    NeedBytes,
-}
-
 /// One server-side WebSocket connection over any byte stream.
 ///
 /// Reading and writing both take `&mut self`: the connection task owns it and alternates
@@ -112,18 +71,10 @@ pub struct WsConnection<IO> {
     rbuf: BytesMut,
     /// Control frames (pong, close) waiting to be written; written before any data frame.
     wbuf: Vec<u8>,
-    /// The frame being received, after its header was parsed.
-    frame: Option<FrameProgress>,
-    /// The fragmented message being assembled; boxed to keep the idle struct small.
-    message: Option<Box<Partial>>,
-    /// UTF-8 state of the text message being received.
-    utf8: Utf8Validator,
-    /// Decompression of client messages, when permessage-deflate was agreed.
-    inflater: Option<Inflater>,
+    /// Frame and message state of the read side (sans I/O).
+    decoder: Decoder,
     /// Window bits we compress with, when permessage-deflate was agreed.
     server_window_bits: Option<u8>,
-    /// Limit on a message's size (inflated size for compressed ones).
-    max_message_size: usize,
     /// Text shorter than this is sent uncompressed.
     deflate_min_size: usize,
     /// How long `close` waits for the peer's close.
@@ -141,13 +92,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
             io,
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
-            frame: None,
-            message: None,
-            utf8: Utf8Validator::default(),
-            inflater: deflate
-                .map(|p| Inflater::new(p.client_window_bits, !p.client_no_context_takeover)),
+            decoder: Decoder::new(handshake, config),
             server_window_bits: deflate.map(|p| p.server_window_bits),
-            max_message_size: config.max_message_size,
             deflate_min_size: config.deflate_min_size,
             close_timeout: config.close_timeout,
             state: State::Open,
@@ -228,7 +174,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
             State::Open => {
                 self.wbuf
                     .extend_from_slice(&encode_close(Some(code), reason));
-                self.enter_drain();
+                self.decoder.start_skipping();
+                self.state = State::CloseSent;
             }
             State::ReplyQueued { .. } => {
                 // The peer already closed and our reply is queued: send it and finish.
@@ -237,7 +184,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
                 result?;
                 return self.io.shutdown().await;
             }
-            // fail() already set up the drain; a drain cut short by a timeout resumes as is.
+            // fail() already started skipping; a drain cut short by a timeout resumes as is.
             State::Failed(_) | State::CloseSent => self.state = State::CloseSent,
         }
         let timeout = self.close_timeout;
@@ -345,13 +292,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
                 }
                 State::CloseSent | State::Closed => return Poll::Ready(Err(WsError::Closed)),
             }
-            match self.step() {
-                Ok(Step::Message(message)) => {
+            match self.decoder.step(&mut self.rbuf) {
+                Ok(Event::Message(message)) => {
                     self.release_idle_buffer();
                     return Poll::Ready(Ok(message));
                 }
-                Ok(Step::PeerClosed | Step::Progress) => {}
-                Ok(Step::NeedBytes) => {
+                Ok(Event::Ping(payload)) => {
+                    self.wbuf
+                        .extend_from_slice(&encode_frame(OP_PONG, false, &payload));
+                }
+                Ok(Event::Close { code, reason }) => {
+                    // Echo the peer's code (RFC 6455 5.5.1); a close without code gets 1000.
+                    self.wbuf
+                        .extend_from_slice(&encode_close(Some(code.unwrap_or(CLOSE_NORMAL)), ""));
+                    self.state = State::ReplyQueued { code, reason };
+                }
+                Ok(Event::Progress) => {}
+                Ok(Event::NeedBytes) => {
+                    // The frame's size was checked: reserve its whole payload so big frames
+                    // are read straight into place.
+                    let remaining = self.decoder.payload_remaining(self.rbuf.len());
+                    self.rbuf.reserve(remaining);
                     if ready!(self.poll_fill(cx))? == 0 {
                         self.state = State::Closed;
                         return Poll::Ready(Err(WsError::Eof));
@@ -362,28 +323,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
         }
     }
 
-    /// Queues the close frame for a violation and drops the message in progress.
+    /// Queues the close frame for a violation and starts skipping input.
     fn fail(&mut self, violation: Violation) {
         tracing::debug!(%violation, "failing websocket connection");
         self.wbuf
             .extend_from_slice(&encode_close(Some(violation.close_code()), ""));
-        self.message = None;
-        if let Some(inflater) = &mut self.inflater {
-            inflater.end_message(false);
-        }
-        self.utf8 = Utf8Validator::default();
-        self.enter_drain();
+        self.decoder.start_skipping();
         self.state = State::Failed(violation);
-    }
-
-    /// Switches to discarding input after our close frame: the frame in progress is skipped
-    /// from its start, all of which is still at the front of `rbuf`.
-    fn enter_drain(&mut self) {
-        if let Some(frame) = &mut self.frame {
-            frame.done = 0;
-        }
-        self.message = None;
-        self.state = State::CloseSent;
     }
 
     /// Frees the read buffer when it holds nothing, so an idle connection owns no buffer.
@@ -395,11 +341,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
 
     /// Reads once from the socket into `rbuf`; `Ok(0)` is EOF.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.decoder.payload_remaining(0) == 0 {
+            // Between frames: nothing reserved is worth keeping while we wait.
+            self.release_idle_buffer();
+        }
         if self.rbuf.capacity() - self.rbuf.len() >= STACK_READ {
             // A large frame is expected and room was reserved: read straight into it.
             return tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf);
         }
-        self.release_idle_buffer();
         let mut stack = [0u8; STACK_READ];
         let mut buf = ReadBuf::new(&mut stack);
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
@@ -428,279 +377,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.poll_flush_wbuf(cx))?;
-            if let Some(frame) = &mut self.frame {
-                let remaining = frame.head.payload_len - frame.done;
-                let skip = remaining.min(self.rbuf.len() as u64);
-                self.rbuf.advance(skip as usize);
-                frame.done += skip;
-                if frame.done == frame.head.payload_len {
-                    let was_close = frame.head.opcode == OP_CLOSE;
-                    self.frame = None;
-                    if was_close {
-                        return Poll::Ready(Ok(()));
-                    }
-                    continue;
-                }
-            } else {
-                match FrameHeader::parse(&self.rbuf) {
-                    Ok((head, n)) => {
-                        self.rbuf.advance(n);
-                        self.frame = Some(FrameProgress {
-                            head,
-                            done: 0,
-                            check_utf8: false,
-                        });
-                        continue;
-                    }
-                    Err(HeaderError::Incomplete) => {}
-                    Err(HeaderError::LengthOverflow) => return Poll::Ready(Ok(())),
-                }
-            }
-            // Keep at most a small buffer while discarding.
-            if self.rbuf.is_empty() {
-                self.rbuf = BytesMut::new();
+            if self.decoder.skip(&mut self.rbuf).is_some() {
+                return Poll::Ready(Ok(()));
             }
             if ready!(self.poll_fill(cx))? == 0 {
                 return Poll::Ready(Ok(()));
             }
         }
-    }
-
-    /// Parses what is buffered: a header, more payload, or a complete frame.
-    fn step(&mut self) -> Result<Step, Violation> {
-        let Some(frame) = &mut self.frame else {
-            let (head, n) = match FrameHeader::parse(&self.rbuf) {
-                Ok(parsed) => parsed,
-                Err(HeaderError::Incomplete) => return Ok(Step::NeedBytes),
-                Err(HeaderError::LengthOverflow) => {
-                    return Err(Violation::Protocol("frame length has its top bit set"));
-                }
-            };
-            self.rbuf.advance(n);
-            self.frame = Some(FrameProgress {
-                head,
-                done: 0,
-                check_utf8: false,
-            });
-            let check_utf8 = self.check_header(&head)?;
-            if let Some(frame) = &mut self.frame {
-                frame.check_utf8 = check_utf8;
-            }
-            // The size was checked: reserve the whole payload now so big frames are read
-            // straight into place.
-            let wanted = usize::try_from(head.payload_len).unwrap_or(usize::MAX);
-            self.rbuf.reserve(wanted.saturating_sub(self.rbuf.len()));
-            return Ok(Step::Progress);
-        };
-
-        // Unmask (and check) whatever part of the payload has arrived since the last step.
-        let len = frame.head.payload_len;
-        let available = len.min(self.rbuf.len() as u64);
-        if frame.done < available {
-            let range = frame.done as usize..available as usize;
-            if let Some(key) = frame.head.mask {
-                apply_mask(&mut self.rbuf[range.clone()], key, frame.done as usize);
-            }
-            if frame.check_utf8 {
-                self.utf8
-                    .feed(&self.rbuf[range])
-                    .map_err(|_| Violation::InvalidUtf8)?;
-            }
-            frame.done = available;
-        }
-        if frame.done < len {
-            return Ok(Step::NeedBytes);
-        }
-        let head = frame.head;
-        self.frame = None;
-        let payload = self.rbuf.split_to(len as usize);
-        self.complete_frame(head, payload)
-    }
-
-    /// Checks a header against RFC 6455 5.2-5.5 and the size limit before any payload is
-    /// read. Returns whether the payload must be UTF-8 checked as it arrives.
-    fn check_header(&self, head: &FrameHeader) -> Result<bool, Violation> {
-        if head.mask.is_none() {
-            return Err(Violation::Protocol("client frame is not masked"));
-        }
-        if head.rsv2 || head.rsv3 {
-            return Err(Violation::Protocol("reserved bits set"));
-        }
-        let compressed = match head.opcode {
-            OP_CLOSE | OP_PING | OP_PONG => {
-                if !head.fin {
-                    return Err(Violation::Protocol("fragmented control frame"));
-                }
-                if head.rsv1 {
-                    return Err(Violation::Protocol("RSV1 set on a control frame"));
-                }
-                if head.payload_len > MAX_CONTROL_PAYLOAD as u64 {
-                    return Err(Violation::Protocol("control frame longer than 125 bytes"));
-                }
-                return Ok(false);
-            }
-            OP_TEXT | OP_BINARY => {
-                if self.message.is_some() {
-                    return Err(Violation::Protocol(
-                        "new data message inside a fragmented message",
-                    ));
-                }
-                if head.rsv1 && self.inflater.is_none() {
-                    return Err(Violation::Protocol("RSV1 set without permessage-deflate"));
-                }
-                head.rsv1
-            }
-            OP_CONTINUATION => {
-                let Some(message) = &self.message else {
-                    return Err(Violation::Protocol("continuation frame without a message"));
-                };
-                if head.rsv1 {
-                    return Err(Violation::Protocol("RSV1 set on a continuation frame"));
-                }
-                message.compressed
-            }
-            _ => return Err(Violation::Protocol("reserved opcode")),
-        };
-        // Compressed data may be slightly larger than its inflated form (stored blocks); the
-        // real limit on it is applied while inflating.
-        let limit = self.max_message_size as u64;
-        let wire_limit = if compressed {
-            limit + limit / 16 + 1024
-        } else {
-            limit
-        };
-        let so_far = self.message.as_ref().map_or(0, |m| m.wire_len);
-        if so_far.saturating_add(head.payload_len) > wire_limit {
-            return Err(Violation::TooBig {
-                limit: self.max_message_size,
-            });
-        }
-        let opcode = match &self.message {
-            Some(message) => message.opcode,
-            None => head.opcode,
-        };
-        Ok(opcode == OP_TEXT && !compressed)
-    }
-
-    /// Acts on a complete frame whose payload is unmasked.
-    fn complete_frame(&mut self, head: FrameHeader, payload: BytesMut) -> Result<Step, Violation> {
-        match head.opcode {
-            OP_PING => {
-                self.wbuf
-                    .extend_from_slice(&encode_frame(OP_PONG, false, &payload));
-                Ok(Step::Progress)
-            }
-            OP_PONG => Ok(Step::Progress),
-            OP_CLOSE => {
-                let (code, reason) = parse_close_payload(&payload).map_err(|e| match e {
-                    ClosePayloadError::Protocol => Violation::Protocol("invalid close payload"),
-                    ClosePayloadError::InvalidUtf8 => Violation::InvalidCloseReason,
-                })?;
-                // Echo the peer's code (RFC 6455 5.5.1); a close without code gets 1000.
-                self.wbuf
-                    .extend_from_slice(&encode_close(Some(code.unwrap_or(1000)), ""));
-                self.state = State::ReplyQueued {
-                    code,
-                    reason: reason.to_owned(),
-                };
-                self.message = None;
-                Ok(Step::PeerClosed)
-            }
-            OP_TEXT | OP_BINARY if head.fin && !head.rsv1 => {
-                // The common case: a whole message in one plain frame, returned without a copy.
-                if head.opcode == OP_TEXT {
-                    self.utf8.finish().map_err(|_| Violation::InvalidUtf8)?;
-                    Ok(Step::Message(Message::Text(payload.freeze())))
-                } else {
-                    Ok(Step::Message(Message::Binary(payload.freeze())))
-                }
-            }
-            OP_TEXT | OP_BINARY => {
-                let mut message = Box::new(Partial {
-                    opcode: head.opcode,
-                    compressed: head.rsv1,
-                    wire_len: 0,
-                    data: Vec::new(),
-                });
-                self.append(&mut message, &payload)?;
-                if head.fin {
-                    self.finish(*message).map(Step::Message)
-                } else {
-                    self.message = Some(message);
-                    Ok(Step::Progress)
-                }
-            }
-            _ => {
-                // check_header only lets a continuation through when a message is in progress.
-                let Some(mut message) = self.message.take() else {
-                    return Err(Violation::Protocol("continuation frame without a message"));
-                };
-                self.append(&mut message, &payload)?;
-                if head.fin {
-                    self.finish(*message).map(Step::Message)
-                } else {
-                    self.message = Some(message);
-                    Ok(Step::Progress)
-                }
-            }
-        }
-    }
-
-    /// Adds one frame's payload to a message, inflating and checking it as needed.
-    fn append(&mut self, message: &mut Partial, payload: &[u8]) -> Result<(), Violation> {
-        message.wire_len += payload.len() as u64;
-        if !message.compressed {
-            // Plain text was already UTF-8 checked as it arrived.
-            message.data.extend_from_slice(payload);
-            return Ok(());
-        }
-        let before = message.data.len();
-        let limit = self.max_message_size;
-        let inflater = self
-            .inflater
-            .as_mut()
-            .ok_or(Violation::Protocol("RSV1 set without permessage-deflate"))?;
-        inflater
-            .inflate(payload, &mut message.data, limit)
-            .map_err(|e| inflate_violation(e, limit))?;
-        if message.opcode == OP_TEXT {
-            self.utf8
-                .feed(&message.data[before..])
-                .map_err(|_| Violation::InvalidUtf8)?;
-        }
-        Ok(())
-    }
-
-    /// Completes a message after its final frame.
-    fn finish(&mut self, mut message: Partial) -> Result<Message, Violation> {
-        if message.compressed {
-            let before = message.data.len();
-            let limit = self.max_message_size;
-            if let Some(inflater) = &mut self.inflater {
-                inflater
-                    .finish(&mut message.data, limit)
-                    .map_err(|e| inflate_violation(e, limit))?;
-            }
-            if message.opcode == OP_TEXT {
-                self.utf8
-                    .feed(&message.data[before..])
-                    .map_err(|_| Violation::InvalidUtf8)?;
-            }
-        }
-        let data = Bytes::from(std::mem::take(&mut message.data));
-        if message.opcode == OP_TEXT {
-            self.utf8.finish().map_err(|_| Violation::InvalidUtf8)?;
-            Ok(Message::Text(data))
-        } else {
-            Ok(Message::Binary(data))
-        }
-    }
-}
-
-fn inflate_violation(e: InflateError, limit: usize) -> Violation {
-    match e {
-        InflateError::TooBig => Violation::TooBig { limit },
-        InflateError::Corrupt => Violation::BadCompression,
     }
 }
 
@@ -740,4 +423,178 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::frame::{OP_CLOSE, OP_CONTINUATION, OP_PING, apply_mask};
+    use super::*;
+    use proptest::prelude::*;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    fn handshake(deflate: bool) -> Handshake {
+        let mut req = http::Request::builder()
+            .uri("/")
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13");
+        if deflate {
+            req = req.header("sec-websocket-extensions", "permessage-deflate");
+        }
+        let (parts, ()) = req.body(()).expect("request").into_parts();
+        super::super::negotiate(&parts, &WsConfig::default()).expect("valid")
+    }
+
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+        let head = FrameHeader {
+            fin,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode,
+            mask: Some(key),
+            payload_len: payload.len() as u64,
+        };
+        let mut out = Vec::new();
+        head.encode(&mut out);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        apply_mask(&mut out[start..], key, 0);
+        out
+    }
+
+    /// Runs `wire` through a connection, delivered in chunks cut at `cuts`; returns the
+    /// messages read until the connection errors, and what the server wrote back.
+    fn run(wire: &[u8], cuts: &[usize], deflate: bool) -> (Vec<Message>, Option<String>, Vec<u8>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (server_io, mut client): (DuplexStream, DuplexStream) = tokio::io::duplex(1 << 20);
+            let mut conn = WsConnection::new(server_io, &handshake(deflate), &WsConfig::default());
+            let mut bounds: Vec<usize> = cuts.iter().map(|c| (*c).min(wire.len())).collect();
+            bounds.push(0);
+            bounds.push(wire.len());
+            bounds.sort_unstable();
+            let mut messages = Vec::new();
+            let mut error = None;
+            for w in bounds.windows(2) {
+                client.write_all(&wire[w[0]..w[1]]).await.expect("write");
+                // Read until this chunk is used up (the read is cancelled when it stalls).
+                loop {
+                    let read = tokio::time::timeout(Duration::from_millis(5), conn.read_message());
+                    match read.await {
+                        Ok(Ok(m)) => {
+                            let closed = matches!(m, Message::Close { .. });
+                            messages.push(m);
+                            if closed {
+                                error = Some("closed by peer".to_owned());
+                                break;
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            error = Some(e.to_string());
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if error.is_some() {
+                    break;
+                }
+            }
+            drop(conn);
+            let mut back = Vec::new();
+            let _ = client.read_to_end(&mut back).await;
+            (messages, error, back)
+        })
+    }
+
+    #[test]
+    fn pings_are_answered_and_close_is_echoed() {
+        let mut wire = client_frame(true, OP_PING, b"abc", [9, 8, 7, 6]);
+        wire.extend(client_frame(
+            true,
+            OP_CLOSE,
+            &[0x0F, 0xA0, b'x'],
+            [1, 1, 1, 1],
+        ));
+        let (messages, error, back) = run(&wire, &[], false);
+        assert_eq!(
+            messages,
+            vec![Message::Close {
+                code: Some(4000),
+                reason: "x".into()
+            }]
+        );
+        assert_eq!(error.as_deref(), Some("closed by peer"));
+        let mut expected = encode_frame(OP_PONG, false, b"abc").to_vec();
+        expected.extend_from_slice(&encode_close(Some(4000), ""));
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn idle_connection_holds_no_buffers() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (server_io, mut client) = tokio::io::duplex(1 << 16);
+            let mut conn = WsConnection::new(server_io, &handshake(true), &WsConfig::default());
+            client
+                .write_all(&client_frame(true, OP_TEXT, &[b'a'; 3000], [1, 2, 3, 4]))
+                .await
+                .expect("write");
+            let message = conn.read_message().await.expect("message");
+            assert_eq!(message, Message::Text(vec![b'a'; 3000].into()));
+            assert_eq!(conn.rbuf.capacity(), 0);
+            assert_eq!(conn.wbuf.capacity(), 0);
+            assert!(conn.decoder.is_idle());
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn fragmented_messages_round_trip(
+            texts in proptest::collection::vec("\\PC{0,40}", 1..4),
+            fragments in 1usize..5,
+            keys in proptest::collection::vec(any::<[u8; 4]>(), 20),
+            cuts in proptest::collection::vec(0usize..2000, 0..8),
+            ping_between in any::<bool>(),
+        ) {
+            let mut wire = Vec::new();
+            let mut k = keys.iter().cycle();
+            for text in &texts {
+                let bytes = text.as_bytes();
+                let size = bytes.len().div_ceil(fragments).max(1);
+                let pieces: Vec<&[u8]> = if bytes.is_empty() { vec![&[][..]] } else { bytes.chunks(size).collect() };
+                for (i, piece) in pieces.iter().enumerate() {
+                    let opcode = if i == 0 { OP_TEXT } else { OP_CONTINUATION };
+                    let key = *k.next().expect("cycle");
+                    wire.extend(client_frame(i + 1 == pieces.len(), opcode, piece, key));
+                    if ping_between {
+                        wire.extend(client_frame(true, OP_PING, b"p", key));
+                    }
+                }
+            }
+            let (messages, error, _) = run(&wire, &cuts, false);
+            prop_assert!(error.is_none(), "{error:?}");
+            let expected: Vec<Message> = texts.iter().map(|t| Message::Text(Bytes::copy_from_slice(t.as_bytes()))).collect();
+            prop_assert_eq!(messages, expected);
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(
+            wire in proptest::collection::vec(any::<u8>(), 0..300),
+            cuts in proptest::collection::vec(0usize..300, 0..4),
+            deflate in any::<bool>(),
+        ) {
+            let _ = run(&wire, &cuts, deflate);
+        }
+    }
 }

@@ -4,6 +4,8 @@
 //!   is the `101` answer.
 //! - [`WsConnection`] reads messages (cancel safe) and writes [`SharedFrame`]s whose wire
 //!   encoding is computed once per frame and setting, then shared by every connection.
+//! - [`Decoder`] is the read side without I/O (bytes in, messages out), for fuzzing and
+//!   custom transports; [`frame`] is the frame header codec beneath it.
 //! - [`echo`] is an echo server on the same code, for Autobahn runs and client debugging.
 //!
 //! [`SharedFrame`]: kilat_protocol::SharedFrame
@@ -14,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 mod connection;
+pub mod decoder;
 mod deflate;
 pub mod echo;
 pub mod frame;
@@ -21,6 +24,7 @@ mod handshake;
 mod utf8;
 
 pub use connection::{SLOT_DEFLATE_9, SLOT_DEFLATE_15, SLOT_PLAIN, WsConnection};
+pub use decoder::{Decoder, Event};
 pub use handshake::{DeflateParams, Handshake, HandshakeError, negotiate};
 
 /// Limits and options of WebSocket connections.
