@@ -353,22 +353,23 @@ impl ConnectionTask {
     ) -> Result<(), Ended> {
         match frame {
             ServerFrame::Ping => write(sink, ClientFrame::Ping.encode()).await,
-            ServerFrame::Reply { id, reply } => self.on_reply(sink, session, id, Ok(reply)).await,
-            ServerFrame::Error { id, error } => self.on_reply(sink, session, id, Err(error)).await,
+            ServerFrame::Reply { id, reply } => {
+                self.on_reply(session, id, Ok(reply));
+                Ok(())
+            }
+            ServerFrame::Error { id, error } => {
+                self.on_reply(session, id, Err(error));
+                Ok(())
+            }
             ServerFrame::Push(push) => self.on_push(sink, session, push).await,
         }
     }
 
-    async fn on_reply(
-        &mut self,
-        _sink: &mut Sink,
-        session: &mut Session,
-        id: u32,
-        reply: Result<Reply, ClientError>,
-    ) -> Result<(), Ended> {
+    /// Routes a reply to whoever waits for it; subscribe results also go through the tracker.
+    fn on_reply(&mut self, session: &mut Session, id: u32, reply: Result<Reply, ClientError>) {
         let Some(pending) = session.pending.remove(&id) else {
-            tracing::debug!(id, "reply to an unknown or abandoned command");
-            return Ok(());
+            tracing::debug!(id, "reply to an unknown command");
+            return;
         };
         match pending {
             Pending::Reply(tx) => {
@@ -405,7 +406,6 @@ impl ConnectionTask {
                 }
             },
         }
-        Ok(())
     }
 
     async fn on_push(

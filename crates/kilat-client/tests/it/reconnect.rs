@@ -262,3 +262,27 @@ async fn the_first_connect_fails_fast() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn application_pings_are_answered_so_the_server_keeps_the_client() {
+    let server = TestServer::start_with(|config| {
+        config.node.ping_interval = Duration::from_millis(100);
+        config.node.pong_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let (client, mut events) = connect(server.url()).await;
+    client
+        .subscribe("alive", SubscribeOptions::default())
+        .await
+        .expect("subscribe");
+    // Several ping rounds: a client that did not answer would be gone with 3002 by now.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    while let Some(event) = events.try_next() {
+        assert!(
+            !matches!(event, Event::Disconnected { .. }),
+            "disconnected: {event:?}"
+        );
+    }
+    client.publish("alive", &1).await.expect("still connected");
+    assert_eq!(offsets(&publications(&mut events, "alive", 1).await), [1]);
+}

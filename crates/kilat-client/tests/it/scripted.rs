@@ -177,3 +177,55 @@ async fn reconnectable_codes_reconnect() {
     ));
     peer.abort();
 }
+
+#[tokio::test]
+async fn a_silent_server_is_detected_and_replaced() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = ws_url(listener.local_addr().expect("addr"));
+    let peer = tokio::spawn(async move {
+        // Announces a 1 s ping interval, then never pings: the connection looks dead.
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.expect("upgrade");
+        let _connect = read_json(&mut ws).await;
+        ws.send(Message::text(
+            r#"{"id":1,"connect":{"client":"c1","version":"x","ping":1}}"#,
+        ))
+        .await
+        .expect("send");
+        let _second = accept(&listener).await;
+        std::future::pending::<()>().await;
+    });
+    let config = kilat_client::ClientConfig {
+        ping_grace: std::time::Duration::from_millis(200),
+        ..fast(url)
+    };
+    let (_client, mut events) = kilat_client::Client::connect(config)
+        .await
+        .expect("connect");
+    let lost = next_matching(&mut events, "Disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            lost,
+            Event::Disconnected {
+                code: kilat_client::CODE_TRANSPORT,
+                reconnect: true,
+                ..
+            }
+        ),
+        "{lost:?}"
+    );
+    next_matching(&mut events, "Connected", |e| {
+        matches!(
+            e,
+            Event::Connected {
+                reconnected: true,
+                ..
+            }
+        )
+    })
+    .await;
+    peer.abort();
+}
