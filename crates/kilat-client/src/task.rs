@@ -476,12 +476,18 @@ impl ConnectionTask {
         session: &mut Session,
         request: Request,
     ) -> Result<(), Ended> {
+        // A caller that timed out (its request waited through a reconnect) or went away gets
+        // nothing done in its name: it was told the call failed. Unsubscribes still apply.
+        let abandoned = match &request {
+            Request::Command { reply, .. } | Request::Subscribe { reply, .. } => reply.is_closed(),
+            Request::Send { reply, .. } => reply.is_closed(),
+            Request::Unsubscribe { .. } | Request::Position { .. } => false,
+        };
+        if abandoned {
+            return Ok(());
+        }
         match request {
             Request::Command { command, reply } => {
-                // The caller timed out or went away: do not send a command nobody waits for.
-                if reply.is_closed() {
-                    return Ok(());
-                }
                 send_command(sink, session, command, Pending::Reply(reply)).await
             }
             Request::Subscribe {

@@ -104,7 +104,7 @@ async fn missed_publications_are_recovered_after_a_connection_loss() {
 }
 
 #[tokio::test]
-async fn commands_fail_or_wait_across_a_reconnect_but_the_client_keeps_working() {
+async fn a_command_issued_while_disconnected_runs_after_the_reconnect() {
     let server = TestServer::start().await;
     let proxy = Proxy::start(server.addr).await;
     let (client, mut events) = connect(proxy.url()).await;
