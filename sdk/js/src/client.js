@@ -8,6 +8,7 @@ import { backoff, ttlDelay } from './backoff.js';
 import { createTransport, resolveEndpoints, TRANSPORTS } from './transports.js';
 import { Subscription } from './subscription.js';
 import { VERSION } from './version.js';
+import { ServerSubscriptions, publicationContext } from './server-subs.js';
 
 /** @typedef {'disconnected' | 'connecting' | 'connected'} State */
 
@@ -74,6 +75,8 @@ export class Kilat extends EventEmitter {
     this._waiting = new Set();
     this._attempts = 0;
     this._reconnectTimer = null;
+    /** Browser `online` listener, set while the client wants to be connected. */
+    this._onlineListener = null;
     this._pingTimer = null;
     this._refreshTimer = null;
     this._refreshing = false;
@@ -86,7 +89,7 @@ export class Kilat extends EventEmitter {
     /** @type {Map<string, Subscription>} */
     this._subs = new Map();
     /** Server-side subscriptions: channel -> {offset, epoch, recoverable}. */
-    this._serverSubs = new Map();
+    this._serverSubs = new ServerSubscriptions();
   }
 
   _debug(...args) {
@@ -98,6 +101,7 @@ export class Kilat extends EventEmitter {
   /** Starts connecting (no-op unless disconnected). */
   connect() {
     if (this.state !== 'disconnected') return;
+    this._watchOnline(true);
     this._attempts = 0;
     this._setState('connecting');
     this.emit('connecting', { code: 0, reason: 'connect called' });
@@ -372,15 +376,8 @@ export class Kilat extends EventEmitter {
     if (this._options.name) params.name = this._options.name;
     if (this._options.version) params.version = this._options.version;
     if (this._options.data !== undefined) params.data = this._options.data;
-    if (this._serverSubs.size > 0) {
-      params.subs = {};
-      for (const [channel, pos] of this._serverSubs) {
-        if (pos.recoverable && pos.offset != null && pos.epoch != null) {
-          params.subs[channel] = { recover: true, offset: pos.offset, epoch: pos.epoch };
-        }
-      }
-      if (Object.keys(params.subs).length === 0) delete params.subs;
-    }
+    const subs = this._serverSubs.recoverParams();
+    if (subs) params.subs = subs;
     const connectFrame = { id: connectId, connect: params };
     this._debug('opening', transport.name, 'transport');
     let opened = false;
@@ -441,6 +438,29 @@ export class Kilat extends EventEmitter {
     }
   }
 
+  /**
+   * In browsers, the `online` event ends a backoff wait at once: the network just came back,
+   * so waiting out a long delay would only keep the user offline.
+   * @param {boolean} on
+   */
+  _watchOnline(on) {
+    const target = globalThis;
+    if (typeof target.addEventListener !== 'function') return;
+    if (on && !this._onlineListener) {
+      this._onlineListener = () => {
+        if (this.state !== 'connecting' || !this._reconnectTimer) return;
+        this._debug('network online: reconnecting now');
+        clearTimeout(this._reconnectTimer);
+        this._reconnectTimer = null;
+        this._startAttempt(0);
+      };
+      target.addEventListener('online', this._onlineListener);
+    } else if (!on && this._onlineListener) {
+      target.removeEventListener('online', this._onlineListener);
+      this._onlineListener = null;
+    }
+  }
+
   _scheduleReconnect() {
     if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
     const o = this._options;
@@ -497,6 +517,7 @@ export class Kilat extends EventEmitter {
       this._reconnectTimer = null;
       for (const w of this._waiting) w.fail(new KilatError(ErrorCode.CLIENT_DISCONNECTED, 'client disconnected'));
       this._waiting.clear();
+      this._watchOnline(false);
       this._setState('disconnected');
       this.emit('disconnected', { code, reason });
     }
@@ -695,56 +716,17 @@ export class Kilat extends EventEmitter {
     else if (push.unsubscribe) {
       this._serverSubs.delete(channel);
       this.emit('unsubscribed', { channel, code: push.unsubscribe.code, reason: push.unsubscribe.reason });
-    } else if (push.pub) this._onServerPublication(channel, push.pub);
+    } else if (push.pub) {
+      if (this._serverSubs.advance(channel, push.pub)) this.emit('publication', publicationContext(channel, push.pub));
+    }
     else if (push.join) this.emit('join', { channel, info: push.join.info });
     else if (push.leave) this.emit('leave', { channel, info: push.leave.info });
   }
 
   _onServerSubscribed(channel, res) {
-    const prev = this._serverSubs.get(channel);
-    const sameEpoch = prev && res.epoch != null && prev.epoch === res.epoch;
-    const pos = {
-      offset: sameEpoch ? prev.offset : null,
-      epoch: res.epoch ?? null,
-      recoverable: res.recoverable !== false,
-    };
-    this._serverSubs.set(channel, pos);
-    const toEmit = [];
-    for (const pub of Array.isArray(res.publications) ? res.publications : []) {
-      if (typeof pub?.offset === 'number') {
-        if (pos.offset != null && pub.offset <= pos.offset) continue;
-        pos.offset = pub.offset;
-      }
-      toEmit.push(pub);
-    }
-    if (typeof res.offset === 'number') pos.offset = pos.offset != null ? Math.max(pos.offset, res.offset) : res.offset;
-    this.emit('subscribed', {
-      channel,
-      recovered: Boolean(res.recovered),
-      wasRecovering: Boolean(sameEpoch),
-      recoverable: pos.recoverable,
-      positioned: Boolean(res.positioned),
-      offset: pos.offset,
-      epoch: pos.epoch,
-    });
-    for (const pub of toEmit) this._emitServerPublication(channel, pub);
-  }
-
-  _onServerPublication(channel, pub) {
-    const pos = this._serverSubs.get(channel);
-    if (pos && typeof pub?.offset === 'number') {
-      if (pos.offset != null && pub.offset <= pos.offset) return;
-      pos.offset = pub.offset;
-    }
-    this._emitServerPublication(channel, pub);
-  }
-
-  _emitServerPublication(channel, pub) {
-    /** @type {any} */
-    const ctx = { channel, data: pub?.data };
-    if (pub?.offset !== undefined) ctx.offset = pub.offset;
-    if (pub?.info !== undefined) ctx.info = pub.info;
-    this.emit('publication', ctx);
+    const { event, publications } = this._serverSubs.subscribed(channel, res ?? {});
+    this.emit('subscribed', event);
+    for (const pub of publications) this.emit('publication', publicationContext(channel, pub));
   }
 }
 

@@ -3,6 +3,7 @@
 import { EventEmitter } from './emitter.js';
 import { ErrorCode, KilatError } from './errors.js';
 import { backoff, ttlDelay } from './backoff.js';
+import { publicationContext } from './server-subs.js';
 
 /** @typedef {'unsubscribed' | 'subscribing' | 'subscribed'} SubscriptionState */
 
@@ -317,11 +318,7 @@ export class Subscription extends EventEmitter {
       if (this.offset != null && pub.offset <= this.offset) return; // duplicate
       this.offset = pub.offset;
     }
-    /** @type {any} */
-    const ctx = { channel: this.channel, data: pub?.data };
-    if (pub?.offset !== undefined) ctx.offset = pub.offset;
-    if (pub?.info !== undefined) ctx.info = pub.info;
-    if (pub?.tags !== undefined) ctx.tags = pub.tags;
+    const ctx = publicationContext(this.channel, pub);
     this.emit('publication', ctx);
   }
 

@@ -238,3 +238,25 @@ test('no server ping within ping + maxServerPingDelay: the client reconnects', a
   await client.ready(2000);
   client.disconnect();
 });
+
+test("the browser 'online' event ends a backoff wait at once", async (t) => {
+  const target = new EventTarget();
+  globalThis.addEventListener = target.addEventListener.bind(target);
+  globalThis.removeEventListener = target.removeEventListener.bind(target);
+  t.after(() => {
+    delete globalThis.addEventListener;
+    delete globalThis.removeEventListener;
+  });
+  const WS = fakeWebSocket({ server: autoConnect() });
+  const client = new Kilat(URL, { websocket: WS, minReconnectDelay: 60_000, maxReconnectDelay: 60_000 });
+  t.after(() => client.disconnect());
+  client.connect();
+  await client.ready(2000);
+  WS.last().serverClose(1006);
+  await nextEvent(client, 'connecting');
+  await sleep(20);
+  assert.equal(WS.instances.length, 1, 'waiting out a 60 s backoff');
+  target.dispatchEvent(new Event('online'));
+  await client.ready(2000);
+  assert.equal(WS.instances.length, 2);
+});
