@@ -215,6 +215,52 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
     });
   }
 
+  test('200 publishes issued in one tick go out batched and arrive in order', async () => {
+    const ch = channel();
+    const a = await connected();
+    const b = await connected();
+    const sub = await subscribed(a, ch);
+    const seen = [];
+    sub.on('publication', (p) => seen.push(p));
+    const sock = b._transport._ws;
+    let messages = 0;
+    const origSend = sock.send.bind(sock);
+    sock.send = (data, ...rest) => {
+      messages++;
+      return origSend(data, ...rest);
+    };
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => b.publish(ch, i)));
+    assert.ok(messages <= 2, `${messages} WebSocket messages for 200 commands`);
+    await until(() => seen.length === 200, 5000, '200 publications');
+    assert.deepEqual(seen.map((p) => p.data), Array.from({ length: 200 }, (_, i) => i));
+    const offsets = seen.map((p) => p.offset);
+    for (let i = 1; i < offsets.length; i++) assert.equal(offsets[i], offsets[i - 1] + 1);
+    assert.deepEqual(results.map((r) => r.offset), offsets);
+  });
+
+  test('recovery over SSE after the stream drops', async (t) => {
+    if (!features.sse) return t.skip('server answers 404 on /connection/sse');
+    const ch = channel();
+    const c = client({ transports: ['sse'], minReconnectDelay: 300, maxReconnectDelay: 300 });
+    c.connect();
+    await c.ready(5000);
+    const b = await connected();
+    const sub = await subscribed(c, ch);
+    const seen = [];
+    sub.on('publication', (p) => seen.push(p.data));
+    await b.publish(ch, 'live');
+    await until(() => seen.length === 1, 3000, 'live publication over SSE');
+    c._transport._abort.abort(); // the stream dies as if the network dropped it
+    await until(() => c.state === 'connecting', 2000, 'the drop is noticed');
+    await b.publish(ch, 'missed1');
+    await b.publish(ch, 'missed2');
+    const ctx = await nextEvent(sub, 'subscribed', 5000);
+    assert.equal(ctx.recovered, true);
+    await until(() => seen.length === 3, 3000, 'recovered publications');
+    assert.deepEqual(seen, ['live', 'missed1', 'missed2']);
+    assert.equal(c.transportName, 'sse');
+  });
+
   test('an application ping is answered: the connection survives several ping intervals', async (t) => {
     const fastPing = new KilatServer({ args: ['--ping-interval', '0.3', '--pong-timeout', '0.3'] });
     await fastPing.start();
