@@ -136,7 +136,7 @@ pub(crate) async fn sub(args: SubArgs) -> Result<()> {
         // Wakes: Ctrl-C, or the next client event (publication, join/leave, reconnect, ...).
         let event = tokio::select! {
             _ = &mut ctrl_c => {
-                client.close();
+                close(&client, &mut events).await;
                 return Ok(());
             }
             event = events.next() => event,
@@ -170,7 +170,7 @@ pub(crate) async fn sub(args: SubArgs) -> Result<()> {
             Ok(()) => {}
             // `kilat sub ... | head`: the reader is done, so are we.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                client.close();
+                close(&client, &mut events).await;
                 return Ok(());
             }
             Err(e) => return Err(e).context("writing to stdout"),
@@ -251,7 +251,7 @@ pub(crate) async fn publish(args: PubArgs) -> Result<()> {
             anyhow!("the payload is not JSON: {e}\nhint: a string needs its quotes: '\"{text}\"'")
         })?),
     };
-    let (client, _events) = Client::connect(args.connection.config(false))
+    let (client, mut events) = Client::connect(args.connection.config(false))
         .await
         .map_err(|e| explain(&format!("connecting to {}", args.connection.url), &e))?;
     let mut out = std::io::stdout();
@@ -259,8 +259,16 @@ pub(crate) async fn publish(args: PubArgs) -> Result<()> {
         Some(data) => publish_one(&client, &args.channel, data, &mut out).await,
         None => publish_stdin(&client, &args.channel, &mut out).await,
     };
-    client.close();
+    close(&client, &mut events).await;
     result
+}
+
+/// Closes the connection and waits briefly for the close frame to go out, so the server logs a
+/// clean close rather than a dropped socket.
+async fn close(client: &Client, events: &mut kilat_client::Events) {
+    client.close();
+    let drained = async { while events.next().await.is_some() {} };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drained).await;
 }
 
 async fn publish_stdin(client: &Client, channel: &str, out: &mut impl Write) -> Result<()> {
