@@ -554,7 +554,10 @@ export class Kilat extends EventEmitter {
     });
     for (const [channel, sub] of Object.entries(subsResult)) this._onServerSubscribed(channel, sub ?? {});
     // resubscribe (batched: all in this tick go out as one message), then run queued calls
-    for (const sub of this._subs.values()) if (sub.state === 'subscribing') sub._sendSubscribe();
+    // (a subscription that a `connected` listener already subscribed has been sent: skip it)
+    for (const sub of this._subs.values()) {
+      if (sub.state === 'subscribing' && sub._sentOnGen !== this._connGen) sub._sendSubscribe();
+    }
     const waiting = [...this._waiting];
     this._waiting.clear();
     for (const w of waiting) w.run();

@@ -283,3 +283,19 @@ test('server-side subscriptions: connect result subs are reported and recovered 
   await sleep(5);
   assert.deepEqual(pubs, ['news:three', 'news:four']);
 });
+
+test("subscribing from a 'connected' listener sends one subscribe, not two", async (t) => {
+  const WS = fakeWebSocket({ server: scripted() });
+  const client = new Kilat(URL, { websocket: WS, ...fast });
+  t.after(() => client.disconnect());
+  const sub = client.newSubscription('early');
+  client.on('connected', () => {
+    sub.subscribe();
+  });
+  const subscribed = nextEvent(sub, 'subscribed');
+  client.connect();
+  await subscribed;
+  await sleep(20);
+  assert.equal(WS.last().frames().filter((f) => f.subscribe).length, 1);
+  assert.equal(sub.state, 'subscribed');
+});
