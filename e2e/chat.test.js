@@ -5,6 +5,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  Network,
   PHONE,
   WAIT,
   eventually,
@@ -151,16 +152,16 @@ describe('chat demo', { skip: skip ?? false, timeout: 180000 }, () => {
   test('a dropped connection recovers the messages it missed, none lost, none duplicated', async () => {
     await withPages(h, 'recover', async (open) => {
       const room = uniqueRoom('e2e-recover');
-      const ana = await open({ room, name: 'Ana', label: 'ana' });
+      const net = new Network();
+      const ana = await open({ room, name: 'Ana', label: 'ana', network: net });
       const bo = await open({ room, name: 'Bo', label: 'bo' });
       await waitReady(ana);
       await waitReady(bo);
       await send(bo, 'before the drop');
       await expectMessages(ana, ['before the drop']);
 
-      // cut Ana off: no network (so reconnect attempts fail), and close her live connection
-      await ana.context().setOffline(true);
-      assert.ok(await ana.evaluate(() => window.kilatChat.dropConnection()), 'a transport to drop');
+      // cut Ana off: her live WebSocket is closed and reconnect attempts fail
+      assert.equal(await net.drop(), 1, 'one live WebSocket to drop');
       await expectBanner(ana, 'reconnecting');
       await screenshot(ana, 'recover-1-reconnecting');
 
@@ -170,7 +171,7 @@ describe('chat demo', { skip: skip ?? false, timeout: 180000 }, () => {
       await eventually(async () => (await messages(bo)).every((m) => m.status === 'sent'), { message: 'Bo messages confirmed' });
       assert.deepEqual(await messageTexts(ana), ['before the drop'], 'Ana is really offline');
 
-      await ana.context().setOffline(false);
+      await net.restore();
       const text = await expectBanner(ana, 'recovered', WAIT + 10000);
       assert.match(text, /Back online, 3 missed messages recovered/);
       await screenshot(ana, 'recover-2-recovered');
@@ -184,6 +185,7 @@ describe('chat demo', { skip: skip ?? false, timeout: 180000 }, () => {
       await expectMessages(bo, [...all, 'back again', 'welcome back']);
       await expectMessages(ana, [...all, 'back again', 'welcome back']);
       assert.deepEqual(await messageTexts(ana), await messageTexts(bo));
+      await expectText(ana, '[data-testid="transport"]', 'websocket');
       await expectBanner(ana, 'hidden', 10000);
       await screenshot(ana, 'recover-3-after');
     });

@@ -40,7 +40,7 @@ export async function launchBrowser() {
  * @param {import('playwright-core').Browser} browser
  * @param {string} baseUrl http://127.0.0.1:PORT
  * @param {{name?: string, room: string, transports?: string, noWebSocket?: boolean,
- *          viewport?: {width: number, height: number}, label?: string}} opts
+ *          viewport?: {width: number, height: number}, label?: string, network?: Network}} opts
  */
 export async function openChat(browser, baseUrl, opts) {
   const context = await browser.newContext({
@@ -51,6 +51,7 @@ export async function openChat(browser, baseUrl, opts) {
     reducedMotion: 'reduce',
   });
   context.setDefaultTimeout(WAIT);
+  if (opts.network) await opts.network.attach(context);
   const page = await context.newPage();
   const label = opts.label ?? opts.name ?? 'page';
   page.logs = [];
@@ -69,6 +70,55 @@ export async function openChat(browser, baseUrl, opts) {
   await page.goto(`${baseUrl}/demo/chat${qs ? `?${qs}` : ''}#${opts.room}`, { waitUntil: 'domcontentloaded' });
   page.label = label;
   return { context, page };
+}
+
+/**
+ * A switchable network for one browser context. Chromium's offline emulation blocks new
+ * requests but leaves open WebSockets and streaming responses alive, so a real "the network
+ * dropped" needs more: every WebSocket of the context goes through Playwright's route (to the
+ * real server), and `drop()` closes both ends of the live ones and refuses new ones, while
+ * `setOffline` stops the SSE / HTTP-streaming fallbacks from getting through.
+ */
+export class Network {
+  constructor() {
+    this.down = false;
+    /** @type {Set<{page: any, server: any}>} */
+    this.live = new Set();
+    this.context = null;
+  }
+
+  async attach(context) {
+    this.context = context;
+    await context.routeWebSocket(/\/connection\/websocket/, (ws) => {
+      if (this.down) {
+        ws.close({ code: 4001, reason: 'test: network is down' });
+        return;
+      }
+      const server = ws.connectToServer();
+      const pair = { page: ws, server };
+      this.live.add(pair);
+      ws.onClose(() => this.live.delete(pair));
+      server.onClose(() => this.live.delete(pair));
+    });
+  }
+
+  /** Cuts the context off: live WebSockets closed at both ends, no new connection gets through. */
+  async drop() {
+    this.down = true;
+    await this.context.setOffline(true);
+    const pairs = [...this.live];
+    this.live.clear();
+    for (const { page, server } of pairs) {
+      await server.close({ code: 1001, reason: 'test: network dropped' }).catch(() => {});
+      await page.close({ code: 4001, reason: 'test: network dropped' }).catch(() => {});
+    }
+    return pairs.length;
+  }
+
+  async restore() {
+    this.down = false;
+    await this.context.setOffline(false);
+  }
 }
 
 /** Waits until the page is connected and subscribed to its room (history loaded). */

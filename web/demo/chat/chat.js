@@ -619,20 +619,12 @@ els.nameDialog.addEventListener('cancel', (e) => {
   if (!client) e.preventDefault(); // a name is needed before the first connect
 });
 
-// test and debugging hooks (used by e2e/; harmless in production)
+// for debugging from the console (and read by tests): the client and the app state
 window.kilatChat = {
   get client() {
     return client;
   },
   state,
-  /** Simulates a dropped network: closes the transport under the SDK, which then reconnects. */
-  dropConnection() {
-    const t = client?._transport;
-    if (!t) return false;
-    if (t._ws) t._ws.close(4000, 'test: connection dropped');
-    else if (t._abort) t._abort.abort();
-    return true;
-  },
 };
 
 if (state.name) {
