@@ -103,6 +103,15 @@ describe('chat demo', { skip: skip ?? false, timeout: 180000 }, () => {
       await cy.context().close();
       await eventually(async () => !(await onlineNames(ana)).includes('Cy'), { message: 'Cy gone from the online list' });
       assert.deepEqual((await onlineNames(ana)).sort(), ['Ana', 'Bo']);
+
+      // a new room from the sidebar form: listed, opened, remembered for the next visit
+      const fresh = `${room}-new`;
+      await ana.fill('[data-testid="new-room-input"]', fresh);
+      await ana.press('[data-testid="new-room-input"]', 'Enter');
+      await expectText(ana, '[data-testid="room-title"]', `#${fresh}`);
+      await ana.waitForSelector(`[data-testid="room-${fresh}"][aria-current="true"]`);
+      await waitReady(ana);
+      assert.ok((await ana.evaluate(() => localStorage.getItem('kilat-chat:rooms'))).includes(fresh));
     });
   });
 
