@@ -66,7 +66,7 @@ export class Kilat extends EventEmitter {
     this._connGen = 0;
     this._transportIndex = 0;
     this._nextId = 1;
-    /** @type {Map<number, {resolve: Function, reject: Function, timer: any}>} */
+    /** @type {Map<number, {resolve: Function, reject: Function, timer: any, method: string}>} */
     this._pending = new Map();
     /** Frames to send in the current tick, flushed as one message. */
     this._queue = [];

@@ -138,7 +138,10 @@ class EmulatedTransport {
     throw new Error('abstract');
   }
 
-  /** Splits the body text into messages for onMessage. */
+  /**
+   * A function that takes body text chunks and returns the complete messages for onMessage.
+   * @returns {(chunk: string) => string[]}
+   */
   _parser() {
     throw new Error('abstract');
   }
