@@ -2,8 +2,10 @@
 // on top of the JavaScript SDK served by the same server at /sdk/kilat.js.
 //
 // Channels per room:
-//   chat:<room>  the messages, {type: "message", id, text, name, client, ts}; history and
-//                recovery on, presence and join/leave on (the online list).
+//   chat:<room>  the messages, {type: "message", id, text, name, author, client, ts}; history
+//                and recovery on, presence and join/leave on (the online list). `author` is a
+//                random id kept in localStorage: it marks our own messages across reloads and
+//                reconnects, which change the client id.
 //   meta:<room>  ephemeral events, never recovered: {type: "typing", name, client} and
 //                {type: "hello", name, client, ask}. Dev connections are anonymous (presence
 //                `user` is ""), so each client announces its display name with a hello after
@@ -43,6 +45,7 @@ const TYPING_SEND_EVERY_MS = 1500;
 const HISTORY_LIMIT = 100;
 const STORAGE_NAME = 'kilat-chat:name';
 const STORAGE_ROOMS = 'kilat-chat:rooms';
+const STORAGE_AUTHOR = 'kilat-chat:author';
 
 const params = new URLSearchParams(location.search);
 
@@ -64,6 +67,15 @@ function storageSet(key, value) {
   }
 }
 
+function authorId() {
+  let id = storageGet(STORAGE_AUTHOR);
+  if (!id) {
+    id = randomId();
+    storageSet(STORAGE_AUTHOR, id);
+  }
+  return id;
+}
+
 function randomId() {
   if (crypto.randomUUID) return crypto.randomUUID();
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
@@ -73,6 +85,8 @@ function randomId() {
 
 const state = {
   name: cleanName(params.get('name')) || cleanName(storageGet(STORAGE_NAME)),
+  /** this browser's author id: marks our own messages across reloads and reconnects (client ids change) */
+  author: authorId(),
   /** @type {Map<string, Room>} */
   rooms: new Map(),
   active: null,
@@ -325,7 +339,8 @@ function addMessage(room, ctx, { fromHistory }) {
     }
     return;
   }
-  const own = sender != null && sender === state.clientId;
+  const author = typeof data.author === 'string' ? data.author : sender;
+  const own = author === state.author || (sender != null && sender === state.clientId);
   const rec = {
     kind: 'message',
     key,
@@ -333,7 +348,8 @@ function addMessage(room, ctx, { fromHistory }) {
     text: data.text.slice(0, 4000),
     name,
     sender,
-    own: own || (data.id != null && ownIds.has(data.id)),
+    author,
+    own,
     ts: typeof data.ts === 'number' ? data.ts : Date.now(),
     offset: ctx.offset,
     era: room.era,
@@ -349,8 +365,6 @@ function addMessage(room, ctx, { fromHistory }) {
   }
 }
 
-/** Message ids this page sent, so a message stays "own" after a reconnect changed our client id. */
-const ownIds = new Set();
 
 function compareRecords(a, b) {
   if (a.era !== b.era) return a.era - b.era;
@@ -380,11 +394,12 @@ function reposition(room, rec) {
 async function sendMessage(text) {
   const room = state.rooms.get(state.active);
   if (!room) return;
-  const data = { type: 'message', id: randomId(), text, name: state.name, client: state.clientId, ts: Date.now() };
-  ownIds.add(data.id);
+  const data = {
+    type: 'message', id: randomId(), text, name: state.name, author: state.author, client: state.clientId, ts: Date.now(),
+  };
   const key = `id:${data.id}`;
   const rec = {
-    kind: 'message', key, id: data.id, text, name: state.name, sender: state.clientId, own: true,
+    kind: 'message', key, id: data.id, text, name: state.name, sender: state.clientId, author: state.author, own: true,
     ts: data.ts, offset: undefined, era: room.era, arrival: ++state.arrival, pending: true, failed: false,
   };
   room.keys.set(key, rec);

@@ -171,7 +171,7 @@ export function updateEmpty(room) {
 }
 
 export function isContinuation(prev, rec) {
-  return prev && prev.kind === 'message' && rec.kind === 'message' && prev.sender === rec.sender &&
+  return prev && prev.kind === 'message' && rec.kind === 'message' && prev.author === rec.author &&
     prev.name === rec.name && rec.ts - prev.ts < 5 * 60 * 1000;
 }
 
