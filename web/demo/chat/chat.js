@@ -124,6 +124,7 @@ class Room {
     /** client id -> {name, until} */
     this.typers = new Map();
     this.historyLoaded = false;
+    this.historyLoading = false;
     /** last offset delivered on chat:<room>, to count recovered messages */
     this.offset = null;
   }
@@ -292,6 +293,8 @@ function finishRecovery() {
 }
 
 async function loadHistory(room) {
+  if (room.historyLoading) return;
+  room.historyLoading = true;
   try {
     const res = await room.chat.history({ limit: HISTORY_LIMIT });
     for (const pub of res.publications ?? []) {
@@ -303,8 +306,13 @@ async function loadHistory(room) {
       scrollToBottom(true);
     }
   } catch (err) {
+    // most often the connection dropped meanwhile: try again once subscribed again
     console.warn('[chat] history failed', room.name, err?.message);
-    room.historyLoaded = true;
+    setTimeout(() => {
+      if (!room.historyLoaded && room.chat.state === 'subscribed') loadHistory(room);
+    }, 1500);
+  } finally {
+    room.historyLoading = false;
   }
 }
 

@@ -115,6 +115,8 @@ export function renderMe() {
 }
 
 export function renderRooms() {
+  // keep keyboard focus on the same room across the redraw
+  const focused = document.activeElement?.closest?.('#room-list [data-room]')?.dataset.room;
   els.roomList.replaceChildren();
   let totalUnread = 0;
   for (const room of state.rooms.values()) {
@@ -150,11 +152,11 @@ export function renderRooms() {
     li.append(b);
     els.roomList.append(li);
   }
+  if (focused) els.roomList.querySelector(`[data-room="${CSS.escape(focused)}"]`)?.focus();
   els.menuBadge.hidden = totalUnread === 0;
   els.menuBadge.textContent = totalUnread > 99 ? '99+' : String(totalUnread);
   document.title = totalUnread > 0 ? `(${totalUnread}) kilat chat` : 'kilat chat';
 }
-
 
 export function renderAllMessages(room) {
   els.messages.setAttribute('aria-busy', 'true');
@@ -188,7 +190,7 @@ export function renderInserted(room, i, autoscroll = true) {
   const after = room.messages[i + 1];
   if (after?.el) after.el.classList.toggle('cont', Boolean(isContinuation(rec, after)));
   updateEmpty(room);
-  if (autoscroll && (nearBottom || rec.own)) scrollToBottom(false);
+  if (autoscroll && (nearBottom || rec.own)) scrollToBottom(true);
 }
 
 export function dividerEl(rec) {
