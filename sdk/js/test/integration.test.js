@@ -264,6 +264,32 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
     assert.equal(c.transportName, 'sse');
   });
 
+  test('publishing while the subscriber keeps dropping: every publication once, in order', async () => {
+    const ch = channel();
+    const a = await connected({ minReconnectDelay: 10, maxReconnectDelay: 50 });
+    const b = await connected();
+    const sub = await subscribed(a, ch);
+    const seen = [];
+    sub.on('publication', (p) => seen.push(p.data));
+    let recoveries = 0;
+    sub.on('subscribed', (ctx) => {
+      assert.equal(ctx.recovered, true, 'recovered within the history window');
+      recoveries++;
+    });
+    let sent = 0;
+    for (let round = 0; round < 8; round++) {
+      const burst = [];
+      for (let i = 0; i < 15; i++) burst.push(b.publish(ch, sent++));
+      if (round % 2 === 0) setTimeout(() => a._transport?._ws?.terminate(), round);
+      await Promise.all(burst);
+      await sleep(15);
+    }
+    await until(() => seen.length >= sent && a.state === 'connected', 8000, `${sent} publications`);
+    await sleep(50);
+    assert.deepEqual(seen, Array.from({ length: sent }, (_, i) => i));
+    assert.ok(recoveries >= 1, 'at least one drop and recovery happened');
+  });
+
   test('an application ping is answered: the connection survives several ping intervals', async (t) => {
     const fastPing = new KilatServer({ args: ['--ping-interval', '0.3', '--pong-timeout', '0.3'] });
     await fastPing.start();
