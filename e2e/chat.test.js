@@ -134,6 +134,15 @@ describe('chat demo', { skip: skip ?? false, timeout: 180000 }, () => {
       await expectText(ws, '[data-testid="typing"]', 'Sam is typing');
       await screenshot(sse, 'sse-1-sse-page');
       await screenshot(ws, 'sse-2-websocket-page');
+
+      // ?transports=sse forces SSE even where WebSocket works; history comes along
+      const forced = await open({ room, name: 'Flo', transports: 'sse', label: 'flo-forced-sse' });
+      await waitReady(forced, { transport: 'sse' });
+      assert.equal(await forced.evaluate(() => typeof window.WebSocket), 'function');
+      await expectMessages(forced, ['ws -> sse', 'sse -> ws']);
+      await send(forced, 'forced sse -> all');
+      await expectMessages(ws, ['ws -> sse', 'sse -> ws', 'forced sse -> all']);
+      await expectMessages(sse, ['ws -> sse', 'sse -> ws', 'forced sse -> all']);
     });
   });
 
