@@ -210,7 +210,8 @@ export interface PublishResult {
 }
 
 export interface PresenceResult {
-  clients: Record<string, ClientInfo | { user: string; info?: unknown }>;
+  /** Keyed by client id. */
+  clients: Record<string, { user: string; info?: unknown }>;
 }
 
 export interface PresenceStatsResult {
