@@ -139,8 +139,9 @@ class EmulatedTransport {
   }
 
   /**
-   * A function that takes body text chunks and returns the complete messages for onMessage.
-   * @returns {(chunk: string) => string[]}
+   * A function that takes body text chunks and returns the complete messages for onMessage;
+   * `end` is true for the last call, when the body has ended.
+   * @returns {(chunk: string, end?: boolean) => string[]}
    */
   _parser() {
     throw new Error('abstract');
@@ -158,7 +159,7 @@ class EmulatedTransport {
   async _run(connectFrame) {
     const handlers = this._handlers;
     let opened = false;
-    let code = 1006;
+    const code = 1006; // no close codes on HTTP: a `disconnect` push carries the real one
     let reason = 'stream ended';
     try {
       const res = await this._request(connectFrame);
@@ -179,11 +180,13 @@ class EmulatedTransport {
       const decoder = new TextDecoder();
       for (;;) {
         const { value, done } = await reader.read();
-        if (done || this._closed) break;
-        for (const message of parse(decoder.decode(value, { stream: true }))) {
+        if (this._closed) break;
+        const text = done ? decoder.decode() : decoder.decode(value, { stream: true });
+        for (const message of parse(text, done)) {
           if (this._closed) break;
           handlers.onMessage(message);
         }
+        if (done) break;
       }
     } catch (err) {
       reason = String(err?.message ?? err);
@@ -292,7 +295,11 @@ export class HttpStreamTransport extends EmulatedTransport {
 
   _parser() {
     const p = new LineSplitter();
-    return (chunk) => p.push(chunk).filter((l) => l.trim() !== '');
+    return (chunk, end) => {
+      const lines = p.push(chunk);
+      if (end) lines.push(p.rest()); // a last line without its newline still counts
+      return lines.filter((l) => l.trim() !== '');
+    };
   }
 }
 

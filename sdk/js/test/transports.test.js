@@ -150,3 +150,23 @@ test('an open transport without a connect reply is retried with backoff, not ski
   assert.equal(fetch.state.requests.length, 0, 'no fallback to sse');
   assert.equal(client.state, 'connecting');
 });
+
+test('http_stream: a last line without a newline is still delivered when the body ends', async (t) => {
+  const enc = new TextEncoder();
+  const fetch = async (url) => {
+    const stream = new ReadableStream({
+      start(c) {
+        c.enqueue(enc.encode('{"id":1,"connect":{"client":"x","session":"s","node":"n"}}\n'));
+        c.enqueue(enc.encode('{"push":{"disconnect":{"code":3503,"reason":"bye","reconnect":false}}}'));
+        c.close();
+      },
+    });
+    assert.match(url, /connection\/stream$/);
+    return new Response(stream, { status: 200 });
+  };
+  const client = new Kilat(URL, { transports: ['http_stream'], fetch, ...fast });
+  t.after(() => client.disconnect());
+  const disc = nextEvent(client, 'disconnected');
+  client.connect();
+  assert.deepEqual(await disc, { code: 3503, reason: 'bye' });
+});
