@@ -81,9 +81,48 @@ async fn read_message_is_cancel_safe() {
     );
 }
 
+#[tokio::test]
+async fn server_close_waits_for_the_peer() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let (mut server, client) = pair(None).await;
+    let mut ws =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+    let peer = tokio::spawn(async move {
+        // tungstenite answers the close frame while reading, then sees the socket end.
+        let frame = match ws.next().await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => frame,
+            other => panic!("expected a close, got {other:?}"),
+        };
+        assert!(ws.next().await.is_none());
+        let _ = ws.close(None).await;
+        frame
+    });
+    let started = std::time::Instant::now();
+    server.close(4001, "bye").await.expect("close");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "did not wait for the timeout"
+    );
+    assert!(server.is_closed());
+    let frame = peer.await.expect("peer task").expect("close frame");
+    assert_eq!(frame.code, CloseCode::Library(4001));
+    assert_eq!(frame.reason.as_str(), "bye");
+    assert!(
+        server.send_text(b"late").await.is_err(),
+        "no data after close"
+    );
+}
+
 #[test]
 fn connection_is_small() {
-    let size = std::mem::size_of::<WsConnection<TcpStream>>();
-    println!("size_of::<WsConnection<TcpStream>>() = {size}");
-    assert!(size <= 256, "WsConnection<TcpStream> is {size} bytes");
+    let tcp = std::mem::size_of::<WsConnection<TcpStream>>();
+    let upgraded =
+        std::mem::size_of::<WsConnection<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>();
+    println!(
+        "size_of WsConnection<TcpStream> = {tcp}, WsConnection<TokioIo<Upgraded>> = {upgraded}"
+    );
+    assert!(tcp <= 256, "WsConnection<TcpStream> is {tcp} bytes");
 }

@@ -101,3 +101,21 @@ async fn oversized_message_is_refused_with_1009() {
         other => panic!("expected close 1009, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn shutdown_closes_live_connections_with_1001() {
+    let server = start_echo(big_echo_config()).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", server.addr))
+        .await
+        .expect("connect");
+    ws.send(Message::text("before")).await.expect("send");
+    assert_eq!(
+        ws.next().await.expect("open").expect("echo"),
+        Message::text("before")
+    );
+    drop(server);
+    match ws.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+}
