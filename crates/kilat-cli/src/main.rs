@@ -1,6 +1,7 @@
 //! The `kilat` binary: a thin command line over `kilat-server`, `kilat-transport` and friends.
 
 mod bench;
+mod pubsub;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,10 @@ enum Command {
     Echo(EchoArgs),
     /// Print the effective configuration as TOML (defaults merged with file, env and flags).
     Config(ServeArgs),
+    /// Follow channels and print each publication as one JSON line (reconnects and recovers).
+    Sub(pubsub::SubArgs),
+    /// Publish JSON to a channel (or each stdin line with `-`) and print the offset it got.
+    Pub(pubsub::PubArgs),
     /// Generate load against a server and measure it (see `kilat bench idle --help`).
     Bench(bench::BenchArgs),
 }
@@ -189,6 +194,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Echo(args) => echo(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Sub(args) => pubsub::sub(args).await,
+        Command::Pub(args) => pubsub::publish(args).await,
         Command::Config(args) => {
             print!("{}", args.load()?.to_toml());
             Ok(())

@@ -246,7 +246,9 @@ impl Session {
                     let config = self.node.config();
                     self.outbox.push(ping_frame());
                     self.awaiting_pong = true;
-                    if !config.pong_timeout.is_zero() {
+                    // An unanswered earlier ping keeps its deadline: a ping interval shorter
+                    // than the pong timeout must not push the deadline out forever.
+                    if !config.pong_timeout.is_zero() && self.pong_deadline.is_none() {
                         self.pong_deadline = Some(now + config.pong_timeout);
                     }
                     self.next_ping = now + config.ping_interval;

@@ -323,18 +323,18 @@ struct UserChannelRequest {
 }
 
 async fn subscribe(
-    _state: &AppState,
+    state: &AppState,
     request: UserChannelRequest,
-    _subscribe: bool,
+    subscribe: bool,
 ) -> Result<Value, ApiError> {
-    kilat_protocol::validate_channel(&request.channel).map_err(CoreError::from)?;
-    let _ = request.user;
-    // Server-side subscriptions need the hub to subscribe a live session on its behalf; until
-    // that exists the API says so instead of pretending.
-    Err(ApiError::Client(ClientError::new(
-        ErrorCode::UNAVAILABLE,
-        "server-side subscriptions are not implemented yet",
-    )))
+    let node = &state.node;
+    let count = if subscribe {
+        node.subscribe_user(&request.user, &request.channel).await?
+    } else {
+        node.unsubscribe_user(&request.user, &request.channel)
+            .await?
+    };
+    Ok(json!({ "connections": count }))
 }
 
 #[derive(Deserialize)]

@@ -314,8 +314,7 @@ impl Wire for StreamWire {
     }
 
     async fn close(&mut self, disconnect: &Disconnect) {
-        let push = kilat_protocol::push::encode_push_kind(None, "disconnect", disconnect);
-        let frame = SharedFrame::new(push);
+        let frame = SharedFrame::new(kilat_protocol::push::encode_disconnect(disconnect));
         let _ = self.body.send(Ok(self.format.encode(&frame))).await;
     }
 }
