@@ -25,10 +25,11 @@ import { setup, skipReason, withPages } from './lib/harness.js';
 
 const skip = skipReason();
 
-describe('chat demo', { skip: skip ?? false, timeout: 180000 }, () => {
-  const h = setup('chat');
+describe('chat demo', { timeout: 180000 }, () => {
+  const h = setup('chat', { skip });
+  const opts = { skip: skip ?? false };
 
-  test('two users see each other: messages, online list, typing, history, unread', async () => {
+  test('two users see each other: messages, online list, typing, history, unread', opts, async () => {
     await withPages(h, 'two-users', async (open) => {
       const room = uniqueRoom('e2e');
       // Ana goes through the name prompt; Bo passes ?name=
@@ -115,7 +116,7 @@ describe('chat demo', { skip: skip ?? false, timeout: 180000 }, () => {
     });
   });
 
-  test('without WebSocket the page falls back to SSE and chats with a WebSocket page', async () => {
+  test('without WebSocket the page falls back to SSE and chats with a WebSocket page', opts, async () => {
     await withPages(h, 'sse', async (open) => {
       const room = uniqueRoom('e2e-sse');
       const sse = await open({ room, name: 'Sam', noWebSocket: true, label: 'sam-sse' });
@@ -146,7 +147,7 @@ describe('chat demo', { skip: skip ?? false, timeout: 180000 }, () => {
     });
   });
 
-  test('forced to HTTP streaming (?transports=http_stream, no WebSocket) it still chats', async () => {
+  test('forced to HTTP streaming (?transports=http_stream, no WebSocket) it still chats', opts, async () => {
     await withPages(h, 'http-stream', async (open) => {
       const room = uniqueRoom('e2e-stream');
       const st = await open({ room, name: 'Stu', noWebSocket: true, transports: 'http_stream', label: 'stu-stream' });
@@ -167,7 +168,7 @@ describe('chat demo', { skip: skip ?? false, timeout: 180000 }, () => {
     });
   });
 
-  test('a dropped connection recovers the messages it missed, none lost, none duplicated', async () => {
+  test('a dropped connection recovers the messages it missed, none lost, none duplicated', opts, async () => {
     await withPages(h, 'recover', async (open) => {
       const room = uniqueRoom('e2e-recover');
       const net = new Network();

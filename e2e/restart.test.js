@@ -24,10 +24,11 @@ import { setup, skipReason, withPages } from './lib/harness.js';
 
 const skip = skipReason();
 
-describe('server restart', { skip: skip ?? false, timeout: 150000 }, () => {
-  const h = setup('restart');
+describe('server restart', { timeout: 150000 }, () => {
+  const h = setup('restart', { skip });
+  const opts = { skip: skip ?? false };
 
-  test('both pages reconnect after a server restart and no later message is lost', async () => {
+  test('both pages reconnect after a server restart and no later message is lost', opts, async () => {
     await withPages(h, 'restart', async (open) => {
       const room = uniqueRoom('e2e-restart');
       const ana = await open({ room, name: 'Ana', label: 'ana-ws' });

@@ -19,9 +19,11 @@ export function skipReason() {
 /**
  * Registers before/after hooks and returns a handle whose fields are filled in `before`.
  * @param {string} label names the server log (target/e2e/<label>-server.log)
+ * @param {{skip?: string | null}} [opts] when set, nothing is started (the tests skip)
  */
-export function setup(label) {
+export function setup(label, { skip } = {}) {
   const h = { server: null, browser: null };
+  if (skip) return h; // every test of the file is skipped: start nothing
   before(async () => {
     h.server = await KilatServer.start(label);
     h.browser = await launchBrowser();
