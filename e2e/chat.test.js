@@ -209,4 +209,45 @@ describe('chat demo', { timeout: 180000 }, () => {
       await screenshot(ana, 'recover-3-after');
     });
   });
+
+  test('a message written while offline is delivered once when the connection is back', opts, async () => {
+    await withPages(h, 'offline-send', async (open) => {
+      const room = uniqueRoom('e2e-offline');
+      const net = new Network();
+      const ana = await open({ room, name: 'Ana', label: 'ana', network: net });
+      const bo = await open({ room, name: 'Bo', label: 'bo' });
+      await waitReady(ana);
+      await waitReady(bo);
+      await expectOnline(bo, ['Ana', 'Bo']);
+
+      await net.drop();
+      await expectBanner(ana, 'reconnecting');
+      await send(ana, 'written while offline');
+      await ana.waitForSelector('[data-testid="message"][data-status="pending"]');
+      await screenshot(ana, 'offline-send-1-pending');
+      await net.restore();
+
+      // the SDK sends it once connected, unless its call timeout ran out first: then the page
+      // says "Not sent" and the user retries; either way it must arrive exactly once
+      const status = await eventually(
+        async () => {
+          const [m] = await messages(ana);
+          return m && m.status !== 'pending' ? m.status : false;
+        },
+        { timeout: WAIT + 10000, message: 'the offline message to be sent or marked failed' },
+      );
+      if (status === 'failed') {
+        await screenshot(ana, 'offline-send-2-failed');
+        await waitReady(ana);
+        await ana.click('[data-testid="message"][data-status="failed"] .msg-status button');
+      }
+      await expectMessages(bo, ['written while offline']);
+      await expectMessages(ana, ['written while offline']);
+      await eventually(async () => (await messages(ana))[0]?.status === 'sent', { message: 'the message confirmed' });
+      await send(bo, 'got it');
+      await expectMessages(ana, ['written while offline', 'got it']);
+      assert.deepEqual(await messageTexts(bo), ['written while offline', 'got it']);
+      await screenshot(ana, 'offline-send-3-delivered');
+    });
+  });
 });

@@ -250,7 +250,7 @@ export function updateRecordEl(rec) {
   li.classList.toggle('failed', rec.failed);
   li.dataset.status = rec.failed ? 'failed' : rec.pending ? 'pending' : 'sent';
   let status = li.querySelector('.msg-status');
-  if (!rec.failed) {
+  if (!rec.failed && !rec.pending) {
     status?.remove();
     return;
   }
@@ -259,6 +259,13 @@ export function updateRecordEl(rec) {
     status.className = 'msg-status';
     li.querySelector('.msg-body').append(status);
   }
+  if (rec.pending) {
+    // shown by the stylesheet only while the connection is down; a normal send is too quick to see
+    status.classList.add('waiting');
+    status.replaceChildren('Waiting for the connection…');
+    return;
+  }
+  status.classList.remove('waiting');
   const retry = document.createElement('button');
   retry.type = 'button';
   retry.textContent = 'Retry';
