@@ -47,6 +47,10 @@ enum Command {
     Sub(pubsub::SubArgs),
     /// Publish JSON to a channel (or each stdin line with `-`) and print the offset it got.
     Pub(pubsub::PubArgs),
+    /// Mint a token signed with the configured HMAC secret (token.secret / --token-secret).
+    ///
+    /// Example: kilat token --token-secret "$SECRET" --user alice --ttl 1h
+    Token(TokenArgs),
     /// Generate load against a server and measure it (see `kilat bench idle --help`).
     Bench(bench::BenchArgs),
 }
@@ -79,6 +83,20 @@ struct ServeArgs {
     /// Seconds a client has to answer a ping [config: node.pong_timeout, default 10].
     #[arg(long, value_name = "SECONDS")]
     pong_timeout: Option<f64>,
+    /// HMAC secret for HS256/384/512 tokens [config: token.secret].
+    #[arg(long, value_name = "SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
+    /// PEM file with the public key for RS*/ES*/EdDSA tokens [config: token.public_key holds
+    /// the PEM text].
+    #[arg(long, value_name = "FILE")]
+    token_public_key: Option<PathBuf>,
+    /// JWKS URL to fetch verification keys from (cached, refreshed on an unknown `kid`)
+    /// [config: token.jwks_url].
+    #[arg(long, value_name = "URL")]
+    token_jwks_url: Option<String>,
+    /// Key for the server HTTP API (`Authorization: apikey <key>`) [config: api.key].
+    #[arg(long, value_name = "KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Log format: `text` or `json`.
     #[arg(
         long,
@@ -105,6 +123,54 @@ struct EchoArgs {
     /// Do not negotiate permessage-deflate.
     #[arg(long)]
     no_compression: bool,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The user id (`sub` claim); "" makes an anonymous token.
+    #[arg(long, short = 'u')]
+    user: String,
+    /// Lifetime, e.g. `90s`, `15m`, `1h`, `7d` (no expiry when omitted).
+    #[arg(long, value_parser = parse_duration)]
+    ttl: Option<std::time::Duration>,
+    /// Make a subscription token for this channel instead of a connection token.
+    #[arg(long)]
+    channel: Option<String>,
+    /// JSON attached as `info` (shown in presence, join/leave and publications).
+    #[arg(long, value_name = "JSON")]
+    info: Option<String>,
+    /// Server-side channels to subscribe the connection to at connect (repeatable).
+    #[arg(long = "subscribe", value_name = "CHANNEL")]
+    channels: Vec<String>,
+    /// HMAC algorithm.
+    #[arg(long, default_value = "HS256", value_parser = ["HS256", "HS384", "HS512"])]
+    alg: String,
+    #[command(flatten)]
+    server: ServeArgs,
+}
+
+/// Parses `90`, `90s`, `15m`, `1h` or `7d`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (try 90s, 15m, 1h, 7d)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{text}` (use s, m, h or d)"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
@@ -151,11 +217,31 @@ impl ServeArgs {
         if let Some(s) = self.pong_timeout {
             set("node", "pong_timeout", Value::Float(s));
         }
+        if let Some(secret) = &self.token_secret {
+            set("token", "secret", Value::String(secret.clone()));
+        }
+        if let Some(url) = &self.token_jwks_url {
+            set("token", "jwks_url", Value::String(url.clone()));
+        }
+        if let Some(key) = &self.api_key {
+            set("api", "key", Value::String(key.clone()));
+        }
         table
     }
 
     fn load(&self) -> Result<Config> {
-        Config::load(self.config.as_deref(), std::env::vars(), self.overrides())
+        let mut overrides = self.overrides();
+        if let Some(path) = &self.token_public_key {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token public key {}", path.display()))?;
+            let mut token = Table::new();
+            token.insert("public_key".into(), Value::String(pem));
+            kilat_server::config::merge(
+                &mut overrides,
+                Table::from_iter([("token".to_owned(), Value::Table(token))]),
+            );
+        }
+        Config::load(self.config.as_deref(), std::env::vars(), overrides)
             .context("loading configuration")
     }
 }
@@ -194,6 +280,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Echo(args) => echo(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Token(args) => token(args),
         Command::Sub(args) => pubsub::sub(args).await,
         Command::Pub(args) => pubsub::publish(args).await,
         Command::Config(args) => {
@@ -214,10 +301,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!(
             "DEV MODE: anonymous clients may subscribe, publish and read presence and history in every namespace. This is insecure; never expose it."
         );
-    } else if !config.node.allow_anonymous {
+    } else if !config.node.anonymous_allowed() && config.token.is_none() {
         tracing::warn!(
-            "anonymous connections are refused and no token verifier is configured yet: clients cannot connect. For a local try-out run `kilat serve --dev`; to allow anonymous clients set node.allow_anonymous = true."
+            "anonymous connections are refused and no token key is configured, so no client can connect. Configure tokens (--token-secret, --token-public-key or --token-jwks-url), allow anonymous clients (node.allow_anonymous = true), or try kilat locally with `kilat serve --dev`."
         );
+    }
+    if config.api.key.is_none() && !config.node.dev {
+        tracing::info!(
+            "server API disabled: set --api-key (or api.key) to enable POST /api/<method>"
+        );
+    } else if config.api.key.is_none() {
+        tracing::warn!("DEV MODE: the server API is open without a key");
     }
     tracing::info!(
         address = %local,
@@ -227,6 +321,30 @@ async fn serve(args: ServeArgs) -> Result<()> {
         env!("CARGO_PKG_VERSION")
     );
     kilat_server::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn token(args: TokenArgs) -> Result<()> {
+    let config = args.server.load()?;
+    let secret = config
+        .token
+        .as_ref()
+        .and_then(|t| t.secret.clone())
+        .context("no HMAC secret configured (hint: pass --token-secret, set KILAT_TOKEN_SECRET, or token.secret in kilat.toml)")?;
+    let mut request = kilat_auth::TokenRequest::connection(args.user);
+    request.ttl = args.ttl;
+    request.channel = args.channel;
+    request.channels = args.channels;
+    if let Some(info) = args.info {
+        request.info = Some(serde_json::from_str(&info).context("--info must be JSON")?);
+    }
+    let alg = match args.alg.as_str() {
+        "HS384" => kilat_auth::Algorithm::HS384,
+        "HS512" => kilat_auth::Algorithm::HS512,
+        _ => kilat_auth::Algorithm::HS256,
+    };
+    let token = kilat_auth::mint(secret.as_bytes(), alg, &request).context("minting the token")?;
+    println!("{token}");
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 /// Sections a `KILAT_<SECTION>_<KEY>` variable may name.
-const SECTIONS: &[&str] = &["server", "websocket", "node", "api"];
+const SECTIONS: &[&str] = &["server", "websocket", "node", "api", "token"];
 
 /// Environment variables that start with `KILAT_` but are not configuration keys.
 const NON_CONFIG_VARS: &[&str] = &["KILAT_LOG", "KILAT_CONFIG", "KILAT_LOG_FORMAT"];
@@ -30,6 +30,10 @@ pub struct Config {
     pub node: kilat_core::NodeConfig,
     /// The server HTTP API.
     pub api: ApiConfig,
+    /// Token (JWT) verification; absent means no tokens are accepted. Never printed back, as it
+    /// may hold a secret.
+    #[serde(skip_serializing)]
+    pub token: Option<kilat_auth::TokenConfig>,
 }
 
 /// `[api]`: the server HTTP API (`POST /api/<method>`).

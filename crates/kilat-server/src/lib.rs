@@ -22,6 +22,7 @@
 
 mod api;
 mod assets;
+mod auth;
 pub mod config;
 mod driver;
 mod emulation;
@@ -70,6 +71,9 @@ pub enum ServerError {
     /// Accepting or serving on the listener failed.
     #[error("serving HTTP failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The `[token]` section cannot build a verifier.
+    #[error("invalid [token] configuration: {0}")]
+    Token(#[from] kilat_auth::ConfigError),
 }
 
 /// Runs the server on `listener` until `shutdown` resolves, then drains and returns.
@@ -86,6 +90,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let node = Node::new(config.node.clone());
+    if let Some(token) = &config.token {
+        let verifier = kilat_auth::Verifier::new(token)?;
+        let warm = verifier.clone();
+        // Fetching a JWKS early turns a wrong URL into a log line at start-up, not a failed
+        // first login; verification refetches on demand either way.
+        tokio::spawn(async move {
+            if let Err(error) = warm.prefetch().await {
+                tracing::warn!(%error, "could not fetch the JWKS yet; will retry on the first token");
+            }
+        });
+        node.set_authenticator(Arc::new(auth::JwtAuthenticator::new(verifier)));
+    }
     let state = AppState {
         node: node.clone(),
         ws: Arc::new(config.websocket.transport()),

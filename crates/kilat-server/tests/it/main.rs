@@ -3,6 +3,8 @@
 /// Starting servers, raw WebSocket frames and a tungstenite client.
 mod support;
 
+/// The server HTTP API with and without its key, checked against its OpenAPI document.
+mod api;
 /// SSE and HTTP streaming with the emulation endpoint.
 mod emulation;
 /// Plain HTTP endpoints: health, readiness, metrics, the UI, unknown paths.
@@ -11,3 +13,5 @@ mod http;
 mod lifecycle;
 /// Transport limits and errors: each bad input gets its code and other connections keep working.
 mod limits;
+/// Tokens: connection and subscription JWTs through a real socket.
+mod tokens;

@@ -97,6 +97,17 @@ pub(crate) async fn next_json(ws: &mut Client) -> serde_json::Value {
     }
 }
 
+/// The next frame that is neither a ping nor a join/leave push.
+pub(crate) async fn next_non_presence(ws: &mut Client) -> serde_json::Value {
+    loop {
+        let frame = next_json(ws).await;
+        let push = &frame["push"];
+        if push.get("join").is_none() && push.get("leave").is_none() {
+            return frame;
+        }
+    }
+}
+
 /// Waits for the close frame and returns its code.
 pub(crate) async fn close_code(ws: &mut Client) -> Option<u16> {
     loop {

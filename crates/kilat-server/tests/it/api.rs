@@ -1,0 +1,147 @@
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{TestServer, WAIT, connect, next_json, next_non_presence};
+
+const KEY: &str = "test-api-key";
+
+/// POSTs `body` to `/api/<method>` with `key`; returns the status and the JSON answer.
+async fn call(addr: SocketAddr, method: &str, key: Option<&str>, body: &str) -> (u16, Value) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("http handshake");
+    tokio::spawn(conn);
+    let mut request = hyper::Request::post(format!("/api/{method}"))
+        .header("host", addr.to_string())
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("authorization", format!("apikey {key}"));
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    let response = tokio::time::timeout(WAIT, sender.send_request(request))
+        .await
+        .expect("in time")
+        .expect("response");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, value)
+}
+
+async fn keyed_server() -> TestServer {
+    TestServer::start(|c| c.api.key = Some(KEY.to_owned())).await
+}
+
+/// Every documented method with an example body, as the OpenAPI document gives it.
+fn examples() -> Vec<(String, String)> {
+    let doc: Value = serde_json::from_str(include_str!("../../src/openapi.json")).expect("openapi");
+    doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .filter_map(|(path, item)| {
+            let method = path.strip_prefix("/api/")?;
+            let example = &item["post"]["requestBody"]["content"]["application/json"]["example"];
+            (!example.is_null()).then(|| (method.to_owned(), example.to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_method_is_refused_without_the_key() {
+    let server = keyed_server().await;
+    for (method, body) in examples() {
+        let (status, answer) = call(server.addr, &method, None, &body).await;
+        assert_eq!(status, 401, "{method}: {answer}");
+        let (status, _) = call(server.addr, &method, Some("wrong"), &body).await;
+        assert_eq!(status, 401, "{method} with a wrong key");
+    }
+}
+
+#[tokio::test]
+async fn every_documented_example_answers_with_its_documented_result() {
+    let server = keyed_server().await;
+    let doc: Value = serde_json::from_str(include_str!("../../src/openapi.json")).expect("openapi");
+    // A subscriber for presence and for the server-side subscribe.
+    let (_ws, _) = connect(&server).await;
+    for (method, body) in examples() {
+        let (status, answer) = call(server.addr, &method, Some(KEY), &body).await;
+        assert_eq!(status, 200, "{method}: {answer}");
+        assert!(answer.get("error").is_none(), "{method} {body}: {answer}");
+        let result = &answer["result"];
+        let schema = &doc["paths"][format!("/api/{method}")]["post"]["responses"]["200"]["content"]
+            ["application/json"]["schema"]["oneOf"][0]["properties"]["result"];
+        for field in schema["required"].as_array().into_iter().flatten() {
+            let field = field.as_str().expect("field name");
+            assert!(
+                result.get(field).is_some(),
+                "{method}: result lacks `{field}`: {answer}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_and_unknown_method_is_an_error() {
+    let server = keyed_server().await;
+    let (status, _) = call(server.addr, "publish", Some(KEY), "{not json").await;
+    assert_eq!(status, 400);
+    let (status, answer) = call(server.addr, "nope", Some(KEY), "{}").await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["error"]["code"], 404, "{answer}");
+}
+
+#[tokio::test]
+async fn api_publish_reaches_subscribers_and_idempotency_keys_dedupe() {
+    let server = keyed_server().await;
+    let (mut ws, _) = connect(&server).await;
+    ws.send(Message::text(r#"{"id":2,"subscribe":{"channel":"news"}}"#))
+        .await
+        .expect("subscribe");
+    next_json(&mut ws).await;
+    let body = json!({"channel": "news", "data": {"n": 1}, "idempotency_key": "k1"}).to_string();
+    let (_, first) = call(server.addr, "publish", Some(KEY), &body).await;
+    let (_, again) = call(server.addr, "publish", Some(KEY), &body).await;
+    assert_eq!(first, again, "a retried publish returns the first result");
+    let push = next_non_presence(&mut ws).await;
+    assert_eq!(push["push"]["pub"]["data"]["n"], 1, "{push}");
+    let (_, history) = call(server.addr, "history", Some(KEY), r#"{"channel":"news"}"#).await;
+    assert_eq!(
+        history["result"]["publications"].as_array().map(Vec::len),
+        Some(1),
+        "published once: {history}"
+    );
+}
+
+#[tokio::test]
+async fn api_disconnect_closes_the_users_connections() {
+    let server = keyed_server().await;
+    let (mut ws, _) = connect(&server).await;
+    let (_, answer) = call(server.addr, "disconnect", Some(KEY), r#"{"user":""}"#).await;
+    assert_eq!(answer["result"]["connections"], 1, "{answer}");
+    assert_eq!(crate::support::close_code(&mut ws).await, Some(3503));
+}
+
+#[tokio::test]
+async fn openapi_document_is_served() {
+    let server = keyed_server().await;
+    let (status, body) = crate::support::http_get(server.addr, "/api/openapi.json").await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(doc["openapi"], "3.0.3");
+}
