@@ -7,6 +7,9 @@ import WebSocket from 'ws';
 import { Kilat, KilatError } from '../src/kilat.js';
 import { spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { KilatServer, KILAT_BIN, skipReason } from './server.js';
 import { until, nextEvent, sleep } from './fake.js';
 
@@ -505,5 +508,38 @@ describe('kilat server with tokens', { skip: tokenSkip ?? false }, () => {
     c.connect();
     const ctx = await disc;
     assert.ok(ctx.code >= 3500 && ctx.code <= 3999, `code ${ctx.code}`);
+  });
+
+  test('subscription tokens: getToken supplies one for a token-only namespace; without one it is 403', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'kilat-sdk-'));
+    const config = join(dir, 'kilat.toml');
+    writeFileSync(config, `[token]\nsecret = "${secret}"\n\n[node.namespaces.private]\nallow_subscribe = "token"\n`);
+    const priv = new KilatServer({ args: ['-c', config] });
+    await priv.start();
+    t.after(() => priv.stop());
+    const now = () => Math.floor(Date.now() / 1000);
+    const c = new Kilat(priv.wsUrl, {
+      websocket: WebSocket,
+      getToken: async () => hs256({ sub: 'bob', exp: now() + 60 }, secret),
+      timeout: 4000,
+    });
+    t.after(() => c.disconnect());
+    c.connect();
+    await c.ready(5000);
+    const asked = [];
+    const ok = c.newSubscription('private:report', {
+      getToken: async ({ channel }) => {
+        asked.push(channel);
+        return hs256({ sub: 'bob', channel, exp: now() + 60 }, secret);
+      },
+    });
+    ok.subscribe();
+    await ok.ready(5000);
+    assert.deepEqual(asked, ['private:report']);
+    assert.equal(c.transportName, 'websocket');
+    const denied = c.newSubscription('private:other');
+    const un = nextEvent(denied, 'unsubscribed');
+    denied.subscribe();
+    assert.equal((await un).code, 403);
   });
 });
