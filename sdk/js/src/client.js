@@ -577,9 +577,9 @@ export class Kilat extends EventEmitter {
       // the transport close path already handled it
     } else {
       transport?.close();
-      const code = err.code === ErrorCode.UNAUTHORIZED || err.code === ErrorCode.PERMISSION_DENIED
-        ? DisconnectCode.UNAUTHORIZED
-        : DisconnectCode.BAD_REQUEST;
+      // an expired token without getToken cannot be fixed by retrying: unauthorized
+      const auth = [ErrorCode.UNAUTHORIZED, ErrorCode.PERMISSION_DENIED, ErrorCode.TOKEN_EXPIRED];
+      const code = auth.includes(err.code) ? DisconnectCode.UNAUTHORIZED : DisconnectCode.BAD_REQUEST;
       this._teardown(code, err.message, false, false);
     }
   }

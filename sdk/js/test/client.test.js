@@ -260,3 +260,14 @@ test("the browser 'online' event ends a backoff wait at once", async (t) => {
   await client.ready(2000);
   assert.equal(WS.instances.length, 2);
 });
+
+test('a connect error 410 without getToken is terminal (3501), not a reconnect loop', async (t) => {
+  const WS = fakeWebSocket({ server: (f, s) => f.connect && s.push({ id: f.id, error: { code: 410, message: 'token expired' } }) });
+  const client = new Kilat(URL, { websocket: WS, ...fast, token: 'expired' });
+  t.after(() => client.disconnect());
+  const disc = nextEvent(client, 'disconnected');
+  client.connect();
+  assert.deepEqual(await disc, { code: 3501, reason: 'token expired' });
+  await sleep(40);
+  assert.equal(WS.instances.length, 1);
+});
