@@ -1,0 +1,381 @@
+//! [`RedisEngine`]: the [`Broker`] and [`PresenceStore`] implementations.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use kilat_core::engine::{
+    BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave,
+    PresenceStats, PresenceStore, PublishOptions,
+};
+use kilat_core::new_epoch;
+use kilat_protocol::{ClientInfo, Publication, StreamPosition};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::task::JoinHandle;
+
+use crate::codec;
+use crate::config::RedisConfig;
+use crate::error::{RedisEngineError, bounded};
+use crate::keys::{ChannelKeys, shard_of};
+use crate::pubsub::{HandlerSlot, Shard, ShardTask};
+use crate::scripts::{
+    HISTORY_SCRIPT, PRESENCE_ADD_SCRIPT, PRESENCE_LIST_SCRIPT, PRESENCE_STATS_SCRIPT,
+    PUBLISH_SCRIPT,
+};
+
+/// The Redis engine: one value implements both [`Broker`] and [`PresenceStore`]; share it as
+/// `Arc<RedisEngine>` and coerce to `Arc<dyn Broker>` / `Arc<dyn PresenceStore>`.
+///
+/// Dropping the last handle stops its background tasks and closes its connections.
+pub struct RedisEngine {
+    /// Settings, shared with the pub/sub tasks.
+    config: Arc<RedisConfig>,
+    /// Commands and scripts (publish, history, presence). Multiplexed, reconnects on its own;
+    /// every call through it is bounded by `command_timeout`.
+    commands: ConnectionManager,
+    /// The pub/sub connections, indexed by [`shard_of`] the channel name.
+    shards: Box<[Arc<Shard>]>,
+    /// The hub's handler, read by the pub/sub tasks.
+    handler: HandlerSlot,
+    /// The pub/sub tasks, aborted on drop.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine")
+            .field("config", &self.config)
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisEngine {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl RedisEngine {
+    /// Connects to Redis: the command connection and every pub/sub connection, then starts
+    /// the pub/sub tasks. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// When the URL is invalid, the configuration unusable, or Redis cannot be reached within
+    /// `connect_timeout` (later outages are survived by reconnecting).
+    pub async fn connect(config: RedisConfig) -> Result<Self, RedisEngineError> {
+        if config.pubsub_shards == 0 {
+            return Err(RedisEngineError::Config("pubsub_shards must be at least 1"));
+        }
+        let config = Arc::new(config);
+        let client = redis::Client::open(config.url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(config.reconnect_max_delay);
+        let commands = bounded(
+            config.connect_timeout,
+            ConnectionManager::new_with_config(client.clone(), manager_config),
+        )
+        .await?;
+        let handler: HandlerSlot = Arc::new(OnceLock::new());
+        let mut shards = Vec::with_capacity(config.pubsub_shards);
+        let mut tasks = Vec::with_capacity(config.pubsub_shards);
+        for index in 0..config.pubsub_shards {
+            let pubsub = bounded(config.connect_timeout, client.get_async_pubsub()).await?;
+            let (sink, stream) = pubsub.split();
+            let shard = Arc::new(Shard::new(index, sink.clone()));
+            let task = ShardTask {
+                shard: shard.clone(),
+                stream,
+                pinger: sink,
+                handler: handler.clone(),
+                config: config.clone(),
+                client: client.clone(),
+            };
+            tasks.push(tokio::spawn(task.run()));
+            shards.push(shard);
+        }
+        Ok(RedisEngine {
+            config,
+            commands,
+            shards: shards.into_boxed_slice(),
+            handler,
+            tasks,
+        })
+    }
+
+    /// The settings this engine runs with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// How many channels this node is subscribed to in Redis.
+    pub fn subscribed_channels(&self) -> usize {
+        self.shards.iter().map(|s| s.channel_count()).sum()
+    }
+
+    /// Runs one command, bounded by `command_timeout`.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, RedisEngineError> {
+        let mut conn = self.commands.clone();
+        bounded(self.config.command_timeout, cmd.query_async(&mut conn)).await
+    }
+
+    fn keys(&self, channel: &str) -> ChannelKeys {
+        ChannelKeys::new(&self.config.key_prefix, channel)
+    }
+
+    fn shard(&self, channel: &str) -> &Shard {
+        &self.shards[shard_of(channel, self.shards.len())]
+    }
+
+    async fn publish_inner(
+        &self,
+        channel: &str,
+        mut publication: Publication,
+        options: PublishOptions,
+    ) -> Result<Option<StreamPosition>, RedisEngineError> {
+        // The offset travels beside the JSON (it is assigned inside the script).
+        publication.offset = None;
+        let json = serde_json::to_string(&publication)?;
+        let keys = self.keys(channel);
+        let mut conn = self.commands.clone();
+        if options.history_size == 0 || options.history_ttl.is_zero() {
+            let message = codec::encode_unstored(&json);
+            let mut publish = redis::cmd("PUBLISH");
+            publish.arg(&keys.pubsub).arg(message);
+            self.query::<i64>(&publish).await?;
+            return Ok(None);
+        }
+        let meta_ttl = self.config.meta_ttl.max(options.history_ttl);
+        let mut invocation = PUBLISH_SCRIPT.prepare_invoke();
+        invocation
+            .key(&keys.meta)
+            .key(&keys.stream)
+            .arg(&keys.pubsub)
+            .arg(json)
+            .arg(options.history_size)
+            .arg(millis(options.history_ttl))
+            .arg(millis(meta_ttl))
+            .arg(new_epoch());
+        let (offset, epoch): (u64, String) = bounded(
+            self.config.command_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(Some(StreamPosition { offset, epoch }))
+    }
+
+    async fn history_inner(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, RedisEngineError> {
+        let keys = self.keys(channel);
+        let mut conn = self.commands.clone();
+        let mut invocation = HISTORY_SCRIPT.prepare_invoke();
+        invocation
+            .key(&keys.meta)
+            .key(&keys.stream)
+            .arg(new_epoch())
+            .arg(millis(self.config.meta_ttl))
+            .arg(if query.reverse { "r" } else { "f" })
+            .arg(query.since.map(|s| s.to_string()).unwrap_or_default())
+            .arg(
+                query
+                    .limit
+                    .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+            );
+        let (epoch, top, items): (String, u64, Vec<String>) = bounded(
+            self.config.command_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        let mut publications = Vec::with_capacity(items.len() / 2);
+        for pair in items.chunks_exact(2) {
+            let offset = pair[0]
+                .split_once('-')
+                .and_then(|(o, _)| o.parse::<u64>().ok())
+                .ok_or(RedisEngineError::Malformed("stream entry id"))?;
+            let mut publication: Publication = serde_json::from_str(&pair[1])?;
+            publication.offset = Some(offset);
+            publications.push(publication);
+        }
+        Ok(HistoryPage {
+            publications,
+            position: StreamPosition { offset: top, epoch },
+        })
+    }
+
+    async fn remove_history_inner(&self, channel: &str) -> Result<(), RedisEngineError> {
+        let keys = self.keys(channel);
+        let mut del = redis::cmd("DEL");
+        del.arg(&keys.meta).arg(&keys.stream);
+        self.query::<i64>(&del).await?;
+        Ok(())
+    }
+
+    async fn presence_add(
+        &self,
+        channel: &str,
+        info: &ClientInfo,
+        ttl: Duration,
+    ) -> Result<(), RedisEngineError> {
+        let keys = self.keys(channel);
+        let mut conn = self.commands.clone();
+        let mut invocation = PRESENCE_ADD_SCRIPT.prepare_invoke();
+        invocation
+            .key(&keys.presence)
+            .key(&keys.presence_expiry)
+            .arg(&info.client)
+            .arg(serde_json::to_string(info)?)
+            .arg(millis(ttl));
+        bounded(
+            self.config.command_timeout,
+            invocation.invoke_async::<i64>(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn presence_remove(&self, channel: &str, client: &str) -> Result<(), RedisEngineError> {
+        let keys = self.keys(channel);
+        let mut conn = self.commands.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hdel(&keys.presence, client)
+            .ignore()
+            .zrem(&keys.presence_expiry, client)
+            .ignore();
+        bounded(
+            self.config.command_timeout,
+            pipe.query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
+    async fn presence_list(&self, channel: &str) -> Result<Vec<ClientInfo>, RedisEngineError> {
+        let keys = self.keys(channel);
+        let mut conn = self.commands.clone();
+        let mut invocation = PRESENCE_LIST_SCRIPT.prepare_invoke();
+        invocation.key(&keys.presence).key(&keys.presence_expiry);
+        let entries: Vec<String> = bounded(
+            self.config.command_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        entries
+            .iter()
+            .map(|e| serde_json::from_str(e).map_err(RedisEngineError::from))
+            .collect()
+    }
+
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, RedisEngineError> {
+        let keys = self.keys(channel);
+        let mut conn = self.commands.clone();
+        let mut invocation = PRESENCE_STATS_SCRIPT.prepare_invoke();
+        invocation.key(&keys.presence).key(&keys.presence_expiry);
+        let (num_clients, num_users): (u32, u32) = bounded(
+            self.config.command_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(PresenceStats {
+            num_clients,
+            num_users,
+        })
+    }
+}
+
+impl Broker for RedisEngine {
+    fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
+        if self.handler.set(handler).is_err() {
+            tracing::warn!("RedisEngine::set_handler called twice; keeping the first handler");
+        }
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        options: PublishOptions,
+    ) -> BoxFuture<'a, Result<Option<StreamPosition>, EngineError>> {
+        Box::pin(async move { Ok(self.publish_inner(channel, publication, options).await?) })
+    }
+
+    fn publish_join_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        info: ClientInfo,
+        kind: JoinLeave,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let message = codec::encode_join_leave(&info, kind == JoinLeave::Join)?;
+            let mut publish = redis::cmd("PUBLISH");
+            publish.arg(self.keys(channel).pubsub).arg(message);
+            self.query::<i64>(&publish).await?;
+            Ok(())
+        })
+    }
+
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { Ok(self.shard(channel).subscribe(&self.config, channel).await?) })
+    }
+
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            Ok(self
+                .shard(channel)
+                .unsubscribe(&self.config, channel)
+                .await?)
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        Box::pin(async move { Ok(self.history_inner(channel, query).await?) })
+    }
+
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { Ok(self.remove_history_inner(channel).await?) })
+    }
+}
+
+impl PresenceStore for RedisEngine {
+    fn add<'a>(
+        &'a self,
+        channel: &'a str,
+        info: ClientInfo,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { Ok(self.presence_add(channel, &info, ttl).await?) })
+    }
+
+    fn remove<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { Ok(self.presence_remove(channel, client).await?) })
+    }
+
+    fn list<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<ClientInfo>, EngineError>> {
+        Box::pin(async move { Ok(self.presence_list(channel).await?) })
+    }
+
+    fn stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<PresenceStats, EngineError>> {
+        Box::pin(async move { Ok(self.presence_stats(channel).await?) })
+    }
+}

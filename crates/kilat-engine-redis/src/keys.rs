@@ -1,0 +1,89 @@
+//! Key and pub/sub channel names.
+//!
+//! Every key of a kilat channel carries the hash tag `{<prefix>:ch:<channel>}`, so in a Redis
+//! Cluster all of them (and the sharded pub/sub channel) live in one slot and one Lua script
+//! may touch them all. A channel name containing `}` ends the tag early, but identically for
+//! every key of that channel, so they still share a slot.
+
+/// The Redis names of one kilat channel.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelKeys {
+    /// Hash `{e: epoch, o: top offset}`, with the meta TTL.
+    pub(crate) meta: String,
+    /// Stream of publications; entry id `<offset>-0`, fields `d` (publication JSON without
+    /// offset) and `x` (expiry, Redis time in ms).
+    pub(crate) stream: String,
+    /// Hash client id -> ClientInfo JSON.
+    pub(crate) presence: String,
+    /// Sorted set client id -> expiry (Redis time in ms).
+    pub(crate) presence_expiry: String,
+    /// Pub/sub channel carrying publications and join/leave events.
+    pub(crate) pubsub: String,
+}
+
+impl ChannelKeys {
+    pub(crate) fn new(prefix: &str, channel: &str) -> Self {
+        let tag = format!("{{{prefix}:ch:{channel}}}");
+        ChannelKeys {
+            meta: format!("{tag}:meta"),
+            stream: format!("{tag}:stream"),
+            presence: format!("{tag}:presence"),
+            presence_expiry: format!("{tag}:presence:exp"),
+            pubsub: pubsub_channel(prefix, channel),
+        }
+    }
+}
+
+/// The pub/sub channel of `channel`.
+pub(crate) fn pubsub_channel(prefix: &str, channel: &str) -> String {
+    format!("{{{prefix}:ch:{channel}}}:pub")
+}
+
+/// The kilat channel behind pub/sub channel `name`, if it is one of ours.
+pub(crate) fn channel_of_pubsub<'n>(prefix: &str, name: &'n str) -> Option<&'n str> {
+    name.strip_prefix('{')?
+        .strip_prefix(prefix)?
+        .strip_prefix(":ch:")?
+        .strip_suffix("}:pub")
+}
+
+/// Index of the pub/sub connection for `channel` among `n`.
+pub(crate) fn shard_of(channel: &str, n: usize) -> usize {
+    // FNV-1a: deterministic, cheap, spreads channel names well enough.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in channel.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag_and_pubsub_names_round_trip() {
+        for channel in ["news", "chat:room}1", "{odd", ""] {
+            let keys = ChannelKeys::new("kilat", channel);
+            let tag = |k: &str| {
+                let start = k.find('{').expect("tag start") + 1;
+                let end = k[start..].find('}').expect("tag end") + start;
+                k[start..end].to_owned()
+            };
+            assert_eq!(tag(&keys.meta), tag(&keys.stream));
+            assert_eq!(tag(&keys.meta), tag(&keys.presence_expiry));
+            assert_eq!(tag(&keys.meta), tag(&keys.pubsub));
+            assert_eq!(channel_of_pubsub("kilat", &keys.pubsub), Some(channel));
+        }
+        assert_eq!(channel_of_pubsub("other", "{kilat:ch:x}:pub"), None);
+    }
+
+    #[test]
+    fn shards_are_in_range() {
+        for n in 1..8 {
+            assert!(shard_of("a", n) < n);
+        }
+        assert_eq!(shard_of("a", 0), 0);
+    }
+}

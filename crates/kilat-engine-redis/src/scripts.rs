@@ -1,0 +1,159 @@
+//! The Lua scripts. Each runs atomically in Redis, which is what makes offsets gap-free and
+//! pub/sub order equal offset order (see the crate docs).
+//!
+//! Time inside the scripts is Redis' `TIME`, so every node judges expiry by the same clock.
+//! Scripts are sent with EVALSHA; [`redis::Script`] falls back to SCRIPT LOAD on NOSCRIPT
+//! (after a Redis restart or SCRIPT FLUSH).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// `now`: Redis time in ms.
+const NOW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+/// Publish with history.
+///
+/// KEYS: meta, stream. ARGV: pub/sub channel, publication JSON, history size, history TTL ms,
+/// meta TTL ms, epoch to use if the stream is new.
+/// Returns `{offset, epoch}`.
+const PUBLISH: &str = r"
+local meta, stream = KEYS[1], KEYS[2]
+local size, ttl, meta_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  -- The stream's metadata is gone (new channel, expiry, Redis restart): a new epoch, and any
+  -- leftover entries belong to the old one.
+  epoch = ARGV[6]
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', epoch, 'o', 0)
+end
+local offset = redis.call('HINCRBY', meta, 'o', 1)
+redis.call('XADD', stream, 'MAXLEN', size, string.format('%d-0', offset),
+  'd', ARGV[2], 'x', string.format('%d', now + ttl))
+redis.call('PEXPIRE', stream, ttl)
+redis.call('PEXPIRE', meta, meta_ttl)
+redis.call('PUBLISH', ARGV[1], string.format('p%d:%s:', offset, epoch) .. ARGV[2])
+return {offset, epoch}
+";
+
+/// History read.
+///
+/// KEYS: meta, stream. ARGV: epoch to use if the stream is new, meta TTL ms, direction
+/// (`f` or `r`), since (`""` for none), limit (`-1` for all).
+/// Returns `{epoch, top, {id1, json1, id2, json2, ...}}`.
+const HISTORY: &str = r"
+local meta, stream = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', epoch, 'o', 0)
+  redis.call('PEXPIRE', meta, tonumber(ARGV[2]))
+end
+local top = tonumber(redis.call('HGET', meta, 'o'))
+-- Drop the expired head of the stream (entries expire in offset order).
+while true do
+  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 64)
+  local cut, live = nil, false
+  for _, e in ipairs(head) do
+    if tonumber(e[2][4]) <= now then cut = e[1] else live = true break end
+  end
+  if cut then
+    local o = tonumber(string.match(cut, '^(%d+)'))
+    redis.call('XTRIM', stream, 'MINID', string.format('%d-0', o + 1))
+  end
+  if live or not cut then break end
+end
+local reverse, since, limit = ARGV[3] == 'r', ARGV[4], tonumber(ARGV[5])
+local out = {}
+if limit == 0 then return {epoch, top, out} end
+local entries
+local count = {}
+if limit > 0 then count = {'COUNT', limit} end
+if since == '' then
+  if reverse or limit > 0 then
+    entries = redis.call('XREVRANGE', stream, '+', '-', unpack(count))
+  else
+    entries = redis.call('XRANGE', stream, '-', '+')
+  end
+else
+  local s = tonumber(since)
+  if reverse then
+    if s <= 1 then return {epoch, top, out} end
+    entries = redis.call('XREVRANGE', stream, string.format('%d', s - 1), '-', unpack(count))
+  else
+    entries = redis.call('XRANGE', stream, string.format('%d', s + 1), '+', unpack(count))
+  end
+end
+-- The newest `limit` read newest first but wanted oldest first: flip.
+local flip = since == '' and not reverse and limit > 0
+local n = #entries
+for i = 1, n do
+  local e = entries[flip and (n + 1 - i) or i]
+  out[#out + 1] = e[1]
+  out[#out + 1] = e[2][2]
+end
+return {epoch, top, out}
+";
+
+/// Drop expired presence entries.
+///
+/// KEYS: presence hash, expiry zset.
+const PRESENCE_CLEAN: &str = r"
+local h, z = KEYS[1], KEYS[2]
+local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now)
+for i = 1, #dead, 1000 do
+  redis.call('HDEL', h, unpack(dead, i, math.min(i + 999, #dead)))
+end
+if #dead > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', now) end
+";
+
+/// Add or refresh a presence entry. KEYS: hash, zset. ARGV: client, info JSON, TTL ms.
+const PRESENCE_ADD: &str = r"
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+-- Keys outlive their longest entry; a dead node's entries vanish with them at the latest.
+for _, k in ipairs(KEYS) do
+  if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
+end
+return 1
+";
+
+/// Unexpired entries. KEYS: hash, zset. Returns the ClientInfo JSONs.
+const PRESENCE_LIST: &str = r"
+return redis.call('HVALS', KEYS[1])
+";
+
+/// Counts. KEYS: hash, zset. Returns `{clients, users}`.
+const PRESENCE_STATS: &str = r"
+local users, n_users, n = {}, 0, 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+  n = n + 1
+  local u = cjson.decode(v)['user']
+  if not users[u] then users[u] = true n_users = n_users + 1 end
+end
+return {n, n_users}
+";
+
+fn script(parts: &[&str]) -> Script {
+    Script::new(&parts.concat())
+}
+
+/// See [`PUBLISH`].
+pub(crate) static PUBLISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[NOW, PUBLISH]));
+/// See [`HISTORY`].
+pub(crate) static HISTORY_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[NOW, HISTORY]));
+/// See [`PRESENCE_ADD`].
+pub(crate) static PRESENCE_ADD_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_ADD]));
+/// See [`PRESENCE_LIST`].
+pub(crate) static PRESENCE_LIST_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_LIST]));
+/// See [`PRESENCE_STATS`].
+pub(crate) static PRESENCE_STATS_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_STATS]));

@@ -1,0 +1,13 @@
+//! Integration tests of the Redis engine, against real `redis-server` processes.
+//!
+//! Without `redis-server` on PATH (and no `KILAT_TEST_REDIS_URL`), every test skips with a loud
+//! notice; under `CI=true` they fail instead.
+
+/// The kilat-core engine conformance suite, run against the Redis engine.
+mod conformance;
+/// Redis killed, restarted or paused under running engines.
+mod failures;
+/// Two engines ("nodes") sharing one Redis: fan-out, history, presence.
+mod multi_node;
+/// Starting and controlling `redis-server`, engines for tests, a recording handler.
+mod support;

@@ -1,0 +1,210 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use kilat_core::engine::{Broker, HistoryQuery, JoinLeave, PresenceStore, PublishOptions};
+
+use crate::support::{self, Recorder};
+
+const HISTORY: PublishOptions = PublishOptions {
+    history_size: 100,
+    history_ttl: Duration::from_secs(60),
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publication_from_one_node_reaches_the_other_once_in_offset_order() {
+    let Some(redis) = support::redis("publication_from_one_node_reaches_the_other_once") else {
+        return;
+    };
+    let (a, b) = (support::engine(&redis).await, support::engine(&redis).await);
+    let (seen_a, seen_b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    a.set_handler(seen_a.clone());
+    b.set_handler(seen_b.clone());
+    let ch = support::channel("fanout");
+    // No wait between the subscribe and the first publish: subscribe returns once Redis
+    // confirmed it, so the very next publication must arrive.
+    b.subscribe(&ch).await.expect("subscribe");
+    let mut epoch = None;
+    for i in 1..=50u64 {
+        let position = a
+            .publish(&ch, support::publication(&i.to_string()), HISTORY)
+            .await
+            .expect("publish")
+            .expect("position");
+        assert_eq!(position.offset, i);
+        epoch.get_or_insert(position.epoch);
+    }
+    let seen = seen_b.wait_until(&ch, |s| s.len() >= 50).await;
+    let expected: Vec<_> = (1..=50u64)
+        .map(|i| {
+            (
+                ch.clone(),
+                Some(i),
+                epoch.clone().expect("epoch"),
+                i.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, expected, "once each, in offset order, with the epoch");
+    // A marker behind them proves nothing else (no duplicate) was in flight.
+    a.publish(&ch, support::publication("\"end\""), HISTORY)
+        .await
+        .expect("publish");
+    let seen = seen_b.wait_until(&ch, |s| s.len() >= 51).await;
+    assert_eq!(seen.len(), 51);
+    assert!(seen_a.seen(&ch).is_empty(), "node A never subscribed");
+
+    // Join/leave fan out too.
+    a.publish_join_leave(&ch, support::info("c1", "u1"), JoinLeave::Join)
+        .await
+        .expect("join");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen_b.joins(&ch).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "join not delivered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen_b.joins(&ch), [("c1".to_owned(), true)]);
+
+    b.unsubscribe(&ch).await.expect("unsubscribe");
+    b.unsubscribe(&ch).await.expect("unsubscribe is idempotent");
+    assert_eq!(b.subscribed_channels(), 0);
+    a.publish(&ch, support::publication("\"after\""), HISTORY)
+        .await
+        .expect("publish");
+    // Node B subscribes a second channel and hears a publication there, which Redis sent
+    // after the one above: had B still been subscribed to `ch`, it would have it by now.
+    let probe = support::channel("probe");
+    b.subscribe(&probe).await.expect("subscribe");
+    a.publish(&probe, support::publication("1"), HISTORY)
+        .await
+        .expect("publish");
+    seen_b.wait_until(&probe, |s| s.len() == 1).await;
+    assert_eq!(seen_b.seen(&ch).len(), 51, "nothing after unsubscribe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_presence_are_shared_between_nodes() {
+    let Some(redis) = support::redis("history_and_presence_are_shared_between_nodes") else {
+        return;
+    };
+    let (a, b) = (support::engine(&redis).await, support::engine(&redis).await);
+    let ch = support::channel("shared");
+    let before = b
+        .history(&ch, HistoryQuery::default())
+        .await
+        .expect("history");
+    for i in 1..=3 {
+        a.publish(&ch, support::publication(&i.to_string()), HISTORY)
+            .await
+            .expect("publish");
+    }
+    let page = b
+        .history(
+            &ch,
+            HistoryQuery {
+                since: Some(1),
+                ..HistoryQuery::default()
+            },
+        )
+        .await
+        .expect("history");
+    assert_eq!(page.position.offset, 3);
+    assert_eq!(
+        page.position.epoch, before.position.epoch,
+        "the epoch node B read before any publish is the one node A's publishes got"
+    );
+    let offsets: Vec<_> = page.publications.iter().filter_map(|p| p.offset).collect();
+    assert_eq!(offsets, [2, 3]);
+
+    let ttl = Duration::from_secs(60);
+    a.add(&ch, support::info("c1", "alice"), ttl)
+        .await
+        .expect("add");
+    b.add(&ch, support::info("c2", "bob"), ttl)
+        .await
+        .expect("add");
+    let stats = b.stats(&ch).await.expect("stats");
+    assert_eq!((stats.num_clients, stats.num_users), (2, 2));
+    b.remove(&ch, "c1").await.expect("remove");
+    let list = a.list(&ch).await.expect("list");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].client, "c2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_of_a_node_that_stops_refreshing_expires() {
+    let Some(redis) = support::redis("presence_of_a_node_that_stops_refreshing_expires") else {
+        return;
+    };
+    let (a, b) = (support::engine(&redis).await, support::engine(&redis).await);
+    let ch = support::channel("expiry");
+    // Node A "dies" after one add with a short TTL; node B keeps refreshing its client.
+    a.add(&ch, support::info("dead", "x"), Duration::from_millis(300))
+        .await
+        .expect("add");
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        b.add(&ch, support::info("alive", "y"), Duration::from_secs(60))
+            .await
+            .expect("refresh");
+        let clients: Vec<_> = b
+            .list(&ch)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|i| i.client)
+            .collect();
+        if clients == ["alive"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {clients:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = b.stats(&ch).await.expect("stats");
+    assert_eq!((stats.num_clients, stats.num_users), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_entries_expire_one_by_one_after_their_ttl() {
+    let Some(redis) = support::redis("history_entries_expire_one_by_one_after_their_ttl") else {
+        return;
+    };
+    let a = support::engine(&redis).await;
+    let ch = support::channel("ttl");
+    let short = PublishOptions {
+        history_size: 10,
+        history_ttl: Duration::from_millis(300),
+    };
+    a.publish(&ch, support::publication("1"), short)
+        .await
+        .expect("publish");
+    // A later publication with a long TTL keeps the stream alive; the first still expires.
+    a.publish(&ch, support::publication("2"), HISTORY)
+        .await
+        .expect("publish");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let page = a
+            .history(&ch, HistoryQuery::default())
+            .await
+            .expect("history");
+        let offsets: Vec<_> = page.publications.iter().filter_map(|p| p.offset).collect();
+        assert_eq!(page.position.offset, 2);
+        if offsets == [2] {
+            break;
+        }
+        assert_eq!(offsets, [1, 2]);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "entry 1 never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The offset and epoch outlive the entries (meta TTL): the next publish continues.
+    let next = a
+        .publish(&ch, support::publication("3"), short)
+        .await
+        .expect("publish")
+        .expect("position");
+    assert_eq!(next.offset, 3);
+}
