@@ -130,6 +130,11 @@ impl RedisEngine {
         bounded(self.config.command_timeout, cmd.query_async(&mut conn)).await
     }
 
+    /// How often the pub/sub connections were re-established after a loss (all shards).
+    pub fn pubsub_reconnects(&self) -> u64 {
+        self.shards.iter().map(|s| s.reconnects()).sum()
+    }
+
     fn keys(&self, channel: &str) -> ChannelKeys {
         ChannelKeys::new(&self.config.key_prefix, channel)
     }

@@ -7,6 +7,7 @@
 //! backoff and resubscribes the shard's channels in batches.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub(crate) struct Shard {
     /// Redis confirmed the SUBSCRIBE on the current connection. Read without `link` by the
     /// fast path of `subscribe` (the hub calls it for every client subscription).
     channels: Mutex<HashMap<String, bool>>,
+    /// Connections re-established after a loss, for [`crate::RedisEngine::pubsub_reconnects`].
+    reconnects: AtomicU64,
 }
 
 impl Shard {
@@ -48,6 +51,7 @@ impl Shard {
             index,
             link: tokio::sync::Mutex::new(Some(sink)),
             channels: Mutex::new(HashMap::new()),
+            reconnects: AtomicU64::new(0),
         }
     }
 
@@ -108,6 +112,11 @@ impl Shard {
     pub(crate) fn channel_count(&self) -> usize {
         lock(&self.channels).len()
     }
+
+    /// Reconnects so far.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
 }
 
 /// The long-lived task of one shard: delivery, liveness pings, reconnects.
@@ -166,7 +175,9 @@ impl ShardTask {
                     self.dispatch(&message);
                 }
                 _ = ping.tick() => {
-                    let pong = bounded(self.config.command_timeout, self.pinger.ping::<String>());
+                    // In subscribed mode the reply is `["pong", ""]`, not `PONG`: take any value.
+                    let pong =
+                        bounded(self.config.command_timeout, self.pinger.ping::<redis::Value>());
                     if let Err(error) = pong.await {
                         tracing::warn!(shard = self.shard.index, %error, "redis pub/sub ping failed");
                         return;
@@ -202,6 +213,7 @@ impl ShardTask {
         loop {
             match self.try_reconnect().await {
                 Ok(()) => {
+                    self.shard.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(shard = self.shard.index, "redis pub/sub reconnected");
                     return;
                 }

@@ -208,3 +208,32 @@ async fn history_entries_expire_one_by_one_after_their_ttl() {
         .expect("position");
     assert_eq!(next.offset, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_pubsub_connections_survive_their_pings() {
+    let Some(redis) = support::redis("idle_pubsub_connections_survive_their_pings") else {
+        return;
+    };
+    let mut config = support::config(&redis);
+    config.pubsub_ping_interval = Duration::from_millis(50);
+    let a = Arc::new(
+        kilat_engine_redis::RedisEngine::connect(config)
+            .await
+            .expect("connects"),
+    );
+    let seen = Arc::new(Recorder::default());
+    a.set_handler(seen.clone());
+    let ch = support::channel("idle");
+    a.subscribe(&ch).await.expect("subscribe");
+    // Several ping intervals with no traffic: the pings must be answered, not reconnect.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        a.pubsub_reconnects(),
+        0,
+        "a healthy idle connection is kept"
+    );
+    a.publish(&ch, support::publication("1"), HISTORY)
+        .await
+        .expect("publish");
+    seen.wait_until(&ch, |s| s.len() == 1).await;
+}
