@@ -9,6 +9,7 @@
 //                                   makes the client fall back to the next transport
 
 import { encodeFrames, LineSplitter, SseParser } from './codec.js';
+import { DisconnectCode } from './errors.js';
 
 /**
  * Works out the endpoint of each transport from the URL given to the client. The URL may be
@@ -159,7 +160,9 @@ class EmulatedTransport {
   async _run(connectFrame) {
     const handlers = this._handlers;
     let opened = false;
-    const code = 1006; // no close codes on HTTP: a `disconnect` push carries the real one
+    // HTTP has no close codes: a `disconnect` push carries the real one; without it the
+    // stream just ended, which is the SDK's own code 1 (transport closed)
+    const code = DisconnectCode.TRANSPORT_CLOSED;
     let reason = 'stream ended';
     try {
       const res = await this._request(connectFrame);
@@ -240,7 +243,7 @@ class EmulatedTransport {
         if (!ok && !this._closed) {
           // a lost command would leave a reply hanging: treat the session as broken
           this.close();
-          this._handlers.onClose({ code: 1006, reason: `emulation POST failed (HTTP ${status})`, opened: true });
+          this._handlers.onClose({ code: DisconnectCode.TRANSPORT_CLOSED, reason: `emulation POST failed (HTTP ${status})`, opened: true });
           return;
         }
       }

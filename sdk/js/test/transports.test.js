@@ -123,7 +123,7 @@ test('a stream that ends after connecting triggers a reconnect', async (t) => {
   await client.ready(2000);
   const connecting = nextEvent(client, 'connecting');
   fetch.state.conns[0].end();
-  await connecting;
+  assert.equal((await connecting).code, 1, 'SDK code 1: transport closed');
   await client.ready(2000);
   assert.equal(fetch.state.conns.length, 2);
 });
