@@ -94,6 +94,18 @@ struct ServeArgs {
     /// [config: token.jwks_url].
     #[arg(long, value_name = "URL")]
     token_jwks_url: Option<String>,
+    /// PEM certificate chain: serve https:// and wss:// (reloaded on SIGHUP)
+    /// [config: server.tls_cert].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert [config: server.tls_key].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Browser origin allowed to connect, e.g. https://app.example.com or https://*.example.com;
+    /// repeatable; `*` allows all. Default: only this server's own origin
+    /// [config: server.allowed_origins].
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
     /// Key for the server HTTP API (`Authorization: apikey <key>`) [config: api.key].
     #[arg(long, value_name = "KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -223,6 +235,29 @@ impl ServeArgs {
         if let Some(url) = &self.token_jwks_url {
             set("token", "jwks_url", Value::String(url.clone()));
         }
+        if let Some(path) = &self.tls_cert {
+            set(
+                "server",
+                "tls_cert",
+                Value::String(path.display().to_string()),
+            );
+        }
+        if let Some(path) = &self.tls_key {
+            set(
+                "server",
+                "tls_key",
+                Value::String(path.display().to_string()),
+            );
+        }
+        if !self.allowed_origins.is_empty() {
+            let list = self
+                .allowed_origins
+                .iter()
+                .cloned()
+                .map(Value::String)
+                .collect();
+            set("server", "allowed_origins", Value::Array(list));
+        }
         if let Some(key) = &self.api_key {
             set("api", "key", Value::String(key.clone()));
         }
@@ -317,8 +352,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         address = %local,
         compression = config.websocket.compression,
         max_connections = config.server.max_connections,
-        "kilat {} listening: open http://{local}/ ; WebSocket endpoint ws://{local}/connection/websocket",
-        env!("CARGO_PKG_VERSION")
+        "kilat {} listening: open {http}://{local}/ ; WebSocket endpoint {ws}://{local}/connection/websocket",
+        env!("CARGO_PKG_VERSION"),
+        http = if config.server.tls_cert.is_some() { "https" } else { "http" },
+        ws = if config.server.tls_cert.is_some() { "wss" } else { "ws" },
     );
     kilat_server::run(listener, config, shutdown_signal()).await?;
     Ok(())

@@ -56,6 +56,19 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for connections to close after sending them 3000.
     #[serde(with = "kilat_core::config::seconds")]
     pub shutdown_timeout: Duration,
+    /// How long a new TCP connection may take to finish its TLS handshake and send its request
+    /// head; slower (or silent) clients are dropped.
+    #[serde(with = "kilat_core::config::seconds")]
+    pub handshake_timeout: Duration,
+    /// PEM certificate chain; with `tls_key`, the listener speaks TLS (`https://`, `wss://`).
+    /// Both files are read again on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Origins allowed to open WebSocket, SSE and streaming connections from a browser
+    /// (`https://app.example.com`, wildcards like `https://*.example.com`, or `*`). Empty: only
+    /// the server's own origin. Requests without an `Origin` header (non-browser clients) pass.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +77,10 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             max_connections: 100_000,
             shutdown_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            tls_cert: None,
+            tls_key: None,
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kilat_core::{Outbox, Session, TransportInfo};
 use kilat_protocol::{Disconnect, EncodingSlot, SharedFrame};
@@ -116,7 +116,14 @@ pub(crate) struct SseQuery {
 }
 
 /// `GET /connection/sse?connect=...`
-pub(crate) async fn sse(State(state): State<AppState>, Query(query): Query<SseQuery>) -> Response {
+pub(crate) async fn sse(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<SseQuery>,
+) -> Response {
+    if !crate::origin::allowed(&headers, &state.allowed_origins) {
+        return refuse(StatusCode::FORBIDDEN, "origin not allowed");
+    }
     let Some(connect) = query.connect else {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -130,7 +137,14 @@ pub(crate) async fn sse(State(state): State<AppState>, Query(query): Query<SseQu
 }
 
 /// `POST /connection/stream` with the connect command as the body.
-pub(crate) async fn stream(State(state): State<AppState>, body: Body) -> Response {
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !crate::origin::allowed(&headers, &state.allowed_origins) {
+        return refuse(StatusCode::FORBIDDEN, "origin not allowed");
+    }
     match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(connect) => open_stream(state, connect, Format::Ndjson).await,
         Err(_) => refuse(
@@ -153,7 +167,14 @@ pub(crate) struct EmulationRequest {
 
 /// `POST /connection/emulation`: hands a command to the session's connection task; the reply
 /// comes back on the session's stream, so this answers 204 as soon as the command is queued.
-pub(crate) async fn emulation(State(state): State<AppState>, body: Body) -> Response {
+pub(crate) async fn emulation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !crate::origin::allowed(&headers, &state.allowed_origins) {
+        return refuse(StatusCode::FORBIDDEN, "origin not allowed");
+    }
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "emulation body too large");
     };

@@ -26,7 +26,10 @@ mod auth;
 pub mod config;
 mod driver;
 mod emulation;
+mod glob;
+pub mod listener;
 mod metrics;
+mod origin;
 mod router;
 mod websocket;
 
@@ -62,6 +65,8 @@ pub(crate) struct AppState {
     pub(crate) api: api::ApiHandle,
     /// When the server started, for `info`.
     pub(crate) started: std::time::Instant,
+    /// Browser origins allowed to connect (empty: same origin only).
+    pub(crate) allowed_origins: Arc<[String]>,
 }
 
 /// Why the server stopped with an error.
@@ -71,6 +76,14 @@ pub enum ServerError {
     /// Accepting or serving on the listener failed.
     #[error("serving HTTP failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] listener::TlsError),
+    /// `tls_cert` was given without `tls_key` or the other way round.
+    #[error(
+        "TLS needs both server.tls_cert and server.tls_key (hint: --tls-cert FILE --tls-key FILE)"
+    )]
+    TlsIncomplete,
     /// The `[token]` section cannot build a verifier.
     #[error("invalid [token] configuration: {0}")]
     Token(#[from] kilat_auth::ConfigError),
@@ -112,7 +125,16 @@ pub async fn run(
         sessions: emulation::Sessions::default(),
         api: Arc::new(api::Api::new(config.api.key.clone(), config.node.dev)),
         started: std::time::Instant::now(),
+        allowed_origins: config.server.allowed_origins.clone().into(),
     };
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(listener::ReloadableCert::load(cert, key)?),
+        (None, None) => None,
+        _ => return Err(ServerError::TlsIncomplete),
+    };
+    if let Some(cert) = tls.clone() {
+        tokio::spawn(reload_on_sighup(cert));
+    }
     let app = router::router(state.clone());
     let draining = state.draining.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -126,8 +148,14 @@ pub async fn run(
         signal_node.shutdown();
         let _ = stop_tx.send(());
     };
-    let serve = axum::serve(listener, app).with_graceful_shutdown(on_signal);
-    let http = tokio::spawn(async move { serve.await });
+    let http = tokio::spawn(listener::serve(
+        listener,
+        app,
+        tls.as_ref().map(listener::ReloadableCert::acceptor),
+        config.server.handshake_timeout,
+        on_signal,
+        config.server.shutdown_timeout,
+    ));
 
     // Waiting for the stop signal first keeps the drain timeout from starting before shutdown.
     let _ = stop_rx.await;
@@ -139,7 +167,7 @@ pub async fn run(
     })
     .await;
     match drained {
-        Ok(Ok(result)) => result?,
+        Ok(Ok(())) => {}
         Ok(Err(join)) => tracing::error!(error = %join, "HTTP server task failed"),
         Err(_) => tracing::warn!(
             open = state.tasks.len(),
@@ -149,4 +177,26 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads the TLS certificate and key whenever the process gets SIGHUP.
+async fn reload_on_sighup(cert: Arc<listener::ReloadableCert>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; TLS certificates will not be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match cert.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(error) => {
+                    tracing::error!(%error, "SIGHUP: TLS reload failed; keeping the old certificate")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(cert);
 }

@@ -23,6 +23,10 @@ pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> 
     if state.draining.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response();
     }
+    if !crate::origin::allowed(&parts.headers, &state.allowed_origins) {
+        tracing::info!(origin = ?parts.headers.get(http::header::ORIGIN), "websocket upgrade from a refused origin");
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
     let handshake = match ws::negotiate(&parts, &state.ws) {
         Ok(handshake) => handshake,
         Err(refused) => {

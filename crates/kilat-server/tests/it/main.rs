@@ -13,5 +13,7 @@ mod http;
 mod lifecycle;
 /// Transport limits and errors: each bad input gets its code and other connections keep working.
 mod limits;
+/// TLS (`wss://`), origin checks and half-open handshakes.
+mod tls_origin;
 /// Tokens: connection and subscription JWTs through a real socket.
 mod tokens;

@@ -80,7 +80,12 @@ pub(crate) async fn connect(server: &TestServer) -> (Client, serde_json::Value) 
 }
 
 /// The next JSON frame from the server that is not a ping (`{}`).
-pub(crate) async fn next_json(ws: &mut Client) -> serde_json::Value {
+pub(crate) async fn next_json<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let message = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -258,8 +263,14 @@ fn parse_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
 
 /// Sends a plain HTTP GET and returns the status and body.
 pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_get_with(addr, path, "").await
+}
+
+/// Sends a plain HTTP GET with `extra` header lines and returns the status and body.
+pub(crate) async fn http_get_with(addr: SocketAddr, path: &str, extra: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut response))

@@ -1,0 +1,228 @@
+//! The accept loop: plain TCP or TLS (rustls), HTTP/1.1 and HTTP/2 with upgrades, a deadline for
+//! the request head so half-open handshakes cannot pin sockets, and graceful shutdown.
+//!
+//! axum's own `serve` has no TLS and no header-read timeout, so the listener is written on
+//! hyper-util directly; the router is the same axum `Router`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use parking_lot::RwLock;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::crypto::ring::sign::any_supported_type;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A certificate or key file could not be read or parsed.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file at fault.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The key does not fit any supported signature scheme.
+    #[error("unsupported private key in {path}: {source}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// rustls' reason.
+        source: tokio_rustls::rustls::Error,
+    },
+}
+
+/// The certificate in use, swapped atomically when the files are reloaded (SIGHUP), so renewed
+/// certificates take effect without dropping a single connection.
+#[derive(Debug)]
+pub(crate) struct ReloadableCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    /// Loads the certificate chain and key.
+    pub(crate) fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, TlsError> {
+        let key = load_certified_key(cert_path, key_path)?;
+        Ok(Arc::new(ReloadableCert {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            current: RwLock::new(Arc::new(key)),
+        }))
+    }
+
+    /// Reads the files again; on failure the old certificate stays in use.
+    pub(crate) fn reload(&self) -> Result<(), TlsError> {
+        let key = load_certified_key(&self.cert_path, &self.key_path)?;
+        *self.current.write() = Arc::new(key);
+        Ok(())
+    }
+
+    /// A rustls acceptor that always serves the current certificate.
+    pub(crate) fn acceptor(self: &Arc<Self>) -> TlsAcceptor {
+        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_no_client_auth()
+        .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().clone())
+    }
+}
+
+fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
+    let file_error = |path: &Path, reason: String| TlsError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| file_error(cert_path, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_error(cert_path, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(file_error(cert_path, "no PEM certificate found".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+        file_error(
+            key_path,
+            format!("{e} (expected a PEM private key: PKCS#8, PKCS#1 or SEC1)"),
+        )
+    })?;
+    let signing = any_supported_type(&key).map_err(|source| TlsError::Key {
+        path: key_path.to_owned(),
+        source,
+    })?;
+    Ok(CertifiedKey::new(certs, signing))
+}
+
+/// Accepts connections until `stop` resolves, then lets in-flight HTTP requests finish for at
+/// most `grace`. Upgraded connections (WebSocket) are not HTTP anymore; the server drains those.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    head_timeout: Duration,
+    stop: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        // Wakes on: a new TCP connection, or the shutdown signal.
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and similar: back off briefly instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let result = match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(head_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("HTTP connections still open after the grace period");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_cert(dir: &Path, name: &str) -> Vec<u8> {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("certificate");
+        std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("write cert");
+        std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).expect("write key");
+        cert.cert.der().to_vec()
+    }
+
+    #[test]
+    fn reload_swaps_the_certificate_and_keeps_the_old_one_on_error() {
+        let dir = std::env::temp_dir().join(format!("kilat-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let first = write_cert(&dir, "first.test");
+        let cert = ReloadableCert::load(&dir.join("cert.pem"), &dir.join("key.pem")).expect("load");
+        let served = |c: &ReloadableCert| c.current.read().cert[0].to_vec();
+        assert_eq!(served(&cert), first);
+
+        let second = write_cert(&dir, "second.test");
+        cert.reload().expect("reload");
+        assert_eq!(served(&cert), second);
+
+        std::fs::write(dir.join("key.pem"), "not a key").expect("break the key");
+        assert!(cert.reload().is_err());
+        assert_eq!(
+            served(&cert),
+            second,
+            "a failed reload keeps serving the old certificate"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
