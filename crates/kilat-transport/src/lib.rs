@@ -16,8 +16,9 @@
 //! - **Tiny idle connections.** No read buffer is held between messages (reads go through a
 //!   stack buffer; a heap buffer exists only while a frame is in flight), compressors are
 //!   thread-local, decompressors are allocated on the first compressed message and, by default,
-//!   returned to a per-thread pool after each message. `WsConnection` over a `TcpStream` is a
-//!   couple of hundred bytes.
+//!   returned to a per-thread pool after each message. `WsConnection<TcpStream>` is 240 bytes;
+//!   the release echo server measured about 2.0 KiB RSS per idle upgraded connection in total
+//!   (5000 connections, deflate agreed), 2.2 KiB after each had sent a compressed message.
 //! - **Cancel-safe reads.** All read state lives in the connection and is advanced in `poll`
 //!   functions, so the session can race `read_message` against its write queue in `select!`.
 //! - **Fail fast.** Sizes are checked from frame headers before payloads are read, UTF-8 is
