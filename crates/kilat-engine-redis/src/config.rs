@@ -8,6 +8,11 @@ use std::time::Duration;
 pub struct RedisConfig {
     /// Redis URL, e.g. `redis://127.0.0.1:6379/0` or `redis://:password@host:6379`.
     pub url: String,
+    /// Seed nodes of a Redis Cluster (`redis://host:port` each). When not empty the engine
+    /// runs in cluster mode: `url` is ignored, pub/sub is sharded (`SSUBSCRIBE`/`SPUBLISH`,
+    /// Redis 7+) and `pubsub_shards`, `pubsub_ping_interval` and `resubscribe_batch` do not
+    /// apply (the cluster client resubscribes by itself).
+    pub cluster_nodes: Vec<String>,
     /// Prefix of every key and pub/sub channel, so several kilat clusters can share one Redis
     /// (keys look like `{<prefix>:ch:<channel>}:stream`).
     pub key_prefix: String,
@@ -35,6 +40,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
+            cluster_nodes: Vec::new(),
             key_prefix: "kilat".to_owned(),
             pubsub_shards: 4,
             command_timeout: Duration::from_secs(1),
@@ -52,6 +58,14 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// The default settings for the Redis Cluster reachable through `seed_nodes`.
+    pub fn cluster<S: Into<String>>(seed_nodes: impl IntoIterator<Item = S>) -> Self {
+        RedisConfig {
+            cluster_nodes: seed_nodes.into_iter().map(Into::into).collect(),
             ..RedisConfig::default()
         }
     }

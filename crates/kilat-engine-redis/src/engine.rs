@@ -10,16 +10,19 @@ use kilat_core::engine::{
 use kilat_core::new_epoch;
 use kilat_protocol::{ClientInfo, Publication, StreamPosition};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use tokio::task::JoinHandle;
 
+use crate::cluster::{ClusterSubscriptions, push_handler};
 use crate::codec;
 use crate::config::RedisConfig;
+use crate::conn::Conn;
 use crate::error::{RedisEngineError, bounded};
 use crate::keys::{ChannelKeys, shard_of};
 use crate::pubsub::{HandlerSlot, Shard, ShardTask};
 use crate::scripts::{
-    HISTORY_SCRIPT, PRESENCE_ADD_SCRIPT, PRESENCE_LIST_SCRIPT, PRESENCE_STATS_SCRIPT,
-    PUBLISH_SCRIPT,
+    HISTORY_SCRIPT, PRESENCE_ADD_SCRIPT, PRESENCE_LIST_SCRIPT, PRESENCE_REMOVE_SCRIPT,
+    PRESENCE_STATS_SCRIPT, PUBLISH_SCRIPT,
 };
 
 /// The Redis engine: one value implements both [`Broker`] and [`PresenceStore`]; share it as
@@ -31,9 +34,9 @@ pub struct RedisEngine {
     config: Arc<RedisConfig>,
     /// Commands and scripts (publish, history, presence). Multiplexed, reconnects on its own;
     /// every call through it is bounded by `command_timeout`.
-    commands: ConnectionManager,
-    /// The pub/sub connections, indexed by [`shard_of`] the channel name.
-    shards: Box<[Arc<Shard>]>,
+    commands: Conn,
+    /// How this node listens to channels.
+    subscriptions: Subscriptions,
     /// The hub's handler, read by the pub/sub tasks.
     handler: HandlerSlot,
     /// The pub/sub tasks, aborted on drop.
@@ -44,9 +47,21 @@ impl std::fmt::Debug for RedisEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisEngine")
             .field("config", &self.config)
-            .field("shards", &self.shards.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The node's channel subscriptions.
+enum Subscriptions {
+    /// Single Redis: dedicated pub/sub connections, indexed by [`shard_of`] the channel name.
+    Shards(Box<[Arc<Shard>]>),
+    /// Redis Cluster: sharded pub/sub on the cluster connection.
+    Cluster {
+        /// The cluster connection (a clone of the one in `commands`).
+        conn: ClusterConnection,
+        /// What this node subscribed to.
+        channels: ClusterSubscriptions,
+    },
 }
 
 impl Drop for RedisEngine {
@@ -73,6 +88,10 @@ impl RedisEngine {
             return Err(RedisEngineError::Config("pubsub_shards must be at least 1"));
         }
         let config = Arc::new(config);
+        let handler: HandlerSlot = Arc::new(OnceLock::new());
+        if !config.cluster_nodes.is_empty() {
+            return Self::connect_cluster(config, handler).await;
+        }
         let client = redis::Client::open(config.url.as_str())?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
@@ -84,7 +103,6 @@ impl RedisEngine {
             ConnectionManager::new_with_config(client.clone(), manager_config),
         )
         .await?;
-        let handler: HandlerSlot = Arc::new(OnceLock::new());
         let mut shards = Vec::with_capacity(config.pubsub_shards);
         let mut tasks = Vec::with_capacity(config.pubsub_shards);
         for index in 0..config.pubsub_shards {
@@ -104,10 +122,36 @@ impl RedisEngine {
         }
         Ok(RedisEngine {
             config,
-            commands,
-            shards: shards.into_boxed_slice(),
+            commands: Conn::Single(commands),
+            subscriptions: Subscriptions::Shards(shards.into_boxed_slice()),
             handler,
             tasks,
+        })
+    }
+
+    async fn connect_cluster(
+        config: Arc<RedisConfig>,
+        handler: HandlerSlot,
+    ) -> Result<Self, RedisEngineError> {
+        let client = redis::cluster::ClusterClientBuilder::new(config.cluster_nodes.clone())
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(push_handler(handler.clone(), config.clone()))
+            .connection_timeout(config.connect_timeout)
+            .response_timeout(config.command_timeout)
+            .max_retry_wait(
+                u64::try_from(config.reconnect_max_delay.as_millis()).unwrap_or(u64::MAX),
+            )
+            .build()?;
+        let conn = bounded(config.connect_timeout, client.get_async_connection()).await?;
+        Ok(RedisEngine {
+            config,
+            commands: Conn::Cluster(conn.clone()),
+            subscriptions: Subscriptions::Cluster {
+                conn,
+                channels: ClusterSubscriptions::default(),
+            },
+            handler,
+            tasks: Vec::new(),
         })
     }
 
@@ -118,7 +162,10 @@ impl RedisEngine {
 
     /// How many channels this node is subscribed to in Redis.
     pub fn subscribed_channels(&self) -> usize {
-        self.shards.iter().map(|s| s.channel_count()).sum()
+        match &self.subscriptions {
+            Subscriptions::Shards(shards) => shards.iter().map(|s| s.channel_count()).sum(),
+            Subscriptions::Cluster { channels, .. } => channels.channel_count(),
+        }
     }
 
     /// Runs one command, bounded by `command_timeout`.
@@ -131,16 +178,48 @@ impl RedisEngine {
     }
 
     /// How often the pub/sub connections were re-established after a loss (all shards).
+    /// (Always 0 in cluster mode, where the cluster client reconnects internally.)
     pub fn pubsub_reconnects(&self) -> u64 {
-        self.shards.iter().map(|s| s.reconnects()).sum()
+        match &self.subscriptions {
+            Subscriptions::Shards(shards) => shards.iter().map(|s| s.reconnects()).sum(),
+            Subscriptions::Cluster { .. } => 0,
+        }
+    }
+
+    /// `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub).
+    fn publish_command(&self) -> &'static str {
+        match self.commands {
+            Conn::Single(_) => "PUBLISH",
+            Conn::Cluster(_) => "SPUBLISH",
+        }
     }
 
     fn keys(&self, channel: &str) -> ChannelKeys {
         ChannelKeys::new(&self.config.key_prefix, channel)
     }
 
-    fn shard(&self, channel: &str) -> &Shard {
-        &self.shards[shard_of(channel, self.shards.len())]
+    async fn subscribe_inner(&self, channel: &str) -> Result<(), RedisEngineError> {
+        match &self.subscriptions {
+            Subscriptions::Shards(shards) => {
+                let shard = &shards[shard_of(channel, shards.len())];
+                shard.subscribe(&self.config, channel).await
+            }
+            Subscriptions::Cluster { conn, channels } => {
+                channels.subscribe(conn, &self.config, channel).await
+            }
+        }
+    }
+
+    async fn unsubscribe_inner(&self, channel: &str) -> Result<(), RedisEngineError> {
+        match &self.subscriptions {
+            Subscriptions::Shards(shards) => {
+                let shard = &shards[shard_of(channel, shards.len())];
+                shard.unsubscribe(&self.config, channel).await
+            }
+            Subscriptions::Cluster { conn, channels } => {
+                channels.unsubscribe(conn, &self.config, channel).await
+            }
+        }
     }
 
     async fn publish_inner(
@@ -156,7 +235,7 @@ impl RedisEngine {
         let mut conn = self.commands.clone();
         if options.history_size == 0 || options.history_ttl.is_zero() {
             let message = codec::encode_unstored(&json);
-            let mut publish = redis::cmd("PUBLISH");
+            let mut publish = redis::cmd(self.publish_command());
             publish.arg(&keys.pubsub).arg(message);
             self.query::<i64>(&publish).await?;
             return Ok(None);
@@ -171,7 +250,8 @@ impl RedisEngine {
             .arg(options.history_size)
             .arg(millis(options.history_ttl))
             .arg(millis(meta_ttl))
-            .arg(new_epoch());
+            .arg(new_epoch())
+            .arg(self.publish_command());
         let (offset, epoch): (u64, String) = bounded(
             self.config.command_timeout,
             invocation.invoke_async(&mut conn),
@@ -255,17 +335,17 @@ impl RedisEngine {
     async fn presence_remove(&self, channel: &str, client: &str) -> Result<(), RedisEngineError> {
         let keys = self.keys(channel);
         let mut conn = self.commands.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hdel(&keys.presence, client)
-            .ignore()
-            .zrem(&keys.presence_expiry, client)
-            .ignore();
+        let mut invocation = PRESENCE_REMOVE_SCRIPT.prepare_invoke();
+        invocation
+            .key(&keys.presence)
+            .key(&keys.presence_expiry)
+            .arg(client);
         bounded(
             self.config.command_timeout,
-            pipe.query_async::<()>(&mut conn),
+            invocation.invoke_async::<i64>(&mut conn),
         )
-        .await
+        .await?;
+        Ok(())
     }
 
     async fn presence_list(&self, channel: &str) -> Result<Vec<ClientInfo>, RedisEngineError> {
@@ -325,7 +405,7 @@ impl Broker for RedisEngine {
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let message = codec::encode_join_leave(&info, kind == JoinLeave::Join)?;
-            let mut publish = redis::cmd("PUBLISH");
+            let mut publish = redis::cmd(self.publish_command());
             publish.arg(self.keys(channel).pubsub).arg(message);
             self.query::<i64>(&publish).await?;
             Ok(())
@@ -333,16 +413,11 @@ impl Broker for RedisEngine {
     }
 
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(async move { Ok(self.shard(channel).subscribe(&self.config, channel).await?) })
+        Box::pin(async move { Ok(self.subscribe_inner(channel).await?) })
     }
 
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(async move {
-            Ok(self
-                .shard(channel)
-                .unsubscribe(&self.config, channel)
-                .await?)
-        })
+        Box::pin(async move { Ok(self.unsubscribe_inner(channel).await?) })
     }
 
     fn history<'a>(

@@ -75,8 +75,10 @@
 
 #![warn(missing_docs)]
 
+mod cluster;
 mod codec;
 pub mod config;
+mod conn;
 mod engine;
 pub mod error;
 mod keys;

@@ -28,6 +28,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Decodes a message of pub/sub channel `name` and hands it to `handler`.
+pub(crate) fn dispatch(handler: &dyn BrokerHandler, prefix: &str, name: &str, payload: &[u8]) {
+    let Some(channel) = channel_of_pubsub(prefix, name) else {
+        return;
+    };
+    match codec::decode(payload) {
+        Ok(Message::Publication { publication, epoch }) => {
+            handler.on_publication(channel, &publication, &epoch);
+        }
+        Ok(Message::JoinLeave { info, join }) => handler.on_join_leave(channel, &info, join),
+        Err(error) => {
+            tracing::warn!(channel, %error, "dropping malformed redis pub/sub message");
+        }
+    }
+}
+
 /// One pub/sub connection's state, shared by the engine (subscribe/unsubscribe) and its task.
 #[derive(Debug)]
 pub(crate) struct Shard {
@@ -188,21 +204,13 @@ impl ShardTask {
     }
 
     fn dispatch(&self, message: &redis::Msg) {
-        let Some(handler) = self.handler.get() else {
-            return;
-        };
-        let Some(channel) = channel_of_pubsub(&self.config.key_prefix, message.get_channel_name())
-        else {
-            return;
-        };
-        match codec::decode(message.get_payload_bytes()) {
-            Ok(Message::Publication { publication, epoch }) => {
-                handler.on_publication(channel, &publication, &epoch);
-            }
-            Ok(Message::JoinLeave { info, join }) => handler.on_join_leave(channel, &info, join),
-            Err(error) => {
-                tracing::warn!(channel, %error, "dropping malformed redis pub/sub message");
-            }
+        if let Some(handler) = self.handler.get() {
+            dispatch(
+                handler.as_ref(),
+                &self.config.key_prefix,
+                message.get_channel_name(),
+                message.get_payload_bytes(),
+            );
         }
     }
 

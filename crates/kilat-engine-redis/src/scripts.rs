@@ -18,7 +18,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 /// Publish with history.
 ///
 /// KEYS: meta, stream. ARGV: pub/sub channel, publication JSON, history size, history TTL ms,
-/// meta TTL ms, epoch to use if the stream is new.
+/// meta TTL ms, epoch to use if the stream is new, `PUBLISH` or `SPUBLISH` (cluster).
 /// Returns `{offset, epoch}`.
 const PUBLISH: &str = r"
 local meta, stream = KEYS[1], KEYS[2]
@@ -36,7 +36,7 @@ redis.call('XADD', stream, 'MAXLEN', size, string.format('%d-0', offset),
   'd', ARGV[2], 'x', string.format('%d', now + ttl))
 redis.call('PEXPIRE', stream, ttl)
 redis.call('PEXPIRE', meta, meta_ttl)
-redis.call('PUBLISH', ARGV[1], string.format('p%d:%s:', offset, epoch) .. ARGV[2])
+redis.call(ARGV[7], ARGV[1], string.format('p%d:%s:', offset, epoch) .. ARGV[2])
 return {offset, epoch}
 ";
 
@@ -124,6 +124,13 @@ end
 return 1
 ";
 
+/// Remove an entry. KEYS: hash, zset. ARGV: client.
+const PRESENCE_REMOVE: &str = r"
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+";
+
 /// Unexpired entries. KEYS: hash, zset. Returns the ClientInfo JSONs.
 const PRESENCE_LIST: &str = r"
 return redis.call('HVALS', KEYS[1])
@@ -151,6 +158,9 @@ pub(crate) static HISTORY_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[N
 /// See [`PRESENCE_ADD`].
 pub(crate) static PRESENCE_ADD_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_ADD]));
+/// See [`PRESENCE_REMOVE`].
+pub(crate) static PRESENCE_REMOVE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[PRESENCE_REMOVE]));
 /// See [`PRESENCE_LIST`].
 pub(crate) static PRESENCE_LIST_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_LIST]));

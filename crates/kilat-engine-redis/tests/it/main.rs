@@ -3,6 +3,8 @@
 //! Without `redis-server` on PATH (and no `KILAT_TEST_REDIS_URL`), every test skips with a loud
 //! notice; under `CI=true` they fail instead.
 
+/// A 3-master Redis Cluster: the conformance suites and sharded pub/sub between nodes.
+mod cluster;
 /// The kilat-core engine conformance suite, run against the Redis engine.
 mod conformance;
 /// Redis killed, restarted or paused under running engines.

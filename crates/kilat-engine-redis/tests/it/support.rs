@@ -81,6 +81,142 @@ fn answers_ping(port: u16) -> bool {
         && &buf == b"+PONG\r\n"
 }
 
+/// Starts `redis-server` on `port` (loopback, in memory only, plus `extra` arguments) and
+/// waits (bounded) until it answers PING.
+fn spawn_redis(port: u16, extra: &[&str]) -> Result<Child, String> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    for _ in 0..400 {
+        if answers_ping(port) {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("redis-server exited: {status}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err("redis-server did not answer PING".to_owned())
+}
+
+/// A 3-master Redis Cluster on loopback, killed (and its directory removed) on drop.
+#[derive(Debug)]
+pub(crate) struct TestCluster {
+    /// The masters.
+    children: Vec<Child>,
+    /// Their ports.
+    ports: Vec<u16>,
+    /// Working directory for the nodes' cluster config files.
+    dir: PathBuf,
+}
+
+/// A port `p` with `p + 10000` (the cluster bus) free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55000 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A fresh 3-master cluster for `test`, or `None` (after a loud notice) without redis-server.
+pub(crate) fn cluster(test: &str) -> Option<TestCluster> {
+    if redis_server_binary().is_none() || std::env::var("KILAT_TEST_REDIS_URL").is_ok() {
+        let msg = format!("no local redis-server for a cluster: SKIPPING {test}");
+        if std::env::var("CI").is_ok_and(|v| v == "true") && redis_server_binary().is_none() {
+            panic!("{msg}; CI=true requires it");
+        }
+        eprintln!("\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("kilat-cluster-{}", kilat_core::new_epoch()));
+    std::fs::create_dir_all(&dir).expect("cluster dir");
+    let mut cluster = TestCluster {
+        children: Vec::new(),
+        ports: Vec::new(),
+        dir,
+    };
+    for _ in 0..3 {
+        let port = free_cluster_port();
+        let conf = format!("nodes-{port}.conf");
+        let dir = cluster.dir.to_string_lossy().into_owned();
+        let child = spawn_redis(
+            port,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf,
+                "--dir",
+                &dir,
+            ],
+        )
+        .expect("cluster node starts");
+        cluster.children.push(child);
+        cluster.ports.push(port);
+    }
+    let nodes: Vec<String> = cluster
+        .ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let status = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&nodes)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli runs");
+    assert!(status.success(), "redis-cli --cluster create failed");
+    // Wait (bounded) until every node sees the whole cluster as healthy.
+    for port in &cluster.ports {
+        let mut ok = false;
+        for _ in 0..500 {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "cluster", "info"])
+                .output()
+                .expect("redis-cli runs");
+            if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(ok, "cluster node {port} never reached cluster_state:ok");
+    }
+    Some(cluster)
+}
+
+impl TestCluster {
+    /// Seed node URLs.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl TestRedis {
     /// The URL engines connect to.
     pub(crate) fn url(&self) -> &str {
@@ -94,26 +230,8 @@ impl TestRedis {
 
     /// Starts `redis-server` on `self.port`, in memory only; waits until it answers PING.
     fn start(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        self.child = Some(child);
-        for _ in 0..400 {
-            if answers_ping(self.port) {
-                return Ok(());
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                self.child = None;
-                return Err(format!("redis-server exited: {status}"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.kill();
-        Err("redis-server did not answer PING".to_owned())
+        self.child = Some(spawn_redis(self.port, &[])?);
+        Ok(())
     }
 
     /// Kills the server (its in-memory data is lost).
