@@ -467,8 +467,11 @@ mod tests {
     /// Runs `wire` through a connection, delivered in chunks cut at `cuts`; returns the
     /// messages read until the connection errors, and what the server wrote back.
     fn run(wire: &[u8], cuts: &[usize], deflate: bool) -> (Vec<Message>, Option<String>, Vec<u8>) {
+        // Paused clock: the 5 ms timeout below fires only once the runtime has nothing left
+        // to do, i.e. exactly when the read is stalled waiting for bytes. Deterministic.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .start_paused(true)
             .build()
             .expect("runtime");
         rt.block_on(async {
