@@ -155,6 +155,11 @@ impl RedisEngine {
         })
     }
 
+    /// A handle on the command connection.
+    pub(crate) fn commands(&self) -> Conn {
+        self.commands.clone()
+    }
+
     /// The settings this engine runs with.
     pub fn config(&self) -> &RedisConfig {
         &self.config

@@ -18,9 +18,12 @@
 //!
 //! # Modules
 //!
-//! - `engine`: [`RedisEngine`], the trait implementations (commands on a `ConnectionManager`).
-//! - `pubsub`: the sharded pub/sub connections, delivery to the hub, reconnect + resubscribe.
-//! - `scripts`: the Lua scripts (publish, history, presence).
+//! - `engine`: [`RedisEngine`], the trait implementations; `conn`: the command connection
+//!   (a `ConnectionManager`, or the cluster connection).
+//! - `pubsub`: single Redis: the sharded pub/sub connections, delivery to the hub, reconnect
+//!   and resubscribe. `cluster`: Redis Cluster: sharded pub/sub (`SSUBSCRIBE`).
+//! - `scripts`: the Lua scripts (publish, history, presence, registry).
+//! - `registry`: the node registry ([`RedisEngine::heartbeat_node`], [`RedisEngine::nodes`]).
 //! - `keys`: key and channel names; `codec`: the pub/sub message format.
 //! - [`config`]: [`RedisConfig`]; [`error`]: [`RedisEngineError`].
 //!
@@ -35,7 +38,8 @@
 //! | `{kilat:ch:C}:stream` | stream | entry id `<offset>-0`, fields `d` publication JSON, `x` expiry ms | history TTL, refreshed per publish |
 //! | `{kilat:ch:C}:presence` | hash | client id -> ClientInfo JSON | longest entry TTL |
 //! | `{kilat:ch:C}:presence:exp` | zset | client id scored by expiry ms | same |
-//! | `{kilat:ch:C}:pub` | pub/sub channel | see `codec` | - |
+//! | `{kilat:ch:C}:pub` | pub/sub channel (sharded in a cluster) | see `codec` | - |
+//! | `{kilat:nodes}` / `{kilat:nodes}:exp` | hash / zset | node id -> info JSON / expiry | longest heartbeat TTL |
 //!
 //! # Decisions
 //!
@@ -59,6 +63,11 @@
 //!   `subscribe` returns after Redis confirmed, so every publication accepted afterwards
 //!   reaches this node (PROTOCOL.md section 5). Channels are spread by name hash over
 //!   `pubsub_shards` dedicated connections.
+//! - **Redis Cluster** (`RedisConfig::cluster_nodes`): one RESP3 cluster connection carries
+//!   commands and sharded pub/sub. The publish script `SPUBLISH`es to the channel's sharded
+//!   channel, which shares the slot of the channel's keys, so it runs on the master that owns
+//!   both; the cluster client routes `SSUBSCRIBE` there and resubscribes after failovers and
+//!   slot moves. Order per channel holds for the same reason as above.
 //! - **Failures are bounded.** Every command and confirmation is capped by `command_timeout`:
 //!   with Redis down or stuck (SIGSTOP), `publish` fails fast with an engine error (the client
 //!   gets 503) and nothing hangs. Commands reconnect through `ConnectionManager`; each pub/sub
@@ -83,6 +92,7 @@ mod engine;
 pub mod error;
 mod keys;
 mod pubsub;
+mod registry;
 mod scripts;
 
 pub use config::RedisConfig;

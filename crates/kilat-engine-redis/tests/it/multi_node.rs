@@ -237,3 +237,42 @@ async fn idle_pubsub_connections_survive_their_pings() {
         .expect("publish");
     seen.wait_until(&ch, |s| s.len() == 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_see_each_other_in_the_registry_until_a_heartbeat_lapses() {
+    let Some(redis) = support::redis("nodes_see_each_other_in_the_registry") else {
+        return;
+    };
+    let mut config = support::config(&redis);
+    // A prefix of its own: the registry is global to a prefix, other tests share the Redis.
+    config.key_prefix = format!("registry-{}", kilat_core::new_epoch());
+    let connect = || kilat_engine_redis::RedisEngine::connect(config.clone());
+    let (a, b) = (connect().await.expect("a"), connect().await.expect("b"));
+    let json = |s: &str| kilat_protocol::types::raw_json(s).expect("json");
+    a.heartbeat_node("a", &json(r#"{"id":"a"}"#), Duration::from_millis(300))
+        .await
+        .expect("heartbeat");
+    b.heartbeat_node("b", &json(r#"{"id":"b"}"#), Duration::from_secs(60))
+        .await
+        .expect("heartbeat");
+    let mut ids: Vec<String> = b
+        .nodes()
+        .await
+        .expect("nodes")
+        .iter()
+        .map(|n| n.get().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [r#"{"id":"a"}"#, r#"{"id":"b"}"#]);
+    // Node A stops heartbeating: it drops out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while b.nodes().await.expect("nodes").len() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node a never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.remove_node("b").await.expect("remove");
+    assert!(a.nodes().await.expect("nodes").is_empty());
+}
