@@ -276,3 +276,65 @@ async fn nodes_see_each_other_in_the_registry_until_a_heartbeat_lapses() {
     b.remove_node("b").await.expect("remove");
     assert!(a.nodes().await.expect("nodes").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_on_two_nodes_get_distinct_offsets_delivered_in_order() {
+    let Some(redis) = support::redis("concurrent_publishers_on_two_nodes") else {
+        return;
+    };
+    let (a, b) = (support::engine(&redis).await, support::engine(&redis).await);
+    let (seen_a, seen_b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    a.set_handler(seen_a.clone());
+    b.set_handler(seen_b.clone());
+    let ch = support::channel("race");
+    a.subscribe(&ch).await.expect("subscribe");
+    b.subscribe(&ch).await.expect("subscribe");
+    let mut tasks = Vec::new();
+    for (node, engine) in [("a", a.clone()), ("b", b.clone())] {
+        for task in 0..4 {
+            let (engine, ch) = (engine.clone(), ch.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut offsets = Vec::new();
+                for i in 0..25 {
+                    let data = format!("\"{node}{task}-{i}\"");
+                    let position = engine
+                        .publish(&ch, support::publication(&data), HISTORY)
+                        .await
+                        .expect("publish")
+                        .expect("position");
+                    offsets.push(position.offset);
+                }
+                offsets
+            }));
+        }
+    }
+    let mut returned = Vec::new();
+    for task in tasks {
+        returned.extend(task.await.expect("publisher"));
+    }
+    returned.sort_unstable();
+    assert_eq!(
+        returned,
+        (1..=200).collect::<Vec<u64>>(),
+        "no gap, no repeat"
+    );
+    let got_a = seen_a.wait_until(&ch, |s| s.len() >= 200).await;
+    let got_b = seen_b.wait_until(&ch, |s| s.len() >= 200).await;
+    let offsets = |seen: &[support::Seen]| seen.iter().filter_map(|s| s.1).collect::<Vec<_>>();
+    assert_eq!(
+        offsets(&got_a),
+        (1..=200).collect::<Vec<u64>>(),
+        "node A: offset order"
+    );
+    assert_eq!(got_a, got_b, "both nodes see the same sequence");
+    let page = a
+        .history(&ch, HistoryQuery::default())
+        .await
+        .expect("history");
+    let history: Vec<_> = page.publications.iter().map(|p| p.data.get()).collect();
+    let live: Vec<_> = got_a[100..].iter().map(|s| s.3.as_str()).collect();
+    assert_eq!(
+        history, live,
+        "history holds the newest 100 in the delivered order"
+    );
+}
