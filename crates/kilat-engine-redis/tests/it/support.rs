@@ -9,6 +9,12 @@ use kilat_core::engine::BrokerHandler;
 use kilat_engine_redis::{RedisConfig, RedisEngine};
 use kilat_protocol::{ClientInfo, Publication};
 
+/// Prints `msg` to the real stderr: libtest captures `eprintln!` of passing tests, and a
+/// skipped test must be noticed.
+pub(crate) fn loud(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
+}
+
 /// A Redis for one test: our own `redis-server` on a free loopback port (killed on drop), or
 /// the one at `KILAT_TEST_REDIS_URL`.
 #[derive(Debug)]
@@ -45,7 +51,7 @@ pub(crate) fn redis(test: &str) -> Option<TestRedis> {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{msg}; CI=true requires it");
         }
-        eprintln!("\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
+        loud(&msg);
         return None;
     }
     for _ in 0..5 {
@@ -129,12 +135,15 @@ fn free_cluster_port() -> u16 {
 
 /// A fresh 3-master cluster for `test`, or `None` (after a loud notice) without redis-server.
 pub(crate) fn cluster(test: &str) -> Option<TestCluster> {
-    if redis_server_binary().is_none() || std::env::var("KILAT_TEST_REDIS_URL").is_ok() {
-        let msg = format!("no local redis-server for a cluster: SKIPPING {test}");
-        if std::env::var("CI").is_ok_and(|v| v == "true") && redis_server_binary().is_none() {
+    // Always local processes, even with KILAT_TEST_REDIS_URL set: a cluster is built per test.
+    if redis_server_binary().is_none() {
+        let msg = format!(
+            "redis-server is not on PATH: SKIPPING {test} (install the `redis-server` package)"
+        );
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{msg}; CI=true requires it");
         }
-        eprintln!("\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
+        loud(&msg);
         return None;
     }
     let dir = std::env::temp_dir().join(format!("kilat-cluster-{}", kilat_core::new_epoch()));
