@@ -83,6 +83,16 @@ impl Session {
             return Err(Disconnect::SHUTDOWN);
         }
         let credentials = self.authenticate(id, request.token.as_deref()).await?;
+        if !self.node.try_add_user_connection(&credentials.user) {
+            self.reply_error(
+                id,
+                &ClientError::new(
+                    ErrorCode::LIMIT_EXCEEDED,
+                    "too many connections for this user",
+                ),
+            );
+            return Err(Disconnect::CONNECTION_LIMIT);
+        }
         let info = ClientInfo {
             client: new_client_id(),
             user: credentials.user,
@@ -314,6 +324,11 @@ impl Session {
             subscribed,
             request.data.get().len(),
         )?;
+        if !self.node.try_channel_publish(&request.channel) {
+            return Err(CoreError::LimitExceeded(
+                "channel publication rate exceeded",
+            ));
+        }
         let position = self
             .node
             .publish_with(&request.channel, request.data, Some(info), &ns)

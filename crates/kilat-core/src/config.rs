@@ -42,6 +42,19 @@ pub struct NodeConfig {
     /// push before it is closed with 3005 (seconds).
     #[serde(with = "seconds")]
     pub token_refresh_grace: Duration,
+    /// Commands a connection may send per second on average (token bucket; 0 = no limit).
+    /// Past it commands get error 429; a client that keeps going past `client_command_burst`
+    /// refusals in a row is disconnected with 3500.
+    pub client_command_rate: f64,
+    /// Commands a connection may send in one burst above `client_command_rate`.
+    pub client_command_burst: u32,
+    /// Most open connections per (non-anonymous) user; 0 = no limit. Past it: 429, then 3502.
+    pub max_connections_per_user: usize,
+    /// Client publications per channel per second on this node (0 = no limit); past it: 429.
+    /// Publications through the server API are not limited.
+    pub channel_publish_rate: f64,
+    /// Client publications per channel in one burst above `channel_publish_rate`.
+    pub channel_publish_burst: u32,
     /// Options for channels without a namespace. When absent: the permissive dev options in
     /// dev mode, otherwise [`NamespaceOptions::default`].
     pub default_namespace: Option<NamespaceOptions>,
@@ -64,6 +77,11 @@ impl Default for NodeConfig {
             presence_ttl: Duration::from_secs(60),
             history_meta_ttl: Duration::from_secs(24 * 3600),
             token_refresh_grace: Duration::from_secs(10),
+            client_command_rate: 100.0,
+            client_command_burst: 200,
+            max_connections_per_user: 0,
+            channel_publish_rate: 0.0,
+            channel_publish_burst: 100,
             default_namespace: None,
             namespaces: BTreeMap::new(),
         }

@@ -15,6 +15,7 @@
 //! - [`config`]: [`NodeConfig`] and [`NamespaceOptions`].
 //! - [`auth`]: the [`Authenticator`] seam for token verification.
 //! - [`error`]: [`CoreError`] and its single mapping to client error codes.
+//! - `limits`: token buckets for command and publication rates, connections per user.
 //! - `testing` (feature `testing`): the engine conformance suite.
 //!
 //! Design decisions:
@@ -39,6 +40,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 mod hub;
+mod limits;
 pub mod node;
 pub mod outbox;
 pub mod permissions;

@@ -24,6 +24,7 @@ use crate::engine::{
 };
 use crate::error::CoreError;
 use crate::hub::{GoLive, Hub, Repair};
+use crate::limits::{ChannelRates, UserConnections};
 use crate::outbox::Outbox;
 use crate::permissions::resolve;
 use crate::recovery::{Recovery, outcome};
@@ -83,6 +84,11 @@ pub struct HistoryOptions {
 
 struct NodeInner {
     config: NodeConfig,
+    /// Client publication rate per channel (`channel_publish_rate`), read by client publishes.
+    channel_rates: ChannelRates,
+    /// Open connections per user (`max_connections_per_user`), counted at connect, released
+    /// when the session leaves the registry.
+    users: UserConnections,
     /// Random id of this node (reported to emulated transports).
     id: String,
     broker: Arc<dyn Broker>,
@@ -221,6 +227,8 @@ impl Node {
         });
         let _ = handler.broker.set(Arc::downgrade(&broker));
         broker.set_handler(handler);
+        let channel_rates =
+            ChannelRates::new(config.channel_publish_rate, config.channel_publish_burst);
         Node {
             inner: Arc::new(NodeInner {
                 config,
@@ -233,6 +241,8 @@ impl Node {
                     .map(|_| Mutex::new(HashMap::new()))
                     .collect(),
                 next_key: AtomicU64::new(1),
+                channel_rates,
+                users: UserConnections::default(),
                 draining: AtomicBool::new(false),
                 publications: AtomicU64::new(0),
             }),
@@ -319,6 +329,20 @@ impl Node {
         key
     }
 
+    /// Counts a connection for `user`; false when the user already has the most allowed.
+    pub(crate) fn try_add_user_connection(&self, user: &str) -> bool {
+        self.inner
+            .users
+            .try_add(user, self.inner.config.max_connections_per_user)
+    }
+
+    /// Whether one more client publication to `channel` fits its rate.
+    pub(crate) fn try_channel_publish(&self, channel: &str) -> bool {
+        self.inner
+            .channel_rates
+            .try_publish(channel, tokio::time::Instant::now())
+    }
+
     pub(crate) fn set_session_identity(&self, key: u64, info: &ClientInfo) {
         if let Some(entry) = lock(self.session_shard(key)).get_mut(&key) {
             entry.identity = Some(info.clone());
@@ -328,9 +352,14 @@ impl Node {
     /// Removes a session from the registry; returns the server-side changes it had not
     /// absorbed, so the caller can clean them up too.
     pub(crate) fn unregister_session(&self, key: u64) -> ServerChanges {
-        lock(self.session_shard(key))
-            .remove(&key)
-            .map(|entry| entry.changes)
+        let entry = lock(self.session_shard(key)).remove(&key);
+        entry
+            .map(|entry| {
+                if let Some(info) = &entry.identity {
+                    self.inner.users.remove(&info.user);
+                }
+                entry.changes
+            })
             .unwrap_or_default()
     }
 

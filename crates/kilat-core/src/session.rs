@@ -16,6 +16,7 @@ use kilat_protocol::{
 };
 use tokio::time::Instant;
 
+use crate::limits::TokenBucket;
 use crate::node::{Node, ServerChanges};
 use crate::outbox::Outbox;
 
@@ -81,6 +82,10 @@ pub struct Session {
     last_ping_answer: Option<Instant>,
     /// Set by [`Session::close`]; `Drop` cleans up synchronously otherwise.
     closed: bool,
+    /// Commands per second allowed to this connection (`client_command_rate`).
+    commands: TokenBucket,
+    /// Commands refused in a row by the rate limit; past the burst the client is dropped.
+    refused_in_a_row: u32,
 }
 
 fn ping_frame() -> SharedFrame {
@@ -109,6 +114,12 @@ impl Session {
             refresh_deadline: None,
             last_ping_answer: None,
             closed: false,
+            commands: TokenBucket::new(
+                node.config().client_command_rate,
+                node.config().client_command_burst,
+                now,
+            ),
+            refused_in_a_row: 0,
         }
     }
 
@@ -142,6 +153,26 @@ impl Session {
         self.pong_deadline = None;
         self.absorb_server_changes();
         for frame in decode_frames(text) {
+            if !self.commands.try_take(Instant::now()) {
+                self.refused_in_a_row += 1;
+                if self.refused_in_a_row > self.node.config().client_command_burst {
+                    return Err(Disconnect::new(
+                        DisconnectCode::BAD_REQUEST,
+                        "command rate exceeded",
+                    ));
+                }
+                if let Ok(ClientFrame::Command { id, .. }) = frame {
+                    self.reply_error(
+                        id,
+                        &ClientError::new(
+                            kilat_protocol::ErrorCode::LIMIT_EXCEEDED,
+                            "command rate exceeded",
+                        ),
+                    );
+                }
+                continue;
+            }
+            self.refused_in_a_row = 0;
             match frame {
                 Err(error) => match (error.disconnect(), error.id) {
                     (None, Some(id)) => self.reply_error(id, &error.to_client_error()),

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
@@ -21,6 +19,8 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -126,14 +126,17 @@ pub(crate) async fn serve(
     stop: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2.timer(TokioTimer::new());
+    // No protocol sniffing (hyper-util's auto builder reads before any timeout applies): plain
+    // TCP is HTTP/1.1 (browsers speak HTTP/2 only over TLS), TLS picks by ALPN.
+    let builders = Arc::new((http1, http2));
+    let stopping = CancellationToken::new();
+    let connections = TaskTracker::new();
     tokio::pin!(stop);
     loop {
         // Wakes on: a new TCP connection, or the shutdown signal.
@@ -151,14 +154,17 @@ pub(crate) async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let builders = builders.clone();
+        let stopping = stopping.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
+            let (http1, http2) = &*builders;
             let result = match tls {
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-                    watcher.watch(conn.into_owned()).await
+                    let conn = http1
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades();
+                    graceful(conn, &stopping).await
                 }
                 Some(acceptor) => {
                     let stream =
@@ -173,9 +179,18 @@ pub(crate) async fn serve(
                                 return;
                             }
                         };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        graceful(
+                            http2.serve_connection(TokioIo::new(stream), service),
+                            &stopping,
+                        )
+                        .await
+                    } else {
+                        let conn = http1
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades();
+                        graceful(conn, &stopping).await
+                    }
                 }
             };
             if let Err(error) = result {
@@ -184,12 +199,54 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    stopping.cancel();
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
     {
         tracing::debug!("HTTP connections still open after the grace period");
     }
+}
+
+/// A hyper connection that can be asked to finish its in-flight requests and stop.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn begin_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Serves `conn` to its end; when `stopping` fires, lets it finish what it is doing and stop.
+async fn graceful(conn: impl Graceful, stopping: &CancellationToken) -> Result<(), hyper::Error> {
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => return result,
+        () = stopping.cancelled() => conn.as_mut().begin_shutdown(),
+    }
+    conn.await
 }
 
 #[cfg(test)]

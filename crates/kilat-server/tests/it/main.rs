@@ -3,6 +3,9 @@
 /// Starting servers, raw WebSocket frames and a tungstenite client.
 mod support;
 
+/// Abuse: floods, oversized frames, half-open handshakes, subscribe storms, per-user and
+/// per-channel limits; a well-behaved client on the same server keeps receiving everything.
+mod abuse;
 /// The server HTTP API with and without its key, checked against its OpenAPI document.
 mod api;
 /// SSE and HTTP streaming with the emulation endpoint.
