@@ -1,9 +1,20 @@
-//! `kilat bench`: load generation against kilat (and, through raw mode, other WebSocket servers).
+//! `kilat bench`: load generation against kilat and, through protocol adapters, other WebSocket
+//! servers (a raw broadcast server, Socket.IO), so the same scenario measures each side by side.
 //!
-//! Scenarios so far:
+//! Scenarios:
+//! - `connect`: ramp N connections; handshakes/s and connect latency.
 //! - `idle`: hold N connections open and report the server's resident memory per connection.
+//! - `fanout`: subscribers, channels and publishers; deliveries/s, publish-to-deliver latency,
+//!   lost and duplicated messages, server CPU-seconds per million deliveries.
+//! - `echo`: round-trip latency against an echo endpoint (`kilat echo`).
 
+mod connect;
+mod echo;
+mod fanout;
 mod idle;
+mod proto;
+mod stats;
+mod workers;
 mod wsclient;
 
 use clap::{Args, Subcommand};
@@ -13,13 +24,44 @@ pub(crate) use idle::IdleArgs;
 /// Load scenarios.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Scenario {
+    /// Ramp N connections at a rate; report handshakes/s and connect latency percentiles.
+    ///
+    /// Each connect is timed from the TCP connect to the end of the protocol's connect step
+    /// (kilat: the `connect` reply; Socket.IO: the `40` ack; broadcast: the HTTP 101). All
+    /// connections stay open until the last one is, so the server holds N at the end.
+    /// Set --rate high (e.g. 100000) to find the server's maximum handshake rate; --concurrency
+    /// bounds the handshakes in flight. --workers K spreads the connections over K processes.
+    Connect(connect::ConnectArgs),
     /// Hold N idle connections and report server RSS per connection (needs --server-pid).
     ///
     /// Opens connections at --rate per second with at most --concurrency handshakes in flight,
-    /// sends the kilat `connect` command on each (unless --raw), waits --settle seconds, then
-    /// reads the server's VmRSS from /proc and divides the growth by the number of connections.
-    /// Compare servers by running it against each in the same session.
+    /// performs the protocol's connect step on each, waits --settle seconds, then reads the
+    /// server's VmRSS from /proc and divides the growth by the number of connections.
+    /// Compare servers by running it against each in the same session. One process can hold
+    /// about as many connections as its open-files limit (`ulimit -n`); use --workers K beyond.
     Idle(IdleArgs),
+    /// Subscribers, channels, publishers: deliveries/s, latency, loss, server CPU per delivery.
+    ///
+    /// Connects --subscribers connections, subscriber i to channel PREFIX(i mod --channels),
+    /// then --publishers publish --rate messages/s in total for --duration seconds, round-robin
+    /// over the channels. Each payload carries the publisher, a per-channel sequence number and
+    /// the send time (this process's clock, which is also the receiving clock), so the report
+    /// has publish-to-deliver latency (HDR histogram: p50/p90/p99/p99.9/max), deliveries/s,
+    /// lost (expected minus delivered) and duplicated messages. With --server-pid the server's
+    /// CPU time (utime+stime) over the run is reported, also per million deliveries.
+    ///
+    /// Publishing goes over the publishers' own WebSocket connections (kilat `publish`, which
+    /// `kilat serve --dev` allows) or, with --publish-via http, through `POST /api/publish`.
+    /// Other servers: --protocol broadcast (every message goes to every client; one implicit
+    /// channel) or --protocol socketio (`42["msg",...]` events re-emitted to everyone).
+    ///
+    /// Example: kilat bench fanout -n 1000 -r 200 -d 10 --server-pid $(pgrep -n kilat)
+    Fanout(fanout::FanoutArgs),
+    /// Round-trip latency on an echo endpoint (`kilat echo`, default ws://127.0.0.1:9001/).
+    ///
+    /// Each of --connections keeps one message of --size bytes in flight, sending the next when
+    /// the echo arrives, for --duration seconds; reports round trips/s and RTT percentiles.
+    Echo(echo::EchoArgs),
 }
 
 /// `kilat bench` arguments.
@@ -32,6 +74,9 @@ pub(crate) struct BenchArgs {
 /// Runs the chosen scenario.
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
+        Scenario::Connect(a) => connect::run(a).await,
         Scenario::Idle(a) => idle::run(a).await,
+        Scenario::Fanout(a) => fanout::run(a).await,
+        Scenario::Echo(a) => echo::run(a).await,
     }
 }

@@ -1,0 +1,217 @@
+//! `kilat bench` against a spawned `kilat serve --dev` (and `kilat echo`): every scenario runs
+//! briefly with `--json`, and the counts must add up with nothing lost or duplicated.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const KILAT: &str = env!("CARGO_BIN_EXE_kilat");
+
+/// A child process killed when the test ends, however it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn spawn(args: &[&str]) -> Guard {
+    Guard(
+        Command::new(KILAT)
+            .args(args)
+            .env("KILAT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning kilat"),
+    )
+}
+
+/// Waits (bounded) until `GET path` answers 200, or only until the port accepts when `path` is None.
+fn wait_ready(port: u16, path: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let Some(path) = path else { return };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let req =
+                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+            if s.write_all(req.as_bytes()).is_ok() {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = s.read(&mut buf)
+                    && buf[..n].starts_with(b"HTTP/1.1 200")
+                {
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("server on port {port} not ready within 15 s");
+}
+
+struct Server {
+    guard: Guard,
+    url: String,
+    http: String,
+}
+
+fn server() -> Server {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let guard = spawn(&["serve", "--dev", "--listen", &listen]);
+    wait_ready(port, Some("/health"));
+    Server {
+        guard,
+        url: format!("ws://{listen}/connection/websocket"),
+        http: format!("http://{listen}/api/publish"),
+    }
+}
+
+fn bench(args: &[&str]) -> Value {
+    let out = Command::new(KILAT)
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("running kilat bench");
+    assert!(
+        out.status.success(),
+        "kilat bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON from kilat bench {args:?}: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+#[test]
+fn connect_opens_every_connection() {
+    let s = server();
+    let r = bench(&["connect", "--url", &s.url, "-n", "50"]);
+    assert_eq!(u(&r, "connected"), 50, "{r}");
+    assert_eq!(u(&r, "failed"), 0, "{r}");
+    assert_eq!(u(&r["latency"], "samples"), 50, "{r}");
+    assert!(r["handshakes_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn idle_holds_connections_and_reads_server_memory() {
+    let s = server();
+    let pid = s.guard.0.id().to_string();
+    let r = bench(&[
+        "idle",
+        "--url",
+        &s.url,
+        "-n",
+        "50",
+        "--settle",
+        "0.2",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(u(&r, "connections"), 50, "{r}");
+    assert_eq!(u(&r, "failed"), 0, "{r}");
+    assert!(r["server_rss_after_kib"].as_u64().unwrap() > 0, "{r}");
+}
+
+fn check_clean_fanout(r: &Value, subscribers: u64, channels: u64) {
+    assert_eq!(u(r, "subscribers"), subscribers, "{r}");
+    assert_eq!(u(r, "connect_failed"), 0, "{r}");
+    assert_eq!(u(r, "publish_errors"), 0, "{r}");
+    let published = u(r, "published");
+    assert!((30..=60).contains(&published), "about 50 published: {r}");
+    // Subscribers spread evenly over the channels, messages round-robin over them.
+    let expected = u(r, "expected_deliveries");
+    let even = published * subscribers / channels;
+    assert!(expected.abs_diff(even) <= subscribers, "{r}");
+    assert_eq!(u(r, "delivered"), u(r, "expected_deliveries"), "{r}");
+    assert_eq!(u(r, "lost"), 0, "{r}");
+    assert_eq!(u(r, "duplicated"), 0, "{r}");
+    assert_eq!(u(&r["latency"], "samples"), u(r, "delivered"), "{r}");
+}
+
+#[test]
+fn fanout_delivers_everything_once() {
+    let s = server();
+    let pid = s.guard.0.id().to_string();
+    let args = [
+        "fanout",
+        "--url",
+        &s.url,
+        "-n",
+        "20",
+        "-c",
+        "1",
+        "-r",
+        "50",
+        "-d",
+        "1",
+        "--server-pid",
+        &pid,
+    ];
+    let r = bench(&args);
+    check_clean_fanout(&r, 20, 1);
+    assert!(r["server_cpu_s"].as_f64().is_some(), "{r}");
+
+    // The same through the HTTP API, over two channels and two worker processes.
+    let r = bench(&[
+        "fanout",
+        "--url",
+        &s.url,
+        "-n",
+        "20",
+        "-c",
+        "2",
+        "-p",
+        "2",
+        "-r",
+        "50",
+        "-d",
+        "1",
+        "--publish-via",
+        "http",
+        "--api-url",
+        &s.http,
+        "--workers",
+        "2",
+    ]);
+    check_clean_fanout(&r, 20, 2);
+    assert_eq!(u(&r, "workers"), 2, "{r}");
+}
+
+#[test]
+fn echo_measures_round_trips() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _echo = spawn(&["echo", "--listen", &listen]);
+    wait_ready(port, None);
+    let url = format!("ws://{listen}/");
+    let r = bench(&["echo", "--url", &url, "-n", "2", "-d", "0.5"]);
+    assert_eq!(u(&r, "failed"), 0, "{r}");
+    assert_eq!(u(&r, "mismatched"), 0, "{r}");
+    let trips = u(&r, "round_trips");
+    assert!(trips > 0, "{r}");
+    assert_eq!(u(&r["latency"], "samples"), trips, "{r}");
+}
