@@ -1,6 +1,20 @@
 #!/usr/bin/env bash
-# Fuzzes the WebSocket frame decoder (needs nightly and cargo-fuzz: `cargo install cargo-fuzz`).
-# Usage: fuzz/run.sh [seconds, default 60]
+# Runs every fuzz target for a bounded time (needs nightly and cargo-fuzz:
+# `cargo install cargo-fuzz`). Targets: frame_decoder (WebSocket read side), command_parser
+# (client frames), token_parser (JWT verification).
+#
+#   fuzz/run.sh [seconds per target, default 60] [target ...]
+# Results go to fuzz/logs/<target>.log; a crash leaves its input under fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo +nightly fuzz run frame_decoder -- -max_total_time="${1:-60}" -max_len=4096
+seconds="${1:-60}"
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder command_parser token_parser)
+mkdir -p fuzz/logs
+for target in "${targets[@]}"; do
+  echo "==> fuzzing $target for ${seconds}s"
+  cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -max_len=4096 \
+    > "fuzz/logs/$target.log" 2>&1
+  tail -n 2 "fuzz/logs/$target.log"
+done

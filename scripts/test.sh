@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what the tests need, then runs formatting,
-# lints, every Rust test, the dependency-boundary check and the WebSocket conformance suite.
+# The whole test suite, from a fresh machine: installs what the tests need (redis-server,
+# Chromium, npm packages, kosoku), then runs formatting, lints, the dependency-boundary check,
+# every Rust test, the JS SDK tests, the browser end-to-end tests and the Autobahn suite.
 #
-#   scripts/test.sh            # everything
-#   SKIP_CONFORMANCE=1 scripts/test.sh   # skip the Autobahn run while iterating locally
+#   scripts/test.sh                              # everything
+#   SKIP_CONFORMANCE=1 SKIP_E2E=1 scripts/test.sh  # skip the slow parts while iterating locally
+#                                                # (ignored under CI=true)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,9 @@ need_apt() { # need_apt COMMAND PACKAGE: install PACKAGE when COMMAND is missing
 }
 step "set-up"
 need_apt python3 python3
+need_apt redis-server redis-server
+need_apt chromium chromium
+need_apt node nodejs
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 echo "toolchain: $(rustc --version)"
 
@@ -42,6 +47,19 @@ echo "ok"
 # --- tests --------------------------------------------------------------------------------
 step "cargo test"
 cargo test --workspace --all-features
+
+# --- JavaScript SDK and browser end-to-end --------------------------------------------------
+kilat_bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/kilat"
+step "JS SDK tests (node --test) against target/debug/kilat"
+cargo build -p kilat-cli
+(cd sdk/js && { [ -d node_modules/ws ] || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
+
+if [ "${SKIP_E2E:-0}" = 1 ] && [ "${CI:-}" != true ]; then
+  echo "SKIPPING the browser end-to-end tests (SKIP_E2E=1)" >&2
+else
+  step "browser end-to-end tests (headless Chromium)"
+  KILAT_BIN="$kilat_bin" e2e/run.sh
+fi
 
 # --- conformance --------------------------------------------------------------------------
 if [ "${SKIP_CONFORMANCE:-0}" = 1 ] && [ "${CI:-}" != true ]; then

@@ -66,7 +66,8 @@ pub(crate) async fn drive(mut wire: impl Wire, mut session: Session, outbox: Out
             },
             () = outbox.ready() => {
                 let pending_close = outbox.drain(&mut batch, WRITE_BATCH_BYTES);
-                if flush(&mut wire, &mut batch).await.is_err() {
+                // Boxed like the handler: a write's state is needed only while writing.
+                if Box::pin(flush(&mut wire, &mut batch)).await.is_err() {
                     break None;
                 }
                 if pending_close.is_some() {
@@ -80,6 +81,18 @@ pub(crate) async fn drive(mut wire: impl Wire, mut session: Session, outbox: Out
             }
         }
     };
+    // The ending runs once per connection: boxed so its state is not part of every idle task.
+    Box::pin(finish(wire, session, outbox, batch, close)).await;
+}
+
+/// Flushes what is queued, tells the client why it is closed, and cleans up the session.
+async fn finish(
+    mut wire: impl Wire,
+    session: Session,
+    outbox: Outbox,
+    mut batch: Vec<SharedFrame>,
+    close: Option<Disconnect>,
+) {
     if let Some(disconnect) = close {
         // Replies and pushes queued before the close still reach the client first.
         loop {
@@ -106,4 +119,38 @@ async fn flush(wire: &mut impl Wire, batch: &mut Vec<SharedFrame>) -> std::io::R
         *batch = Vec::new();
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::websocket::WsWire;
+
+    /// Every idle connection is one task holding this future: its size is memory per
+    /// connection, so it is guarded here (without timing) and measured in `bench/idle.sh`.
+    #[tokio::test]
+    async fn idle_connection_state_stays_small() {
+        let node = kilat_core::Node::new(kilat_core::NodeConfig::dev());
+        let outbox = kilat_core::Outbox::new(1 << 20);
+        let transport = kilat_core::TransportInfo {
+            name: "websocket",
+            emulated: false,
+        };
+        let session = kilat_core::Session::new(&node, transport, outbox.clone());
+        let (parts, ()) = http::Request::builder()
+            .uri("/")
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let config = kilat_transport::ws::WsConfig::default();
+        let handshake = kilat_transport::ws::negotiate(&parts, &config).expect("handshake");
+        let io = tokio::io::duplex(64).0;
+        let conn = kilat_transport::ws::WsConnection::new(io, &handshake, &config);
+        let task = super::drive(WsWire(conn), session, outbox);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1536, "the connection task grew to {size} bytes");
+    }
 }

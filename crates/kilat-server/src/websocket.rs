@@ -86,7 +86,7 @@ where
 }
 
 /// The WebSocket side of a connection for the shared [`driver`].
-struct WsWire<IO>(WsConnection<IO>);
+pub(crate) struct WsWire<IO>(pub(crate) WsConnection<IO>);
 
 impl<IO> Wire for WsWire<IO>
 where
