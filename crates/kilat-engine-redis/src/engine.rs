@@ -1,5 +1,6 @@
 //! [`RedisEngine`]: the [`Broker`] and [`PresenceStore`] implementations.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -116,6 +117,8 @@ impl RedisEngine {
                 handler: handler.clone(),
                 config: config.clone(),
                 client: client.clone(),
+                commands: Conn::Single(commands.clone()),
+                delivered: HashMap::new(),
             };
             tasks.push(tokio::spawn(task.run()));
             shards.push(shard);
@@ -270,40 +273,7 @@ impl RedisEngine {
         channel: &str,
         query: HistoryQuery,
     ) -> Result<HistoryPage, RedisEngineError> {
-        let keys = self.keys(channel);
-        let mut conn = self.commands.clone();
-        let mut invocation = HISTORY_SCRIPT.prepare_invoke();
-        invocation
-            .key(&keys.meta)
-            .key(&keys.stream)
-            .arg(new_epoch())
-            .arg(millis(self.config.meta_ttl))
-            .arg(if query.reverse { "r" } else { "f" })
-            .arg(query.since.map(|s| s.to_string()).unwrap_or_default())
-            .arg(
-                query
-                    .limit
-                    .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
-            );
-        let (epoch, top, items): (String, u64, Vec<String>) = bounded(
-            self.config.command_timeout,
-            invocation.invoke_async(&mut conn),
-        )
-        .await?;
-        let mut publications = Vec::with_capacity(items.len() / 2);
-        for pair in items.chunks_exact(2) {
-            let offset = pair[0]
-                .split_once('-')
-                .and_then(|(o, _)| o.parse::<u64>().ok())
-                .ok_or(RedisEngineError::Malformed("stream entry id"))?;
-            let mut publication: Publication = serde_json::from_str(&pair[1])?;
-            publication.offset = Some(offset);
-            publications.push(publication);
-        }
-        Ok(HistoryPage {
-            publications,
-            position: StreamPosition { offset: top, epoch },
-        })
+        read_history(&self.commands, &self.config, channel, query).await
     }
 
     async fn remove_history_inner(&self, channel: &str) -> Result<(), RedisEngineError> {
@@ -384,6 +354,46 @@ impl RedisEngine {
             num_users,
         })
     }
+}
+
+/// Reads `channel`'s history with the history script (creating the stream if missing).
+pub(crate) async fn read_history(
+    conn: &Conn,
+    config: &RedisConfig,
+    channel: &str,
+    query: HistoryQuery,
+) -> Result<HistoryPage, RedisEngineError> {
+    let keys = ChannelKeys::new(&config.key_prefix, channel);
+    let mut conn = conn.clone();
+    let mut invocation = HISTORY_SCRIPT.prepare_invoke();
+    invocation
+        .key(&keys.meta)
+        .key(&keys.stream)
+        .arg(new_epoch())
+        .arg(millis(config.meta_ttl))
+        .arg(if query.reverse { "r" } else { "f" })
+        .arg(query.since.map(|s| s.to_string()).unwrap_or_default())
+        .arg(
+            query
+                .limit
+                .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+        );
+    let (epoch, top, items): (String, u64, Vec<String>) =
+        bounded(config.command_timeout, invocation.invoke_async(&mut conn)).await?;
+    let mut publications = Vec::with_capacity(items.len() / 2);
+    for pair in items.chunks_exact(2) {
+        let offset = pair[0]
+            .split_once('-')
+            .and_then(|(o, _)| o.parse::<u64>().ok())
+            .ok_or(RedisEngineError::Malformed("stream entry id"))?;
+        let mut publication: Publication = serde_json::from_str(&pair[1])?;
+        publication.offset = Some(offset);
+        publications.push(publication);
+    }
+    Ok(HistoryPage {
+        publications,
+        position: StreamPosition { offset: top, epoch },
+    })
 }
 
 impl Broker for RedisEngine {

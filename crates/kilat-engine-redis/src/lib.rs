@@ -76,9 +76,15 @@
 //!   `resubscribe_batch`.
 //! - **Redis restarts** (without persistence) lose every meta hash: the next publish or history
 //!   read of a channel creates a new epoch and offsets restart at 1, so recovering clients get
-//!   `recovered: false`, never a silent gap. Publications sent while a pub/sub connection was
-//!   down are lost for live delivery; the hub notices the offset jump on the next publication
-//!   and repairs from history.
+//!   `recovered: false`, never a silent gap.
+//! - **Catch-up after a pub/sub reconnect** (single Redis): each connection's task remembers
+//!   the last offset and epoch it delivered per channel. After reconnecting and resubscribing
+//!   it reads each channel's history after that offset and delivers what was missed, then
+//!   drops the duplicates queued on the new connection, so delivery stays gap-free and in
+//!   offset order without waiting for a next publication. When history no longer reaches back
+//!   (trimmed) the hub sees the offset jump; when the epoch changed, it sees the new epoch on
+//!   the next publication. In cluster mode the cluster client resubscribes by itself and
+//!   offers no hook, so missed publications are repaired only by the hub on the next one.
 //! - **Timeouts are ambiguous**: a publish that timed out may still have been applied (Redis was
 //!   only slow). The client sees an error for a publication others may receive.
 

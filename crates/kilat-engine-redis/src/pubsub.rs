@@ -15,8 +15,12 @@ use futures_util::StreamExt;
 use kilat_core::engine::BrokerHandler;
 use redis::aio::{PubSubSink, PubSubStream};
 
+use kilat_core::engine::HistoryQuery;
+
 use crate::codec::{self, Message};
 use crate::config::RedisConfig;
+use crate::conn::Conn;
+use crate::engine::read_history;
 use crate::error::{RedisEngineError, bounded};
 use crate::keys::{channel_of_pubsub, pubsub_channel};
 
@@ -149,6 +153,11 @@ pub(crate) struct ShardTask {
     pub(crate) config: Arc<RedisConfig>,
     /// For new connections.
     pub(crate) client: redis::Client,
+    /// For history reads when catching up after a reconnect.
+    pub(crate) commands: Conn,
+    /// Last offset (and its epoch) delivered per channel with history: drops duplicates and
+    /// tells a reconnect where to catch up from. Pruned of unwanted channels on every ping.
+    pub(crate) delivered: HashMap<String, (u64, String)>,
 }
 
 impl std::fmt::Debug for ShardTask {
@@ -173,6 +182,7 @@ impl ShardTask {
             }
             tracing::warn!(shard = self.shard.index, "redis pub/sub connection lost");
             self.reconnect().await;
+            self.catch_up().await;
         }
     }
 
@@ -191,6 +201,7 @@ impl ShardTask {
                     self.dispatch(&message);
                 }
                 _ = ping.tick() => {
+                    self.prune_delivered();
                     // In subscribed mode the reply is `["pong", ""]`, not `PONG`: take any value.
                     let pong =
                         bounded(self.config.command_timeout, self.pinger.ping::<redis::Value>());
@@ -203,14 +214,84 @@ impl ShardTask {
         }
     }
 
-    fn dispatch(&self, message: &redis::Msg) {
-        if let Some(handler) = self.handler.get() {
-            dispatch(
-                handler.as_ref(),
-                &self.config.key_prefix,
-                message.get_channel_name(),
-                message.get_payload_bytes(),
-            );
+    fn dispatch(&mut self, message: &redis::Msg) {
+        let Some(handler) = self.handler.get() else {
+            return;
+        };
+        let Some(channel) = channel_of_pubsub(&self.config.key_prefix, message.get_channel_name())
+        else {
+            return;
+        };
+        match codec::decode(message.get_payload_bytes()) {
+            Ok(Message::Publication { publication, epoch }) => {
+                if let Some(offset) = publication.offset {
+                    match self.delivered.get_mut(channel) {
+                        Some((last, e)) if *e == epoch => {
+                            if offset <= *last {
+                                // Already delivered by the catch-up after a reconnect.
+                                return;
+                            }
+                            *last = offset;
+                        }
+                        _ => {
+                            self.delivered
+                                .insert(channel.to_owned(), (offset, epoch.clone()));
+                        }
+                    }
+                }
+                handler.on_publication(channel, &publication, &epoch);
+            }
+            Ok(Message::JoinLeave { info, join }) => handler.on_join_leave(channel, &info, join),
+            Err(error) => {
+                tracing::warn!(channel, %error, "dropping malformed redis pub/sub message");
+            }
+        }
+    }
+
+    /// Forgets positions of channels this node no longer wants.
+    fn prune_delivered(&mut self) {
+        let channels = lock(&self.shard.channels);
+        self.delivered.retain(|c, _| channels.contains_key(c));
+    }
+
+    /// After a reconnect (channels already resubscribed, so nothing published from now on is
+    /// missed): delivers from history what was published while the connection was down, for
+    /// every channel whose stream kept its epoch. Messages already queued on the new
+    /// connection that this covers are then dropped as duplicates by [`Self::dispatch`].
+    /// When the history no longer reaches back far enough the hub sees the offset jump; when
+    /// the epoch changed it sees the new epoch on the next publication.
+    async fn catch_up(&mut self) {
+        self.prune_delivered();
+        let Some(handler) = self.handler.get().cloned() else {
+            return;
+        };
+        let positions: Vec<(String, u64, String)> = self
+            .delivered
+            .iter()
+            .map(|(c, (o, e))| (c.clone(), *o, e.clone()))
+            .collect();
+        for (channel, last, epoch) in positions {
+            let query = HistoryQuery {
+                since: Some(last),
+                limit: None,
+                reverse: false,
+            };
+            match read_history(&self.commands, &self.config, &channel, query).await {
+                Ok(page) if page.position.epoch == epoch => {
+                    for publication in &page.publications {
+                        handler.on_publication(&channel, publication, &epoch);
+                    }
+                    if let Some(top) = page.publications.last().and_then(|p| p.offset) {
+                        self.delivered.insert(channel, (top, epoch));
+                    }
+                }
+                Ok(_) => {
+                    self.delivered.remove(&channel);
+                }
+                Err(error) => {
+                    tracing::warn!(channel, %error, "catch-up from history after reconnect failed");
+                }
+            }
         }
     }
 
