@@ -12,10 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kilat_core::engine::BrokerHandler;
+use kilat_core::engine::{BrokerHandler, HistoryQuery};
 use redis::aio::{PubSubSink, PubSubStream};
-
-use kilat_core::engine::HistoryQuery;
 
 use crate::codec::{self, Message};
 use crate::config::RedisConfig;
