@@ -11,5 +11,7 @@ mod conformance;
 mod failures;
 /// Two engines ("nodes") sharing one Redis: fan-out, history, presence.
 mod multi_node;
+/// Whole kilat-core nodes on the Redis engine: a client on one node, publishes on another.
+mod nodes;
 /// Starting and controlling `redis-server`, engines for tests, a recording handler.
 mod support;

@@ -1,0 +1,171 @@
+use std::time::{Duration, Instant};
+
+use kilat_core::{Node, NodeConfig, Outbox, Session, TransportInfo};
+use kilat_protocol::types::raw_json;
+use serde_json::{Value, json};
+
+use crate::support;
+
+const WS: TransportInfo = TransportInfo {
+    name: "websocket",
+    emulated: false,
+};
+
+/// A client session on a node, with the outbox its transport would drain.
+struct Client {
+    session: Session,
+    outbox: Outbox,
+    next_id: u32,
+    frames: Vec<Value>,
+}
+
+impl Client {
+    async fn connect(node: &Node) -> Self {
+        let outbox = Outbox::new(node.config().client_queue_max_bytes);
+        let session = Session::new(node, WS, outbox.clone());
+        let mut client = Client {
+            session,
+            outbox,
+            next_id: 0,
+            frames: Vec::new(),
+        };
+        let reply = client.call("connect", json!({})).await;
+        assert!(reply.get("error").is_none(), "{reply}");
+        client
+    }
+
+    fn drain(&mut self) {
+        let mut batch = Vec::new();
+        let _ = self.outbox.drain(&mut batch, usize::MAX);
+        for frame in &batch {
+            for line in frame.json().split(|&b| b == b'\n') {
+                self.frames
+                    .push(serde_json::from_slice(line).expect("frame is JSON"));
+            }
+        }
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let text = json!({"id": id, method: params}).to_string();
+        self.session
+            .handle_message(text.as_bytes())
+            .await
+            .expect("no disconnect");
+        self.drain();
+        let at = self
+            .frames
+            .iter()
+            .position(|f| f["id"] == json!(id))
+            .unwrap_or_else(|| panic!("no reply to {method}"));
+        self.frames.remove(at)
+    }
+
+    /// Waits (up to 5 s) for `n` publication pushes in `channel`; returns their (offset, data).
+    async fn publications(&mut self, channel: &str, n: usize) -> Vec<(u64, Value)> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            self.drain();
+            let pubs: Vec<(u64, Value)> = self
+                .frames
+                .iter()
+                .filter(|f| f["push"]["channel"] == json!(channel) && f["push"]["pub"].is_object())
+                .map(|f| {
+                    (
+                        f["push"]["pub"]["offset"].as_u64().unwrap_or(0),
+                        f["push"]["pub"]["data"].clone(),
+                    )
+                })
+                .collect();
+            if pubs.len() >= n {
+                return pubs;
+            }
+            assert!(Instant::now() < deadline, "only {pubs:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+async fn node(redis: &support::TestRedis) -> Node {
+    let engine = support::engine(redis).await;
+    Node::with_engine(NodeConfig::dev(), engine.clone(), engine)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_one_node_receives_and_recovers_what_another_node_publishes() {
+    let Some(mut redis) = support::redis("a_client_on_one_node_receives_and_recovers") else {
+        return;
+    };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let ch = support::channel("nodes");
+    let mut client = Client::connect(&b).await;
+    let reply = client
+        .call("subscribe", json!({"channel": ch, "recover": true}))
+        .await;
+    let epoch = reply["subscribe"]["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    for i in 1..=3 {
+        a.publish(&ch, raw_json(&i.to_string()).expect("json"))
+            .await
+            .expect("publish on node A");
+    }
+    let live = client.publications(&ch, 3).await;
+    assert_eq!(live, [(1, json!(1)), (2, json!(2)), (3, json!(3))]);
+
+    // Node B's client goes away; two more publications; a new client recovers them on node B.
+    client.session.close().await;
+    for i in 4..=5 {
+        a.publish(&ch, raw_json(&i.to_string()).expect("json"))
+            .await
+            .expect("publish");
+    }
+    let mut again = Client::connect(&b).await;
+    let reply = again
+        .call(
+            "subscribe",
+            json!({"channel": ch, "recover": true, "offset": 3, "epoch": epoch}),
+        )
+        .await;
+    assert_eq!(reply["subscribe"]["recovered"], json!(true), "{reply}");
+    let recovered: Vec<_> = reply["subscribe"]["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| p["offset"].as_u64())
+        .collect();
+    assert_eq!(recovered, [Some(4), Some(5)]);
+    again.session.close().await;
+
+    // Redis restarts without persistence: the stream is gone, recovery must say so.
+    if redis.is_local() {
+        redis.restart();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a.publish(&ch, raw_json("6").expect("json")).await.is_err() {
+            assert!(Instant::now() < deadline, "node A never recovered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut after = Client::connect(&b).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let reply = loop {
+            let reply = after
+                .call(
+                    "subscribe",
+                    json!({"channel": ch, "recover": true, "offset": 5, "epoch": epoch}),
+                )
+                .await;
+            if reply.get("error").is_none() {
+                break reply;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "subscribe never recovered: {reply}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(reply["subscribe"]["recovered"], json!(false), "{reply}");
+        assert_ne!(reply["subscribe"]["epoch"], json!(epoch), "a new epoch");
+    }
+}
