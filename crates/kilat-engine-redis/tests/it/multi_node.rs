@@ -338,3 +338,51 @@ async fn concurrent_publishers_on_two_nodes_get_distinct_offsets_delivered_in_or
         "history holds the newest 100 in the delivered order"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_subscribes_and_unsubscribes_leave_redis_and_the_node_in_agreement() {
+    let Some(redis) = support::redis("racing_subscribes_and_unsubscribes") else {
+        return;
+    };
+    let a = support::engine(&redis).await;
+    let ch = support::channel("storm");
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (a, ch) = (a.clone(), ch.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                if (t + i) % 2 == 0 {
+                    a.subscribe(&ch).await.expect("subscribe");
+                } else {
+                    a.unsubscribe(&ch).await.expect("unsubscribe");
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut admin = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    let name = format!("{{kilat:ch:{ch}}}:pub");
+    let numsub = async |admin: &mut redis::aio::MultiplexedConnection| {
+        let (_, n): (String, u64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&name)
+            .query_async(admin)
+            .await
+            .expect("PUBSUB NUMSUB");
+        n
+    };
+    // Whatever the interleaving, the engine's view matches Redis', and a final call wins.
+    let wanted = a.subscribed_channels() as u64;
+    assert_eq!(numsub(&mut admin).await, wanted);
+    a.subscribe(&ch).await.expect("subscribe");
+    assert_eq!(numsub(&mut admin).await, 1);
+    a.unsubscribe(&ch).await.expect("unsubscribe");
+    assert_eq!(numsub(&mut admin).await, 0);
+    assert_eq!(a.subscribed_channels(), 0);
+}
