@@ -549,12 +549,15 @@ async fn publish_loop(
         }
         match &mut publisher {
             Publisher::Ws(conn) => {
-                if !batch.is_empty()
-                    && let Err(e) = conn.send_raw(&batch).await
-                {
-                    errors += 1;
-                    first_error.get_or_insert(format!("publisher: {e:#}"));
-                    break;
+                // A server that stops reading must not hold the publisher past the run.
+                let budget = duration.saturating_sub(start.elapsed()) + Duration::from_secs(2);
+                if !batch.is_empty() {
+                    let sent = tokio::time::timeout(budget, conn.send_raw(&batch)).await;
+                    if let Err(e) = sent.map_err(anyhow::Error::from).and_then(|r| r) {
+                        errors += 1;
+                        first_error.get_or_insert(format!("publisher: {e:#}"));
+                        break;
+                    }
                 }
                 // Read replies and broadcasts (and answer pings) until the next tick.
                 loop {
