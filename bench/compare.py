@@ -103,6 +103,9 @@ def server_cmd(name: str, port: int, max_conn: int):
     env = dict(os.environ, PORT=str(port), KILAT_LOG="warn", NODE_ENV="production")
     base = f"ws://127.0.0.1:{port}"
     if name == "kilat":
+        # The other servers have no per-connection command limit; lift kilat's (default 100
+        # commands/s per connection) so one publisher connection can publish at the test rate.
+        env["KILAT_NODE_CLIENT_COMMAND_RATE"] = "0"
         return ([str(KILAT), "serve", "--dev", "--listen", f"127.0.0.1:{port}",
                  "--max-connections", str(max_conn)], ROOT, env,
                 f"{base}/connection/websocket", "kilat")
@@ -457,7 +460,8 @@ def write_report(results: dict, command: str, started: str, seconds: float):
         f"at {s['sat_rate']} msg/s for {s['sat_secs']} s.",
         "",
         "How each server is driven: kilat with its own protocol (`connect`, `subscribe`, `publish` from a",
-        "publisher connection; `serve --dev`); bare broadcaster, Node `ws` and Python `websockets` with",
+        "publisher connection; `serve --dev` with `KILAT_NODE_CLIENT_COMMAND_RATE=0`, as the per-connection",
+        "command limit of 100/s would otherwise refuse the publisher); bare broadcaster, Node `ws` and Python `websockets` with",
         "`--protocol broadcast` (every message a client sends is broadcast to every client, so the publisher",
         "also receives its own messages); Socket.IO with `--protocol socketio` (`42[\"msg\",...]` re-emitted to",
         "all). Latency is publish-to-deliver, measured with one clock (the bench process both publishes and",

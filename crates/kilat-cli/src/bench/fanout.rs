@@ -2,6 +2,7 @@
 //! measuring deliveries/s, publish-to-deliver latency, lost and duplicated messages and the
 //! server's CPU time per million deliveries.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::proto::{self, Protocol};
@@ -100,6 +101,7 @@ struct Part {
     start_us: u64,
     last_delivery_us: u64,
     histogram: String,
+    client_cpu_s: f64,
 }
 
 /// What the fanout scenario measured.
@@ -130,6 +132,8 @@ struct FanoutReport {
     server_cpu_s: Option<f64>,
     server_cpu_s_per_million_deliveries: Option<f64>,
     server_rss_kib: Option<u64>,
+    /// CPU seconds the bench processes themselves used (they share the machine with the server).
+    bench_cpu_s: f64,
     first_error: Option<String>,
 }
 
@@ -407,33 +411,44 @@ impl Prepared {
     async fn run(mut self, args: &FanoutArgs) -> Result<Part> {
         let nchan = channels(args);
         let start_us = proto::now_us();
+        let own_cpu = || stats::cpu_seconds(std::process::id()).unwrap_or(0.0);
+        let cpu0 = own_cpu();
         let per_publisher = args.rate / args.publishers as f64;
         let duration = Duration::from_secs_f64(args.duration.max(0.0));
-        let mut tasks = JoinSet::new();
+        let mut results = Vec::new();
         for (j, publisher) in std::mem::take(&mut self.publishers) {
             let protocol = args.protocol;
             let prefix = args.channel_prefix.clone();
             let size = args.size;
             let api_key = args.api_key.clone();
-            tasks.spawn(async move {
+            let (done, result) = oneshot::channel();
+            results.push(result);
+            let stop = self.stop.subscribe();
+            // Publishers stay connected (reading) until the drain ends: closing a socket with
+            // unread broadcasts resets it, and the server may drop what it had not read yet.
+            self.readers.spawn(async move {
                 publish_loop(
-                    j,
+                    PublishPlan {
+                        j,
+                        protocol,
+                        prefix,
+                        nchan,
+                        rate: per_publisher,
+                        size,
+                        duration,
+                        api_key,
+                    },
                     publisher,
-                    protocol,
-                    &prefix,
-                    nchan,
-                    per_publisher,
-                    size,
-                    duration,
-                    api_key,
+                    stop,
+                    done,
                 )
-                .await
+                .await;
             });
         }
         let mut published_per_channel = vec![0u64; nchan];
         let mut publish_errors = 0;
-        while let Some(r) = tasks.join_next().await {
-            let (counts, errors, first_error) = r?;
+        for r in results {
+            let (counts, errors, first_error) = r.await.context("a publisher task failed")?;
             for (c, n) in counts.into_iter().enumerate() {
                 published_per_channel[c] += n;
             }
@@ -461,7 +476,7 @@ impl Prepared {
             }
             let last = self.counters.last_delivery_us.load(Ordering::Relaxed);
             if drain_start.elapsed() > Duration::from_millis(300)
-                && proto::now_us().saturating_sub(last) > 500_000
+                && proto::now_us().saturating_sub(last) > 1_000_000
             {
                 break;
             }
@@ -490,28 +505,80 @@ impl Prepared {
             start_us,
             last_delivery_us: c.last_delivery_us.load(Ordering::Relaxed),
             histogram,
+            client_cpu_s: own_cpu() - cpu0,
         })
     }
 }
 
-/// One publisher: sends what is due every millisecond for `duration`, in one write per tick.
-/// Returns messages published per channel, errors, and the first error.
-#[allow(clippy::too_many_arguments)]
-async fn publish_loop(
+/// What one publisher publishes.
+struct PublishPlan {
     j: u32,
-    mut publisher: Publisher,
     protocol: Protocol,
-    prefix: &str,
+    prefix: String,
     nchan: usize,
     rate: f64,
     size: usize,
     duration: Duration,
     api_key: Option<String>,
-) -> (Vec<u64>, u64, Option<String>) {
+}
+
+/// Messages accepted per channel, errors (refused or failed publishes), the first error.
+type PublishResult = (Vec<u64>, u64, Option<String>);
+
+/// Accounts for kilat publish replies: a refused publish is not counted as published.
+fn publish_replies(
+    payload: &[u8],
+    pending: &mut HashMap<u32, usize>,
+    counts: &mut [u64],
+    errors: &mut u64,
+    first_error: &mut Option<String>,
+) {
+    for line in payload.split(|b| *b == b'\n') {
+        let Some(rest) = line.strip_prefix(b"{\"id\":") else {
+            continue;
+        };
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let Some(id) = std::str::from_utf8(&rest[..digits])
+            .ok()
+            .and_then(|d| d.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(c) = pending.remove(&id) else {
+            continue;
+        };
+        if line.windows(8).any(|w| w == b"\"error\":") {
+            counts[c] = counts[c].saturating_sub(1);
+            *errors += 1;
+            first_error
+                .get_or_insert_with(|| format!("publish: {}", String::from_utf8_lossy(line)));
+        }
+    }
+}
+
+/// One publisher: sends what is due every millisecond for the duration, in one write per tick,
+/// reports through `done`, then keeps reading (answering pings) until `stop`.
+async fn publish_loop(
+    plan: PublishPlan,
+    mut publisher: Publisher,
+    mut stop: watch::Receiver<bool>,
+    done: oneshot::Sender<PublishResult>,
+) {
+    let PublishPlan {
+        j,
+        protocol,
+        prefix,
+        nchan,
+        rate,
+        size,
+        duration,
+        api_key,
+    } = plan;
     let mut seq = vec![0u64; nchan];
     let mut counts = vec![0u64; nchan];
     let mut errors = 0u64;
     let mut first_error = None;
+    let mut pending: HashMap<u32, usize> = HashMap::new();
     let mut sent = 0u64;
     let mut next_id = 10u32;
     let start = Instant::now();
@@ -521,7 +588,8 @@ async fn publish_loop(
         .map(|k| format!("Authorization: apikey {k}\r\n"))
         .unwrap_or_default();
     let mut batch = Vec::new();
-    loop {
+    let mut broken = false;
+    'publishing: loop {
         let elapsed = start.elapsed();
         if elapsed >= duration {
             break;
@@ -537,11 +605,14 @@ async fn publish_loop(
             match publisher {
                 Publisher::Ws(_) => {
                     next_id = next_id.wrapping_add(1).max(10);
+                    if protocol == Protocol::Kilat {
+                        pending.insert(next_id, c);
+                    }
                     let text = proto::publish_text(protocol, next_id, &channel, &data);
                     wsclient::encode_text(&mut batch, text.as_bytes());
                 }
                 Publisher::Http(_) => {
-                    http_bodies.push(format!(r#"{{"channel":"{channel}","data":{data}}}"#));
+                    http_bodies.push((c, format!(r#"{{"channel":"{channel}","data":{data}}}"#)));
                 }
             }
             counts[c] += 1;
@@ -556,6 +627,7 @@ async fn publish_loop(
                     if let Err(e) = sent.map_err(anyhow::Error::from).and_then(|r| r) {
                         errors += 1;
                         first_error.get_or_insert(format!("publisher: {e:#}"));
+                        broken = true;
                         break;
                     }
                 }
@@ -565,13 +637,8 @@ async fn publish_loop(
                         r = conn.next() => match r {
                             Ok((op, payload)) => {
                                 let pong = proto::answer_ping(protocol, op, payload);
-                                if protocol == Protocol::Kilat
-                                    && payload.windows(8).any(|w| w == b"\"error\":")
-                                {
-                                    errors += 1;
-                                    first_error.get_or_insert_with(|| {
-                                        format!("publish: {}", String::from_utf8_lossy(payload))
-                                    });
+                                if protocol == Protocol::Kilat {
+                                    publish_replies(payload, &mut pending, &mut counts, &mut errors, &mut first_error);
                                 }
                                 if let Some(p) = pong {
                                     let _ = conn.send_text(p).await;
@@ -580,7 +647,8 @@ async fn publish_loop(
                             Err(e) => {
                                 errors += 1;
                                 first_error.get_or_insert(format!("publisher: {e:#}"));
-                                return (counts, errors, first_error);
+                                broken = true;
+                                break 'publishing;
                             }
                         },
                         _ = ticker.tick() => break,
@@ -588,10 +656,11 @@ async fn publish_loop(
                 }
             }
             Publisher::Http(http) => {
-                for body in &http_bodies {
+                for (c, body) in &http_bodies {
                     match http.post(&headers, body.as_bytes()).await {
                         Ok((200, reply)) if !reply.windows(8).any(|w| w == b"\"error\":") => {}
                         Ok((status, reply)) => {
+                            counts[*c] = counts[*c].saturating_sub(1);
                             errors += 1;
                             first_error.get_or_insert_with(|| {
                                 format!("HTTP {status}: {}", String::from_utf8_lossy(&reply))
@@ -600,7 +669,8 @@ async fn publish_loop(
                         Err(e) => {
                             errors += 1;
                             first_error.get_or_insert(format!("HTTP publish: {e:#}"));
-                            return (counts, errors, first_error);
+                            broken = true;
+                            break 'publishing;
                         }
                     }
                 }
@@ -608,14 +678,47 @@ async fn publish_loop(
             }
         }
     }
-    // Keep reading briefly so late replies do not reset the connection before delivery.
-    if let Publisher::Ws(conn) = &mut publisher {
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            while conn.next().await.is_ok() {}
-        })
-        .await;
+    let Publisher::Ws(mut conn) = publisher else {
+        let _ = done.send((counts, errors, first_error));
+        return;
+    };
+    // Wait (bounded) for the replies still due, so refused publishes are not counted.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !broken && !pending.is_empty() && Instant::now() < deadline {
+        match tokio::time::timeout_at(deadline.into(), conn.next()).await {
+            Ok(Ok((op, payload))) => {
+                let pong = proto::answer_ping(protocol, op, payload);
+                publish_replies(
+                    payload,
+                    &mut pending,
+                    &mut counts,
+                    &mut errors,
+                    &mut first_error,
+                );
+                if let Some(p) = pong {
+                    let _ = conn.send_text(p).await;
+                }
+            }
+            _ => break,
+        }
     }
-    (counts, errors, first_error)
+    let _ = done.send((counts, errors, first_error));
+    if broken {
+        return;
+    }
+    loop {
+        tokio::select! {
+            r = conn.next() => match r {
+                Ok((op, payload)) => {
+                    if let Some(p) = proto::answer_ping(protocol, op, payload) {
+                        let _ = conn.send_text(p).await;
+                    }
+                }
+                Err(_) => return,
+            },
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 fn merge(
@@ -657,6 +760,7 @@ fn merge(
         server_cpu_s: cpu,
         server_cpu_s_per_million_deliveries: None,
         server_rss_kib: rss,
+        bench_cpu_s: 0.0,
         first_error: None,
     };
     let mut start = u64::MAX;
@@ -675,6 +779,7 @@ fn merge(
         r.duplicated += p.duplicates;
         r.gaps += p.gaps;
         r.disconnects += p.disconnects;
+        r.bench_cpu_s += p.client_cpu_s;
         if r.first_error.is_none() {
             r.first_error.clone_from(&p.first_error);
         }
@@ -748,6 +853,7 @@ fn print_table(r: &FanoutReport) {
         }
         _ => rows.push(("server CPU", "n/a (pass --server-pid)".to_owned())),
     }
+    rows.push(("bench client CPU", format!("{:.2} s", r.bench_cpu_s)));
     if let Some(rss) = r.server_rss_kib {
         rows.push(("server RSS", format!("{:.1} MiB", rss as f64 / 1024.0)));
     }
