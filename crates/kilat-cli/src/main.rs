@@ -109,6 +109,13 @@ struct ServeArgs {
     /// Key for the server HTTP API (`Authorization: apikey <key>`) [config: api.key].
     #[arg(long, value_name = "KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Engine: `memory` (one node) or `redis` (nodes share channels, history and presence
+    /// through Redis) [config: engine.kind].
+    #[arg(long, value_name = "KIND", value_parser = ["memory", "redis"])]
+    engine: Option<String>,
+    /// Redis URL for --engine redis, e.g. redis://127.0.0.1:6379 [config: engine.redis_url].
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
     /// Log format: `text` or `json`.
     #[arg(
         long,
@@ -257,6 +264,12 @@ impl ServeArgs {
                 .map(Value::String)
                 .collect();
             set("server", "allowed_origins", Value::Array(list));
+        }
+        if let Some(kind) = &self.engine {
+            set("engine", "kind", Value::String(kind.clone()));
+        }
+        if let Some(url) = &self.redis_url {
+            set("engine", "redis_url", Value::String(url.clone()));
         }
         if let Some(key) = &self.api_key {
             set("api", "key", Value::String(key.clone()));

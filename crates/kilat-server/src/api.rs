@@ -171,7 +171,7 @@ pub(crate) async fn call(
             .await
         }
         "channels" => with(&bytes, |r| channels(&state, r)).await,
-        "info" => with(&bytes, |_: Empty| async { Ok(info(&state)) }).await,
+        "info" => with(&bytes, |_: Empty| info(&state)).await,
         _ => Outcome::Refused(ClientError::new(
             ErrorCode::NOT_FOUND,
             format!(
@@ -405,20 +405,44 @@ async fn channels(state: &AppState, request: ChannelsRequest) -> Result<Value, A
     Ok(json!({ "channels": channels }))
 }
 
-fn info(state: &AppState) -> Value {
+/// This node's entry in `info` (also what it publishes to the Redis node registry).
+pub(crate) fn node_info(state: &AppState) -> Value {
     let stats = state.node.stats();
     json!({
-        "nodes": [{
-            "id": state.node.id(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "connections": stats.connections,
-            "subscriptions": stats.subscriptions,
-            "channels": stats.channels,
-            "publications": stats.publications,
-            "deliveries": stats.deliveries,
-            "uptime_s": state.started.elapsed().as_secs(),
-        }]
+        "id": state.node.id(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "connections": stats.connections,
+        "subscriptions": stats.subscriptions,
+        "channels": stats.channels,
+        "publications": stats.publications,
+        "deliveries": stats.deliveries,
+        "uptime_s": state.started.elapsed().as_secs(),
     })
+}
+
+/// Every live node: from the Redis registry when nodes share one (this node's own entry is
+/// always current), else just this node.
+async fn info(state: &AppState) -> Result<Value, ApiError> {
+    let own = node_info(state);
+    let mut nodes = vec![own];
+    if let Some(engine) = &state.redis {
+        let others = engine.nodes().await.map_err(|e| {
+            tracing::warn!(error = %e, "reading the node registry failed");
+            ApiError::Client(ClientError::new(
+                ErrorCode::UNAVAILABLE,
+                "node registry unavailable",
+            ))
+        })?;
+        for raw in others {
+            let Ok(node) = serde_json::from_str::<Value>(raw.get()) else {
+                continue;
+            };
+            if node["id"] != nodes[0]["id"] {
+                nodes.push(node);
+            }
+        }
+    }
+    Ok(json!({ "nodes": nodes }))
 }
 
 /// Shared handle stored in the app state.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 /// Sections a `KILAT_<SECTION>_<KEY>` variable may name.
-const SECTIONS: &[&str] = &["server", "websocket", "node", "api", "token"];
+const SECTIONS: &[&str] = &["server", "websocket", "node", "engine", "api", "token"];
 
 /// Environment variables that start with `KILAT_` but are not configuration keys.
 const NON_CONFIG_VARS: &[&str] = &["KILAT_LOG", "KILAT_CONFIG", "KILAT_LOG_FORMAT"];
@@ -28,12 +28,70 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// The hub: timeouts, queues, namespaces and their permissions.
     pub node: kilat_core::NodeConfig,
+    /// Where channels, history and presence live: this process, or Redis shared by many nodes.
+    pub engine: EngineConfig,
     /// The server HTTP API.
     pub api: ApiConfig,
     /// Token (JWT) verification; absent means no tokens are accepted. Never printed back, as it
     /// may hold a secret.
     #[serde(skip_serializing)]
     pub token: Option<kilat_auth::TokenConfig>,
+}
+
+/// Which engine the node runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// Everything in this process: one node, nothing to operate.
+    #[default]
+    Memory,
+    /// Redis (or a Redis Cluster): several nodes behind a load balancer share channels,
+    /// history and presence.
+    Redis,
+}
+
+/// `[engine]`: the engine and, for Redis, how to reach it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `memory` (default) or `redis`.
+    pub kind: EngineKind,
+    /// Redis URL, e.g. `redis://127.0.0.1:6379/0` or `redis://:password@host:6379`.
+    pub redis_url: String,
+    /// Seed nodes of a Redis Cluster; when set, `redis_url` is ignored and pub/sub is sharded
+    /// (`SSUBSCRIBE`/`SPUBLISH`, Redis 7+).
+    pub redis_cluster_nodes: Vec<String>,
+    /// Prefix of every Redis key, so several kilat clusters can share one Redis.
+    pub redis_prefix: String,
+    /// Upper bound on each Redis command: while Redis is down, publishes fail (503) after it.
+    #[serde(with = "kilat_core::config::seconds")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            kind: EngineKind::Memory,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_cluster_nodes: Vec::new(),
+            redis_prefix: "kilat".to_owned(),
+            redis_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The Redis engine's own configuration derived from this section.
+    pub fn redis(&self) -> kilat_engine_redis::RedisConfig {
+        let mut config = if self.redis_cluster_nodes.is_empty() {
+            kilat_engine_redis::RedisConfig::new(self.redis_url.clone())
+        } else {
+            kilat_engine_redis::RedisConfig::cluster(self.redis_cluster_nodes.clone())
+        };
+        config.key_prefix = self.redis_prefix.clone();
+        config.command_timeout = self.redis_timeout;
+        config
+    }
 }
 
 /// `[api]`: the server HTTP API (`POST /api/<method>`).

@@ -67,6 +67,8 @@ pub(crate) struct AppState {
     pub(crate) started: std::time::Instant,
     /// Browser origins allowed to connect (empty: same origin only).
     pub(crate) allowed_origins: Arc<[String]>,
+    /// The Redis engine when nodes share one, for the node registry behind `info`.
+    pub(crate) redis: Option<Arc<kilat_engine_redis::RedisEngine>>,
 }
 
 /// Why the server stopped with an error.
@@ -84,6 +86,9 @@ pub enum ServerError {
         "TLS needs both server.tls_cert and server.tls_key (hint: --tls-cert FILE --tls-key FILE)"
     )]
     TlsIncomplete,
+    /// The Redis engine could not start.
+    #[error("Redis engine: {0} (hint: is redis-server running at engine.redis_url?)")]
+    Redis(#[from] kilat_engine_redis::RedisEngineError),
     /// The `[token]` section cannot build a verifier.
     #[error("invalid [token] configuration: {0}")]
     Token(#[from] kilat_auth::ConfigError),
@@ -102,7 +107,16 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let node = Node::new(config.node.clone());
+    let (node, redis) = match config.engine.kind {
+        config::EngineKind::Memory => (Node::new(config.node.clone()), None),
+        config::EngineKind::Redis => {
+            let engine =
+                Arc::new(kilat_engine_redis::RedisEngine::connect(config.engine.redis()).await?);
+            tracing::info!(url = %config.engine.redis_url, "connected to Redis");
+            let node = Node::with_engine(config.node.clone(), engine.clone(), engine.clone());
+            (node, Some(engine))
+        }
+    };
     if let Some(token) = &config.token {
         let verifier = kilat_auth::Verifier::new(token)?;
         let warm = verifier.clone();
@@ -126,7 +140,11 @@ pub async fn run(
         api: Arc::new(api::Api::new(config.api.key.clone(), config.node.dev)),
         started: std::time::Instant::now(),
         allowed_origins: config.server.allowed_origins.clone().into(),
+        redis: redis.clone(),
     };
+    if let Some(engine) = &redis {
+        tokio::spawn(heartbeat(engine.clone(), state.clone()));
+    }
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(listener::ReloadableCert::load(cert, key)?),
         (None, None) => None,
@@ -175,8 +193,35 @@ pub async fn run(
             "shutdown timeout reached with connections still open; closing them"
         ),
     }
+    if let Some(engine) = &redis {
+        if let Err(error) = engine.remove_node(state.node.id()).await {
+            tracing::debug!(%error, "could not remove this node from the registry");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often a node refreshes its entry in the Redis node registry; entries live three times
+/// as long, so a killed node disappears from `info` within that.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps this node's entry (its stats) in the Redis node registry fresh.
+async fn heartbeat(engine: Arc<kilat_engine_redis::RedisEngine>, state: AppState) {
+    let mut ticker = tokio::time::interval(HEARTBEAT);
+    while !state.draining.load(Ordering::SeqCst) {
+        ticker.tick().await;
+        let info = api::node_info(&state);
+        let Ok(raw) = serde_json::value::to_raw_value(&info) else {
+            continue;
+        };
+        if let Err(error) = engine
+            .heartbeat_node(state.node.id(), &raw, HEARTBEAT * 3)
+            .await
+        {
+            tracing::warn!(%error, "node registry heartbeat failed");
+        }
+    }
 }
 
 /// Reloads the TLS certificate and key whenever the process gets SIGHUP.

@@ -8,6 +8,8 @@ mod support;
 mod abuse;
 /// The server HTTP API with and without its key, checked against its OpenAPI document.
 mod api;
+/// Several nodes on one real redis-server (skips loudly without one; fails under CI=true).
+mod cluster;
 /// SSE and HTTP streaming with the emulation endpoint.
 mod emulation;
 /// Plain HTTP endpoints: health, readiness, metrics, the UI, unknown paths.
