@@ -193,10 +193,10 @@ pub async fn run(
             "shutdown timeout reached with connections still open; closing them"
         ),
     }
-    if let Some(engine) = &redis {
-        if let Err(error) = engine.remove_node(state.node.id()).await {
-            tracing::debug!(%error, "could not remove this node from the registry");
-        }
+    if let Some(engine) = &redis
+        && let Err(error) = engine.remove_node(state.node.id()).await
+    {
+        tracing::debug!(%error, "could not remove this node from the registry");
     }
     tracing::info!("stopped");
     Ok(())
