@@ -230,7 +230,7 @@ def ratio(v, base, higher_better=True):
     if v is None or base in (None, 0) or v == 0:
         return "n/a"
     r = v / base
-    return f"{r:.2f}x"
+    return f"{r:.2f}x" if r >= 0.1 else f"{r:.3f}x"
 
 
 def machine() -> str:
@@ -275,7 +275,7 @@ def svg_bars(path: Path, title: str, unit: str, groups: list[str], series: list[
     """A grouped bar chart: one group per entry in `groups`, one bar per series."""
     import math
     colors = ["#e4572e", "#29335c", "#f3a712", "#669bbc", "#a8c686", "#8d6a9f"]
-    w, h, left, top, bottom = 760, 340, 70, 40, 70
+    w, h, left, top, bottom = 900, 340, 70, 40, 70
     plot_w, plot_h = w - left - 20, h - top - bottom
     values = [v for _, vs in series for v in vs if isinstance(v, (int, float)) and v > 0]
     vmax = max(values) if values else 1
@@ -510,7 +510,13 @@ def write_report(results: dict, command: str, started: str, seconds: float):
         "```",
         "",
     ]
-    (docs / "benchmarks.md").write_text("\n".join(md))
+    # Hand-written notes below the marker survive regeneration.
+    marker = "<!-- notes: kept across runs of compare.py -->"
+    previous = docs / "benchmarks.md"
+    notes = ""
+    if previous.exists() and marker in previous.read_text():
+        notes = previous.read_text().split(marker, 1)[1]
+    (docs / "benchmarks.md").write_text("\n".join(md) + marker + notes)
     log("wrote docs/benchmarks.md and docs/img/bench-*.svg")
 
 

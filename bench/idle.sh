@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 n="${1:-10000}"
 ulimit -n 20000 2>/dev/null || true
 cargo build --release -p kilat-cli >&2
+kilat="${CARGO_TARGET_DIR:-target}/release/kilat"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-KILAT_LOG=warn target/release/kilat serve --dev --listen "127.0.0.1:$port" --max-connections $((n + 100)) &
+KILAT_LOG=warn "$kilat" serve --dev --listen "127.0.0.1:$port" --max-connections $((n + 100)) &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -17,5 +18,5 @@ for _ in $(seq 1 100); do
   python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$port)))" && break
   sleep 0.1
 done
-target/release/kilat bench idle --url "ws://127.0.0.1:$port/connection/websocket" \
+"$kilat" bench idle --url "ws://127.0.0.1:$port/connection/websocket" \
   --connections "$n" --server-pid "$server" "${@:2}"
