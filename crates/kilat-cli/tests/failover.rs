@@ -1,0 +1,258 @@
+//! Failure test through real processes: three `kilat serve --engine redis` nodes behind a real
+//! haproxy, one real `redis-server`, subscribers connected through haproxy with `kilat-client`,
+//! publications flowing the whole time. One node is killed with SIGKILL mid-stream; its clients
+//! reconnect through haproxy to the survivors and recover from Redis history. Every subscriber
+//! must end with every publication, in order, exactly once.
+//!
+//! Needs `redis-server` and `haproxy` on PATH: skipped with a loud notice without them, a
+//! failure under `CI=true`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kilat_client::{Client, ClientConfig, Event, SubscribeOptions};
+
+/// Upper bound for every wait; a hang fails the test instead of blocking CI.
+const WAIT: Duration = Duration::from_secs(30);
+const SUBSCRIBERS: usize = 6;
+const PUBLICATIONS: u64 = 150;
+const KILL_AFTER: u64 = 50;
+
+/// A child process killed (SIGKILL) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn have(program: &str) -> bool {
+    let found = Command::new(program)
+        .arg(if program == "haproxy" {
+            "-v"
+        } else {
+            "--version"
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{program} is required under CI=true (apt-get install {program})"
+        );
+        eprintln!("\n*** SKIPPING failover test: no {program} on PATH ***\n");
+    }
+    found
+}
+
+/// One plain HTTP request; returns the status code (0 when the connection fails).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> u16 {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls `ready` until it holds or `WAIT` passes.
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} not ready in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_redis() -> (Proc, String) {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_until("redis-server", || {
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            return false;
+        };
+        let mut buf = [0u8; 8];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    });
+    (Proc(child), format!("redis://127.0.0.1:{port}"))
+}
+
+fn start_node(redis_url: &str) -> (Proc, SocketAddr) {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let child = Command::new(env!("CARGO_BIN_EXE_kilat"))
+        .args([
+            "serve",
+            "--dev",
+            "--engine",
+            "redis",
+            "--redis-url",
+            redis_url,
+            "--listen",
+            &addr.to_string(),
+        ])
+        .env("KILAT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kilat");
+    wait_until("kilat node", || http(addr, "GET", "/ready", "") == 200);
+    (Proc(child), addr)
+}
+
+fn start_haproxy(nodes: &[SocketAddr], dir: &PathBuf) -> (Proc, SocketAddr) {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let servers: String = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("    server node{i} {n} check inter 200ms fall 1 rise 1\n"))
+        .collect();
+    let config = format!(
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 60s\n    timeout server 60s\n    timeout tunnel 1h\n\
+         frontend kilat\n    bind {addr}\n    default_backend nodes\n\
+         backend nodes\n    balance roundrobin\n    option httpchk GET /ready\n    http-check expect status 200\n{servers}"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).expect("write haproxy.cfg");
+    let child = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    wait_until("haproxy", || http(addr, "GET", "/health", "") == 200);
+    (Proc(child), addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_loses_nothing_inside_the_history_window() {
+    if !have("redis-server") || !have("haproxy") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("kilat-failover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (_redis, redis_url) = start_redis();
+    let mut nodes: Vec<(Proc, SocketAddr)> = (0..3).map(|_| start_node(&redis_url)).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(_, a)| *a).collect();
+    let (_haproxy, lb) = start_haproxy(&addrs, &dir);
+
+    // Subscribers through haproxy; round robin spreads them over the three nodes.
+    let mut collectors = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let mut config = ClientConfig::new(format!("ws://{lb}/connection/websocket"));
+        config.min_reconnect_delay = Duration::from_millis(50);
+        config.max_reconnect_delay = Duration::from_millis(500);
+        let (client, mut events) = Client::connect(config)
+            .await
+            .expect("connect through haproxy");
+        client
+            .subscribe("feed", SubscribeOptions::recoverable())
+            .await
+            .expect("subscribe");
+        collectors.push(tokio::spawn(async move {
+            let _keep = client;
+            let mut offsets = Vec::new();
+            let mut recovered_after_loss = Vec::new();
+            while (offsets.len() as u64) < PUBLICATIONS {
+                match tokio::time::timeout(WAIT, events.next()).await {
+                    Ok(Some(Event::Publication { publication, .. })) => {
+                        offsets.push(publication.offset.expect("history keeps offsets"));
+                    }
+                    Ok(Some(Event::Subscribed {
+                        resubscribed: true,
+                        recovered,
+                        ..
+                    })) => {
+                        recovered_after_loss.push(recovered);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("subscriber {i}: event stream ended"),
+                    Err(_) => panic!(
+                        "subscriber {i}: stalled after {} publications",
+                        offsets.len()
+                    ),
+                }
+            }
+            (offsets, recovered_after_loss)
+        }));
+    }
+
+    // A backend publishes through the server API of the node that stays up, one at a time.
+    let publisher = addrs[2];
+    for n in 1..=PUBLICATIONS {
+        if n == KILL_AFTER {
+            let (victim, _) = &mut nodes[0];
+            victim.0.kill().expect("SIGKILL node 0");
+            let _ = victim.0.wait();
+        }
+        let body = format!(r#"{{"channel":"feed","data":{{"n":{n}}}}}"#);
+        let status =
+            tokio::task::spawn_blocking(move || http(publisher, "POST", "/api/publish", &body))
+                .await
+                .expect("publish task");
+        assert_eq!(status, 200, "publication {n}");
+    }
+
+    let mut reconnected = 0;
+    for (i, collector) in collectors.into_iter().enumerate() {
+        let (offsets, recovered) = collector.await.expect("collector");
+        let expected: Vec<u64> = (1..=PUBLICATIONS).collect();
+        assert_eq!(
+            offsets, expected,
+            "subscriber {i}: every publication once, in order"
+        );
+        assert!(
+            recovered.iter().all(|r| *r),
+            "subscriber {i}: recovery must hold: {recovered:?}"
+        );
+        reconnected += usize::from(!recovered.is_empty());
+    }
+    assert!(
+        reconnected > 0,
+        "some subscribers were on the killed node and had to fail over"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
