@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -141,7 +141,7 @@ fn start_node(redis_url: &str) -> (Proc, SocketAddr) {
     (Proc(child), addr)
 }
 
-fn start_haproxy(nodes: &[SocketAddr], dir: &PathBuf) -> (Proc, SocketAddr) {
+fn start_haproxy(nodes: &[SocketAddr], dir: &Path) -> (Proc, SocketAddr) {
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let servers: String = nodes
         .iter()
