@@ -25,6 +25,7 @@ need_apt() { # need_apt COMMAND PACKAGE: install PACKAGE when COMMAND is missing
 step "set-up"
 need_apt python3 python3
 need_apt redis-server redis-server
+need_apt haproxy haproxy
 need_apt chromium chromium
 need_apt node nodejs
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
