@@ -55,6 +55,11 @@ pub(crate) enum Scenario {
     /// Other servers: --protocol broadcast (every message goes to every client; one implicit
     /// channel) or --protocol socketio (`42["msg",...]` events re-emitted to everyone).
     ///
+    /// kilat limits commands per connection (node.client_command_rate, 100/s by default); a
+    /// refused publish counts as a publish error, not as published. For higher rates start the
+    /// server with KILAT_NODE_CLIENT_COMMAND_RATE=0, or use more publishers (-p), or publish
+    /// through the HTTP API (not limited).
+    ///
     /// Example: kilat bench fanout -n 1000 -r 200 -d 10 --server-pid $(pgrep -n kilat)
     Fanout(fanout::FanoutArgs),
     /// Round-trip latency on an echo endpoint (`kilat echo`, default ws://127.0.0.1:9001/).
