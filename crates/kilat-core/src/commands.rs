@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 
 use kilat_protocol::command::{
-    ChannelRequest, ConnectRequest, HistoryRequest, PublishRequest, RefreshRequest, SubRecovery,
-    SubRefreshRequest, SubscribeRequest,
+    ChannelRequest, ConnectRequest, HistoryRequest, PublishRequest, RefreshRequest, RpcRequest,
+    SubRecovery, SubRefreshRequest, SubscribeRequest,
 };
 use kilat_protocol::push::{UnsubscribePush, encode_push_kind};
 use kilat_protocol::reply::{
-    ConnectResult, EmptyResult, PublishResult, RefreshResult, SubscribeResult,
+    ConnectResult, EmptyResult, PublishResult, RefreshResult, RpcResult, SubscribeResult,
 };
 use kilat_protocol::{
     ClientError, ClientInfo, Command, Disconnect, DisconnectCode, ErrorCode, Reply, SharedFrame,
@@ -24,6 +24,7 @@ use crate::node::HistoryOptions;
 use crate::permissions::{
     SubscribeAccess, check_history, check_presence, check_publish, check_subscribe, resolve,
 };
+use crate::proxy::{ConnectEvent, ConnectReply, Hook, PublishEvent, RpcEvent, SubscribeEvent};
 use crate::recovery::Recovery;
 use crate::session::{Session, State, SubState};
 use crate::util::new_client_id;
@@ -56,7 +57,7 @@ impl Session {
             Command::Presence(request) => self.presence(request).await,
             Command::PresenceStats(request) => self.presence_stats(request).await,
             Command::History(request) => self.history(request).await,
-            Command::Rpc(_) => Err(CoreError::NotFound("no rpc handler is configured")),
+            Command::Rpc(request) => self.rpc(request).await,
             Command::Refresh(request) => self.refresh(request).await,
             Command::SubRefresh(request) => self.sub_refresh(request).await,
         };
@@ -82,7 +83,8 @@ impl Session {
         if self.node.is_draining() {
             return Err(Disconnect::SHUTDOWN);
         }
-        let credentials = self.authenticate(id, request.token.as_deref()).await?;
+        let client = new_client_id();
+        let credentials = self.authenticate(id, &request, &client).await?;
         if !self.node.try_add_user_connection(&credentials.user) {
             self.reply_error(
                 id,
@@ -94,7 +96,7 @@ impl Session {
             return Err(Disconnect::CONNECTION_LIMIT);
         }
         let info = ClientInfo {
-            client: new_client_id(),
+            client,
             user: credentials.user,
             info: credentials.info,
         };
@@ -165,9 +167,42 @@ impl Session {
         Ok(())
     }
 
-    /// Checks the connect token (or anonymous access). On failure queues the error reply and
-    /// returns the disconnect.
-    async fn authenticate(&self, id: u32, token: Option<&str>) -> Result<Credentials, Disconnect> {
+    /// Checks the connect token (or asks the backend's connect hook when there is none, or
+    /// allows anonymous access). On failure queues the error reply and returns the disconnect.
+    async fn authenticate(
+        &self,
+        id: u32,
+        request: &ConnectRequest,
+        client: &str,
+    ) -> Result<Credentials, Disconnect> {
+        let token = request.token.as_deref();
+        if token.is_none()
+            && let Some(backend) = self.node.backend_for(Hook::Connect)
+        {
+            let event = ConnectEvent {
+                client: client.to_owned(),
+                transport: self.transport.name,
+                name: request.name.clone(),
+                version: request.version.clone(),
+                data: request.data.clone(),
+                headers: self.headers.clone(),
+            };
+            return match backend.connect(event).await {
+                Ok(ConnectReply::Accept(credentials)) => Ok(credentials),
+                Ok(ConnectReply::Disconnect(disconnect)) => Err(disconnect),
+                Err(error) => {
+                    self.reply_error(id, &error);
+                    // A temporary failure (backend down) lets the client reconnect.
+                    Err(if error.temporary {
+                        Disconnect::new(DisconnectCode::FORCE_RECONNECT, error.message)
+                    } else if error.code == ErrorCode::TOKEN_EXPIRED.0 {
+                        Disconnect::new(DisconnectCode::TOKEN_EXPIRED, error.message)
+                    } else {
+                        Disconnect::new(DisconnectCode::UNAUTHORIZED, error.message)
+                    })
+                }
+            };
+        }
         let refused = |session: &Session, error: ClientError| {
             session.reply_error(id, &error);
             let code = if error.code == ErrorCode::TOKEN_EXPIRED.0 {
@@ -254,6 +289,19 @@ impl Session {
                     .map_err(CoreError::Client)?;
             }
         }
+        if ns.proxy_subscribe
+            && !granted
+            && let Some(backend) = self.node.backend_for(Hook::Subscribe)
+        {
+            let event = SubscribeEvent {
+                client: info.client.clone(),
+                user: info.user.clone(),
+                channel: request.channel.clone(),
+                data: request.data.clone(),
+                headers: self.headers.clone(),
+            };
+            backend.subscribe(event).await.map_err(CoreError::Client)?;
+        }
         let recovery = Recovery::from_params(
             request.recover,
             request.offset,
@@ -329,9 +377,26 @@ impl Session {
                 "channel publication rate exceeded",
             ));
         }
+        let mut data = request.data;
+        if ns.proxy_publish
+            && let Some(backend) = self.node.backend_for(Hook::Publish)
+        {
+            let event = PublishEvent {
+                client: info.client.clone(),
+                user: info.user.clone(),
+                channel: request.channel.clone(),
+                data,
+                headers: self.headers.clone(),
+            };
+            let reply = backend
+                .publish(event.clone())
+                .await
+                .map_err(CoreError::Client)?;
+            data = reply.data.unwrap_or(event.data);
+        }
         let position = self
             .node
-            .publish_with(&request.channel, request.data, Some(info), &ns)
+            .publish_with(&request.channel, data, Some(info), &ns)
             .await?;
         Ok(Reply::Publish(PublishResult {
             offset: position.map(|p| p.offset),
@@ -368,6 +433,22 @@ impl Session {
                 .history_with(&request.channel, &ns, options)
                 .await?,
         ))
+    }
+
+    async fn rpc(&mut self, request: RpcRequest) -> Result<Reply, CoreError> {
+        let info = self.info()?;
+        let Some(backend) = self.node.backend_for(Hook::Rpc) else {
+            return Err(CoreError::NotFound("no rpc handler is configured"));
+        };
+        let event = RpcEvent {
+            client: info.client,
+            user: info.user,
+            method: request.method,
+            data: request.data,
+            headers: self.headers.clone(),
+        };
+        let reply = backend.rpc(event).await.map_err(CoreError::Client)?;
+        Ok(Reply::Rpc(RpcResult { data: reply.data }))
     }
 
     async fn refresh(&mut self, request: RefreshRequest) -> Result<Reply, CoreError> {
@@ -415,12 +496,12 @@ fn refresh_result(credentials: &Credentials) -> RefreshResult {
 }
 
 /// The instant of the Unix time `expires_at` on tokio's clock.
-fn instant_from(expires_at: u64) -> tokio::time::Instant {
+pub(crate) fn instant_from(expires_at: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(ttl_from(expires_at)))
 }
 
 /// Seconds from now until the Unix time `expires_at` (0 when past).
-fn ttl_from(expires_at: u64) -> u32 {
+pub(crate) fn ttl_from(expires_at: u64) -> u32 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -177,6 +177,12 @@ pub struct NamespaceOptions {
     pub max_message_size: usize,
     /// Accepted for compatibility with PROTOCOL.md; publications are not conflated yet.
     pub conflate_ms: u64,
+    /// Ask the backend's subscribe hook before each client subscription (after the local
+    /// checks); ignored when no subscribe hook is configured. See `docs/proxy.md`.
+    pub proxy_subscribe: bool,
+    /// Ask the backend's publish hook before each client publication (after the local checks);
+    /// it may refuse or replace the data. Ignored when no publish hook is configured.
+    pub proxy_publish: bool,
 }
 
 impl Default for NamespaceOptions {
@@ -193,6 +199,8 @@ impl Default for NamespaceOptions {
             allow_history: false,
             max_message_size: 64 * 1024,
             conflate_ms: 0,
+            proxy_subscribe: false,
+            proxy_publish: false,
         }
     }
 }
@@ -213,6 +221,8 @@ impl NamespaceOptions {
             allow_history: true,
             max_message_size: 64 * 1024,
             conflate_ms: 0,
+            proxy_subscribe: false,
+            proxy_publish: false,
         }
     }
 

@@ -14,6 +14,8 @@
 //! - [`engine`]: the [`Broker`] and [`PresenceStore`] contracts; [`engine::memory`] implements them.
 //! - [`config`]: [`NodeConfig`] and [`NamespaceOptions`].
 //! - [`auth`]: the [`Authenticator`] seam for token verification.
+//! - [`proxy`]: the [`Backend`] seam for the application's backend hooks (connect without a
+//!   token, subscribe, publish, rpc, send, connection refresh).
 //! - [`error`]: [`CoreError`] and its single mapping to client error codes.
 //! - `limits`: token buckets for command and publication rates, connections per user.
 //! - `testing` (feature `testing`): the engine conformance suite.
@@ -44,6 +46,7 @@ mod limits;
 pub mod node;
 pub mod outbox;
 pub mod permissions;
+pub mod proxy;
 pub mod recovery;
 mod server_subs;
 pub mod session;
@@ -58,6 +61,7 @@ pub use error::CoreError;
 pub use hub::UNSUBSCRIBE_INSUFFICIENT_STATE;
 pub use node::{HistoryOptions, Node, NodeStats};
 pub use outbox::Outbox;
+pub use proxy::{Backend, Hook, RequestHeaders};
 pub use server_subs::UNSUBSCRIBE_SERVER;
 pub use session::{Session, TransportInfo};
 pub use util::new_epoch;

@@ -27,6 +27,7 @@ use crate::hub::{GoLive, Hub, Repair};
 use crate::limits::{ChannelRates, UserConnections};
 use crate::outbox::Outbox;
 use crate::permissions::resolve;
+use crate::proxy::{Backend, Hook};
 use crate::recovery::{Recovery, outcome};
 use crate::session::SubState;
 use crate::util::{lock, new_epoch};
@@ -97,6 +98,8 @@ struct NodeInner {
     hub: Arc<Hub>,
     /// Token verification; `None` until configured (then tokens are refused with 401).
     authenticator: RwLock<Option<Arc<dyn Authenticator>>>,
+    /// The application's backend hooks; `None` until configured (then nothing is proxied).
+    backend: RwLock<Option<Arc<dyn Backend>>>,
     /// Open sessions by key, sharded; read by drain and server-side disconnects.
     sessions: Box<[Mutex<HashMap<u64, SessionEntry>>]>,
     /// Source of session keys (unique per node, never reused).
@@ -237,6 +240,7 @@ impl Node {
                 presence,
                 hub,
                 authenticator: RwLock::new(None),
+                backend: RwLock::new(None),
                 sessions: (0..SESSION_SHARDS)
                     .map(|_| Mutex::new(HashMap::new()))
                     .collect(),
@@ -275,6 +279,36 @@ impl Node {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Installs the application's backend hooks (see [`crate::proxy`]).
+    pub fn set_backend(&self, backend: Arc<dyn Backend>) {
+        let mut slot = self
+            .inner
+            .backend
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Some(backend);
+    }
+
+    /// The installed backend, if any (transports read its [`Backend::forward_headers`]).
+    pub fn backend(&self) -> Option<Arc<dyn Backend>> {
+        self.inner
+            .backend
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The backend, when it handles `hook`.
+    pub(crate) fn backend_for(&self, hook: Hook) -> Option<Arc<dyn Backend>> {
+        self.inner
+            .backend
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .filter(|backend| backend.handles(hook))
+            .cloned()
     }
 
     pub(crate) fn presence_store(&self) -> &Arc<dyn PresenceStore> {

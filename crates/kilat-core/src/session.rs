@@ -5,7 +5,7 @@
 //! never touches a socket. Command handlers live in [`crate::commands`].
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kilat_protocol::push::{RefreshPush, encode_push_kind};
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::limits::TokenBucket;
 use crate::node::{Node, ServerChanges};
 use crate::outbox::Outbox;
+use crate::proxy::{Hook, RefreshEvent, RefreshReply, RequestHeaders, SendEvent};
 
 /// Which transport carries a session (reported to the hub for stats and the emulation reply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,10 @@ pub(crate) struct SubState {
     /// The namespace sends join/leave: publish a leave on unsubscribe.
     pub(crate) join_leave: bool,
 }
+
+/// When the backend's refresh hook fails, it is asked again this much later (the connection
+/// stays open meanwhile).
+const BACKEND_REFRESH_RETRY: Duration = Duration::from_secs(5);
 
 /// Far enough in the future to mean "no timer".
 const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -86,6 +91,28 @@ pub struct Session {
     commands: TokenBucket,
     /// Commands refused in a row by the rate limit; past the burst the client is dropped.
     refused_in_a_row: u32,
+    /// Allowlisted handshake headers, forwarded to the backend hooks; set by the transport.
+    pub(crate) headers: RequestHeaders,
+    /// While the backend's refresh hook is asked about this connection: where its task leaves
+    /// the answer, read at the refresh deadline (timers are synchronous, so the call runs in a
+    /// task of its own).
+    backend_refresh: Option<Arc<Mutex<BackendRefresh>>>,
+}
+
+/// The state of a refresh asked of the backend.
+#[derive(Debug)]
+enum BackendRefresh {
+    /// No answer yet.
+    Pending,
+    /// Extended until this instant (`None`: no expiry any more), with new connection info.
+    Extended {
+        expires_at: Option<Instant>,
+        info: Option<kilat_protocol::RawJson>,
+    },
+    /// The backend answered with an expiry already past.
+    Expired,
+    /// The backend could not be asked; ask again.
+    Failed,
 }
 
 fn ping_frame() -> SharedFrame {
@@ -120,7 +147,15 @@ impl Session {
                 now,
             ),
             refused_in_a_row: 0,
+            headers: Box::default(),
+            backend_refresh: None,
         }
+    }
+
+    /// Keeps the handshake's request headers the backend hooks forward (the transport passes
+    /// only the allowlisted ones: they stay in memory for the connection's life).
+    pub fn set_request_headers(&mut self, headers: RequestHeaders) {
+        self.headers = headers;
     }
 
     /// The connection's client info, once connected.
@@ -179,11 +214,23 @@ impl Session {
                     (disconnect, _) => return Err(disconnect.unwrap_or(Disconnect::BAD_REQUEST)),
                 },
                 Ok(ClientFrame::Ping) => self.on_ping(),
-                Ok(ClientFrame::Send(_)) => {
-                    if matches!(self.state, State::Connecting) {
+                Ok(ClientFrame::Send(request)) => {
+                    let State::Connected(info) = &self.state else {
                         return Err(not_connected());
+                    };
+                    // Without a send hook, fire-and-forget means dropped.
+                    if let Some(backend) = self.node.backend_for(Hook::Send)
+                        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                    {
+                        let event = SendEvent {
+                            client: info.client.clone(),
+                            user: info.user.clone(),
+                            data: request.data,
+                            headers: self.headers.clone(),
+                        };
+                        // Never waited for: the client expects no answer.
+                        runtime.spawn(async move { backend.send(event).await });
                     }
-                    // No backend for `send` is configured: fire-and-forget means dropped.
                 }
                 Ok(ClientFrame::Command { id, command }) => match command {
                     Command::Connect(request) => self.connect(id, request).await?,
@@ -259,8 +306,21 @@ impl Session {
                 if self
                     .refresh_deadline
                     .is_some_and(|deadline| now >= deadline)
+                    && self.backend_refresh.is_some()
+                {
+                    self.settle_backend_refresh(now)?;
+                }
+                if self
+                    .refresh_deadline
+                    .is_some_and(|deadline| now >= deadline)
                 {
                     return Err(Disconnect::TOKEN_EXPIRED);
+                }
+                if self.refresh_deadline.is_none()
+                    && self.expires_at.is_some_and(|at| now >= at)
+                    && self.node.backend_for(Hook::Refresh).is_some()
+                {
+                    self.ask_backend_refresh(now);
                 }
                 if self.refresh_deadline.is_none() && self.expires_at.is_some_and(|at| now >= at) {
                     let grace = self.node.config().token_refresh_grace;
@@ -286,6 +346,77 @@ impl Session {
                     if let State::Connected(info) = &self.state {
                         self.refresh_presence(info.clone());
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the backend's refresh hook (in a task) instead of sending the client a `refresh`
+    /// push; the answer is read at the refresh deadline. A backend `disconnect` closes the
+    /// outbox at once.
+    fn ask_backend_refresh(&mut self, now: Instant) {
+        let grace = self.node.config().token_refresh_grace;
+        self.refresh_deadline = Some(now + grace);
+        let (State::Connected(info), Some(backend), Ok(runtime)) = (
+            &self.state,
+            self.node.backend_for(Hook::Refresh),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let event = RefreshEvent {
+            client: info.client.clone(),
+            user: info.user.clone(),
+            headers: self.headers.clone(),
+        };
+        let slot = Arc::new(Mutex::new(BackendRefresh::Pending));
+        self.backend_refresh = Some(slot.clone());
+        let outbox = self.outbox.clone();
+        runtime.spawn(async move {
+            let answer = match backend.refresh(event).await {
+                // Converted when the answer arrives, so its age at the deadline does not count.
+                Ok(RefreshReply::Extend { expires_at, info }) => match expires_at {
+                    Some(at) if crate::commands::ttl_from(at) == 0 => BackendRefresh::Expired,
+                    expires_at => BackendRefresh::Extended {
+                        expires_at: expires_at.map(crate::commands::instant_from),
+                        info,
+                    },
+                },
+                Ok(RefreshReply::Disconnect(disconnect)) => {
+                    outbox.close(disconnect);
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(code = error.code, message = %error.message, "refresh hook failed; asking again later");
+                    BackendRefresh::Failed
+                }
+            };
+            *crate::util::lock(&slot) = answer;
+        });
+    }
+
+    /// At the refresh deadline, applies what the backend's refresh hook answered.
+    fn settle_backend_refresh(&mut self, now: Instant) -> Result<(), Disconnect> {
+        let Some(slot) = self.backend_refresh.take() else {
+            return Ok(());
+        };
+        let answer = std::mem::replace(&mut *crate::util::lock(&slot), BackendRefresh::Pending);
+        match answer {
+            BackendRefresh::Pending => {
+                // Still asking (a slow backend): look again a little later.
+                self.backend_refresh = Some(slot);
+                self.refresh_deadline = Some(now + BACKEND_REFRESH_RETRY);
+            }
+            BackendRefresh::Failed => self.ask_backend_refresh(now),
+            BackendRefresh::Expired => return Err(Disconnect::TOKEN_EXPIRED),
+            BackendRefresh::Extended { expires_at, info } => {
+                self.expires_at = expires_at;
+                self.refresh_deadline = None;
+                if let (Some(info), State::Connected(current)) = (info, &mut self.state) {
+                    current.info = Some(info);
+                    let current = current.clone();
+                    self.node.set_session_identity(self.key, &current);
                 }
             }
         }
