@@ -13,7 +13,15 @@ use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 /// Sections a `KILAT_<SECTION>_<KEY>` variable may name.
-const SECTIONS: &[&str] = &["server", "websocket", "node", "engine", "api", "token"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "websocket",
+    "node",
+    "engine",
+    "api",
+    "token",
+    "proxy",
+];
 
 /// Environment variables that start with `KILAT_` but are not configuration keys.
 const NON_CONFIG_VARS: &[&str] = &["KILAT_LOG", "KILAT_CONFIG", "KILAT_LOG_FORMAT"];
@@ -36,6 +44,55 @@ pub struct Config {
     /// may hold a secret.
     #[serde(skip_serializing)]
     pub token: Option<kilat_auth::TokenConfig>,
+    /// The application backend's HTTP hooks.
+    pub proxy: ProxyConfig,
+}
+
+/// `[proxy]`: the application backend's HTTP hooks (`docs/proxy.md`). Each URL is optional;
+/// an unset hook is not called.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Asked at `connect` when the client sends no token.
+    pub connect_url: Option<String>,
+    /// Asked at `subscribe` in namespaces with `proxy_subscribe = true`.
+    pub subscribe_url: Option<String>,
+    /// Asked at `publish` in namespaces with `proxy_publish = true`.
+    pub publish_url: Option<String>,
+    /// Answers `rpc`.
+    pub rpc_url: Option<String>,
+    /// Receives `send` messages.
+    pub send_url: Option<String>,
+    /// Asked when a connection expires, instead of a `refresh` push to the client.
+    pub refresh_url: Option<String>,
+    /// Bound on each call (seconds); past it the client gets 503.
+    #[serde(with = "kilat_core::config::seconds")]
+    pub timeout: Duration,
+    /// Handshake request headers forwarded to every hook.
+    pub forward_headers: Vec<String>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_url: None,
+            subscribe_url: None,
+            publish_url: None,
+            rpc_url: None,
+            send_url: None,
+            refresh_url: None,
+            timeout: Duration::from_secs(5),
+            forward_headers: [
+                "Cookie",
+                "Authorization",
+                "User-Agent",
+                "X-Forwarded-For",
+                "Origin",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
 }
 
 /// Which engine the node runs on.

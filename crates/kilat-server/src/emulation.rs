@@ -133,7 +133,8 @@ pub(crate) async fn sse(
     if connect.len() > MAX_BODY {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "connect command too large");
     }
-    open_stream(state, Bytes::from(connect), Format::Sse).await
+    let forwarded = crate::proxy::pick_headers(&state.node, &headers);
+    open_stream(state, Bytes::from(connect), Format::Sse, forwarded).await
 }
 
 /// `POST /connection/stream` with the connect command as the body.
@@ -146,7 +147,10 @@ pub(crate) async fn stream(
         return refuse(StatusCode::FORBIDDEN, "origin not allowed");
     }
     match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(connect) => open_stream(state, connect, Format::Ndjson).await,
+        Ok(connect) => {
+            let forwarded = crate::proxy::pick_headers(&state.node, &headers);
+            open_stream(state, connect, Format::Ndjson, forwarded).await
+        }
         Err(_) => refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "connect command too large or unreadable",
@@ -213,7 +217,12 @@ pub(crate) async fn emulation(
 }
 
 /// Starts an emulated connection: runs `connect`, then streams every frame of the session.
-async fn open_stream(state: AppState, connect: Bytes, format: Format) -> Response {
+async fn open_stream(
+    state: AppState,
+    connect: Bytes,
+    format: Format,
+    forwarded: kilat_core::RequestHeaders,
+) -> Response {
     if state.draining.load(Ordering::SeqCst) {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
     }
@@ -225,6 +234,7 @@ async fn open_stream(state: AppState, connect: Bytes, format: Format) -> Respons
     };
     let outbox = Outbox::new(state.node.config().client_queue_max_bytes);
     let mut session = Session::new(&state.node, format.transport(), outbox.clone());
+    session.set_request_headers(forwarded);
     let (commands_tx, commands_rx) = mpsc::channel::<Bytes>(COMMAND_QUEUE);
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(BODY_CHUNKS);
     // The connect command runs before the response starts, so its result (or refusal) is the

@@ -10,6 +10,7 @@
 //! - `api`: the server HTTP API (`POST /api/<method>`) and its OpenAPI document.
 //! - `assets`: the web UI, demos and JavaScript SDK embedded in the binary.
 //! - `metrics`: `/metrics` in the Prometheus text format.
+//! - [`proxy`]: the application backend's HTTP hooks (`[proxy]`, `docs/proxy.md`).
 //!
 //! Design decisions:
 //! - [`run`] takes a bound listener and a shutdown future, so tests start a real server on port 0
@@ -30,6 +31,7 @@ mod glob;
 pub mod listener;
 mod metrics;
 mod origin;
+pub mod proxy;
 mod router;
 mod websocket;
 
@@ -92,6 +94,9 @@ pub enum ServerError {
     /// The `[token]` section cannot build a verifier.
     #[error("invalid [token] configuration: {0}")]
     Token(#[from] kilat_auth::ConfigError),
+    /// The `[proxy]` section cannot build the backend hooks.
+    #[error("invalid [proxy] configuration: {0}")]
+    Proxy(#[from] proxy::ProxyConfigError),
 }
 
 /// Runs the server on `listener` until `shutdown` resolves, then drains and returns.
@@ -128,6 +133,9 @@ pub async fn run(
             }
         });
         node.set_authenticator(Arc::new(auth::JwtAuthenticator::new(verifier)));
+    }
+    if let Some(backend) = proxy::HttpBackend::from_config(&config.proxy)? {
+        node.set_backend(Arc::new(backend));
     }
     let state = AppState {
         node: node.clone(),

@@ -52,6 +52,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> 
         )
             .into_response();
     };
+    let headers = crate::proxy::pick_headers(&state.node, &parts.headers);
     let response = handshake.response::<Body>();
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
@@ -59,7 +60,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> 
             Ok(upgraded) => {
                 let conn = WsConnection::new(TokioIo::new(upgraded), &handshake, &state.ws);
                 drop(handshake);
-                serve_connection(conn, state, permit).await;
+                serve_connection(conn, state, permit, headers).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
         }
@@ -68,12 +69,16 @@ pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> 
 }
 
 /// Runs one WebSocket connection until either side closes it.
-async fn serve_connection<IO>(conn: WsConnection<IO>, state: AppState, permit: OwnedSemaphorePermit)
-where
+async fn serve_connection<IO>(
+    conn: WsConnection<IO>,
+    state: AppState,
+    permit: OwnedSemaphorePermit,
+    headers: kilat_core::RequestHeaders,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let outbox = Outbox::new(state.node.config().client_queue_max_bytes);
-    let session = Session::new(
+    let mut session = Session::new(
         &state.node,
         TransportInfo {
             name: "websocket",
@@ -81,6 +86,7 @@ where
         },
         outbox.clone(),
     );
+    session.set_request_headers(headers);
     driver::drive(WsWire(conn), session, outbox).await;
     drop(permit);
 }

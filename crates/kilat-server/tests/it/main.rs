@@ -18,6 +18,8 @@ mod http;
 mod lifecycle;
 /// Transport limits and errors: each bad input gets its code and other connections keep working.
 mod limits;
+/// Backend proxy hooks: connect, subscribe, publish, rpc, send and refresh over HTTP.
+mod proxy;
 /// TLS (`wss://`), origin checks and half-open handshakes.
 mod tls_origin;
 /// Tokens: connection and subscription JWTs through a real socket.

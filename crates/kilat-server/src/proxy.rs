@@ -1,0 +1,570 @@
+//! [`HttpBackend`]: the core's [`Backend`] seam over HTTP. Each configured hook POSTs a JSON
+//! event to its URL and reads a JSON reply (`docs/proxy.md` is the contract).
+//!
+//! Design decisions:
+//! - One HTTP/1.1 connection per call (hyper's client connection, no pool): hooks run at
+//!   connect, subscribe and on explicit commands, not per publication, and a fresh connection
+//!   never trips over a backend that closed an idle one.
+//! - The whole call (connect, write, read the body) runs under one timeout; any failure is the
+//!   same client error, 503 "backend unavailable" (temporary), and one warn line naming the hook
+//!   and the kind of failure, never the headers (they carry cookies).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use kilat_core::engine::BoxFuture;
+use kilat_core::proxy::{
+    ConnectEvent, ConnectReply, PublishEvent, PublishReply, RefreshEvent, RefreshReply, RpcEvent,
+    RpcReply, SendEvent, SubscribeEvent, SubscribeReply,
+};
+use kilat_core::{Backend, Credentials, Hook, RequestHeaders};
+use kilat_protocol::{ClientError, Disconnect, DisconnectCode, ErrorCode, RawJson};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+
+use crate::config::ProxyConfig;
+
+/// Largest backend reply body read, in bytes.
+const MAX_REPLY: usize = 1024 * 1024;
+
+/// A `[proxy]` URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyConfigError {
+    /// Not an absolute `http://host[:port]/path` URL.
+    #[error("proxy.{key} = {url:?} is not an http:// URL (https is not supported yet)")]
+    BadUrl {
+        /// The config key.
+        key: &'static str,
+        /// Its value.
+        url: String,
+    },
+    /// A `forward_headers` entry is not a header name.
+    #[error("proxy.forward_headers: {0:?} is not a header name")]
+    BadHeader(String),
+}
+
+/// One hook's endpoint, parsed once.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    uri: Uri,
+    /// `host[:port]` to dial and to send as `Host`.
+    authority: String,
+}
+
+impl Endpoint {
+    fn parse(key: &'static str, url: &str) -> Result<Endpoint, ProxyConfigError> {
+        let bad = || ProxyConfigError::BadUrl {
+            key,
+            url: url.to_owned(),
+        };
+        let uri: Uri = url.parse().map_err(|_| bad())?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad());
+        }
+        let authority = uri.authority().ok_or_else(bad)?;
+        let authority = match authority.port_u16() {
+            Some(_) => authority.as_str().to_owned(),
+            None => format!("{}:80", authority.host()),
+        };
+        Ok(Endpoint { uri, authority })
+    }
+}
+
+/// The backend hooks of the `[proxy]` section.
+#[derive(Debug)]
+pub(crate) struct HttpBackend {
+    connect: Option<Endpoint>,
+    subscribe: Option<Endpoint>,
+    publish: Option<Endpoint>,
+    rpc: Option<Endpoint>,
+    send: Option<Endpoint>,
+    refresh: Option<Endpoint>,
+    /// Bound on each whole call.
+    timeout: Duration,
+    /// Lowercase handshake header names sessions keep and every call forwards.
+    forward_headers: Box<[Box<str>]>,
+}
+
+impl HttpBackend {
+    /// The backend for `config`, or `None` when no hook is configured.
+    pub(crate) fn from_config(
+        config: &ProxyConfig,
+    ) -> Result<Option<HttpBackend>, ProxyConfigError> {
+        let parse = |key: &'static str, url: &Option<String>| {
+            url.as_deref()
+                .filter(|url| !url.is_empty())
+                .map(|url| Endpoint::parse(key, url))
+                .transpose()
+        };
+        let backend = HttpBackend {
+            connect: parse("connect_url", &config.connect_url)?,
+            subscribe: parse("subscribe_url", &config.subscribe_url)?,
+            publish: parse("publish_url", &config.publish_url)?,
+            rpc: parse("rpc_url", &config.rpc_url)?,
+            send: parse("send_url", &config.send_url)?,
+            refresh: parse("refresh_url", &config.refresh_url)?,
+            timeout: config.timeout,
+            forward_headers: config
+                .forward_headers
+                .iter()
+                .map(|name| {
+                    HeaderName::from_bytes(name.as_bytes())
+                        .map(|name| Box::from(name.as_str()))
+                        .map_err(|_| ProxyConfigError::BadHeader(name.clone()))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let any = [
+            &backend.connect,
+            &backend.subscribe,
+            &backend.publish,
+            &backend.rpc,
+            &backend.send,
+            &backend.refresh,
+        ]
+        .iter()
+        .any(|e| e.is_some());
+        Ok(any.then_some(backend))
+    }
+
+    fn endpoint(&self, hook: Hook) -> Option<&Endpoint> {
+        match hook {
+            Hook::Connect => self.connect.as_ref(),
+            Hook::Subscribe => self.subscribe.as_ref(),
+            Hook::Publish => self.publish.as_ref(),
+            Hook::Rpc => self.rpc.as_ref(),
+            Hook::Send => self.send.as_ref(),
+            Hook::Refresh => self.refresh.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// POSTs `body` to the hook's URL and decodes the reply envelope.
+    async fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        hook: Hook,
+        body: &impl Serialize,
+        headers: &RequestHeaders,
+        client: &str,
+        user: Option<&str>,
+    ) -> Result<Envelope<T>, ClientError> {
+        let bytes = self.call_raw(hook, body, headers, client, user).await?;
+        serde_json::from_slice(&bytes).map_err(|error| {
+            tracing::warn!(hook = ?hook, %error, "backend hook answered malformed JSON");
+            unavailable()
+        })
+    }
+
+    /// POSTs `body` to the hook's URL and returns the reply body of a 2xx answer.
+    async fn call_raw(
+        &self,
+        hook: Hook,
+        body: &impl Serialize,
+        headers: &RequestHeaders,
+        client: &str,
+        user: Option<&str>,
+    ) -> Result<Bytes, ClientError> {
+        let Some(endpoint) = self.endpoint(hook) else {
+            return Err(unavailable());
+        };
+        let body = serde_json::to_vec(body).map_err(|_| unavailable())?;
+        let request = build_request(endpoint, body, headers, client, user);
+        let reply = tokio::time::timeout(self.timeout, post(endpoint, request)).await;
+        match reply {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(failure)) => {
+                tracing::warn!(hook = ?hook, failure, "backend hook failed");
+                Err(unavailable())
+            }
+            Err(_) => {
+                tracing::warn!(hook = ?hook, timeout_s = self.timeout.as_secs_f64(), "backend hook timed out");
+                Err(unavailable())
+            }
+        }
+    }
+}
+
+fn unavailable() -> ClientError {
+    ClientError::new(ErrorCode::UNAVAILABLE, "backend unavailable")
+}
+
+fn build_request(
+    endpoint: &Endpoint,
+    body: Vec<u8>,
+    headers: &RequestHeaders,
+    client: &str,
+    user: Option<&str>,
+) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(Bytes::from(body)));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = endpoint
+        .uri
+        .path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    let map = request.headers_mut();
+    for (name, value) in headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    if let Ok(host) = HeaderValue::from_str(&endpoint.authority) {
+        map.insert(HOST, host);
+    }
+    map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(client) = HeaderValue::from_str(client) {
+        map.insert("x-kilat-client", client);
+    }
+    if let Some(Ok(user)) = user.map(HeaderValue::from_str) {
+        map.insert("x-kilat-user", user);
+    }
+    request
+}
+
+/// One HTTP/1.1 POST; `Err` names the kind of failure for the log.
+async fn post(endpoint: &Endpoint, request: Request<Full<Bytes>>) -> Result<Bytes, String> {
+    let stream = TcpStream::connect(&endpoint.authority)
+        .await
+        .map_err(|error| format!("connect: {}", error.kind()))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|error| format!("handshake: {error}"))?;
+    // Drives the connection; ends when the response is read and the sender dropped.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| format!("request: {error}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("status {}", status.as_u16()));
+    }
+    let body = Limited::new(response.into_body(), MAX_REPLY)
+        .collect()
+        .await
+        .map_err(|error| format!("body: {error}"))?;
+    Ok(body.to_bytes())
+}
+
+/// Picks the headers of a handshake request the node's backend wants forwarded (none without a
+/// backend, so connections keep nothing).
+pub(crate) fn pick_headers(node: &kilat_core::Node, headers: &HeaderMap) -> RequestHeaders {
+    let Some(backend) = node.backend() else {
+        return RequestHeaders::default();
+    };
+    backend
+        .forward_headers()
+        .iter()
+        .flat_map(|name| {
+            headers
+                .get_all(name.as_ref())
+                .iter()
+                .filter_map(move |value| {
+                    value
+                        .to_str()
+                        .ok()
+                        .map(|value| (name.clone(), Box::from(value)))
+                })
+        })
+        .collect()
+}
+
+/// A backend reply: exactly one of the three is expected.
+#[derive(Debug, Deserialize)]
+struct Envelope<T> {
+    result: Option<T>,
+    error: Option<ErrorBody>,
+    disconnect: Option<DisconnectBody>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    code: u32,
+    #[serde(default)]
+    message: String,
+    temporary: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DisconnectBody {
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+impl ErrorBody {
+    fn into_client_error(self) -> ClientError {
+        let mut error = ClientError::new(ErrorCode(self.code), self.message);
+        if let Some(temporary) = self.temporary {
+            error.temporary = temporary;
+        }
+        error
+    }
+}
+
+impl DisconnectBody {
+    fn into_disconnect(self) -> Disconnect {
+        Disconnect::new(DisconnectCode(self.code), self.reason)
+    }
+}
+
+impl<T> Envelope<T> {
+    /// The result, or the refusal as a client error. A `disconnect` where the hook cannot
+    /// disconnect is a refusal with 403.
+    fn into_result(self, hook: Hook) -> Result<T, ClientError> {
+        if let Some(error) = self.error {
+            return Err(error.into_client_error());
+        }
+        if let Some(disconnect) = self.disconnect {
+            return Err(ClientError::new(
+                ErrorCode::PERMISSION_DENIED,
+                disconnect.reason,
+            ));
+        }
+        self.result.ok_or_else(|| {
+            tracing::warn!(hook = ?hook, "backend hook answered without result, error or disconnect");
+            unavailable()
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct ConnectBody<'a> {
+    client: &'a str,
+    transport: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawJson>,
+}
+
+#[derive(Deserialize)]
+struct ConnectResultBody {
+    #[serde(default)]
+    user: String,
+    info: Option<RawJson>,
+    #[serde(default)]
+    channels: Vec<String>,
+    expire_at: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ChannelBody<'a> {
+    client: &'a str,
+    user: &'a str,
+    channel: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawJson>,
+}
+
+#[derive(Deserialize)]
+struct SubscribeResultBody {
+    info: Option<RawJson>,
+}
+
+#[derive(Deserialize)]
+struct DataResultBody {
+    data: Option<RawJson>,
+}
+
+#[derive(Serialize)]
+struct RpcBody<'a> {
+    client: &'a str,
+    user: &'a str,
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawJson>,
+}
+
+#[derive(Serialize)]
+struct SendBody<'a> {
+    client: &'a str,
+    user: &'a str,
+    data: &'a RawJson,
+}
+
+#[derive(Serialize)]
+struct RefreshBody<'a> {
+    client: &'a str,
+    user: &'a str,
+}
+
+#[derive(Deserialize)]
+struct RefreshResultBody {
+    expire_at: Option<u64>,
+    info: Option<RawJson>,
+}
+
+impl Backend for HttpBackend {
+    fn handles(&self, hook: Hook) -> bool {
+        self.endpoint(hook).is_some()
+    }
+
+    fn forward_headers(&self) -> &[Box<str>] {
+        &self.forward_headers
+    }
+
+    fn connect(&self, event: ConnectEvent) -> BoxFuture<'_, Result<ConnectReply, ClientError>> {
+        Box::pin(async move {
+            let body = ConnectBody {
+                client: &event.client,
+                transport: event.transport,
+                name: event.name.as_deref(),
+                version: event.version.as_deref(),
+                data: event.data.as_ref(),
+            };
+            let envelope: Envelope<ConnectResultBody> = self
+                .call(Hook::Connect, &body, &event.headers, &event.client, None)
+                .await?;
+            if let Some(disconnect) = envelope.disconnect {
+                return Ok(ConnectReply::Disconnect(disconnect.into_disconnect()));
+            }
+            let result = envelope.into_result(Hook::Connect)?;
+            Ok(ConnectReply::Accept(Credentials {
+                user: result.user,
+                info: result.info,
+                expires_at: result.expire_at,
+                channels: result.channels,
+            }))
+        })
+    }
+
+    fn subscribe(
+        &self,
+        event: SubscribeEvent,
+    ) -> BoxFuture<'_, Result<SubscribeReply, ClientError>> {
+        Box::pin(async move {
+            let body = ChannelBody {
+                client: &event.client,
+                user: &event.user,
+                channel: &event.channel,
+                data: event.data.as_ref(),
+            };
+            let envelope: Envelope<SubscribeResultBody> = self
+                .call(
+                    Hook::Subscribe,
+                    &body,
+                    &event.headers,
+                    &event.client,
+                    Some(&event.user),
+                )
+                .await?;
+            let result = envelope.into_result(Hook::Subscribe)?;
+            Ok(SubscribeReply { info: result.info })
+        })
+    }
+
+    fn publish(&self, event: PublishEvent) -> BoxFuture<'_, Result<PublishReply, ClientError>> {
+        Box::pin(async move {
+            let body = ChannelBody {
+                client: &event.client,
+                user: &event.user,
+                channel: &event.channel,
+                data: Some(&event.data),
+            };
+            let envelope: Envelope<DataResultBody> = self
+                .call(
+                    Hook::Publish,
+                    &body,
+                    &event.headers,
+                    &event.client,
+                    Some(&event.user),
+                )
+                .await?;
+            let result = envelope.into_result(Hook::Publish)?;
+            Ok(PublishReply { data: result.data })
+        })
+    }
+
+    fn rpc(&self, event: RpcEvent) -> BoxFuture<'_, Result<RpcReply, ClientError>> {
+        Box::pin(async move {
+            let body = RpcBody {
+                client: &event.client,
+                user: &event.user,
+                method: &event.method,
+                data: event.data.as_ref(),
+            };
+            let envelope: Envelope<DataResultBody> = self
+                .call(
+                    Hook::Rpc,
+                    &body,
+                    &event.headers,
+                    &event.client,
+                    Some(&event.user),
+                )
+                .await?;
+            let result = envelope.into_result(Hook::Rpc)?;
+            let data = match result.data {
+                Some(data) => data,
+                None => serde_json::value::RawValue::from_string("null".to_owned())
+                    .map_err(|_| unavailable())?,
+            };
+            Ok(RpcReply { data })
+        })
+    }
+
+    fn send(&self, event: SendEvent) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let body = SendBody {
+                client: &event.client,
+                user: &event.user,
+                data: &event.data,
+            };
+            // The reply is not used; failures are logged by `call`.
+            let _ = self
+                .call_raw(
+                    Hook::Send,
+                    &body,
+                    &event.headers,
+                    &event.client,
+                    Some(&event.user),
+                )
+                .await;
+        })
+    }
+
+    fn refresh(&self, event: RefreshEvent) -> BoxFuture<'_, Result<RefreshReply, ClientError>> {
+        Box::pin(async move {
+            let body = RefreshBody {
+                client: &event.client,
+                user: &event.user,
+            };
+            let envelope: Envelope<RefreshResultBody> = self
+                .call(
+                    Hook::Refresh,
+                    &body,
+                    &event.headers,
+                    &event.client,
+                    Some(&event.user),
+                )
+                .await?;
+            if let Some(disconnect) = envelope.disconnect {
+                return Ok(RefreshReply::Disconnect(disconnect.into_disconnect()));
+            }
+            if let Some(error) = envelope.error {
+                // A refusal ends the connection as an expired one would.
+                return Ok(RefreshReply::Disconnect(Disconnect::new(
+                    DisconnectCode::TOKEN_EXPIRED,
+                    error.message,
+                )));
+            }
+            let result = envelope.into_result(Hook::Refresh)?;
+            Ok(RefreshReply::Extend {
+                expires_at: result.expire_at,
+                info: result.info,
+            })
+        })
+    }
+}
