@@ -392,6 +392,35 @@ mod tests {
     }
 
     #[test]
+    fn proxy_section_comes_from_the_environment() {
+        let config = Config::load(
+            None,
+            vars(&[
+                ("KILAT_PROXY_CONNECT_URL", "http://127.0.0.1:3000/connect"),
+                ("KILAT_PROXY_TIMEOUT", "0.5"),
+                ("KILAT_PROXY_FORWARD_HEADERS", r#"["Cookie"]"#),
+            ]),
+            Table::new(),
+        )
+        .expect("valid proxy variables");
+        assert_eq!(
+            config.proxy.connect_url.as_deref(),
+            Some("http://127.0.0.1:3000/connect")
+        );
+        assert_eq!(config.proxy.timeout, Duration::from_millis(500));
+        assert_eq!(config.proxy.forward_headers, ["Cookie"]);
+        assert!(config.proxy.rpc_url.is_none());
+        let defaults = Config::load(None, vars(&[]), Table::new()).expect("defaults");
+        assert_eq!(defaults.proxy.timeout, Duration::from_secs(5));
+        assert!(
+            defaults
+                .proxy
+                .forward_headers
+                .contains(&"Authorization".to_owned())
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_sections_are_errors() {
         // A variable naming no section belongs to another tool (KILAT_BIN, KILAT_TOKEN): ignored.
         let config = Config::load(

@@ -227,7 +227,7 @@ fn build_request(
     request
 }
 
-/// One HTTP/1.1 POST; `Err` names the kind of failure for the log.
+/// One HTTP/1.1 POST on a connection of its own; `Err` names the kind of failure for the log.
 async fn post(endpoint: &Endpoint, request: Request<Full<Bytes>>) -> Result<Bytes, String> {
     let stream = TcpStream::connect(&endpoint.authority)
         .await
@@ -237,23 +237,31 @@ async fn post(endpoint: &Endpoint, request: Request<Full<Bytes>>) -> Result<Byte
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|error| format!("handshake: {error}"))?;
-    // Drives the connection; ends when the response is read and the sender dropped.
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|error| format!("request: {error}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(format!("status {}", status.as_u16()));
+    let call = async move {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| format!("request: {error}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("status {}", status.as_u16()));
+        }
+        let body = Limited::new(response.into_body(), MAX_REPLY)
+            .collect()
+            .await
+            .map_err(|error| format!("body: {error}"))?;
+        Ok(body.to_bytes())
+    };
+    // The connection is driven here, not in a task of its own, so a timed-out call drops it
+    // (and its socket) instead of leaving it to wait for a backend that never answers.
+    tokio::pin!(call);
+    tokio::select! {
+        biased;
+        result = &mut call => return result,
+        _ = connection => {}
     }
-    let body = Limited::new(response.into_body(), MAX_REPLY)
-        .collect()
-        .await
-        .map_err(|error| format!("body: {error}"))?;
-    Ok(body.to_bytes())
+    // The backend closed the connection: what it sent (or the error) is with the call.
+    call.await
 }
 
 /// Picks the headers of a handshake request the node's backend wants forwarded (none without a
