@@ -393,6 +393,10 @@ impl Session {
                 .await
                 .map_err(CoreError::Client)?;
             data = reply.data.unwrap_or(event.data);
+            // The backend's replacement obeys the same size limit as the client's data.
+            if data.get().len() > ns.max_message_size {
+                return Err(CoreError::TooLarge);
+            }
         }
         let position = self
             .node
@@ -467,6 +471,8 @@ impl Session {
         }
         self.expires_at = credentials.expires_at.map(instant_from);
         self.refresh_deadline = None;
+        // A refresh hook still being asked no longer decides.
+        self.backend_refresh = None;
         Ok(Reply::Refresh(refresh_result(&credentials)))
     }
 

@@ -96,12 +96,12 @@ pub struct Session {
     /// While the backend's refresh hook is asked about this connection: where its task leaves
     /// the answer, read at the refresh deadline (timers are synchronous, so the call runs in a
     /// task of its own).
-    backend_refresh: Option<Arc<Mutex<BackendRefresh>>>,
+    pub(crate) backend_refresh: Option<Arc<Mutex<BackendRefresh>>>,
 }
 
 /// The state of a refresh asked of the backend.
 #[derive(Debug)]
-enum BackendRefresh {
+pub(crate) enum BackendRefresh {
     /// No answer yet.
     Pending,
     /// Extended until this instant (`None`: no expiry any more), with new connection info.

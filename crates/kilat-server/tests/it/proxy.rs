@@ -453,3 +453,52 @@ async fn refresh_proxy_extends_the_connection_instead_of_a_refresh_push() {
     assert_eq!(first.headers["x-kilat-user"], "bob");
     assert_eq!(backend.next_request().await.path, "/refresh");
 }
+
+#[tokio::test]
+async fn http_streaming_forwards_the_cookie_to_the_connect_hook() {
+    use http_body_util::{BodyExt, Full};
+
+    let mut backend = Backend::start(|_, _| Some(json!({"result": {"user": "carol"}}))).await;
+    let connect_url = backend.url("/connect");
+    let server = TestServer::start(|config| config.proxy.connect_url = connect_url).await;
+
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("http handshake");
+    tokio::spawn(conn);
+    let request = hyper::Request::post("/connection/stream")
+        .header("host", server.addr.to_string())
+        .header("cookie", "session=carol")
+        .header("x-not-forwarded", "secret")
+        .body(Full::new(Bytes::from_static(br#"{"id":1,"connect":{}}"#)))
+        .expect("request");
+    let response = tokio::time::timeout(WAIT, sender.send_request(request))
+        .await
+        .expect("response in time")
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut buffer = Vec::new();
+    while !buffer.contains(&b'\n') {
+        let frame = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .expect("stream frame in time")
+            .expect("stream open")
+            .expect("stream frame");
+        if let Ok(data) = frame.into_data() {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    let line = buffer.split(|b| *b == b'\n').next().unwrap_or_default();
+    let reply: Value = serde_json::from_slice(line).expect("json line");
+    assert!(reply["connect"]["client"].is_string(), "{reply}");
+
+    let request = backend.next_request().await;
+    assert_eq!(request.body["transport"], "http_stream");
+    assert_eq!(request.headers["cookie"], "session=carol");
+    assert!(request.headers.get("x-not-forwarded").is_none());
+}
