@@ -116,6 +116,25 @@ struct ServeArgs {
     /// Redis URL for --engine redis, e.g. redis://127.0.0.1:6379 [config: engine.redis_url].
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
+    /// Backend hook for `connect` (authenticate without a token, e.g. by session cookie)
+    /// [config: proxy.connect_url]. See docs/proxy.md.
+    #[arg(long, value_name = "URL")]
+    proxy_connect_url: Option<String>,
+    /// Backend hook for subscribes in namespaces with `proxy_subscribe` [config: proxy.subscribe_url].
+    #[arg(long, value_name = "URL")]
+    proxy_subscribe_url: Option<String>,
+    /// Backend hook for publishes in namespaces with `proxy_publish` [config: proxy.publish_url].
+    #[arg(long, value_name = "URL")]
+    proxy_publish_url: Option<String>,
+    /// Backend hook answering `rpc` commands [config: proxy.rpc_url].
+    #[arg(long, value_name = "URL")]
+    proxy_rpc_url: Option<String>,
+    /// Backend hook receiving `send` messages [config: proxy.send_url].
+    #[arg(long, value_name = "URL")]
+    proxy_send_url: Option<String>,
+    /// Backend hook extending connections at expiry [config: proxy.refresh_url].
+    #[arg(long, value_name = "URL")]
+    proxy_refresh_url: Option<String>,
     /// Log format: `text` or `json`.
     #[arg(
         long,
@@ -270,6 +289,19 @@ impl ServeArgs {
         }
         if let Some(url) = &self.redis_url {
             set("engine", "redis_url", Value::String(url.clone()));
+        }
+        let hooks = [
+            ("connect_url", &self.proxy_connect_url),
+            ("subscribe_url", &self.proxy_subscribe_url),
+            ("publish_url", &self.proxy_publish_url),
+            ("rpc_url", &self.proxy_rpc_url),
+            ("send_url", &self.proxy_send_url),
+            ("refresh_url", &self.proxy_refresh_url),
+        ];
+        for (key, url) in hooks {
+            if let Some(url) = url {
+                set("proxy", key, Value::String(url.clone()));
+            }
         }
         if let Some(key) = &self.api_key {
             set("api", "key", Value::String(key.clone()));

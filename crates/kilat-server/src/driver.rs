@@ -4,12 +4,22 @@
 //! WebSocket, SSE and HTTP streaming differ only in how a client message arrives and how a queued
 //! frame is written; the protocol itself lives once, in `kilat-core`.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use kilat_core::{Outbox, Session};
 use kilat_protocol::{Disconnect, SharedFrame};
 
 /// Most bytes of queued frames written in one go (one vectored write on WebSocket).
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+/// Longest a write may stay blocked on a client that does not read (its socket buffer full).
+/// Past it the connection is dropped: its outbox may not have overflowed yet (the kernel
+/// buffers hold megabytes), but a reader this stuck is gone or hostile.
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the teardown may spend flushing what was queued and sending the close.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A batch buffer that grew past this many frames is dropped after use, so an idle connection
 /// does not keep the memory of its busiest moment.
@@ -82,7 +92,18 @@ pub(crate) async fn drive(mut wire: impl Wire, mut session: Session, outbox: Out
         }
     };
     // The ending runs once per connection: boxed so its state is not part of every idle task.
-    Box::pin(finish(wire, session, outbox, batch, close)).await;
+    // A client that stopped reading cannot hold the teardown: after the bound the socket is
+    // dropped without the courtesy of a flush and a close frame (dropping the session cleans
+    // up the hub synchronously; its presence entries expire by TTL).
+    if tokio::time::timeout(
+        FINISH_TIMEOUT,
+        Box::pin(finish(wire, session, outbox, batch, close)),
+    )
+    .await
+    .is_err()
+    {
+        tracing::debug!("connection teardown timed out; dropping the socket");
+    }
 }
 
 /// Flushes what is queued, tells the client why it is closed, and cleans up the session.
@@ -108,12 +129,16 @@ async fn finish(
     session.close().await;
 }
 
-/// Writes and empties `batch`; releases its memory when it grew large.
+/// Writes and empties `batch`; releases its memory when it grew large. A write blocked for
+/// [`WRITE_TIMEOUT`] fails with `TimedOut`.
 async fn flush(wire: &mut impl Wire, batch: &mut Vec<SharedFrame>) -> std::io::Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
-    let written = wire.send(batch).await;
+    let written = match tokio::time::timeout(WRITE_TIMEOUT, wire.send(batch)).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    };
     batch.clear();
     if batch.capacity() > KEEP_BATCH_CAPACITY {
         *batch = Vec::new();

@@ -248,3 +248,111 @@ async fn channel_publish_rate_is_limited() {
     }
     assert_eq!((accepted, limited), (3, 7));
 }
+
+#[tokio::test]
+async fn a_slow_consumer_is_dropped_and_nobody_else_waits() {
+    let server = TestServer::start(|c| {
+        c.node.client_queue_max_bytes = 64 * 1024;
+        // The publisher sends 2,000 commands as fast as it can; the command limit is not what
+        // this test is about.
+        c.node.client_command_rate = 0.0;
+    })
+    .await;
+    // A subscriber that completes connect and subscribe, then never reads again.
+    let mut slow = crate::support::RawClient::open(server.addr).await;
+    slow.send_frame(true, 0x1, br#"{"id":1,"connect":{}}"#, true)
+        .await;
+    slow.send_frame(
+        true,
+        0x1,
+        br#"{"id":2,"subscribe":{"channel":"feed"}}"#,
+        true,
+    )
+    .await;
+    // The bystander's publications (16 KiB each, 2,000 of them: 32 MiB, far more than the slow
+    // reader's socket buffers and 64 KiB queue hold) all reach the bystander.
+    let big = "x".repeat(16 * 1024);
+    let (mut bystander, _) = connect(&server).await;
+    subscribe(&mut bystander, 2, "feed").await;
+    let (mut publisher, _) = connect(&server).await;
+    for n in 1..=2000u32 {
+        publisher
+            .send(Message::text(format!(
+                r#"{{"id":{},"publish":{{"channel":"feed","data":{{"n":{n},"pad":"{big}"}}}}}}"#,
+                n + 10
+            )))
+            .await
+            .expect("publish");
+        let reply = next_json(&mut publisher).await;
+        assert!(reply.get("error").is_none(), "publish {n}: {reply}");
+        let push = next_non_presence(&mut bystander).await;
+        assert_eq!(push["push"]["pub"]["data"]["n"], n, "{push}");
+    }
+    // The server gave up on the slow reader: reading what it buffered ends in a close (3001
+    // when the close frame still fit) or the end of the stream, never in more waiting.
+    let code = slow.read_close_code().await;
+    assert!(code.is_none() || code == Some(3001), "closed with {code:?}");
+    // The server then waits a bounded time for the close handshake the reader never answers,
+    // and releases the connection: only the bystander and the publisher remain.
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    loop {
+        let (_, body) = crate::support::http_get(server.addr, "/metrics").await;
+        if body.contains("\nkilat_connections 2\n") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slow reader never released: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reader_that_never_reads_cannot_pin_its_connection() {
+    let server = TestServer::start(|c| {
+        c.node.client_queue_max_bytes = 64 * 1024;
+        c.node.client_command_rate = 0.0;
+    })
+    .await;
+    // Connects, subscribes, then never reads a byte: the server's writes block on a full socket.
+    let _stuck = {
+        let mut raw = crate::support::RawClient::open(server.addr).await;
+        raw.send_frame(true, 0x1, br#"{"id":1,"connect":{}}"#, true)
+            .await;
+        raw.send_frame(
+            true,
+            0x1,
+            br#"{"id":2,"subscribe":{"channel":"feed"}}"#,
+            true,
+        )
+        .await;
+        raw
+    };
+    let (mut publisher, _) = connect(&server).await;
+    let big = "x".repeat(16 * 1024);
+    for n in 1..=2000u32 {
+        publisher
+            .send(Message::text(format!(
+                r#"{{"id":{},"publish":{{"channel":"feed","data":{{"n":{n},"pad":"{big}"}}}}}}"#,
+                n + 10
+            )))
+            .await
+            .expect("publish");
+        let reply = next_json(&mut publisher).await;
+        assert!(reply.get("error").is_none(), "publish {n}: {reply}");
+    }
+    // Within the write timeout (10 s) plus the teardown bound, the stuck connection is gone.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, body) = crate::support::http_get(server.addr, "/metrics").await;
+        if body.contains("\nkilat_connections 1\n") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stuck reader never released: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
