@@ -294,18 +294,7 @@ async fn a_slow_consumer_is_dropped_and_nobody_else_waits() {
     assert!(code.is_none() || code == Some(3001), "closed with {code:?}");
     // The server then waits a bounded time for the close handshake the reader never answers,
     // and releases the connection: only the bystander and the publisher remain.
-    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
-    loop {
-        let (_, body) = crate::support::http_get(server.addr, "/metrics").await;
-        if body.contains("\nkilat_connections 2\n") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "slow reader never released: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    crate::support::wait_for_connections(&server, 2, crate::support::WAIT).await;
 }
 
 #[tokio::test]
@@ -343,16 +332,5 @@ async fn a_reader_that_never_reads_cannot_pin_its_connection() {
         assert!(reply.get("error").is_none(), "publish {n}: {reply}");
     }
     // Within the write timeout (10 s) plus the teardown bound, the stuck connection is gone.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (_, body) = crate::support::http_get(server.addr, "/metrics").await;
-        if body.contains("\nkilat_connections 1\n") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stuck reader never released: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    crate::support::wait_for_connections(&server, 1, std::time::Duration::from_secs(30)).await;
 }

@@ -268,9 +268,28 @@ pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// Sends a plain HTTP GET with `extra` header lines and returns the status and body.
 pub(crate) async fn http_get_with(addr: SocketAddr, path: &str, extra: &str) -> (u16, String) {
+    http_request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// Sends a plain HTTP POST with a JSON body and returns the status and body.
+pub(crate) async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    http_request(
+        addr,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
+/// Writes `request` on a new connection and reads the whole answer (`Connection: close`).
+async fn http_request(addr: SocketAddr, request: String) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
@@ -290,28 +309,19 @@ pub(crate) async fn http_get_with(addr: SocketAddr, path: &str, extra: &str) -> 
     (status, body)
 }
 
-/// Sends a plain HTTP POST with a JSON body and returns the status and body.
-pub(crate) async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("timed out reading response")
-        .expect("read response");
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+/// Polls `/metrics` until the server reports `open` connections, or fails after `within`.
+pub(crate) async fn wait_for_connections(server: &TestServer, open: usize, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    let needle = format!("\nkilat_connections {open}\n");
+    loop {
+        let (_, body) = http_get(server.addr, "/metrics").await;
+        if body.contains(&needle) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached {open} connections: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
