@@ -46,7 +46,9 @@ pub struct NodeConfig {
     /// Past it commands get error 429; a client that keeps going past `client_command_burst`
     /// refusals in a row is disconnected with 3500.
     pub client_command_rate: f64,
-    /// Commands a connection may send in one burst above `client_command_rate`.
+    /// Commands a connection may send in one burst above `client_command_rate`. Generous by
+    /// default: a reconnecting client resubscribes its channels and flushes what it queued
+    /// while offline in one go.
     pub client_command_burst: u32,
     /// Most open connections per (non-anonymous) user; 0 = no limit. Past it: 429, then 3502.
     pub max_connections_per_user: usize,
@@ -78,7 +80,7 @@ impl Default for NodeConfig {
             history_meta_ttl: Duration::from_secs(24 * 3600),
             token_refresh_grace: Duration::from_secs(10),
             client_command_rate: 100.0,
-            client_command_burst: 200,
+            client_command_burst: 1000,
             max_connections_per_user: 0,
             channel_publish_rate: 0.0,
             channel_publish_burst: 100,
