@@ -61,8 +61,13 @@ fn have(program: &str) -> bool {
 
 /// One plain HTTP request; returns the status code (0 when the connection fails).
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> u16 {
+    http_full(addr, method, path, body).0
+}
+
+/// One plain HTTP request; returns the status code (0 when the connection fails) and the body.
+fn http_full(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return 0;
+        return (0, String::new());
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let request = format!(
@@ -70,15 +75,20 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> u16 {
         body.len()
     );
     if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
+        return (0, String::new());
     }
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response
+    let status = response
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Polls `ready` until it holds or `WAIT` passes.
@@ -255,4 +265,122 @@ async fn killing_a_node_loses_nothing_inside_the_history_window() {
         "some subscribers were on the killed node and had to fail over"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Publishes `{"n": n}` to `feed` through `node`'s API; returns whether the API accepted it
+/// (`{"result"}`, not `{"error"}`) and how long the call took.
+fn publish_timed(node: SocketAddr, n: u64) -> (bool, Duration) {
+    let started = Instant::now();
+    let body = format!(r#"{{"channel":"feed","data":{{"n":{n}}}}}"#);
+    let (status, answer) = http_full(node, "POST", "/api/publish", &body);
+    assert_eq!(status, 200, "publication {n}: {answer}");
+    (answer.contains("\"result\""), started.elapsed())
+}
+
+/// Reads a publication's `n` from its raw JSON data.
+fn number(publication: &kilat_client::Publication) -> u64 {
+    let data: serde_json::Value = serde_json::from_str(publication.data.get()).expect("json data");
+    data["n"].as_u64().expect("n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_fails_publishes_fast_then_everything_resumes() {
+    if !have("redis-server") {
+        return;
+    }
+    const LAST: u64 = 1_000;
+    let (redis, redis_url) = start_redis();
+    let (_a, node_a) = start_node(&redis_url);
+    let (_b, node_b) = start_node(&redis_url);
+
+    // Subscribers on node A; publications go through node B's API, so every one crosses Redis.
+    let mut collectors = Vec::new();
+    for i in 0..3 {
+        let mut config = ClientConfig::new(format!("ws://{node_a}/connection/websocket"));
+        config.min_reconnect_delay = Duration::from_millis(50);
+        let (client, mut events) = Client::connect(config).await.expect("connect");
+        client
+            .subscribe("feed", SubscribeOptions::recoverable())
+            .await
+            .expect("subscribe");
+        collectors.push(tokio::spawn(async move {
+            let _keep = client;
+            let mut seen = Vec::new();
+            loop {
+                match tokio::time::timeout(WAIT, events.next()).await {
+                    Ok(Some(Event::Publication { publication, .. })) => {
+                        let n = number(&publication);
+                        seen.push((publication.offset.expect("offset"), n));
+                        if n == LAST {
+                            return seen;
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("subscriber {i}: event stream ended"),
+                    Err(_) => panic!("subscriber {i}: stalled after {seen:?}"),
+                }
+            }
+        }));
+    }
+
+    let redis_pid = redis.0.id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &redis_pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} redis-server");
+    };
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for n in 1..=40u64 {
+        if n == 15 {
+            signal("-STOP");
+        }
+        if n == 20 {
+            signal("-CONT");
+        }
+        let (accepted, took) = tokio::task::spawn_blocking(move || publish_timed(node_b, n))
+            .await
+            .expect("publish task");
+        // Fail fast: the engine's command timeout is 1 s; nothing waits for Redis longer.
+        assert!(
+            took < Duration::from_secs(3),
+            "publication {n} took {took:?}"
+        );
+        if accepted {
+            acknowledged.push(n);
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0,
+        "publishes while Redis was stopped must fail (with 503), not hang"
+    );
+    let (accepted, _) = tokio::task::spawn_blocking(move || publish_timed(node_b, LAST))
+        .await
+        .expect("publish task");
+    assert!(accepted, "publishing works again after SIGCONT");
+
+    for (i, collector) in collectors.into_iter().enumerate() {
+        let seen = collector.await.expect("collector");
+        // Offsets contiguous from 1, each once; publishing order kept.
+        let offsets: Vec<u64> = seen.iter().map(|(o, _)| *o).collect();
+        let expected: Vec<u64> = (1..=offsets.len() as u64).collect();
+        assert_eq!(offsets, expected, "subscriber {i}: no gap, no duplicate");
+        let numbers: Vec<u64> = seen.iter().map(|(_, n)| *n).collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "subscriber {i}: order kept: {numbers:?}"
+        );
+        // Every accepted publication arrived (a refused one may still arrive: Redis runs the
+        // queued command when it resumes, after kilat stopped waiting for it).
+        for n in &acknowledged {
+            assert!(
+                numbers.contains(n),
+                "subscriber {i}: publication {n} missing: {numbers:?}"
+            );
+        }
+    }
 }
