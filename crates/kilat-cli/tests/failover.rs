@@ -384,3 +384,124 @@ async fn redis_paused_fails_publishes_fast_then_everything_resumes() {
         }
     }
 }
+
+/// Starts `redis-server` on a given port (for restarts on the same address).
+fn start_redis_on(port: u16) -> Proc {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_until("redis-server", || {
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            return false;
+        };
+        let mut buf = [0u8; 8];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    });
+    Proc(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_clients_are_told_honestly_and_delivery_resumes() {
+    if !have("redis-server") {
+        return;
+    }
+    let (redis, redis_url) = start_redis();
+    let port: u16 = redis_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let (_a, node_a) = start_node(&redis_url);
+    let (_b, node_b) = start_node(&redis_url);
+
+    let mut config = ClientConfig::new(format!("ws://{node_a}/connection/websocket"));
+    config.min_reconnect_delay = Duration::from_millis(50);
+    let (client, mut events) = Client::connect(config).await.expect("connect");
+    client
+        .subscribe("feed", SubscribeOptions::recoverable())
+        .await
+        .expect("subscribe");
+
+    // Before the restart: 10 publications, all delivered.
+    for n in 1..=10 {
+        let (accepted, _) = tokio::task::spawn_blocking(move || publish_timed(node_b, n))
+            .await
+            .expect("publish");
+        assert!(accepted, "publication {n}");
+    }
+    let mut before = Vec::new();
+    while before.len() < 10 {
+        match tokio::time::timeout(WAIT, events.next()).await {
+            Ok(Some(Event::Publication { publication, .. })) => before.push(number(&publication)),
+            Ok(Some(_)) => {}
+            other => panic!("before the restart: {other:?}"),
+        }
+    }
+    assert_eq!(before, (1..=10).collect::<Vec<_>>());
+
+    // Redis restarts empty: the stream (offsets 1..10, its epoch) is gone.
+    drop(redis);
+    let _redis = start_redis_on(port);
+
+    // Keep publishing until the subscriber has been told it could not recover and then sees
+    // live publications again, in order and once.
+    let mut told_unrecovered = false;
+    let mut after: Vec<(u64, u64)> = Vec::new();
+    let mut n = 100;
+    let deadline = Instant::now() + WAIT;
+    while !(told_unrecovered && after.len() >= 5) {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: told {told_unrecovered}, after {after:?}"
+        );
+        n += 1;
+        let (_, took) = tokio::task::spawn_blocking(move || publish_timed(node_b, n))
+            .await
+            .expect("publish");
+        assert!(
+            took < Duration::from_secs(3),
+            "publication {n} took {took:?}"
+        );
+        // Drain what arrived so far, without blocking past a short wait.
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(100), events.next()).await
+        {
+            match event {
+                Event::Subscribed {
+                    recovered: false,
+                    resubscribed: true,
+                    ..
+                } => told_unrecovered = true,
+                Event::Publication { publication, .. } if told_unrecovered => {
+                    after.push((publication.offset.expect("offset"), number(&publication)));
+                }
+                _ => {}
+            }
+        }
+    }
+    let numbers: Vec<u64> = after.iter().map(|(_, n)| *n).collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "order kept, no duplicate: {after:?}"
+    );
+    let offsets: Vec<u64> = after.iter().map(|(o, _)| *o).collect();
+    assert!(
+        offsets.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap in the new stream: {after:?}"
+    );
+    drop(client);
+}
