@@ -96,6 +96,7 @@ pub mod config;
 mod conn;
 mod engine;
 pub mod error;
+mod inbox;
 mod keys;
 mod pubsub;
 mod registry;

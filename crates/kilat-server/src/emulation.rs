@@ -191,18 +191,22 @@ pub(crate) async fn emulation(
             );
         }
     };
-    if request.node != state.node.id() {
-        // Cross-node forwarding arrives with the Redis engine; a single node owns every session.
-        return refuse(StatusCode::NOT_FOUND, "session belongs to another node");
-    }
-    let Some(commands) = state.sessions.get(&request.session) else {
-        return refuse(StatusCode::NOT_FOUND, "unknown or closed session");
-    };
     // A command may be sent as a JSON object or as a string holding one or more frames.
     let raw = request.command.get();
     let command = match serde_json::from_str::<String>(raw) {
         Ok(text) => Bytes::from(text),
         Err(_) => Bytes::copy_from_slice(raw.as_bytes()),
+    };
+    if request.node != state.node.id() {
+        return forward(&state, &request.node, &request.session, command).await;
+    }
+    deliver(&state.sessions, &request.session, command)
+}
+
+/// Hands `command` to a session of this node; the answer for the emulation POST.
+fn deliver(sessions: &Sessions, session: &str, command: Bytes) -> Response {
+    let Some(commands) = sessions.get(session) else {
+        return refuse(StatusCode::NOT_FOUND, "unknown or closed session");
     };
     match commands.try_send(command) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -212,6 +216,53 @@ pub(crate) async fn emulation(
         ),
         Err(mpsc::error::TrySendError::Closed(_)) => {
             refuse(StatusCode::NOT_FOUND, "unknown or closed session")
+        }
+    }
+}
+
+/// A command for a session on another node, sent to that node's inbox through Redis.
+#[derive(Debug, serde::Serialize, Deserialize)]
+struct Forwarded {
+    session: String,
+    command: String,
+}
+
+/// Forwards a POST that reached the wrong node (PROTOCOL.md section 6). The owning node
+/// delivers it to its session; 404 when no node with that id is listening any more.
+async fn forward(state: &AppState, node: &str, session: &str, command: Bytes) -> Response {
+    let Some(engine) = &state.redis else {
+        return refuse(StatusCode::NOT_FOUND, "session belongs to another node");
+    };
+    let message = Forwarded {
+        session: session.to_owned(),
+        command: String::from_utf8_lossy(&command).into_owned(),
+    };
+    let Ok(payload) = serde_json::to_vec(&message) else {
+        return refuse(StatusCode::BAD_REQUEST, "command cannot be forwarded");
+    };
+    match engine.send_to_node(node, &payload).await {
+        Ok(0) => refuse(StatusCode::NOT_FOUND, "the session's node is gone"),
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "forwarding an emulation command failed");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot reach the session's node",
+            )
+        }
+    }
+}
+
+/// Delivers commands that other nodes forwarded to this node's inbox, until the inbox ends.
+pub(crate) async fn receive_forwarded(mut inbox: mpsc::Receiver<Vec<u8>>, sessions: Sessions) {
+    while let Some(payload) = inbox.recv().await {
+        match serde_json::from_slice::<Forwarded>(&payload) {
+            Ok(message) => {
+                // The POST was already answered on the other node; a session that closed
+                // meanwhile simply misses the command, as it would have locally.
+                let _ = deliver(&sessions, &message.session, Bytes::from(message.command));
+            }
+            Err(error) => tracing::warn!(%error, "malformed forwarded command"),
         }
     }
 }

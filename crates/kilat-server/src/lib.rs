@@ -152,6 +152,16 @@ pub async fn run(
     };
     if let Some(engine) = &redis {
         tokio::spawn(heartbeat(engine.clone(), state.clone()));
+        // Emulation POSTs that land on another node come here through Redis.
+        match engine.node_inbox(node.id()).await {
+            Ok(inbox) => {
+                tokio::spawn(emulation::receive_forwarded(inbox, state.sessions.clone()));
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "no node inbox: emulation POSTs reaching another node will get 404"
+            ),
+        }
     }
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(listener::ReloadableCert::load(cert, key)?),

@@ -187,3 +187,40 @@ async fn presence_and_info_agree_across_nodes() {
         assert_eq!(nodes.len(), 2, "{answer}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulation_posts_reaching_another_node_are_forwarded() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    // An SSE session lives on node A ...
+    let (status, mut stream) =
+        crate::emulation::Stream::open(a.addr, true, r#"{"id":1,"connect":{}}"#).await;
+    assert_eq!(status, 200);
+    let connected = stream.next().await;
+    let session = connected["connect"]["session"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    let node_id = connected["connect"]["node"]
+        .as_str()
+        .expect("node")
+        .to_owned();
+    // ... and its command is POSTed to node B (as a load balancer may do).
+    let body = serde_json::json!({
+        "session": session,
+        "node": node_id,
+        "command": {"id": 2, "subscribe": {"channel": "forwarded"}},
+    })
+    .to_string();
+    assert_eq!(crate::emulation::post_emulation(b.addr, body).await, 204);
+    let reply = stream.next().await;
+    assert_eq!(reply["id"], 2, "{reply}");
+    assert!(reply["subscribe"].is_object(), "{reply}");
+    // A node id nobody listens to is answered 404.
+    let gone = serde_json::json!({"session": "x", "node": "no-such-node", "command": {"id": 3, "presence": {"channel": "x"}}})
+        .to_string();
+    assert_eq!(crate::emulation::post_emulation(b.addr, gone).await, 404);
+}

@@ -9,14 +9,14 @@ use tokio::net::TcpStream;
 use crate::support::{TestServer, WAIT, connect, next_json};
 
 /// An open emulated stream (SSE or NDJSON) read frame by frame.
-struct Stream {
+pub(crate) struct Stream {
     body: Incoming,
     buffer: Vec<u8>,
     sse: bool,
 }
 
 impl Stream {
-    async fn open(addr: SocketAddr, sse: bool, connect: &str) -> (u16, Stream) {
+    pub(crate) async fn open(addr: SocketAddr, sse: bool, connect: &str) -> (u16, Stream) {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
@@ -49,7 +49,7 @@ impl Stream {
     }
 
     /// The next frame that is not a ping.
-    async fn next(&mut self) -> serde_json::Value {
+    pub(crate) async fn next(&mut self) -> serde_json::Value {
         loop {
             let separator: &[u8] = if self.sse { b"\n\n" } else { b"\n" };
             if let Some(end) = self
@@ -96,7 +96,7 @@ fn url_encode(text: &str) -> String {
 }
 
 /// Posts to `/connection/emulation`; returns the HTTP status.
-async fn post_emulation(addr: SocketAddr, body: String) -> u16 {
+pub(crate) async fn post_emulation(addr: SocketAddr, body: String) -> u16 {
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
