@@ -102,31 +102,7 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 
 fn start_redis() -> (Proc, String) {
     let port = free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_until("redis-server", || {
-        let Ok(mut s) = TcpStream::connect(addr) else {
-            return false;
-        };
-        let mut buf = [0u8; 8];
-        s.write_all(b"PING\r\n").is_ok()
-            && s.read(&mut buf)
-                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-    });
-    (Proc(child), format!("redis://127.0.0.1:{port}"))
+    (start_redis_on(port), format!("redis://127.0.0.1:{port}"))
 }
 
 fn start_node(redis_url: &str) -> (Proc, SocketAddr) {
