@@ -58,7 +58,16 @@ pub(crate) trait Wire {
 /// Runs `session` over `wire` until either side ends the connection, then cleans up the session.
 pub(crate) async fn drive(mut wire: impl Wire, mut session: Session, outbox: Outbox) {
     let mut batch: Vec<SharedFrame> = Vec::new();
+    // One timer for the whole connection, moved only when the session's next deadline moves: a
+    // fresh `sleep_until` per loop turn would insert into and remove from the timer wheel on
+    // every delivery.
+    let timer = tokio::time::sleep_until(session.next_deadline());
+    tokio::pin!(timer);
     let close = loop {
+        let deadline = session.next_deadline();
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         // Wakes on: a message (or the end) from the client; frames or a close queued for this
         // connection by its session or the hub; the session's next timer (handshake timeout,
         // ping, pong timeout).
@@ -84,7 +93,7 @@ pub(crate) async fn drive(mut wire: impl Wire, mut session: Session, outbox: Out
                     break pending_close;
                 }
             }
-            () = tokio::time::sleep_until(session.next_deadline()) => {
+            () = &mut timer => {
                 if let Err(disconnect) = session.on_timer(tokio::time::Instant::now()) {
                     break Some(disconnect);
                 }
