@@ -136,6 +136,65 @@ fn idle_holds_connections_and_reads_server_memory() {
     assert!(r["server_rss_after_kib"].as_u64().unwrap() > 0, "{r}");
 }
 
+/// Connections spread over two nodes, each subscribed, held across several of the servers'
+/// pings: none may be dropped for a missed pong, and both servers' CPU time is read.
+#[test]
+fn idle_spreads_over_nodes_and_answers_pings_while_holding() {
+    let nodes: Vec<(Guard, u16)> = (0..2)
+        .map(|_| {
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let guard = spawn(&[
+                "serve",
+                "--dev",
+                "--listen",
+                &listen,
+                "--ping-interval",
+                "1",
+                "--pong-timeout",
+                "1",
+            ]);
+            wait_ready(port, Some("/health"));
+            (guard, port)
+        })
+        .collect();
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|(_, port)| format!("ws://127.0.0.1:{port}/connection/websocket"))
+        .collect();
+    let pids: Vec<String> = nodes.iter().map(|(g, _)| g.0.id().to_string()).collect();
+    let r = bench(&[
+        "idle",
+        "--url",
+        &urls[0],
+        "--url",
+        &urls[1],
+        "--server-pid",
+        &pids[0],
+        "--server-pid",
+        &pids[1],
+        "-n",
+        "40",
+        "--subscribe",
+        "4",
+        "--workers",
+        "2",
+        "--settle",
+        "0.1",
+        "--hold",
+        "3.5",
+    ]);
+    assert_eq!(u(&r, "connections"), 40, "{r}");
+    assert_eq!(u(&r, "failed"), 0, "{r}");
+    assert_eq!(u(&r, "servers"), 2, "{r}");
+    assert_eq!(
+        u(&r, "dropped_during_hold"),
+        0,
+        "pings went unanswered: {r}"
+    );
+    assert!(r["server_cpu_s"].as_f64().is_some_and(|c| c >= 0.0), "{r}");
+}
+
 fn check_clean_fanout(r: &Value, subscribers: u64, channels: u64) {
     assert_eq!(u(r, "subscribers"), subscribers, "{r}");
     assert_eq!(u(r, "connect_failed"), 0, "{r}");
