@@ -99,6 +99,37 @@ pub enum ServerError {
     Proxy(#[from] proxy::ProxyConfigError),
 }
 
+/// Raises the soft open-files limit to the hard one (every connection is a file descriptor) and
+/// warns when `max_connections` still cannot fit under it, so the shortfall shows at start-up
+/// rather than as refused accepts under load.
+fn check_open_files(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    // Listeners, the epoll instance, Redis connections and log files need a few descriptors.
+    const RESERVED: u64 = 64;
+    if let Some(soft) = limit.current
+        && (max_connections as u64).saturating_add(RESERVED) > soft
+    {
+        tracing::warn!(
+            open_files_limit = soft,
+            max_connections,
+            "server.max_connections is above what the open-files limit allows: about {} \
+             connections fit; raise the limit (ulimit -n, LimitNOFILE= in systemd) or lower \
+             max_connections to it",
+            soft.saturating_sub(RESERVED)
+        );
+    }
+}
+
 /// Runs the server on `listener` until `shutdown` resolves, then drains and returns.
 ///
 /// On shutdown: `/ready` turns 503, the listener stops accepting, every connection gets
@@ -112,6 +143,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    check_open_files(config.server.max_connections);
     let (node, redis) = match config.engine.kind {
         config::EngineKind::Memory => (Node::new(config.node.clone()), None),
         config::EngineKind::Redis => {

@@ -138,6 +138,7 @@ pub(crate) async fn serve(
     let stopping = CancellationToken::new();
     let connections = TaskTracker::new();
     tokio::pin!(stop);
+    let mut accept_errors = AcceptErrors::default();
     loop {
         // Wakes on: a new TCP connection, or the shutdown signal.
         let (tcp, peer) = tokio::select! {
@@ -145,7 +146,7 @@ pub(crate) async fn serve(
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and similar: back off briefly instead of spinning.
-                    tracing::warn!(%error, "accept failed");
+                    accept_errors.report(&error);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -281,5 +282,34 @@ mod tests {
             "a failed reload keeps serving the old certificate"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Logs failed accepts at most once per [`AcceptErrors::EVERY`], with how many happened since
+/// the last line: at the open-files limit every new client fails, and a line per failure would
+/// flood the log while saying nothing new.
+#[derive(Default)]
+struct AcceptErrors {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn report(&mut self, error: &std::io::Error) {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        let hint = if error.raw_os_error() == Some(24) || error.raw_os_error() == Some(23) {
+            "out of file descriptors: raise the open-files limit (ulimit -n, LimitNOFILE= in \
+             systemd) or lower server.max_connections below it"
+        } else {
+            "new connections are refused until this clears"
+        };
+        tracing::warn!(%error, suppressed = self.suppressed, hint, "accept failed");
+        self.last = Some(std::time::Instant::now());
+        self.suppressed = 0;
     }
 }

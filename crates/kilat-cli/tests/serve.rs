@@ -1,0 +1,56 @@
+//! `kilat serve` as a process: start-up behaviour that only shows outside the library.
+
+#[allow(dead_code, reason = "each test binary uses only some of the shared helpers")]
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{Guard, KILAT, free_port, wait_ready};
+
+/// `(soft, hard)` "Max open files" of a running process.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("/proc limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open-files line");
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let soft = fields.next().expect("soft").to_owned();
+    let hard = fields.next().expect("hard").to_owned();
+    (soft, hard)
+}
+
+/// Every connection is a file descriptor: the server lifts its soft open-files limit to the
+/// hard one itself, and says at start-up when `max_connections` still cannot fit.
+#[test]
+fn serve_raises_the_open_files_limit_and_warns_when_max_connections_cannot_fit() {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("kilat-serve-limits-{port}.log"));
+    let stderr = std::fs::File::create(&log).expect("log file");
+    // A soft limit well below the hard one, as many distributions ship, and more connections
+    // allowed than even the hard limit can hold.
+    let script = format!(
+        "ulimit -Sn 256 && exec {KILAT} serve --dev --listen 127.0.0.1:{port} \
+         --max-connections 100000000"
+    );
+    let guard = Guard(
+        Command::new("sh")
+            .args(["-c", &script])
+            .env("KILAT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning kilat under sh"),
+    );
+    wait_ready(port, Some("/health"));
+    let (soft, hard) = open_files_limits(guard.0.id());
+    assert_eq!(soft, hard, "the soft open-files limit was not raised");
+    assert_ne!(soft, "256");
+    drop(guard);
+    let logged = std::fs::read_to_string(&log).expect("reading the log");
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        logged.contains("open-files limit") && logged.contains("max_connections"),
+        "no start-up warning about the open-files limit in: {logged}"
+    );
+}
