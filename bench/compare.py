@@ -16,6 +16,8 @@ Sizes come from the environment (defaults in brackets; QUICK=1 picks smaller one
   SAT_RATE       messages/s in the saturation test [1000; quick 1000]
   SAT_SECS       seconds of the saturation test [5; quick 3]
   PAYLOAD        payload bytes [100]
+  SWEEP_RATES    messages/s of the latency sweep (same subscribers) [25,50,100; quick 50]
+  SWEEP_SECS     seconds per sweep point [5; quick 3]
   SKIP_INSTALL=1 / SKIP_BUILD=1 reuse what is installed / built
   CARGO_TARGET_DIR  where kilat is built [target]; the bare broadcaster goes to <that>-bare
 """
@@ -51,6 +53,8 @@ SIZES = {
     "sat_rate": env_int("SAT_RATE", 1000, 1000),
     "sat_secs": env_int("SAT_SECS", 5, 3),
     "payload": env_int("PAYLOAD", 100, 100),
+    "sweep_rates": [int(r) for r in os.environ.get("SWEEP_RATES", "50" if QUICK else "25,50,100").split(",") if r],
+    "sweep_secs": env_int("SWEEP_SECS", 5, 3),
 }
 ALL_SERVERS = ["kilat", "bare", "node-ws", "socketio", "python-websockets"]
 SERVERS = [s for s in os.environ.get("SERVERS", ",".join(ALL_SERVERS)).split(",") if s]
@@ -204,7 +208,30 @@ def measure(name: str) -> dict:
                               "-n", str(s["fanout_subs"]), "-r", str(rate), "-d", str(secs),
                               "-s", str(s["payload"]), "--drain", "10",
                               "--server-pid", str(srv.proc.pid)], secs + 120)
+    # Latency against load: the fanout at lower rates (the 200 msg/s point is the fanout above).
+    res["sweep"] = {}
+    for rate in s["sweep_rates"]:
+        with Server(name, s["fanout_subs"] + 1000) as srv:
+            res["sweep"][str(rate)] = bench(
+                ["fanout", "--url", srv.url, "--protocol", srv.protocol, "-n", str(s["fanout_subs"]),
+                 "-r", str(rate), "-d", str(s["sweep_secs"]), "-s", str(s["payload"]), "--drain", "10",
+                 "--server-pid", str(srv.proc.pid)], s["sweep_secs"] + 120)
     return res
+
+
+def sweep_points(res: dict) -> list[tuple[int, dict]]:
+    """(msg/s, fanout result) of the sweep plus the fanout itself, by rate."""
+    points = {int(r): v for r, v in (res.get("sweep") or {}).items() if isinstance(v, dict)}
+    if isinstance(res.get("fanout"), dict):
+        points[SIZES["fanout_rate"]] = res["fanout"]
+    return sorted(points.items())
+
+
+def load_average() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # ---------------------------------------------------------------- report
@@ -337,8 +364,74 @@ def svg_bars(path: Path, title: str, unit: str, groups: list[str], series: list[
     path.write_text("\n".join(out) + "\n")
 
 
-def write_report(results: dict, command: str, started: str, seconds: float):
+def svg_lines(path: Path, title: str, xlabel: str, ylabel: str,
+              series: list[tuple[str, list[tuple[float, float]]]], hline: float | None = None):
+    """Lines over a linear x axis and a log y axis; `hline` marks a target."""
+    import math
+    colors = ["#e4572e", "#29335c", "#f3a712", "#669bbc", "#a8c686", "#8d6a9f"]
+    w, h, left, top, bottom = 900, 360, 70, 40, 80
+    plot_w, plot_h = w - left - 30, h - top - bottom
+    xs = [x for _, pts in series for x, _ in pts]
+    ys = [y for _, pts in series for _, y in pts if y > 0] + ([hline] if hline else [])
+    if not xs or not ys:
+        return
+    xmax = max(xs) * 1.05
+    lo = 10 ** math.floor(math.log10(min(ys)))
+    hi = 10 ** math.ceil(math.log10(max(ys)))
+    if hi <= lo:
+        hi = lo * 10
+
+    def px(x):
+        return left + plot_w * x / xmax
+
+    def py(y):
+        return top + plot_h - plot_h * (math.log10(max(y, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="#fff"/>',
+           f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">{title}</text>']
+    t = lo
+    while t <= hi * 1.0001:
+        out.append(f'<line x1="{left}" x2="{w - 30}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
+        t *= 10
+    step = 10 ** math.floor(math.log10(xmax / 5))
+    for m in (1, 2, 5, 10):
+        if xmax / (step * m) <= 8:
+            step *= m
+            break
+    x = 0.0
+    while x <= xmax:
+        out.append(f'<text x="{px(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{x:,.0f}</text>')
+        x += step
+    out.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h + 34}" text-anchor="middle">{xlabel}</text>')
+    out.append(f'<text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 {top + plot_h / 2})" '
+               f'text-anchor="middle">{ylabel} (log)</text>')
+    if hline:
+        out.append(f'<line x1="{left}" x2="{w - 30}" y1="{py(hline):.1f}" y2="{py(hline):.1f}" '
+                   f'stroke="#2a9d8f" stroke-dasharray="6 4"/>')
+        out.append(f'<text x="{w - 34}" y="{py(hline) - 4:.1f}" text-anchor="end" fill="#2a9d8f">target {hline:g}</text>')
+    for si, (name, pts) in enumerate(series):
+        c = colors[si % len(colors)]
+        pts = [(x, y) for x, y in pts if y > 0]
+        if not pts:
+            continue
+        path_d = " ".join(f"{'M' if i == 0 else 'L'}{px(x):.1f},{py(y):.1f}" for i, (x, y) in enumerate(pts))
+        out.append(f'<path d="{path_d}" fill="none" stroke="{c}" stroke-width="2"/>')
+        for x, y in pts:
+            out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{c}"><title>{name}: {y:g}</title></circle>')
+    lx = left
+    for si, (name, _) in enumerate(series):
+        out.append(f'<rect x="{lx}" y="{h - 24}" width="12" height="12" fill="{colors[si % len(colors)]}"/>')
+        out.append(f'<text x="{lx + 16}" y="{h - 14}">{name}</text>')
+        lx += 20 + 7 * len(name) + 10
+    out.append("</svg>")
+    path.write_text("\n".join(out) + "\n")
+
+
+def write_report(results: dict, command: str, started: str, seconds: float, load: list | None = None):
     docs = ROOT / "docs"
+    load_text = " and ".join(f"{v:.2f}" for v in (load or []) if v is not None) or "unknown"
     img = docs / "img"
     img.mkdir(parents=True, exist_ok=True)
     names = [n for n in SERVERS if n in results]
@@ -406,15 +499,57 @@ def write_report(results: dict, command: str, started: str, seconds: float):
                         f"{fmt(dps, 0)} deliveries/s, lost {fo.get('lost', 'n/a')}, p99 {fmt(p99, 3)} ms",
                         dps is not None and p99 is not None and fo.get("lost") == 0 and p99 <= 5 and dps >= offered * 0.97))
         if base:
+            kc = get(k, "saturation", "server_cpu_s_per_million_deliveries")
+            nc = get(results[base], "saturation", "server_cpu_s_per_million_deliveries")
+            targets.append(("saturation: CPU-seconds per million deliveries <= 1/5 of Node ws",
+                            f"{fmt(kc, 3)} vs {fmt(nc, 3)} ({ratio(kc, nc)})",
+                            kc is not None and nc not in (None, 0) and kc <= nc / 5))
+        if "bare" in results:
+            kc = get(k, "saturation", "server_cpu_s_per_million_deliveries")
+            bc = get(results["bare"], "saturation", "server_cpu_s_per_million_deliveries")
+            targets.append(("saturation: CPU-seconds per million deliveries within 2x of the bare broadcaster",
+                            f"{fmt(kc, 3)} vs {fmt(bc, 3)} ({ratio(kc, bc)})",
+                            kc is not None and bc not in (None, 0) and kc <= 2 * bc))
+        if base:
             kc = get(k, "fanout", "server_cpu_s_per_million_deliveries")
             nc = get(results[base], "fanout", "server_cpu_s_per_million_deliveries")
-            targets.append(("CPU-seconds per million deliveries <= 1/5 of Node ws",
+            targets.append((f"(brief) at {s['fanout_rate']} msg/s: CPU-seconds per million deliveries <= 1/5 of Node ws",
                             f"{fmt(kc, 3)} vs {fmt(nc, 3)} ({ratio(kc, nc)})",
                             kc is not None and nc not in (None, 0) and kc <= nc / 5))
             kh = get(k, "connect", "handshakes_per_s")
             nh = get(results[base], "connect", "handshakes_per_s")
             targets.append(("handshakes/s >= 3x Node ws", f"{fmt(kh, 0)} vs {fmt(nh, 0)} ({ratio(kh, nh)})",
                             kh is not None and nh not in (None, 0) and kh >= 3 * nh))
+
+    # Latency against load.
+    sweep_rows = []
+    sweep_series = []
+    for n in names:
+        pts = sweep_points(results[n])
+        sweep_series.append((LABELS[n], [(r * s["fanout_subs"], get(v, "latency", "p99_ms") or 0) for r, v in pts]))
+    rates = sorted({r for n in names for r, _ in sweep_points(results[n])})
+    if rates:
+        sweep_rows.append("| msg/s (deliveries/s offered) | " + " | ".join(labels) + " |")
+        sweep_rows.append("|---" * (len(labels) + 1) + "|")
+        for r in rates:
+            cells = []
+            for n in names:
+                v = dict(sweep_points(results[n])).get(r)
+                if not v or "latency" not in v:
+                    cells.append(f"error: {v.get('error')}" if v else "n/a")
+                    continue
+                lost = v.get("lost", 0)
+                cells.append(f"{fmt(get(v, 'latency', 'p50_ms'), 2)} / {fmt(get(v, 'latency', 'p99_ms'), 2)} ms"
+                             + (f", lost {lost:,}" if lost else ""))
+            sweep_rows.append(f"| {r} ({r * s['fanout_subs']:,}) | " + " | ".join(cells) + " |")
+        svg_lines(img / "bench-sweep.svg",
+                  f"Fanout p99 against load ({s['fanout_subs']:,} subscribers, one channel)",
+                  "deliveries/s offered", "p99 ms", sweep_series, hline=5)
+        if "kilat" in results:
+            ok = [r for r, v in sweep_points(results["kilat"])
+                  if (get(v, "latency", "p99_ms") or 1e9) <= 5 and v.get("lost") == 0]
+            targets.append(("(sweep) highest rate with p99 <= 5 ms",
+                            f"{max(ok) if ok else 'none'} msg/s x {s['fanout_subs']:,} subscribers", bool(ok)))
 
     # Charts.
     pcts = [("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms")]
@@ -449,8 +584,8 @@ def write_report(results: dict, command: str, started: str, seconds: float):
         "",
         f"- Command: `{command}`",
         f"- Date: {started} UTC, {seconds / 60:.1f} minutes",
-        f"- Machine: {machine()}. **Shared**: other engineers were compiling on the same two cores",
-        "  during the run, and the load generator runs on the same machine as the server (loopback).",
+        f"- Machine: {machine()}. The load generator runs on the same machine as the server (loopback),",
+        f"  and the machine is shared: load average {load_text} (1-minute, at the start and the end of the run).",
         "  Absolute numbers are noisy; the ratios between servers in the same run are what matter.",
         f"- Versions: kilat {get(results, 'kilat', default={}) and 'HEAD'} built `--release`; " +
         ", ".join(f"{k} {val}" for k, val in v.items()),
@@ -482,6 +617,16 @@ def write_report(results: dict, command: str, started: str, seconds: float):
         "![memory](img/bench-memory.svg)",
         "",
         "![handshakes](img/bench-handshakes.svg)",
+        "",
+        "### Latency against load",
+        "",
+        f"The fanout at several rates ({s['fanout_subs']:,} subscribers, {s['sweep_secs']} s per lower rate, the "
+        f"{s['fanout_rate']} msg/s point is the fanout above): p50 / p99 publish-to-deliver. Where the line",
+        "leaves the target, the two cores (server and load generator together) are running out.",
+        "",
+        *sweep_rows,
+        "",
+        "![sweep](img/bench-sweep.svg)",
         "",
         "## Targets (kilat)",
         "",
@@ -533,9 +678,10 @@ def main():
     t0 = time.time()
     if len(sys.argv) > 1 and sys.argv[1] == "--report":
         data = json.loads(Path(sys.argv[2]).read_text())
-        write_report(data["results"], data["command"], data["started"], data["seconds"])
+        write_report(data["results"], data["command"], data["started"], data["seconds"], data.get("load"))
         return
     install_and_build()
+    load = [load_average()]
     if not shutil.which("node"):
         log("node not found: skipping Node servers")
     results = {}
@@ -548,13 +694,15 @@ def main():
             results[name] = {"error": str(e)}
         log(json.dumps(results[name])[:2000])
     seconds = time.time() - t0
+    load.append(load_average())
     out = BENCH / "results"
     out.mkdir(exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
     (out / f"compare-{stamp}.json").write_text(json.dumps(
-        {"command": command, "started": started, "seconds": seconds, "sizes": SIZES, "results": results},
+        {"command": command, "started": started, "seconds": seconds, "sizes": SIZES, "load": load,
+         "results": results},
         indent=2))
-    write_report(results, command, started, seconds)
+    write_report(results, command, started, seconds, load)
 
 
 if __name__ == "__main__":
