@@ -82,6 +82,66 @@ fn idle_holds_connections_and_reads_server_memory() {
     assert!(r["server_rss_after_kib"].as_u64().unwrap() > 0, "{r}");
 }
 
+/// Subscribers over SSE, and over WebSocket with permessage-deflate: the same clean fan-out,
+/// and the compressed run really received compressed messages.
+#[test]
+fn fanout_over_sse_and_with_compression() {
+    let s = server();
+    let base = ["fanout", "--url", &s.url, "-n", "20", "-r", "50", "-d", "1"];
+    let r = bench(&[&base[..], &["--transport", "sse"]].concat());
+    check_clean_fanout(&r, 20, 1);
+    assert_eq!(r["transport"], "Sse", "{r}");
+    assert_eq!(u(&r, "compressed_messages"), 0, "{r}");
+
+    // Payloads large enough for the server to compress (it skips messages under 64 bytes).
+    let r = bench(&[&base[..], &["--compression", "-s", "400"]].concat());
+    check_clean_fanout(&r, 20, 1);
+    assert!(u(&r, "compressed_messages") >= u(&r, "delivered"), "{r}");
+}
+
+/// `wss://` against a server with a self-signed certificate: refused without trust, clean with
+/// `--ca` naming the certificate and with `--insecure`.
+#[test]
+fn fanout_over_tls() {
+    let dir = std::env::temp_dir().join(format!("kilat-bench-tls-{}", free_port()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _server = spawn(&[
+        "serve",
+        "--dev",
+        "--listen",
+        &listen,
+        "--tls-cert",
+        cert_path.to_str().expect("utf-8 path"),
+        "--tls-key",
+        key_path.to_str().expect("utf-8 path"),
+    ]);
+    wait_ready(port, None);
+    let url = format!("wss://localhost:{port}/connection/websocket");
+    let base = ["fanout", "--url", &url, "-n", "10", "-r", "50", "-d", "1"];
+
+    let untrusted = Command::new(KILAT)
+        .args(["bench", "connect", "--url", &url, "-n", "1", "--json"])
+        .output()
+        .expect("running kilat bench");
+    assert!(
+        !untrusted.status.success(),
+        "a self-signed certificate must not be trusted by default"
+    );
+
+    let ca = cert_path.to_str().expect("utf-8 path");
+    let r = bench(&[&base[..], &["--ca", ca]].concat());
+    check_clean_fanout(&r, 10, 1);
+    let r = bench(&[&base[..], &["--insecure", "--transport", "sse"]].concat());
+    check_clean_fanout(&r, 10, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Connections spread over two nodes, each subscribed, held across several of the servers'
 /// pings: none may be dropped for a missed pong, and both servers' CPU time is read.
 #[test]

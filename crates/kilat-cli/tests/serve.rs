@@ -1,6 +1,9 @@
 //! `kilat serve` as a process: start-up behaviour that only shows outside the library.
 
-#[allow(dead_code, reason = "each test binary uses only some of the shared helpers")]
+#[allow(
+    dead_code,
+    reason = "each test binary uses only some of the shared helpers"
+)]
 mod common;
 
 use std::process::{Command, Stdio};

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use super::proto::{self, Protocol};
 use super::stats::{self, Latency};
 use super::workers::{self, WorkerOpts, Workers};
-use super::wsclient::Conn;
+use super::wsclient::{self, ClientOpts, Conn};
 
 /// Options of the connect scenario.
 #[derive(Debug, Clone, Args)]
@@ -36,6 +36,8 @@ pub(crate) struct ConnectArgs {
     /// Seconds one connect may take before it counts as failed.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    #[command(flatten)]
+    client: ClientOpts,
     #[command(flatten)]
     workers: WorkerOpts,
     /// Print the result as JSON instead of a table.
@@ -68,6 +70,7 @@ struct ConnectReport {
 }
 
 pub(crate) async fn run(args: ConnectArgs) -> Result<()> {
+    wsclient::configure(&args.client)?;
     if args.workers.is_worker() {
         let (part, held) = part(&args).await?;
         workers::say("RESULT", &serde_json::to_string(&part)?);
@@ -150,7 +153,8 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<()> {
 async fn part(args: &ConnectArgs) -> Result<(Part, Vec<Conn>)> {
     let (index, count) = args.workers.share();
     let n = (0..args.connections).filter(|i| i % count == index).count();
-    let target = Arc::new(proto::target(&args.url, args.protocol)?);
+    let transport = args.client.transport;
+    let target = Arc::new(proto::target(&args.url, args.protocol, transport)?);
     let bar = stats::progress(
         n as u64,
         "connecting",
@@ -175,7 +179,7 @@ async fn part(args: &ConnectArgs) -> Result<(Part, Vec<Conn>)> {
         );
         tasks.spawn(async move {
             let t0 = Instant::now();
-            let r = proto::open(&target, protocol, timeout).await;
+            let r = proto::open_subscribed(&target, protocol, transport, None, timeout).await;
             let us = t0.elapsed().as_micros() as u64;
             drop(permit);
             bar.inc(1);

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::proto;
 use super::stats::{self, Latency};
-use super::wsclient::{self, OP_BINARY, OP_TEXT, Target};
+use super::wsclient::{self, ClientOpts, OP_BINARY, OP_TEXT, Target, Transport};
 
 /// Options of the echo scenario.
 #[derive(Debug, Clone, Args)]
@@ -31,6 +31,8 @@ pub(crate) struct EchoArgs {
     /// Stop each connection after this many round trips (0 = no limit, only --duration).
     #[arg(long, default_value_t = 0)]
     messages: u64,
+    #[command(flatten)]
+    client: ClientOpts,
     /// Print the result as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -60,6 +62,10 @@ struct Shared {
 }
 
 pub(crate) async fn run(args: EchoArgs) -> Result<()> {
+    if args.client.transport != Transport::Ws {
+        bail!("echo measures WebSocket round trips; --transport sse has no way back");
+    }
+    wsclient::configure(&args.client)?;
     let target = Arc::new(Target::parse(&args.url)?);
     let histogram = Arc::new(Mutex::new(stats::histogram()));
     let shared = Arc::new(Mutex::new(Shared::default()));

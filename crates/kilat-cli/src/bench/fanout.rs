@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::proto::{self, Protocol};
 use super::stats::{self, Latency};
 use super::workers::{self, WorkerOpts, Workers};
-use super::wsclient::{self, Conn, HttpConn, Target};
+use super::wsclient::{self, ClientOpts, Conn, HttpConn, Target, Transport};
 
 /// How publishers publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,6 +79,8 @@ pub(crate) struct FanoutArgs {
     #[arg(long, default_value_t = 3.0)]
     drain: f64,
     #[command(flatten)]
+    client: ClientOpts,
+    #[command(flatten)]
     workers: WorkerOpts,
     /// Print the result as JSON instead of a table.
     #[arg(long)]
@@ -102,6 +104,8 @@ struct Part {
     last_delivery_us: u64,
     histogram: String,
     client_cpu_s: f64,
+    #[serde(default)]
+    compressed: u64,
 }
 
 /// What the fanout scenario measured.
@@ -126,6 +130,10 @@ struct FanoutReport {
     duplicated: u64,
     gaps: u64,
     disconnects: u64,
+    /// Subscribers' transport.
+    transport: Transport,
+    /// Messages subscribers received compressed (permessage-deflate; `--compression`).
+    compressed_messages: u64,
     deliveries_per_s: f64,
     expected_deliveries_per_s: f64,
     latency: Latency,
@@ -141,6 +149,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<()> {
     if args.subscribers == 0 || args.publishers == 0 || args.rate <= 0.0 {
         bail!("need at least one subscriber, one publisher and a positive --rate");
     }
+    wsclient::configure(&args.client)?;
     if args.publish_via == Via::Http && args.protocol != Protocol::Kilat {
         bail!("--publish-via http is kilat's server API; use --publish-via ws for other servers");
     }
@@ -232,6 +241,7 @@ struct Counters {
     duplicates: AtomicU64,
     gaps: AtomicU64,
     disconnects: AtomicU64,
+    compressed: AtomicU64,
     last_delivery_us: AtomicU64,
     histogram: Mutex<hdrhistogram::Histogram<u64>>,
     first_error: Mutex<Option<String>>,
@@ -262,13 +272,17 @@ struct Prepared {
 /// Connects this process's share of subscribers (subscribed, readers running) and publishers.
 async fn prepare(args: &FanoutArgs) -> Result<Prepared> {
     let (index, count) = args.workers.share();
-    let target = Arc::new(proto::target(&args.url, args.protocol)?);
+    let transport = args.client.transport;
+    let target = Arc::new(proto::target(&args.url, args.protocol, transport)?);
+    // Publishers always use the WebSocket endpoint.
+    let pub_target = proto::target(&args.url, args.protocol, Transport::Ws)?;
     let nchan = channels(args);
     let counters = Arc::new(Counters {
         delivered: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
         gaps: AtomicU64::new(0),
         disconnects: AtomicU64::new(0),
+        compressed: AtomicU64::new(0),
         last_delivery_us: AtomicU64::new(0),
         histogram: Mutex::new(stats::histogram()),
         first_error: Mutex::new(None),
@@ -297,9 +311,8 @@ async fn prepare(args: &FanoutArgs) -> Result<Prepared> {
         let bar = bar.clone();
         setups.spawn(async move {
             let r = async {
-                let mut conn = proto::open(&target, protocol, Duration::from_secs(10)).await?;
-                proto::subscribe(&mut conn, protocol, &channel).await?;
-                Ok::<_, anyhow::Error>(conn)
+                let timeout = Duration::from_secs(10);
+                proto::open_subscribed(&target, protocol, transport, Some(&channel), timeout).await
             }
             .await;
             drop(permit);
@@ -321,7 +334,7 @@ async fn prepare(args: &FanoutArgs) -> Result<Prepared> {
                 let npub = args.publishers;
                 readers.spawn(async move {
                     let mut last = vec![0u64; npub];
-                    loop {
+                    'read: loop {
                         tokio::select! {
                             r = conn.next() => match r {
                                 Ok((op, payload)) => {
@@ -332,18 +345,21 @@ async fn prepare(args: &FanoutArgs) -> Result<Prepared> {
                                     {
                                         counters.disconnects.fetch_add(1, Ordering::Relaxed);
                                         counters.error(format!("{e:#}"));
-                                        return;
+                                        break 'read;
                                     }
                                 }
                                 Err(e) => {
                                     counters.disconnects.fetch_add(1, Ordering::Relaxed);
                                     counters.error(format!("subscriber: {e:#}"));
-                                    return;
+                                    break 'read;
                                 }
                             },
-                            _ = stop.changed() => return,
+                            _ = stop.changed() => break 'read,
                         }
                     }
+                    counters
+                        .compressed
+                        .fetch_add(conn.compressed, Ordering::Relaxed);
                 });
             }
             (_, Err(e)) => {
@@ -357,15 +373,15 @@ async fn prepare(args: &FanoutArgs) -> Result<Prepared> {
     for j in (0..args.publishers).filter(|j| j % count == index) {
         let p = match args.publish_via {
             Via::Ws => Publisher::Ws(
-                proto::open(&target, args.protocol, Duration::from_secs(10))
+                proto::open(&pub_target, args.protocol, Duration::from_secs(10))
                     .await
                     .context("connecting a publisher")?,
             ),
             Via::Http => {
-                let url = args
-                    .api_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{}/api/publish", target.addr));
+                let url = args.api_url.clone().unwrap_or_else(|| {
+                    let scheme = if pub_target.tls { "https" } else { "http" };
+                    format!("{scheme}://{}/api/publish", pub_target.addr)
+                });
                 Publisher::Http(HttpConn::connect(&Target::parse(&url)?).await?)
             }
         };
@@ -502,6 +518,7 @@ impl Prepared {
             duplicates: c.duplicates.load(Ordering::Relaxed),
             gaps: c.gaps.load(Ordering::Relaxed),
             disconnects: c.disconnects.load(Ordering::Relaxed),
+            compressed: c.compressed.load(Ordering::Relaxed),
             start_us,
             last_delivery_us: c.last_delivery_us.load(Ordering::Relaxed),
             histogram,
@@ -754,6 +771,8 @@ fn merge(
         duplicated: 0,
         gaps: 0,
         disconnects: 0,
+        transport: args.client.transport,
+        compressed_messages: 0,
         deliveries_per_s: 0.0,
         expected_deliveries_per_s: 0.0,
         latency: Latency::default(),
@@ -779,6 +798,7 @@ fn merge(
         r.duplicated += p.duplicates;
         r.gaps += p.gaps;
         r.disconnects += p.disconnects;
+        r.compressed_messages += p.compressed;
         r.bench_cpu_s += p.client_cpu_s;
         if r.first_error.is_none() {
             r.first_error.clone_from(&p.first_error);
@@ -859,6 +879,12 @@ fn print_table(r: &FanoutReport) {
     }
     if r.disconnects > 0 {
         rows.push(("disconnects", r.disconnects.to_string()));
+    }
+    if r.transport != Transport::Ws {
+        rows.push(("subscribers over", format!("{:?}", r.transport)));
+    }
+    if r.compressed_messages > 0 {
+        rows.push(("compressed messages", r.compressed_messages.to_string()));
     }
     if let Some(e) = &r.first_error {
         rows.push(("first error", e.clone()));

@@ -11,7 +11,7 @@ use tokio::sync::{Mutex, Semaphore};
 use super::proto::{self, Protocol};
 use super::stats::{self, progress, rss_kib};
 use super::workers::{self, WorkerOpts, Workers};
-use super::wsclient::Conn;
+use super::wsclient::{self, ClientOpts, Conn};
 
 /// Options of the idle scenario.
 #[derive(Debug, Args)]
@@ -53,6 +53,8 @@ pub(crate) struct IdleArgs {
     /// Same as `--protocol broadcast`: only the WebSocket handshake.
     #[arg(long)]
     raw: bool,
+    #[command(flatten)]
+    client: ClientOpts,
     #[command(flatten)]
     workers: WorkerOpts,
     /// Print the result as JSON instead of a table.
@@ -98,6 +100,7 @@ pub(crate) async fn run(mut args: IdleArgs) -> Result<()> {
     if args.raw {
         args.protocol = Protocol::Broadcast;
     }
+    wsclient::configure(&args.client)?;
     if args.workers.is_worker() {
         let (part, held) = open_share(&args).await?;
         workers::say("OPEN", &serde_json::to_string(&part)?);
@@ -206,7 +209,7 @@ async fn open_share(args: &IdleArgs) -> Result<(Part, Vec<Conn>)> {
     let targets = args
         .urls
         .iter()
-        .map(|u| proto::target(u, args.protocol).map(Arc::new))
+        .map(|u| proto::target(u, args.protocol, args.client.transport).map(Arc::new))
         .collect::<Result<Vec<_>>>()?;
     let bar = progress(
         n as u64,
@@ -230,6 +233,7 @@ async fn open_share(args: &IdleArgs) -> Result<(Part, Vec<Conn>)> {
             .await
             .context("semaphore closed")?;
         let channel = (args.subscribe > 0).then(|| format!("idle{}", i % args.subscribe));
+        let transport = args.client.transport;
         let (target, held, errors, bar, protocol) = (
             targets[i % targets.len()].clone(),
             held.clone(),
@@ -238,13 +242,9 @@ async fn open_share(args: &IdleArgs) -> Result<(Part, Vec<Conn>)> {
             args.protocol,
         );
         tasks.spawn(async move {
-            let opened = async {
-                let mut conn = proto::open(&target, protocol, Duration::from_secs(10)).await?;
-                if let Some(channel) = channel {
-                    proto::subscribe(&mut conn, protocol, &channel).await?;
-                }
-                anyhow::Ok(conn)
-            };
+            let timeout = Duration::from_secs(10);
+            let opened =
+                proto::open_subscribed(&target, protocol, transport, channel.as_deref(), timeout);
             match opened.await {
                 Ok(mut conn) => {
                     conn.shrink();

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use super::wsclient::{self, Conn, OP_TEXT, Target};
+use super::wsclient::{self, Conn, OP_TEXT, Target, Transport};
 
 /// Which server protocol the bench speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -37,13 +37,55 @@ impl Protocol {
     }
 }
 
-/// Builds the target, filling in the protocol's default path when the URL has none.
-pub(crate) fn target(url: &str, protocol: Protocol) -> Result<Target> {
+/// Builds the target, filling in the protocol's default path when the URL has none. For SSE,
+/// the WebSocket endpoint's path (given or default) becomes kilat's SSE endpoint.
+pub(crate) fn target(url: &str, protocol: Protocol, transport: Transport) -> Result<Target> {
     let mut t = Target::parse(url)?;
     if t.path == "/" {
         protocol.default_path().clone_into(&mut t.path);
     }
+    if transport == Transport::Sse {
+        if protocol != Protocol::Kilat {
+            bail!("--transport sse is kilat's SSE endpoint; use --protocol kilat");
+        }
+        if t.path == Protocol::Kilat.default_path() {
+            "/connection/sse".clone_into(&mut t.path);
+        }
+    }
     Ok(t)
+}
+
+/// Opens a connection over `transport`, performs the protocol's connect step and, with a
+/// channel, subscribes to it (for SSE, within the connect command, as the stream has no other
+/// way in before the session exists).
+pub(crate) async fn open_subscribed(
+    target: &Target,
+    protocol: Protocol,
+    transport: Transport,
+    channel: Option<&str>,
+    timeout: Duration,
+) -> Result<Conn> {
+    if transport == Transport::Ws {
+        let mut conn = open(target, protocol, timeout).await?;
+        if let Some(channel) = channel {
+            tokio::time::timeout(timeout, subscribe(&mut conn, protocol, channel))
+                .await
+                .map_err(|_| anyhow::anyhow!("subscribe timed out"))??;
+        }
+        return Ok(conn);
+    }
+    let mut connect = serde_json::json!({"id": 1, "connect": {}});
+    if let Some(channel) = channel {
+        connect["connect"]["subs"] = serde_json::json!({ channel: {} });
+    }
+    let (conn, reply) = wsclient::open_sse(target, &connect.to_string(), timeout).await?;
+    if let Some(channel) = channel {
+        let sub = &reply["connect"]["subs"][channel];
+        if sub.is_null() || sub.get("error").is_some() {
+            bail!("subscribing {channel} at connect failed: {reply}");
+        }
+    }
+    Ok(conn)
 }
 
 /// Opens a WebSocket and performs the protocol's connect step.
