@@ -355,10 +355,15 @@ def svg_bars(path: Path, title: str, unit: str, groups: list[str], series: list[
             yy = y(v)
             out.append(f'<rect x="{x:.1f}" y="{yy:.1f}" width="{bw - 2:.1f}" height="{top + plot_h - yy:.1f}" '
                        f'fill="{colors[si % len(colors)]}"><title>{v:g}</title></rect>')
+    finish_svg(path, out, [name for name, _ in series], colors, left, h - 28)
+
+
+def finish_svg(path: Path, out: list[str], names: list[str], colors: list[str], left: int, y: int):
+    """Adds a legend (one swatch per series, in a row at height `y`) and writes the SVG."""
     lx = left
-    for si, (name, _) in enumerate(series):
-        out.append(f'<rect x="{lx}" y="{h - 28}" width="12" height="12" fill="{colors[si % len(colors)]}"/>')
-        out.append(f'<text x="{lx + 16}" y="{h - 18}">{name}</text>')
+    for si, name in enumerate(names):
+        out.append(f'<rect x="{lx}" y="{y}" width="12" height="12" fill="{colors[si % len(colors)]}"/>')
+        out.append(f'<text x="{lx + 16}" y="{y + 10}">{name}</text>')
         lx += 20 + 7 * len(name) + 10
     out.append("</svg>")
     path.write_text("\n".join(out) + "\n")
@@ -420,13 +425,7 @@ def svg_lines(path: Path, title: str, xlabel: str, ylabel: str,
         out.append(f'<path d="{path_d}" fill="none" stroke="{c}" stroke-width="2"/>')
         for x, y in pts:
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{c}"><title>{name}: {y:g}</title></circle>')
-    lx = left
-    for si, (name, _) in enumerate(series):
-        out.append(f'<rect x="{lx}" y="{h - 24}" width="12" height="12" fill="{colors[si % len(colors)]}"/>')
-        out.append(f'<text x="{lx + 16}" y="{h - 14}">{name}</text>')
-        lx += 20 + 7 * len(name) + 10
-    out.append("</svg>")
-    path.write_text("\n".join(out) + "\n")
+    finish_svg(path, out, [name for name, _ in series], colors, left, h - 24)
 
 
 def write_report(results: dict, command: str, started: str, seconds: float, load: list | None = None):
@@ -655,6 +654,9 @@ def write_report(results: dict, command: str, started: str, seconds: float, load
         "QUICK=1 bench/compare.sh         # a few minutes",
         "SERVERS=kilat,node-ws IDLE_N=20000 bench/compare.sh",
         "bench/idle.sh 10000              # kilat idle memory only",
+        "bench/scale.sh                   # most connections per process, 3 nodes on one Redis",
+        "bench/cross-node.sh              # fan-out through Redis between two nodes",
+        "bench/callgrind.sh               # server instructions per delivery (no timing noise)",
         "kilat bench fanout --help        # every scenario explains its flags",
         "```",
         "",
