@@ -56,62 +56,73 @@ pub(crate) trait Wire {
 }
 
 /// Runs `session` over `wire` until either side ends the connection, then cleans up the session.
-pub(crate) async fn drive(mut wire: impl Wire, mut session: Session, outbox: Outbox) {
-    let mut batch: Vec<SharedFrame> = Vec::new();
-    // One timer for the whole connection, moved only when the session's next deadline moves: a
-    // fresh `sleep_until` per loop turn would insert into and remove from the timer wheel on
-    // every delivery.
-    let timer = tokio::time::sleep_until(session.next_deadline());
-    tokio::pin!(timer);
-    let close = loop {
-        let deadline = session.next_deadline();
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        // Wakes on: a message (or the end) from the client; frames or a close queued for this
-        // connection by its session or the hub; the session's next timer (handshake timeout,
-        // ping, pong timeout).
-        tokio::select! {
-            inbound = wire.recv() => match inbound {
-                // Boxed so the rarely running command handler does not enlarge the state every
-                // idle connection carries.
-                Inbound::Message(text) => {
-                    if let Err(disconnect) = Box::pin(session.handle_message(&text)).await {
+///
+/// Not an `async fn`: an `async fn` keeps its arguments in its future twice, once as arguments
+/// and once as the locals they are moved into (rust-lang/rust#62958), and this future is what
+/// every idle connection holds. The `async move` block below uses the captured values in place.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
+pub(crate) fn drive(
+    mut wire: impl Wire,
+    mut session: Session,
+    outbox: Outbox,
+) -> impl Future<Output = ()> {
+    async move {
+        let mut batch: Vec<SharedFrame> = Vec::new();
+        // One timer for the whole connection, moved only when the session's next deadline moves: a
+        // fresh `sleep_until` per loop turn would insert into and remove from the timer wheel on
+        // every delivery.
+        let timer = tokio::time::sleep_until(session.next_deadline());
+        tokio::pin!(timer);
+        let close = loop {
+            let deadline = session.next_deadline();
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            // Wakes on: a message (or the end) from the client; frames or a close queued for this
+            // connection by its session or the hub; the session's next timer (handshake timeout,
+            // ping, pong timeout).
+            tokio::select! {
+                inbound = wire.recv() => match inbound {
+                    // Boxed so the rarely running command handler does not enlarge the state every
+                    // idle connection carries.
+                    Inbound::Message(text) => {
+                        if let Err(disconnect) = Box::pin(session.handle_message(&text)).await {
+                            break Some(disconnect);
+                        }
+                    }
+                    Inbound::Refused(disconnect) => break Some(disconnect),
+                    Inbound::Gone => break None,
+                },
+                () = outbox.ready() => {
+                    let pending_close = outbox.drain(&mut batch, WRITE_BATCH_BYTES);
+                    // Boxed like the handler: a write's state is needed only while writing.
+                    if Box::pin(flush(&mut wire, &mut batch)).await.is_err() {
+                        break None;
+                    }
+                    if pending_close.is_some() {
+                        break pending_close;
+                    }
+                }
+                () = &mut timer => {
+                    if let Err(disconnect) = session.on_timer(tokio::time::Instant::now()) {
                         break Some(disconnect);
                     }
                 }
-                Inbound::Refused(disconnect) => break Some(disconnect),
-                Inbound::Gone => break None,
-            },
-            () = outbox.ready() => {
-                let pending_close = outbox.drain(&mut batch, WRITE_BATCH_BYTES);
-                // Boxed like the handler: a write's state is needed only while writing.
-                if Box::pin(flush(&mut wire, &mut batch)).await.is_err() {
-                    break None;
-                }
-                if pending_close.is_some() {
-                    break pending_close;
-                }
             }
-            () = &mut timer => {
-                if let Err(disconnect) = session.on_timer(tokio::time::Instant::now()) {
-                    break Some(disconnect);
-                }
-            }
+        };
+        // The ending runs once per connection: boxed so its state is not part of every idle task.
+        // A client that stopped reading cannot hold the teardown: after the bound the socket is
+        // dropped without the courtesy of a flush and a close frame (dropping the session cleans
+        // up the hub synchronously; its presence entries expire by TTL).
+        if tokio::time::timeout(
+            FINISH_TIMEOUT,
+            Box::pin(finish(wire, session, outbox, batch, close)),
+        )
+        .await
+        .is_err()
+        {
+            tracing::debug!("connection teardown timed out; dropping the socket");
         }
-    };
-    // The ending runs once per connection: boxed so its state is not part of every idle task.
-    // A client that stopped reading cannot hold the teardown: after the bound the socket is
-    // dropped without the courtesy of a flush and a close frame (dropping the session cleans
-    // up the hub synchronously; its presence entries expire by TTL).
-    if tokio::time::timeout(
-        FINISH_TIMEOUT,
-        Box::pin(finish(wire, session, outbox, batch, close)),
-    )
-    .await
-    .is_err()
-    {
-        tracing::debug!("connection teardown timed out; dropping the socket");
     }
 }
 
@@ -183,8 +194,12 @@ mod tests {
         let handshake = kilat_transport::ws::negotiate(&parts, &config).expect("handshake");
         let io = tokio::io::duplex(64).0;
         let conn = kilat_transport::ws::WsConnection::new(io, &handshake, &config);
-        let task = super::drive(WsWire(conn), session, outbox);
+        let wire = WsWire {
+            conn,
+            _permit: None,
+        };
+        let task = super::drive(wire, session, outbox);
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 1536, "the connection task grew to {size} bytes");
+        assert!(size <= 1024, "the connection task grew to {size} bytes");
     }
 }

@@ -59,8 +59,10 @@ pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> 
         match on_upgrade.await {
             Ok(upgraded) => {
                 let conn = WsConnection::new(TokioIo::new(upgraded), &handshake, &state.ws);
-                drop(handshake);
-                serve_connection(conn, state, permit, headers).await;
+                // The connection runs in a task of its own: this one's captures (the app
+                // state, the handshake) would otherwise stay in every connection's memory.
+                let connection = serve_connection(conn, &state.node, permit, headers);
+                state.tasks.spawn(connection);
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
         }
@@ -68,18 +70,20 @@ pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> 
     response
 }
 
-/// Runs one WebSocket connection until either side closes it.
-async fn serve_connection<IO>(
+/// The future of one WebSocket connection, run until either side closes it. Holds `permit`
+/// until the connection is gone.
+fn serve_connection<IO>(
     conn: WsConnection<IO>,
-    state: AppState,
+    node: &kilat_core::Node,
     permit: OwnedSemaphorePermit,
     headers: kilat_core::RequestHeaders,
-) where
+) -> impl Future<Output = ()> + use<IO>
+where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let outbox = Outbox::new(state.node.config().client_queue_max_bytes);
+    let outbox = Outbox::new(node.config().client_queue_max_bytes);
     let mut session = Session::new(
-        &state.node,
+        node,
         TransportInfo {
             name: "websocket",
             emulated: false,
@@ -87,19 +91,27 @@ async fn serve_connection<IO>(
         outbox.clone(),
     );
     session.set_request_headers(headers);
-    driver::drive(WsWire(conn), session, outbox).await;
-    drop(permit);
+    let wire = WsWire {
+        conn,
+        _permit: Some(permit),
+    };
+    driver::drive(wire, session, outbox)
 }
 
 /// The WebSocket side of a connection for the shared [`driver`].
-pub(crate) struct WsWire<IO>(pub(crate) WsConnection<IO>);
+pub(crate) struct WsWire<IO> {
+    pub(crate) conn: WsConnection<IO>,
+    /// The connection's slot under `max_connections`, released when the wire is dropped (at
+    /// the end of the connection's teardown). `None` in tests.
+    pub(crate) _permit: Option<OwnedSemaphorePermit>,
+}
 
 impl<IO> Wire for WsWire<IO>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     async fn recv(&mut self) -> Inbound {
-        match self.0.read_message().await {
+        match self.conn.read_message().await {
             Ok(Message::Text(text)) => Inbound::Message(text),
             Ok(Message::Binary(_)) => Inbound::Refused(Disconnect::new(
                 DisconnectCode::BAD_REQUEST,
@@ -111,10 +123,10 @@ where
     }
 
     async fn send(&mut self, frames: &[SharedFrame]) -> std::io::Result<()> {
-        self.0.send_frames(frames).await
+        self.conn.send_frames(frames).await
     }
 
     async fn close(&mut self, disconnect: &Disconnect) {
-        let _ = self.0.close(disconnect.code, &disconnect.reason).await;
+        let _ = self.conn.close(disconnect.code, &disconnect.reason).await;
     }
 }
