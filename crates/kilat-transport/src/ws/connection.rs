@@ -333,8 +333,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
     }
 
     /// Frees the read buffer when it holds nothing, so an idle connection owns no buffer.
+    ///
+    /// Capacity is no test: after the last message was split off, `rbuf` may have none left
+    /// and still share (and keep alive) the allocation the message was read into.
     fn release_idle_buffer(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+        if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
         }
     }
@@ -554,6 +557,13 @@ mod tests {
             let message = conn.read_message().await.expect("message");
             assert_eq!(message, Message::Text(vec![b'a'; 3000].into()));
             assert_eq!(conn.rbuf.capacity(), 0);
+            let Message::Text(text) = message else {
+                unreachable!("checked above")
+            };
+            assert!(
+                text.is_unique(),
+                "the read buffer still shares the message's allocation"
+            );
             assert_eq!(conn.wbuf.capacity(), 0);
             assert!(conn.decoder.is_idle());
         });
