@@ -21,10 +21,6 @@ pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the teardown may spend flushing what was queued and sending the close.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A batch buffer that grew past this many frames is dropped after use, so an idle connection
-/// does not keep the memory of its busiest moment.
-const KEEP_BATCH_CAPACITY: usize = 64;
-
 /// What a transport reads from its client.
 pub(crate) enum Inbound {
     /// One client message (one or more `\n`-separated frames).
@@ -149,7 +145,8 @@ async fn finish(
     session.close().await;
 }
 
-/// Writes and empties `batch`; releases its memory when it grew large. A write blocked for
+/// Writes `batch` and frees it: it usually holds the outbox's own buffer (see
+/// [`Outbox::drain`]), and an idle connection keeps no batch memory. A write blocked for
 /// [`WRITE_TIMEOUT`] fails with `TimedOut`.
 async fn flush(wire: &mut impl Wire, batch: &mut Vec<SharedFrame>) -> std::io::Result<()> {
     if batch.is_empty() {
@@ -159,10 +156,7 @@ async fn flush(wire: &mut impl Wire, batch: &mut Vec<SharedFrame>) -> std::io::R
         Ok(written) => written,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     };
-    batch.clear();
-    if batch.capacity() > KEEP_BATCH_CAPACITY {
-        *batch = Vec::new();
-    }
+    *batch = Vec::new();
     written
 }
 
