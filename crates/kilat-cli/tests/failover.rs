@@ -8,12 +8,13 @@
 //! failure under `CI=true`.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kilat_client::{Client, ClientConfig, Event, SubscribeOptions};
+use kilat_testkit::{RedisServer, free_port, require};
 
 /// Upper bound for every wait; a hang fails the test instead of blocking CI.
 const WAIT: Duration = Duration::from_secs(30);
@@ -29,34 +30,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-fn have(program: &str) -> bool {
-    let found = Command::new(program)
-        .arg(if program == "haproxy" {
-            "-v"
-        } else {
-            "--version"
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{program} is required under CI=true (apt-get install {program})"
-        );
-        eprintln!("\n*** SKIPPING failover test: no {program} on PATH ***\n");
-    }
-    found
 }
 
 /// One plain HTTP request; returns the status code (0 when the connection fails).
@@ -98,11 +71,6 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what} not ready in time");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn start_redis() -> (Proc, String) {
-    let port = free_port();
-    (start_redis_on(port), format!("redis://127.0.0.1:{port}"))
 }
 
 fn start_node(redis_url: &str) -> (Proc, SocketAddr) {
@@ -155,12 +123,16 @@ fn start_haproxy(nodes: &[SocketAddr], dir: &Path) -> (Proc, SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_node_loses_nothing_inside_the_history_window() {
-    if !have("redis-server") || !have("haproxy") {
+    const TEST: &str = "killing_a_node_loses_nothing_inside_the_history_window";
+    if !require("haproxy", "-v", TEST) {
         return;
     }
+    let Some(redis) = RedisServer::start(TEST) else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!("kilat-failover-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let (_redis, redis_url) = start_redis();
+    let redis_url = redis.url();
     let mut nodes: Vec<(Proc, SocketAddr)> = (0..3).map(|_| start_node(&redis_url)).collect();
     let addrs: Vec<SocketAddr> = nodes.iter().map(|(_, a)| *a).collect();
     let (_haproxy, lb) = start_haproxy(&addrs, &dir);
@@ -261,11 +233,13 @@ fn number(publication: &kilat_client::Publication) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused_fails_publishes_fast_then_everything_resumes() {
-    if !have("redis-server") {
-        return;
-    }
     const LAST: u64 = 1_000;
-    let (redis, redis_url) = start_redis();
+    let Some(redis) =
+        RedisServer::start("redis_paused_fails_publishes_fast_then_everything_resumes")
+    else {
+        return;
+    };
+    let redis_url = redis.url();
     let (_a, node_a) = start_node(&redis_url);
     let (_b, node_b) = start_node(&redis_url);
 
@@ -299,22 +273,14 @@ async fn redis_paused_fails_publishes_fast_then_everything_resumes() {
         }));
     }
 
-    let redis_pid = redis.0.id().to_string();
-    let signal = |sig: &str| {
-        let ok = Command::new("kill")
-            .args([sig, &redis_pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} redis-server");
-    };
     let mut acknowledged = Vec::new();
     let mut refused = 0;
     for n in 1..=40u64 {
         if n == 15 {
-            signal("-STOP");
+            redis.pause();
         }
         if n == 20 {
-            signal("-CONT");
+            redis.resume();
         }
         let (accepted, took) = tokio::task::spawn_blocking(move || publish_timed(node_b, n))
             .await
@@ -361,46 +327,14 @@ async fn redis_paused_fails_publishes_fast_then_everything_resumes() {
     }
 }
 
-/// Starts `redis-server` on a given port (for restarts on the same address).
-fn start_redis_on(port: u16) -> Proc {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_until("redis-server", || {
-        let Ok(mut s) = TcpStream::connect(addr) else {
-            return false;
-        };
-        let mut buf = [0u8; 8];
-        s.write_all(b"PING\r\n").is_ok()
-            && s.read(&mut buf)
-                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-    });
-    Proc(child)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_clients_are_told_honestly_and_delivery_resumes() {
-    if !have("redis-server") {
+    let Some(mut redis) =
+        RedisServer::start("redis_restarted_clients_are_told_honestly_and_delivery_resumes")
+    else {
         return;
-    }
-    let (redis, redis_url) = start_redis();
-    let port: u16 = redis_url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    };
+    let redis_url = redis.url();
     let (_a, node_a) = start_node(&redis_url);
     let (_b, node_b) = start_node(&redis_url);
 
@@ -430,8 +364,9 @@ async fn redis_restarted_clients_are_told_honestly_and_delivery_resumes() {
     assert_eq!(before, (1..=10).collect::<Vec<_>>());
 
     // Redis restarts empty: the stream (offsets 1..10, its epoch) is gone.
-    drop(redis);
-    let _redis = start_redis_on(port);
+    redis
+        .restart()
+        .expect("redis-server restarts on the same port");
 
     // Keep publishing until the subscriber has been told it could not recover and then sees
     // live publications again, in order and once.

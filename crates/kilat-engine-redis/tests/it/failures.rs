@@ -16,7 +16,9 @@ async fn nodes_resubscribe_after_redis_restarts_and_the_epoch_changes() {
         return;
     };
     if !redis.is_local() {
-        support::loud("SKIPPING restart test: KILAT_TEST_REDIS_URL is not ours to restart");
+        kilat_testkit::warn_loudly(
+            "SKIPPING restart test: KILAT_TEST_REDIS_URL is not ours to restart",
+        );
         return;
     }
     let (a, b) = (support::engine(&redis).await, support::engine(&redis).await);
@@ -78,7 +80,9 @@ async fn publish_fails_fast_while_redis_is_paused_and_works_after() {
         return;
     };
     if !redis.is_local() {
-        support::loud("SKIPPING pause test: KILAT_TEST_REDIS_URL is not ours to pause");
+        kilat_testkit::warn_loudly(
+            "SKIPPING pause test: KILAT_TEST_REDIS_URL is not ours to pause",
+        );
         return;
     }
     let (a, b) = (support::engine(&redis).await, support::engine(&redis).await);
@@ -134,7 +138,7 @@ async fn calls_fail_fast_while_redis_is_down() {
         return;
     };
     if !redis.is_local() {
-        support::loud("SKIPPING down test: KILAT_TEST_REDIS_URL is not ours to kill");
+        kilat_testkit::warn_loudly("SKIPPING down test: KILAT_TEST_REDIS_URL is not ours to kill");
         return;
     }
     let a = support::engine(&redis).await;

@@ -1,124 +1,42 @@
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kilat_core::engine::BrokerHandler;
 use kilat_engine_redis::{RedisConfig, RedisEngine};
 use kilat_protocol::{ClientInfo, Publication};
-
-/// Prints `msg` to the real stderr: libtest captures `eprintln!` of passing tests, and a
-/// skipped test must be noticed.
-pub(crate) fn loud(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
-}
+use kilat_testkit::RedisServer;
 
 /// A Redis for one test: our own `redis-server` on a free loopback port (killed on drop), or
 /// the one at `KILAT_TEST_REDIS_URL`.
 #[derive(Debug)]
 pub(crate) struct TestRedis {
-    /// Our process; `None` for an external Redis or after `kill`.
-    child: Option<Child>,
-    /// Port of our process (0 for an external Redis).
-    port: u16,
+    /// Our process; `None` for an external Redis.
+    server: Option<RedisServer>,
     /// What engines connect to.
     url: String,
-}
-
-fn redis_server_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("redis-server"))
-        .find(|p| p.is_file())
 }
 
 /// A Redis for `test`, or `None` (after a loud notice) when none is available. Under
 /// `CI=true` a missing Redis is a failure.
 pub(crate) fn redis(test: &str) -> Option<TestRedis> {
     if let Ok(url) = std::env::var("KILAT_TEST_REDIS_URL") {
-        return Some(TestRedis {
-            child: None,
-            port: 0,
-            url,
-        });
+        return Some(TestRedis { server: None, url });
     }
-    if redis_server_binary().is_none() {
-        let msg = format!(
-            "redis-server is not on PATH: SKIPPING {test} (install the `redis-server` package or set KILAT_TEST_REDIS_URL)"
-        );
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}; CI=true requires it");
-        }
-        loud(&msg);
-        return None;
-    }
-    for _ in 0..5 {
-        let port = free_port();
-        let mut redis = TestRedis {
-            child: None,
-            port,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        if redis.start().is_ok() {
-            return Some(redis);
-        }
-    }
-    panic!("redis-server did not start");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// Whether a Redis answers PING on `port`.
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut buf).is_ok()
-        && &buf == b"+PONG\r\n"
-}
-
-/// Starts `redis-server` on `port` (loopback, in memory only, plus `extra` arguments) and
-/// waits (bounded) until it answers PING.
-fn spawn_redis(port: u16, extra: &[&str]) -> Result<Child, String> {
-    let mut child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    for _ in 0..400 {
-        if answers_ping(port) {
-            return Ok(child);
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("redis-server exited: {status}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    Err("redis-server did not answer PING".to_owned())
+    let server = RedisServer::start(test)?;
+    Some(TestRedis {
+        url: server.url(),
+        server: Some(server),
+    })
 }
 
 /// A 3-master Redis Cluster on loopback, killed (and its directory removed) on drop.
 #[derive(Debug)]
 pub(crate) struct TestCluster {
     /// The masters.
-    children: Vec<Child>,
-    /// Their ports.
-    ports: Vec<u16>,
+    nodes: Vec<RedisServer>,
     /// Working directory for the nodes' cluster config files.
     dir: PathBuf,
 }
@@ -126,7 +44,7 @@ pub(crate) struct TestCluster {
 /// A port `p` with `p + 10000` (the cluster bus) free too.
 fn free_cluster_port() -> u16 {
     loop {
-        let port = free_port();
+        let port = kilat_testkit::free_port();
         if port < 55000 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
             return port;
         }
@@ -136,28 +54,20 @@ fn free_cluster_port() -> u16 {
 /// A fresh 3-master cluster for `test`, or `None` (after a loud notice) without redis-server.
 pub(crate) fn cluster(test: &str) -> Option<TestCluster> {
     // Always local processes, even with KILAT_TEST_REDIS_URL set: a cluster is built per test.
-    if redis_server_binary().is_none() {
-        let msg = format!(
-            "redis-server is not on PATH: SKIPPING {test} (install the `redis-server` package)"
-        );
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}; CI=true requires it");
-        }
-        loud(&msg);
+    if !kilat_testkit::require("redis-server", "--version", test) {
         return None;
     }
     let dir = std::env::temp_dir().join(format!("kilat-cluster-{}", kilat_core::new_epoch()));
     std::fs::create_dir_all(&dir).expect("cluster dir");
     let mut cluster = TestCluster {
-        children: Vec::new(),
-        ports: Vec::new(),
+        nodes: Vec::new(),
         dir,
     };
     for _ in 0..3 {
         let port = free_cluster_port();
         let conf = format!("nodes-{port}.conf");
         let dir = cluster.dir.to_string_lossy().into_owned();
-        let child = spawn_redis(
+        let node = RedisServer::start_on(
             port,
             &[
                 "--cluster-enabled",
@@ -169,13 +79,12 @@ pub(crate) fn cluster(test: &str) -> Option<TestCluster> {
             ],
         )
         .expect("cluster node starts");
-        cluster.children.push(child);
-        cluster.ports.push(port);
+        cluster.nodes.push(node);
     }
     let nodes: Vec<String> = cluster
-        .ports
+        .nodes
         .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
+        .map(|n| format!("127.0.0.1:{}", n.port()))
         .collect();
     let status = Command::new("redis-cli")
         .arg("--cluster")
@@ -188,7 +97,8 @@ pub(crate) fn cluster(test: &str) -> Option<TestCluster> {
         .expect("redis-cli runs");
     assert!(status.success(), "redis-cli --cluster create failed");
     // Wait (bounded) until every node sees the whole cluster as healthy.
-    for port in &cluster.ports {
+    for node in &cluster.nodes {
+        let port = node.port();
         let mut ok = false;
         for _ in 0..500 {
             let out = Command::new("redis-cli")
@@ -209,19 +119,14 @@ pub(crate) fn cluster(test: &str) -> Option<TestCluster> {
 impl TestCluster {
     /// Seed node URLs.
     pub(crate) fn urls(&self) -> Vec<String> {
-        self.ports
-            .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}"))
-            .collect()
+        self.nodes.iter().map(RedisServer::url).collect()
     }
 }
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // Kill the nodes before removing the directory they write their config files to.
+        self.nodes.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -234,55 +139,44 @@ impl TestRedis {
 
     /// Whether this Redis is ours (so it can be killed, restarted and paused).
     pub(crate) fn is_local(&self) -> bool {
-        self.port != 0
+        self.server.is_some()
     }
 
-    /// Starts `redis-server` on `self.port`, in memory only; waits until it answers PING.
-    fn start(&mut self) -> Result<(), String> {
-        self.child = Some(spawn_redis(self.port, &[])?);
-        Ok(())
+    /// Our server, to control.
+    ///
+    /// # Panics
+    /// For an external Redis (check [`TestRedis::is_local`] first).
+    fn ours(&self) -> &RedisServer {
+        self.server.as_ref().expect(NOT_OURS)
     }
 
     /// Kills the server (its in-memory data is lost).
     pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.as_mut().expect(NOT_OURS).kill();
     }
 
     /// Kills the server and starts a fresh one on the same port.
     pub(crate) fn restart(&mut self) {
-        self.kill();
-        self.start()
+        self.server
+            .as_mut()
+            .expect(NOT_OURS)
+            .restart()
             .expect("redis-server restarts on the same port");
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("our redis-server runs").id();
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal} {pid}");
     }
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
     pub(crate) fn pause(&self) {
-        self.signal("-STOP");
+        self.ours().pause();
     }
 
     /// Thaws the server (SIGCONT).
     pub(crate) fn resume(&self) {
-        self.signal("-CONT");
+        self.ours().resume();
     }
 }
 
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+/// Why controlling an external Redis panics: the tests check [`TestRedis::is_local`] first.
+const NOT_OURS: &str = "KILAT_TEST_REDIS_URL is not ours to control";
 
 /// Test settings: short timeouts so failure tests stay quick.
 pub(crate) fn config(redis: &TestRedis) -> RedisConfig {

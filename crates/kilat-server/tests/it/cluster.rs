@@ -1,93 +1,14 @@
 //! Three kilat nodes on one real `redis-server`, clients spread over them.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use futures_util::SinkExt;
 use kilat_server::config::EngineKind;
+use kilat_testkit::RedisServer;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Client, TestServer, WAIT, connect, next_json, next_non_presence};
+use crate::support::{Client, TestServer, connect, next_json, next_non_presence};
 
-/// A `redis-server` on a free loopback port, killed on drop.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    /// Starts one, or returns `None` (with a loud notice) when there is no `redis-server`;
-    /// under `CI=true` a missing server is a failure.
-    async fn start() -> Option<Redis> {
-        let exists = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok();
-        if !exists {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "redis-server is required under CI=true (apt-get install redis-server)"
-            );
-            eprintln!("\n*** SKIPPING multi-node test: no redis-server on PATH ***\n");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let redis = Redis {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        // Ready when it accepts a connection and answers PING.
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut buf = [0u8; 16];
-                if stream.write_all(b"PING\r\n").await.is_ok()
-                    && stream
-                        .read(&mut buf)
-                        .await
-                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-                {
-                    return Some(redis);
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn node(redis: &Redis) -> TestServer {
-    let url = redis.url.clone();
+async fn node(redis: &RedisServer) -> TestServer {
+    let url = redis.url();
     TestServer::start(move |c| {
         c.engine.kind = EngineKind::Redis;
         c.engine.redis_url = url;
@@ -107,7 +28,9 @@ async fn subscribe(ws: &mut Client, channel: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publications_from_every_node_reach_every_subscriber_once_in_order() {
-    let Some(redis) = Redis::start().await else {
+    let Some(redis) =
+        RedisServer::start("publications_from_every_node_reach_every_subscriber_once_in_order")
+    else {
         return;
     };
     let nodes = [node(&redis).await, node(&redis).await, node(&redis).await];
@@ -160,7 +83,7 @@ async fn publications_from_every_node_reach_every_subscriber_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_and_info_agree_across_nodes() {
-    let Some(redis) = Redis::start().await else {
+    let Some(redis) = RedisServer::start("presence_and_info_agree_across_nodes") else {
         return;
     };
     let a = node(&redis).await;
@@ -190,7 +113,8 @@ async fn presence_and_info_agree_across_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emulation_posts_reaching_another_node_are_forwarded() {
-    let Some(redis) = Redis::start().await else {
+    let Some(redis) = RedisServer::start("emulation_posts_reaching_another_node_are_forwarded")
+    else {
         return;
     };
     let a = node(&redis).await;
