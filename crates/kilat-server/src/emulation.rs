@@ -99,10 +99,13 @@ impl Format {
 /// `EventSource` joins back with `\n`, exactly the batching rule of PROTOCOL.md section 2.
 fn sse_event(json: &[u8]) -> Bytes {
     let mut event = Vec::with_capacity(json.len() + 16);
-    for line in json.split(|b| *b == b'\n') {
+    // memchr: a byte-at-a-time split made a 10 KB event cost 14x an NDJSON line (encode bench).
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', json).chain(std::iter::once(json.len())) {
         event.extend_from_slice(b"data: ");
-        event.extend_from_slice(line);
+        event.extend_from_slice(&json[start..end]);
         event.push(b'\n');
+        start = end + 1;
     }
     event.push(b'\n');
     Bytes::from(event)
@@ -410,4 +413,21 @@ fn tokio_stream_from(
 
 fn refuse(status: StatusCode, reason: &str) -> Response {
     (status, format!("{reason}\n")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sse_event;
+
+    /// Every line of a (batched) frame is a `data:` line; the event ends with a blank line,
+    /// so `EventSource` joins the lines back with `\n`.
+    #[test]
+    fn sse_events_carry_each_frame_line_as_data() {
+        assert_eq!(&sse_event(br#"{"id":1}"#)[..], b"data: {\"id\":1}\n\n");
+        assert_eq!(
+            &sse_event(b"{\"a\":1}\n{\"b\":2}\n{}")[..],
+            b"data: {\"a\":1}\ndata: {\"b\":2}\ndata: {}\n\n"
+        );
+        assert_eq!(&sse_event(b"")[..], b"data: \n\n");
+    }
 }
