@@ -254,7 +254,7 @@ impl Session {
         let info = self.info()?;
         let channel = request.channel.as_str();
         let ns = resolve(self.node.config(), channel)?;
-        if let Some(state) = self.subs.get(channel).copied() {
+        if let Some(state) = self.subs.get(channel) {
             if self.node.is_subscribed(channel, self.key) {
                 return Err(CoreError::AlreadySubscribed);
             }
@@ -478,7 +478,7 @@ impl Session {
 
     async fn sub_refresh(&mut self, request: SubRefreshRequest) -> Result<Reply, CoreError> {
         let info = self.info()?;
-        if !self.subs.contains_key(&request.channel) {
+        if !self.subs.contains(&request.channel) {
             return Err(CoreError::NotFound("not subscribed to this channel"));
         }
         let Some(authenticator) = self.node.authenticator() else {

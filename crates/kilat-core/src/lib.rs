@@ -50,6 +50,7 @@ pub mod proxy;
 pub mod recovery;
 mod server_subs;
 pub mod session;
+mod subscriptions;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod util;

@@ -4,7 +4,6 @@
 //! the [`Outbox`], and calls [`Session::on_timer`] at [`Session::next_deadline`]. The session
 //! never touches a socket. Command handlers live in [`crate::commands`].
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use crate::limits::TokenBucket;
 use crate::node::{Node, ServerChanges};
 use crate::outbox::Outbox;
 use crate::proxy::{Hook, RefreshEvent, RefreshReply, RequestHeaders, SendEvent};
+use crate::subscriptions::Subscriptions;
 
 /// Which transport carries a session (reported to the hub for stats and the emulation reply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub struct Session {
     pub(crate) key: u64,
     pub(crate) state: State,
     /// Subscriptions by channel.
-    pub(crate) subs: HashMap<String, SubState>,
+    pub(crate) subs: Subscriptions,
     /// Before connect: when the handshake times out (3003).
     handshake_deadline: Instant,
     /// After connect: when the next ping `{}` is due.
@@ -132,7 +132,7 @@ impl Session {
             outbox,
             key,
             state: State::Connecting,
-            subs: HashMap::new(),
+            subs: Subscriptions::default(),
             handshake_deadline: now + node.config().handshake_timeout,
             next_ping: now + NO_DEADLINE,
             pong_deadline: None,
@@ -173,7 +173,7 @@ impl Session {
 
     /// Channels this session is subscribed to.
     pub fn channels(&self) -> impl Iterator<Item = &str> {
-        self.subs.keys().map(String::as_str)
+        self.subs.channels()
     }
 
     /// One inbound text message (one or more `\n`-separated frames). Replies and pushes go to
@@ -429,7 +429,7 @@ impl Session {
             .subs
             .iter()
             .filter(|(_, s)| s.presence)
-            .map(|(c, _)| c.clone())
+            .map(|(c, _)| c.to_owned())
             .collect();
         if channels.is_empty() {
             return;
@@ -459,7 +459,9 @@ impl Session {
         for channel in changes.removed {
             self.subs.remove(&channel);
         }
-        self.subs.extend(changes.added);
+        for (channel, state) in changes.added {
+            self.subs.insert(channel, state);
+        }
     }
 
     /// Cleanup on any close: unsubscribe everything, remove presence, publish leaves.
@@ -469,8 +471,7 @@ impl Session {
         // changes returned here or finds the session gone and undoes itself.
         let changes = self.node.unregister_session(self.key);
         self.apply(changes);
-        let subs: Vec<(String, SubState)> = self.subs.drain().collect();
-        for (channel, state) in subs {
+        for (channel, state) in self.subs.take_all() {
             self.leave(&channel, state).await;
         }
     }
@@ -485,7 +486,7 @@ impl Drop for Session {
         // part so the hub holds no dead subscriber; presence entries expire by TTL.
         let changes = self.node.unregister_session(self.key);
         self.apply(changes);
-        for channel in self.subs.keys() {
+        for channel in self.subs.channels() {
             self.node.remove_subscriber_now(channel, self.key);
         }
     }

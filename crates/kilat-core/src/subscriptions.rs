@@ -1,0 +1,105 @@
+//! [`Subscriptions`]: the channels one session is subscribed to.
+//!
+//! Every connection holds one, and most hold zero to a few entries, so it is a `Vec` sorted by
+//! channel (binary search, one allocation sized to its entries) rather than a `HashMap`, whose
+//! smallest table is several times larger than the entry it holds.
+
+use crate::session::SubState;
+
+/// A session's subscriptions by channel.
+#[derive(Debug, Default)]
+pub(crate) struct Subscriptions(Vec<(Box<str>, SubState)>);
+
+impl Subscriptions {
+    fn find(&self, channel: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(c, _)| (**c).cmp(channel))
+    }
+
+    /// What the session remembers about `channel`, if subscribed.
+    pub(crate) fn get(&self, channel: &str) -> Option<SubState> {
+        self.find(channel).ok().map(|i| self.0[i].1)
+    }
+
+    /// Whether the session is subscribed to `channel`.
+    pub(crate) fn contains(&self, channel: &str) -> bool {
+        self.find(channel).is_ok()
+    }
+
+    /// How many channels.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds or replaces `channel`; returns what was replaced.
+    pub(crate) fn insert(&mut self, channel: String, state: SubState) -> Option<SubState> {
+        match self.find(&channel) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, state)),
+            Err(i) => {
+                // Grow from one entry, then double: most sessions hold one or two.
+                if self.0.len() == self.0.capacity() {
+                    self.0.reserve_exact(self.0.len().max(1));
+                }
+                self.0.insert(i, (channel.into_boxed_str(), state));
+                None
+            }
+        }
+    }
+
+    /// Removes `channel`; returns what the session remembered about it.
+    pub(crate) fn remove(&mut self, channel: &str) -> Option<SubState> {
+        let i = self.find(channel).ok()?;
+        let (_, state) = self.0.remove(i);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(state)
+    }
+
+    /// The channels, in order.
+    pub(crate) fn channels(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(c, _)| &**c)
+    }
+
+    /// Channels with their state, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, SubState)> {
+        self.0.iter().map(|(c, s)| (&**c, *s))
+    }
+
+    /// Removes and returns every subscription.
+    pub(crate) fn take_all(&mut self) -> Vec<(Box<str>, SubState)> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATE: SubState = SubState {
+        presence: true,
+        join_leave: false,
+    };
+
+    #[test]
+    fn keeps_channels_sorted_and_unique() {
+        let mut subs = Subscriptions::default();
+        for channel in ["b", "a", "c", "a"] {
+            subs.insert(channel.to_owned(), STATE);
+        }
+        assert_eq!(subs.channels().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!(subs.contains("b"));
+        assert!(subs.remove("b").is_some());
+        assert!(subs.remove("b").is_none());
+        assert_eq!(subs.get("b").map(|s| s.presence), None);
+        assert_eq!(subs.len(), 2);
+    }
+
+    #[test]
+    fn one_subscription_holds_one_entry_and_none_holds_nothing() {
+        let mut subs = Subscriptions::default();
+        subs.insert("chat".to_owned(), STATE);
+        assert_eq!(subs.0.capacity(), 1);
+        subs.remove("chat");
+        assert_eq!(subs.0.capacity(), 0);
+    }
+}
