@@ -235,8 +235,38 @@ impl Broker for MemoryBroker {
     }
 }
 
-/// Presence entries of one channel by client id, with their expiry.
-type ChannelPresence = HashMap<String, (ClientInfo, Instant)>;
+/// One client's presence entry in a channel, with its expiry.
+///
+/// Hashed and compared by client id (and found by it through `Borrow<str>`), so the id is held
+/// once, inside the info, instead of again as a map key: this is memory per subscriber.
+#[derive(Debug)]
+struct Present {
+    info: ClientInfo,
+    expires: Instant,
+}
+
+impl PartialEq for Present {
+    fn eq(&self, other: &Self) -> bool {
+        self.info.client == other.info.client
+    }
+}
+
+impl Eq for Present {}
+
+impl std::hash::Hash for Present {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.info.client.as_str().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for Present {
+    fn borrow(&self) -> &str {
+        &self.info.client
+    }
+}
+
+/// Presence entries of one channel, by client id.
+type ChannelPresence = HashSet<Present>;
 
 /// Single-node presence in memory.
 #[derive(Debug)]
@@ -270,8 +300,8 @@ impl MemoryPresence {
         let Some(entries) = map.get_mut(channel) else {
             return Vec::new();
         };
-        entries.retain(|_, (_, exp)| *exp > now);
-        let out = entries.values().map(|(info, _)| info.clone()).collect();
+        entries.retain(|entry| entry.expires > now);
+        let out = entries.iter().map(|entry| entry.info.clone()).collect();
         if entries.is_empty() {
             map.remove(channel);
         }
@@ -291,7 +321,7 @@ impl PresenceStore for MemoryPresence {
             lock(self.shard(channel))
                 .entry(channel.to_owned())
                 .or_default()
-                .insert(info.client.clone(), (info, expires));
+                .replace(Present { info, expires });
             Ok(())
         })
     }
