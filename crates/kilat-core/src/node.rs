@@ -57,8 +57,9 @@ struct SessionEntry {
     /// Set at connect: who the connection is, for `disconnect(user, client)` and server-side
     /// subscriptions (presence and join/leave need the whole info).
     identity: Option<ClientInfo>,
-    /// Server-side changes the session has not absorbed yet (see [`ServerChanges`]).
-    changes: ServerChanges,
+    /// Server-side changes the session has not absorbed yet (see [`ServerChanges`]). Boxed:
+    /// rarely any, and every connection has an entry in this map.
+    changes: Option<Box<ServerChanges>>,
 }
 
 /// Subscriptions added or removed by the server API since the session last looked. The session
@@ -354,7 +355,7 @@ impl Node {
             SessionEntry {
                 outbox: outbox.clone(),
                 identity: None,
-                changes: ServerChanges::default(),
+                changes: None,
             },
         );
         if self.is_draining() {
@@ -388,11 +389,11 @@ impl Node {
     pub(crate) fn unregister_session(&self, key: u64) -> ServerChanges {
         let entry = lock(self.session_shard(key)).remove(&key);
         entry
-            .map(|entry| {
+            .and_then(|entry| {
                 if let Some(info) = &entry.identity {
                     self.inner.users.remove(&info.user);
                 }
-                entry.changes
+                entry.changes.map(|changes| *changes)
             })
             .unwrap_or_default()
     }
@@ -400,11 +401,8 @@ impl Node {
     /// Takes the server-side changes recorded for session `key`.
     pub(crate) fn take_server_changes(&self, key: u64) -> Option<ServerChanges> {
         let mut shard = lock(self.session_shard(key));
-        let entry = shard.get_mut(&key)?;
-        if entry.changes.added.is_empty() && entry.changes.removed.is_empty() {
-            return None;
-        }
-        Some(std::mem::take(&mut entry.changes))
+        let changes = shard.get_mut(&key)?.changes.take()?;
+        Some(*changes)
     }
 
     /// Connected sessions of `user`: key, outbox and client info.
@@ -428,7 +426,7 @@ impl Node {
     ) -> bool {
         match lock(self.session_shard(key)).get_mut(&key) {
             Some(entry) => {
-                change(&mut entry.changes);
+                change(entry.changes.get_or_insert_default());
                 true
             }
             None => false,
