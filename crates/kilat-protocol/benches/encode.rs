@@ -7,9 +7,8 @@
 //!   task calls) on a connection without compression, with permessage-deflate at the default
 //!   15-bit server window, and with a client that limits the server window to 9 bits; the
 //!   socket is a null writer, so the figure is encoding plus the write path, without a syscall.
-//! - `sse`, `ndjson`: the SSE event and NDJSON line slots. Their encoders are private to
-//!   `kilat-server` (`emulation.rs`), so [`sse_event`] and [`ndjson_line`] below are copies of
-//!   them called through [`SharedFrame::encoded`] exactly as the server calls them.
+//! - `sse`, `ndjson`: the SSE event and NDJSON line slots, with `kilat_transport::text`'s
+//!   encoders called through [`SharedFrame::encoded`] exactly as the server calls them.
 //!
 //! Each encoding is measured twice: `first` sends a frame nobody has encoded yet (the first
 //! subscriber on that encoding pays this), `cached` sends a frame whose slot is already filled
@@ -29,6 +28,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use kilat_protocol::push::encode_publication;
 use kilat_protocol::types::raw_json;
 use kilat_protocol::{EncodingSlot, Publication, SharedFrame};
+use kilat_transport::text::{SLOT_NDJSON, SLOT_SSE, ndjson_line, sse_event};
 use kilat_transport::ws::{WsConfig, WsConnection, negotiate};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -115,33 +115,8 @@ fn send(conn: &mut WsConnection<NullSocket>, frame: &SharedFrame) {
     }
 }
 
-/// Slot of the SSE event, as in `kilat-server/src/emulation.rs`.
-const SSE_SLOT: EncodingSlot = EncodingSlot(10);
-/// Slot of the NDJSON line, as in `kilat-server/src/emulation.rs`.
-const NDJSON_SLOT: EncodingSlot = EncodingSlot(11);
-
 /// A slot encoder of the emulated transports.
 type Encoder = fn(&[u8]) -> Bytes;
-
-/// Copy of `kilat-server`'s private `sse_event` (keep in step with `emulation.rs`).
-fn sse_event(json: &[u8]) -> Bytes {
-    let mut event = Vec::with_capacity(json.len() + 16);
-    for line in json.split(|b| *b == b'\n') {
-        event.extend_from_slice(b"data: ");
-        event.extend_from_slice(line);
-        event.push(b'\n');
-    }
-    event.push(b'\n');
-    Bytes::from(event)
-}
-
-/// Copy of `kilat-server`'s NDJSON encoder (keep in step with `emulation.rs`).
-fn ndjson_line(json: &[u8]) -> Bytes {
-    let mut line = Vec::with_capacity(json.len() + 1);
-    line.extend_from_slice(json);
-    line.push(b'\n');
-    Bytes::from(line)
-}
 
 /// Application JSON of exactly `size` bytes (at least 30) that compresses like real data:
 /// ticker records with pseudo-random numbers (a fixed LCG, so every run encodes the same bytes)
@@ -249,8 +224,8 @@ fn encode(c: &mut Criterion) {
 
         // SSE and NDJSON: SharedFrame::encoded with the server's encoders.
         let emulated: [(&str, EncodingSlot, Encoder); 2] = [
-            ("sse", SSE_SLOT, sse_event),
-            ("ndjson", NDJSON_SLOT, ndjson_line),
+            ("sse", SLOT_SSE, sse_event),
+            ("ndjson", SLOT_NDJSON, ndjson_line),
         ];
         for (name, slot, encoder) in emulated {
             group.bench_function(BenchmarkId::new(format!("{name}/first"), &size), |b| {

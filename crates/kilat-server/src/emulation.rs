@@ -16,18 +16,16 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kilat_core::{Outbox, Session, TransportInfo};
-use kilat_protocol::{Disconnect, EncodingSlot, SharedFrame};
+use kilat_protocol::{Disconnect, SharedFrame};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
+use kilat_transport::text::{SLOT_NDJSON, SLOT_SSE, ndjson_line, sse_event};
+
 use crate::AppState;
 use crate::driver::{self, Inbound, Wire};
 
-/// Encoding slot of a frame as one SSE event (`data:` lines and a blank line).
-const SSE_SLOT: EncodingSlot = EncodingSlot(10);
-/// Encoding slot of a frame as NDJSON lines.
-const NDJSON_SLOT: EncodingSlot = EncodingSlot(11);
 /// Response chunks buffered between a connection task and hyper; a client that reads slower
 /// than this backs up into its outbox, which disconnects it with 3001 when full.
 const BODY_CHUNKS: usize = 16;
@@ -84,31 +82,10 @@ impl Format {
     /// The frame's bytes in this format, computed once per frame for all receivers.
     fn encode(self, frame: &SharedFrame) -> Bytes {
         match self {
-            Format::Sse => frame.encoded(SSE_SLOT, sse_event),
-            Format::Ndjson => frame.encoded(NDJSON_SLOT, |json| {
-                let mut line = Vec::with_capacity(json.len() + 1);
-                line.extend_from_slice(json);
-                line.push(b'\n');
-                Bytes::from(line)
-            }),
+            Format::Sse => frame.encoded(SLOT_SSE, sse_event),
+            Format::Ndjson => frame.encoded(SLOT_NDJSON, ndjson_line),
         }
     }
-}
-
-/// One SSE event carrying `json`; a batched frame becomes several `data:` lines, which an
-/// `EventSource` joins back with `\n`, exactly the batching rule of PROTOCOL.md section 2.
-fn sse_event(json: &[u8]) -> Bytes {
-    let mut event = Vec::with_capacity(json.len() + 16);
-    // memchr: a byte-at-a-time split made a 10 KB event cost 14x an NDJSON line (encode bench).
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', json).chain(std::iter::once(json.len())) {
-        event.extend_from_slice(b"data: ");
-        event.extend_from_slice(&json[start..end]);
-        event.push(b'\n');
-        start = end + 1;
-    }
-    event.push(b'\n');
-    Bytes::from(event)
 }
 
 /// Query of `GET /connection/sse`.
@@ -413,21 +390,4 @@ fn tokio_stream_from(
 
 fn refuse(status: StatusCode, reason: &str) -> Response {
     (status, format!("{reason}\n")).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sse_event;
-
-    /// Every line of a (batched) frame is a `data:` line; the event ends with a blank line,
-    /// so `EventSource` joins the lines back with `\n`.
-    #[test]
-    fn sse_events_carry_each_frame_line_as_data() {
-        assert_eq!(&sse_event(br#"{"id":1}"#)[..], b"data: {\"id\":1}\n\n");
-        assert_eq!(
-            &sse_event(b"{\"a\":1}\n{\"b\":2}\n{}")[..],
-            b"data: {\"a\":1}\ndata: {\"b\":2}\ndata: {}\n\n"
-        );
-        assert_eq!(&sse_event(b"")[..], b"data: \n\n");
-    }
 }

@@ -4,6 +4,7 @@
 //! - [`ws`]: handshake and extension negotiation, [`ws::WsConnection`] (read messages, write
 //!   shared frames, close), [`ws::frame`] (the pure frame parser/encoder) and [`ws::echo`] (an
 //!   echo server for conformance runs).
+//! - [`text`]: the SSE event and NDJSON line encodings of the HTTP transports.
 //!
 //! Design decisions:
 //! - **Our own codec on hyper's upgrade** instead of a WebSocket crate. No maintained crate
@@ -26,4 +27,5 @@
 //!   at the limit).
 #![warn(missing_docs)]
 
+pub mod text;
 pub mod ws;
