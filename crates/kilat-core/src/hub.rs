@@ -10,8 +10,8 @@
 //! dropped by offset and a gap or an epoch change is never skipped silently.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use kilat_protocol::SharedFrame;
 use kilat_protocol::push::{UnsubscribePush, encode_push_kind};
@@ -35,7 +35,10 @@ struct Held {
 
 #[derive(Debug)]
 enum Delivery {
-    Buffering(Vec<Held>),
+    /// Boxed: a subscriber buffers only while it joins or repairs, and every subscriber
+    /// carries this field.
+    #[allow(clippy::box_collection)] // 8 bytes per live subscriber instead of 24
+    Buffering(Box<Vec<Held>>),
     Live,
 }
 
@@ -47,15 +50,35 @@ struct Subscriber {
     join_leave: bool,
     /// Whether offsets are tracked (the channel keeps history).
     recoverable: bool,
-    /// The stream epoch the subscriber is positioned in.
-    epoch: Box<str>,
+    /// The stream epoch the subscriber is positioned in; shared with the channel's other
+    /// subscribers in the same epoch (see [`Channel::epoch`]).
+    epoch: Arc<str>,
     /// Last offset delivered (or positioned at); live frames at or below it are duplicates.
     last_offset: u64,
     delivery: Delivery,
 }
 
-/// Subscribers of one channel by session key.
-type Channels = HashMap<String, HashMap<u64, Subscriber>>;
+/// One channel's local subscribers.
+#[derive(Debug, Default)]
+struct Channel {
+    /// Subscribers by session key.
+    subs: HashMap<u64, Subscriber>,
+    /// The epoch subscribers were last positioned in, so that subscribers of the same stream
+    /// share one copy instead of holding one each.
+    epoch: Arc<str>,
+}
+
+/// `epoch` as a shared string: the channel's copy when it matches, else a new copy that becomes
+/// the channel's.
+fn share_epoch(shared: &mut Arc<str>, epoch: &str) -> Arc<str> {
+    if **shared != *epoch {
+        *shared = epoch.into();
+    }
+    shared.clone()
+}
+
+/// Local subscribers by channel.
+type Channels = HashMap<String, Channel>;
 
 /// What a subscriber needs after a delivery found a gap: a history read from `after`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,16 +158,16 @@ impl Hub {
     ) -> bool {
         let mut map = lock(self.shard(channel));
         let first = !map.contains_key(channel);
-        let subs = map.entry(channel.to_owned()).or_default();
-        let old = subs.insert(
+        let entry = map.entry(channel.to_owned()).or_default();
+        let old = entry.subs.insert(
             key,
             Subscriber {
                 outbox,
                 join_leave,
                 recoverable,
-                epoch: "".into(),
+                epoch: entry.epoch.clone(),
                 last_offset: 0,
-                delivery: Delivery::Buffering(Vec::new()),
+                delivery: Delivery::Buffering(Box::default()),
             },
         );
         if old.is_none() {
@@ -165,7 +188,7 @@ impl Hub {
     pub(crate) fn contains(&self, channel: &str, key: u64) -> bool {
         lock(self.shard(channel))
             .get(channel)
-            .is_some_and(|subs| subs.contains_key(&key))
+            .is_some_and(|entry| entry.subs.contains_key(&key))
     }
 
     /// Removes a subscriber. Returns true when the channel has no local subscriber left.
@@ -175,13 +198,13 @@ impl Hub {
     }
 
     fn remove_locked(&self, map: &mut Channels, channel: &str, key: u64) -> bool {
-        let Some(subs) = map.get_mut(channel) else {
+        let Some(entry) = map.get_mut(channel) else {
             return false;
         };
-        if subs.remove(&key).is_some() {
+        if entry.subs.remove(&key).is_some() {
             self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         }
-        if subs.is_empty() {
+        if entry.subs.is_empty() {
             map.remove(channel);
             self.channels.fetch_sub(1, Ordering::Relaxed);
             return true;
@@ -203,16 +226,23 @@ impl Hub {
         epoch: &str,
     ) -> GoLive {
         let mut map = lock(self.shard(channel));
-        let Some(sub) = map.get_mut(channel).and_then(|subs| subs.get_mut(&key)) else {
+        let Some(entry) = map.get_mut(channel) else {
+            return GoLive::Gone;
+        };
+        let Channel {
+            subs,
+            epoch: shared,
+        } = entry;
+        let Some(sub) = subs.get_mut(&key) else {
             return GoLive::Gone;
         };
         for frame in prefix {
             sub.outbox.push(frame);
         }
-        sub.epoch = epoch.into();
+        sub.epoch = share_epoch(shared, epoch);
         sub.last_offset = position;
         let held = match std::mem::replace(&mut sub.delivery, Delivery::Live) {
-            Delivery::Buffering(held) => held,
+            Delivery::Buffering(held) => *held,
             Delivery::Live => Vec::new(),
         };
         let mut stale = false;
@@ -251,9 +281,10 @@ impl Hub {
         encode: impl FnOnce() -> SharedFrame,
     ) -> Vec<Repair> {
         let mut map = lock(self.shard(channel));
-        let Some(subs) = map.get_mut(channel) else {
+        let Some(entry) = map.get_mut(channel) else {
             return Vec::new();
         };
+        let subs = &mut entry.subs;
         let frame = encode();
         let mut repairs = Vec::new();
         let mut stale = Vec::new();
@@ -282,11 +313,11 @@ impl Hub {
                                 after: sub.last_offset,
                                 epoch: sub.epoch.to_string(),
                             });
-                            sub.delivery = Delivery::Buffering(vec![Held {
+                            sub.delivery = Delivery::Buffering(Box::new(vec![Held {
                                 offset: Some(offset),
                                 epoch: epoch.into(),
                                 frame: frame.clone(),
-                            }]);
+                            }]));
                         }
                     }
                     _ => {
@@ -297,7 +328,7 @@ impl Hub {
             }
         }
         for key in stale {
-            if let Some(sub) = map.get(channel).and_then(|subs| subs.get(&key)) {
+            if let Some(sub) = map.get(channel).and_then(|entry| entry.subs.get(&key)) {
                 sub.outbox.push(stale_frame(channel));
             }
             self.remove_locked(&mut map, channel, key);
@@ -309,9 +340,10 @@ impl Hub {
     /// Fans a join or leave push out to subscribers that want them. `encode` runs at most once.
     pub(crate) fn deliver_join_leave(&self, channel: &str, encode: impl FnOnce() -> SharedFrame) {
         let mut map = lock(self.shard(channel));
-        let Some(subs) = map.get_mut(channel) else {
+        let Some(entry) = map.get_mut(channel) else {
             return;
         };
+        let subs = &mut entry.subs;
         let mut encode = Some(encode);
         let mut frame: Option<SharedFrame> = None;
         for sub in subs.values_mut().filter(|s| s.join_leave) {
@@ -334,7 +366,7 @@ impl Hub {
     /// Removes a subscriber whose position cannot be repaired, with an `unsubscribe` push.
     pub(crate) fn drop_stale(&self, channel: &str, key: u64) {
         let mut map = lock(self.shard(channel));
-        if let Some(sub) = map.get(channel).and_then(|subs| subs.get(&key)) {
+        if let Some(sub) = map.get(channel).and_then(|entry| entry.subs.get(&key)) {
             sub.outbox.push(stale_frame(channel));
             self.remove_locked(&mut map, channel, key);
         }
