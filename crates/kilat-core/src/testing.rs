@@ -227,7 +227,7 @@ async fn history_is_trimmed_and_queried(broker: Arc<dyn Broker>) {
         "trimmed to history_size, ascending"
     );
     assert_eq!(all.position.offset, 5, "position is the top");
-    let cases: [(HistoryQuery, &[u64]); 8] = [
+    let cases: [(HistoryQuery, &[u64]); 10] = [
         (q(None, Some(2), false), &[4, 5]),
         (q(None, Some(2), true), &[5, 4]),
         (q(None, Some(0), false), &[]),
@@ -236,6 +236,9 @@ async fn history_is_trimmed_and_queried(broker: Arc<dyn Broker>) {
         (q(Some(5), None, false), &[]),
         (q(Some(5), None, true), &[4, 3]),
         (q(Some(5), Some(1), true), &[4]),
+        // Positions outside what is kept: older than the trimmed start, newer than the top.
+        (q(Some(1), None, false), &[3, 4, 5]),
+        (q(Some(9), None, true), &[5, 4, 3]),
     ];
     for (query, expected) in cases {
         let page = broker.history(&ch, query).await.expect("history");

@@ -208,17 +208,16 @@ impl Broker for MemoryBroker {
                     items.skip(skip).cloned().collect()
                 }
                 (None, true) => items.rev().take(limit).cloned().collect(),
-                (Some(since), false) => items
-                    .filter(|p| offset_of(p) > since)
-                    .take(limit)
-                    .cloned()
-                    .collect(),
-                (Some(since), true) => items
-                    .rev()
-                    .filter(|p| offset_of(p) < since)
-                    .take(limit)
-                    .cloned()
-                    .collect(),
+                // Offsets only grow along the stream, so the start is found by binary search and
+                // a recovery read costs what it returns, not the whole kept history.
+                (Some(since), false) => {
+                    let start = stream.items.partition_point(|(p, _)| offset_of(p) <= since);
+                    items.skip(start).take(limit).cloned().collect()
+                }
+                (Some(since), true) => {
+                    let end = stream.items.partition_point(|(p, _)| offset_of(p) < since);
+                    items.take(end).rev().take(limit).cloned().collect()
+                }
             };
             Ok(HistoryPage {
                 publications,
