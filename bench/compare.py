@@ -201,6 +201,15 @@ def measure(name: str) -> dict:
         res["connect"] = bench(["connect", "--url", srv.url, "--protocol", srv.protocol,
                                 "-n", str(s["connect_n"]), "--rate", "100000",
                                 "--concurrency", "128", *workers_for(s["connect_n"])], 300)
+    # Like for like with the broadcast servers: the WebSocket upgrade alone, without kilat's
+    # `connect` command round trip (Socket.IO's handshake always includes its `40` connect).
+    if srv.protocol == "broadcast":
+        res["connect_upgrade"] = res["connect"]
+    elif name == "kilat":
+        with Server(name, s["connect_n"] + 1000) as srv:
+            res["connect_upgrade"] = bench(["connect", "--url", srv.url, "--protocol", "broadcast",
+                                            "-n", str(s["connect_n"]), "--rate", "100000",
+                                            "--concurrency", "128", *workers_for(s["connect_n"])], 300)
     for key, rate, secs in (("fanout", s["fanout_rate"], s["fanout_secs"]),
                             ("saturation", s["sat_rate"], s["sat_secs"])):
         with Server(name, s["fanout_subs"] + 1000) as srv:
@@ -444,7 +453,8 @@ def write_report(results: dict, command: str, started: str, seconds: float, load
     rows = []
     metrics = [
         ("idle RSS / connection (KiB)", ("idle", "server_rss_per_connection_kib"), 2, False),
-        ("handshakes/s", ("connect", "handshakes_per_s"), 0, True),
+        ("handshakes/s (with the protocol's connect step)", ("connect", "handshakes_per_s"), 0, True),
+        ("handshakes/s (WebSocket upgrade only)", ("connect_upgrade", "handshakes_per_s"), 0, True),
         ("connect p99 (ms)", ("connect", "latency", "p99_ms"), 2, False),
         (f"fanout deliveries/s (offered {s['fanout_subs'] * s['fanout_rate']:,})", ("fanout", "deliveries_per_s"), 0, True),
         ("fanout p50 (ms)", ("fanout", "latency", "p50_ms"), 3, False),
@@ -515,10 +525,13 @@ def write_report(results: dict, command: str, started: str, seconds: float, load
             targets.append((f"(brief) at {s['fanout_rate']} msg/s: CPU-seconds per million deliveries <= 1/5 of Node ws",
                             f"{fmt(kc, 3)} vs {fmt(nc, 3)} ({ratio(kc, nc)})",
                             kc is not None and nc not in (None, 0) and kc <= nc / 5))
-            kh = get(k, "connect", "handshakes_per_s")
             nh = get(results[base], "connect", "handshakes_per_s")
-            targets.append(("handshakes/s >= 3x Node ws", f"{fmt(kh, 0)} vs {fmt(nh, 0)} ({ratio(kh, nh)})",
-                            kh is not None and nh not in (None, 0) and kh >= 3 * nh))
+            for what, key in (("WebSocket upgrade, like for like", "connect_upgrade"),
+                              ("with kilat's connect command round trip", "connect")):
+                kh = get(k, key, "handshakes_per_s")
+                targets.append((f"handshakes/s >= 3x Node ws ({what})",
+                                f"{fmt(kh, 0)} vs {fmt(nh, 0)} ({ratio(kh, nh)})",
+                                kh is not None and nh not in (None, 0) and kh >= 3 * nh))
 
     # Latency against load.
     sweep_rows = []
@@ -568,8 +581,9 @@ def write_report(results: dict, command: str, started: str, seconds: float, load
              [(LABELS[n], [col(n, "fanout", "server_cpu_s_per_million_deliveries"),
                            col(n, "saturation", "server_cpu_s_per_million_deliveries")]) for n in names])
     svg_bars(img / "bench-handshakes.svg", f"Handshakes per second ({s['connect_n']:,} connections)",
-             "handshakes/s", ["handshakes/s"],
-             [(LABELS[n], [col(n, "connect", "handshakes_per_s")]) for n in names])
+             "handshakes/s", ["with the protocol's connect step", "WebSocket upgrade only"],
+             [(LABELS[n], [col(n, "connect", "handshakes_per_s"), col(n, "connect_upgrade", "handshakes_per_s")])
+              for n in names])
 
     v = versions()
     md = [
