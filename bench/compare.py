@@ -200,7 +200,8 @@ def measure(name: str) -> dict:
     with Server(name, s["connect_n"] + 1000) as srv:
         res["connect"] = bench(["connect", "--url", srv.url, "--protocol", srv.protocol,
                                 "-n", str(s["connect_n"]), "--rate", "100000",
-                                "--concurrency", "128", *workers_for(s["connect_n"])], 300)
+                                "--concurrency", "128", "--server-pid", str(srv.proc.pid),
+                                *workers_for(s["connect_n"])], 300)
     # Like for like with the broadcast servers: the WebSocket upgrade alone, without kilat's
     # `connect` command round trip (Socket.IO's handshake always includes its `40` connect).
     if srv.protocol == "broadcast":
@@ -209,7 +210,8 @@ def measure(name: str) -> dict:
         with Server(name, s["connect_n"] + 1000) as srv:
             res["connect_upgrade"] = bench(["connect", "--url", srv.url, "--protocol", "broadcast",
                                             "-n", str(s["connect_n"]), "--rate", "100000",
-                                            "--concurrency", "128", *workers_for(s["connect_n"])], 300)
+                                            "--concurrency", "128", "--server-pid", str(srv.proc.pid),
+                                            *workers_for(s["connect_n"])], 300)
     for key, rate, secs in (("fanout", s["fanout_rate"], s["fanout_secs"]),
                             ("saturation", s["sat_rate"], s["sat_secs"])):
         with Server(name, s["fanout_subs"] + 1000) as srv:
@@ -455,6 +457,8 @@ def write_report(results: dict, command: str, started: str, seconds: float, load
         ("idle RSS / connection (KiB)", ("idle", "server_rss_per_connection_kib"), 2, False),
         ("handshakes/s (with the protocol's connect step)", ("connect", "handshakes_per_s"), 0, True),
         ("handshakes/s (WebSocket upgrade only)", ("connect_upgrade", "handshakes_per_s"), 0, True),
+        ("server CPU ms / 1,000 handshakes (with connect step)", ("connect", "server_cpu_ms_per_1000_handshakes"), 1, False),
+        ("server CPU ms / 1,000 handshakes (upgrade only)", ("connect_upgrade", "server_cpu_ms_per_1000_handshakes"), 1, False),
         ("connect p99 (ms)", ("connect", "latency", "p99_ms"), 2, False),
         (f"fanout deliveries/s (offered {s['fanout_subs'] * s['fanout_rate']:,})", ("fanout", "deliveries_per_s"), 0, True),
         ("fanout p50 (ms)", ("fanout", "latency", "p50_ms"), 3, False),
@@ -532,6 +536,11 @@ def write_report(results: dict, command: str, started: str, seconds: float, load
                 targets.append((f"handshakes/s >= 3x Node ws ({what})",
                                 f"{fmt(kh, 0)} vs {fmt(nh, 0)} ({ratio(kh, nh)})",
                                 kh is not None and nh not in (None, 0) and kh >= 3 * nh))
+            kc = get(k, "connect_upgrade", "server_cpu_ms_per_1000_handshakes")
+            nc = get(results[base], "connect", "server_cpu_ms_per_1000_handshakes")
+            targets.append(("(client-independent) server CPU per handshake <= 1/3 of Node ws (upgrade only)",
+                            f"{fmt(kc, 1)} vs {fmt(nc, 1)} ms per 1,000 ({ratio(kc, nc)})",
+                            kc is not None and nc not in (None, 0) and kc * 3 <= nc))
 
     # Latency against load.
     sweep_rows = []

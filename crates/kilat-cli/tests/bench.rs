@@ -55,11 +55,14 @@ fn u(v: &Value, key: &str) -> u64 {
 #[test]
 fn connect_opens_every_connection() {
     let s = server();
-    let r = bench(&["connect", "--url", &s.url, "-n", "50"]);
+    let pid = s.guard.0.id().to_string();
+    let r = bench(&["connect", "--url", &s.url, "-n", "50", "--server-pid", &pid]);
     assert_eq!(u(&r, "connected"), 50, "{r}");
     assert_eq!(u(&r, "failed"), 0, "{r}");
     assert_eq!(u(&r["latency"], "samples"), 50, "{r}");
     assert!(r["handshakes_per_s"].as_f64().unwrap() > 0.0);
+    // CPU time comes in clock ticks: 50 handshakes may round to zero, never below.
+    assert!(r["server_cpu_s"].as_f64().is_some_and(|c| c >= 0.0), "{r}");
 }
 
 #[test]

@@ -36,6 +36,10 @@ pub(crate) struct ConnectArgs {
     /// Seconds one connect may take before it counts as failed.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// PID of the server, whose CPU time (utime+stime from /proc) is read before and after:
+    /// server CPU per handshake does not depend on how fast this load generator is.
+    #[arg(long)]
+    server_pid: Option<u32>,
     #[command(flatten)]
     client: ClientOpts,
     #[command(flatten)]
@@ -66,6 +70,9 @@ struct ConnectReport {
     seconds: f64,
     handshakes_per_s: f64,
     latency: Latency,
+    server_cpu_s: Option<f64>,
+    /// Server CPU milliseconds per 1,000 handshakes.
+    server_cpu_ms_per_1000_handshakes: Option<f64>,
     first_error: Option<String>,
 }
 
@@ -78,6 +85,7 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<()> {
         drop(held);
         return Ok(());
     }
+    let cpu0 = args.server_pid.map(stats::cpu_seconds).transpose()?;
     let parts = if args.workers.is_parent() {
         let mut pool = Workers::spawn(args.workers.workers)?;
         let bar = stats::progress(0, "workers connecting", args.json);
@@ -92,6 +100,8 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<()> {
     } else {
         vec![part(&args).await?.0]
     };
+    let cpu1 = args.server_pid.map(stats::cpu_seconds).transpose()?;
+    let server_cpu_s = cpu0.zip(cpu1).map(|(a, b)| b - a);
     let mut h = stats::histogram();
     let mut r = ConnectReport {
         scenario: "connect",
@@ -103,6 +113,8 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<()> {
         seconds: 0.0,
         handshakes_per_s: 0.0,
         latency: Latency::default(),
+        server_cpu_s,
+        server_cpu_ms_per_1000_handshakes: None,
         first_error: None,
     };
     for p in &parts {
@@ -119,6 +131,11 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<()> {
         r.handshakes_per_s = r.connected as f64 / r.seconds;
     }
     r.latency = Latency::of(&h);
+    if let Some(cpu) = server_cpu_s
+        && r.connected > 0
+    {
+        r.server_cpu_ms_per_1000_handshakes = Some(cpu * 1000.0 / (r.connected as f64 / 1000.0));
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -135,6 +152,12 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<()> {
             ("handshakes/s", format!("{:.0}", r.handshakes_per_s)),
             ("connect latency", r.latency.row()),
         ];
+        if let (Some(cpu), Some(per)) = (r.server_cpu_s, r.server_cpu_ms_per_1000_handshakes) {
+            rows.push((
+                "server CPU",
+                format!("{cpu:.2} s, {per:.1} ms per 1,000 handshakes"),
+            ));
+        }
         if let Some(e) = &r.first_error {
             rows.push(("first error", e.clone()));
         }
