@@ -159,6 +159,20 @@ impl HttpBackend {
         })
     }
 
+    /// [`Self::call`] for hooks that only accept or refuse: the result, or the refusal as a
+    /// client error.
+    async fn call_for_result<T: for<'de> Deserialize<'de>>(
+        &self,
+        hook: Hook,
+        body: &impl Serialize,
+        headers: &RequestHeaders,
+        client: &str,
+        user: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let envelope: Envelope<T> = self.call(hook, body, headers, client, user).await?;
+        envelope.into_result(hook)
+    }
+
     /// POSTs `body` to the hook's URL and returns the reply body of a 2xx answer.
     async fn call_raw(
         &self,
@@ -460,8 +474,8 @@ impl Backend for HttpBackend {
                 channel: &event.channel,
                 data: event.data.as_ref(),
             };
-            let envelope: Envelope<SubscribeResultBody> = self
-                .call(
+            let result: SubscribeResultBody = self
+                .call_for_result(
                     Hook::Subscribe,
                     &body,
                     &event.headers,
@@ -469,7 +483,6 @@ impl Backend for HttpBackend {
                     Some(&event.user),
                 )
                 .await?;
-            let result = envelope.into_result(Hook::Subscribe)?;
             Ok(SubscribeReply { info: result.info })
         })
     }
@@ -482,8 +495,8 @@ impl Backend for HttpBackend {
                 channel: &event.channel,
                 data: Some(&event.data),
             };
-            let envelope: Envelope<DataResultBody> = self
-                .call(
+            let result: DataResultBody = self
+                .call_for_result(
                     Hook::Publish,
                     &body,
                     &event.headers,
@@ -491,7 +504,6 @@ impl Backend for HttpBackend {
                     Some(&event.user),
                 )
                 .await?;
-            let result = envelope.into_result(Hook::Publish)?;
             Ok(PublishReply { data: result.data })
         })
     }
@@ -504,8 +516,8 @@ impl Backend for HttpBackend {
                 method: &event.method,
                 data: event.data.as_ref(),
             };
-            let envelope: Envelope<DataResultBody> = self
-                .call(
+            let result: DataResultBody = self
+                .call_for_result(
                     Hook::Rpc,
                     &body,
                     &event.headers,
@@ -513,7 +525,6 @@ impl Backend for HttpBackend {
                     Some(&event.user),
                 )
                 .await?;
-            let result = envelope.into_result(Hook::Rpc)?;
             let data = match result.data {
                 Some(data) => data,
                 None => serde_json::value::RawValue::from_string("null".to_owned())
