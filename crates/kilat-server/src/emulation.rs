@@ -4,22 +4,24 @@
 //!
 //! Both streams run the same [`driver`] loop as WebSocket; only the [`Wire`] differs: frames go
 //! out as SSE events or NDJSON lines through a small bounded channel into the response body, and
-//! commands come in from emulation POSTs through a per-session channel found in [`Sessions`].
+//! commands come in from emulation POSTs through a per-session queue found in [`Sessions`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use kilat_core::{Outbox, Session, TransportInfo};
 use kilat_protocol::{Disconnect, SharedFrame};
 use parking_lot::Mutex;
 use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 
 use kilat_transport::text::{SLOT_NDJSON, SLOT_SSE, ndjson_line, sse_event};
 
@@ -37,11 +39,11 @@ const MAX_BODY: usize = 64 * 1024;
 /// Emulated sessions of this node by session id, so emulation POSTs find their connection.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Sessions {
-    inner: Arc<Mutex<HashMap<String, mpsc::Sender<Bytes>>>>,
+    inner: Arc<Mutex<HashMap<String, Arc<Commands>>>>,
 }
 
 impl Sessions {
-    fn insert(&self, id: String, commands: mpsc::Sender<Bytes>) {
+    fn insert(&self, id: String, commands: Arc<Commands>) {
         self.inner.lock().insert(id, commands);
     }
 
@@ -49,8 +51,60 @@ impl Sessions {
         self.inner.lock().remove(id);
     }
 
-    fn get(&self, id: &str) -> Option<mpsc::Sender<Bytes>> {
+    fn get(&self, id: &str) -> Option<Arc<Commands>> {
         self.inner.lock().get(id).cloned()
+    }
+}
+
+/// Commands posted for one emulated session, waiting for its connection task.
+///
+/// A locked queue rather than a tokio channel: a bounded channel allocates a 32-slot block up
+/// front, about 1 KiB that every idle stream would carry; this allocates only while commands
+/// wait.
+#[derive(Debug, Default)]
+struct Commands {
+    state: Mutex<CommandState>,
+    arrived: Notify,
+}
+
+#[derive(Debug, Default)]
+struct CommandState {
+    waiting: VecDeque<Bytes>,
+    /// The connection task is gone: nothing will read what is pushed.
+    closed: bool,
+}
+
+/// Why a command was not queued.
+enum Unqueued {
+    Full,
+    Closed,
+}
+
+impl Commands {
+    fn push(&self, command: Bytes) -> Result<(), Unqueued> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(Unqueued::Closed);
+        }
+        if state.waiting.len() >= COMMAND_QUEUE {
+            return Err(Unqueued::Full);
+        }
+        state.waiting.push_back(command);
+        drop(state);
+        self.arrived.notify_one();
+        Ok(())
+    }
+
+    /// The next command. Cancel safe: a command leaves the queue only when returned.
+    async fn next(&self) -> Bytes {
+        loop {
+            // Registered before looking, so a push in between is not missed.
+            let arrived = self.arrived.notified();
+            if let Some(command) = self.state.lock().waiting.pop_front() {
+                return command;
+            }
+            arrived.await;
+        }
     }
 }
 
@@ -90,31 +144,97 @@ impl Format {
 
 /// Query of `GET /connection/sse`.
 #[derive(Debug, Deserialize)]
-pub(crate) struct SseQuery {
+struct SseQuery {
     /// The connect command frame, URL-encoded JSON.
     connect: Option<String>,
 }
 
-/// `GET /connection/sse?connect=...`
-pub(crate) async fn sse(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<SseQuery>,
-) -> Response {
-    if !crate::origin::allowed(&headers, &state.allowed_origins) {
-        return refuse(StatusCode::FORBIDDEN, "origin not allowed");
+/// Why a stream was not opened: the HTTP status and a reason for the response body.
+type Refusal = (StatusCode, &'static str);
+
+/// `GET /connection/sse?connect=...` when hyper serves it: over HTTP/2, or as a later request
+/// of a kept-alive HTTP/1 connection. The first request of an HTTP/1 connection is served on
+/// the socket directly by [`serve_event_stream`].
+pub(crate) async fn sse(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    let opened = match sse_connect(&state, &headers, &uri) {
+        Ok((connect, forwarded)) => open(&state, connect, Format::Sse, forwarded).await,
+        Err(refusal) => Err(refusal),
+    };
+    match opened {
+        Ok(opened) => respond_with_body(&state, opened, Format::Sse),
+        Err((status, reason)) => refuse(status, reason),
     }
-    let Some(connect) = query.connect else {
-        return refuse(
+}
+
+/// Serves an SSE request read by [`crate::front`] on its socket: the stream's bytes go straight
+/// to `io`, without hyper's per-connection buffers. Refusals are answered with a plain HTTP
+/// response and the connection is closed.
+pub(crate) async fn serve_event_stream<IO>(
+    state: &AppState,
+    request: crate::front::EventStreamRequest,
+    mut io: IO,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let opened = match sse_connect(state, &request.headers, &request.uri) {
+        Ok((connect, forwarded)) => open(state, connect, Format::Sse, forwarded).await,
+        Err(refusal) => Err(refusal),
+    };
+    drop(request);
+    match opened {
+        Ok(opened) => {
+            let out = SocketOut {
+                io,
+                head_sent: false,
+            };
+            spawn_stream(state, opened, Format::Sse, out);
+        }
+        Err((status, reason)) => {
+            let body = format!("{reason}\n");
+            let head = format!(
+                "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or(""),
+                body.len()
+            );
+            let _ = tokio::time::timeout(driver::WRITE_TIMEOUT, async {
+                io.write_all(head.as_bytes()).await?;
+                io.write_all(body.as_bytes()).await?;
+                io.shutdown().await
+            })
+            .await;
+        }
+    }
+}
+
+/// The checks of an SSE request, however it arrived: the connect command and the headers the
+/// proxy hooks forward.
+fn sse_connect(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<(Bytes, kilat_core::RequestHeaders), Refusal> {
+    if !crate::origin::allowed(headers, &state.allowed_origins) {
+        return Err((StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    let query = Query::<SseQuery>::try_from_uri(uri).map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            "malformed query: expected `connect` (the connect command as URL-encoded JSON)",
+        )
+    })?;
+    let Some(connect) = query.0.connect else {
+        return Err((
             StatusCode::BAD_REQUEST,
             "missing `connect` query parameter (the connect command as URL-encoded JSON)",
-        );
+        ));
     };
     if connect.len() > MAX_BODY {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "connect command too large");
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "connect command too large"));
     }
-    let forwarded = crate::proxy::pick_headers(&state.node, &headers);
-    open_stream(state, Bytes::from(connect), Format::Sse, forwarded).await
+    let forwarded = crate::proxy::pick_headers(&state.node, headers);
+    Ok((Bytes::from(connect), forwarded))
 }
 
 /// `POST /connection/stream` with the connect command as the body.
@@ -129,7 +249,10 @@ pub(crate) async fn stream(
     match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(connect) => {
             let forwarded = crate::proxy::pick_headers(&state.node, &headers);
-            open_stream(state, connect, Format::Ndjson, forwarded).await
+            match open(&state, connect, Format::Ndjson, forwarded).await {
+                Ok(opened) => respond_with_body(&state, opened, Format::Ndjson),
+                Err((status, reason)) => refuse(status, reason),
+            }
         }
         Err(_) => refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -188,15 +311,13 @@ fn deliver(sessions: &Sessions, session: &str, command: Bytes) -> Response {
     let Some(commands) = sessions.get(session) else {
         return refuse(StatusCode::NOT_FOUND, "unknown or closed session");
     };
-    match commands.try_send(command) {
+    match commands.push(command) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(mpsc::error::TrySendError::Full(_)) => refuse(
+        Err(Unqueued::Full) => refuse(
             StatusCode::TOO_MANY_REQUESTS,
             "too many commands in flight for this session",
         ),
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            refuse(StatusCode::NOT_FOUND, "unknown or closed session")
-        }
+        Err(Unqueued::Closed) => refuse(StatusCode::NOT_FOUND, "unknown or closed session"),
     }
 }
 
@@ -247,51 +368,54 @@ pub(crate) async fn receive_forwarded(mut inbox: mpsc::Receiver<Vec<u8>>, sessio
     }
 }
 
-/// Starts an emulated connection: runs `connect`, then streams every frame of the session.
-async fn open_stream(
-    state: AppState,
+/// An emulated connection whose connect command has run, not yet joined to its output.
+struct Opened {
+    session: Session,
+    outbox: Outbox,
+    /// The connect command's outcome; its reply (or error) is already in the outbox.
+    connected: Result<(), Disconnect>,
+    session_id: Option<String>,
+    permit: OwnedSemaphorePermit,
+    commands: Arc<Commands>,
+}
+
+/// Starts an emulated connection: takes a connection slot and runs `connect`. It runs before
+/// the response starts, so its result (or refusal) is the first thing on the stream and the
+/// session id is known before any POST can arrive.
+async fn open(
+    state: &AppState,
     connect: Bytes,
     format: Format,
     forwarded: kilat_core::RequestHeaders,
-) -> Response {
+) -> Result<Opened, Refusal> {
     if state.draining.load(Ordering::SeqCst) {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
     }
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        return refuse(
+        return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             "connection limit reached, try another node or later",
-        );
+        ));
     };
     let outbox = Outbox::new(state.node.config().client_queue_max_bytes);
     let mut session = Session::new(&state.node, format.transport(), outbox.clone());
     session.set_request_headers(forwarded);
-    let (commands_tx, commands_rx) = mpsc::channel::<Bytes>(COMMAND_QUEUE);
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(BODY_CHUNKS);
-    // The connect command runs before the response starts, so its result (or refusal) is the
-    // first thing on the stream and the session id is known before any POST can arrive.
     let connected = Box::pin(session.handle_message(&connect)).await;
     let session_id = session.client().map(|info| info.client.clone());
-    let wire = StreamWire {
-        format,
-        commands: commands_rx,
-        body: body_tx,
-    };
-    let tasks = state.tasks.clone();
-    let sessions = state.sessions.clone();
-    tasks.spawn(async move {
-        run_stream(
-            wire,
-            session,
-            outbox,
-            connected,
-            session_id,
-            sessions,
-            permit,
-            commands_tx,
-        )
-        .await;
-    });
+    Ok(Opened {
+        session,
+        outbox,
+        connected,
+        session_id,
+        permit,
+        commands: Arc::default(),
+    })
+}
+
+/// The streaming response hyper sends for `opened`.
+fn respond_with_body(state: &AppState, opened: Opened, format: Format) -> Response {
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(BODY_CHUNKS);
+    spawn_stream(state, opened, format, BodyOut(body_tx));
     let body = Body::from_stream(tokio_stream_from(body_rx));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
@@ -308,76 +432,190 @@ async fn open_stream(
     response
 }
 
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the arguments
-async fn run_stream(
-    mut wire: StreamWire,
-    session: Session,
-    outbox: Outbox,
-    connected: Result<(), Disconnect>,
-    session_id: Option<String>,
-    sessions: Sessions,
-    permit: OwnedSemaphorePermit,
-    commands_tx: mpsc::Sender<Bytes>,
-) {
+/// Streams the session of `opened` to `out` in a task of its own.
+///
+/// The task is the shared driver's future alone: what must happen when the stream ends
+/// (leaving [`Sessions`], freeing the connection slot) is the wire's [`Registration`], dropped
+/// with the wire. A wrapping `async` block would keep a second copy of everything it hands on
+/// (rust-lang/rust#62958), in every idle stream's memory.
+fn spawn_stream<O>(state: &AppState, opened: Opened, format: Format, out: O)
+where
+    O: StreamOut + Send + 'static,
+{
+    let Opened {
+        session,
+        outbox,
+        connected,
+        session_id,
+        permit,
+        commands,
+    } = opened;
+    let id = session_id.filter(|_| connected.is_ok());
+    if let Some(id) = &id {
+        state.sessions.insert(id.clone(), commands.clone());
+    }
+    let mut wire = StreamWire {
+        format,
+        out,
+        registration: Registration {
+            commands,
+            sessions: state.sessions.clone(),
+            id,
+            _permit: permit,
+        },
+    };
     match connected {
         Ok(()) => {
-            if let Some(id) = &session_id {
-                sessions.insert(id.clone(), commands_tx);
-            } else {
-                drop(commands_tx);
-            }
-            driver::drive(wire, session, outbox).await;
+            state.tasks.spawn(driver::drive(wire, session, outbox));
         }
         Err(disconnect) => {
-            drop(commands_tx);
-            // Whatever the session queued (an error reply) goes out before the disconnect.
-            let mut batch = Vec::new();
-            outbox.drain(&mut batch, usize::MAX);
-            let _ = wire.send(&batch).await;
-            wire.close(&disconnect).await;
-            session.close().await;
+            state.tasks.spawn(async move {
+                // Whatever the session queued (an error reply) goes out before the disconnect.
+                let mut batch = Vec::new();
+                outbox.drain(&mut batch, usize::MAX);
+                let _ = wire.send(&batch).await;
+                wire.close(&disconnect).await;
+                session.close().await;
+            });
         }
     }
-    if let Some(id) = session_id {
-        sessions.remove(&id);
-    }
-    drop(permit);
 }
 
-/// An emulated connection's side of the shared driver.
-struct StreamWire {
-    format: Format,
-    /// Commands posted to `/connection/emulation` for this session.
-    commands: mpsc::Receiver<Bytes>,
-    /// Chunks of the streaming response body.
-    body: mpsc::Sender<Result<Bytes, Infallible>>,
+/// A stream's entry in [`Sessions`] and its connection slot, given up when the connection ends:
+/// the command queue is closed (later POSTs get 404) and the entry removed.
+struct Registration {
+    commands: Arc<Commands>,
+    sessions: Sessions,
+    /// The session id under which `commands` is in `sessions` (none when connect failed).
+    id: Option<String>,
+    _permit: OwnedSemaphorePermit,
 }
 
-impl Wire for StreamWire {
-    async fn recv(&mut self) -> Inbound {
-        tokio::select! {
-            command = self.commands.recv() => match command {
-                Some(text) => Inbound::Message(text),
-                None => Inbound::Gone,
-            },
-            // The client closed the response (hyper dropped the body).
-            () = self.body.closed() => Inbound::Gone,
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut state = self.commands.state.lock();
+        state.closed = true;
+        state.waiting = VecDeque::new();
+        drop(state);
+        if let Some(id) = &self.id {
+            self.sessions.remove(id);
         }
     }
+}
 
-    async fn send(&mut self, frames: &[SharedFrame]) -> std::io::Result<()> {
-        for frame in frames {
-            self.body
-                .send(Ok(self.format.encode(frame)))
+/// Where an emulated stream's bytes go: hyper's response body, or the socket itself.
+///
+/// The futures are declared `Send` so a generic stream task can be spawned.
+trait StreamOut: Send {
+    /// Writes `chunks` in order.
+    fn write(&mut self, chunks: Vec<Bytes>) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// Resolves when the client has gone. Cancel safe.
+    fn gone(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Ends the response.
+    fn end(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// The chunks of a streaming response body that hyper sends.
+struct BodyOut(mpsc::Sender<Result<Bytes, Infallible>>);
+
+impl StreamOut for BodyOut {
+    async fn write(&mut self, chunks: Vec<Bytes>) -> std::io::Result<()> {
+        for chunk in chunks {
+            self.0
+                .send(Ok(chunk))
                 .await
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
         }
         Ok(())
     }
 
+    async fn gone(&mut self) {
+        // hyper drops the body when the client closes the response.
+        self.0.closed().await;
+    }
+
+    async fn end(&mut self) {
+        // Dropping the sender ends the body; nothing to do before that.
+    }
+}
+
+/// The response head of an SSE stream served on the socket. Without a length or chunking the
+/// body ends when the connection closes (RFC 9112 section 6.3), which is how a stream ends
+/// anyway, and every write is the events alone.
+const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+    cache-control: no-cache, no-store\r\nx-accel-buffering: no\r\nconnection: close\r\n\r\n";
+
+/// An SSE response written to the socket by the connection task.
+struct SocketOut<IO> {
+    io: IO,
+    /// The response head goes out with the first events (the connect reply), in one write.
+    head_sent: bool,
+}
+
+impl<IO> StreamOut for SocketOut<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn write(&mut self, chunks: Vec<Bytes>) -> std::io::Result<()> {
+        let mut slices = Vec::with_capacity(chunks.len() + 1);
+        if !self.head_sent {
+            slices.push(IoSlice::new(SSE_HEAD));
+        }
+        slices.extend(chunks.iter().map(|chunk| IoSlice::new(chunk)));
+        let mut unwritten = &mut slices[..];
+        while !unwritten.is_empty() {
+            match self.io.write_vectored(unwritten).await? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n => IoSlice::advance_slices(&mut unwritten, n),
+            }
+        }
+        self.head_sent = true;
+        self.io.flush().await
+    }
+
+    async fn gone(&mut self) {
+        // The client sends nothing on this socket (commands come as POSTs); bytes it does send
+        // are read and dropped, and the end of the stream or an error means it is gone.
+        let mut scratch = [0u8; 64];
+        while let Ok(1..) = self.io.read(&mut scratch).await {}
+    }
+
+    async fn end(&mut self) {
+        if !self.head_sent {
+            let _ = self.write(Vec::new()).await;
+        }
+        let _ = self.io.shutdown().await;
+    }
+}
+
+/// An emulated connection's side of the shared driver.
+struct StreamWire<O> {
+    format: Format,
+    /// Where the stream's bytes go.
+    out: O,
+    /// Where commands posted to `/connection/emulation` for this session arrive.
+    registration: Registration,
+}
+
+impl<O: StreamOut> Wire for StreamWire<O> {
+    async fn recv(&mut self) -> Inbound {
+        tokio::select! {
+            command = self.registration.commands.next() => Inbound::Message(command),
+            () = self.out.gone() => Inbound::Gone,
+        }
+    }
+
+    async fn send(&mut self, frames: &[SharedFrame]) -> std::io::Result<()> {
+        let chunks = frames.iter().map(|frame| self.format.encode(frame));
+        self.out.write(chunks.collect()).await
+    }
+
     async fn close(&mut self, disconnect: &Disconnect) {
         let frame = SharedFrame::new(kilat_protocol::push::encode_disconnect(disconnect));
-        let _ = self.body.send(Ok(self.format.encode(&frame))).await;
+        let _ = self.out.write(vec![self.format.encode(&frame)]).await;
+        self.out.end().await;
     }
 }
 
@@ -390,4 +628,84 @@ fn tokio_stream_from(
 
 fn refuse(status: StatusCode, reason: &str) -> Response {
     (status, format!("{reason}\n")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commands_queue_in_order_up_to_the_bound_and_refuse_once_closed() {
+        let commands = Arc::new(Commands::default());
+        let rx = Registration {
+            commands: commands.clone(),
+            sessions: Sessions::default(),
+            id: None,
+            _permit: Arc::new(tokio::sync::Semaphore::new(1))
+                .try_acquire_owned()
+                .expect("permit"),
+        };
+        for i in 0..COMMAND_QUEUE {
+            assert!(commands.push(Bytes::from(i.to_string())).is_ok());
+        }
+        assert!(matches!(
+            commands.push(Bytes::from_static(b"over")),
+            Err(Unqueued::Full)
+        ));
+        assert_eq!(rx.commands.next().await, "0");
+        assert_eq!(rx.commands.next().await, "1");
+        assert!(commands.push(Bytes::from_static(b"room again")).is_ok());
+        drop(rx);
+        assert!(matches!(
+            commands.push(Bytes::from_static(b"late")),
+            Err(Unqueued::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_wakes_for_a_command_pushed_later() {
+        let commands = Arc::new(Commands::default());
+        let reader = tokio::spawn({
+            let commands = commands.clone();
+            async move { commands.next().await }
+        });
+        // Let the reader reach its wait first, so the push has to wake it.
+        tokio::task::yield_now().await;
+        assert!(commands.push(Bytes::from_static(b"{}")).is_ok());
+        assert_eq!(reader.await.expect("reader"), "{}");
+    }
+
+    /// Every idle SSE client is one task holding this future (the shared driver over a socket
+    /// wire): its size is memory per connection, guarded here like the WebSocket one in
+    /// `driver.rs` and measured by `kilat bench idle --transport sse`.
+    #[tokio::test]
+    async fn idle_event_stream_state_stays_small() {
+        let node = kilat_core::Node::new(kilat_core::NodeConfig::dev());
+        let outbox = Outbox::new(1 << 20);
+        let session = Session::new(&node, Format::Sse.transport(), outbox.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let socket = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let wire = StreamWire {
+            format: Format::Sse,
+            out: SocketOut {
+                io: socket,
+                head_sent: false,
+            },
+            registration: Registration {
+                commands: Arc::default(),
+                sessions: Sessions::default(),
+                id: None,
+                _permit: Arc::new(tokio::sync::Semaphore::new(1))
+                    .try_acquire_owned()
+                    .expect("permit"),
+            },
+        };
+        let task = driver::drive(wire, session, outbox);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1024, "the event stream task grew to {size} bytes");
+    }
 }

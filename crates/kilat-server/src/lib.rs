@@ -27,6 +27,7 @@ mod auth;
 pub mod config;
 mod driver;
 mod emulation;
+mod front;
 mod glob;
 pub mod listener;
 mod metrics;
@@ -203,7 +204,6 @@ pub async fn run(
     if let Some(cert) = tls.clone() {
         tokio::spawn(reload_on_sighup(cert));
     }
-    let app = router::router(state.clone());
     let draining = state.draining.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let signal_node = node.clone();
@@ -218,7 +218,7 @@ pub async fn run(
     };
     let http = tokio::spawn(listener::serve(
         listener,
-        app,
+        state.clone(),
         tls.as_ref().map(listener::ReloadableCert::acceptor),
         config.server.handshake_timeout,
         on_signal,

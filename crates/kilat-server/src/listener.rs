@@ -22,6 +22,9 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::AppState;
+use crate::front::{self, Head};
+
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -117,10 +120,11 @@ fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey,
 }
 
 /// Accepts connections until `stop` resolves, then lets in-flight HTTP requests finish for at
-/// most `grace`. Upgraded connections (WebSocket) are not HTTP anymore; the server drains those.
+/// most `grace`. Upgraded connections (WebSocket) and event streams are not HTTP anymore; the
+/// server drains those.
 pub(crate) async fn serve(
     listener: TcpListener,
-    app: Router,
+    state: AppState,
     tls: Option<TlsAcceptor>,
     head_timeout: Duration,
     stop: impl Future<Output = ()>,
@@ -134,7 +138,13 @@ pub(crate) async fn serve(
     http2.timer(TokioTimer::new());
     // No protocol sniffing (hyper-util's auto builder reads before any timeout applies): plain
     // TCP is HTTP/1.1 (browsers speak HTTP/2 only over TLS), TLS picks by ALPN.
-    let builders = Arc::new((http1, http2));
+    let shared = Arc::new(Shared {
+        http1,
+        http2,
+        app: crate::router::router(state.clone()),
+        state,
+        head_timeout,
+    });
     let stopping = CancellationToken::new();
     let connections = TaskTracker::new();
     tokio::pin!(stop);
@@ -154,19 +164,12 @@ pub(crate) async fn serve(
             () = &mut stop => break,
         };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let builders = builders.clone();
+        let shared = shared.clone();
         let stopping = stopping.clone();
         let tls = tls.clone();
         connections.spawn(async move {
-            let (http1, http2) = &*builders;
             let result = match tls {
-                None => {
-                    let conn = http1
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .with_upgrades();
-                    graceful(conn, &stopping).await
-                }
+                None => serve_http1(tcp, &shared, &stopping).await,
                 Some(acceptor) => {
                     let stream =
                         match tokio::time::timeout(head_timeout, acceptor.accept(tcp)).await {
@@ -181,16 +184,14 @@ pub(crate) async fn serve(
                             }
                         };
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let service = TowerToHyperService::new(shared.app.clone());
                         graceful(
-                            http2.serve_connection(TokioIo::new(stream), service),
+                            shared.http2.serve_connection(TokioIo::new(stream), service),
                             &stopping,
                         )
                         .await
                     } else {
-                        let conn = http1
-                            .serve_connection(TokioIo::new(stream), service)
-                            .with_upgrades();
-                        graceful(conn, &stopping).await
+                        serve_http1(stream, &shared, &stopping).await
                     }
                 }
             };
@@ -207,6 +208,47 @@ pub(crate) async fn serve(
         .is_err()
     {
         tracing::debug!("HTTP connections still open after the grace period");
+    }
+}
+
+/// What every connection of a listener needs.
+struct Shared {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    app: Router,
+    state: AppState,
+    head_timeout: Duration,
+}
+
+/// Serves an HTTP/1 connection: its first request head is read by [`front`], which takes an
+/// event stream onto the socket; anything else is served by hyper from the first byte.
+async fn serve_http1<IO>(
+    mut io: IO,
+    shared: &Shared,
+    stopping: &CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let head = match tokio::time::timeout(shared.head_timeout, front::read_head(&mut io)).await {
+        Ok(Ok(head)) => head,
+        // Closed, failed or silent before a request: nothing to answer.
+        Ok(Err(_)) | Err(_) => return Ok(()),
+    };
+    match head {
+        Head::EventStream(request) => {
+            crate::emulation::serve_event_stream(&shared.state, request, io).await;
+            Ok(())
+        }
+        Head::Other(read) => {
+            let io = front::Prefixed::new(read, io);
+            let service = TowerToHyperService::new(shared.app.clone());
+            let conn = shared
+                .http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            graceful(conn, stopping).await
+        }
     }
 }
 

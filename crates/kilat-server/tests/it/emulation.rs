@@ -13,15 +13,38 @@ pub(crate) struct Stream {
     body: Incoming,
     buffer: Vec<u8>,
     sse: bool,
+    /// The response headers.
+    pub(crate) headers: hyper::HeaderMap,
 }
 
 impl Stream {
     pub(crate) async fn open(addr: SocketAddr, sse: bool, connect: &str) -> (u16, Stream) {
+        Self::open_on(addr, sse, connect, false).await
+    }
+
+    /// Opens the stream on a new connection; with `second`, as the second request on it (after
+    /// a `GET /health`), which the server serves through hyper rather than on the socket.
+    pub(crate) async fn open_on(
+        addr: SocketAddr,
+        sse: bool,
+        connect: &str,
+        second: bool,
+    ) -> (u16, Stream) {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .expect("http handshake");
         tokio::spawn(conn);
+        if second {
+            let health = hyper::Request::get("/health")
+                .header("host", addr.to_string())
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let response = sender.send_request(health).await.expect("health");
+            assert_eq!(response.status(), 200);
+            response.into_body().collect().await.expect("health body");
+            sender.ready().await.expect("connection kept alive");
+        }
         let request = if sse {
             let query: String = url_encode(connect);
             hyper::Request::get(format!("/connection/sse?connect={query}"))
@@ -38,12 +61,14 @@ impl Stream {
             .expect("response in time")
             .expect("response");
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         (
             status,
             Stream {
                 body: response.into_body(),
                 buffer: Vec::new(),
                 sse,
+                headers,
             },
         )
     }
@@ -84,6 +109,21 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Whether the body ends (cleanly, or with the connection closing) with nothing more.
+    pub(crate) async fn ended(&mut self) -> bool {
+        if !self.buffer.is_empty() {
+            return false;
+        }
+        match tokio::time::timeout(WAIT, self.body.frame()).await {
+            Ok(None) => true,
+            Ok(Some(Ok(frame))) => frame.into_data().is_ok_and(|data| data.is_empty()),
+            Ok(Some(Err(_))) => true,
+            Err(_) => false,
+        }
+    }
+}
+
 fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
@@ -115,10 +155,12 @@ pub(crate) async fn post_emulation(addr: SocketAddr, body: String) -> u16 {
 }
 
 /// Connects over an emulated stream, subscribes through the emulation endpoint, and checks that
-/// a publication from a WebSocket client arrives on the stream.
-async fn round_trip(sse: bool) {
+/// a publication from a WebSocket client arrives on the stream. Returns the stream's response
+/// headers.
+async fn round_trip(sse: bool, second: bool) -> hyper::HeaderMap {
     let server = TestServer::start(|_| {}).await;
-    let (status, mut stream) = Stream::open(server.addr, sse, r#"{"id":1,"connect":{}}"#).await;
+    let (status, mut stream) =
+        Stream::open_on(server.addr, sse, r#"{"id":1,"connect":{}}"#, second).await;
     assert_eq!(status, 200);
     let connected = stream.next().await;
     let session = connected["connect"]["session"]
@@ -163,16 +205,48 @@ async fn round_trip(sse: bool) {
     };
     assert_eq!(push["push"]["channel"], "news", "{push}");
     assert_eq!(push["push"]["pub"]["data"]["headline"], "kilat", "{push}");
+    stream.headers
 }
 
 #[tokio::test]
 async fn sse_connects_subscribes_and_receives_publications() {
-    round_trip(true).await;
+    // The first request of a connection: served on the socket, delimited by the close.
+    let headers = round_trip(true, false).await;
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["connection"], "close");
+    assert!(headers.get("transfer-encoding").is_none(), "{headers:?}");
+}
+
+#[tokio::test]
+async fn sse_as_a_later_request_of_a_connection_works_the_same_through_hyper() {
+    let headers = round_trip(true, true).await;
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["transfer-encoding"], "chunked");
 }
 
 #[tokio::test]
 async fn http_stream_connects_subscribes_and_receives_publications() {
-    round_trip(false).await;
+    round_trip(false, false).await;
+}
+
+#[tokio::test]
+async fn an_sse_stream_served_on_the_socket_ends_with_the_disconnect_then_the_close() {
+    let server = TestServer::start(|_| {}).await;
+    // A token that does not verify: the connect is refused on the stream itself.
+    let (status, mut stream) =
+        Stream::open(server.addr, true, r#"{"id":1,"connect":{"token":"x.y.z"}}"#).await;
+    assert_eq!(status, 200);
+    let reply = stream.next().await;
+    assert!(reply["error"].is_object(), "{reply}");
+    let disconnect = stream.next().await;
+    assert!(
+        disconnect["push"]["disconnect"]["code"].is_u64(),
+        "{disconnect}"
+    );
+    assert!(
+        stream.ended().await,
+        "the stream goes on after its disconnect"
+    );
 }
 
 #[tokio::test]
