@@ -192,7 +192,7 @@ async fn run(ops: Vec<Op>, interleaved: u64) {
         ..NamespaceOptions::dev()
     };
     config.default_namespace = Some(ns.clone());
-    let broker = Arc::new(Interleaving {
+    let broker = Arc::new(Twisted(Interleaving {
         inner: MemoryBroker::default(),
         before: interleaved,
         after: interleaved,
@@ -201,7 +201,7 @@ async fn run(ops: Vec<Op>, interleaved: u64) {
             history_size: ns.history_size,
             history_ttl: ns.history_ttl,
         },
-    });
+    }));
     let node = Node::with_engine(config, broker, Arc::new(MemoryPresence::new()));
     let mut models: Vec<Model> = (0..CLIENTS).map(|_| Model::default()).collect();
     for m in models.iter_mut() {

@@ -3,13 +3,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kilat_core::engine::memory::{MemoryBroker, MemoryPresence};
-use kilat_core::engine::{
-    BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave,
-    PublishOptions,
-};
+use kilat_core::engine::{BrokerHandler, PublishOptions};
 use kilat_core::{NamespaceOptions, Node, NodeConfig};
 use kilat_protocol::types::raw_json;
-use kilat_protocol::{ClientInfo, Publication, StreamPosition};
+use kilat_protocol::{ClientInfo, Publication};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -157,7 +154,7 @@ async fn connect_subs_recover_and_go_live_after_the_connect_reply() {
 
 #[tokio::test]
 async fn publications_during_recovery_follow_the_reply_without_gap_or_duplicate() {
-    let broker = Arc::new(Interleaving {
+    let broker = Arc::new(Twisted(Interleaving {
         inner: MemoryBroker::default(),
         before: 3,
         after: 2,
@@ -166,7 +163,7 @@ async fn publications_during_recovery_follow_the_reply_without_gap_or_duplicate(
             history_size: 1000,
             history_ttl: Duration::from_secs(600),
         },
-    });
+    }));
     let node = Node::with_engine(NodeConfig::dev(), broker, Arc::new(MemoryPresence::new()));
     let mut c = Client::new(&node);
     c.connect().await;
@@ -223,45 +220,16 @@ struct LossyBroker {
     dropped: Arc<AtomicU64>,
 }
 
-impl Broker for LossyBroker {
-    fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
-        self.inner.set_handler(Arc::new(Lossy {
+impl Twist for LossyBroker {
+    fn inner(&self) -> &MemoryBroker {
+        &self.inner
+    }
+    fn handler(&self, handler: Arc<dyn BrokerHandler>) -> Arc<dyn BrokerHandler> {
+        Arc::new(Lossy {
             inner: handler,
             drop_offsets: self.drop_offsets.clone(),
             dropped: self.dropped.clone(),
-        }));
-    }
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        publication: Publication,
-        options: PublishOptions,
-    ) -> BoxFuture<'a, Result<Option<StreamPosition>, EngineError>> {
-        self.inner.publish(channel, publication, options)
-    }
-    fn publish_join_leave<'a>(
-        &'a self,
-        channel: &'a str,
-        info: ClientInfo,
-        kind: JoinLeave,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.publish_join_leave(channel, info, kind)
-    }
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.subscribe(channel)
-    }
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.unsubscribe(channel)
-    }
-    fn history<'a>(
-        &'a self,
-        channel: &'a str,
-        query: HistoryQuery,
-    ) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
-        self.inner.history(channel, query)
-    }
-    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.remove_history(channel)
+        })
     }
 }
 
@@ -269,11 +237,11 @@ impl Broker for LossyBroker {
 async fn a_live_gap_is_repaired_from_history_before_later_publications() {
     let drop_offsets = Arc::new(Mutex::new(vec![2, 3]));
     let dropped = Arc::new(AtomicU64::new(0));
-    let broker = Arc::new(LossyBroker {
+    let broker = Arc::new(Twisted(LossyBroker {
         inner: MemoryBroker::default(),
         drop_offsets: drop_offsets.clone(),
         dropped: dropped.clone(),
-    });
+    }));
     let node = Node::with_engine(NodeConfig::dev(), broker, Arc::new(MemoryPresence::new()));
     let mut c = Client::new(&node);
     c.connect().await;

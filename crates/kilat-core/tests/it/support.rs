@@ -133,8 +133,71 @@ pub(crate) fn error_code(reply: &Value) -> Option<u64> {
     reply["error"]["code"].as_u64()
 }
 
-/// Wraps the memory broker: publishes `before` publications just before each history read and
-/// `after` just after it, as other nodes would while a subscriber recovers.
+/// A memory broker with one behaviour changed, for tests of what other engines and nodes do:
+/// the change is a [`Twist`], and [`Twisted`] hands everything else to the memory broker.
+pub(crate) trait Twist: Send + Sync + std::fmt::Debug {
+    /// The broker everything is delegated to.
+    fn inner(&self) -> &MemoryBroker;
+
+    /// The handler the broker delivers to; the node's own unless the twist wraps it.
+    fn handler(&self, handler: Arc<dyn BrokerHandler>) -> Arc<dyn BrokerHandler> {
+        handler
+    }
+
+    /// A history read; the memory broker's unless the twist changes it.
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        self.inner().history(channel, query)
+    }
+}
+
+/// The [`Broker`] of a [`Twist`].
+#[derive(Debug)]
+pub(crate) struct Twisted<T>(pub(crate) T);
+
+impl<T: Twist> Broker for Twisted<T> {
+    fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
+        self.0.inner().set_handler(self.0.handler(handler));
+    }
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        options: PublishOptions,
+    ) -> BoxFuture<'a, Result<Option<StreamPosition>, EngineError>> {
+        self.0.inner().publish(channel, publication, options)
+    }
+    fn publish_join_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        info: ClientInfo,
+        kind: JoinLeave,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.0.inner().publish_join_leave(channel, info, kind)
+    }
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.0.inner().subscribe(channel)
+    }
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.0.inner().unsubscribe(channel)
+    }
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        self.0.history(channel, query)
+    }
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.0.inner().remove_history(channel)
+    }
+}
+
+/// Publishes `before` publications just before each history read and `after` just after it,
+/// as other nodes would while a subscriber recovers.
 #[derive(Debug)]
 pub(crate) struct Interleaving {
     pub(crate) inner: MemoryBroker,
@@ -146,31 +209,9 @@ pub(crate) struct Interleaving {
     pub(crate) options: PublishOptions,
 }
 
-impl Broker for Interleaving {
-    fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
-        self.inner.set_handler(handler);
-    }
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        publication: Publication,
-        options: PublishOptions,
-    ) -> BoxFuture<'a, Result<Option<StreamPosition>, EngineError>> {
-        self.inner.publish(channel, publication, options)
-    }
-    fn publish_join_leave<'a>(
-        &'a self,
-        channel: &'a str,
-        info: ClientInfo,
-        kind: JoinLeave,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.publish_join_leave(channel, info, kind)
-    }
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.subscribe(channel)
-    }
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.unsubscribe(channel)
+impl Twist for Interleaving {
+    fn inner(&self) -> &MemoryBroker {
+        &self.inner
     }
     fn history<'a>(
         &'a self,
@@ -195,9 +236,6 @@ impl Broker for Interleaving {
             }
             Ok(page)
         })
-    }
-    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.inner.remove_history(channel)
     }
 }
 
