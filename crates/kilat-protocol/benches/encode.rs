@@ -29,7 +29,7 @@ use kilat_protocol::push::encode_publication;
 use kilat_protocol::types::raw_json;
 use kilat_protocol::{EncodingSlot, Publication, SharedFrame};
 use kilat_transport::text::{SLOT_NDJSON, SLOT_SSE, ndjson_line, sse_event};
-use kilat_transport::ws::{WsConfig, WsConnection, negotiate};
+use kilat_transport::ws::{Handshake, WsConfig, WsConnection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The payload sizes measured, in bytes of application JSON.
@@ -88,18 +88,8 @@ impl AsyncWrite for NullSocket {
 /// A server-side connection on a [`NullSocket`], negotiated from `extensions` like a real
 /// upgrade request.
 fn connection(extensions: Option<&str>) -> WsConnection<NullSocket> {
-    let mut req = http::Request::builder()
-        .uri("/connection/websocket")
-        .header("upgrade", "websocket")
-        .header("connection", "Upgrade")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .header("sec-websocket-version", "13");
-    if let Some(ext) = extensions {
-        req = req.header("sec-websocket-extensions", ext);
-    }
-    let (parts, ()) = req.body(()).expect("request").into_parts();
     let config = WsConfig::default();
-    let handshake = negotiate(&parts, &config).expect("handshake");
+    let handshake = Handshake::for_offer(extensions, &config);
     WsConnection::new(NullSocket::default(), &handshake, &config)
 }
 

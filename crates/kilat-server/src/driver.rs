@@ -175,17 +175,8 @@ mod tests {
             emulated: false,
         };
         let session = kilat_core::Session::new(&node, transport, outbox.clone());
-        let (parts, ()) = http::Request::builder()
-            .uri("/")
-            .header("upgrade", "websocket")
-            .header("connection", "Upgrade")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .header("sec-websocket-version", "13")
-            .body(())
-            .expect("request")
-            .into_parts();
         let config = kilat_transport::ws::WsConfig::default();
-        let handshake = kilat_transport::ws::negotiate(&parts, &config).expect("handshake");
+        let handshake = kilat_transport::ws::Handshake::for_offer(None, &config);
         let io = tokio::io::duplex(64).0;
         let conn = kilat_transport::ws::WsConnection::new(io, &handshake, &config);
         let wire = WsWire {

@@ -438,17 +438,10 @@ mod tests {
     use tokio::io::{AsyncReadExt, DuplexStream};
 
     fn handshake(deflate: bool) -> Handshake {
-        let mut req = http::Request::builder()
-            .uri("/")
-            .header("upgrade", "websocket")
-            .header("connection", "Upgrade")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .header("sec-websocket-version", "13");
-        if deflate {
-            req = req.header("sec-websocket-extensions", "permessage-deflate");
-        }
-        let (parts, ()) = req.body(()).expect("request").into_parts();
-        super::super::negotiate(&parts, &WsConfig::default()).expect("valid")
+        Handshake::for_offer(
+            deflate.then_some("permessage-deflate"),
+            &WsConfig::default(),
+        )
     }
 
     fn client_frame(fin: bool, opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {

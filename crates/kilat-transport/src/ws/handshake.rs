@@ -105,6 +105,27 @@ impl Handshake {
     pub fn deflate(&self) -> Option<&DeflateParams> {
         self.deflate.as_ref()
     }
+
+    /// The handshake of a valid upgrade request offering `extensions` (a
+    /// `Sec-WebSocket-Extensions` value), for tests and benchmarks that need a connection
+    /// without an HTTP exchange.
+    ///
+    /// # Panics
+    /// Never for a valid offer; the request itself is always valid.
+    #[doc(hidden)]
+    pub fn for_offer(extensions: Option<&str>, config: &WsConfig) -> Handshake {
+        let mut request = http::Request::builder()
+            .uri("/")
+            .header(header::UPGRADE, "websocket")
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+            .header(header::SEC_WEBSOCKET_VERSION, "13");
+        if let Some(extensions) = extensions {
+            request = request.header(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+        }
+        let (parts, ()) = request.body(()).expect("a valid request").into_parts();
+        negotiate(&parts, config).expect("a valid upgrade")
+    }
 }
 
 /// Validates an upgrade request and negotiates permessage-deflate.

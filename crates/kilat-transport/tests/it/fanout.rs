@@ -2,7 +2,7 @@
 
 use kilat_protocol::SharedFrame;
 use kilat_transport::ws::{
-    Message, SLOT_DEFLATE_15, SLOT_PLAIN, WsConfig, WsConnection, negotiate,
+    Handshake, Message, SLOT_DEFLATE_15, SLOT_PLAIN, WsConfig, WsConnection,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -16,18 +16,8 @@ async fn pair(extensions: Option<&str>) -> (WsConnection<TcpStream>, TcpStream) 
         .await
         .expect("connect");
     let (server, _) = listener.accept().await.expect("accept");
-    let mut req = http::Request::builder()
-        .uri("/")
-        .header("upgrade", "websocket")
-        .header("connection", "Upgrade")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .header("sec-websocket-version", "13");
-    if let Some(ext) = extensions {
-        req = req.header("sec-websocket-extensions", ext);
-    }
-    let (parts, ()) = req.body(()).expect("request").into_parts();
     let config = WsConfig::default();
-    let handshake = negotiate(&parts, &config).expect("handshake");
+    let handshake = Handshake::for_offer(extensions, &config);
     (WsConnection::new(server, &handshake, &config), client)
 }
 
