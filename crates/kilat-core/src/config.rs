@@ -177,7 +177,10 @@ pub struct NamespaceOptions {
     pub allow_history: bool,
     /// Largest publication `data`, in bytes (error 413 above it).
     pub max_message_size: usize,
-    /// Accepted for compatibility with PROTOCOL.md; publications are not conflated yet.
+    /// Conflation window in milliseconds (0: off). When set, each node sends its subscribers
+    /// of a channel at most one publication per window: the first after a quiet spell at once,
+    /// then the newest of each window when it ends; the ones in between are skipped (offsets
+    /// jump). History keeps them all. For tickers and positions, where only the latest counts.
     pub conflate_ms: u64,
     /// Ask the backend's subscribe hook before each client subscription (after the local
     /// checks); ignored when no subscribe hook is configured. See `docs/proxy.md`.

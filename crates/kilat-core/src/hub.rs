@@ -8,10 +8,16 @@
 //! live frames are held back) or `Live`. [`Hub::go_live`] flushes the held frames after the
 //! reply under the same lock that delivery takes, so nothing can slip in between; duplicates are
 //! dropped by offset and a gap or an epoch change is never skipped silently.
+//!
+//! A channel of a namespace with `conflate_ms` is conflated: the first publication after a quiet
+//! spell goes out at once and opens a window; within it only the newest publication waits, and
+//! it goes out when the window ends (opening the next). Subscribers of such a channel accept
+//! offsets that skip: the skipped publications were dropped on purpose, not lost.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kilat_protocol::SharedFrame;
 use kilat_protocol::push::{UnsubscribePush, encode_push_kind};
@@ -66,6 +72,35 @@ struct Channel {
     /// The epoch subscribers were last positioned in, so that subscribers of the same stream
     /// share one copy instead of holding one each.
     epoch: Arc<str>,
+    /// Set for channels of a namespace with `conflate_ms`.
+    conflation: Option<Box<Conflation>>,
+}
+
+/// The conflation state of one channel.
+#[derive(Debug)]
+struct Conflation {
+    length: Duration,
+    /// The window running now, if any: publications wait in `pending` until it ends.
+    open: Option<u64>,
+    /// The newest publication of the running window.
+    pending: Option<Held>,
+}
+
+/// A conflation window that [`Hub::deliver_publication`] opened; the caller ends it after
+/// `length` with [`Hub::end_window`], and again after each window that delivered something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub(crate) id: u64,
+    pub(crate) length: Duration,
+}
+
+/// What [`Hub::deliver_publication`] leaves for its caller to do.
+#[derive(Debug, Default)]
+pub(crate) struct Delivered {
+    /// Subscribers that saw a gap and now wait for a repair from history.
+    pub(crate) repairs: Vec<Repair>,
+    /// A conflation window this publication opened.
+    pub(crate) window: Option<Window>,
 }
 
 /// `epoch` as a shared string: the channel's copy when it matches, else a new copy that becomes
@@ -110,6 +145,8 @@ pub(crate) struct Hub {
     channels: AtomicUsize,
     /// Frames queued to subscribers by fan-out, for stats.
     deliveries: AtomicU64,
+    /// Source of conflation window ids, so a window's timer never ends a later window.
+    windows: AtomicU64,
 }
 
 impl Hub {
@@ -119,6 +156,7 @@ impl Hub {
             subscriptions: AtomicUsize::new(0),
             channels: AtomicUsize::new(0),
             deliveries: AtomicU64::new(0),
+            windows: AtomicU64::new(0),
         }
     }
 
@@ -146,8 +184,9 @@ impl Hub {
             .collect()
     }
 
-    /// Adds a buffering subscriber. Returns true when the channel had no local subscriber
-    /// (the node must subscribe to it in the broker).
+    /// Adds a buffering subscriber. `conflate` is the channel's conflation window (the
+    /// namespace's `conflate_ms`). Returns true when the channel had no local subscriber (the
+    /// node must subscribe to it in the broker).
     pub(crate) fn add(
         &self,
         channel: &str,
@@ -155,10 +194,18 @@ impl Hub {
         outbox: Outbox,
         join_leave: bool,
         recoverable: bool,
+        conflate: Option<Duration>,
     ) -> bool {
         let mut map = lock(self.shard(channel));
         let first = !map.contains_key(channel);
         let entry = map.entry(channel.to_owned()).or_default();
+        if let (None, Some(length)) = (&entry.conflation, conflate) {
+            entry.conflation = Some(Box::new(Conflation {
+                length,
+                open: None,
+                pending: None,
+            }));
+        }
         let old = entry.subs.insert(
             key,
             Subscriber {
@@ -232,7 +279,9 @@ impl Hub {
         let Channel {
             subs,
             epoch: shared,
+            conflation,
         } = entry;
+        let skips = conflation.is_some();
         let Some(sub) = subs.get_mut(&key) else {
             return GoLive::Gone;
         };
@@ -249,7 +298,8 @@ impl Hub {
         for item in held {
             match item.offset {
                 Some(offset) if sub.recoverable => {
-                    if *item.epoch != *sub.epoch || offset > sub.last_offset + 1 {
+                    let gap = offset > sub.last_offset + 1 && !skips;
+                    if *item.epoch != *sub.epoch || gap {
                         stale = true;
                         break;
                     }
@@ -271,21 +321,78 @@ impl Hub {
     }
 
     /// Fans a publication out to `channel`'s local subscribers. `encode` runs at most once, and
-    /// only when the channel has local subscribers. Returns the subscribers that saw a gap and
-    /// now wait for a repair from history.
+    /// only when the channel has local subscribers. In a conflated channel with a window
+    /// running, the publication only replaces the one waiting for the window's end.
     pub(crate) fn deliver_publication(
         &self,
         channel: &str,
         offset: Option<u64>,
         epoch: &str,
         encode: impl FnOnce() -> SharedFrame,
-    ) -> Vec<Repair> {
+    ) -> Delivered {
         let mut map = lock(self.shard(channel));
+        let Some(entry) = map.get_mut(channel) else {
+            return Delivered::default();
+        };
+        let mut window = None;
+        if let Some(conflation) = entry.conflation.as_deref_mut() {
+            if conflation.open.is_some() {
+                conflation.pending = Some(Held {
+                    offset,
+                    epoch: epoch.into(),
+                    frame: encode(),
+                });
+                return Delivered::default();
+            }
+            let id = self.windows.fetch_add(1, Ordering::Relaxed);
+            conflation.open = Some(id);
+            window = Some(Window {
+                id,
+                length: conflation.length,
+            });
+        }
+        let repairs = self.fan_out(&mut map, channel, offset, epoch, &encode());
+        Delivered { repairs, window }
+    }
+
+    /// Ends conflation window `id` of `channel`: sends the publication that waited for it, if
+    /// any, and then keeps the window running for another length (returns true); otherwise
+    /// closes it (false), so the next publication goes out at once.
+    pub(crate) fn end_window(&self, channel: &str, id: u64) -> bool {
+        let mut map = lock(self.shard(channel));
+        let Some(conflation) = map
+            .get_mut(channel)
+            .and_then(|entry| entry.conflation.as_deref_mut())
+        else {
+            return false;
+        };
+        if conflation.open != Some(id) {
+            return false;
+        }
+        let Some(held) = conflation.pending.take() else {
+            conflation.open = None;
+            return false;
+        };
+        // Conflated subscribers accept skipped offsets, so this never asks for a repair.
+        let repairs = self.fan_out(&mut map, channel, held.offset, &held.epoch, &held.frame);
+        debug_assert!(repairs.is_empty());
+        true
+    }
+
+    /// Queues `frame` to every subscriber of `channel`; returns the subscribers that saw a gap.
+    fn fan_out(
+        &self,
+        map: &mut Channels,
+        channel: &str,
+        offset: Option<u64>,
+        epoch: &str,
+        frame: &SharedFrame,
+    ) -> Vec<Repair> {
         let Some(entry) = map.get_mut(channel) else {
             return Vec::new();
         };
+        let skips = entry.conflation.is_some();
         let subs = &mut entry.subs;
-        let frame = encode();
         let mut repairs = Vec::new();
         let mut stale = Vec::new();
         let mut delivered = 0u64;
@@ -302,7 +409,7 @@ impl Hub {
                             stale.push(key);
                         } else if offset <= sub.last_offset {
                             // A duplicate (e.g. redelivered after a repair): dropped by offset.
-                        } else if offset == sub.last_offset + 1 {
+                        } else if offset == sub.last_offset + 1 || skips {
                             sub.last_offset = offset;
                             sub.outbox.push(frame.clone());
                             delivered += 1;
@@ -331,7 +438,7 @@ impl Hub {
             if let Some(sub) = map.get(channel).and_then(|entry| entry.subs.get(&key)) {
                 sub.outbox.push(stale_frame(channel));
             }
-            self.remove_locked(&mut map, channel, key);
+            self.remove_locked(map, channel, key);
         }
         self.deliveries.fetch_add(delivered, Ordering::Relaxed);
         repairs
@@ -407,7 +514,7 @@ mod tests {
     fn held_frames_follow_the_reply_without_duplicates() {
         let hub = Hub::new();
         let outbox = Outbox::new(1 << 20);
-        assert!(hub.add("c", 1, outbox.clone(), false, true));
+        assert!(hub.add("c", 1, outbox.clone(), false, true, None));
         for offset in [3, 4, 5] {
             hub.deliver_publication("c", Some(offset), "e", || frame(offset));
         }
@@ -427,7 +534,7 @@ mod tests {
     fn a_held_gap_or_epoch_change_makes_the_subscription_stale() {
         let hub = Hub::new();
         let outbox = Outbox::new(1 << 20);
-        hub.add("c", 1, outbox.clone(), false, true);
+        hub.add("c", 1, outbox.clone(), false, true, None);
         hub.deliver_publication("c", Some(7), "e", || frame(7));
         assert_eq!(hub.go_live("c", 1, None, 5, "e"), GoLive::Stale);
         assert!(!hub.contains("c", 1));
@@ -441,13 +548,16 @@ mod tests {
     fn a_live_gap_asks_for_a_repair_and_holds_later_frames() {
         let hub = Hub::new();
         let outbox = Outbox::new(1 << 20);
-        hub.add("c", 1, outbox.clone(), false, true);
+        hub.add("c", 1, outbox.clone(), false, true, None);
         hub.go_live("c", 1, None, 1, "e");
-        let repairs = hub.deliver_publication("c", Some(3), "e", || frame(3));
+        let repairs = hub
+            .deliver_publication("c", Some(3), "e", || frame(3))
+            .repairs;
         assert_eq!(repairs.len(), 1);
         assert_eq!(repairs[0].after, 1);
         assert!(
             hub.deliver_publication("c", Some(4), "e", || frame(4))
+                .repairs
                 .is_empty()
         );
         assert!(
@@ -463,5 +573,61 @@ mod tests {
         let hub = Hub::new();
         hub.deliver_publication("nobody", Some(1), "e", || unreachable!("no subscribers"));
         hub.deliver_join_leave("nobody", || unreachable!("no subscribers"));
+    }
+
+    #[test]
+    fn a_conflated_channel_sends_the_first_at_once_then_the_newest_per_window() {
+        let hub = Hub::new();
+        let outbox = Outbox::new(1 << 20);
+        let length = Duration::from_millis(100);
+        hub.add("t", 1, outbox.clone(), false, true, Some(length));
+        hub.go_live("t", 1, None, 0, "e");
+
+        let first = hub.deliver_publication("t", Some(1), "e", || frame(1));
+        let window = first.window.expect("the first publication opens a window");
+        assert_eq!(window.length, length);
+        assert_eq!(
+            drained(&outbox),
+            ["{\"n\":1}"],
+            "the first goes out at once"
+        );
+        for n in 2..=4 {
+            let later = hub.deliver_publication("t", Some(n), "e", || frame(n));
+            assert!(later.window.is_none() && later.repairs.is_empty());
+        }
+        assert!(drained(&outbox).is_empty(), "held until the window ends");
+
+        assert!(hub.end_window("t", window.id), "the newest went out");
+        assert_eq!(
+            drained(&outbox),
+            ["{\"n\":4}"],
+            "2 and 3 were conflated away"
+        );
+        assert!(!hub.end_window("t", window.id), "a quiet window closes");
+        let next = hub.deliver_publication("t", Some(5), "e", || frame(5));
+        assert!(next.window.is_some_and(|w| w.id != window.id));
+        assert_eq!(drained(&outbox), ["{\"n\":5}"]);
+        assert!(
+            !hub.end_window("t", window.id),
+            "an old window's timer cannot end the new window"
+        );
+    }
+
+    #[test]
+    fn a_joining_subscriber_of_a_conflated_channel_accepts_skipped_offsets() {
+        let hub = Hub::new();
+        let outbox = Outbox::new(1 << 20);
+        hub.add(
+            "t",
+            1,
+            outbox.clone(),
+            false,
+            true,
+            Some(Duration::from_secs(1)),
+        );
+        // Held while the subscribe reads its position: offset 9 after position 5 is a skip.
+        hub.deliver_publication("t", Some(9), "e", || frame(9));
+        assert_eq!(hub.go_live("t", 1, None, 5, "e"), GoLive::Live);
+        assert_eq!(drained(&outbox), ["{\"n\":9}"]);
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::Duration;
 
 use kilat_protocol::push::encode_publication;
 use kilat_protocol::reply::{
@@ -23,7 +24,7 @@ use crate::engine::{
     Broker, BrokerHandler, HistoryQuery, JoinLeave, PresenceStore, PublishOptions,
 };
 use crate::error::CoreError;
-use crate::hub::{GoLive, Hub, Repair};
+use crate::hub::{GoLive, Hub, Repair, Window};
 use crate::limits::{ChannelRates, UserConnections};
 use crate::outbox::Outbox;
 use crate::permissions::resolve;
@@ -141,13 +142,16 @@ struct JoinLeaveRef<'a> {
 
 impl BrokerHandler for HubHandler {
     fn on_publication(&self, channel: &str, publication: &Publication, epoch: &str) {
-        let repairs = self
+        let delivered = self
             .hub
             .deliver_publication(channel, publication.offset, epoch, || {
                 SharedFrame::new(encode_publication(channel, publication))
             });
-        for repair in repairs {
+        for repair in delivered.repairs {
             self.spawn_repair(repair);
+        }
+        if let Some(window) = delivered.window {
+            self.spawn_window(channel, window);
         }
     }
 
@@ -164,6 +168,27 @@ impl BrokerHandler for HubHandler {
 }
 
 impl HubHandler {
+    /// Ends a conflated channel's window after its length, and each following window, until
+    /// one passes with nothing to send.
+    fn spawn_window(&self, channel: &str, window: Window) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Nothing could end the window later: close it now (no conflation without a runtime).
+            self.hub.end_window(channel, window.id);
+            return;
+        };
+        let hub = self.hub.clone();
+        let channel = channel.to_owned();
+        runtime.spawn(async move {
+            loop {
+                // The window's length is the conflation interval itself, not a wait for an event.
+                tokio::time::sleep(window.length).await;
+                if !hub.end_window(&channel, window.id) {
+                    break;
+                }
+            }
+        });
+    }
+
     /// Reads the missing publications from history and delivers them before the held ones; a
     /// subscriber whose gap history cannot fill is asked to resubscribe.
     fn spawn_repair(&self, repair: Repair) {
@@ -598,9 +623,15 @@ impl Node {
         recovery: &Recovery,
     ) -> Result<Prepared, CoreError> {
         let recoverable = ns.has_history();
-        self.inner
-            .hub
-            .add(channel, key, outbox.clone(), join_leave, recoverable);
+        let conflate = (ns.conflate_ms > 0).then(|| Duration::from_millis(ns.conflate_ms));
+        self.inner.hub.add(
+            channel,
+            key,
+            outbox.clone(),
+            join_leave,
+            recoverable,
+            conflate,
+        );
         let read = async {
             // Every time, not only for the first local subscriber: the engine call is
             // idempotent, and a concurrent first subscriber may not have finished it yet.

@@ -8,6 +8,8 @@ mod support;
 mod auth;
 /// Parallel publishers and recovering subscribers on a multi-threaded runtime.
 mod concurrency;
+/// Conflation (`conflate_ms`): one publication per window, the newest.
+mod conflation;
 /// The engine conformance suite against the memory engine, and memory-engine TTLs.
 mod engine;
 /// Outbox limits, drain, ping/pong and timers.
