@@ -277,6 +277,7 @@ mod tests {
             recovered,
             publications: pubs.iter().copied().map(publication).collect(),
             positioned: true,
+            ..SubscribeResult::default()
         }
     }
 

@@ -273,8 +273,9 @@ impl Session {
         } else {
             check_subscribe(&ns, channel, &info.user, request.token.is_some())?
         };
-        match access {
-            SubscribeAccess::Allowed => {}
+        // The subscription token's expiry (Unix time), when one was verified.
+        let token_expires = match access {
+            SubscribeAccess::Allowed => None,
             SubscribeAccess::NeedsToken => {
                 let (Some(token), Some(authenticator)) =
                     (request.token.as_deref(), self.node.authenticator())
@@ -286,9 +287,10 @@ impl Session {
                 authenticator
                     .verify_subscribe(token, &info.user, channel)
                     .await
-                    .map_err(CoreError::Client)?;
+                    .map_err(CoreError::Client)?
+                    .expires_at
             }
-        }
+        };
         if ns.proxy_subscribe
             && !granted
             && let Some(backend) = self.node.backend_for(Hook::Subscribe)
@@ -320,12 +322,17 @@ impl Session {
                 &recovery,
             )
             .await?;
+        let mut result = prepared.result;
+        result.expires = token_expires.map(|_| true);
+        result.ttl = token_expires.map(ttl_from);
         Ok(Joining {
             channel: request.channel.clone(),
-            result: prepared.result,
+            result,
             state: SubState {
                 presence: ns.presence,
                 join_leave: ns.join_leave,
+                expires_at: token_expires.map(instant_from),
+                refresh_sent: false,
             },
         })
     }
@@ -490,6 +497,12 @@ impl Session {
             .verify_subscribe(&request.token, &info.user, &request.channel)
             .await
             .map_err(CoreError::Client)?;
+        // Unsubscribed while the token was checked: nothing to extend.
+        let Some(state) = self.subs.get_mut(&request.channel) else {
+            return Err(CoreError::NotFound("not subscribed to this channel"));
+        };
+        state.expires_at = credentials.expires_at.map(instant_from);
+        state.refresh_sent = false;
         Ok(Reply::SubRefresh(refresh_result(&credentials)))
     }
 }

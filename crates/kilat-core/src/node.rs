@@ -676,17 +676,48 @@ impl Node {
     /// last local one.
     pub(crate) async fn remove_subscriber(&self, channel: &str, key: u64) {
         if self.inner.hub.remove(channel, key) {
-            if let Err(error) = self.inner.broker.unsubscribe(channel).await {
-                tracing::warn!(%error, channel, "engine unsubscribe failed");
-            }
-            // A subscriber may have arrived while the engine call ran: keep the node joined.
-            if !self.inner.hub.channel_names_contains(channel) {
-                return;
-            }
-            if let Err(error) = self.inner.broker.subscribe(channel).await {
-                tracing::warn!(%error, channel, "engine resubscribe failed");
-            }
+            self.leave_engine_channel(channel).await;
         }
+    }
+
+    /// Unsubscribes the node in the engine from a channel its last local subscriber left.
+    async fn leave_engine_channel(&self, channel: &str) {
+        if let Err(error) = self.inner.broker.unsubscribe(channel).await {
+            tracing::warn!(%error, channel, "engine unsubscribe failed");
+        }
+        // A subscriber may have arrived while the engine call ran: keep the node joined.
+        if !self.inner.hub.channel_names_contains(channel) {
+            return;
+        }
+        if let Err(error) = self.inner.broker.subscribe(channel).await {
+            tracing::warn!(%error, channel, "engine resubscribe failed");
+        }
+    }
+
+    /// Ends session `key`'s subscription to `channel` from a synchronous timer: out of the hub
+    /// at once, then the engine unsubscribe, presence removal and leave in a task. Presence
+    /// and leave are skipped when the session subscribed again meanwhile.
+    pub(crate) fn end_subscription(
+        &self,
+        channel: &str,
+        key: u64,
+        info: ClientInfo,
+        state: SubState,
+    ) {
+        let emptied = self.inner.hub.remove(channel, key);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let node = self.clone();
+        let channel = channel.to_owned();
+        runtime.spawn(async move {
+            if emptied {
+                node.leave_engine_channel(&channel).await;
+            }
+            if !node.is_subscribed(&channel, key) {
+                node.after_leave(&channel, &info, state).await;
+            }
+        });
     }
 
     /// Removes a subscriber from the hub without the engine calls (for `Drop`).

@@ -69,6 +69,7 @@ pub fn outcome(recovery: &Recovery, page: HistoryPage) -> SubscribeResult {
         recovered: false,
         publications: Vec::new(),
         positioned: !matches!(recovery, Recovery::None),
+        ..SubscribeResult::default()
     };
     if let Recovery::From { offset, epoch } = recovery
         && *epoch == result.epoch

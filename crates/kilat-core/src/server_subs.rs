@@ -48,6 +48,7 @@ impl Node {
             let state = SubState {
                 presence: ns.presence,
                 join_leave: ns.join_leave,
+                ..SubState::default()
             };
             let recorded = self.record_server_change(key, |changes| {
                 changes.removed.retain(|c| c != channel);
@@ -85,6 +86,7 @@ impl Node {
             let state = SubState {
                 presence: ns.presence,
                 join_leave: ns.join_leave,
+                ..SubState::default()
             };
             self.after_leave(channel, &info, state).await;
             unsubscribed += 1;

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use kilat_protocol::push::{RefreshPush, encode_push_kind};
+use kilat_protocol::push::{RefreshPush, UnsubscribePush, encode_push_kind};
 use kilat_protocol::reply::encode_error;
 use kilat_protocol::{
     ClientError, ClientFrame, ClientInfo, Command, Disconnect, DisconnectCode, Reply, SharedFrame,
@@ -40,12 +40,25 @@ pub(crate) enum State {
 }
 
 /// What a session remembers about one of its subscriptions (the hub holds the delivery state).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct SubState {
     /// The namespace tracks presence: remove the entry on unsubscribe, refresh it at pings.
     pub(crate) presence: bool,
     /// The namespace sends join/leave: publish a leave on unsubscribe.
     pub(crate) join_leave: bool,
+    /// When the subscription token expires (a `refresh` push with the channel is sent then).
+    pub(crate) expires_at: Option<Instant>,
+    /// The `refresh` push was sent: the subscription ends `token_refresh_grace` after
+    /// `expires_at` unless a `sub_refresh` extends it.
+    pub(crate) refresh_sent: bool,
+}
+
+impl SubState {
+    /// When this subscription's timer is due: its token expiry, then the end of the grace.
+    fn deadline(&self, grace: Duration) -> Option<Instant> {
+        let at = self.expires_at?;
+        Some(if self.refresh_sent { at + grace } else { at })
+    }
 }
 
 /// When the backend's refresh hook fails, it is asked again this much later (the connection
@@ -97,6 +110,9 @@ pub struct Session {
     /// the answer, read at the refresh deadline (timers are synchronous, so the call runs in a
     /// task of its own).
     pub(crate) backend_refresh: Option<Arc<Mutex<BackendRefresh>>>,
+    /// The earliest subscription-token timer (see [`SubState::deadline`]), kept up to date by
+    /// [`Session::update_sub_deadline`] so `next_deadline` does not scan the subscriptions.
+    sub_deadline: Option<Instant>,
 }
 
 /// The state of a refresh asked of the backend.
@@ -149,6 +165,7 @@ impl Session {
             refused_in_a_row: 0,
             headers: Box::default(),
             backend_refresh: None,
+            sub_deadline: None,
         }
     }
 
@@ -239,6 +256,7 @@ impl Session {
                 },
             }
         }
+        self.update_sub_deadline();
         Ok(())
     }
 
@@ -277,7 +295,7 @@ impl Session {
                     Some(deadline) => Some(deadline),
                     None => self.expires_at,
                 };
-                [self.pong_deadline, expiry]
+                [self.pong_deadline, expiry, self.sub_deadline]
                     .into_iter()
                     .flatten()
                     .fold(self.next_ping, Instant::min)
@@ -332,6 +350,9 @@ impl Session {
                         },
                     )));
                     self.refresh_deadline = Some(now + grace);
+                }
+                if self.sub_deadline.is_some_and(|deadline| now >= deadline) {
+                    self.expire_subscriptions(now);
                 }
                 if now >= self.next_ping {
                     let config = self.node.config();
@@ -462,6 +483,63 @@ impl Session {
         for (channel, state) in changes.added {
             self.subs.insert(channel, state);
         }
+        self.update_sub_deadline();
+    }
+
+    /// Recomputes the earliest subscription-token timer after the subscriptions changed.
+    pub(crate) fn update_sub_deadline(&mut self) {
+        let grace = self.node.config().token_refresh_grace;
+        self.sub_deadline = self
+            .subs
+            .iter()
+            .filter_map(|(_, state)| state.deadline(grace))
+            .min();
+    }
+
+    /// Subscription tokens due at `now`: an expired one gets a `refresh` push with its channel;
+    /// one still expired `token_refresh_grace` later ends the subscription with an
+    /// `unsubscribe` push (code 410). PROTOCOL.md section 8.
+    fn expire_subscriptions(&mut self, now: Instant) {
+        let grace = self.node.config().token_refresh_grace;
+        let mut ended = Vec::new();
+        for (channel, state) in self.subs.iter_mut() {
+            match state.deadline(grace) {
+                Some(deadline) if now >= deadline => {}
+                _ => continue,
+            }
+            if state.refresh_sent {
+                ended.push(channel.to_owned());
+                continue;
+            }
+            state.refresh_sent = true;
+            self.outbox.push(SharedFrame::new(encode_push_kind(
+                Some(channel),
+                "refresh",
+                &RefreshPush {
+                    ttl: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+                },
+            )));
+        }
+        for channel in ended {
+            let Some(state) = self.subs.remove(&channel) else {
+                continue;
+            };
+            tracing::debug!(%channel, "subscription token expired; unsubscribing");
+            self.outbox.push(SharedFrame::new(encode_push_kind(
+                Some(&channel),
+                "unsubscribe",
+                &UnsubscribePush {
+                    code: kilat_protocol::ErrorCode::TOKEN_EXPIRED.0,
+                    reason: "subscription token expired".to_owned(),
+                    resubscribe: false,
+                },
+            )));
+            if let State::Connected(info) = &self.state {
+                self.node
+                    .end_subscription(&channel, self.key, info.clone(), state);
+            }
+        }
+        self.update_sub_deadline();
     }
 
     /// Cleanup on any close: unsubscribe everything, remove presence, publish leaves.

@@ -20,6 +20,16 @@ impl Subscriptions {
         self.find(channel).ok().map(|i| self.0[i].1)
     }
 
+    /// What the session remembers about `channel`, to change it.
+    pub(crate) fn get_mut(&mut self, channel: &str) -> Option<&mut SubState> {
+        self.find(channel).ok().map(|i| &mut self.0[i].1)
+    }
+
+    /// The channels and their states, to change them.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut SubState)> {
+        self.0.iter_mut().map(|(c, state)| (&**c, state))
+    }
+
     /// Whether the session is subscribed to `channel`.
     pub(crate) fn contains(&self, channel: &str) -> bool {
         self.find(channel).is_ok()
@@ -78,6 +88,8 @@ mod tests {
     const STATE: SubState = SubState {
         presence: true,
         join_leave: false,
+        expires_at: None,
+        refresh_sent: false,
     };
 
     #[test]

@@ -49,6 +49,12 @@ pub struct SubscribeResult {
     pub publications: Vec<Publication>,
     /// Whether the subscription is positioned (offset/epoch are meaningful to recover from).
     pub positioned: bool,
+    /// `true` when the subscription token expires (kilat addition, as in the connect result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<bool>,
+    /// Seconds until the subscription token expires; refresh it with `sub_refresh` before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
 }
 
 /// `unsubscribe` result: `{}`.

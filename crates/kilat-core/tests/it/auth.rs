@@ -187,3 +187,96 @@ async fn expired_connection_gets_a_refresh_push_then_3005() {
     let err = c.session().on_timer(Instant::now()).expect_err("expired");
     assert_eq!(err, kilat_protocol::Disconnect::TOKEN_EXPIRED);
 }
+
+/// Runs the session's timers at its next deadline, which must be `expected` from now.
+async fn at_next_deadline(c: &mut Client, expected: Duration) {
+    let wait = c.session().next_deadline() - Instant::now();
+    assert!(
+        wait <= expected && wait + Duration::from_secs(1) >= expected,
+        "next timer in {wait:?}, expected about {expected:?}"
+    );
+    tokio::time::advance(wait).await;
+    c.session()
+        .on_timer(Instant::now())
+        .expect("a subscription token never closes the connection");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_subscription_token_gets_a_refresh_push_then_ends_the_subscription() {
+    let node = node();
+    let mut c = Client::new(&node);
+    c.call("connect", json!({"token": "alice"})).await;
+    let reply = c
+        .call(
+            "subscribe",
+            json!({"channel": "private:x", "token": "alice|30|private:x"}),
+        )
+        .await;
+    assert_eq!(reply["subscribe"]["expires"], json!(true), "{reply}");
+    assert!(
+        reply["subscribe"]["ttl"]
+            .as_u64()
+            .is_some_and(|t| (29..=30).contains(&t)),
+        "{reply}"
+    );
+
+    at_next_deadline(&mut c, Duration::from_secs(30)).await;
+    assert_eq!(
+        c.frames(),
+        [json!({"push": {"channel": "private:x", "refresh": {"ttl": 5}}})]
+    );
+
+    // No `sub_refresh` within the grace: the subscription ends, the connection stays.
+    at_next_deadline(&mut c, Duration::from_secs(5)).await;
+    let frames = c.frames();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["push"]["channel"], json!("private:x"));
+    assert_eq!(frames[0]["push"]["unsubscribe"]["code"], json!(410));
+    node.publish("private:x", kilat_protocol::types::raw_json("1").expect("json"))
+        .await
+        .expect("publish");
+    assert!(
+        pubs(&c.frames(), "private:x").is_empty(),
+        "nothing is delivered after the subscription ended"
+    );
+    // The session knows it is unsubscribed: it may subscribe again with a fresh token.
+    let again = c
+        .call(
+            "subscribe",
+            json!({"channel": "private:x", "token": "alice|60|private:x"}),
+        )
+        .await;
+    assert!(again.get("error").is_none(), "{again}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn sub_refresh_within_the_grace_keeps_the_subscription() {
+    let node = node();
+    let mut c = Client::new(&node);
+    c.call("connect", json!({"token": "alice"})).await;
+    c.call(
+        "subscribe",
+        json!({"channel": "private:x", "token": "alice|30|private:x"}),
+    )
+    .await;
+    at_next_deadline(&mut c, Duration::from_secs(30)).await;
+    assert_eq!(c.frames().len(), 1, "the refresh push");
+    let refreshed = c
+        .call(
+            "sub_refresh",
+            json!({"channel": "private:x", "token": "alice|60|private:x"}),
+        )
+        .await;
+    assert_eq!(refreshed["sub_refresh"]["expires"], json!(true), "{refreshed}");
+
+    // The next timer is the new token's expiry, not the end of the old grace.
+    at_next_deadline(&mut c, Duration::from_secs(60)).await;
+    assert_eq!(
+        c.frames(),
+        [json!({"push": {"channel": "private:x", "refresh": {"ttl": 5}}})]
+    );
+    node.publish("private:x", kilat_protocol::types::raw_json("1").expect("json"))
+        .await
+        .expect("publish");
+    assert_eq!(pubs(&c.frames(), "private:x").len(), 1, "still subscribed");
+}
