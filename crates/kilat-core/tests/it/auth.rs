@@ -232,9 +232,12 @@ async fn an_expired_subscription_token_gets_a_refresh_push_then_ends_the_subscri
     assert_eq!(frames.len(), 1, "{frames:?}");
     assert_eq!(frames[0]["push"]["channel"], json!("private:x"));
     assert_eq!(frames[0]["push"]["unsubscribe"]["code"], json!(410));
-    node.publish("private:x", kilat_protocol::types::raw_json("1").expect("json"))
-        .await
-        .expect("publish");
+    node.publish(
+        "private:x",
+        kilat_protocol::types::raw_json("1").expect("json"),
+    )
+    .await
+    .expect("publish");
     assert!(
         pubs(&c.frames(), "private:x").is_empty(),
         "nothing is delivered after the subscription ended"
@@ -267,7 +270,11 @@ async fn sub_refresh_within_the_grace_keeps_the_subscription() {
             json!({"channel": "private:x", "token": "alice|60|private:x"}),
         )
         .await;
-    assert_eq!(refreshed["sub_refresh"]["expires"], json!(true), "{refreshed}");
+    assert_eq!(
+        refreshed["sub_refresh"]["expires"],
+        json!(true),
+        "{refreshed}"
+    );
 
     // The next timer is the new token's expiry, not the end of the old grace.
     at_next_deadline(&mut c, Duration::from_secs(60)).await;
@@ -275,8 +282,11 @@ async fn sub_refresh_within_the_grace_keeps_the_subscription() {
         c.frames(),
         [json!({"push": {"channel": "private:x", "refresh": {"ttl": 5}}})]
     );
-    node.publish("private:x", kilat_protocol::types::raw_json("1").expect("json"))
-        .await
-        .expect("publish");
+    node.publish(
+        "private:x",
+        kilat_protocol::types::raw_json("1").expect("json"),
+    )
+    .await
+    .expect("publish");
     assert_eq!(pubs(&c.frames(), "private:x").len(), 1, "still subscribed");
 }
