@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use futures_util::SinkExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -19,8 +20,13 @@ fn certificate() -> (tempfile_dir::Dir, rcgen::CertifiedKey<rcgen::KeyPair>) {
     (dir, cert)
 }
 
-#[tokio::test]
-async fn wss_end_to_end_with_a_generated_certificate() {
+/// A server with TLS on a generated certificate, and a TLS connection to it that trusts it
+/// (no ALPN offered, so HTTP/1.1).
+async fn tls_server_and_connection() -> (
+    TestServer,
+    tempfile_dir::Dir,
+    tokio_rustls::client::TlsStream<TcpStream>,
+) {
     let (dir, cert) = certificate();
     let server = TestServer::start(|c| {
         c.server.tls_cert = Some(dir.path("cert.pem"));
@@ -43,6 +49,12 @@ async fn wss_end_to_end_with_a_generated_certificate() {
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
         .await
         .expect("TLS handshake");
+    (server, dir, tls)
+}
+
+#[tokio::test]
+async fn wss_end_to_end_with_a_generated_certificate() {
+    let (server, _dir, tls) = tls_server_and_connection().await;
     let url = format!(
         "wss://localhost:{}/connection/websocket",
         server.addr.port()
@@ -55,6 +67,40 @@ async fn wss_end_to_end_with_a_generated_certificate() {
         .expect("send");
     let reply = next_json(&mut ws).await;
     assert!(reply["connect"]["client"].is_string(), "{reply}");
+}
+
+#[tokio::test]
+async fn sse_over_tls_streams_from_the_socket() {
+    let (_server, _dir, mut tls) = tls_server_and_connection().await;
+    tls.write_all(
+        b"GET /connection/sse?connect=%7B%22id%22%3A1%2C%22connect%22%3A%7B%7D%7D HTTP/1.1\r\n\
+          Host: localhost\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    // Read until the first event (the connect result) is complete.
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("\n\n") {
+        let n = tokio::time::timeout(crate::support::WAIT, tls.read(&mut buf))
+            .await
+            .expect("the stream answers in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed early: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    let event: serde_json::Value =
+        serde_json::from_str(body.trim_end().strip_prefix("data: ").expect("a data line"))
+            .expect("JSON event");
+    assert!(event["connect"]["client"].is_string(), "{event}");
 }
 
 #[tokio::test]
@@ -122,6 +168,19 @@ async fn half_open_handshakes_are_dropped_after_the_timeout() {
     let n = n.unwrap_or(0);
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+
+    // The same for half an event-stream request, which the server reads itself.
+    let mut stream = TcpStream::connect(server.addr).await.expect("tcp");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /connection/sse?connect=%7B")
+        .await
+        .expect("write");
+    let n = tokio::time::timeout(
+        crate::support::WAIT,
+        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+    )
+    .await
+    .expect("server closes the half-open stream request within the wait");
+    assert_eq!(n.unwrap_or(0), 0, "closed without an answer");
 }
 
 /// A temporary directory removed on drop (no extra crate needed for two files).
