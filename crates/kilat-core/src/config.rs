@@ -39,7 +39,8 @@ pub struct NodeConfig {
     #[serde(with = "seconds")]
     pub history_meta_ttl: Duration,
     /// How long a connection whose token expired has to send `refresh` after the `refresh`
-    /// push before it is closed with 3005 (seconds).
+    /// push before it is closed with 3005 (seconds); likewise `sub_refresh` for a subscription
+    /// whose token expired, before the subscription ends.
     #[serde(with = "seconds")]
     pub token_refresh_grace: Duration,
     /// Commands a connection may send per second on average (token bucket; 0 = no limit).
