@@ -7,10 +7,11 @@
 //! itself after reconnects and slot moves.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
 
 use crate::config::RedisConfig;
 use crate::error::{RedisEngineError, bounded};
@@ -21,19 +22,31 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The push callback: hands sharded messages to the hub's handler.
+/// This node's inbox on a cluster, once opened: its sharded channel and where its messages go.
+pub(crate) type InboxSlot = Arc<OnceLock<(String, mpsc::Sender<Vec<u8>>)>>;
+
+/// The push callback: hands sharded messages to the node inbox when they are on its channel,
+/// else to the hub's handler.
 pub(crate) fn push_handler(
     handler: HandlerSlot,
+    inbox: InboxSlot,
     config: Arc<RedisConfig>,
 ) -> impl Fn(PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync + 'static {
     move |push: PushInfo| {
         if push.kind == PushKind::SMessage
             && let [Value::BulkString(channel), Value::BulkString(payload), ..] =
                 push.data.as_slice()
-            && let Some(handler) = handler.get()
             && let Ok(channel) = std::str::from_utf8(channel)
         {
-            dispatch(handler.as_ref(), &config.key_prefix, channel, payload);
+            if let Some((inbox_channel, tx)) = inbox.get()
+                && channel == inbox_channel
+            {
+                if tx.try_send(payload.clone()).is_err() && !tx.is_closed() {
+                    tracing::warn!("node inbox full; message dropped");
+                }
+            } else if let Some(handler) = handler.get() {
+                dispatch(handler.as_ref(), &config.key_prefix, channel, payload);
+            }
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use tokio::task::JoinHandle;
 
-use crate::cluster::{ClusterSubscriptions, push_handler};
+use crate::cluster::{ClusterSubscriptions, InboxSlot, push_handler};
 use crate::codec;
 use crate::config::RedisConfig;
 use crate::conn::Conn;
@@ -40,6 +40,8 @@ pub struct RedisEngine {
     subscriptions: Subscriptions,
     /// The hub's handler, read by the pub/sub tasks.
     handler: HandlerSlot,
+    /// The node inbox on a cluster, read by the push callback (see `inbox.rs`).
+    pub(crate) cluster_inbox: InboxSlot,
     /// The pub/sub tasks, aborted on drop.
     tasks: Vec<JoinHandle<()>>,
 }
@@ -128,6 +130,7 @@ impl RedisEngine {
             commands: Conn::Single(commands),
             subscriptions: Subscriptions::Shards(shards.into_boxed_slice()),
             handler,
+            cluster_inbox: InboxSlot::default(),
             tasks,
         })
     }
@@ -136,9 +139,14 @@ impl RedisEngine {
         config: Arc<RedisConfig>,
         handler: HandlerSlot,
     ) -> Result<Self, RedisEngineError> {
+        let cluster_inbox = InboxSlot::default();
         let client = redis::cluster::ClusterClientBuilder::new(config.cluster_nodes.clone())
             .use_protocol(redis::ProtocolVersion::RESP3)
-            .push_sender(push_handler(handler.clone(), config.clone()))
+            .push_sender(push_handler(
+                handler.clone(),
+                cluster_inbox.clone(),
+                config.clone(),
+            ))
             .connection_timeout(config.connect_timeout)
             .response_timeout(config.command_timeout)
             .max_retry_wait(
@@ -154,6 +162,7 @@ impl RedisEngine {
                 channels: ClusterSubscriptions::default(),
             },
             handler,
+            cluster_inbox,
             tasks: Vec::new(),
         })
     }
@@ -161,6 +170,14 @@ impl RedisEngine {
     /// A handle on the command connection.
     pub(crate) fn commands(&self) -> Conn {
         self.commands.clone()
+    }
+
+    /// The cluster connection, in cluster mode.
+    pub(crate) fn cluster_connection(&self) -> Option<&ClusterConnection> {
+        match &self.subscriptions {
+            Subscriptions::Cluster { conn, .. } => Some(conn),
+            Subscriptions::Shards(_) => None,
+        }
     }
 
     /// The settings this engine runs with.
@@ -195,7 +212,7 @@ impl RedisEngine {
     }
 
     /// `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub).
-    fn publish_command(&self) -> &'static str {
+    pub(crate) fn publish_command(&self) -> &'static str {
         match self.commands {
             Conn::Single(_) => "PUBLISH",
             Conn::Cluster(_) => "SPUBLISH",

@@ -2,9 +2,11 @@
 //! emulated transports' commands that reach a node other than their session's, PROTOCOL.md
 //! section 6).
 //!
-//! The channel is `<prefix>:node:<id>`. Delivery is at most once: a node that is down or
-//! reconnecting misses what is sent meanwhile, and the sender learns from PUBLISH's receiver
-//! count whether any node was listening.
+//! The channel is `<prefix>:node:<id>`: plain pub/sub on a single Redis, sharded pub/sub
+//! (`SSUBSCRIBE`/`SPUBLISH`) on a cluster, where the cluster client's push callback routes the
+//! inbox's messages here and resubscribes after reconnects by itself. Delivery is at most once:
+//! a node that is down or reconnecting misses what is sent meanwhile, and the sender learns from
+//! the publish's receiver count whether any node was listening.
 
 use std::time::Duration;
 
@@ -33,7 +35,7 @@ impl RedisEngine {
         payload: &[u8],
     ) -> Result<usize, RedisEngineError> {
         let mut conn = self.commands();
-        let mut cmd = redis::cmd("PUBLISH");
+        let mut cmd = redis::cmd(self.publish_command());
         cmd.arg(self.inbox_channel(node_id)).arg(payload);
         bounded(
             self.config().command_timeout,
@@ -46,16 +48,21 @@ impl RedisEngine {
     /// for as long as the receiver lives. Returns once the first SUBSCRIBE is confirmed.
     ///
     /// # Errors
-    /// [`RedisEngineError::Config`] in cluster mode (not supported yet), or when the first
-    /// connection or SUBSCRIBE fails.
+    /// When the first connection or SUBSCRIBE fails; on a cluster, also when this engine's
+    /// inbox is already open (one per engine).
     pub async fn node_inbox(
         &self,
         node_id: &str,
     ) -> Result<mpsc::Receiver<Vec<u8>>, RedisEngineError> {
-        if !self.config().cluster_nodes.is_empty() {
-            return Err(RedisEngineError::Config(
-                "node inboxes need a single Redis, not a cluster",
-            ));
+        if let Some(conn) = self.cluster_connection() {
+            let channel = self.inbox_channel(node_id);
+            let (tx, rx) = mpsc::channel(INBOX_QUEUE);
+            self.cluster_inbox.set((channel.clone(), tx)).map_err(|_| {
+                RedisEngineError::Config("this engine's node inbox is already open")
+            })?;
+            let mut conn = conn.clone();
+            bounded(self.config().command_timeout, conn.ssubscribe(&channel)).await?;
+            return Ok(rx);
         }
         let client = redis::Client::open(self.config().url.as_str())?;
         let channel = self.inbox_channel(node_id);

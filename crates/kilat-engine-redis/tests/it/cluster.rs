@@ -71,3 +71,17 @@ async fn cluster_nodes_share_channels_over_sharded_pubsub() {
     }
     assert_eq!(b.subscribed_channels(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_inboxes_work_on_a_cluster() {
+    let Some(cluster) = support::cluster("node_inboxes_work_on_a_cluster") else {
+        return;
+    };
+    let a = RedisEngine::connect(config(&cluster)).await.expect("a");
+    let b = RedisEngine::connect(config(&cluster)).await.expect("b");
+    support::check_node_inboxes(&a, &b).await;
+    assert!(
+        b.node_inbox("another").await.is_err(),
+        "one inbox per engine on a cluster"
+    );
+}

@@ -169,3 +169,13 @@ async fn a_client_on_one_node_receives_and_recovers_what_another_node_publishes(
         assert_ne!(reply["subscribe"]["epoch"], json!(epoch), "a new epoch");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_inboxes_work_on_a_single_redis() {
+    let Some(redis) = support::redis("node_inboxes_work_on_a_single_redis") else {
+        return;
+    };
+    let a = support::engine(&redis).await;
+    let b = support::engine(&redis).await;
+    support::check_node_inboxes(&a, &b).await;
+}

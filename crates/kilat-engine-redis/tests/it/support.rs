@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kilat_core::engine::BrokerHandler;
+use kilat_core::engine::{Broker, BrokerHandler};
 use kilat_engine_redis::{RedisConfig, RedisEngine};
 use kilat_protocol::{ClientInfo, Publication};
 use kilat_testkit::RedisServer;
@@ -288,4 +288,35 @@ impl Recorder {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+}
+
+/// Checks the node inboxes of two engines on the same Redis (single or cluster): `b`'s inbox
+/// receives what `a` sends to it, a send to an id nobody listens on reaches no one, an engine
+/// opens one inbox, and inbox messages never reach the hub's handler as publications.
+pub(crate) async fn check_node_inboxes(a: &RedisEngine, b: &RedisEngine) {
+    let seen = Arc::new(Recorder::default());
+    b.set_handler(seen.clone());
+    let node = channel("node-b");
+    let mut inbox = b.node_inbox(&node).await.expect("inbox opens");
+    assert_eq!(
+        a.send_to_node(&node, b"hello").await.expect("send"),
+        1,
+        "b listens on its inbox"
+    );
+    let got = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+        .await
+        .expect("the message arrives in time")
+        .expect("inbox open");
+    assert_eq!(got, b"hello");
+    assert_eq!(
+        a.send_to_node(&channel("nobody"), b"lost")
+            .await
+            .expect("send"),
+        0,
+        "no node with that id"
+    );
+    assert!(
+        seen.publications.lock().expect("lock").is_empty(),
+        "inbox messages are not publications"
+    );
 }
