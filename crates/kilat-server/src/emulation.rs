@@ -27,6 +27,7 @@ use kilat_transport::text::{SLOT_NDJSON, SLOT_SSE, ndjson_line, sse_event};
 
 use crate::AppState;
 use crate::driver::{self, Inbound, Wire};
+use crate::front::StreamKind;
 
 /// Response chunks buffered between a connection task and hyper; a client that reads slower
 /// than this backs up into its outbox, which disconnects it with 3001 when full.
@@ -34,7 +35,7 @@ const BODY_CHUNKS: usize = 16;
 /// Commands waiting for a session task; a client posting faster gets HTTP 429.
 const COMMAND_QUEUE: usize = 64;
 /// Largest connect command or emulation POST body accepted, in bytes.
-const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// Emulated sessions of this node by session id, so emulation POSTs find their connection.
 #[derive(Debug, Default, Clone)]
@@ -154,7 +155,7 @@ type Refusal = (StatusCode, &'static str);
 
 /// `GET /connection/sse?connect=...` when hyper serves it: over HTTP/2, or as a later request
 /// of a kept-alive HTTP/1 connection. The first request of an HTTP/1 connection is served on
-/// the socket directly by [`serve_event_stream`].
+/// the socket directly by [`serve_stream`].
 pub(crate) async fn sse(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
     let opened = match sse_connect(&state, &headers, &uri) {
         Ok((connect, forwarded)) => open(&state, connect, Format::Sse, forwarded).await,
@@ -166,28 +167,39 @@ pub(crate) async fn sse(State(state): State<AppState>, headers: HeaderMap, uri: 
     }
 }
 
-/// Serves an SSE request read by [`crate::front`] on its socket: the stream's bytes go straight
-/// to `io`, without hyper's per-connection buffers. Refusals are answered with a plain HTTP
-/// response and the connection is closed.
-pub(crate) async fn serve_event_stream<IO>(
+/// Serves a streaming request read by [`crate::front`] (SSE or HTTP streaming) on its socket:
+/// the stream's bytes go straight to `io`, without hyper's per-connection buffers. Refusals are
+/// answered with a plain HTTP response and the connection is closed.
+pub(crate) async fn serve_stream<IO>(
     state: &AppState,
-    request: crate::front::EventStreamRequest,
+    request: crate::front::StreamRequest,
     mut io: IO,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let opened = match sse_connect(state, &request.headers, &request.uri) {
-        Ok((connect, forwarded)) => open(state, connect, Format::Sse, forwarded).await,
+    let (format, checked) = match request.kind {
+        StreamKind::EventStream => (
+            Format::Sse,
+            sse_connect(state, &request.headers, &request.uri),
+        ),
+        StreamKind::Ndjson => (
+            Format::Ndjson,
+            stream_connect(state, &request.headers, request.body),
+        ),
+    };
+    let opened = match checked {
+        Ok((connect, forwarded)) => open(state, connect, format, forwarded).await,
         Err(refusal) => Err(refusal),
     };
-    drop(request);
+    drop(request.headers);
     match opened {
         Ok(opened) => {
             let out = SocketOut {
                 io,
+                head: format.socket_head(),
                 head_sent: false,
             };
-            spawn_stream(state, opened, Format::Sse, out);
+            spawn_stream(state, opened, format, out);
         }
         Err((status, reason)) => {
             let body = format!("{reason}\n");
@@ -243,22 +255,33 @@ pub(crate) async fn stream(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !crate::origin::allowed(&headers, &state.allowed_origins) {
-        return refuse(StatusCode::FORBIDDEN, "origin not allowed");
-    }
-    match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(connect) => {
-            let forwarded = crate::proxy::pick_headers(&state.node, &headers);
-            match open(&state, connect, Format::Ndjson, forwarded).await {
-                Ok(opened) => respond_with_body(&state, opened, Format::Ndjson),
-                Err((status, reason)) => refuse(status, reason),
-            }
-        }
-        Err(_) => refuse(
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "connect command too large or unreadable",
-        ),
+        );
+    };
+    let opened = match stream_connect(&state, &headers, body) {
+        Ok((connect, forwarded)) => open(&state, connect, Format::Ndjson, forwarded).await,
+        Err(refusal) => Err(refusal),
+    };
+    match opened {
+        Ok(opened) => respond_with_body(&state, opened, Format::Ndjson),
+        Err((status, reason)) => refuse(status, reason),
     }
+}
+
+/// The checks of an HTTP-streaming request, however it arrived: its body is the connect
+/// command.
+fn stream_connect(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(Bytes, kilat_core::RequestHeaders), Refusal> {
+    if !crate::origin::allowed(headers, &state.allowed_origins) {
+        return Err((StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    Ok((body, crate::proxy::pick_headers(&state.node, headers)))
 }
 
 /// Body of `POST /connection/emulation`.
@@ -541,15 +564,36 @@ impl StreamOut for BodyOut {
     }
 }
 
-/// The response head of an SSE stream served on the socket. Without a length or chunking the
-/// body ends when the connection closes (RFC 9112 section 6.3), which is how a stream ends
-/// anyway, and every write is the events alone.
-const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
-    cache-control: no-cache, no-store\r\nx-accel-buffering: no\r\nconnection: close\r\n\r\n";
+/// The response head of a stream served on the socket, after its `content-type`. Without a
+/// length or chunking the body ends when the connection closes (RFC 9112 section 6.3), which is
+/// how a stream ends anyway, and every write is the frames alone.
+macro_rules! socket_head {
+    ($content_type:literal) => {
+        concat!(
+            "HTTP/1.1 200 OK\r\ncontent-type: ",
+            $content_type,
+            "\r\ncache-control: no-cache, no-store\r\nx-accel-buffering: no\r\n\
+             connection: close\r\n\r\n"
+        )
+        .as_bytes()
+    };
+}
 
-/// An SSE response written to the socket by the connection task.
+impl Format {
+    /// The response head of this stream when it is served on the socket.
+    fn socket_head(self) -> &'static [u8] {
+        match self {
+            Format::Sse => socket_head!("text/event-stream"),
+            Format::Ndjson => socket_head!("application/x-ndjson"),
+        }
+    }
+}
+
+/// A streaming response written to the socket by the connection task.
 struct SocketOut<IO> {
     io: IO,
+    /// The response head (see [`Format::socket_head`]).
+    head: &'static [u8],
     /// The response head goes out with the first events (the connect reply), in one write.
     head_sent: bool,
 }
@@ -561,7 +605,7 @@ where
     async fn write(&mut self, chunks: Vec<Bytes>) -> std::io::Result<()> {
         let mut slices = Vec::with_capacity(chunks.len() + 1);
         if !self.head_sent {
-            slices.push(IoSlice::new(SSE_HEAD));
+            slices.push(IoSlice::new(self.head));
         }
         slices.extend(chunks.iter().map(|chunk| IoSlice::new(chunk)));
         let mut unwritten = &mut slices[..];
@@ -693,6 +737,7 @@ mod tests {
             format: Format::Sse,
             out: SocketOut {
                 io: socket,
+                head: Format::Sse.socket_head(),
                 head_sent: false,
             },
             registration: Registration {

@@ -1,25 +1,34 @@
-//! The first request head of every HTTP/1 connection, read before hyper sees it.
+//! The first request of every HTTP/1 connection, read before hyper sees it.
 //!
-//! A Server-Sent Events request (`GET /connection/sse`) is served on the socket directly: hyper
-//! keeps an 8 KiB read buffer and an 8 KiB write buffer for as long as a response streams, which
-//! made an idle SSE client cost about 22 KiB against 2 KiB for WebSocket (`docs/benchmarks.md`).
-//! Everything else goes to hyper unchanged, with the bytes already read put back in front of the
-//! socket ([`Prefixed`]). Only a well-formed SSE request is taken; anything odd about it (a
-//! body, a malformed or oversized head) is left to hyper, which answers it properly.
+//! The two streaming requests of the emulated transports, `GET /connection/sse` and
+//! `POST /connection/stream`, are served on the socket directly: hyper keeps an 8 KiB read
+//! buffer and an 8 KiB write buffer for as long as a response streams, which made an idle SSE
+//! client cost about 22 KiB against 2 KiB for WebSocket (`docs/benchmarks.md`). Everything else
+//! goes to hyper unchanged, with the bytes already read put back in front of the socket
+//! ([`Prefixed`]). Only a well-formed request is taken; anything odd about it (a body where none
+//! belongs, chunked or `Expect`, a malformed or oversized head, bytes after the request) is left
+//! to hyper, which answers it properly.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-/// The request line that starts an SSE stream; the target continues with `?` or ends.
-const SSE_REQUEST: &[u8] = b"GET /connection/sse";
-/// The longest head read here; a longer SSE request goes to hyper, whose limits then apply.
+// The largest body taken here (the connect command of `POST /connection/stream`): the
+// endpoint's own limit, so a larger one goes to hyper's path and gets its 413.
+use crate::emulation::MAX_BODY;
+
+/// The request lines taken here; the target continues with `?` or ends.
+const STREAM_REQUESTS: [(&[u8], StreamKind); 2] = [
+    (b"GET /connection/sse", StreamKind::EventStream),
+    (b"POST /connection/stream", StreamKind::Ndjson),
+];
+/// The longest head read here; a longer request goes to hyper, whose limits then apply.
 const MAX_HEAD: usize = 16 * 1024;
-/// Most headers an SSE request may carry here (more goes to hyper).
+/// Most headers a request may carry here (more goes to hyper).
 const MAX_HEADERS: usize = 64;
 /// The first read's size: a browser's request head with cookies fits.
 const FIRST_READ: usize = 4096;
@@ -27,22 +36,34 @@ const FIRST_READ: usize = 4096;
 /// What the first request of a connection is.
 #[derive(Debug)]
 pub(crate) enum Head {
-    /// A Server-Sent Events request, read whole.
-    EventStream(EventStreamRequest),
+    /// A streaming request, read whole.
+    Stream(StreamRequest),
     /// Anything else; these bytes were read from the socket and must be replayed to hyper.
     Other(Bytes),
 }
 
-/// A parsed `GET /connection/sse` request.
+/// Which streaming request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamKind {
+    /// `GET /connection/sse`: Server-Sent Events, the connect command in the query.
+    EventStream,
+    /// `POST /connection/stream`: NDJSON, the connect command as the body.
+    Ndjson,
+}
+
+/// A streaming request read by [`read_head`].
 #[derive(Debug)]
-pub(crate) struct EventStreamRequest {
+pub(crate) struct StreamRequest {
+    pub(crate) kind: StreamKind,
     /// The request target (path and query).
     pub(crate) uri: Uri,
     /// The request headers.
     pub(crate) headers: HeaderMap,
+    /// The body (empty for SSE).
+    pub(crate) body: Bytes,
 }
 
-/// Reads from `io` until it is clear whether the first request is an SSE request.
+/// Reads from `io` until it is clear whether the first request is a streaming request.
 ///
 /// # Errors
 /// When the peer closes before sending a byte, or reading fails. The caller bounds the time.
@@ -59,12 +80,12 @@ where
             if buf.is_empty() {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            // A truncated head: hyper reads the end of the stream too and answers accordingly.
+            // A truncated request: hyper reads the end of the stream too and answers accordingly.
             return Ok(Head::Other(buf.freeze()));
         }
         match classify(&buf) {
-            Classified::NeedMore if buf.len() < MAX_HEAD => {}
-            Classified::EventStream(request) => return Ok(Head::EventStream(request)),
+            Classified::NeedMore if buf.len() < MAX_HEAD + MAX_BODY => {}
+            Classified::Stream(request) => return Ok(Head::Stream(request)),
             Classified::NeedMore | Classified::Other => return Ok(Head::Other(buf.freeze())),
         }
     }
@@ -72,45 +93,77 @@ where
 
 enum Classified {
     NeedMore,
-    EventStream(EventStreamRequest),
+    Stream(StreamRequest),
     Other,
 }
 
 fn classify(buf: &[u8]) -> Classified {
-    let line = SSE_REQUEST.len();
-    if buf.len() <= line {
-        return if SSE_REQUEST.starts_with(buf) {
-            Classified::NeedMore
-        } else {
-            Classified::Other
-        };
-    }
-    if !buf.starts_with(SSE_REQUEST) || !matches!(buf[line], b'?' | b' ') {
-        return Classified::Other;
-    }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(buf) {
-        Ok(httparse::Status::Partial) => Classified::NeedMore,
-        Ok(httparse::Status::Complete(len)) if len == buf.len() => {
-            event_stream_request(&request).map_or(Classified::Other, Classified::EventStream)
+    let mut maybe = false;
+    for (line, kind) in STREAM_REQUESTS {
+        if buf.len() <= line.len() {
+            maybe |= line.starts_with(buf);
+        } else if buf.starts_with(line) && matches!(buf[line.len()], b'?' | b' ') {
+            return parse(buf, kind);
         }
-        // Bytes after the head (a body or a pipelined request): not something to stream to.
-        Ok(httparse::Status::Complete(_)) | Err(_) => Classified::Other,
+    }
+    if maybe {
+        Classified::NeedMore
+    } else {
+        Classified::Other
     }
 }
 
-fn event_stream_request(request: &httparse::Request<'_, '_>) -> Option<EventStreamRequest> {
+/// Parses a request whose line matched `kind`.
+fn parse(buf: &[u8], kind: StreamKind) -> Classified {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Classified::NeedMore,
+        Ok(httparse::Status::Partial) | Err(_) => return Classified::Other,
+    };
+    let Some((uri, headers, body_len)) = stream_request(&request, kind) else {
+        return Classified::Other;
+    };
+    match buf.len().cmp(&(head_len + body_len)) {
+        std::cmp::Ordering::Less => Classified::NeedMore,
+        std::cmp::Ordering::Equal => Classified::Stream(StreamRequest {
+            kind,
+            uri,
+            headers,
+            body: Bytes::copy_from_slice(&buf[head_len..]),
+        }),
+        // Bytes after the request (a pipelined one): not something to stream to.
+        std::cmp::Ordering::Greater => Classified::Other,
+    }
+}
+
+/// The target, the headers and the body length of a streaming request, or `None` when hyper
+/// should answer it instead.
+fn stream_request(
+    request: &httparse::Request<'_, '_>,
+    kind: StreamKind,
+) -> Option<(Uri, HeaderMap, usize)> {
     let uri = Uri::try_from(request.path?).ok()?;
     let mut headers = HeaderMap::with_capacity(request.headers.len());
     for header in request.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
-        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
-            return None;
-        }
         headers.append(name, HeaderValue::from_bytes(header.value).ok()?);
     }
-    Some(EventStreamRequest { uri, headers })
+    if headers.contains_key(header::TRANSFER_ENCODING) || headers.contains_key(header::EXPECT) {
+        return None;
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let body_len = match (lengths.next(), lengths.next()) {
+        (None, _) => 0,
+        (Some(value), None) => value.to_str().ok()?.parse::<usize>().ok()?,
+        (Some(_), Some(_)) => return None,
+    };
+    let fits = match kind {
+        StreamKind::EventStream => body_len == 0,
+        StreamKind::Ndjson => body_len <= MAX_BODY,
+    };
+    fits.then_some((uri, headers, body_len))
 }
 
 /// A socket with bytes already read from it put back in front.
@@ -204,23 +257,44 @@ mod tests {
     fn other(head: io::Result<Head>) -> Bytes {
         match head.expect("head") {
             Head::Other(bytes) => bytes,
-            Head::EventStream(request) => panic!("taken as SSE: {request:?}"),
+            Head::Stream(request) => panic!("taken as a stream: {request:?}"),
+        }
+    }
+
+    fn stream(head: io::Result<Head>) -> StreamRequest {
+        match head.expect("head") {
+            Head::Stream(request) => request,
+            Head::Other(bytes) => panic!("not taken: {}", String::from_utf8_lossy(&bytes)),
         }
     }
 
     #[tokio::test]
     async fn an_sse_request_split_over_reads_is_taken_whole() {
-        let head = head_of(&[
-            b"GET /connection/s",
-            b"se?connect=%7B%7D HTTP/1.1\r\nHost: a\r\n",
-            b"Origin: http://a\r\n\r\n",
-        ])
-        .await;
-        let Head::EventStream(request) = head.expect("head") else {
-            panic!("not taken as SSE");
-        };
+        let request = stream(
+            head_of(&[
+                b"GET /connection/s",
+                b"se?connect=%7B%7D HTTP/1.1\r\nHost: a\r\n",
+                b"Origin: http://a\r\n\r\n",
+            ])
+            .await,
+        );
+        assert_eq!(request.kind, StreamKind::EventStream);
         assert_eq!(request.uri.query(), Some("connect=%7B%7D"));
         assert_eq!(request.headers["origin"], "http://a");
+    }
+
+    #[tokio::test]
+    async fn a_stream_post_is_taken_with_its_body_once_the_body_is_complete() {
+        let request = stream(
+            head_of(&[
+                b"POST /connection/stream HTTP/1.1\r\nContent-Length: 21\r\n\r\n",
+                b"{\"id\":1,",
+                b"\"connect\":{}}",
+            ])
+            .await,
+        );
+        assert_eq!(request.kind, StreamKind::Ndjson);
+        assert_eq!(&request.body[..], br#"{"id":1,"connect":{}}"#);
     }
 
     #[tokio::test]
@@ -239,12 +313,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn odd_sse_requests_are_left_to_hyper() {
+    async fn odd_stream_requests_are_left_to_hyper() {
         for head in [
             &b"GET /connection/sse HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"[..],
             b"GET /connection/sse HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET /connection/sse HTTP/1.1\r\nBad Header\r\n\r\n",
             b"GET /connection/sse HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"POST /connection/stream HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            b"POST /connection/stream HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+            b"POST /connection/stream HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+            b"POST /connection/stream HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n{}",
+            b"POST /connection/stream HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}GET / HTTP/1.1\r\n\r\n",
         ] {
             assert_eq!(&other(head_of(&[head]).await)[..], head);
         }

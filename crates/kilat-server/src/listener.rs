@@ -236,8 +236,8 @@ where
         Ok(Err(_)) | Err(_) => return Ok(()),
     };
     match head {
-        Head::EventStream(request) => {
-            crate::emulation::serve_event_stream(&shared.state, request, io).await;
+        Head::Stream(request) => {
+            crate::emulation::serve_stream(&shared.state, request, io).await;
             Ok(())
         }
         Head::Other(read) => {

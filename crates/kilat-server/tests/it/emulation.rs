@@ -226,7 +226,18 @@ async fn sse_as_a_later_request_of_a_connection_works_the_same_through_hyper() {
 
 #[tokio::test]
 async fn http_stream_connects_subscribes_and_receives_publications() {
-    round_trip(false, false).await;
+    // Like SSE: the first request of a connection is served on the socket.
+    let headers = round_trip(false, false).await;
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    assert_eq!(headers["connection"], "close");
+    assert!(headers.get("transfer-encoding").is_none(), "{headers:?}");
+}
+
+#[tokio::test]
+async fn http_stream_as_a_later_request_of_a_connection_works_the_same_through_hyper() {
+    let headers = round_trip(false, true).await;
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    assert_eq!(headers["transfer-encoding"], "chunked");
 }
 
 #[tokio::test]
@@ -266,4 +277,25 @@ async fn sse_without_connect_is_400() {
     let server = TestServer::start(|_| {}).await;
     let (status, _) = crate::support::http_get(server.addr, "/connection/sse").await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn stream_requests_refused_on_the_socket_or_too_large_for_it_get_http_errors() {
+    let server =
+        TestServer::start(|c| c.server.allowed_origins = vec!["https://ok.test".into()]).await;
+    // Refused by the server's own checks on the socket path: a plain HTTP answer, then close.
+    let (status, body) = crate::support::http_get_with(
+        server.addr,
+        "/connection/sse?connect=%7B%7D",
+        "Origin: https://evil.test\r\n",
+    )
+    .await;
+    assert_eq!((status, body.trim()), (403, "origin not allowed"));
+    // Over the endpoint's 64 KiB: left to hyper, which refuses the body with 413.
+    let big = format!(
+        r#"{{"id":1,"connect":{{"data":"{}"}}}}"#,
+        "x".repeat(70_000)
+    );
+    let (status, _) = crate::support::http_post(server.addr, "/connection/stream", &big).await;
+    assert_eq!(status, 413);
 }
