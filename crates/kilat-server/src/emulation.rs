@@ -172,7 +172,7 @@ pub(crate) async fn sse(State(state): State<AppState>, headers: HeaderMap, uri: 
 /// answered with a plain HTTP response and the connection is closed.
 pub(crate) async fn serve_stream<IO>(
     state: &AppState,
-    request: crate::front::StreamRequest,
+    request: Box<crate::front::StreamRequest>,
     mut io: IO,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -36,8 +36,8 @@ const FIRST_READ: usize = 4096;
 /// What the first request of a connection is.
 #[derive(Debug)]
 pub(crate) enum Head {
-    /// A streaming request, read whole.
-    Stream(StreamRequest),
+    /// A streaming request, read whole (boxed: it is far larger than the other case).
+    Stream(Box<StreamRequest>),
     /// Anything else; these bytes were read from the socket and must be replayed to hyper.
     Other(Bytes),
 }
@@ -93,7 +93,7 @@ where
 
 enum Classified {
     NeedMore,
-    Stream(StreamRequest),
+    Stream(Box<StreamRequest>),
     Other,
 }
 
@@ -127,12 +127,12 @@ fn parse(buf: &[u8], kind: StreamKind) -> Classified {
     };
     match buf.len().cmp(&(head_len + body_len)) {
         std::cmp::Ordering::Less => Classified::NeedMore,
-        std::cmp::Ordering::Equal => Classified::Stream(StreamRequest {
+        std::cmp::Ordering::Equal => Classified::Stream(Box::new(StreamRequest {
             kind,
             uri,
             headers,
             body: Bytes::copy_from_slice(&buf[head_len..]),
-        }),
+        })),
         // Bytes after the request (a pipelined one): not something to stream to.
         std::cmp::Ordering::Greater => Classified::Other,
     }
@@ -263,7 +263,7 @@ mod tests {
 
     fn stream(head: io::Result<Head>) -> StreamRequest {
         match head.expect("head") {
-            Head::Stream(request) => request,
+            Head::Stream(request) => *request,
             Head::Other(bytes) => panic!("not taken: {}", String::from_utf8_lossy(&bytes)),
         }
     }
