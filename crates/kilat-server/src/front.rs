@@ -177,6 +177,25 @@ impl<IO> Prefixed<IO> {
     pub(crate) fn new(prefix: Bytes, io: IO) -> Self {
         Prefixed { prefix, io }
     }
+
+    /// The same socket with `more` to be read after what is still in front.
+    ///
+    /// An empty `more` is dropped rather than kept: it may be an empty slice of a larger
+    /// buffer (hyper's 8 KiB read buffer), which would stay allocated for the connection's life.
+    pub(crate) fn then(mut self, more: Bytes) -> Self {
+        if more.is_empty() {
+            return self;
+        }
+        if self.prefix.is_empty() {
+            self.prefix = more;
+        } else {
+            let mut joined = BytesMut::with_capacity(self.prefix.len() + more.len());
+            joined.extend_from_slice(&self.prefix);
+            joined.extend_from_slice(&more);
+            self.prefix = joined.freeze();
+        }
+        self
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
@@ -349,5 +368,17 @@ mod tests {
         let mut all = String::new();
         io.read_to_string(&mut all).await.expect("read");
         assert_eq!(all, "hello world");
+    }
+
+    #[tokio::test]
+    async fn then_queues_more_bytes_after_what_is_still_in_front() {
+        for (first, more) in [("", "abc"), ("ab", "c"), ("abc", "")] {
+            let (client, server) = tokio::io::duplex(64);
+            drop(client);
+            let mut io = Prefixed::new(Bytes::from(first), server).then(Bytes::from(more));
+            let mut all = String::new();
+            io.read_to_string(&mut all).await.expect("read");
+            assert_eq!(all, "abc", "{first:?} then {more:?}");
+        }
     }
 }

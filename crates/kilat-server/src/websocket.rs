@@ -7,15 +7,18 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use kilat_core::{Outbox, Session, TransportInfo};
 use kilat_protocol::{Disconnect, DisconnectCode, SharedFrame};
 use kilat_transport::ws::{self, Message, WsConnection};
+use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::server::TlsStream;
 
 use crate::AppState;
 use crate::driver::{self, Inbound, Wire};
+use crate::front::Prefixed;
 
 /// Validates the upgrade, takes a connection permit and hands the socket to a connection task.
 pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> Response {
@@ -57,17 +60,55 @@ pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> 
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => {
-                let conn = WsConnection::new(TokioIo::new(upgraded), &handshake, &state.ws);
-                // The connection runs in a task of its own: this one's captures (the app
-                // state, the handshake) would otherwise stay in every connection's memory.
-                let connection = serve_connection(conn, &state.node, permit, headers);
-                state.tasks.spawn(connection);
-            }
+            Ok(upgraded) => spawn_connection(upgraded, &handshake, &state, permit, headers),
             Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
         }
     });
     response
+}
+
+/// Starts the connection task of an upgraded socket. The connection runs in a task of its own:
+/// the upgrade task's captures (the app state, the handshake) would otherwise stay in every
+/// connection's memory.
+///
+/// The socket is taken back out of hyper's `Upgraded`, with the bytes hyper read past the
+/// request head put in front: every read and write then skips hyper's boxed I/O and its replay
+/// buffer, and the connection no longer holds their allocation.
+fn spawn_connection(
+    upgraded: Upgraded,
+    handshake: &ws::Handshake,
+    state: &AppState,
+    permit: OwnedSemaphorePermit,
+    headers: kilat_core::RequestHeaders,
+) {
+    let (node, config) = (&state.node, &state.ws);
+    let upgraded = match upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>() {
+        Ok(parts) => {
+            let io = parts.io.into_inner().then(parts.read_buf);
+            let conn = WsConnection::new(io, handshake, config);
+            state
+                .tasks
+                .spawn(serve_connection(conn, node, permit, headers));
+            return;
+        }
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<Prefixed<TlsStream<TcpStream>>>>() {
+        Ok(parts) => {
+            let io = parts.io.into_inner().then(parts.read_buf);
+            let conn = WsConnection::new(io, handshake, config);
+            state
+                .tasks
+                .spawn(serve_connection(conn, node, permit, headers));
+        }
+        // Any other transport hyper served (none today): kept behind hyper's wrapper.
+        Err(upgraded) => {
+            let conn = WsConnection::new(TokioIo::new(upgraded), handshake, config);
+            state
+                .tasks
+                .spawn(serve_connection(conn, node, permit, headers));
+        }
+    }
 }
 
 /// The future of one WebSocket connection, run until either side closes it. Holds `permit`
