@@ -81,34 +81,37 @@ fn spawn_connection(
     permit: OwnedSemaphorePermit,
     headers: kilat_core::RequestHeaders,
 ) {
-    let (node, config) = (&state.node, &state.ws);
     let upgraded = match upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>() {
         Ok(parts) => {
             let io = parts.io.into_inner().then(parts.read_buf);
-            let conn = WsConnection::new(io, handshake, config);
-            state
-                .tasks
-                .spawn(serve_connection(conn, node, permit, headers));
-            return;
+            return start(io, handshake, state, permit, headers);
         }
         Err(upgraded) => upgraded,
     };
     match upgraded.downcast::<TokioIo<Prefixed<TlsStream<TcpStream>>>>() {
         Ok(parts) => {
             let io = parts.io.into_inner().then(parts.read_buf);
-            let conn = WsConnection::new(io, handshake, config);
-            state
-                .tasks
-                .spawn(serve_connection(conn, node, permit, headers));
+            start(io, handshake, state, permit, headers);
         }
         // Any other transport hyper served (none today): kept behind hyper's wrapper.
-        Err(upgraded) => {
-            let conn = WsConnection::new(TokioIo::new(upgraded), handshake, config);
-            state
-                .tasks
-                .spawn(serve_connection(conn, node, permit, headers));
-        }
+        Err(upgraded) => start(TokioIo::new(upgraded), handshake, state, permit, headers),
     }
+}
+
+/// Spawns the connection task over `io`.
+fn start<IO>(
+    io: IO,
+    handshake: &ws::Handshake,
+    state: &AppState,
+    permit: OwnedSemaphorePermit,
+    headers: kilat_core::RequestHeaders,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = WsConnection::new(io, handshake, &state.ws);
+    state
+        .tasks
+        .spawn(serve_connection(conn, &state.node, permit, headers));
 }
 
 /// The future of one WebSocket connection, run until either side closes it. Holds `permit`
