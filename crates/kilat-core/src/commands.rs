@@ -10,7 +10,6 @@ use kilat_protocol::command::{
     ChannelRequest, ConnectRequest, HistoryRequest, PublishRequest, RefreshRequest, RpcRequest,
     SubRecovery, SubRefreshRequest, SubscribeRequest,
 };
-use kilat_protocol::push::{UnsubscribePush, encode_push_kind};
 use kilat_protocol::reply::{
     ConnectResult, EmptyResult, PublishResult, RefreshResult, RpcResult, SubscribeResult,
 };
@@ -154,15 +153,12 @@ impl Session {
             self.finish_subscribe(join, None).await;
         }
         for (channel, error) in failed {
-            self.outbox.push(SharedFrame::new(encode_push_kind(
-                Some(&channel),
-                "unsubscribe",
-                &UnsubscribePush {
-                    code: error.code,
-                    reason: error.message.into_owned(),
-                    resubscribe: false,
-                },
-            )));
+            self.outbox.push(crate::hub::unsubscribe_frame(
+                &channel,
+                error.code,
+                error.message,
+                false,
+            ));
         }
         Ok(())
     }

@@ -482,13 +482,28 @@ impl Hub {
 
 /// The `unsubscribe` push that asks the client to resubscribe (it will get `recovered: false`).
 fn stale_frame(channel: &str) -> SharedFrame {
+    unsubscribe_frame(
+        channel,
+        UNSUBSCRIBE_INSUFFICIENT_STATE,
+        "insufficient state",
+        true,
+    )
+}
+
+/// An `unsubscribe` push: the server ended the subscription to `channel`.
+pub(crate) fn unsubscribe_frame(
+    channel: &str,
+    code: u32,
+    reason: impl Into<String>,
+    resubscribe: bool,
+) -> SharedFrame {
     SharedFrame::new(encode_push_kind(
         Some(channel),
         "unsubscribe",
         &UnsubscribePush {
-            code: UNSUBSCRIBE_INSUFFICIENT_STATE,
-            reason: "insufficient state".to_owned(),
-            resubscribe: true,
+            code,
+            reason: reason.into(),
+            resubscribe,
         },
     ))
 }

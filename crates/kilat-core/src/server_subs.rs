@@ -5,7 +5,7 @@
 //! engine, position), sends a `subscribe` push carrying the subscribe result, and records the
 //! change for the session, which absorbs it at its next message, timer or close.
 
-use kilat_protocol::push::{UnsubscribePush, encode_push_kind};
+use kilat_protocol::push::encode_push_kind;
 use kilat_protocol::{ClientInfo, SharedFrame};
 
 use crate::engine::JoinLeave;
@@ -123,13 +123,10 @@ impl Node {
 }
 
 fn push_unsubscribe(outbox: &Outbox, channel: &str) {
-    outbox.push(SharedFrame::new(encode_push_kind(
-        Some(channel),
-        "unsubscribe",
-        &UnsubscribePush {
-            code: UNSUBSCRIBE_SERVER,
-            reason: "server unsubscribe".to_owned(),
-            resubscribe: false,
-        },
-    )));
+    outbox.push(crate::hub::unsubscribe_frame(
+        channel,
+        UNSUBSCRIBE_SERVER,
+        "server unsubscribe",
+        false,
+    ));
 }

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use kilat_protocol::push::{RefreshPush, UnsubscribePush, encode_push_kind};
+use kilat_protocol::push::{RefreshPush, encode_push_kind};
 use kilat_protocol::reply::encode_error;
 use kilat_protocol::{
     ClientError, ClientFrame, ClientInfo, Command, Disconnect, DisconnectCode, Reply, SharedFrame,
@@ -129,6 +129,18 @@ pub(crate) enum BackendRefresh {
     Expired,
     /// The backend could not be asked; ask again.
     Failed,
+}
+
+/// The `refresh` push asking for a new token within `grace`: the connection's (no channel) or
+/// a subscription's.
+fn refresh_frame(channel: Option<&str>, grace: Duration) -> SharedFrame {
+    SharedFrame::new(encode_push_kind(
+        channel,
+        "refresh",
+        &RefreshPush {
+            ttl: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+        },
+    ))
 }
 
 fn ping_frame() -> SharedFrame {
@@ -342,13 +354,7 @@ impl Session {
                 }
                 if self.refresh_deadline.is_none() && self.expires_at.is_some_and(|at| now >= at) {
                     let grace = self.node.config().token_refresh_grace;
-                    self.outbox.push(SharedFrame::new(encode_push_kind(
-                        None,
-                        "refresh",
-                        &RefreshPush {
-                            ttl: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
-                        },
-                    )));
+                    self.outbox.push(refresh_frame(None, grace));
                     self.refresh_deadline = Some(now + grace);
                 }
                 if self.sub_deadline.is_some_and(|deadline| now >= deadline) {
@@ -512,28 +518,19 @@ impl Session {
                 continue;
             }
             state.refresh_sent = true;
-            self.outbox.push(SharedFrame::new(encode_push_kind(
-                Some(channel),
-                "refresh",
-                &RefreshPush {
-                    ttl: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
-                },
-            )));
+            self.outbox.push(refresh_frame(Some(channel), grace));
         }
         for channel in ended {
             let Some(state) = self.subs.remove(&channel) else {
                 continue;
             };
             tracing::debug!(%channel, "subscription token expired; unsubscribing");
-            self.outbox.push(SharedFrame::new(encode_push_kind(
-                Some(&channel),
-                "unsubscribe",
-                &UnsubscribePush {
-                    code: kilat_protocol::ErrorCode::TOKEN_EXPIRED.0,
-                    reason: "subscription token expired".to_owned(),
-                    resubscribe: false,
-                },
-            )));
+            self.outbox.push(crate::hub::unsubscribe_frame(
+                &channel,
+                kilat_protocol::ErrorCode::TOKEN_EXPIRED.0,
+                "subscription token expired",
+                false,
+            ));
             if let State::Connected(info) = &self.state {
                 self.node
                     .end_subscription(&channel, self.key, info.clone(), state);
