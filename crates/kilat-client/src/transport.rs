@@ -179,6 +179,7 @@ pub(crate) fn transport_disconnect(reason: String) -> Disconnect {
         code: CODE_TRANSPORT,
         reason: reason.into(),
         reconnect: true,
+        delay_ms: None,
     }
 }
 

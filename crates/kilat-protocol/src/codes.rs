@@ -121,6 +121,13 @@ pub struct Disconnect {
     pub reason: Cow<'static, str>,
     /// Whether the client should reconnect; derived from the code's range.
     pub reconnect: bool,
+    /// A reconnect spread hint in milliseconds: the client waits a random time in
+    /// `[0, delay_ms]` (on top of its own backoff floor) before reconnecting, so the clients of a
+    /// draining node do not all arrive at the next node at once. Absent when the server gives no
+    /// hint. WebSocket close frames cannot carry it, so a server that sets it sends the
+    /// `disconnect` push before the close frame on WebSocket too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u32>,
 }
 
 impl Disconnect {
@@ -159,6 +166,7 @@ impl Disconnect {
             code: code.0,
             reason: Cow::Borrowed(reason),
             reconnect: code.0 >= 3000 && code.0 < 3500,
+            delay_ms: None,
         }
     }
 
@@ -168,7 +176,15 @@ impl Disconnect {
             code: code.0,
             reason: reason.into(),
             reconnect: code.reconnect(),
+            delay_ms: None,
         }
+    }
+
+    /// This disconnect with a reconnect spread hint (see [`Disconnect::delay_ms`]).
+    #[must_use]
+    pub fn with_delay_ms(mut self, delay_ms: u32) -> Self {
+        self.delay_ms = Some(delay_ms);
+        self
     }
 }
 
