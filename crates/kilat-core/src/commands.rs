@@ -145,7 +145,13 @@ impl Session {
             expires: credentials.expires_at.map(|_| true),
             ttl: credentials.expires_at.map(ttl_from),
             subs: (!subs.is_empty()).then_some(subs),
-            session: self.transport.emulated.then(|| info.client.clone()),
+            // The stream's secret, never the client id (which others see): see
+            // `Session::set_emulation_key`.
+            session: self
+                .emulation_key
+                .take()
+                .filter(|_| self.transport.emulated)
+                .map(String::from),
             node: self.transport.emulated.then(|| self.node.id().to_owned()),
         };
         self.reply(id, &Reply::Connect(result));

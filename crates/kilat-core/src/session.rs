@@ -113,6 +113,10 @@ pub struct Session {
     /// The earliest subscription-token timer (see [`SubState::deadline`]), kept up to date by
     /// [`Session::update_sub_deadline`] so `next_deadline` does not scan the subscriptions.
     sub_deadline: Option<Instant>,
+    /// Emulated transports only: the secret that authorises this stream's emulation POSTs, set
+    /// by the transport before `connect` and handed to the client in the connect result (then
+    /// dropped here: the transport keeps it). Never derived from anything others can see.
+    pub(crate) emulation_key: Option<Box<str>>,
 }
 
 /// The state of a refresh asked of the backend.
@@ -178,6 +182,7 @@ impl Session {
             headers: Box::default(),
             backend_refresh: None,
             sub_deadline: None,
+            emulation_key: None,
         }
     }
 
@@ -185,6 +190,15 @@ impl Session {
     /// only the allowlisted ones: they stay in memory for the connection's life).
     pub fn set_request_headers(&mut self, headers: RequestHeaders) {
         self.headers = headers;
+    }
+
+    /// Emulated transports: the unguessable key this stream's emulation POSTs must present,
+    /// sent to the client as `session` in the connect result (PROTOCOL.md section 6). The client
+    /// id is visible to other users (presence, join/leave, publication info), so it must never
+    /// authorise anything; the transport generates this from a CSPRNG and looks sessions up by
+    /// it.
+    pub fn set_emulation_key(&mut self, key: impl Into<Box<str>>) {
+        self.emulation_key = Some(key.into());
     }
 
     /// The connection's client info, once connected.

@@ -37,7 +37,8 @@ const COMMAND_QUEUE: usize = 64;
 /// Largest connect command or emulation POST body accepted, in bytes.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
 
-/// Emulated sessions of this node by session id, so emulation POSTs find their connection.
+/// Emulated sessions of this node by their secret session key (never by client id, which other
+/// users see), so emulation POSTs find their connection.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Sessions {
     inner: Arc<Mutex<HashMap<String, Arc<Commands>>>>,
@@ -287,7 +288,7 @@ fn stream_connect(
 /// Body of `POST /connection/emulation`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct EmulationRequest {
-    /// The session id from the stream's connect result.
+    /// The session key from the stream's connect result (a secret; not the client id).
     session: String,
     /// The node id from the stream's connect result.
     node: String,
@@ -423,8 +424,10 @@ async fn open(
     let outbox = Outbox::new(state.node.config().client_queue_max_bytes);
     let mut session = Session::new(&state.node, format.transport(), outbox.clone());
     session.set_request_headers(forwarded);
+    let key = session_key();
+    session.set_emulation_key(key.as_str());
     let connected = Box::pin(session.handle_message(&connect)).await;
-    let session_id = session.client().map(|info| info.client.clone());
+    let session_id = session.client().is_some().then_some(key);
     Ok(Opened {
         session,
         outbox,
@@ -433,6 +436,17 @@ async fn open(
         permit,
         commands: Arc::default(),
     })
+}
+
+/// A new emulated session key: 128 bits from the operating system's CSPRNG, as 32 hex digits.
+/// Whoever knows it can act as the stream's user, so it must be unguessable and is shown to
+/// nobody but the stream's own client.
+fn session_key() -> String {
+    let mut bytes = [0u8; 16];
+    // Without OS randomness no key could be trusted; the OS source does not fail on the
+    // platforms kilat runs on.
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The streaming response hyper sends for `opened`.
@@ -509,7 +523,7 @@ where
 struct Registration {
     commands: Arc<Commands>,
     sessions: Sessions,
-    /// The session id under which `commands` is in `sessions` (none when connect failed).
+    /// The session key under which `commands` is in `sessions` (none when connect failed).
     id: Option<String>,
     _permit: OwnedSemaphorePermit,
 }
