@@ -181,9 +181,14 @@ pub struct ServerConfig {
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// Origins allowed to open WebSocket, SSE and streaming connections from a browser
-    /// (`https://app.example.com`, wildcards like `https://*.example.com`, or `*`). Empty: only
-    /// the server's own origin. Requests without an `Origin` header (non-browser clients) pass.
+    /// (`https://app.example.com`, wildcards like `https://*.example.com`, or `*`), besides the
+    /// server's own origin. Requests without an `Origin` header (non-browser clients) pass.
     pub allowed_origins: Vec<String>,
+    /// The URL browsers reach this server at when that is not the listen address (a domain, a
+    /// TLS-terminating proxy): `https://rt.example.com`. Its origin is the server's own origin,
+    /// together with the listen address (and `localhost`, `127.0.0.1`, `[::1]` on a loopback or
+    /// unspecified address). The `Host` header is never trusted for this (DNS rebinding).
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -196,6 +201,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             allowed_origins: Vec::new(),
+            public_url: None,
         }
     }
 }

@@ -228,7 +228,7 @@ fn sse_connect(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<(Bytes, kilat_core::RequestHeaders), Refusal> {
-    if !crate::origin::allowed(headers, &state.allowed_origins) {
+    if !state.origins.allows(headers) {
         return Err((StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let query = Query::<SseQuery>::try_from_uri(uri).map_err(|_| {
@@ -279,7 +279,7 @@ fn stream_connect(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<(Bytes, kilat_core::RequestHeaders), Refusal> {
-    if !crate::origin::allowed(headers, &state.allowed_origins) {
+    if !state.origins.allows(headers) {
         return Err((StatusCode::FORBIDDEN, "origin not allowed"));
     }
     Ok((body, crate::proxy::pick_headers(&state.node, headers)))
@@ -303,7 +303,7 @@ pub(crate) async fn emulation(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !crate::origin::allowed(&headers, &state.allowed_origins) {
+    if !state.origins.allows(&headers) {
         return refuse(StatusCode::FORBIDDEN, "origin not allowed");
     }
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {

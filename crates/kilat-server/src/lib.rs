@@ -68,8 +68,9 @@ pub(crate) struct AppState {
     pub(crate) api: api::ApiHandle,
     /// When the server started, for `info`.
     pub(crate) started: std::time::Instant,
-    /// Browser origins allowed to connect (empty: same origin only).
-    pub(crate) allowed_origins: Arc<[String]>,
+    /// Which browser origins may connect and call the API (`origin.rs`): the server's own,
+    /// the configured ones, and in dev mode every loopback origin.
+    pub(crate) origins: Arc<origin::OriginPolicy>,
     /// The Redis engine when nodes share one, for the node registry behind `info`.
     pub(crate) redis: Option<Arc<kilat_engine_redis::RedisEngine>>,
 }
@@ -180,9 +181,16 @@ pub async fn run(
         sessions: emulation::Sessions::default(),
         api: Arc::new(api::Api::new(config.api.key.clone(), config.node.dev)),
         started: std::time::Instant::now(),
-        allowed_origins: config.server.allowed_origins.clone().into(),
+        origins: Arc::new(origin::OriginPolicy::new(
+            &config.server.allowed_origins,
+            listener.local_addr()?,
+            config.server.tls_cert.is_some(),
+            config.server.public_url.as_deref(),
+            config.node.dev,
+        )),
         redis: redis.clone(),
     };
+    log_origins(&config, &state.origins);
     if let Some(engine) = &redis {
         tokio::spawn(heartbeat(engine.clone(), state.clone()));
         // Emulation POSTs that land on another node come here through Redis.
@@ -254,6 +262,22 @@ pub async fn run(
 
 /// How often a node refreshes its entry in the Redis node registry; entries live three times
 /// as long, so a killed node disappears from `info` within that.
+/// Says which browser origins count as the server's own, and warns when pages served from a
+/// domain name would be refused because nothing names it.
+fn log_origins(config: &Config, origins: &origin::OriginPolicy) {
+    tracing::debug!(own = ?origins.own(), allowed = ?config.server.allowed_origins, "browser origins");
+    let ip = config.server.listen.ip();
+    if !ip.is_loopback()
+        && config.server.public_url.is_none()
+        && config.server.allowed_origins.is_empty()
+    {
+        tracing::warn!(
+            own = ?origins.own(),
+            "browsers are accepted only from the listen address's own origin; pages served              from a domain name are refused: set server.public_url (e.g.              https://rt.example.com) or server.allowed_origins"
+        );
+    }
+}
+
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Keeps this node's entry (its stats) in the Redis node registry fresh.

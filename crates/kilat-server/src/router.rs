@@ -78,7 +78,7 @@ mod tests {
             sessions: crate::emulation::Sessions::default(),
             api: Arc::new(crate::api::Api::new(None, false)),
             started: std::time::Instant::now(),
-            allowed_origins: Vec::new().into(),
+            origins: Arc::default(),
             redis: None,
         }
     }

@@ -5,7 +5,7 @@ use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::emulation::{Stream, post_emulation};
-use crate::support::{TestServer, connect, next_non_presence};
+use crate::support::{TestServer, connect, http_request, next_non_presence};
 
 /// The next frame on an emulated stream that is not a join or leave push.
 async fn next_non_presence_on(stream: &mut Stream) -> serde_json::Value {
@@ -16,6 +16,23 @@ async fn next_non_presence_on(stream: &mut Stream) -> serde_json::Value {
             return frame;
         }
     }
+}
+
+/// Sends `request` on a new connection and returns the status of the answer's head (the
+/// connection may stay open after it).
+async fn response_status(addr: std::net::SocketAddr, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut head = [0u8; 12];
+    tokio::time::timeout(crate::support::WAIT, stream.read_exact(&mut head))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .expect("status code")
 }
 
 fn emulation_body(session: &str, node: &str, command: serde_json::Value) -> String {
@@ -107,4 +124,125 @@ async fn issue_20_a_client_id_learnt_from_presence_cannot_drive_another_users_st
     }
     let seen = next_non_presence_on(&mut alice).await;
     assert_eq!(seen["push"]["pub"]["data"]["text"], "marker", "{seen}");
+}
+
+/// Issue 20, defect 6: a DNS-rebinding page (its name now resolves to the server's address)
+/// sends a `Host` and an `Origin` that agree; the server's own origin comes from its
+/// configuration, so the page is refused on every transport, in dev mode too.
+#[tokio::test]
+async fn issue_20_dns_rebinding_origins_are_refused_whatever_host_says() {
+    let server = TestServer::start(|_| {}).await;
+    let port = server.addr.port();
+    let rebound =
+        format!("Host: attacker.example:{port}\r\nOrigin: http://attacker.example:{port}\r\n");
+    let upgrade = format!(
+        "GET /connection/websocket HTTP/1.1\r\n{rebound}{}\r\n",
+        crate::support::UPGRADE_HEADERS
+    );
+    assert_eq!(
+        response_status(server.addr, &upgrade).await,
+        403,
+        "WebSocket upgrade from a rebound origin"
+    );
+    let sse = format!(
+        "GET /connection/sse?connect=%7B%22id%22%3A1%2C%22connect%22%3A%7B%7D%7D HTTP/1.1\r\n{rebound}Connection: close\r\n\r\n"
+    );
+    let (status, _) = http_request(server.addr, sse).await;
+    assert_eq!(status, 403, "SSE from a rebound origin");
+    let body = r#"{"channel":"news","data":{"x":1}}"#;
+    let api = format!(
+        "POST /api/publish HTTP/1.1\r\n{rebound}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _) = http_request(server.addr, api).await;
+    assert_eq!(status, 403, "API call from a rebound origin");
+
+    // The server's real origins still work, and in dev mode so does a local dev server's page.
+    for origin in [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        "http://localhost:5173".to_owned(),
+    ] {
+        let upgrade = format!(
+            "GET /connection/websocket HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\n{}\r\n",
+            server.addr,
+            crate::support::UPGRADE_HEADERS
+        );
+        assert_eq!(
+            response_status(server.addr, &upgrade).await,
+            101,
+            "{origin}"
+        );
+    }
+}
+
+/// Issue 20, defect 6: with the API open in dev mode (no key), a cross-site page's simple
+/// request (`text/plain`, no preflight) must not publish or disconnect anyone; a same-origin
+/// page must send JSON; backends without `Origin` keep working.
+#[tokio::test]
+async fn issue_20_the_api_never_acts_on_a_cross_site_browser_request() {
+    let server = TestServer::start(|_| {}).await;
+    let (mut watcher, _) = connect(&server).await;
+    watcher
+        .send(Message::text(r#"{"id":2,"subscribe":{"channel":"news"}}"#))
+        .await
+        .expect("subscribe");
+    assert_eq!(next_non_presence(&mut watcher).await["id"], 2);
+
+    let post = |origin: &str, content_type: &str, path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            server.addr,
+            body.len()
+        )
+    };
+    let forged = r#"{"channel":"news","data":{"text":"forged"}}"#;
+    let (status, _) = http_request(
+        server.addr,
+        post("https://evil.example", "text/plain", "/api/publish", forged),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = http_request(
+        server.addr,
+        post(
+            "https://evil.example",
+            "text/plain",
+            "/api/disconnect",
+            r#"{"user":""}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let own = format!("http://{}", server.addr);
+    let (status, _) = http_request(
+        server.addr,
+        post(&own, "text/plain", "/api/publish", forged),
+    )
+    .await;
+    assert_eq!(status, 415, "a same-origin browser request must send JSON");
+
+    // A backend (no Origin) publishes; it is the first publication the watcher sees.
+    let (status, _) = crate::support::http_post(
+        server.addr,
+        "/api/publish",
+        r#"{"channel":"news","data":{"text":"real"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = http_request(
+        server.addr,
+        post(
+            &own,
+            "application/json; charset=utf-8",
+            "/api/publish",
+            r#"{"channel":"news","data":{"text":"page"}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "a same-origin page sending JSON is served");
+    let first = next_non_presence(&mut watcher).await;
+    assert_eq!(first["push"]["pub"]["data"]["text"], "real", "{first}");
+    let second = next_non_presence(&mut watcher).await;
+    assert_eq!(second["push"]["pub"]["data"]["text"], "page", "{second}");
 }
