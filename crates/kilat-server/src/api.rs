@@ -170,8 +170,12 @@ pub(crate) async fn call(
     if let Some(refusal) = cross_site_refusal(&state, &headers) {
         return refusal;
     }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return http_error(StatusCode::PAYLOAD_TOO_LARGE, "request body over 1 MiB");
+    let bytes = match crate::body::read(body, MAX_BODY, state.body_timeout).await {
+        Ok(bytes) => bytes,
+        Err(refused) if refused.status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return http_error(refused.status, "request body over 1 MiB");
+        }
+        Err(refused) => return http_error(refused.status, refused.reason),
     };
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
         axum::body::Bytes::from_static(b"{}")

@@ -175,6 +175,11 @@ pub struct ServerConfig {
     /// head; slower (or silent) clients are dropped.
     #[serde(with = "kilat_core::config::seconds")]
     pub handshake_timeout: Duration,
+    /// How long a request body (an emulation POST, an HTTP-streaming connect, an API call) may
+    /// take to arrive in full; a body that stalls below 1 KiB/s after 2 s is cut sooner. Answered
+    /// 408. Bodies that never finish cannot hold sockets.
+    #[serde(with = "kilat_core::config::seconds")]
+    pub body_timeout: Duration,
     /// PEM certificate chain; with `tls_key`, the listener speaks TLS (`https://`, `wss://`).
     /// Both files are read again on SIGHUP.
     pub tls_cert: Option<PathBuf>,
@@ -198,6 +203,7 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             shutdown_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
             tls_cert: None,
             tls_key: None,
             allowed_origins: Vec::new(),

@@ -256,11 +256,12 @@ pub(crate) async fn stream(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "connect command too large or unreadable",
-        );
+    let body = match crate::body::read(body, MAX_BODY, state.body_timeout).await {
+        Ok(body) => body,
+        Err(refused) if refused.status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return refuse(refused.status, "connect command too large");
+        }
+        Err(refused) => return refuse(refused.status, refused.reason),
     };
     let opened = match stream_connect(&state, &headers, body) {
         Ok((connect, forwarded)) => open(&state, connect, Format::Ndjson, forwarded).await,
@@ -306,8 +307,12 @@ pub(crate) async fn emulation(
     if !state.origins.allows(&headers) {
         return refuse(StatusCode::FORBIDDEN, "origin not allowed");
     }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "emulation body too large");
+    let bytes = match crate::body::read(body, MAX_BODY, state.body_timeout).await {
+        Ok(bytes) => bytes,
+        Err(refused) if refused.status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return refuse(refused.status, "emulation body too large");
+        }
+        Err(refused) => return refuse(refused.status, refused.reason),
     };
     let request: EmulationRequest = match serde_json::from_slice(&bytes) {
         Ok(request) => request,
@@ -635,9 +640,19 @@ where
 
     async fn gone(&mut self) {
         // The client sends nothing on this socket (commands come as POSTs); bytes it does send
-        // are read and dropped, and the end of the stream or an error means it is gone.
+        // are read and dropped, and a read error means it is gone. The end of its stream is
+        // not: a client may half-close its side after the request and still read the events
+        // (issue 20). A client that closed completely is found by the next write (a ping at the
+        // latest), which fails.
         let mut scratch = [0u8; 64];
-        while let Ok(1..) = self.io.read(&mut scratch).await {}
+        loop {
+            match self.io.read(&mut scratch).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+        std::future::pending::<()>().await;
     }
 
     async fn end(&mut self) {

@@ -24,6 +24,7 @@
 mod api;
 mod assets;
 mod auth;
+mod body;
 pub mod config;
 mod driver;
 mod emulation;
@@ -71,6 +72,8 @@ pub(crate) struct AppState {
     /// Which browser origins may connect and call the API (`origin.rs`): the server's own,
     /// the configured ones, and in dev mode every loopback origin.
     pub(crate) origins: Arc<origin::OriginPolicy>,
+    /// `server.body_timeout`: the longest any request body may take to arrive (`body.rs`).
+    pub(crate) body_timeout: std::time::Duration,
     /// The Redis engine when nodes share one, for the node registry behind `info`.
     pub(crate) redis: Option<Arc<kilat_engine_redis::RedisEngine>>,
 }
@@ -181,6 +184,7 @@ pub async fn run(
         sessions: emulation::Sessions::default(),
         api: Arc::new(api::Api::new(config.api.key.clone(), config.node.dev)),
         started: std::time::Instant::now(),
+        body_timeout: config.server.body_timeout,
         origins: Arc::new(origin::OriginPolicy::new(
             &config.server.allowed_origins,
             listener.local_addr()?,

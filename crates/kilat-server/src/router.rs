@@ -79,6 +79,7 @@ mod tests {
             api: Arc::new(crate::api::Api::new(None, false)),
             started: std::time::Instant::now(),
             origins: Arc::default(),
+            body_timeout: std::time::Duration::from_secs(10),
             redis: None,
         }
     }

@@ -246,3 +246,255 @@ async fn issue_20_the_api_never_acts_on_a_cross_site_browser_request() {
     let second = next_non_presence(&mut watcher).await;
     assert_eq!(second["push"]["pub"]["data"]["text"], "page", "{second}");
 }
+
+/// Reads until the server closes the connection or `within` passes; returns what it sent and
+/// whether it closed in time.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+/// Issue 20, defect 2: request bodies that never finish (an emulation POST announcing 64 KiB and
+/// sending one byte, one trickling a byte at a time, a chunked stream connect that stops, an API
+/// call cut short) are answered 408 and closed by `server.body_timeout`; they do not hold
+/// sockets, and a WebSocket client connects and works meanwhile.
+#[tokio::test]
+async fn issue_20_request_bodies_that_never_finish_are_cut_at_the_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let server =
+        TestServer::start(|c| c.server.body_timeout = std::time::Duration::from_secs(1)).await;
+    let host = server.addr;
+    let stalled = [
+        format!(
+            "POST /connection/emulation HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 65536\r\n\r\n{{"
+        ),
+        format!(
+            "POST /connection/stream HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{{\"id\""
+        ),
+        format!(
+            "POST /api/publish HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"channel\""
+        ),
+    ];
+    let mut sockets = Vec::new();
+    for request in &stalled {
+        let mut stream = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        sockets.push(stream);
+    }
+    // One more trickles a byte every 300 ms: never below the minimum rate for long, but never
+    // done either; the total deadline ends it.
+    let mut trickle = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    trickle
+        .write_all(
+            format!("POST /connection/emulation HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let trickler = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let mut interval = tokio::time::interval(std::time::Duration::from_millis(300));
+        loop {
+            interval.tick().await;
+            if trickle.write_all(b"x").await.is_err() {
+                return Some(started.elapsed());
+            }
+            if started.elapsed() > std::time::Duration::from_secs(8) {
+                return None;
+            }
+        }
+    });
+
+    // Meanwhile a WebSocket client connects and works.
+    let (mut ws, _) = connect(&server).await;
+    ws.send(Message::text(
+        r#"{"id":2,"presence_stats":{"channel":"x"}}"#,
+    ))
+    .await
+    .expect("send");
+    assert_eq!(next_non_presence(&mut ws).await["id"], 2);
+
+    for (mut stream, request) in sockets.into_iter().zip(&stalled) {
+        let (answer, closed) =
+            read_until_closed(&mut stream, std::time::Duration::from_secs(5)).await;
+        assert!(closed, "still open after 5 s: {request:?}");
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "{request:?} got {answer:?}"
+        );
+    }
+    let cut = trickler.await.expect("trickler");
+    assert!(
+        cut.is_some_and(|after| after < std::time::Duration::from_secs(5)),
+        "the trickling body was not cut by the deadline: {cut:?}"
+    );
+}
+
+/// Issue 20, defect 2: every socket counts toward a limit until it closes (not only upgraded
+/// connections), so sockets that never send a request cannot use up the descriptors; past the
+/// limit new sockets are closed at once, and the accept loop serves again when they go.
+#[tokio::test]
+async fn issue_20_idle_sockets_count_toward_the_socket_limit() {
+    let server = TestServer::start(|c| {
+        c.server.max_connections = 8;
+        c.server.handshake_timeout = std::time::Duration::from_secs(60);
+    })
+    .await;
+    // 8 connections plus 64 sockets of headroom for plain HTTP requests.
+    let mut idle = Vec::new();
+    for _ in 0..72 {
+        idle.push(
+            tokio::net::TcpStream::connect(server.addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let mut over = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("the kernel still accepts the TCP handshake");
+    let (_, closed) = read_until_closed(&mut over, std::time::Duration::from_secs(5)).await;
+    assert!(closed, "a socket over the limit must be closed at once");
+    drop(idle);
+    // The listener keeps accepting once sockets are free again.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let attempt = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            tokio_tungstenite::connect_async(server.ws_url()),
+        )
+        .await;
+        if let Ok(Ok(_)) = attempt {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection after the idle sockets left"
+        );
+    }
+}
+
+/// Issue 20, defect 5 and the socket path's `Content-Length`: a request head over the 16 KiB
+/// limit is refused on hyper's path too (431), so no stream keeps a head-sized buffer; and the
+/// socket path refuses `Content-Length: +21` like hyper does.
+#[tokio::test]
+async fn issue_20_request_heads_are_capped_on_every_path() {
+    let server = TestServer::start(|_| {}).await;
+    let cookie = "a".repeat(390_000);
+    // A stream as the second request of a connection goes through hyper.
+    let request = format!(
+        "GET /health HTTP/1.1\r\nHost: {}\r\n\r\nGET /connection/sse?connect=%7B%22id%22%3A1%2C%22connect%22%3A%7B%7D%7D HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n",
+        server.addr, server.addr
+    );
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .ok();
+    let (answer, closed) = read_until_closed(&mut stream, crate::support::WAIT).await;
+    assert!(closed);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.80}");
+    assert!(
+        answer.contains("HTTP/1.1 431") && !answer.contains("text/event-stream"),
+        "the oversized head must be refused, not streamed: {answer:.400}"
+    );
+    // The first request with an oversized head is handed to hyper, which refuses it as well.
+    let first = format!(
+        "GET /connection/sse?connect=%7B%7D HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, first.as_bytes())
+        .await
+        .ok();
+    let (answer, _) = read_until_closed(&mut stream, crate::support::WAIT).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+
+    let body = r#"{"id":1,"connect":{}}"#;
+    let plus = format!(
+        "POST /connection/stream HTTP/1.1\r\nHost: {}\r\nContent-Length: +{}\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    );
+    let (status, _) = http_request(server.addr, plus).await;
+    assert_eq!(status, 400, "Content-Length: +21 is not a length");
+}
+
+/// Issue 20: a client that half-closes its side of the socket after the SSE request still gets
+/// its events.
+#[tokio::test]
+async fn issue_20_an_sse_client_that_half_closes_keeps_its_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(|_| {}).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let connect = r#"{"id":1,"connect":{"subs":{"news":{}}}}"#;
+    let query: String = connect
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    stream
+        .write_all(
+            format!(
+                "GET /connection/sse?connect={query} HTTP/1.1\r\nHost: {}\r\n\r\n",
+                server.addr
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    stream.shutdown().await.expect("half-close");
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\"connect\"") {
+        let n = tokio::time::timeout(crate::support::WAIT, stream.read(&mut buf))
+            .await
+            .expect("connect reply in time")
+            .expect("read");
+        assert!(n > 0, "stream ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let (status, _) = crate::support::http_post(
+        server.addr,
+        "/api/publish",
+        r#"{"channel":"news","data":{"text":"after half-close"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    while !seen.contains("after half-close") {
+        let n = tokio::time::timeout(crate::support::WAIT, stream.read(&mut buf))
+            .await
+            .expect("publication in time")
+            .expect("read");
+        assert!(n > 0, "stream ended after the half-close: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
