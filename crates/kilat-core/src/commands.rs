@@ -239,7 +239,7 @@ impl Session {
 
     async fn subscribe(&mut self, id: u32, request: SubscribeRequest) -> Result<(), CoreError> {
         let join = self.prepare_subscribe(&request, 0, false).await?;
-        let frame = SharedFrame::new(Reply::Subscribe(join.result.clone()).encode(id));
+        let frame = SharedFrame::reply(Reply::Subscribe(join.result.clone()).encode(id));
         self.finish_subscribe(join, Some(frame)).await;
         Ok(())
     }
@@ -441,11 +441,14 @@ impl Session {
             since: request.since,
             reverse: request.reverse,
         };
-        Ok(Reply::History(
-            self.node
-                .history_with(&request.channel, &ns, options)
-                .await?,
-        ))
+        let mut page = self
+            .node
+            .history_with(&request.channel, &ns, options)
+            .await?;
+        // A reply never needs more than the connection's queue (issue 20): the client pages on
+        // with `since` when `more` is set.
+        page.cut_to(self.node.config().client_queue_max_bytes / 2);
+        Ok(Reply::History(page))
     }
 
     async fn rpc(&mut self, request: RpcRequest) -> Result<Reply, CoreError> {

@@ -563,6 +563,7 @@ impl Node {
             publications: page.publications,
             offset: page.position.offset,
             epoch: page.position.epoch,
+            more: false,
         })
     }
 

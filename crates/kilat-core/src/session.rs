@@ -303,12 +303,13 @@ impl Session {
 
     /// Queues a successful reply.
     pub(crate) fn reply(&self, id: u32, reply: &Reply) {
-        self.outbox.push(SharedFrame::new(reply.encode(id)));
+        self.outbox.push_reply(SharedFrame::reply(reply.encode(id)));
     }
 
     /// Queues an error reply.
     pub(crate) fn reply_error(&self, id: u32, error: &ClientError) {
-        self.outbox.push(SharedFrame::new(encode_error(id, error)));
+        self.outbox
+            .push_reply(SharedFrame::reply(encode_error(id, error)));
     }
 
     /// When the transport must call [`Session::on_timer`] next: the handshake timeout before

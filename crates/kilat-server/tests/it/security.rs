@@ -498,3 +498,75 @@ async fn issue_20_an_sse_client_that_half_closes_keeps_its_stream() {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
 }
+
+/// Issue 20, defect 3: replies larger than the client queue (1 MiB by default) are not a slow
+/// consumer: a recovery of 18 publications of 60 KB arrives whole, and a large `history` is
+/// paged (`more`) so the client reads everything; the connection stays up throughout.
+#[tokio::test]
+async fn issue_20_large_replies_are_not_treated_as_slow_consumers() {
+    let server = TestServer::start(|_| {}).await;
+    let big = "x".repeat(60_000);
+    for i in 0..18 {
+        let body = format!(r#"{{"channel":"feed:big","data":{{"i":{i},"pad":"{big}"}}}}"#);
+        let (status, answer) = crate::support::http_post(server.addr, "/api/publish", &body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (mut ws, _) = connect(&server).await;
+    ws.send(Message::text(
+        r#"{"id":2,"history":{"channel":"feed:big","limit":0}}"#,
+    ))
+    .await
+    .expect("history");
+    let top = next_non_presence(&mut ws).await;
+    let epoch = top["history"]["epoch"].as_str().expect("epoch").to_owned();
+    assert_eq!(top["history"]["offset"], 18, "{top:.200}");
+
+    // Recovery from offset 0: 1.08 MB in one reply, over the 1 MiB queue.
+    ws.send(Message::text(format!(
+        r#"{{"id":3,"subscribe":{{"channel":"feed:big","recover":true,"offset":0,"epoch":"{epoch}"}}}}"#
+    )))
+    .await
+    .expect("subscribe");
+    let reply = next_non_presence(&mut ws).await;
+    assert_eq!(reply["id"], 3, "{:.300}", reply.to_string());
+    let recovered = reply["subscribe"]["publications"]
+        .as_array()
+        .expect("publications");
+    assert_eq!(recovered.len(), 18);
+    assert_eq!(reply["subscribe"]["recovered"], true);
+
+    // History with a huge limit: cut into pages the client follows with `since`.
+    let mut seen = Vec::new();
+    let mut since = 0;
+    for id in 4..20 {
+        ws.send(Message::text(format!(
+            r#"{{"id":{id},"history":{{"channel":"feed:big","limit":1000000,"since":{{"offset":{since},"epoch":"{epoch}"}}}}}}"#
+        )))
+        .await
+        .expect("history");
+        let page = next_non_presence(&mut ws).await;
+        assert_eq!(page["id"], id, "{:.300}", page.to_string());
+        let publications = page["history"]["publications"].as_array().expect("page");
+        assert!(!publications.is_empty());
+        assert!(
+            page.to_string().len() < 1 << 20,
+            "a page stays under the queue size"
+        );
+        for publication in publications {
+            seen.push(publication["data"]["i"].as_u64().expect("i"));
+            since = publication["offset"].as_u64().expect("offset");
+        }
+        if page["history"]["more"] != true {
+            break;
+        }
+    }
+    assert_eq!(seen, (0..18).collect::<Vec<_>>());
+
+    // Still connected and served.
+    ws.send(Message::text(
+        r#"{"id":30,"presence_stats":{"channel":"x"}}"#,
+    ))
+    .await
+    .expect("send");
+    assert_eq!(next_non_presence(&mut ws).await["id"], 30);
+}
