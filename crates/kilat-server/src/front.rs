@@ -92,6 +92,11 @@ where
     }
 }
 
+/// [`classify`] for `kilat_server::fuzzing`: whether `buf` is taken as a stream request.
+pub(crate) fn classify_for_fuzzing(buf: &[u8]) -> bool {
+    matches!(classify(buf), Classified::Stream(_))
+}
+
 enum Classified {
     NeedMore,
     Stream(Box<StreamRequest>),

@@ -37,6 +37,38 @@ pub mod proxy;
 mod router;
 mod websocket;
 
+/// Entry points for the fuzz targets in `fuzz/` (not an API): the parsers that read request
+/// heads and origins straight from the network.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Classifies `bytes` as the first request of a connection, like the listener does; returns
+    /// whether it was taken as a stream request. Must never panic.
+    pub fn stream_head(bytes: &[u8]) -> bool {
+        crate::front::classify_for_fuzzing(bytes)
+    }
+
+    /// Checks `origin` against a dev-mode policy on a loopback listener and against one with a
+    /// public URL and allowed patterns; returns both verdicts. Must never panic.
+    pub fn origin(origin: &str, public_url: &str, pattern: &str) -> (bool, bool) {
+        use axum::http::{HeaderMap, HeaderValue, header::ORIGIN};
+        let Ok(value) = HeaderValue::from_str(origin) else {
+            return (false, false);
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(ORIGIN, value);
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 8000));
+        let dev = crate::origin::OriginPolicy::new(&[], listen, false, None, true);
+        let configured = crate::origin::OriginPolicy::new(
+            &[pattern.to_owned()],
+            listen,
+            true,
+            Some(public_url),
+            false,
+        );
+        (dev.allows(&headers), configured.allows(&headers))
+    }
+}
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
