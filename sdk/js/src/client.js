@@ -14,6 +14,14 @@ import { ServerSubscriptions, publicationContext } from './server-subs.js';
 
 const MAX_ID = 0xffffffff;
 
+/**
+ * Rounds in a row in which a transport that already carried a connection on this client fails
+ * to open before the client also tries the transports after it. A proven transport that fails
+ * to open is far more often a node that is draining or died than a network that stopped
+ * allowing it, so the client backs off and retries it instead of settling on a fallback.
+ */
+export const PROVEN_OPEN_RETRIES = 5;
+
 const DEFAULTS = {
   token: null,
   getToken: null,
@@ -25,6 +33,7 @@ const DEFAULTS = {
   transports: TRANSPORTS,
   minReconnectDelay: 500,
   maxReconnectDelay: 20000,
+  backoffResetAfter: 10000,
   timeout: 5000,
   maxServerPingDelay: 10000,
   debug: false,
@@ -73,7 +82,14 @@ export class Kilat extends EventEmitter {
     this._flushScheduled = false;
     /** Calls made while connecting, run once connected. */
     this._waiting = new Set();
+    /** Reconnect attempts since the backoff was last reset (see `_teardown`). */
     this._attempts = 0;
+    /** When the current connection got its connect reply (ms), for the backoff reset. */
+    this._connectedAt = 0;
+    /** Indexes (in `transports`) of the transports that have carried a connection on this client. */
+    this._proven = new Set();
+    /** Rounds in a row in which a proven transport failed to open (see PROVEN_OPEN_RETRIES). */
+    this._provenOpenFailures = 0;
     this._reconnectTimer = null;
     /** Browser `online` listener, set while the client wants to be connected. */
     this._onlineListener = null;
@@ -423,16 +439,23 @@ export class Kilat extends EventEmitter {
   /** The transport never opened: try the next one in the list, or back off and start over. */
   _nextTransport(gen, ctx) {
     if (gen !== this._connGen || this.state !== 'connecting') return;
-    const next = this._transportIndex + 1;
-    this._debug('transport', this._options.transports[this._transportIndex], 'failed to open:', ctx.reason);
+    const index = this._transportIndex;
+    const next = index + 1;
+    this._debug('transport', this._options.transports[index], 'failed to open:', ctx.reason);
     this._transport = null;
     this._rejectAll(new KilatError(ErrorCode.TRANSPORT_CLOSED, 'transport closed', true));
-    if (next < this._options.transports.length) {
+    // A transport that worked on this client and now fails to open points at the server (a
+    // drain, a dead node behind a load balancer), not at the network: retry it after a
+    // backoff rather than settle on a fallback that would then stay in use.
+    const proven = this._proven.has(index) && this._provenOpenFailures < PROVEN_OPEN_RETRIES;
+    if (proven) this._provenOpenFailures++;
+    if (!proven && next < this._options.transports.length) {
       this._startAttempt(next);
     } else {
+      const what = proven ? `${transportLabel(this._options.transports[index])}, which worked before, could not be opened` : 'no transport could be opened';
       this.emit('error', {
         type: 'transport',
-        error: new KilatError(ErrorCode.TRANSPORT_CLOSED, `no transport could be opened (last: ${ctx.reason})`, true),
+        error: new KilatError(ErrorCode.TRANSPORT_CLOSED, `${what} (last: ${ctx.reason})`, true),
       });
       this._scheduleReconnect();
     }
@@ -461,10 +484,16 @@ export class Kilat extends EventEmitter {
     }
   }
 
-  _scheduleReconnect() {
+  /**
+   * Waits, then starts a new round from the first transport. The wait is the backoff for the
+   * attempt count, or, after a disconnect with a `delay_ms` hint, the backoff floor plus a
+   * random share of the hint if that is longer; never more than `maxReconnectDelay`.
+   * @param {number} [delayHint] the server's `delay_ms`
+   */
+  _scheduleReconnect(delayHint) {
     if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
     const o = this._options;
-    const delay = backoff(this._attempts++, o.minReconnectDelay, o.maxReconnectDelay);
+    const delay = reconnectDelay(this._attempts++, o.minReconnectDelay, o.maxReconnectDelay, delayHint);
     this._debug('reconnect in', delay, 'ms');
     this._reconnectTimer = setTimeout(() => {
       this._reconnectTimer = null;
@@ -480,12 +509,13 @@ export class Kilat extends EventEmitter {
     }
     let { code, reason } = ctx;
     let hint;
+    let delayHint;
     if (this._disconnectPush) {
-      ({ code, reason } = this._disconnectPush);
+      ({ code, reason, delayHint } = this._disconnectPush);
       hint = this._disconnectPush.reconnect;
     }
     const reconnect = shouldReconnect(code, hint);
-    this._teardown(code, reason, reconnect, false);
+    this._teardown(code, reason, reconnect, false, delayHint);
   }
 
   /**
@@ -494,8 +524,9 @@ export class Kilat extends EventEmitter {
    * @param {string} reason
    * @param {boolean} reconnect
    * @param {boolean} closeTransport whether we close it (it is not closed already)
+   * @param {number} [delayHint] the `delay_ms` of the server's disconnect push
    */
-  _teardown(code, reason, reconnect, closeTransport) {
+  _teardown(code, reason, reconnect, closeTransport, delayHint) {
     this._connGen++;
     const transport = this._transport;
     this._transport = null;
@@ -509,9 +540,13 @@ export class Kilat extends EventEmitter {
     if (code === DisconnectCode.TOKEN_EXPIRED) this._tokenExpired = true;
     if (reconnect) {
       const wasConnected = this.state === 'connected';
+      // The backoff starts over only after a connection that stayed up for a while: one that
+      // the server ends right away (a slow-consumer 3001 on a large recovery, a node that
+      // accepts and drops) must not turn into a reconnect loop at the backoff floor.
+      if (wasConnected && Date.now() - this._connectedAt >= this._options.backoffResetAfter) this._attempts = 0;
       this._setState('connecting');
       if (wasConnected) this.emit('connecting', { code, reason });
-      this._scheduleReconnect();
+      this._scheduleReconnect(delayHint);
     } else {
       if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
       this._reconnectTimer = null;
@@ -533,7 +568,9 @@ export class Kilat extends EventEmitter {
 
   _onConnectResult(result) {
     result = result ?? {};
-    this._attempts = 0;
+    this._connectedAt = Date.now();
+    this._proven.add(this._transportIndex);
+    this._provenOpenFailures = 0;
     this.clientId = result.client ?? null;
     this.transportName = this._transport?.name ?? null;
     if (this._transport?.emulated) this._transport.setSession(result.session, result.node);
@@ -564,6 +601,8 @@ export class Kilat extends EventEmitter {
   }
 
   _onConnectError(err) {
+    // the transport closing under the connect is reported by the transport path
+    if (err.code === ErrorCode.TRANSPORT_CLOSED) return;
     this.emit('error', { type: 'connect', error: err });
     const transport = this._transport;
     if (err.code === ErrorCode.TOKEN_EXPIRED && typeof this._options.getToken === 'function') {
@@ -573,8 +612,6 @@ export class Kilat extends EventEmitter {
     } else if (err.temporary || err.code === ErrorCode.TIMEOUT) {
       transport?.close();
       this._teardown(err.code, err.message, true, false);
-    } else if (err.code === ErrorCode.TRANSPORT_CLOSED) {
-      // the transport close path already handled it
     } else {
       transport?.close();
       // an expired token without getToken cannot be fixed by retrying: unauthorized
@@ -694,10 +731,11 @@ export class Kilat extends EventEmitter {
         code: Number(d.code ?? DisconnectCode.SHUTDOWN),
         reason: String(d.reason ?? ''),
         reconnect: d.reconnect,
+        delayHint: Number.isFinite(d.delay_ms) && d.delay_ms > 0 ? d.delay_ms : undefined,
       };
       // act now; the close that follows belongs to an old generation and is ignored
-      const { code, reason, reconnect } = this._disconnectPush;
-      this._teardown(code, reason, shouldReconnect(code, reconnect), true);
+      const { code, reason, reconnect, delayHint } = this._disconnectPush;
+      this._teardown(code, reason, shouldReconnect(code, reconnect), true, delayHint);
       return;
     }
     if (push.message) {
@@ -731,6 +769,27 @@ export class Kilat extends EventEmitter {
     this.emit('subscribed', event);
     for (const pub of publications) this.emit('publication', publicationContext(channel, pub));
   }
+}
+
+/** A transport spec's name, for messages. */
+function transportLabel(spec) {
+  return typeof spec === 'string' ? spec : spec.transport;
+}
+
+/**
+ * The wait before reconnect attempt `attempt`: the backoff (full jitter in [min, ceiling]), or,
+ * with the server's `delay_ms` hint, `min` plus a uniform share of the hint when that is longer,
+ * so the clients of a draining node spread their reconnects over the window the server asked
+ * for. Capped at `max` (which also keeps a huge hint from overflowing setTimeout).
+ * @param {number} attempt
+ * @param {number} min
+ * @param {number} max
+ * @param {number} [delayHint] milliseconds
+ */
+export function reconnectDelay(attempt, min, max, delayHint) {
+  let delay = backoff(attempt, min, max);
+  if (delayHint > 0) delay = Math.max(delay, min + Math.floor(Math.random() * delayHint));
+  return Math.min(delay, max);
 }
 
 /**

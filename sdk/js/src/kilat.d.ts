@@ -44,8 +44,10 @@ export interface ClientOptions {
   transports?: TransportSpec[];
   /** Backoff floor and first ceiling, ms (default 500). */
   minReconnectDelay?: number;
-  /** Backoff cap, ms (default 20000). */
+  /** Backoff cap, ms (default 20000); also caps a server's `delay_ms` hint. */
   maxReconnectDelay?: number;
+  /** How long a connection must stay up before the backoff starts over, ms (default 10000). */
+  backoffResetAfter?: number;
   /** Timeout for command replies and for the connect reply, ms (default 5000). */
   timeout?: number;
   /** Extra wait beyond the server's ping interval before the connection counts as dead, ms (default 10000). */

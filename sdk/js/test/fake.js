@@ -16,6 +16,8 @@ export function fakeWebSocket({ server = () => {}, refuse = false, hang = false 
 
     constructor(url) {
       this.url = url;
+      /** when the client created it (ms, performance.now()), to measure reconnect delays */
+      this.createdAt = performance.now();
       this.readyState = 0;
       /** raw messages sent by the client */
       this.sent = [];

@@ -407,6 +407,7 @@ describe('kilat server restart', { skip: skip ?? false }, () => {
     assert.equal(ctx.code, 3000, `drain disconnect code (got ${ctx.code} ${ctx.reason})`);
     await reconnected;
     assert.equal(c.state, 'connected');
+    assert.equal(c.transportName, 'websocket', 'issue 22: a drain does not move the client to SSE');
   });
 
   test('recovery after a server restart is honest: history is gone, recovered is false', async (t) => {

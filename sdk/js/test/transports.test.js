@@ -2,6 +2,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { Kilat } from '../src/kilat.js';
+import { PROVEN_OPEN_RETRIES } from '../src/client.js';
 import { fakeWebSocket, fakeFetch, until, nextEvent } from './fake.js';
 
 const URL = 'http://test.invalid';
@@ -169,4 +170,37 @@ test('http_stream: a last line without a newline is still delivered when the bod
   const disc = nextEvent(client, 'disconnected');
   client.connect();
   assert.deepEqual(await disc, { code: 3503, reason: 'bye' });
+});
+
+test('issue 22: a WebSocket that worked and then fails to open (drain, dead node) is retried, not replaced by SSE', async (t) => {
+  const WS = fakeWebSocket({ server: (f, s) => f.connect && s.push({ id: f.id, connect: { client: 'ws' } }) });
+  const fetch = fakeFetch({ server: emulatedServer([]) });
+  const client = new Kilat(URL, { websocket: WS, fetch, ...fast });
+  t.after(() => client.disconnect());
+  client.connect();
+  await client.ready(2000);
+  assert.equal(client.transportName, 'websocket');
+  // the node drains: 3000, and its listener refuses the reconnects for a while
+  WS.refuse = true;
+  WS.last().serverClose(3000, 'shutdown');
+  await until(() => WS.instances.length >= 4, 3000, 'three refused reconnects');
+  assert.equal(fetch.state.requests.length, 0, 'no SSE attempt while the proven WebSocket is retried');
+  WS.refuse = false;
+  await client.ready(3000);
+  assert.equal(client.transportName, 'websocket');
+  assert.equal(fetch.state.requests.length, 0);
+});
+
+test('a proven WebSocket that keeps failing to open while SSE works is given up after PROVEN_OPEN_RETRIES rounds', async (t) => {
+  const WS = fakeWebSocket({ server: (f, s) => f.connect && s.push({ id: f.id, connect: { client: 'ws' } }) });
+  const fetch = fakeFetch({ server: emulatedServer([]) });
+  const client = new Kilat(URL, { websocket: WS, fetch, ...fast });
+  t.after(() => client.disconnect());
+  client.connect();
+  await client.ready(2000);
+  WS.refuse = true; // e.g. the network changed to one whose proxy drops upgrades
+  const reconnected = new Promise((resolve) => client.on('connected', resolve));
+  WS.last().serverClose(1006);
+  assert.equal((await reconnected).transport, 'sse');
+  assert.equal(WS.instances.length, 1 + PROVEN_OPEN_RETRIES + 1, 'the retries, then one more round that falls through');
 });
