@@ -124,7 +124,10 @@ export class Kilat extends EventEmitter {
     this._startAttempt(0);
   }
 
-  /** Closes the connection and stops reconnecting. Subscriptions resubscribe on the next connect(). */
+  /**
+   * Closes the connection and stops reconnecting. Subscriptions end in `unsubscribed` (code 0,
+   * "disconnect called") and keep their positions: call `subscribe()` again after `connect()`.
+   */
   disconnect() {
     if (this.state === 'disconnected') return;
     this._teardown(DisconnectCode.DISCONNECT_CALLED, 'disconnect called', false, true);
@@ -536,9 +539,9 @@ export class Kilat extends EventEmitter {
       ? new KilatError(ErrorCode.TRANSPORT_CLOSED, 'transport closed', true)
       : new KilatError(ErrorCode.CLIENT_DISCONNECTED, 'client disconnected');
     this._rejectAll(err);
-    for (const sub of this._subs.values()) sub._onTransportLost();
     if (code === DisconnectCode.TOKEN_EXPIRED) this._tokenExpired = true;
     if (reconnect) {
+      for (const sub of this._subs.values()) sub._onTransportLost();
       const wasConnected = this.state === 'connected';
       // The backoff starts over only after a connection that stayed up for a while: one that
       // the server ends right away (a slow-consumer 3001 on a large recovery, a node that
@@ -554,6 +557,10 @@ export class Kilat extends EventEmitter {
       this._waiting.clear();
       this._watchOnline(false);
       this._setState('disconnected');
+      // the client will not come back by itself, so neither do its subscriptions: they end
+      // with the client's code and reason (0 "disconnect called" after disconnect()) and keep
+      // their positions, so subscribe() after the next connect() recovers
+      for (const sub of [...this._subs.values()]) sub._moveToUnsubscribed(code, reason, false);
       this.emit('disconnected', { code, reason });
     }
   }
