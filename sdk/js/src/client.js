@@ -383,7 +383,7 @@ export class Kilat extends EventEmitter {
       });
     } catch (err) {
       this.emit('error', { type: 'transport', error: err });
-      this._nextTransport(gen, { code: 1006, reason: String(err.message), opened: false });
+      this._nextTransport(gen, { code: DisconnectCode.TRANSPORT_CLOSED, reason: String(err.message), opened: false });
       return;
     }
     this._transport = transport;

@@ -1,7 +1,7 @@
 // Client-side subscriptions: state machine, recovery position, de-duplication by offset.
 
 import { EventEmitter } from './emitter.js';
-import { ErrorCode, KilatError } from './errors.js';
+import { DisconnectCode, ErrorCode, KilatError } from './errors.js';
 import { backoff, ttlDelay } from './backoff.js';
 import { publicationContext } from './server-subs.js';
 
@@ -155,7 +155,7 @@ export class Subscription extends EventEmitter {
     this._attempt++;
     if (this.state === 'subscribed') {
       this._setState('subscribing');
-      this.emit('subscribing', { channel: this.channel, code: 0, reason: 'transport closed' });
+      this.emit('subscribing', { channel: this.channel, code: DisconnectCode.TRANSPORT_CLOSED, reason: 'transport closed' });
     }
   }
 

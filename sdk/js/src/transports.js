@@ -6,7 +6,10 @@
 //   onOpen()                       the transport is usable (socket open / HTTP 200 received)
 //   onMessage(text)                one message, possibly several `\n`-separated frames
 //   onClose({code, reason, opened}) it ended; `opened` false means it never opened, which
-//                                   makes the client fall back to the next transport
+//                                   makes the client fall back to the next transport. `code`
+//                                   is a kilat disconnect code (3000-3999) when the server
+//                                   sent one, else DisconnectCode.TRANSPORT_CLOSED on every
+//                                   transport (see `transportClosed`)
 
 import { encodeFrames, LineSplitter, SseParser } from './codec.js';
 import { DisconnectCode } from './errors.js';
@@ -27,6 +30,17 @@ export function resolveEndpoints(url) {
     ws: `${secure ? 'wss' : 'ws'}://${host}${path}/connection/websocket${u.search}`,
     http: `${secure ? 'https' : 'http'}://${host}${path}`,
   };
+}
+
+/**
+ * The close of a transport that carried no kilat disconnect code: the same code on every
+ * transport (DisconnectCode.TRANSPORT_CLOSED, 1), whatever the WebSocket close code or HTTP
+ * status was; that detail goes into the reason.
+ * @param {string} reason
+ * @param {boolean} opened
+ */
+function transportClosed(reason, opened) {
+  return { code: DisconnectCode.TRANSPORT_CLOSED, reason, opened };
 }
 
 /** Converts a WebSocket message payload (string, Buffer, ArrayBuffer, typed array) to text. */
@@ -54,7 +68,7 @@ export class WebSocketTransport {
     const WS = this._WebSocket;
     if (typeof WS !== 'function') {
       // no implementation (Node 20 without the `websocket` option): fall back at once
-      queueMicrotask(() => handlers.onClose({ code: 1006, reason: 'no WebSocket implementation', opened: false }));
+      queueMicrotask(() => handlers.onClose(transportClosed('no WebSocket implementation', false)));
       return;
     }
     let opened = false;
@@ -62,7 +76,7 @@ export class WebSocketTransport {
     try {
       ws = new WS(this.endpoint);
     } catch (err) {
-      queueMicrotask(() => handlers.onClose({ code: 1006, reason: String(err?.message ?? err), opened: false }));
+      queueMicrotask(() => handlers.onClose(transportClosed(String(err?.message ?? err), false)));
       return;
     }
     this._ws = ws;
@@ -83,7 +97,12 @@ export class WebSocketTransport {
     ws.onclose = (ev) => {
       if (this._closed) return;
       this._closed = true;
-      handlers.onClose({ code: ev?.code ?? 1006, reason: ev?.reason || errorText || 'connection closed', opened });
+      const code = ev?.code ?? 1006;
+      const reason = ev?.reason || errorText || 'connection closed';
+      // kilat's disconnect codes are close codes; any other close (1000, 1001, 1006, ...)
+      // is a plain transport close, reported like a stream that ended
+      if (code >= 3000 && code <= 3999) handlers.onClose({ code, reason, opened });
+      else handlers.onClose(transportClosed(`${reason} (WebSocket close ${code})`, opened));
     };
   }
 
@@ -151,7 +170,7 @@ class EmulatedTransport {
   open(connectFrame, handlers) {
     this._handlers = handlers;
     if (typeof this._fetch !== 'function') {
-      queueMicrotask(() => handlers.onClose({ code: 1006, reason: 'no fetch implementation', opened: false }));
+      queueMicrotask(() => handlers.onClose(transportClosed('no fetch implementation', false)));
       return;
     }
     this._run(connectFrame).catch(() => {});
@@ -162,7 +181,6 @@ class EmulatedTransport {
     let opened = false;
     // HTTP has no close codes: a `disconnect` push carries the real one; without it the
     // stream just ended, which is the SDK's own code 1 (transport closed)
-    const code = DisconnectCode.TRANSPORT_CLOSED;
     let reason = 'stream ended';
     try {
       const res = await this._request(connectFrame);
@@ -196,7 +214,7 @@ class EmulatedTransport {
     } finally {
       if (!this._closed) {
         this._closed = true;
-        handlers.onClose({ code, reason, opened });
+        handlers.onClose(transportClosed(reason, opened));
       }
     }
   }
@@ -243,7 +261,7 @@ class EmulatedTransport {
         if (!ok && !this._closed) {
           // a lost command would leave a reply hanging: treat the session as broken
           this.close();
-          this._handlers.onClose({ code: DisconnectCode.TRANSPORT_CLOSED, reason: `emulation POST failed (HTTP ${status})`, opened: true });
+          this._handlers.onClose(transportClosed(`emulation POST failed (HTTP ${status})`, true));
           return;
         }
       }

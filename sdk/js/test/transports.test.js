@@ -204,3 +204,25 @@ test('a proven WebSocket that keeps failing to open while SSE works is given up 
   assert.equal((await reconnected).transport, 'sse');
   assert.equal(WS.instances.length, 1 + PROVEN_OPEN_RETRIES + 1, 'the retries, then one more round that falls through');
 });
+
+test('one code for "transport closed" on every transport: a WebSocket close 1006 and an ended stream both report 1', async (t) => {
+  const codes = {};
+  for (const name of ['websocket', 'sse', 'http_stream']) {
+    const answer = emulatedServer([]);
+    const WS = fakeWebSocket({ server: (f, s) => answer(f, s) });
+    const fetch = fakeFetch({ server: answer });
+    const client = new Kilat(URL, { websocket: WS, fetch, transports: [name], ...fast });
+    t.after(() => client.disconnect());
+    client.connect();
+    await client.ready(2000);
+    const sub = client.newSubscription('room');
+    sub.subscribe();
+    await sub.ready(1000);
+    const connecting = nextEvent(client, 'connecting');
+    const subscribing = nextEvent(sub, 'subscribing');
+    if (name === 'websocket') WS.last().serverClose(1006);
+    else fetch.state.conns[0].end();
+    codes[name] = [(await connecting).code, (await subscribing).code];
+  }
+  assert.deepEqual(codes, { websocket: [1, 1], sse: [1, 1], http_stream: [1, 1] });
+});
