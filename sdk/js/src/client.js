@@ -3,10 +3,10 @@
 
 import { EventEmitter } from './emitter.js';
 import { DisconnectCode, ErrorCode, KilatError, shouldReconnect } from './errors.js';
-import { decodeFrames, isPing } from './codec.js';
+import { decodeFrames, historyParams, isPing } from './codec.js';
 import { backoff, ttlDelay } from './backoff.js';
 import { createTransport, resolveEndpoints, TRANSPORTS } from './transports.js';
-import { Subscription } from './subscription.js';
+import { createSubscription } from './subscription.js';
 import { VERSION } from './version.js';
 import { ServerSubscriptions, publicationContext } from './server-subs.js';
 
@@ -102,8 +102,19 @@ export class Kilat extends EventEmitter {
     this._lastSeen = 0;
     /** Pending `disconnect` push, applied when the transport closes. */
     this._disconnectPush = null;
-    /** @type {Map<string, Subscription>} */
+    /**
+     * Client-side subscriptions by channel, each as the control the client drives it with
+     * (see subscription.js: the two talk only through SubscriptionControl and ClientLink).
+     * @type {Map<string, import('./subscription.js').SubscriptionControl>}
+     */
     this._subs = new Map();
+    /** @type {import('./subscription.js').ClientLink} */
+    this._link = Object.freeze({
+      call: (method, params) => this._call(method, params),
+      connection: () => (this.state === 'connected' ? this._connGen : 0),
+      minDelay: this._options.minReconnectDelay,
+      maxDelay: this._options.maxReconnectDelay,
+    });
     /** Server-side subscriptions: channel -> {offset, epoch, recoverable}. */
     this._serverSubs = new ServerSubscriptions();
   }
@@ -182,26 +193,26 @@ export class Kilat extends EventEmitter {
     if (this._subs.has(channel)) {
       throw new KilatError(ErrorCode.ALREADY_SUBSCRIBED, `subscription to ${channel} already exists`);
     }
-    const sub = new Subscription(this, channel, options);
-    this._subs.set(channel, sub);
-    return sub;
+    const control = createSubscription(this._link, channel, options);
+    this._subs.set(channel, control);
+    return control.subscription;
   }
 
   /** @param {string} channel */
   getSubscription(channel) {
-    return this._subs.get(channel) ?? null;
+    return this._subs.get(channel)?.subscription ?? null;
   }
 
   /** Unsubscribes and forgets a subscription. @param {Subscription} sub */
   removeSubscription(sub) {
     if (!sub) return;
     sub.unsubscribe();
-    if (this._subs.get(sub.channel) === sub) this._subs.delete(sub.channel);
+    if (this._subs.get(sub.channel)?.subscription === sub) this._subs.delete(sub.channel);
   }
 
   /** @returns {Record<string, Subscription>} */
   subscriptions() {
-    return Object.fromEntries(this._subs);
+    return Object.fromEntries([...this._subs].map(([channel, control]) => [channel, control.subscription]));
   }
 
   publish(channel, data) {
@@ -221,12 +232,7 @@ export class Kilat extends EventEmitter {
    * @param {{limit?: number, since?: {offset: number, epoch: string}, reverse?: boolean}} [opts]
    */
   history(channel, opts = {}) {
-    /** @type {any} */
-    const params = { channel };
-    if (opts.limit !== undefined) params.limit = opts.limit;
-    if (opts.since) params.since = { offset: opts.since.offset, epoch: opts.since.epoch };
-    if (opts.reverse !== undefined) params.reverse = opts.reverse;
-    return this._call('history', params);
+    return this._call('history', historyParams(channel, opts));
   }
 
   rpc(method, data) {
@@ -541,7 +547,7 @@ export class Kilat extends EventEmitter {
     this._rejectAll(err);
     if (code === DisconnectCode.TOKEN_EXPIRED) this._tokenExpired = true;
     if (reconnect) {
-      for (const sub of this._subs.values()) sub._onTransportLost();
+      for (const control of this._subs.values()) control.lost();
       const wasConnected = this.state === 'connected';
       // The backoff starts over only after a connection that stayed up for a while: one that
       // the server ends right away (a slow-consumer 3001 on a large recovery, a node that
@@ -560,7 +566,7 @@ export class Kilat extends EventEmitter {
       // the client will not come back by itself, so neither do its subscriptions: they end
       // with the client's code and reason (0 "disconnect called" after disconnect()) and keep
       // their positions, so subscribe() after the next connect() recovers
-      for (const sub of [...this._subs.values()]) sub._moveToUnsubscribed(code, reason, false);
+      for (const control of [...this._subs.values()]) control.ended(code, reason);
       this.emit('disconnected', { code, reason });
     }
   }
@@ -599,9 +605,7 @@ export class Kilat extends EventEmitter {
     for (const [channel, sub] of Object.entries(subsResult)) this._onServerSubscribed(channel, sub ?? {});
     // resubscribe (batched: all in this tick go out as one message), then run queued calls
     // (a subscription that a `connected` listener already subscribed has been sent: skip it)
-    for (const sub of this._subs.values()) {
-      if (sub.state === 'subscribing' && sub._sentOnGen !== this._connGen) sub._sendSubscribe();
-    }
+    for (const control of [...this._subs.values()]) control.connected(this._connGen);
     const waiting = [...this._waiting];
     this._waiting.clear();
     for (const w of waiting) w.run();
@@ -754,11 +758,7 @@ export class Kilat extends EventEmitter {
       return;
     }
     if (channel == null) return;
-    const sub = this._subs.get(channel);
-    if (sub && sub.state !== 'unsubscribed') {
-      sub._handlePush(push);
-      return;
-    }
+    if (this._subs.get(channel)?.push(push)) return;
     // server-side subscription
     if (push.subscribe) this._onServerSubscribed(channel, push.subscribe);
     else if (push.unsubscribe) {

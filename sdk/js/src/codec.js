@@ -26,6 +26,21 @@ export function decodeFrames(text) {
   return out;
 }
 
+/**
+ * The params of a `history` command from the SDK's options (used by the client's and a
+ * subscription's `history()`).
+ * @param {string} channel
+ * @param {{limit?: number, since?: {offset: number, epoch: string}, reverse?: boolean}} opts
+ */
+export function historyParams(channel, opts = {}) {
+  /** @type {any} */
+  const params = { channel };
+  if (opts.limit !== undefined) params.limit = opts.limit;
+  if (opts.since) params.since = { offset: opts.since.offset, epoch: opts.since.epoch };
+  if (opts.reverse !== undefined) params.reverse = opts.reverse;
+  return params;
+}
+
 /** Whether a decoded frame is the application ping `{}`. */
 export function isPing(frame) {
   if (frame === null || typeof frame !== 'object' || Array.isArray(frame)) return false;
