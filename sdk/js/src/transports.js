@@ -131,6 +131,14 @@ export class WebSocketTransport {
   }
 }
 
+/**
+ * Largest `POST /connection/emulation` body a kilat server accepts (docs/protocol.md, 413 above
+ * it). A batch of commands larger than this goes out in several POSTs, in order.
+ */
+export const MAX_EMULATION_BODY = 64 * 1024;
+
+const utf8 = new TextEncoder();
+
 /** Shared part of SSE and HTTP streaming: a fetch stream in, `POST /connection/emulation` out. */
 class EmulatedTransport {
   /**
@@ -231,14 +239,17 @@ class EmulatedTransport {
     this._pump();
   }
 
-  /** Sends queued commands one POST at a time so the server sees them in order. */
+  /**
+   * Sends the queued commands, as few POSTs as the body limit allows and one at a time, so the
+   * server sees them in order: what the client batched in one tick (and whatever queued up
+   * while a POST was in flight) goes out in one body.
+   */
   async _pump() {
     if (this._posting || this._session == null) return;
     this._posting = true;
     try {
       while (this._outbox.length > 0 && !this._closed) {
-        const command = this._outbox.shift();
-        const body = JSON.stringify({ session: this._session, node: this._node, command });
+        const body = this._takeBody();
         let ok = false;
         let status = 0;
         try {
@@ -268,6 +279,30 @@ class EmulatedTransport {
     } finally {
       this._posting = false;
     }
+  }
+
+  /**
+   * Takes the queued commands that fit in one emulation body (at least one) and returns the
+   * body: `command` is the frame itself when there is one, else a string of `\n`-separated
+   * frames, which the server takes as a batch.
+   * @returns {string}
+   */
+  _takeBody() {
+    const envelope = (command) => JSON.stringify({ session: this._session, node: this._node, command });
+    if (this._outbox.length === 1) return envelope(this._outbox.shift());
+    const lines = [];
+    // bytes of the envelope around an empty string, then each frame as it is escaped inside
+    // the string (its JSON string without the quotes), plus the escaped newline before it
+    let size = utf8.encode(envelope('')).length;
+    while (this._outbox.length > 0) {
+      const line = JSON.stringify(this._outbox[0]);
+      const cost = utf8.encode(JSON.stringify(line)).length - 2 + (lines.length > 0 ? 2 : 0);
+      if (lines.length > 0 && size + cost > MAX_EMULATION_BODY) break;
+      lines.push(line);
+      size += cost;
+      this._outbox.shift();
+    }
+    return lines.length === 1 ? envelope(JSON.parse(lines[0])) : envelope(lines.join('\n'));
   }
 
   close() {

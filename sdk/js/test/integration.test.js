@@ -332,6 +332,32 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
   });
 
   for (const [name, feature] of [['sse', 'sse'], ['http_stream', 'stream']]) {
+    test(`${name}: 200 commands issued in one tick go out in as few emulation POSTs as the body limit allows, in order`, async (t) => {
+      if (!features[feature]) return t.skip(`server answers 404 on the ${name} endpoint`);
+      const bodies = [];
+      const counting = (url, init) => {
+        if (String(url).endsWith('/connection/emulation')) bodies.push(new TextEncoder().encode(init.body).length);
+        return fetch(url, init);
+      };
+      const ch = channel();
+      const reader = await connected();
+      const sub = await subscribed(reader, ch);
+      const seen = [];
+      sub.on('publication', (p) => seen.push(p.data.n));
+      const c = new Kilat(server.httpUrl, { transports: [name], fetch: counting, timeout: 8000 });
+      clients.push(c);
+      c.connect();
+      await c.ready(5000);
+      const pad = 'x'.repeat(500); // 200 x ~550 bytes: more than one 64 KiB body
+      const results = await Promise.all(Array.from({ length: 200 }, (_, n) => c.publish(ch, { n, pad })));
+      assert.ok(bodies.length >= 2 && bodies.length <= 3, `${bodies.length} POSTs for 200 commands (largest ${Math.max(...bodies)} bytes)`);
+      assert.ok(bodies.every((b) => b <= 64 * 1024), `bodies within the server's limit: ${bodies.join(', ')}`);
+      await until(() => seen.length === 200, 5000, '200 publications');
+      assert.deepEqual(seen, Array.from({ length: 200 }, (_, n) => n));
+      const offsets = results.map((r) => r.offset);
+      for (let i = 1; i < offsets.length; i++) assert.equal(offsets[i], offsets[i - 1] + 1);
+    });
+
     test(`${name}: subscribe, publish, presence and history over the emulated transport`, async (t) => {
       if (!features[feature]) return t.skip(`server answers 404 on the ${name} endpoint (not implemented yet)`);
       const ch = channel();

@@ -3,6 +3,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { Kilat } from '../src/kilat.js';
 import { PROVEN_OPEN_RETRIES } from '../src/client.js';
+import { MAX_EMULATION_BODY } from '../src/transports.js';
 import { fakeWebSocket, fakeFetch, until, nextEvent } from './fake.js';
 
 const URL = 'http://test.invalid';
@@ -226,3 +227,28 @@ test('one code for "transport closed" on every transport: a WebSocket close 1006
   }
   assert.deepEqual(codes, { websocket: [1, 1], sse: [1, 1], http_stream: [1, 1] });
 });
+
+for (const name of ['sse', 'http_stream']) {
+  test(`${name}: commands issued in one tick go out in one emulation POST, split only at the body limit`, async (t) => {
+    const log = [];
+    const fetch = fakeFetch({ server: emulatedServer(log) });
+    const client = new Kilat(URL, { transports: [name], fetch, ...fast });
+    t.after(() => client.disconnect());
+    client.connect();
+    await client.ready(2000);
+    const posts = () => fetch.state.requests.filter((r) => r.kind === 'emulation');
+    const results = await Promise.all([client.publish('a', 1), client.publish('b', 2), client.publish('c', 3)]);
+    assert.deepEqual(results, [{ offset: 1 }, { offset: 1 }, { offset: 1 }]);
+    assert.equal(posts().length, 1, 'three commands, one POST');
+    const lines = posts()[0].body.command.split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(lines.map((f) => f.publish.channel), ['a', 'b', 'c']);
+    // 10 x 20 KB: as few POSTs as fit under the server's 64 KiB body limit, in order
+    const big = 'x'.repeat(20_000);
+    await Promise.all(Array.from({ length: 10 }, (_, i) => client.publish(`big${i}`, big)));
+    const bigPosts = fetch.state.requests.filter((r) => r.kind === 'emulation').slice(1);
+    assert.equal(bigPosts.length, 4, 'three per POST, then the last one');
+    for (const p of bigPosts) assert.ok(new TextEncoder().encode(JSON.stringify(p.body)).length <= MAX_EMULATION_BODY);
+    const channels = log.filter((f) => f.publish?.channel.startsWith('big')).map((f) => f.publish.channel);
+    assert.deepEqual(channels, Array.from({ length: 10 }, (_, i) => `big${i}`));
+  });
+}
