@@ -184,7 +184,7 @@ export class Kilat extends EventEmitter {
    * Creates a subscription (not yet subscribed). Throws if one exists for the channel.
    * @param {string} channel
    * @param {object} [options]
-   * @returns {Subscription}
+   * @returns {import('./subscription.js').Subscription}
    */
   newSubscription(channel, options) {
     if (typeof channel !== 'string' || channel === '') {
@@ -203,14 +203,14 @@ export class Kilat extends EventEmitter {
     return this._subs.get(channel)?.subscription ?? null;
   }
 
-  /** Unsubscribes and forgets a subscription. @param {Subscription} sub */
+  /** Unsubscribes and forgets a subscription. @param {import('./subscription.js').Subscription} sub */
   removeSubscription(sub) {
     if (!sub) return;
     sub.unsubscribe();
     if (this._subs.get(sub.channel)?.subscription === sub) this._subs.delete(sub.channel);
   }
 
-  /** @returns {Record<string, Subscription>} */
+  /** @returns {Record<string, import('./subscription.js').Subscription>} */
   subscriptions() {
     return Object.fromEntries([...this._subs].map(([channel, control]) => [channel, control.subscription]));
   }

@@ -51,7 +51,7 @@ export class Subscription extends EventEmitter {
    * Made by `client.newSubscription()` (through `createSubscription`).
    * @param {ClientLink} link
    * @param {string} channel
-   * @param {object} [options]
+   * @param {import('./kilat.js').SubscriptionOptions} [options]
    */
   constructor(link, channel, options = {}) {
     super();
@@ -385,7 +385,7 @@ export class Subscription extends EventEmitter {
  * A new subscription and the control its client drives it with.
  * @param {ClientLink} link
  * @param {string} channel
- * @param {object} [options]
+ * @param {import('./kilat.js').SubscriptionOptions} [options]
  * @returns {SubscriptionControl}
  */
 export function createSubscription(link, channel, options) {
