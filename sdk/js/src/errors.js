@@ -1,7 +1,7 @@
-// Errors and numeric codes (PROTOCOL.md section 9), plus the client-side codes the SDK adds.
+// Errors and numeric codes (docs/protocol.md, "Codes"), plus the client-side codes the SDK adds.
 
 /**
- * Error codes. 400-599 come from the server (HTTP meaning, PROTOCOL.md section 9);
+ * Error codes. 400-599 come from the server (HTTP meaning, docs/protocol.md "Codes");
  * 1-99 are raised by the SDK itself and never appear on the wire.
  * @readonly
  * @enum {number}

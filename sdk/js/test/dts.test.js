@@ -23,3 +23,13 @@ for (const table of ['ErrorCode', 'DisconnectCode']) {
     assert.deepEqual(declared, { ...sdk[table] });
   });
 }
+
+test("the SDK's error codes (1-99) are listed, with their names, in sdk/js/README.md and docs/client.md", () => {
+  const sdkCodes = Object.entries(sdk.ErrorCode).filter(([, code]) => code < 100);
+  assert.ok(sdkCodes.length >= 6);
+  for (const doc of ['../README.md', '../../../docs/client.md']) {
+    const text = readFileSync(new URL(doc, import.meta.url), 'utf8');
+    const listed = Object.fromEntries([...text.matchAll(/^\| (\d{1,2}) `(\w+)` \|/gm)].map((m) => [m[2], Number(m[1])]));
+    assert.deepEqual(listed, Object.fromEntries(sdkCodes), `${doc} lists the SDK's error codes`);
+  }
+});
