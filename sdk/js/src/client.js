@@ -4,7 +4,7 @@
 import { EventEmitter } from './emitter.js';
 import { DisconnectCode, ErrorCode, KilatError, shouldReconnect } from './errors.js';
 import { decodeFrames, historyParams, isPing } from './codec.js';
-import { backoff, ttlDelay } from './backoff.js';
+import { reconnectDelay, ttlDelay } from './backoff.js';
 import { createTransport, resolveEndpoints, TRANSPORTS } from './transports.js';
 import { createSubscription } from './subscription.js';
 import { VERSION } from './version.js';
@@ -781,22 +781,6 @@ export class Kilat extends EventEmitter {
 /** A transport spec's name, for messages. */
 function transportLabel(spec) {
   return typeof spec === 'string' ? spec : spec.transport;
-}
-
-/**
- * The wait before reconnect attempt `attempt`: the backoff (full jitter in [min, ceiling]), or,
- * with the server's `delay_ms` hint, `min` plus a uniform share of the hint when that is longer,
- * so the clients of a draining node spread their reconnects over the window the server asked
- * for. Capped at `max` (which also keeps a huge hint from overflowing setTimeout).
- * @param {number} attempt
- * @param {number} min
- * @param {number} max
- * @param {number} [delayHint] milliseconds
- */
-export function reconnectDelay(attempt, min, max, delayHint) {
-  let delay = backoff(attempt, min, max);
-  if (delayHint > 0) delay = Math.max(delay, min + Math.floor(Math.random() * delayHint));
-  return Math.min(delay, max);
 }
 
 /**
