@@ -22,11 +22,17 @@ pub struct ClientConfig {
     /// Reconnect after transport failures and 3000-3499 disconnects. When false the client
     /// stops (and [`crate::Event::Disconnected`] says `reconnect: false`) on the first loss.
     pub reconnect: bool,
-    /// Base delay of the reconnect backoff (attempt `n` waits a random time in
-    /// `[0, min(max_reconnect_delay, min_reconnect_delay * 2^n)]`).
+    /// Floor and base of the reconnect backoff: attempt `n` waits a random time in
+    /// `[min_reconnect_delay, min(max_reconnect_delay, min_reconnect_delay * 2^n)]`. After a
+    /// disconnect with a `delay_ms` hint, at least this plus a random share of the hint.
     pub min_reconnect_delay: Duration,
-    /// Upper bound of the reconnect backoff.
+    /// Upper bound of the reconnect backoff, the server's hint included.
     pub max_reconnect_delay: Duration,
+    /// How long a connection must stay up before the backoff starts over from
+    /// `min_reconnect_delay`. Connections that end sooner (a server that disconnects every
+    /// session right away, say with 3001 for a reply too large) keep the attempt count, so the
+    /// waits grow instead of looping at the floor.
+    pub backoff_reset_after: Duration,
     /// How long to wait for the WebSocket handshake plus the `connect` reply.
     pub handshake_timeout: Duration,
     /// How long a command waits for its reply (including time spent reconnecting).
@@ -37,7 +43,8 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults for `url`: anonymous, reconnecting with 200 ms .. 20 s backoff, 10 s timeouts.
+    /// Defaults for `url`: anonymous, reconnecting with 200 ms .. 20 s backoff (reset after 10 s
+    /// of healthy connection), 10 s timeouts.
     pub fn new(url: impl Into<String>) -> Self {
         ClientConfig {
             url: url.into(),
@@ -48,6 +55,7 @@ impl ClientConfig {
             reconnect: true,
             min_reconnect_delay: Duration::from_millis(200),
             max_reconnect_delay: Duration::from_secs(20),
+            backoff_reset_after: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             ping_grace: Duration::from_secs(10),

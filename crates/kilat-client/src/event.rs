@@ -34,9 +34,11 @@ pub enum Event {
     },
     /// A reconnect attempt will start after `delay`.
     Reconnecting {
-        /// 1 for the first attempt after a loss.
+        /// Attempts since the backoff last started over: 1 for the first attempt after a
+        /// connection that stayed up for [`crate::ClientConfig::backoff_reset_after`]; it keeps
+        /// counting across connections that end sooner.
         attempt: u32,
-        /// The (jittered) wait before this attempt.
+        /// The (jittered) wait before this attempt, the server's `delay_ms` hint included.
         delay: Duration,
     },
     /// A subscription became active: a [`crate::Client::subscribe`] reply, a resubscribe after a

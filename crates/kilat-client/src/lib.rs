@@ -22,7 +22,7 @@
 //!   reconnects.
 //! - `tracker`: subscriptions, their last positions, recovery requests and de-duplication.
 //! - `transport`: the WebSocket, the `connect` handshake and `\n`-batched frame splitting.
-//! - `backoff`: exponential backoff with full jitter.
+//! - `backoff`: exponential backoff with jitter above a floor, and the server's spread hint.
 //! - `event`, `config`, `error`: [`Event`] / [`Events`], [`ClientConfig`] /
 //!   [`SubscribeOptions`], [`Error`].
 //!
@@ -41,6 +41,11 @@
 //!   gap only ever shows up as `Subscribed { recovered: false }`, reported honestly.
 //! - Reconnects happen after transport failures and 3000-3499 disconnects, never after
 //!   3500-3999, with exponential backoff and full jitter (no `rand` dependency: see `backoff`).
+//!   The backoff starts over only after a connection stayed up for `backoff_reset_after`, so a
+//!   server that ends every session at once sees the waits grow; a disconnect's `delay_ms`
+//!   hint (a draining server) spreads the next attempt over that window.
+//! - WebSocket is the only transport, so there is nothing to fall back to: a reconnect that
+//!   fails during a drain or after a node died is retried on WebSocket with backoff.
 //! - The first connect is not retried, so a wrong URL or token fails fast and visibly.
 //! - `ws://` only for now; TLS (`wss://`) is a feature switch away in `transport`.
 #![warn(missing_docs)]

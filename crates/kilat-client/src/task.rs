@@ -140,6 +140,7 @@ impl ConnectionTask {
         let mut connection = first;
         let mut reconnected = false;
         loop {
+            let connected_at = Instant::now();
             let disconnect = match self.serve(connection, reconnected).await {
                 Ended::Closed => return self.stop(CODE_CLOSED, "client closed".into()),
                 Ended::Lost(d) => d,
@@ -147,12 +148,21 @@ impl ConnectionTask {
             if !(disconnect.reconnect && self.config.reconnect) {
                 return self.stop(disconnect.code, disconnect.reason.into_owned());
             }
+            // Only a connection that stayed up for a while proves the server healthy again: one
+            // it ended right away (3001 on a reply too large, say) would otherwise reconnect at
+            // the floor forever.
+            if connected_at.elapsed() >= self.config.backoff_reset_after {
+                self.backoff.reset();
+            }
+            let hint = disconnect
+                .delay_ms
+                .map(|ms| Duration::from_millis(u64::from(ms)));
             self.emit(Event::Disconnected {
                 code: disconnect.code,
                 reason: disconnect.reason.into_owned(),
                 reconnect: true,
             });
-            match self.reconnect().await {
+            match self.reconnect(hint).await {
                 Some(next) => connection = next,
                 None => return,
             }
@@ -171,10 +181,11 @@ impl ConnectionTask {
     }
 
     /// Waits and retries until a connection is up. `None` when the client was closed or the
-    /// server refused for good (the final event is then already sent).
-    async fn reconnect(&mut self) -> Option<Connection> {
+    /// server refused for good (the final event is then already sent). `hint` is the server's
+    /// reconnect spread window from the disconnect that ended the last connection.
+    async fn reconnect(&mut self, mut hint: Option<Duration>) -> Option<Connection> {
         loop {
-            let delay = self.backoff.next_delay();
+            let delay = self.backoff.next_delay(hint.take());
             self.emit(Event::Reconnecting {
                 attempt: self.backoff.attempt(),
                 delay,
@@ -197,13 +208,14 @@ impl ConnectionTask {
                 }
             };
             match attempt {
-                Ok(connection) => {
-                    self.backoff.reset();
-                    return Some(connection);
-                }
+                Ok(connection) => return Some(connection),
                 Err(Error::Disconnected(d)) if !d.reconnect => {
                     self.stop(d.code, d.reason.into_owned());
                     return None;
+                }
+                Err(Error::Disconnected(d)) => {
+                    tracing::debug!(code = d.code, reason = %d.reason, "reconnect attempt refused");
+                    hint = d.delay_ms.map(|ms| Duration::from_millis(u64::from(ms)));
                 }
                 Err(Error::Server(e)) if !e.temporary => {
                     let code = u16::try_from(e.code).unwrap_or(u16::MAX);

@@ -1,4 +1,5 @@
-// Timing: reconnect delays (exponential backoff with full jitter) and ttl timers.
+// Timing: reconnect delays (exponential backoff with full jitter, the server's delay_ms hint) and
+// ttl timers.
 
 /**
  * Delay before reconnect attempt number `attempt` (0 for the first retry).
@@ -20,6 +21,22 @@ export function backoff(attempt, min, max, random = Math.random) {
   const ceiling = Math.min(max, min * 2 ** step);
   if (ceiling <= min) return Math.min(min, max);
   return Math.floor(min + random() * (ceiling - min));
+}
+
+/**
+ * The wait before reconnect attempt `attempt`: the backoff (full jitter in [min, ceiling]), or,
+ * with the server's `delay_ms` hint, `min` plus a uniform share of the hint when that is longer,
+ * so the clients of a draining node spread their reconnects over the window the server asked
+ * for. Capped at `max` (which also keeps a huge hint from overflowing setTimeout).
+ * @param {number} attempt
+ * @param {number} min
+ * @param {number} max
+ * @param {number} [delayHint] milliseconds
+ */
+export function reconnectDelay(attempt, min, max, delayHint) {
+  let delay = backoff(attempt, min, max);
+  if (delayHint > 0) delay = Math.max(delay, min + Math.floor(Math.random() * delayHint));
+  return Math.min(delay, max);
 }
 
 /**

@@ -3,16 +3,24 @@
 
 import { EventEmitter } from './emitter.js';
 import { DisconnectCode, ErrorCode, KilatError, shouldReconnect } from './errors.js';
-import { decodeFrames, isPing } from './codec.js';
-import { backoff, ttlDelay } from './backoff.js';
+import { decodeFrames, historyParams, isPing } from './codec.js';
+import { reconnectDelay, ttlDelay } from './backoff.js';
 import { createTransport, resolveEndpoints, TRANSPORTS } from './transports.js';
-import { Subscription } from './subscription.js';
+import { createSubscription } from './subscription.js';
 import { VERSION } from './version.js';
 import { ServerSubscriptions, publicationContext } from './server-subs.js';
 
 /** @typedef {'disconnected' | 'connecting' | 'connected'} State */
 
 const MAX_ID = 0xffffffff;
+
+/**
+ * Rounds in a row in which a transport that already carried a connection on this client fails
+ * to open before the client also tries the transports after it. A proven transport that fails
+ * to open is far more often a node that is draining or died than a network that stopped
+ * allowing it, so the client backs off and retries it instead of settling on a fallback.
+ */
+export const PROVEN_OPEN_RETRIES = 5;
 
 const DEFAULTS = {
   token: null,
@@ -25,6 +33,7 @@ const DEFAULTS = {
   transports: TRANSPORTS,
   minReconnectDelay: 500,
   maxReconnectDelay: 20000,
+  backoffResetAfter: 10000,
   timeout: 5000,
   maxServerPingDelay: 10000,
   debug: false,
@@ -73,7 +82,14 @@ export class Kilat extends EventEmitter {
     this._flushScheduled = false;
     /** Calls made while connecting, run once connected. */
     this._waiting = new Set();
+    /** Reconnect attempts since the backoff was last reset (see `_teardown`). */
     this._attempts = 0;
+    /** When the current connection got its connect reply (ms), for the backoff reset. */
+    this._connectedAt = 0;
+    /** Indexes (in `transports`) of the transports that have carried a connection on this client. */
+    this._proven = new Set();
+    /** Rounds in a row in which a proven transport failed to open (see PROVEN_OPEN_RETRIES). */
+    this._provenOpenFailures = 0;
     this._reconnectTimer = null;
     /** Browser `online` listener, set while the client wants to be connected. */
     this._onlineListener = null;
@@ -86,8 +102,19 @@ export class Kilat extends EventEmitter {
     this._lastSeen = 0;
     /** Pending `disconnect` push, applied when the transport closes. */
     this._disconnectPush = null;
-    /** @type {Map<string, Subscription>} */
+    /**
+     * Client-side subscriptions by channel, each as the control the client drives it with
+     * (see subscription.js: the two talk only through SubscriptionControl and ClientLink).
+     * @type {Map<string, import('./subscription.js').SubscriptionControl>}
+     */
     this._subs = new Map();
+    /** @type {import('./subscription.js').ClientLink} */
+    this._link = Object.freeze({
+      call: (method, params) => this._call(method, params),
+      connection: () => (this.state === 'connected' ? this._connGen : 0),
+      minDelay: this._options.minReconnectDelay,
+      maxDelay: this._options.maxReconnectDelay,
+    });
     /** Server-side subscriptions: channel -> {offset, epoch, recoverable}. */
     this._serverSubs = new ServerSubscriptions();
   }
@@ -108,7 +135,10 @@ export class Kilat extends EventEmitter {
     this._startAttempt(0);
   }
 
-  /** Closes the connection and stops reconnecting. Subscriptions resubscribe on the next connect(). */
+  /**
+   * Closes the connection and stops reconnecting. Subscriptions end in `unsubscribed` (code 0,
+   * "disconnect called") and keep their positions: call `subscribe()` again after `connect()`.
+   */
   disconnect() {
     if (this.state === 'disconnected') return;
     this._teardown(DisconnectCode.DISCONNECT_CALLED, 'disconnect called', false, true);
@@ -154,7 +184,7 @@ export class Kilat extends EventEmitter {
    * Creates a subscription (not yet subscribed). Throws if one exists for the channel.
    * @param {string} channel
    * @param {object} [options]
-   * @returns {Subscription}
+   * @returns {import('./subscription.js').Subscription}
    */
   newSubscription(channel, options) {
     if (typeof channel !== 'string' || channel === '') {
@@ -163,26 +193,26 @@ export class Kilat extends EventEmitter {
     if (this._subs.has(channel)) {
       throw new KilatError(ErrorCode.ALREADY_SUBSCRIBED, `subscription to ${channel} already exists`);
     }
-    const sub = new Subscription(this, channel, options);
-    this._subs.set(channel, sub);
-    return sub;
+    const control = createSubscription(this._link, channel, options);
+    this._subs.set(channel, control);
+    return control.subscription;
   }
 
   /** @param {string} channel */
   getSubscription(channel) {
-    return this._subs.get(channel) ?? null;
+    return this._subs.get(channel)?.subscription ?? null;
   }
 
-  /** Unsubscribes and forgets a subscription. @param {Subscription} sub */
+  /** Unsubscribes and forgets a subscription. @param {import('./subscription.js').Subscription} sub */
   removeSubscription(sub) {
     if (!sub) return;
     sub.unsubscribe();
-    if (this._subs.get(sub.channel) === sub) this._subs.delete(sub.channel);
+    if (this._subs.get(sub.channel)?.subscription === sub) this._subs.delete(sub.channel);
   }
 
-  /** @returns {Record<string, Subscription>} */
+  /** @returns {Record<string, import('./subscription.js').Subscription>} */
   subscriptions() {
-    return Object.fromEntries(this._subs);
+    return Object.fromEntries([...this._subs].map(([channel, control]) => [channel, control.subscription]));
   }
 
   publish(channel, data) {
@@ -202,12 +232,7 @@ export class Kilat extends EventEmitter {
    * @param {{limit?: number, since?: {offset: number, epoch: string}, reverse?: boolean}} [opts]
    */
   history(channel, opts = {}) {
-    /** @type {any} */
-    const params = { channel };
-    if (opts.limit !== undefined) params.limit = opts.limit;
-    if (opts.since) params.since = { offset: opts.since.offset, epoch: opts.since.epoch };
-    if (opts.reverse !== undefined) params.reverse = opts.reverse;
-    return this._call('history', params);
+    return this._call('history', historyParams(channel, opts));
   }
 
   rpc(method, data) {
@@ -364,7 +389,7 @@ export class Kilat extends EventEmitter {
       });
     } catch (err) {
       this.emit('error', { type: 'transport', error: err });
-      this._nextTransport(gen, { code: 1006, reason: String(err.message), opened: false });
+      this._nextTransport(gen, { code: DisconnectCode.TRANSPORT_CLOSED, reason: String(err.message), opened: false });
       return;
     }
     this._transport = transport;
@@ -423,16 +448,23 @@ export class Kilat extends EventEmitter {
   /** The transport never opened: try the next one in the list, or back off and start over. */
   _nextTransport(gen, ctx) {
     if (gen !== this._connGen || this.state !== 'connecting') return;
-    const next = this._transportIndex + 1;
-    this._debug('transport', this._options.transports[this._transportIndex], 'failed to open:', ctx.reason);
+    const index = this._transportIndex;
+    const next = index + 1;
+    this._debug('transport', this._options.transports[index], 'failed to open:', ctx.reason);
     this._transport = null;
     this._rejectAll(new KilatError(ErrorCode.TRANSPORT_CLOSED, 'transport closed', true));
-    if (next < this._options.transports.length) {
+    // A transport that worked on this client and now fails to open points at the server (a
+    // drain, a dead node behind a load balancer), not at the network: retry it after a
+    // backoff rather than settle on a fallback that would then stay in use.
+    const proven = this._proven.has(index) && this._provenOpenFailures < PROVEN_OPEN_RETRIES;
+    if (proven) this._provenOpenFailures++;
+    if (!proven && next < this._options.transports.length) {
       this._startAttempt(next);
     } else {
+      const what = proven ? `${transportLabel(this._options.transports[index])}, which worked before, could not be opened` : 'no transport could be opened';
       this.emit('error', {
         type: 'transport',
-        error: new KilatError(ErrorCode.TRANSPORT_CLOSED, `no transport could be opened (last: ${ctx.reason})`, true),
+        error: new KilatError(ErrorCode.TRANSPORT_CLOSED, `${what} (last: ${ctx.reason})`, true),
       });
       this._scheduleReconnect();
     }
@@ -461,10 +493,16 @@ export class Kilat extends EventEmitter {
     }
   }
 
-  _scheduleReconnect() {
+  /**
+   * Waits, then starts a new round from the first transport. The wait is the backoff for the
+   * attempt count, or, after a disconnect with a `delay_ms` hint, the backoff floor plus a
+   * random share of the hint if that is longer; never more than `maxReconnectDelay`.
+   * @param {number} [delayHint] the server's `delay_ms`
+   */
+  _scheduleReconnect(delayHint) {
     if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
     const o = this._options;
-    const delay = backoff(this._attempts++, o.minReconnectDelay, o.maxReconnectDelay);
+    const delay = reconnectDelay(this._attempts++, o.minReconnectDelay, o.maxReconnectDelay, delayHint);
     this._debug('reconnect in', delay, 'ms');
     this._reconnectTimer = setTimeout(() => {
       this._reconnectTimer = null;
@@ -480,12 +518,13 @@ export class Kilat extends EventEmitter {
     }
     let { code, reason } = ctx;
     let hint;
+    let delayHint;
     if (this._disconnectPush) {
-      ({ code, reason } = this._disconnectPush);
+      ({ code, reason, delayHint } = this._disconnectPush);
       hint = this._disconnectPush.reconnect;
     }
     const reconnect = shouldReconnect(code, hint);
-    this._teardown(code, reason, reconnect, false);
+    this._teardown(code, reason, reconnect, false, delayHint);
   }
 
   /**
@@ -494,8 +533,9 @@ export class Kilat extends EventEmitter {
    * @param {string} reason
    * @param {boolean} reconnect
    * @param {boolean} closeTransport whether we close it (it is not closed already)
+   * @param {number} [delayHint] the `delay_ms` of the server's disconnect push
    */
-  _teardown(code, reason, reconnect, closeTransport) {
+  _teardown(code, reason, reconnect, closeTransport, delayHint) {
     this._connGen++;
     const transport = this._transport;
     this._transport = null;
@@ -505,13 +545,17 @@ export class Kilat extends EventEmitter {
       ? new KilatError(ErrorCode.TRANSPORT_CLOSED, 'transport closed', true)
       : new KilatError(ErrorCode.CLIENT_DISCONNECTED, 'client disconnected');
     this._rejectAll(err);
-    for (const sub of this._subs.values()) sub._onTransportLost();
     if (code === DisconnectCode.TOKEN_EXPIRED) this._tokenExpired = true;
     if (reconnect) {
+      for (const control of this._subs.values()) control.lost();
       const wasConnected = this.state === 'connected';
+      // The backoff starts over only after a connection that stayed up for a while: one that
+      // the server ends right away (a slow-consumer 3001 on a large recovery, a node that
+      // accepts and drops) must not turn into a reconnect loop at the backoff floor.
+      if (wasConnected && Date.now() - this._connectedAt >= this._options.backoffResetAfter) this._attempts = 0;
       this._setState('connecting');
       if (wasConnected) this.emit('connecting', { code, reason });
-      this._scheduleReconnect();
+      this._scheduleReconnect(delayHint);
     } else {
       if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
       this._reconnectTimer = null;
@@ -519,6 +563,10 @@ export class Kilat extends EventEmitter {
       this._waiting.clear();
       this._watchOnline(false);
       this._setState('disconnected');
+      // the client will not come back by itself, so neither do its subscriptions: they end
+      // with the client's code and reason (0 "disconnect called" after disconnect()) and keep
+      // their positions, so subscribe() after the next connect() recovers
+      for (const control of [...this._subs.values()]) control.ended(code, reason);
       this.emit('disconnected', { code, reason });
     }
   }
@@ -533,7 +581,9 @@ export class Kilat extends EventEmitter {
 
   _onConnectResult(result) {
     result = result ?? {};
-    this._attempts = 0;
+    this._connectedAt = Date.now();
+    this._proven.add(this._transportIndex);
+    this._provenOpenFailures = 0;
     this.clientId = result.client ?? null;
     this.transportName = this._transport?.name ?? null;
     if (this._transport?.emulated) this._transport.setSession(result.session, result.node);
@@ -555,15 +605,15 @@ export class Kilat extends EventEmitter {
     for (const [channel, sub] of Object.entries(subsResult)) this._onServerSubscribed(channel, sub ?? {});
     // resubscribe (batched: all in this tick go out as one message), then run queued calls
     // (a subscription that a `connected` listener already subscribed has been sent: skip it)
-    for (const sub of this._subs.values()) {
-      if (sub.state === 'subscribing' && sub._sentOnGen !== this._connGen) sub._sendSubscribe();
-    }
+    for (const control of [...this._subs.values()]) control.connected(this._connGen);
     const waiting = [...this._waiting];
     this._waiting.clear();
     for (const w of waiting) w.run();
   }
 
   _onConnectError(err) {
+    // the transport closing under the connect is reported by the transport path
+    if (err.code === ErrorCode.TRANSPORT_CLOSED) return;
     this.emit('error', { type: 'connect', error: err });
     const transport = this._transport;
     if (err.code === ErrorCode.TOKEN_EXPIRED && typeof this._options.getToken === 'function') {
@@ -573,8 +623,6 @@ export class Kilat extends EventEmitter {
     } else if (err.temporary || err.code === ErrorCode.TIMEOUT) {
       transport?.close();
       this._teardown(err.code, err.message, true, false);
-    } else if (err.code === ErrorCode.TRANSPORT_CLOSED) {
-      // the transport close path already handled it
     } else {
       transport?.close();
       // an expired token without getToken cannot be fixed by retrying: unauthorized
@@ -694,10 +742,11 @@ export class Kilat extends EventEmitter {
         code: Number(d.code ?? DisconnectCode.SHUTDOWN),
         reason: String(d.reason ?? ''),
         reconnect: d.reconnect,
+        delayHint: Number.isFinite(d.delay_ms) && d.delay_ms > 0 ? d.delay_ms : undefined,
       };
       // act now; the close that follows belongs to an old generation and is ignored
-      const { code, reason, reconnect } = this._disconnectPush;
-      this._teardown(code, reason, shouldReconnect(code, reconnect), true);
+      const { code, reason, reconnect, delayHint } = this._disconnectPush;
+      this._teardown(code, reason, shouldReconnect(code, reconnect), true, delayHint);
       return;
     }
     if (push.message) {
@@ -709,11 +758,7 @@ export class Kilat extends EventEmitter {
       return;
     }
     if (channel == null) return;
-    const sub = this._subs.get(channel);
-    if (sub && sub.state !== 'unsubscribed') {
-      sub._handlePush(push);
-      return;
-    }
+    if (this._subs.get(channel)?.push(push)) return;
     // server-side subscription
     if (push.subscribe) this._onServerSubscribed(channel, push.subscribe);
     else if (push.unsubscribe) {
@@ -731,6 +776,11 @@ export class Kilat extends EventEmitter {
     this.emit('subscribed', event);
     for (const pub of publications) this.emit('publication', publicationContext(channel, pub));
   }
+}
+
+/** A transport spec's name, for messages. */
+function transportLabel(spec) {
+  return typeof spec === 'string' ? spec : spec.transport;
 }
 
 /**

@@ -1,4 +1,4 @@
-// Frame encoding and decoding (PROTOCOL.md section 2), and the line/SSE parsers used by the
+// Frame encoding and decoding (docs/protocol.md, "Frames and batching"), and the line/SSE parsers used by the
 // emulated transports.
 
 /**
@@ -24,6 +24,21 @@ export function decodeFrames(text) {
     out.push(JSON.parse(trimmed));
   }
   return out;
+}
+
+/**
+ * The params of a `history` command from the SDK's options (used by the client's and a
+ * subscription's `history()`).
+ * @param {string} channel
+ * @param {{limit?: number, since?: {offset: number, epoch: string}, reverse?: boolean}} opts
+ */
+export function historyParams(channel, opts = {}) {
+  /** @type {any} */
+  const params = { channel };
+  if (opts.limit !== undefined) params.limit = opts.limit;
+  if (opts.since) params.since = { offset: opts.since.offset, epoch: opts.since.epoch };
+  if (opts.reverse !== undefined) params.reverse = opts.reverse;
+  return params;
 }
 
 /** Whether a decoded frame is the application ping `{}`. */

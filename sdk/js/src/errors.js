@@ -1,7 +1,7 @@
-// Errors and numeric codes (PROTOCOL.md section 9), plus the client-side codes the SDK adds.
+// Errors and numeric codes (docs/protocol.md, "Codes"), plus the client-side codes the SDK adds.
 
 /**
- * Error codes. 400-599 come from the server (HTTP meaning, PROTOCOL.md section 9);
+ * Error codes. 400-599 come from the server (HTTP meaning, docs/protocol.md "Codes");
  * 1-99 are raised by the SDK itself and never appear on the wire.
  * @readonly
  * @enum {number}
@@ -46,6 +46,9 @@ export const DisconnectCode = Object.freeze({
   BANNED: 3504,
   // client side (never sent by a server): the reason the client itself closed a transport
   DISCONNECT_CALLED: 0,
+  /** Every transport, for a close without a kilat code: a WebSocket close 1000-2999, a network
+   * failure, a stream that ended, a failed emulation POST. Also a subscription's `subscribing`
+   * code after such a close. */
   TRANSPORT_CLOSED: 1,
   NO_PING: 2,
   CONNECT_TIMEOUT: 3,
@@ -53,8 +56,8 @@ export const DisconnectCode = Object.freeze({
 
 /**
  * Whether a disconnect with this code should be followed by a reconnect.
- * 3500-3999 are terminal (PROTOCOL.md section 9); everything else (3000-3499, WebSocket
- * close codes such as 1006, network failures) is retried with backoff. `hint` is the
+ * 3500-3999 are terminal (docs/protocol.md); everything else (3000-3499, the SDK's own codes
+ * such as 1 for a transport closed) is retried with backoff. `hint` is the
  * `reconnect` field of a `disconnect` push and only matters outside the 3000-3999 range.
  * @param {number} code
  * @param {boolean} [hint]

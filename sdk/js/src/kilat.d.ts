@@ -44,8 +44,10 @@ export interface ClientOptions {
   transports?: TransportSpec[];
   /** Backoff floor and first ceiling, ms (default 500). */
   minReconnectDelay?: number;
-  /** Backoff cap, ms (default 20000). */
+  /** Backoff cap, ms (default 20000); also caps a server's `delay_ms` hint. */
   maxReconnectDelay?: number;
+  /** How long a connection must stay up before the backoff starts over, ms (default 10000). */
+  backoffResetAfter?: number;
   /** Timeout for command replies and for the connect reply, ms (default 5000). */
   timeout?: number;
   /** Extra wait beyond the server's ping interval before the connection counts as dead, ms (default 10000). */
@@ -105,6 +107,7 @@ export interface StateContext<S> {
 }
 
 export interface ConnectingContext {
+  /** Why the connection is being (re)made: 0 for `connect()`, a disconnect code 3000-3499, or one of the SDK's codes (1 transport closed on every transport, 2 no ping, 3 connect timeout). */
   code: number;
   reason: string;
 }
@@ -120,7 +123,7 @@ export interface ConnectedContext {
 }
 
 export interface DisconnectedContext {
-  /** A disconnect code (PROTOCOL.md section 9), a WebSocket close code, or 0 after `disconnect()`. */
+  /** A disconnect code 3500-3999 (docs/protocol.md), 0 after `disconnect()`, or an SDK code for a failed connect. */
   code: number;
   reason: string;
 }
@@ -152,6 +155,7 @@ export interface UnsubscribedContext {
 
 export interface SubscribingContext {
   channel: string;
+  /** 0 for `subscribe()`, 1 after the transport closed, or the server's unsubscribe code when it asked to resubscribe. */
   code: number;
   reason: string;
 }

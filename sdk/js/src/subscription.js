@@ -1,9 +1,39 @@
 // Client-side subscriptions: state machine, recovery position, de-duplication by offset.
 
 import { EventEmitter } from './emitter.js';
-import { ErrorCode, KilatError } from './errors.js';
+import { DisconnectCode, ErrorCode, KilatError } from './errors.js';
 import { backoff, ttlDelay } from './backoff.js';
 import { publicationContext } from './server-subs.js';
+import { historyParams } from './codec.js';
+
+/**
+ * All a Subscription uses of its client, built by the client (`Kilat`); the subscription never
+ * touches the client's fields.
+ * @typedef {object} ClientLink
+ * @property {(method: string, params: object) => Promise<any>} call sends a command and resolves
+ *   with its result; while the client is connecting it waits for the connection (up to the
+ *   client's timeout), while disconnected it rejects (CLIENT_DISCONNECTED)
+ * @property {() => number} connection the current connection's number while connected, 0
+ *   otherwise; a new number on every connection, so a subscription can tell whether what it
+ *   sent went out on the connection that is up now
+ * @property {number} minDelay the client's `minReconnectDelay`, the resubscribe backoff's default floor
+ * @property {number} maxDelay the client's `maxReconnectDelay`, the resubscribe backoff's default cap
+ */
+
+/**
+ * All the client uses of a Subscription: how it drives it. Made by `createSubscription`; the
+ * client never touches the subscription's fields.
+ * @typedef {object} SubscriptionControl
+ * @property {Subscription} subscription the application's object
+ * @property {(connection: number) => void} connected the client connected: a subscription that
+ *   is subscribing and has not sent its subscribe on this connection sends it now
+ * @property {() => void} lost the connection dropped and the client reconnects: back to
+ *   subscribing, resubscribed with recovery on the next connection
+ * @property {(code: number, reason: string) => void} ended the client is disconnected for
+ *   good: unsubscribed with the client's code and reason
+ * @property {(push: any) => boolean} push a push for the channel; false when the subscription
+ *   is unsubscribed (the client then treats the push as one for a server-side subscription)
+ */
 
 /** @typedef {'unsubscribed' | 'subscribing' | 'subscribed'} SubscriptionState */
 
@@ -18,13 +48,14 @@ import { publicationContext } from './server-subs.js';
  */
 export class Subscription extends EventEmitter {
   /**
-   * @param {import('./client.js').Kilat} client
+   * Made by `client.newSubscription()` (through `createSubscription`).
+   * @param {ClientLink} link
    * @param {string} channel
-   * @param {object} [options]
+   * @param {import('./kilat.js').SubscriptionOptions} [options]
    */
-  constructor(client, channel, options = {}) {
+  constructor(link, channel, options = {}) {
     super();
-    this._client = client;
+    this._link = link;
     /** @type {string} */
     this.channel = channel;
     /** @type {SubscriptionState} */
@@ -34,8 +65,8 @@ export class Subscription extends EventEmitter {
     this._recoverable = options.recoverable !== false;
     this._joinLeave = options.joinLeave;
     this._data = options.data;
-    this._minDelay = options.minResubscribeDelay ?? client._options.minReconnectDelay;
-    this._maxDelay = options.maxResubscribeDelay ?? client._options.maxReconnectDelay;
+    this._minDelay = options.minResubscribeDelay ?? link.minDelay;
+    this._maxDelay = options.maxResubscribeDelay ?? link.maxDelay;
     /** Last known stream position; `null` until the server gave one. */
     this.offset = null;
     /** @type {string | null} */
@@ -44,8 +75,8 @@ export class Subscription extends EventEmitter {
     this._serverRecoverable = true;
     /** Pushes that arrived while the subscribe reply was outstanding, replayed after it. */
     this._buffer = [];
-    /** Connection generation the subscribe command was sent on (0 = none). */
-    this._sentOnGen = 0;
+    /** The connection (`link.connection()`) the subscribe command was sent on (0 = none). */
+    this._sentOn = 0;
     /** Bumped on every attempt so a stale reply is ignored. */
     this._attempt = 0;
     this._retries = 0;
@@ -59,7 +90,7 @@ export class Subscription extends EventEmitter {
     if (this.state !== 'unsubscribed') return;
     this._setState('subscribing');
     this.emit('subscribing', { channel: this.channel, code: 0, reason: 'subscribe called' });
-    if (this._client.state === 'connected') this._sendSubscribe();
+    if (this._link.connection()) this._sendSubscribe();
   }
 
   /** Stops the subscription. The recovery position is kept, so a later subscribe() recovers. */
@@ -106,20 +137,20 @@ export class Subscription extends EventEmitter {
 
   /** @param {any} data */
   publish(data) {
-    return this._client.publish(this.channel, data);
+    return this._link.call('publish', { channel: this.channel, data });
   }
 
   presence() {
-    return this._client.presence(this.channel);
+    return this._link.call('presence', { channel: this.channel });
   }
 
   presenceStats() {
-    return this._client.presenceStats(this.channel);
+    return this._link.call('presence_stats', { channel: this.channel });
   }
 
   /** @param {{limit?: number, since?: {offset: number, epoch: string}, reverse?: boolean}} [opts] */
   history(opts) {
-    return this._client.history(this.channel, opts);
+    return this._link.call('history', historyParams(this.channel, opts));
   }
 
   // ---- internals driven by the client ----
@@ -134,13 +165,13 @@ export class Subscription extends EventEmitter {
   _moveToUnsubscribed(code, reason, sendUnsubscribe) {
     this._clearTimers();
     if (this.state === 'unsubscribed') return;
-    const wasOnServer = this._sentOnGen !== 0 && this._sentOnGen === this._client._connGen;
+    const wasOnServer = this._sentOn !== 0 && this._sentOn === this._link.connection();
     this._attempt++;
-    this._sentOnGen = 0;
+    this._sentOn = 0;
     this._buffer = [];
     this._setState('unsubscribed');
-    if (sendUnsubscribe && wasOnServer && this._client.state === 'connected') {
-      this._client._call('unsubscribe', { channel: this.channel }).catch((err) => {
+    if (sendUnsubscribe && wasOnServer) {
+      this._link.call('unsubscribe', { channel: this.channel }).catch((err) => {
         this.emit('error', { channel: this.channel, type: 'unsubscribe', error: err });
       });
     }
@@ -150,12 +181,12 @@ export class Subscription extends EventEmitter {
   /** The connection dropped: go back to subscribing (resubscribed on the next connect). */
   _onTransportLost() {
     this._clearTimers();
-    this._sentOnGen = 0;
+    this._sentOn = 0;
     this._buffer = [];
     this._attempt++;
     if (this.state === 'subscribed') {
       this._setState('subscribing');
-      this.emit('subscribing', { channel: this.channel, code: 0, reason: 'transport closed' });
+      this.emit('subscribing', { channel: this.channel, code: DisconnectCode.TRANSPORT_CLOSED, reason: 'transport closed' });
     }
   }
 
@@ -179,22 +210,22 @@ export class Subscription extends EventEmitter {
 
   /** Builds the params and sends `subscribe`. Called when connected and subscribing. */
   async _sendSubscribe() {
-    const client = this._client;
+    const link = this._link;
     const attempt = ++this._attempt;
-    const gen = client._connGen;
-    this._sentOnGen = gen;
+    const connection = link.connection();
+    this._sentOn = connection;
     this._buffer = [];
     if (this._needsToken()) {
       try {
         await this._fetchToken();
       } catch (err) {
         if (attempt !== this._attempt) return;
-        this._sentOnGen = 0;
+        this._sentOn = 0;
         this.emit('error', { channel: this.channel, type: 'token', error: err });
         this._scheduleRetry();
         return;
       }
-      if (attempt !== this._attempt || client._connGen !== gen || client.state !== 'connected') return;
+      if (attempt !== this._attempt || link.connection() !== connection) return;
     }
     /** @type {any} */
     const params = { channel: this.channel };
@@ -211,10 +242,10 @@ export class Subscription extends EventEmitter {
     }
     let result;
     try {
-      result = await client._call('subscribe', params);
+      result = await link.call('subscribe', params);
     } catch (err) {
       if (attempt !== this._attempt) return;
-      this._sentOnGen = 0;
+      this._sentOn = 0;
       this._onSubscribeError(err);
       return;
     }
@@ -242,7 +273,7 @@ export class Subscription extends EventEmitter {
     const delay = backoff(this._retries++, this._minDelay, this._maxDelay);
     this._retryTimer = setTimeout(() => {
       this._retryTimer = null;
-      if (this.state === 'subscribing' && this._client.state === 'connected') this._sendSubscribe();
+      if (this.state === 'subscribing' && this._link.connection()) this._sendSubscribe();
     }, delay);
   }
 
@@ -301,12 +332,12 @@ export class Subscription extends EventEmitter {
       });
       return;
     }
-    const gen = this._client._connGen;
+    const connection = this._link.connection();
     try {
       this._tokenExpired = true;
       const token = await this._fetchToken();
-      if (gen !== this._client._connGen || this.state !== 'subscribed') return;
-      const res = await this._client._call('sub_refresh', { channel: this.channel, token });
+      if (connection !== this._link.connection() || this.state !== 'subscribed') return;
+      const res = await this._link.call('sub_refresh', { channel: this.channel, token });
       if (res?.expires && res.ttl > 0) this._scheduleRefresh(res.ttl);
     } catch (err) {
       this.emit('error', { channel: this.channel, type: 'refresh', error: err });
@@ -335,17 +366,42 @@ export class Subscription extends EventEmitter {
     else if (push.leave) this.emit('leave', { channel: this.channel, info: push.leave.info });
     else if (push.unsubscribe) {
       const u = push.unsubscribe;
-      this._sentOnGen = 0;
+      this._sentOn = 0;
       if (u.resubscribe === true) {
         // the server dropped us but asks for a new subscribe (e.g. insufficient state):
         // resubscribe with the recovery position
         this._attempt++;
         this._setState('subscribing');
         this.emit('subscribing', { channel: this.channel, code: u.code ?? 0, reason: u.reason ?? 'resubscribe' });
-        if (this._client.state === 'connected') this._sendSubscribe();
+        if (this._link.connection()) this._sendSubscribe();
       } else {
         this._moveToUnsubscribed(u.code ?? 0, u.reason ?? 'unsubscribed by server', false);
       }
     } else if (push.refresh) this._refresh();
   }
+}
+
+/**
+ * A new subscription and the control its client drives it with.
+ * @param {ClientLink} link
+ * @param {string} channel
+ * @param {import('./kilat.js').SubscriptionOptions} [options]
+ * @returns {SubscriptionControl}
+ */
+export function createSubscription(link, channel, options) {
+  const sub = new Subscription(link, channel, options);
+  return {
+    subscription: sub,
+    connected(connection) {
+      // a `connected` listener may have subscribed it already on this connection
+      if (sub.state === 'subscribing' && sub._sentOn !== connection) sub._sendSubscribe();
+    },
+    lost: () => sub._onTransportLost(),
+    ended: (code, reason) => sub._moveToUnsubscribed(code, reason, false),
+    push(push) {
+      if (sub.state === 'unsubscribed') return false;
+      sub._handlePush(push);
+      return true;
+    },
+  };
 }

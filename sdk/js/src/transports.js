@@ -6,7 +6,10 @@
 //   onOpen()                       the transport is usable (socket open / HTTP 200 received)
 //   onMessage(text)                one message, possibly several `\n`-separated frames
 //   onClose({code, reason, opened}) it ended; `opened` false means it never opened, which
-//                                   makes the client fall back to the next transport
+//                                   makes the client fall back to the next transport. `code`
+//                                   is a kilat disconnect code (3000-3999) when the server
+//                                   sent one, else DisconnectCode.TRANSPORT_CLOSED on every
+//                                   transport (see `transportClosed`)
 
 import { encodeFrames, LineSplitter, SseParser } from './codec.js';
 import { DisconnectCode } from './errors.js';
@@ -27,6 +30,17 @@ export function resolveEndpoints(url) {
     ws: `${secure ? 'wss' : 'ws'}://${host}${path}/connection/websocket${u.search}`,
     http: `${secure ? 'https' : 'http'}://${host}${path}`,
   };
+}
+
+/**
+ * The close of a transport that carried no kilat disconnect code: the same code on every
+ * transport (DisconnectCode.TRANSPORT_CLOSED, 1), whatever the WebSocket close code or HTTP
+ * status was; that detail goes into the reason.
+ * @param {string} reason
+ * @param {boolean} opened
+ */
+function transportClosed(reason, opened) {
+  return { code: DisconnectCode.TRANSPORT_CLOSED, reason, opened };
 }
 
 /** Converts a WebSocket message payload (string, Buffer, ArrayBuffer, typed array) to text. */
@@ -54,7 +68,7 @@ export class WebSocketTransport {
     const WS = this._WebSocket;
     if (typeof WS !== 'function') {
       // no implementation (Node 20 without the `websocket` option): fall back at once
-      queueMicrotask(() => handlers.onClose({ code: 1006, reason: 'no WebSocket implementation', opened: false }));
+      queueMicrotask(() => handlers.onClose(transportClosed('no WebSocket implementation', false)));
       return;
     }
     let opened = false;
@@ -62,7 +76,7 @@ export class WebSocketTransport {
     try {
       ws = new WS(this.endpoint);
     } catch (err) {
-      queueMicrotask(() => handlers.onClose({ code: 1006, reason: String(err?.message ?? err), opened: false }));
+      queueMicrotask(() => handlers.onClose(transportClosed(String(err?.message ?? err), false)));
       return;
     }
     this._ws = ws;
@@ -83,7 +97,12 @@ export class WebSocketTransport {
     ws.onclose = (ev) => {
       if (this._closed) return;
       this._closed = true;
-      handlers.onClose({ code: ev?.code ?? 1006, reason: ev?.reason || errorText || 'connection closed', opened });
+      const code = ev?.code ?? 1006;
+      const reason = ev?.reason || errorText || 'connection closed';
+      // kilat's disconnect codes are close codes; any other close (1000, 1001, 1006, ...)
+      // is a plain transport close, reported like a stream that ended
+      if (code >= 3000 && code <= 3999) handlers.onClose({ code, reason, opened });
+      else handlers.onClose(transportClosed(`${reason} (WebSocket close ${code})`, opened));
     };
   }
 
@@ -111,6 +130,14 @@ export class WebSocketTransport {
     }
   }
 }
+
+/**
+ * Largest `POST /connection/emulation` body a kilat server accepts (docs/protocol.md, 413 above
+ * it). A batch of commands larger than this goes out in several POSTs, in order.
+ */
+export const MAX_EMULATION_BODY = 64 * 1024;
+
+const utf8 = new TextEncoder();
 
 /** Shared part of SSE and HTTP streaming: a fetch stream in, `POST /connection/emulation` out. */
 class EmulatedTransport {
@@ -151,7 +178,7 @@ class EmulatedTransport {
   open(connectFrame, handlers) {
     this._handlers = handlers;
     if (typeof this._fetch !== 'function') {
-      queueMicrotask(() => handlers.onClose({ code: 1006, reason: 'no fetch implementation', opened: false }));
+      queueMicrotask(() => handlers.onClose(transportClosed('no fetch implementation', false)));
       return;
     }
     this._run(connectFrame).catch(() => {});
@@ -162,7 +189,6 @@ class EmulatedTransport {
     let opened = false;
     // HTTP has no close codes: a `disconnect` push carries the real one; without it the
     // stream just ended, which is the SDK's own code 1 (transport closed)
-    const code = DisconnectCode.TRANSPORT_CLOSED;
     let reason = 'stream ended';
     try {
       const res = await this._request(connectFrame);
@@ -196,7 +222,7 @@ class EmulatedTransport {
     } finally {
       if (!this._closed) {
         this._closed = true;
-        handlers.onClose({ code, reason, opened });
+        handlers.onClose(transportClosed(reason, opened));
       }
     }
   }
@@ -213,14 +239,17 @@ class EmulatedTransport {
     this._pump();
   }
 
-  /** Sends queued commands one POST at a time so the server sees them in order. */
+  /**
+   * Sends the queued commands, as few POSTs as the body limit allows and one at a time, so the
+   * server sees them in order: what the client batched in one tick (and whatever queued up
+   * while a POST was in flight) goes out in one body.
+   */
   async _pump() {
     if (this._posting || this._session == null) return;
     this._posting = true;
     try {
       while (this._outbox.length > 0 && !this._closed) {
-        const command = this._outbox.shift();
-        const body = JSON.stringify({ session: this._session, node: this._node, command });
+        const body = this._takeBody();
         let ok = false;
         let status = 0;
         try {
@@ -243,13 +272,37 @@ class EmulatedTransport {
         if (!ok && !this._closed) {
           // a lost command would leave a reply hanging: treat the session as broken
           this.close();
-          this._handlers.onClose({ code: DisconnectCode.TRANSPORT_CLOSED, reason: `emulation POST failed (HTTP ${status})`, opened: true });
+          this._handlers.onClose(transportClosed(`emulation POST failed (HTTP ${status})`, true));
           return;
         }
       }
     } finally {
       this._posting = false;
     }
+  }
+
+  /**
+   * Takes the queued commands that fit in one emulation body (at least one) and returns the
+   * body: `command` is the frame itself when there is one, else a string of `\n`-separated
+   * frames, which the server takes as a batch.
+   * @returns {string}
+   */
+  _takeBody() {
+    const envelope = (command) => JSON.stringify({ session: this._session, node: this._node, command });
+    if (this._outbox.length === 1) return envelope(this._outbox.shift());
+    const lines = [];
+    // bytes of the envelope around an empty string, then each frame as it is escaped inside
+    // the string (its JSON string without the quotes), plus the escaped newline before it
+    let size = utf8.encode(envelope('')).length;
+    while (this._outbox.length > 0) {
+      const line = JSON.stringify(this._outbox[0]);
+      const cost = utf8.encode(JSON.stringify(line)).length - 2 + (lines.length > 0 ? 2 : 0);
+      if (lines.length > 0 && size + cost > MAX_EMULATION_BODY) break;
+      lines.push(line);
+      size += cost;
+      this._outbox.shift();
+    }
+    return lines.length === 1 ? envelope(JSON.parse(lines[0])) : envelope(lines.join('\n'));
   }
 
   close() {

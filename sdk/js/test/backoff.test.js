@@ -37,3 +37,13 @@ test('ttl timers are clamped to what setTimeout can hold', async () => {
   assert.equal(ttlDelay(-1), 0);
   assert.equal(ttlDelay(10 * 365 * 86400), 0x7fffffff);
 });
+
+test('reconnectDelay: the longer of the backoff and floor + a share of delay_ms, capped at max', async (t) => {
+  const { reconnectDelay } = await import('../src/backoff.js');
+  t.mock.method(Math, 'random', () => 0.5);
+  assert.equal(reconnectDelay(0, 100, 20_000), 100, 'no hint: the backoff');
+  assert.equal(reconnectDelay(0, 100, 20_000, 4000), 100 + 2000, 'floor + half the hint');
+  assert.equal(reconnectDelay(6, 100, 20_000, 400), 100 + 0.5 * (6400 - 100), 'a longer backoff wins');
+  assert.equal(reconnectDelay(0, 100, 1000, 4_000_000_000), 1000, 'capped at max');
+  assert.equal(reconnectDelay(0, 100, 1000, -5), 100, 'a nonsense hint is ignored');
+});

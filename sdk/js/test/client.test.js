@@ -271,3 +271,88 @@ test('a connect error 410 without getToken is terminal (3501), not a reconnect l
   await sleep(40);
   assert.equal(WS.instances.length, 1);
 });
+
+/**
+ * A server that accepts every connect and ends the session at once with `code`, as a kilat
+ * does with 3001 when a recovery reply is too large. Returns the fake WebSocket class.
+ */
+function dropsEverySession(code, reason) {
+  return fakeWebSocket({
+    server: (f, s) => {
+      if (!f.connect) return;
+      s.push({ id: f.id, connect: { client: 'c', ping: 25 } });
+      s.serverClose(code, reason);
+    },
+  });
+}
+
+/** Gaps (ms) between the sockets the client opened. */
+const gaps = (WS) => WS.instances.slice(1).map((s, i) => s.createdAt - WS.instances[i].createdAt);
+
+test('issue 20: the backoff grows across reconnects that end the same way (no loop at the floor)', async (t) => {
+  t.mock.method(Math, 'random', () => 0.9999); // every wait is its window's ceiling
+  const WS = dropsEverySession(3001, 'slow consumer');
+  const client = new Kilat(URL, { websocket: WS, minReconnectDelay: 20, maxReconnectDelay: 5000 });
+  t.after(() => client.disconnect());
+  client.connect();
+  await until(() => WS.instances.length >= 6, 5000, 'six sessions');
+  const got = gaps(WS).slice(0, 5);
+  // each session connected and was dropped at once: attempts 0..4, windows 20, 40, 80, 160, 320
+  got.forEach((gap, i) => assert.ok(gap >= 20 * 2 ** i - 1, `gap ${i}: ${got.map(Math.round)}`));
+});
+
+test('the backoff starts over after a connection stayed up for backoffResetAfter', async (t) => {
+  t.mock.method(Math, 'random', () => 0.9999);
+  let sessions = 0;
+  const WS = fakeWebSocket({
+    server: (f, s) => {
+      if (!f.connect) return;
+      s.push({ id: f.id, connect: { client: 'c', ping: 25 } });
+      if (++sessions <= 2) s.serverClose(3001, 'slow consumer'); // the third one stays up
+    },
+  });
+  const client = new Kilat(URL, { websocket: WS, minReconnectDelay: 100, maxReconnectDelay: 5000, backoffResetAfter: 150 });
+  t.after(() => client.disconnect());
+  client.connect();
+  await until(() => sessions === 3 && client.state === 'connected', 5000, 'a third session that stays');
+  await sleep(200); // longer than backoffResetAfter
+  const closed = performance.now();
+  WS.last().serverClose(3001, 'slow consumer');
+  await until(() => WS.instances.length >= 4, 5000, 'a fourth session');
+  const [first, second] = gaps(WS);
+  const afterHealthy = WS.instances[3].createdAt - closed;
+  assert.ok(first >= 99 && second >= 199, `the backoff grew while sessions were dropped at once: ${first}, ${second}`);
+  assert.ok(afterHealthy >= 99 && afterHealthy < 199, `reset after a healthy connection: ${afterHealthy}`);
+});
+
+/** Measures the wait between a disconnect push with `delay_ms: hint` and the next socket. */
+async function waitAfterHint(t, random, hint, options) {
+  t.mock.method(Math, 'random', () => random);
+  const WS = fakeWebSocket({ server: autoConnect() });
+  const client = new Kilat(URL, { websocket: WS, ...options });
+  t.after(() => client.disconnect());
+  client.connect();
+  await client.ready(2000);
+  const pushed = performance.now();
+  WS.last().push({ push: { disconnect: { code: 3000, reason: 'shutdown', reconnect: true, delay_ms: hint } } });
+  await client.ready(10_000);
+  assert.equal(WS.instances.length, 2);
+  return WS.last().createdAt - pushed;
+}
+
+test('issue 18: a delay_ms hint spreads the reconnect over [floor, floor + hint]', async (t) => {
+  const options = { minReconnectDelay: 20, maxReconnectDelay: 5000 };
+  const top = await waitAfterHint(t, 0.9999, 400, options);
+  assert.ok(top >= 20 + 399, `top of the window: ${top} ms`);
+  assert.ok(top < 2000, `top of the window: ${top} ms`);
+});
+
+test('issue 18: the random share of delay_ms can be zero, leaving the backoff floor', async (t) => {
+  const bottom = await waitAfterHint(t, 0, 400, { minReconnectDelay: 20, maxReconnectDelay: 5000 });
+  assert.ok(bottom >= 19 && bottom < 300, `bottom of the window: ${bottom} ms`);
+});
+
+test('issue 18: a delay_ms larger than maxReconnectDelay is capped at it', async (t) => {
+  const capped = await waitAfterHint(t, 0.9999, 4_000_000_000, { minReconnectDelay: 20, maxReconnectDelay: 300 });
+  assert.ok(capped >= 299 && capped < 1500, `capped: ${capped} ms`);
+});

@@ -16,6 +16,8 @@ export function fakeWebSocket({ server = () => {}, refuse = false, hang = false 
 
     constructor(url) {
       this.url = url;
+      /** when the client created it (ms, performance.now()), to measure reconnect delays */
+      this.createdAt = performance.now();
       this.readyState = 0;
       /** raw messages sent by the client */
       this.sent = [];
@@ -131,7 +133,9 @@ export function fakeFetch({ server = () => {}, status = {} } = {}) {
     if (kind === 'emulation') {
       const conn = state.conns.find((c) => c.session === body.session);
       if (!conn || conn.closed) return new Response('unknown session', { status: 404 });
-      queueMicrotask(() => server(body.command, conn));
+      // one command frame, or a string of `\n`-separated frames (a batch)
+      const commands = typeof body.command === 'string' ? decodeFrames(body.command) : [body.command];
+      queueMicrotask(() => commands.forEach((command) => server(command, conn)));
       return new Response(null, { status: 204 });
     }
     const connectFrame = kind === 'sse' ? JSON.parse(u.searchParams.get('connect')) : body;

@@ -54,6 +54,8 @@ for (const file of files) {
   }
 
   test(`golden ${file}`, async (t) => {
+    // reconnect waits (after disconnect pushes) at their floor: no jitter, no delay_ms share
+    t.mock.method(Math, 'random', () => 0);
     const received = []; // frames the client sent, not yet matched
     const startsWithConnect = entries[0]?.direction === 'client' && entries[0].frame.connect;
     const WS = fakeWebSocket({
@@ -69,7 +71,7 @@ for (const file of files) {
     const events = [];
     const record = (source, name) => (ctx) => events.push({ source, name, ctx });
     let tokenCalls = 0;
-    const options = { websocket: WS, minReconnectDelay: 1000, maxReconnectDelay: 1000, timeout: 2000, getToken: async () => { tokenCalls++; return 'eyJ...'; } };
+    const options = { websocket: WS, minReconnectDelay: 50, maxReconnectDelay: 1000, timeout: 2000, getToken: async () => { tokenCalls++; return 'eyJ...'; } };
     if (startsWithConnect) {
       const c = entries[0].frame.connect;
       options.name = c.name ?? '';
@@ -217,9 +219,15 @@ for (const file of files) {
           case 'refresh':
             await until(() => tokenCalls > 0 || received.some((f) => f.refresh), 1000, 'token refresh');
             break;
-          case 'disconnect':
+          case 'disconnect': {
             assert.deepEqual(fresh.find((e) => e.name === 'connecting')?.ctx, { code: push.disconnect.code, reason: push.disconnect.reason });
+            // the next frames of the scenario go to the new connection (Math.random is 0
+            // here, so the wait is the backoff floor whatever `delay_ms` says)
+            const sockets = WS.instances.length;
+            await client.ready(5000);
+            assert.equal(WS.instances.length, sockets + 1, `${file}: reconnected after the disconnect push`);
             break;
+          }
           default:
             assert.fail(`${file}: unhandled push kind ${kind}`);
         }

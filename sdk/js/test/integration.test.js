@@ -1,16 +1,16 @@
 // Integration tests against a real `kilat serve --dev` (see server.js). Skipped loudly when
-// the binary is missing; SSE / HTTP-streaming tests skip loudly when the server answers 404
-// on those endpoints (they are being built).
+// the binary is missing (failed under CI=true). Every transport route, /sdk/, the server API
+// and token verification must exist: a 404 or a refusal there fails the tests, it never
+// skips them.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Kilat, KilatError } from '../src/kilat.js';
-import { spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KilatServer, KILAT_BIN, skipReason } from './server.js';
+import { KilatServer, skipReason } from './server.js';
 import { until, nextEvent, sleep } from './fake.js';
 
 const skip = skipReason();
@@ -42,20 +42,12 @@ let n = 0;
 /** A fresh channel per test so history from other tests does not interfere. */
 const channel = (prefix = 'chat') => `${prefix}:t${process.pid}_${++n}_${Date.now()}`;
 
-/** What the server supports right now, probed once. */
-const features = { sse: false, stream: false };
-
 // node --test does not count a skipped describe as skipped; a skipped placeholder test does
 if (skip) test('kilat integration tests (server binary)', { skip }, () => {});
 
 describe('kilat server (websocket)', { skip: skip ?? false }, () => {
   before(async () => {
     server = await new KilatServer().start();
-    // GET without `connect` and an empty POST: a 404 means the endpoint does not exist yet
-    features.sse = (await server.status('/connection/sse')) !== 404;
-    features.stream = (await server.status('/connection/stream', { method: 'POST', body: '' })) !== 404;
-    if (!features.sse) console.warn('\n!!! SKIPPING SSE integration tests: the server answers 404 on /connection/sse\n');
-    if (!features.stream) console.warn('\n!!! SKIPPING HTTP-streaming integration tests: the server answers 404 on /connection/stream\n');
   });
 
   after(async () => {
@@ -64,9 +56,22 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
     await server?.stop();
   });
 
-  test('the server serves the SDK at /sdk/kilat.js with every module it imports', async (t) => {
+  test('every transport route exists: a 404 fails here instead of skipping the transport tests', async () => {
+    // GET without `connect` and an empty POST: refused as bad requests, but not 404
+    for (const [path, init] of [
+      ['/connection/sse', undefined],
+      ['/connection/stream', { method: 'POST', body: '' }],
+      ['/connection/emulation', { method: 'POST', body: '' }],
+    ]) {
+      const status = await server.status(path, init);
+      assert.notEqual(status, 404, `${path} answers 404: the transport is missing from the server`);
+      assert.ok(status >= 200 && status < 500, `${path} answers ${status}`);
+    }
+  });
+
+  test('the server serves the SDK at /sdk/kilat.js with every module it imports', async () => {
     const res = await fetch(`${server.httpUrl}/sdk/kilat.js`);
-    if (res.status === 404) return t.skip('the server does not serve /sdk/ yet');
+    assert.equal(res.status, 200, '/sdk/kilat.js');
     const seen = new Set();
     const queue = ['kilat.js'];
     while (queue.length > 0) {
@@ -207,8 +212,7 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
   });
 
   for (const name of ['websocket', 'sse']) {
-    test(`forced disconnect without reconnect (3503) over ${name}: the client stays disconnected`, async (t) => {
-      if (name === 'sse' && !features.sse) return t.skip('server answers 404 on /connection/sse');
+    test(`forced disconnect without reconnect (3503) over ${name}: the client stays disconnected`, async () => {
       const c = client({ transports: [name] });
       c.connect();
       await c.ready(5000);
@@ -244,8 +248,7 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
     assert.deepEqual(results.map((r) => r.offset), offsets);
   });
 
-  test('recovery over SSE after the stream drops', async (t) => {
-    if (!features.sse) return t.skip('server answers 404 on /connection/sse');
+  test('recovery over SSE after the stream drops', async () => {
     const ch = channel();
     const c = client({ transports: ['sse'], minReconnectDelay: 300, maxReconnectDelay: 300 });
     c.connect();
@@ -317,8 +320,7 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
     assert.equal(c.state, 'connected');
   });
 
-  test('fallback: a refused WebSocket falls back to SSE', async (t) => {
-    if (!features.sse) return t.skip('server answers 404 on /connection/sse (not implemented yet)');
+  test('fallback: a refused WebSocket falls back to SSE', async () => {
     // the server answers 404 to the upgrade on this path, so the socket never opens
     const c = new Kilat(server.httpUrl, {
       websocket: WebSocket,
@@ -331,9 +333,33 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
     assert.equal(c.transportName, 'sse');
   });
 
-  for (const [name, feature] of [['sse', 'sse'], ['http_stream', 'stream']]) {
-    test(`${name}: subscribe, publish, presence and history over the emulated transport`, async (t) => {
-      if (!features[feature]) return t.skip(`server answers 404 on the ${name} endpoint (not implemented yet)`);
+  for (const name of ['sse', 'http_stream']) {
+    test(`${name}: 200 commands issued in one tick go out in as few emulation POSTs as the body limit allows, in order`, async () => {
+      const bodies = [];
+      const counting = (url, init) => {
+        if (String(url).endsWith('/connection/emulation')) bodies.push(new TextEncoder().encode(init.body).length);
+        return fetch(url, init);
+      };
+      const ch = channel();
+      const reader = await connected();
+      const sub = await subscribed(reader, ch);
+      const seen = [];
+      sub.on('publication', (p) => seen.push(p.data.n));
+      const c = new Kilat(server.httpUrl, { transports: [name], fetch: counting, timeout: 8000 });
+      clients.push(c);
+      c.connect();
+      await c.ready(5000);
+      const pad = 'x'.repeat(500); // 200 x ~550 bytes: more than one 64 KiB body
+      const results = await Promise.all(Array.from({ length: 200 }, (_, n) => c.publish(ch, { n, pad })));
+      assert.ok(bodies.length >= 2 && bodies.length <= 3, `${bodies.length} POSTs for 200 commands (largest ${Math.max(...bodies)} bytes)`);
+      assert.ok(bodies.every((b) => b <= 64 * 1024), `bodies within the server's limit: ${bodies.join(', ')}`);
+      await until(() => seen.length === 200, 5000, '200 publications');
+      assert.deepEqual(seen, Array.from({ length: 200 }, (_, n) => n));
+      const offsets = results.map((r) => r.offset);
+      for (let i = 1; i < offsets.length; i++) assert.equal(offsets[i], offsets[i - 1] + 1);
+    });
+
+    test(`${name}: subscribe, publish, presence and history over the emulated transport`, async () => {
       const ch = channel();
       const c = new Kilat(server.httpUrl, { transports: [name], minReconnectDelay: 50, timeout: 4000 });
       clients.push(c);
@@ -371,9 +397,8 @@ describe('kilat server-side subscriptions', { skip: skip ?? false }, () => {
     await c.ready(5000);
     const ch = `chat:server_side_${Date.now()}`;
     const subscribed = nextEvent(c, 'subscribed');
-    subscribed.catch(() => {}); // unused when the API refuses
     const r = await api('subscribe', { user: '', channel: ch });
-    if (r.error) return t.skip(`server API subscribe not available: ${JSON.stringify(r.error)}`);
+    assert.equal(r.error, undefined, `server API subscribe: ${JSON.stringify(r.error)}`);
     assert.equal((await subscribed).channel, ch);
     const seen = [];
     c.on('publication', (p) => p.channel === ch && seen.push(p.data));
@@ -407,6 +432,7 @@ describe('kilat server restart', { skip: skip ?? false }, () => {
     assert.equal(ctx.code, 3000, `drain disconnect code (got ${ctx.code} ${ctx.reason})`);
     await reconnected;
     assert.equal(c.state, 'connected');
+    assert.equal(c.transportName, 'websocket', 'issue 22: a drain does not move the client to SSE');
   });
 
   test('recovery after a server restart is honest: history is gone, recovered is false', async (t) => {
@@ -451,22 +477,7 @@ function hs256(claims, secret) {
   return `${head}.${createHmac('sha256', secret).update(head).digest('base64url')}`;
 }
 
-/** Null when the server accepts `[token] secret` (KILAT_TOKEN_SECRET), else why not. */
-function tokenSupport() {
-  if (skip) return skip;
-  const env = { PATH: process.env.PATH, KILAT_TOKEN_SECRET: 'probe' };
-  const r = spawnSync(KILAT_BIN, ['config', '--dev'], { env, encoding: 'utf8', timeout: 10_000 });
-  // the secret is never printed back; accepting the variable at all means `[token]` exists
-  if (r.status === 0) return null;
-  const msg = 'the server has no token verification yet (`kilat config` does not accept KILAT_TOKEN_SECRET / [token] secret)';
-  console.warn(`\n!!! SKIPPING token integration tests: ${msg}\n`);
-  return msg;
-}
-
-const tokenSkip = tokenSupport();
-if (tokenSkip && !skip) test('kilat token integration tests', { skip: tokenSkip }, () => {});
-
-describe('kilat server with tokens', { skip: tokenSkip ?? false }, () => {
+describe('kilat server with tokens', { skip: skip ?? false }, () => {
   const secret = 'sdk-js-test-secret';
   let srv;
   before(async () => {

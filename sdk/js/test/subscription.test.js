@@ -299,3 +299,49 @@ test("subscribing from a 'connected' listener sends one subscribe, not two", asy
   assert.equal(WS.last().frames().filter((f) => f.subscribe).length, 1);
   assert.equal(sub.state, 'subscribed');
 });
+
+test('issue 22: after disconnect() the subscriptions end in unsubscribed (not subscribing), and recover after connect()', async (t) => {
+  const { client, WS } = await setup(t, scripted());
+  const sub = client.newSubscription('chat:bye');
+  sub.subscribe();
+  await sub.ready(1000);
+  WS.last().push(pub('chat:bye', 'one', 1));
+  const events = [];
+  for (const name of ['subscribing', 'unsubscribed', 'state']) sub.on(name, (ctx) => events.push({ name, ctx }));
+  const sent = WS.last().frames().length;
+  client.disconnect();
+  assert.equal(sub.state, 'unsubscribed');
+  assert.deepEqual(events, [
+    { name: 'state', ctx: { newState: 'unsubscribed', oldState: 'subscribed', channel: 'chat:bye' } },
+    { name: 'unsubscribed', ctx: { channel: 'chat:bye', code: 0, reason: 'disconnect called' } },
+  ]);
+  assert.equal(WS.last().frames().length, sent, 'nothing sent on a closing connection');
+  await assert.rejects(sub.ready(), (e) => e.code === ErrorCode.SUBSCRIPTION_UNSUBSCRIBED);
+  // the position is kept: subscribing again after connect() recovers from it
+  client.connect();
+  sub.subscribe();
+  await sub.ready(1000);
+  const again = WS.last().frames().find((f) => f.subscribe);
+  assert.deepEqual(again.subscribe, { channel: 'chat:bye', recover: true, offset: 1, epoch: 'e1' });
+});
+
+test('a terminal disconnect from the server also ends the subscriptions, with its code', async (t) => {
+  const onSubscribe = (f, s) => {
+    if (f.subscribe.channel === 'chat:later') return; // never answered
+    s.push({ id: f.id, subscribe: { recoverable: true, epoch: 'e1', offset: 0, recovered: false, publications: [] } });
+  };
+  const { client, WS } = await setup(t, scripted({ onSubscribe }));
+  const sub = client.newSubscription('chat:gone');
+  sub.subscribe();
+  await sub.ready(1000);
+  const waiting = client.newSubscription('chat:later');
+  waiting.subscribe();
+  await until(() => WS.last().frames().some((f) => f.subscribe?.channel === 'chat:later'));
+  assert.equal(waiting.state, 'subscribing');
+  const ended = nextEvent(sub, 'unsubscribed');
+  const endedToo = nextEvent(waiting, 'unsubscribed');
+  WS.last().serverClose(3503, 'force disconnect');
+  assert.deepEqual(await ended, { channel: 'chat:gone', code: 3503, reason: 'force disconnect' });
+  assert.deepEqual(await endedToo, { channel: 'chat:later', code: 3503, reason: 'force disconnect' });
+  assert.equal(client.state, 'disconnected');
+});

@@ -2,6 +2,8 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { Kilat } from '../src/kilat.js';
+import { PROVEN_OPEN_RETRIES } from '../src/client.js';
+import { MAX_EMULATION_BODY } from '../src/transports.js';
 import { fakeWebSocket, fakeFetch, until, nextEvent } from './fake.js';
 
 const URL = 'http://test.invalid';
@@ -170,3 +172,83 @@ test('http_stream: a last line without a newline is still delivered when the bod
   client.connect();
   assert.deepEqual(await disc, { code: 3503, reason: 'bye' });
 });
+
+test('issue 22: a WebSocket that worked and then fails to open (drain, dead node) is retried, not replaced by SSE', async (t) => {
+  const WS = fakeWebSocket({ server: (f, s) => f.connect && s.push({ id: f.id, connect: { client: 'ws' } }) });
+  const fetch = fakeFetch({ server: emulatedServer([]) });
+  const client = new Kilat(URL, { websocket: WS, fetch, ...fast });
+  t.after(() => client.disconnect());
+  client.connect();
+  await client.ready(2000);
+  assert.equal(client.transportName, 'websocket');
+  // the node drains: 3000, and its listener refuses the reconnects for a while
+  WS.refuse = true;
+  WS.last().serverClose(3000, 'shutdown');
+  await until(() => WS.instances.length >= 4, 3000, 'three refused reconnects');
+  assert.equal(fetch.state.requests.length, 0, 'no SSE attempt while the proven WebSocket is retried');
+  WS.refuse = false;
+  await client.ready(3000);
+  assert.equal(client.transportName, 'websocket');
+  assert.equal(fetch.state.requests.length, 0);
+});
+
+test('a proven WebSocket that keeps failing to open while SSE works is given up after PROVEN_OPEN_RETRIES rounds', async (t) => {
+  const WS = fakeWebSocket({ server: (f, s) => f.connect && s.push({ id: f.id, connect: { client: 'ws' } }) });
+  const fetch = fakeFetch({ server: emulatedServer([]) });
+  const client = new Kilat(URL, { websocket: WS, fetch, ...fast });
+  t.after(() => client.disconnect());
+  client.connect();
+  await client.ready(2000);
+  WS.refuse = true; // e.g. the network changed to one whose proxy drops upgrades
+  const reconnected = new Promise((resolve) => client.on('connected', resolve));
+  WS.last().serverClose(1006);
+  assert.equal((await reconnected).transport, 'sse');
+  assert.equal(WS.instances.length, 1 + PROVEN_OPEN_RETRIES + 1, 'the retries, then one more round that falls through');
+});
+
+test('one code for "transport closed" on every transport: a WebSocket close 1006 and an ended stream both report 1', async (t) => {
+  const codes = {};
+  for (const name of ['websocket', 'sse', 'http_stream']) {
+    const answer = emulatedServer([]);
+    const WS = fakeWebSocket({ server: (f, s) => answer(f, s) });
+    const fetch = fakeFetch({ server: answer });
+    const client = new Kilat(URL, { websocket: WS, fetch, transports: [name], ...fast });
+    t.after(() => client.disconnect());
+    client.connect();
+    await client.ready(2000);
+    const sub = client.newSubscription('room');
+    sub.subscribe();
+    await sub.ready(1000);
+    const connecting = nextEvent(client, 'connecting');
+    const subscribing = nextEvent(sub, 'subscribing');
+    if (name === 'websocket') WS.last().serverClose(1006);
+    else fetch.state.conns[0].end();
+    codes[name] = [(await connecting).code, (await subscribing).code];
+  }
+  assert.deepEqual(codes, { websocket: [1, 1], sse: [1, 1], http_stream: [1, 1] });
+});
+
+for (const name of ['sse', 'http_stream']) {
+  test(`${name}: commands issued in one tick go out in one emulation POST, split only at the body limit`, async (t) => {
+    const log = [];
+    const fetch = fakeFetch({ server: emulatedServer(log) });
+    const client = new Kilat(URL, { transports: [name], fetch, ...fast });
+    t.after(() => client.disconnect());
+    client.connect();
+    await client.ready(2000);
+    const posts = () => fetch.state.requests.filter((r) => r.kind === 'emulation');
+    const results = await Promise.all([client.publish('a', 1), client.publish('b', 2), client.publish('c', 3)]);
+    assert.deepEqual(results, [{ offset: 1 }, { offset: 1 }, { offset: 1 }]);
+    assert.equal(posts().length, 1, 'three commands, one POST');
+    const lines = posts()[0].body.command.split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(lines.map((f) => f.publish.channel), ['a', 'b', 'c']);
+    // 10 x 20 KB: as few POSTs as fit under the server's 64 KiB body limit, in order
+    const big = 'x'.repeat(20_000);
+    await Promise.all(Array.from({ length: 10 }, (_, i) => client.publish(`big${i}`, big)));
+    const bigPosts = fetch.state.requests.filter((r) => r.kind === 'emulation').slice(1);
+    assert.equal(bigPosts.length, 4, 'three per POST, then the last one');
+    for (const p of bigPosts) assert.ok(new TextEncoder().encode(JSON.stringify(p.body)).length <= MAX_EMULATION_BODY);
+    const channels = log.filter((f) => f.publish?.channel.startsWith('big')).map((f) => f.publish.channel);
+    assert.deepEqual(channels, Array.from({ length: 10 }, (_, i) => `big${i}`));
+  });
+}

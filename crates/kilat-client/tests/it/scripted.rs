@@ -1,5 +1,7 @@
 //! A scripted WebSocket peer plays the server where a real one will not misbehave on demand.
 
+use std::time::Duration;
+
 use futures_util::{SinkExt, StreamExt};
 use kilat_client::{Event, SubscribeOptions};
 use tokio::net::TcpListener;
@@ -228,4 +230,162 @@ async fn a_silent_server_is_detected_and_replaced() {
     })
     .await;
     peer.abort();
+}
+
+/// Accepts sessions forever; `end` runs on each after its `connect` was answered, with the
+/// session's number (from 1).
+fn serve_sessions<F, Fut>(listener: TcpListener, end: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Peer, u32) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let ws = accept(&listener).await;
+            n += 1;
+            tokio::spawn(end(ws, n));
+        }
+    })
+}
+
+async fn close_with(mut ws: Peer, code: u16, reason: &'static str) {
+    let close = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = ws.send(Message::Close(Some(close))).await;
+    // Read until the client's close answer so the socket ends cleanly.
+    while let Some(Ok(_)) = ws.next().await {}
+}
+
+/// The `attempt` and `delay` of the next `n` reconnect attempts.
+async fn reconnect_attempts(events: &mut kilat_client::Events, n: usize) -> Vec<(u32, Duration)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        if let Event::Reconnecting { attempt, delay } = next_matching(events, "Reconnecting", |e| {
+            matches!(e, Event::Reconnecting { .. })
+        })
+        .await
+        {
+            out.push((attempt, delay));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn issue_20_backoff_grows_across_sessions_that_end_the_same_way() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = ws_url(listener.local_addr().expect("addr"));
+    // Every session is ended at once with 3001, as a server does when a reply is too large.
+    let peer = serve_sessions(listener, |ws, _| close_with(ws, 3001, "slow consumer"));
+    let base = Duration::from_millis(10);
+    let config = kilat_client::ClientConfig {
+        min_reconnect_delay: base,
+        max_reconnect_delay: Duration::from_secs(5),
+        ..fast(url)
+    };
+    let (client, mut events) = kilat_client::Client::connect(config)
+        .await
+        .expect("connect");
+    let attempts = reconnect_attempts(&mut events, 6).await;
+    let numbers: Vec<u32> = attempts.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        numbers,
+        [1, 2, 3, 4, 5, 6],
+        "the attempt count is not reset by a connection the server ends at once: {attempts:?}"
+    );
+    for (i, (_, delay)) in attempts.iter().enumerate() {
+        let ceiling = base * 2u32.pow(u32::try_from(i).expect("small"));
+        assert!(
+            *delay >= base && *delay <= ceiling,
+            "attempt {i}: {delay:?} outside [{base:?}, {ceiling:?}]"
+        );
+    }
+    assert_eq!(attempts[0].1, base, "the first window is [base, base]");
+    assert!(
+        attempts[5].1 > base,
+        "the window grew (attempt 6 waits in [10 ms, 320 ms]): {attempts:?}"
+    );
+    client.close();
+    peer.abort();
+}
+
+#[tokio::test]
+async fn the_backoff_starts_over_after_a_connection_stayed_up() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = ws_url(listener.local_addr().expect("addr"));
+    // Sessions 1 and 2 are dropped at once; session 3 stays up 300 ms before it is dropped.
+    let peer = serve_sessions(listener, |ws, n| async move {
+        if n == 3 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        close_with(ws, 3001, "slow consumer").await;
+    });
+    let config = kilat_client::ClientConfig {
+        min_reconnect_delay: Duration::from_millis(10),
+        max_reconnect_delay: Duration::from_secs(5),
+        backoff_reset_after: Duration::from_millis(150),
+        ..fast(url)
+    };
+    let (client, mut events) = kilat_client::Client::connect(config)
+        .await
+        .expect("connect");
+    let attempts = reconnect_attempts(&mut events, 4).await;
+    let numbers: Vec<u32> = attempts.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        numbers,
+        [1, 2, 1, 2],
+        "sessions 1 and 2 grow the count; session 3 (up longer than backoff_reset_after) resets it"
+    );
+    client.close();
+    peer.abort();
+}
+
+/// The delay of the first reconnect after a disconnect push carrying `delay_ms`.
+async fn delay_after_hint(delay_ms: u32, max: Duration) -> (u32, Duration) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = ws_url(listener.local_addr().expect("addr"));
+    let peer = serve_sessions(listener, move |mut ws, _| async move {
+        // The push first (a close frame has no room for the hint), then the close.
+        let push = format!(
+            r#"{{"push":{{"disconnect":{{"code":3000,"reason":"shutdown","reconnect":true,"delay_ms":{delay_ms}}}}}}}"#
+        );
+        ws.send(Message::text(push)).await.expect("push");
+        close_with(ws, 3000, "shutdown").await;
+    });
+    let config = kilat_client::ClientConfig {
+        min_reconnect_delay: Duration::from_millis(10),
+        max_reconnect_delay: max,
+        ..fast(url)
+    };
+    let (client, mut events) = kilat_client::Client::connect(config)
+        .await
+        .expect("connect");
+    let first = reconnect_attempts(&mut events, 1).await[0];
+    client.close();
+    peer.abort();
+    first
+}
+
+#[tokio::test]
+async fn issue_18_a_delay_hint_spreads_the_reconnect_over_floor_plus_hint() {
+    let floor = Duration::from_millis(10);
+    let hint = Duration::from_secs(60);
+    let (attempt, delay) = delay_after_hint(60_000, Duration::from_secs(120)).await;
+    assert_eq!(attempt, 1);
+    // Without the hint the first attempt waits exactly the floor; with it, floor + U[0, 60 s]
+    // (exactly the floor only with a chance of one in 6e10).
+    assert!(
+        delay > floor && delay <= floor + hint,
+        "{delay:?} outside ({floor:?}, {:?}]",
+        floor + hint
+    );
+}
+
+#[tokio::test]
+async fn issue_18_a_delay_hint_is_capped_at_max_reconnect_delay() {
+    let (_, delay) = delay_after_hint(u32::MAX, Duration::from_millis(500)).await;
+    assert!(delay <= Duration::from_millis(500), "{delay:?}");
 }
