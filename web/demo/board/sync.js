@@ -25,8 +25,14 @@
 
 import { BoardDoc } from './crdt.js';
 
-/** The largest publication `data` the server takes by default (namespace max_message_size). */
+/**
+ * The largest publication `data` the server takes by default: the namespace's
+ * `max_message_size` (65536; more is error 413). The whole `publish` frame must also fit the
+ * WebSocket's `max_message_size` (65536; more closes the connection with 1009), so updates are
+ * checked against this less a margin for the frame around `data`.
+ */
 export const MAX_PUBLISH_BYTES = 65536;
+const FRAME_MARGIN = 512;
 
 const encoder = new TextEncoder();
 const byteLength = (value) => encoder.encode(JSON.stringify(value)).length;
@@ -120,8 +126,8 @@ export class BoardSync {
     this.outbox = new BoardDoc(this.doc.replica);
     this.outboxEmpty = true;
     const data = { t: 'd', r: this.doc.replica, d: delta };
-    if (byteLength(data) > this.maxPublishBytes) {
-      this.onError('too-large', `This change is too large to share (${byteLength(data)} bytes, the server takes ${this.maxPublishBytes}); it stays on this screen only.`);
+    if (byteLength(data) > this.maxPublishBytes - FRAME_MARGIN) {
+      this.onError('too-large', `This change is too large to share (${byteLength(data)} bytes; one publication holds ${this.maxPublishBytes - FRAME_MARGIN}): it stays on this screen only.`);
       return;
     }
     this._flushing = true;
@@ -254,7 +260,7 @@ export class BoardSync {
     const d = this.doc.snapshot();
     const data = { t: 's', r: this.doc.replica, d };
     if (this.syncedOffset !== null) data.o = this.syncedOffset;
-    if (byteLength(data) > this.maxPublishBytes) {
+    if (byteLength(data) > this.maxPublishBytes - FRAME_MARGIN) {
       this.onError('snapshot-too-large', 'The board is larger than one publication: late joiners rebuild it from history instead.');
       return;
     }
