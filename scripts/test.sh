@@ -55,7 +55,7 @@ cargo test --workspace --all-features
 kilat_bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/kilat"
 step "JS SDK tests (node --test) against target/debug/kilat"
 cargo build -p kilat-cli
-(cd sdk/js && { [ -d node_modules/ws ] || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
+(cd sdk/js && { { [ -d node_modules/ws ] && [ -d node_modules/yjs ] && [ -d node_modules/y-protocols ]; } || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
 
 if [ "${SKIP_E2E:-0}" = 1 ] && [ "${CI:-}" != true ]; then
   echo "SKIPPING the browser end-to-end tests (SKIP_E2E=1)" >&2
