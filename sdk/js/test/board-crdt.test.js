@@ -259,17 +259,26 @@ test('malformed updates are refused with reasons, never throw, and leave the sta
   }
   assert.equal(JSON.stringify(doc.snapshot()), before);
 
-  // a character that contradicts a known one is refused
+  // a character that contradicts a known one (same id, other content) is reported, and every
+  // replica settles on the same variant whichever arrives first
   const known = doc.snapshot().t.e[0];
-  const res = doc.apply({ t: { e: [[known[0], known[1], known[2], known[3], 'X']] } });
+  const forged = { t: { e: [[known[0], known[1], known[2], known[3], 'X']] } };
+  const other = new BoardDoc('other');
+  other.apply(forged);
+  other.apply(doc.snapshot());
+  const res = doc.apply(forged);
   assert.match(res.errors.join(), /conflicts/);
-  assert.equal(doc.text(), 'keep');
+  assert.equal(doc.text(), other.text());
+  assert.equal(doc.text(), 'Xeep', 'the smaller variant wins everywhere');
+  doc.apply({ t: { e: [[known[0], known[1], known[2], known[3], 'k']] } });
+  const before2 = JSON.stringify(doc.snapshot());
 
   // too many entries in one update: the valid prefix is applied, the rest refused with a reason
   const huge = { t: { d: Array.from({ length: LIMITS.maxEntries + 5 }, (_, i) => ['zz', i + 1, 1]) } };
   const r2 = doc.apply(huge);
   assert.match(r2.errors.join(), /more than/);
-  assert.equal(doc.text(), 'keep');
+  assert.equal(JSON.stringify(doc.snapshot()).length > before2.length, true, 'the valid prefix was applied');
+  assert.equal(doc.text(), 'Xeep');
 });
 
 test('characters that arrive before their origin wait for it, then take their place', () => {
@@ -284,4 +293,60 @@ test('characters that arrive before their origin wait for it, then take their pl
   b.apply(d1);
   assert.equal(b.text(), 'ad');
   assert.equal(JSON.stringify(b.snapshot()), JSON.stringify(a.snapshot()));
+});
+
+/** A random JSON value, biased towards the shapes updates have. */
+function junk(rand, depth = 0) {
+  const pick = (list) => list[Math.floor(rand() * list.length)];
+  const r = rand();
+  if (depth > 3 || r < 0.3) return pick([0, -1, 1, 1.5, 2 ** 53, NaN, '', 'x', 'a@b', '#ffffff', null, true, false, 'rect', '\u{1F600}']);
+  if (r < 0.6) return Array.from({ length: Math.floor(rand() * 6) }, () => junk(rand, depth + 1));
+  const o = {};
+  for (let i = Math.floor(rand() * 4); i > 0; i--) o[pick(['s', 't', 'e', 'd', 'x', 'kind', 'del', 'r0.1', '__proto__', 'constructor'])] = junk(rand, depth + 1);
+  return o;
+}
+
+/** Mutates one leaf or element of a valid update. */
+function mutate(value, rand) {
+  const copy = JSON.parse(JSON.stringify(value));
+  const paths = [];
+  const walk = (v, path) => {
+    paths.push(path);
+    if (v && typeof v === 'object') for (const k of Object.keys(v)) walk(v[k], [...path, k]);
+  };
+  walk(copy, []);
+  const path = paths[Math.floor(rand() * paths.length)];
+  if (path.length === 0) return junk(rand);
+  let parent = copy;
+  for (const k of path.slice(0, -1)) parent = parent[k];
+  parent[path[path.length - 1]] = junk(rand);
+  return copy;
+}
+
+test('fuzz: random and mutated updates never throw, and replicas that get the same ones still agree', () => {
+  const seedsFuzz = process.env.BOARD_CRDT_SEED ? [Number(process.env.BOARD_CRDT_SEED)] : Array.from({ length: 20 }, (_, i) => 77 + i);
+  let refused = 0;
+  for (const seed of seedsFuzz) {
+    const rand = rng(seed);
+    const author = new BoardDoc('author');
+    const a = new BoardDoc('a');
+    const b = new BoardDoc('b');
+    const stream = [];
+    for (let i = 0; i < 150; i++) {
+      const valid = randomEdit(author, rand);
+      if (!valid) continue;
+      stream.push(valid);
+      if (rand() < 0.5) stream.push(mutate(valid, rand));
+      if (rand() < 0.2) stream.push(junk(rand));
+    }
+    for (const u of stream) {
+      let res;
+      assert.doesNotThrow(() => (res = a.apply(u)), `seed ${seed}: ${JSON.stringify(u)?.slice(0, 120)}`);
+      refused += res.errors.length > 0 ? 1 : 0;
+    }
+    for (const u of shuffle([...stream], rand)) b.apply(u);
+    assert.equal(JSON.stringify(a.snapshot()), JSON.stringify(b.snapshot()), `seed ${seed}: same updates, different order`);
+    assert.doesNotThrow(() => a.text() + JSON.stringify(a.shapeList()));
+  }
+  assert.ok(refused > 100, `the fuzzer should hit the validation often (${refused} refusals)`);
 });

@@ -393,13 +393,22 @@ export class BoardDoc {
     // once stays together: its second unit's origin is its first)
     const chars = str.split('');
     let changed = false;
+    let conflict = null;
     let origin = rootOrigin ? ROOT : key(oc, or);
     for (let i = 0; i < chars.length; i++) {
       const cc = c + i;
       const k = key(cc, r);
       const have = this.chars.get(k);
       if (have) {
-        if (have.ch !== chars[i] || have.o !== origin) return `character ${k} conflicts with the one already known`;
+        if (have.ch !== chars[i] || have.o !== origin) {
+          // one id, two contents: only a faulty or hostile peer does this. Every replica keeps
+          // the smaller variant, whatever the order they arrive in, so all still agree.
+          conflict = `character ${k} conflicts with the one already known`;
+          if (variant(origin, chars[i]) < variant(have.o, have.ch)) {
+            this._replaceChar(k, have, origin, chars[i]);
+            changed = true;
+          }
+        }
       } else {
         if (this.chars.size >= LIMITS.maxTextElements) return `text has more than ${LIMITS.maxTextElements} characters`;
         this._addChar({ c: cc, r, o: origin, ch: chars[i] });
@@ -409,7 +418,27 @@ export class BoardDoc {
     }
     const last = c + chars.length - 1;
     if (last > this.clock) this.clock = last;
+    if (conflict) {
+      if (changed) this._visible = null;
+      return conflict;
+    }
     return changed;
+  }
+
+  /** Moves a known character to another origin and content (see the conflict case above). */
+  _replaceChar(k, ch, origin, text) {
+    const siblings = this.children.get(ch.o);
+    const i = siblings ? siblings.indexOf(k) : -1;
+    if (i >= 0) siblings.splice(i, 1);
+    else {
+      const waiting = this.orphans.get(ch.o) ?? [];
+      const j = waiting.indexOf(k);
+      if (j >= 0) waiting.splice(j, 1);
+      if (waiting.length === 0) this.orphans.delete(ch.o);
+    }
+    ch.o = origin;
+    ch.ch = text;
+    this._addChar(ch);
   }
 
   _addChar(ch) {
@@ -437,7 +466,8 @@ export class BoardDoc {
         i += 1;
       }
       kids.splice(i, 0, k);
-      this.children.set(k, []);
+      // a character moved by _replaceChar keeps the characters typed after it
+      if (!this.children.has(k)) this.children.set(k, []);
       const waiting = this.orphans.get(k);
       if (waiting) {
         this.orphans.delete(k);
@@ -519,6 +549,11 @@ export class BoardDoc {
     probe.apply(this.snapshot());
     return JSON.stringify(probe.snapshot()) === JSON.stringify(snapshot);
   }
+}
+
+/** The order between two contents of one character id: the smaller one wins everywhere. */
+function variant(origin, ch) {
+  return `${origin}\u0000${ch}`;
 }
 
 function splitKey(k) {
