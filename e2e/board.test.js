@@ -227,6 +227,11 @@ describe('board demo', { timeout: 240000 }, () => {
       const index = phoneDark;
       index.notFound.length = 0;
       await index.goto(`${h.server.url}/`);
+      await screenshot(index, 'home-phone-dark');
+      await phoneLight.goto(`${h.server.url}/`);
+      await screenshot(phoneLight, 'home-phone-light');
+      assert.deepEqual(phoneLight.notFound, [], 'the home page without 404 (favicon)');
+      assert.ok((await phoneLight.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)) <= 0, 'the home page fits the phone');
       await index.click('[data-testid="demos-link"]');
       await index.waitForSelector('[data-demo="board"]');
       await screenshot(index, 'board-9-demo-index-phone-dark');
