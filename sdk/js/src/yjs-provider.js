@@ -82,9 +82,9 @@ export class KilatYjsProvider extends EventEmitter {
    * @param {number} [opts.maxPublishBytes] largest publication (default 65024)
    * @param {boolean} [opts.connect] subscribe now (default true)
    */
-  constructor(client, channel, doc, opts = {}) {
+  constructor(client, channel, doc, opts) {
     super();
-    if (!opts.Y || typeof opts.Y.applyUpdate !== 'function') throw new TypeError('KilatYjsProvider needs the yjs namespace as opts.Y');
+    if (!opts?.Y || typeof opts.Y.applyUpdate !== 'function') throw new TypeError('KilatYjsProvider needs the yjs namespace as opts.Y');
     if (opts.awareness && !opts.awarenessProtocol) throw new TypeError('awareness needs opts.awarenessProtocol (y-protocols/awareness)');
     this.client = client;
     this.channel = channel;
