@@ -7,7 +7,7 @@
 // assertion message.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BoardDoc, LIMITS, mergeDeltas } from '../../../web/demo/board/crdt.js';
+import { BoardDoc, LIMITS, mergeDeltas, splitUpdate } from '../../../web/demo/board/crdt.js';
 
 /** mulberry32: a small seeded PRNG so a failure can be replayed. */
 function rng(seed) {
@@ -349,4 +349,27 @@ test('fuzz: random and mutated updates never throw, and replicas that get the sa
     assert.doesNotThrow(() => a.text() + JSON.stringify(a.shapeList()));
   }
   assert.ok(refused > 100, `the fuzzer should hit the validation often (${refused} refusals)`);
+});
+
+test('a snapshot larger than one publication splits into parts that fit and merge back whole', () => {
+  const rand = rng(5);
+  const reps = ['a', 'b', 'c'].map((r) => new BoardDoc(r));
+  for (let i = 0; i < 3000; i++) {
+    const d = reps[i % 3];
+    const delta = i % 10 === 0 ? randomEdit(d, rand) : d.insertText(Math.floor(rand() * (d.text().length + 1)), 'x');
+    if (delta) for (const o of reps) if (o !== d) applyOk(o, delta);
+  }
+  // and one long run, longer than a part may be
+  const long = reps[0].insertText(0, 'L'.repeat(9000));
+  for (const o of reps.slice(1)) applyOk(o, long);
+  const snap = reps[0].snapshot();
+  const max = 8000;
+  const parts = splitUpdate(snap, max);
+  assert.ok(parts.length > 5, `only ${parts.length} parts`);
+  for (const p of parts) assert.ok(JSON.stringify(p).length <= max, `a part of ${JSON.stringify(p).length} bytes`);
+  const fresh = new BoardDoc('fresh');
+  for (const p of shuffle([...parts], rand)) applyOk(fresh, p);
+  assert.equal(JSON.stringify(fresh.snapshot()), JSON.stringify(snap));
+  assert.equal(fresh.text(), reps[2].text());
+  assert.deepEqual(splitUpdate({ t: { e: [[1, 'a', 0, '', 'hi']] } }, max), [{ t: { e: [[1, 'a', 0, '', 'hi']] } }]);
 });

@@ -574,6 +574,44 @@ function deleteRanges(ids) {
 }
 
 /**
+ * Splits an update (usually a snapshot) into updates of at most `maxBytes` of JSON each. Any
+ * part of a state is itself a valid delta, so merging the parts in any order gives the whole;
+ * a long run of characters is cut into shorter runs (each next piece's origin is the last
+ * character of the previous one). Returns [update] when it fits already.
+ */
+export function splitUpdate(update, maxBytes) {
+  if (JSON.stringify(update).length <= maxBytes) return [update];
+  const entries = [];
+  for (const [id, props] of Object.entries(update.s ?? {})) entries.push(['s', id, props]);
+  const pieceLen = Math.max(1, Math.floor(maxBytes / 8));
+  for (const [c, r, oc, or, str] of update.t?.e ?? []) {
+    for (let i = 0; i < str.length; i += pieceLen) {
+      entries.push(['e', i === 0 ? [c, r, oc, or, str.slice(0, pieceLen)] : [c + i, r, c + i - 1, r, str.slice(i, i + pieceLen)]]);
+    }
+  }
+  for (const range of update.t?.d ?? []) entries.push(['d', range]);
+  const parts = [];
+  let part = null;
+  let size = 0;
+  for (const entry of entries) {
+    const bytes = JSON.stringify(entry).length + 8;
+    if (part && size + bytes > maxBytes) {
+      parts.push(part);
+      part = null;
+    }
+    if (!part) {
+      part = {};
+      size = 20;
+    }
+    if (entry[0] === 's') (part.s ??= {})[entry[1]] = entry[2];
+    else ((part.t ??= {})[entry[0]] ??= []).push(entry[1]);
+    size += bytes;
+  }
+  if (part) parts.push(part);
+  return parts;
+}
+
+/**
  * Merges deltas into one (for the outbox of a replica that is offline): the join of their states.
  * @param {object[]} deltas
  */

@@ -21,9 +21,10 @@
 //
 // Local edits go to an outbox (itself a BoardDoc holding only what is unsent), flushed every
 // `flushMs` while subscribed: a drag is one publication per flush, not one per mouse event, and
-// everything edited offline goes out as one delta after the reconnect.
+// everything edited offline goes out as one delta after the reconnect. An update or snapshot
+// larger than one publication is split into parts that each fit (crdt.js `splitUpdate`).
 
-import { BoardDoc } from './crdt.js';
+import { BoardDoc, splitUpdate } from './crdt.js';
 
 /**
  * The largest publication `data` the server takes by default: the namespace's
@@ -125,23 +126,30 @@ export class BoardSync {
     const delta = this.outbox.snapshot();
     this.outbox = new BoardDoc(this.doc.replica);
     this.outboxEmpty = true;
-    const data = { t: 'd', r: this.doc.replica, d: delta };
-    if (byteLength(data) > this.maxPublishBytes - FRAME_MARGIN) {
-      this.onError('too-large', `This change is too large to share (${byteLength(data)} bytes; one publication holds ${this.maxPublishBytes - FRAME_MARGIN}): it stays on this screen only.`);
-      return;
-    }
+    // a large change (a paste, a long offline session) goes out in parts that each fit
+    const parts = splitUpdate(delta, Math.floor((this.maxPublishBytes - FRAME_MARGIN) / 3));
     this._flushing = true;
     try {
-      await this.sub.publish(data);
-    } catch (err) {
-      this._publishFailed(err, delta);
+      for (let i = 0; i < parts.length; i++) {
+        const data = { t: 'd', r: this.doc.replica, d: parts[i] };
+        if (byteLength(data) > this.maxPublishBytes - FRAME_MARGIN) {
+          this.onError('too-large', `This change is too large to share (${byteLength(data)} bytes; one publication holds ${this.maxPublishBytes - FRAME_MARGIN}): it stays on this screen only.`);
+          continue;
+        }
+        try {
+          await this.sub.publish(data);
+        } catch (err) {
+          this._publishFailed(err, parts.slice(i));
+          return;
+        }
+      }
     } finally {
       this._flushing = false;
       this._scheduleFlush();
     }
   }
 
-  _publishFailed(err, delta) {
+  _publishFailed(err, parts) {
     const code = err?.code;
     if (code === 403) {
       this.readOnly = true;
@@ -150,7 +158,7 @@ export class BoardSync {
       this.onError('too-large', 'The server refused this change as too large (413): it stays on this screen only.');
     } else {
       // disconnected or a temporary error: keep the change and send it after the resubscribe
-      this.outbox.apply(delta);
+      for (const part of parts) this.outbox.apply(part);
       this.outboxEmpty = false;
     }
   }
@@ -255,18 +263,25 @@ export class BoardSync {
     }, 50 + Math.random() * 350);
   }
 
+  /**
+   * Publishes the whole document. One larger than a publication goes out in parts: every part
+   * but the last as a delta, the last as the snapshot with `o`, so a history reader that stops
+   * at the snapshot and reads on down to `o + 1` passes the earlier parts too (they were
+   * published after `o`).
+   */
   async _publishSnapshot() {
     if (this.readOnly || this.sub.state !== 'subscribed') return;
-    const d = this.doc.snapshot();
-    const data = { t: 's', r: this.doc.replica, d };
-    if (this.syncedOffset !== null) data.o = this.syncedOffset;
-    if (byteLength(data) > this.maxPublishBytes - FRAME_MARGIN) {
-      this.onError('snapshot-too-large', 'The board is larger than one publication: late joiners rebuild it from history instead.');
-      return;
-    }
+    const o = this.syncedOffset;
+    // bytes, not UTF-16 units: leave room for multi-byte characters in notes and text
+    const parts = splitUpdate(this.doc.snapshot(), Math.floor((this.maxPublishBytes - FRAME_MARGIN) / 3));
     this.sinceSnapshot = 0;
     try {
-      await this.sub.publish(data);
+      for (let i = 0; i < parts.length; i++) {
+        const last = i === parts.length - 1;
+        const data = { t: last ? 's' : 'd', r: this.doc.replica, d: parts[i] };
+        if (last && o !== null) data.o = o;
+        await this.sub.publish(data);
+      }
     } catch (err) {
       if (err?.code === 403) this.readOnly = true;
     }
