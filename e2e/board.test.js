@@ -150,6 +150,34 @@ describe('board demo', { timeout: 240000 }, () => {
     });
   });
 
+  test('memory engine restart: the pages still open put the document back for a newcomer', opts, async () => {
+    await withBoards(h, 'board-restart', async (open) => {
+      const doc = uniqueRoom('restart');
+      const ana = await open({ name: 'Ana', doc });
+      await waitSynced(ana);
+      const bo = await open({ name: 'Bo', doc });
+      await waitSynced(bo);
+      await ana.click('[data-testid="add-note"]');
+      await ana.fill('[data-testid="text"]', 'Outlives the server process');
+      const before = await expectConverged([ana, bo]);
+
+      // history and epochs go with the process; both pages resubscribe unrecovered and resync
+      const epoch = (p) => p.evaluate(() => window.kilatBoard.sync.sub.epoch);
+      const old = await epoch(ana);
+      await h.server.restart();
+      for (const p of [ana, bo]) {
+        await eventually(async () => (await epoch(p)) !== old && (await p.getAttribute('[data-testid="sync-state"]', 'data-state')) === 'synced', {
+          timeout: 20000,
+          message: `${p.label} to resync on the new stream`,
+        });
+      }
+      const cy = await open({ name: 'Cy', doc, label: 'cy' });
+      await waitSynced(cy);
+      const after = await expectConverged([ana, bo, cy], { message: 'the newcomer to get the document from the pages' });
+      assert.equal(after.snapshot, before.snapshot);
+    });
+  });
+
   test('bad input: malformed and oversized updates are refused and disturb nobody; large edits go in parts', opts, async () => {
     await withBoards(h, 'board-bad-input', async (open) => {
       const doc = uniqueRoom('bad');
