@@ -67,6 +67,14 @@ describe('board demo', { timeout: 240000 }, () => {
         `final position ${shape.x},${shape.y} is neither drag's end ${JSON.stringify(targets)}`,
       );
 
+      // the keyboard moves a selected shape too (Tab to it, arrow keys)
+      await ana.focus(`[data-testid="shape"][data-id="${id}"]`);
+      const before = end.shapes.find((s) => s.id === id);
+      await ana.keyboard.press('ArrowRight');
+      await ana.keyboard.press('Shift+ArrowDown');
+      const keyed = (await expectConverged([ana, bo])).shapes.find((s) => s.id === id);
+      assert.deepEqual([keyed.x, keyed.y], [before.x + 10, before.y + 50]);
+
       // each sees the other's cursor with the other's name
       await ana.mouse.move(300, 400);
       await bo.mouse.move(500, 300);

@@ -248,6 +248,15 @@ document.addEventListener('keydown', (e) => {
     e.preventDefault();
     deleteSelected();
   }
+  // arrow keys move the selected shape (Shift: further), for keyboards and screen readers
+  const step = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[e.key];
+  const s = state.selected && doc.shape(state.selected);
+  if (!editing && step && s) {
+    e.preventDefault();
+    const d = e.shiftKey ? 50 : 10;
+    sync.edit(doc.updateShape(s.id, { x: clamp(s.x + step[0] * d, -s.w / 2, WORLD_W - s.w / 2), y: clamp(s.y + step[1] * d, -s.h / 2, WORLD_H - s.h / 2) }));
+    renderShapes();
+  }
 });
 
 // dragging and resizing: pointer events, one publication per flush (sync.js), not per event
@@ -292,6 +301,10 @@ function endGesture(e) {
 }
 $('shapes').addEventListener('pointerup', endGesture);
 $('shapes').addEventListener('pointercancel', endGesture);
+$('shapes').addEventListener('focusin', (e) => {
+  const el = e.target.closest?.('.shape');
+  if (el && state.selected !== el.dataset.id) select(el.dataset.id);
+});
 $('viewport').addEventListener('pointerdown', (e) => {
   if (!e.target.closest('.shape')) select(null);
 });
