@@ -56,7 +56,7 @@ kilat_bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/kilat"
 step "JS SDK tests (node --test) against target/debug/kilat"
 cargo build -p kilat-cli
 # npm test type-checks src/kilat.d.ts with the typescript devDependency, then runs node --test
-(cd sdk/js && { { [ -d node_modules/ws ] && [ -d node_modules/typescript ]; } || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
+(cd sdk/js && { { [ -d node_modules/ws ] && [ -d node_modules/typescript ] && [ -d node_modules/yjs ] && [ -d node_modules/y-protocols ]; } || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
 
 if [ "${SKIP_E2E:-0}" = 1 ] && [ "${CI:-}" != true ]; then
   echo "SKIPPING the browser end-to-end tests (SKIP_E2E=1)" >&2

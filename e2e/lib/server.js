@@ -66,6 +66,7 @@ export async function waitHealthy(url, { timeoutMs = 15000, child } = {}) {
  * A kilat server process owned by one test file.
  *
  *   const server = await KilatServer.start('chat');   // free port, dev mode
+ *   KilatServer.start('board-small', { args: ['--config', file] })  // extra `serve` arguments
  *   server.url                                        // http://127.0.0.1:PORT
  *   await server.restart();                           // SIGKILL, then start on the same port
  *   await server.stop();
@@ -73,9 +74,11 @@ export async function waitHealthy(url, { timeoutMs = 15000, child } = {}) {
  * Output goes to target/e2e/<label>-server.log.
  */
 export class KilatServer {
-  constructor(label, port) {
+  constructor(label, port, args = []) {
     this.label = label;
     this.port = port;
+    /** extra arguments after `serve --dev --listen ...` */
+    this.args = args;
     this.url = `http://127.0.0.1:${port}`;
     this.child = null;
     this.starts = 0;
@@ -83,8 +86,8 @@ export class KilatServer {
     this.log = createWriteStream(join(ARTIFACTS, `${label}-server.log`), { flags: 'w' });
   }
 
-  static async start(label, { port } = {}) {
-    const server = new KilatServer(label, port ?? (await freePort()));
+  static async start(label, { port, args } = {}) {
+    const server = new KilatServer(label, port ?? (await freePort()), args);
     await server.spawn();
     return server;
   }
@@ -98,7 +101,7 @@ export class KilatServer {
     let lastErr;
     for (let attempt = 0; attempt < 5; attempt++) {
       this.starts += 1;
-      const child = spawn(bin, ['serve', '--dev', '--listen', `127.0.0.1:${this.port}`], {
+      const child = spawn(bin, ['serve', '--dev', '--listen', `127.0.0.1:${this.port}`, ...this.args], {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: serverEnv(),
       });

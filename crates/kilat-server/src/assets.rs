@@ -29,7 +29,18 @@ pub(crate) async fn sdk(Path(path): Path<String>) -> Response {
     serve::<Sdk>(&path)
 }
 
-/// `GET /demo/chat` and the demo's files.
+/// `GET /demo` and `/demo/`: the index of the demos.
+pub(crate) async fn demo_index() -> Response {
+    serve::<Web>("demo/index.html")
+}
+
+/// `GET /favicon.ico` and `/favicon.svg`: the lightning bolt, as SVG (browsers take an SVG
+/// icon whatever the path says, going by the content type).
+pub(crate) async fn favicon() -> Response {
+    serve::<Web>("favicon.svg")
+}
+
+/// `GET /demo/chat`, `/demo/board` and the demos' files.
 pub(crate) async fn demo(Path(path): Path<String>) -> Response {
     let file = if path.contains('.') {
         format!("demo/{path}")

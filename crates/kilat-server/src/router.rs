@@ -25,7 +25,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/", get(assets::index))
         .route("/ui/{*path}", get(assets::ui))
         .route("/sdk/{*path}", get(assets::sdk))
+        .route("/demo", get(assets::demo_index))
+        .route("/demo/", get(assets::demo_index))
         .route("/demo/{*path}", get(assets::demo))
+        .route("/favicon.ico", get(assets::favicon))
+        .route("/favicon.svg", get(assets::favicon))
         .fallback(not_found)
         .with_state(state)
 }
@@ -104,6 +108,25 @@ mod tests {
         assert_eq!(
             status(app, "/connection/websocket").await,
             StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn demo_index_board_and_favicon_are_served() {
+        let app = router(state());
+        for path in [
+            "/demo",
+            "/demo/",
+            "/demo/board",
+            "/demo/board/crdt.js",
+            "/favicon.ico",
+            "/favicon.svg",
+        ] {
+            assert_eq!(status(app.clone(), path).await, StatusCode::OK, "{path}");
+        }
+        assert_eq!(
+            status(app, "/demo/no-such-demo").await,
+            StatusCode::NOT_FOUND
         );
     }
 }

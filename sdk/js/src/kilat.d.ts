@@ -270,6 +270,59 @@ export class Subscription extends EventEmitter<SubscriptionEvents> {
   history<T = any>(options?: HistoryOptions): Promise<HistoryResult<T>>;
 }
 
+export interface YjsProviderOptions {
+  /** The application's `yjs` namespace (`import * as Y from 'yjs'`): the SDK bundles no Yjs. */
+  Y: any;
+  /** A y-protocols `Awareness` for the doc: cursors and names, sent over `awarenessChannel`. */
+  awareness?: any;
+  /** The application's `y-protocols/awareness` module; needed with `awareness`. */
+  awarenessProtocol?: any;
+  /** Channel for awareness (default `awareness:<channel>`; a namespace without history fits). */
+  awarenessChannel?: string;
+  /** Updates between snapshots published to the channel (default 100). */
+  snapshotEvery?: number;
+  /** How long local changes are gathered into one publication, ms (default 20). */
+  flushMs?: number;
+  /** Largest publication `data` in bytes (default 65024: the namespace default less room for the frame). */
+  maxPublishBytes?: number;
+  /** Subscribe at once (default true); otherwise call `connect()`. */
+  connect?: boolean;
+}
+
+export interface YjsProviderEvents {
+  status: { status: 'offline' | 'syncing' | 'synced' };
+  /** The document holds what the channel's history and the peers had (after each full sync). */
+  synced: { synced: true };
+  /** `malformed` (a publication was ignored), `forbidden` (403 on publish), `too-large`, `snapshot-too-large`, `history`. */
+  error: { kind: string; message: string };
+}
+
+/**
+ * Syncs a Y.Doc over a kilat channel: updates as publications, recovery from history after a
+ * reconnect, snapshots and state requests for late joiners, awareness over a second channel.
+ * The wire format and the late-joiner algorithm are in docs/use-cases.md (Co-editing).
+ */
+export class KilatYjsProvider extends EventEmitter<YjsProviderEvents> {
+  constructor(client: Kilat, channel: string, doc: any, options: YjsProviderOptions);
+  readonly client: Kilat;
+  readonly channel: string;
+  readonly doc: any;
+  /** Random id of this provider; its own publications carry it as `r`. */
+  readonly id: string;
+  readonly synced: boolean;
+  readonly readOnly: boolean;
+  readonly status: 'offline' | 'syncing' | 'synced';
+  /** Publications ignored as malformed. */
+  readonly rejected: number;
+  readonly sub: Subscription;
+  readonly awarenessSub?: Subscription;
+  connect(): void;
+  destroy(): void;
+}
+
+export function toBase64(bytes: Uint8Array): string;
+export function fromBase64(text: string): Uint8Array;
+
 export class KilatError extends Error {
   constructor(code: number, message: string, temporary?: boolean);
   readonly code: number;

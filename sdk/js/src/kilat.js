@@ -9,6 +9,7 @@ export { EventEmitter } from './emitter.js';
 export { backoff } from './backoff.js';
 export { encodeFrames, decodeFrames } from './codec.js';
 export { TRANSPORTS } from './transports.js';
+export { KilatYjsProvider, toBase64, fromBase64 } from './yjs-provider.js';
 
 export { VERSION } from './version.js';
 
