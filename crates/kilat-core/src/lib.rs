@@ -4,8 +4,13 @@
 //! [`Outbox`]; engines implement [`Broker`] and [`PresenceStore`].
 //!
 //! Modules:
-//! - [`node`]: [`Node`], the cheap-clone hub handle, its stats and the server-side API.
+//! - [`node`]: [`Node`], the cheap-clone hub handle, one file per role: plugin slots, the
+//!   session registry, the broker handler (fan-out, gap repair, conflation timers), the
+//!   subscription lifecycle and the server-side API.
 //! - [`session`] (+ `commands`): [`Session`], one connection: connect, commands, ping/pong, timers.
+//! - `subscriptions`: a session's subscription list and `SubState`, what the node keeps about
+//!   each subscription.
+//! - `time`: token expiry (Unix seconds) as TTLs and tokio instants.
 //! - [`outbox`]: [`Outbox`], the per-connection queue bounded in bytes.
 //! - `hub`: the sharded channel -> subscribers index and the encode-once fan-out.
 //! - `server_subs`: server-side subscribe/unsubscribe of a user's connections.
@@ -34,6 +39,9 @@
 //! - The memory engine calls the hub from inside `publish`, under the channel's lock, so offset
 //!   order is delivery order and the property tests are deterministic.
 //! - Engine traits return boxed futures so they work as `Arc<dyn Broker>` without a macro crate.
+//! - The files import each other without cycles (`scripts/module-graph.py crates/kilat-core`
+//!   checks it): the node's parts sit below [`Node`], sessions above it, and the data both
+//!   share (`SubState`, expiry times) in leaf files.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -53,6 +61,7 @@ pub mod session;
 mod subscriptions;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod time;
 mod util;
 
 pub use auth::{Authenticator, Credentials};
