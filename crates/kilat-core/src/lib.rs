@@ -59,6 +59,7 @@ pub mod recovery;
 mod server_subs;
 pub mod session;
 mod subscriptions;
+mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod time;

@@ -226,9 +226,7 @@ impl Session {
                         return Err(not_connected());
                     };
                     // Without a send hook, fire-and-forget means dropped.
-                    if let Some(backend) = self.node.backend_for(Hook::Send)
-                        && let Ok(runtime) = tokio::runtime::Handle::try_current()
-                    {
+                    if let Some(backend) = self.node.backend_for(Hook::Send) {
                         let event = SendEvent {
                             client: info.client.clone(),
                             user: info.user.clone(),
@@ -236,7 +234,7 @@ impl Session {
                             headers: self.headers.clone(),
                         };
                         // Never waited for: the client expects no answer.
-                        runtime.spawn(async move { backend.send(event).await });
+                        self.node.spawn(async move { backend.send(event).await });
                     }
                 }
                 Ok(ClientFrame::Command { id, command }) => match command {
@@ -363,11 +361,9 @@ impl Session {
     fn ask_backend_refresh(&mut self, now: Instant) {
         let grace = self.node.config().token_refresh_grace;
         self.refresh_deadline = Some(now + grace);
-        let (State::Connected(info), Some(backend), Ok(runtime)) = (
-            &self.state,
-            self.node.backend_for(Hook::Refresh),
-            tokio::runtime::Handle::try_current(),
-        ) else {
+        let (State::Connected(info), Some(backend)) =
+            (&self.state, self.node.backend_for(Hook::Refresh))
+        else {
             return;
         };
         let event = RefreshEvent {
@@ -376,9 +372,9 @@ impl Session {
             headers: self.headers.clone(),
         };
         let slot = Arc::new(Mutex::new(BackendRefresh::Pending));
-        self.backend_refresh = Some(slot.clone());
+        let answered = slot.clone();
         let outbox = self.outbox.clone();
-        runtime.spawn(async move {
+        let started = self.node.spawn(async move {
             let answer = match backend.refresh(event).await {
                 // Converted when the answer arrives, so its age at the deadline does not count.
                 Ok(RefreshReply::Extend { expires_at, info }) => match expires_at {
@@ -397,8 +393,11 @@ impl Session {
                     BackendRefresh::Failed
                 }
             };
-            *crate::util::lock(&slot) = answer;
+            *crate::util::lock(&answered) = answer;
         });
+        if started {
+            self.backend_refresh = Some(slot);
+        }
     }
 
     /// At the refresh deadline, applies what the backend's refresh hook answered.
@@ -439,12 +438,9 @@ impl Session {
         if channels.is_empty() {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let store = self.node.presence_store().clone();
         let ttl = self.node.config().presence_ttl;
-        runtime.spawn(async move {
+        self.node.spawn(async move {
             for channel in channels {
                 if let Err(error) = store.add(&channel, info.clone(), ttl).await {
                     tracing::warn!(%error, channel, "presence refresh failed");

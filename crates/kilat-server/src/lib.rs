@@ -18,7 +18,8 @@
 //! - Connections are counted by a semaphore taken before the upgrade is accepted: past the limit a
 //!   new upgrade gets HTTP 503 and nobody already connected notices.
 //! - Shutdown drains: readiness turns 503 first, the listener stops, every session is told 3000
-//!   (reconnect elsewhere), and the process waits a bounded time for them to flush.
+//!   (reconnect elsewhere), and the process waits a bounded time for them to flush, then for
+//!   the node's background tasks (engine unsubscribes and leaves) within the same timeout.
 #![warn(missing_docs)]
 
 mod api;
@@ -227,6 +228,7 @@ pub async fn run(
 
     // Waiting for the stop signal first keeps the drain timeout from starting before shutdown.
     let _ = stop_rx.await;
+    let stopping = tokio::time::Instant::now();
     state.tasks.close();
     let deadline = config.server.shutdown_timeout;
     let drained = tokio::time::timeout(deadline, async {
@@ -243,6 +245,12 @@ pub async fn run(
             "shutdown timeout reached with connections still open; closing them"
         ),
     }
+    // What the closed sessions left running in the node (engine unsubscribes and leaves, hook
+    // calls), within what is left of the same timeout.
+    state
+        .node
+        .finish_tasks(deadline.saturating_sub(stopping.elapsed()))
+        .await;
     if let Some(engine) = &redis
         && let Err(error) = engine.remove_node(state.node.id()).await
     {

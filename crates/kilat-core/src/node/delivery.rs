@@ -10,12 +10,15 @@ use serde::Serialize;
 
 use crate::engine::{Broker, BrokerHandler, HistoryQuery};
 use crate::hub::{Hub, Repair, Window};
+use crate::tasks::Tasks;
 
 /// Receives the broker's deliveries and fans them out through the hub.
 pub(super) struct HubHandler {
     hub: Arc<Hub>,
     /// For gap repairs (weak: the broker owns this handler).
     broker: Weak<dyn Broker>,
+    /// The node's tracker, for the repair and window tasks.
+    tasks: Tasks,
 }
 
 #[derive(Serialize)]
@@ -52,24 +55,21 @@ impl BrokerHandler for HubHandler {
 
 impl HubHandler {
     /// A handler delivering into `hub`, reading gap repairs from `broker`'s history.
-    pub(super) fn new(hub: Arc<Hub>, broker: &Arc<dyn Broker>) -> Self {
+    pub(super) fn new(hub: Arc<Hub>, broker: &Arc<dyn Broker>, tasks: Tasks) -> Self {
         HubHandler {
             hub,
             broker: Arc::downgrade(broker),
+            tasks,
         }
     }
 
     /// Ends a conflated channel's window after its length, and each following window, until
     /// one passes with nothing to send.
     fn spawn_window(&self, channel: &str, window: Window) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // Nothing could end the window later: close it now (no conflation without a runtime).
-            self.hub.end_window(channel, window.id);
-            return;
-        };
         let hub = self.hub.clone();
-        let channel = channel.to_owned();
-        runtime.spawn(async move {
+        let owned = channel.to_owned();
+        let started = self.tasks.spawn(async move {
+            let channel = owned;
             loop {
                 // The window's length is the conflation interval itself, not a wait for an event.
                 tokio::time::sleep(window.length).await;
@@ -78,18 +78,22 @@ impl HubHandler {
                 }
             }
         });
+        if !started {
+            // Nothing could end the window later: close it now (no conflation without a runtime).
+            self.hub.end_window(channel, window.id);
+        }
     }
 
     /// Reads the missing publications from history and delivers them before the held ones; a
     /// subscriber whose gap history cannot fill is asked to resubscribe.
     fn spawn_repair(&self, repair: Repair) {
-        let broker = self.broker.upgrade();
-        let (Some(broker), Ok(runtime)) = (broker, tokio::runtime::Handle::try_current()) else {
+        let Some(broker) = self.broker.upgrade() else {
             self.hub.drop_stale(&repair.channel, repair.key);
             return;
         };
         let hub = self.hub.clone();
-        runtime.spawn(async move {
+        let (channel, key) = (repair.channel.clone(), repair.key);
+        let started = self.tasks.spawn(async move {
             let query = HistoryQuery {
                 since: Some(repair.after),
                 limit: None,
@@ -118,5 +122,8 @@ impl HubHandler {
                 _ => hub.drop_stale(&repair.channel, repair.key),
             }
         });
+        if !started {
+            self.hub.drop_stale(&channel, key);
+        }
     }
 }

@@ -18,8 +18,10 @@ mod plugins;
 mod registry;
 mod subscription;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use kilat_protocol::StreamPosition;
 
@@ -30,6 +32,7 @@ use crate::engine::{Broker, PresenceStore};
 use crate::hub::Hub;
 use crate::limits::ChannelRates;
 use crate::proxy::{Backend, Hook};
+use crate::tasks::Tasks;
 use crate::util::new_epoch;
 use delivery::HubHandler;
 use plugins::Plugins;
@@ -77,6 +80,9 @@ struct NodeInner {
     sessions: SessionRegistry,
     /// Publications accepted, for stats.
     publications: AtomicU64,
+    /// Background work started from synchronous code (see `tasks.rs`); shared with the broker
+    /// handler, waited on by [`Node::finish_tasks`].
+    tasks: Tasks,
 }
 
 /// The hub handle. Cheap clone.
@@ -109,7 +115,12 @@ impl Node {
         presence: Arc<dyn PresenceStore>,
     ) -> Self {
         let hub = Arc::new(Hub::new());
-        broker.set_handler(Arc::new(HubHandler::new(hub.clone(), &broker)));
+        let tasks = Tasks::default();
+        broker.set_handler(Arc::new(HubHandler::new(
+            hub.clone(),
+            &broker,
+            tasks.clone(),
+        )));
         let channel_rates =
             ChannelRates::new(config.channel_publish_rate, config.channel_publish_burst);
         let sessions = SessionRegistry::new(config.max_connections_per_user);
@@ -124,6 +135,7 @@ impl Node {
                 sessions,
                 channel_rates,
                 publications: AtomicU64::new(0),
+                tasks,
             }),
         }
     }
@@ -175,6 +187,28 @@ impl Node {
     /// now on are closed with 3000 at once.
     pub fn shutdown(&self) {
         self.inner.sessions.shutdown();
+    }
+
+    /// Waits up to `timeout` for the node's background tasks: the engine unsubscribes and
+    /// leaves of subscriptions that ended on a timer, gap repairs, conflation windows and
+    /// backend hook calls. Call it after [`Node::shutdown`] once the sessions have closed, so
+    /// what they started is not cut off. True when every task finished in time.
+    pub async fn finish_tasks(&self, timeout: Duration) -> bool {
+        let finished = self.inner.tasks.finish(timeout).await;
+        if !finished {
+            tracing::warn!(
+                running = self.inner.tasks.len(),
+                timeout_s = timeout.as_secs_f64(),
+                "background tasks still running at the shutdown timeout; abandoning them"
+            );
+        }
+        finished
+    }
+
+    /// Starts background work the node tracks (see [`Node::finish_tasks`]); false without a
+    /// runtime.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> bool {
+        self.inner.tasks.spawn(task)
     }
 
     /// Whether [`Node::shutdown`] was called.

@@ -118,12 +118,9 @@ impl Node {
         state: SubState,
     ) {
         let emptied = self.inner.hub.remove(channel, key);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let node = self.clone();
         let channel = channel.to_owned();
-        runtime.spawn(async move {
+        self.spawn(async move {
             if emptied {
                 node.leave_engine_channel(&channel).await;
             }
