@@ -16,7 +16,8 @@
 //! - `server_subs`: server-side subscribe/unsubscribe of a user's connections.
 //! - [`recovery`]: the recovery decision as a pure function.
 //! - [`permissions`]: namespace permission checks as pure functions.
-//! - [`engine`]: the [`Broker`] and [`PresenceStore`] contracts; [`engine::memory`] implements them.
+//! - [`engine`]: the [`Broker`] and [`PresenceStore`] contracts, and the server's [`NodeRegistry`]
+//!   and [`NodeInbox`]; [`engine::memory`] implements them for one node.
 //! - [`config`]: [`NodeConfig`] and [`NamespaceOptions`].
 //! - [`auth`]: the [`Authenticator`] seam for token verification.
 //! - [`proxy`]: the [`Backend`] seam for the application's backend hooks (connect without a
@@ -67,7 +68,7 @@ mod util;
 
 pub use auth::{Authenticator, Credentials};
 pub use config::{AllowPublish, AllowSubscribe, NamespaceOptions, NodeConfig};
-pub use engine::{Broker, PresenceStore};
+pub use engine::{Broker, NodeInbox, NodeRegistry, PresenceStore};
 pub use error::CoreError;
 pub use hub::UNSUBSCRIBE_INSUFFICIENT_STATE;
 pub use node::{HistoryOptions, Node, NodeStats};

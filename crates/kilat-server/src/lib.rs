@@ -7,6 +7,7 @@
 //!   [`kilat_core::Session`].
 //! - `websocket`: the upgrade handler and the WebSocket `Wire`.
 //! - `emulation`: SSE and HTTP-streaming transports and the emulation endpoint.
+//! - `engine`: builds the configured engine; the server keeps its node registry and inbox.
 //! - `api`: the server HTTP API (`POST /api/<method>`) and its OpenAPI document.
 //! - `assets`: the web UI, demos and JavaScript SDK embedded in the binary.
 //! - `metrics`: `/metrics` in the Prometheus text format.
@@ -28,6 +29,7 @@ mod auth;
 pub mod config;
 mod driver;
 mod emulation;
+mod engine;
 mod front;
 mod glob;
 pub mod listener;
@@ -71,8 +73,9 @@ pub(crate) struct AppState {
     pub(crate) started: std::time::Instant,
     /// Browser origins allowed to connect (empty: same origin only).
     pub(crate) allowed_origins: Arc<[String]>,
-    /// The Redis engine when nodes share one, for the node registry behind `info`.
-    pub(crate) redis: Option<Arc<kilat_engine_redis::RedisEngine>>,
+    /// The engine's node registry (behind `info`) and node inboxes (emulation POSTs that
+    /// reach another node).
+    pub(crate) cluster: engine::Cluster,
 }
 
 /// Why the server stopped with an error.
@@ -146,16 +149,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     check_open_files(config.server.max_connections);
-    let (node, redis) = match config.engine.kind {
-        config::EngineKind::Memory => (Node::new(config.node.clone()), None),
-        config::EngineKind::Redis => {
-            let engine =
-                Arc::new(kilat_engine_redis::RedisEngine::connect(config.engine.redis()).await?);
-            tracing::info!(url = %config.engine.redis_url, "connected to Redis");
-            let node = Node::with_engine(config.node.clone(), engine.clone(), engine.clone());
-            (node, Some(engine))
-        }
-    };
+    let (node, cluster) = engine::start(&config.engine, config.node.clone()).await?;
     if let Some(token) = &config.token {
         let verifier = kilat_auth::Verifier::new(token)?;
         let warm = verifier.clone();
@@ -182,20 +176,18 @@ pub async fn run(
         api: Arc::new(api::Api::new(config.api.key.clone(), config.node.dev)),
         started: std::time::Instant::now(),
         allowed_origins: config.server.allowed_origins.clone().into(),
-        redis: redis.clone(),
+        cluster: cluster.clone(),
     };
-    if let Some(engine) = &redis {
-        tokio::spawn(heartbeat(engine.clone(), state.clone()));
-        // Emulation POSTs that land on another node come here through Redis.
-        match engine.node_inbox(node.id()).await {
-            Ok(inbox) => {
-                tokio::spawn(emulation::receive_forwarded(inbox, state.sessions.clone()));
-            }
-            Err(error) => tracing::warn!(
-                %error,
-                "no node inbox: emulation POSTs reaching another node will get 404"
-            ),
+    tokio::spawn(heartbeat(cluster.registry.clone(), state.clone()));
+    // Emulation POSTs that land on another node come here through the engine.
+    match cluster.inbox.open(node.id()).await {
+        Ok(inbox) => {
+            tokio::spawn(emulation::receive_forwarded(inbox, state.sessions.clone()));
         }
+        Err(error) => tracing::warn!(
+            error = %error_chain(&error),
+            "no node inbox: emulation POSTs reaching another node will get 404"
+        ),
     }
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(listener::ReloadableCert::load(cert, key)?),
@@ -251,21 +243,32 @@ pub async fn run(
         .node
         .finish_tasks(deadline.saturating_sub(stopping.elapsed()))
         .await;
-    if let Some(engine) = &redis
-        && let Err(error) = engine.remove_node(state.node.id()).await
-    {
-        tracing::debug!(%error, "could not remove this node from the registry");
+    if let Err(error) = cluster.registry.deregister(state.node.id()).await {
+        tracing::debug!(error = %error_chain(&error), "could not remove this node from the registry");
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// How often a node refreshes its entry in the Redis node registry; entries live three times
-/// as long, so a killed node disappears from `info` within that.
+/// How often a node refreshes its entry in the node registry; entries live three times as
+/// long, so a killed node disappears from `info` within that.
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Keeps this node's entry (its stats) in the Redis node registry fresh.
-async fn heartbeat(engine: Arc<kilat_engine_redis::RedisEngine>, state: AppState) {
+/// An error with its sources, `: `-separated, for a log line (engine errors keep the
+/// backend's detail in their source).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Keeps this node's entry (its stats) in the node registry fresh.
+async fn heartbeat(registry: Arc<dyn kilat_core::NodeRegistry>, state: AppState) {
     let mut ticker = tokio::time::interval(HEARTBEAT);
     while !state.draining.load(Ordering::SeqCst) {
         ticker.tick().await;
@@ -273,11 +276,11 @@ async fn heartbeat(engine: Arc<kilat_engine_redis::RedisEngine>, state: AppState
         let Ok(raw) = serde_json::value::to_raw_value(&info) else {
             continue;
         };
-        if let Err(error) = engine
-            .heartbeat_node(state.node.id(), &raw, HEARTBEAT * 3)
+        if let Err(error) = registry
+            .heartbeat(state.node.id(), &raw, HEARTBEAT * 3)
             .await
         {
-            tracing::warn!(%error, "node registry heartbeat failed");
+            tracing::warn!(error = %error_chain(&error), "node registry heartbeat failed");
         }
     }
 }

@@ -79,7 +79,7 @@ mod tests {
             api: Arc::new(crate::api::Api::new(None, false)),
             started: std::time::Instant::now(),
             allowed_origins: Vec::new().into(),
-            redis: None,
+            cluster: crate::engine::Cluster::single(),
         }
     }
 

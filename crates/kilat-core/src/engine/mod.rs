@@ -1,4 +1,5 @@
-//! The engine contracts: [`Broker`] (publish/subscribe/history) and [`PresenceStore`].
+//! The engine contracts: [`Broker`] (publish/subscribe/history) and [`PresenceStore`], and for
+//! the server's multi-node needs [`NodeRegistry`] and [`NodeInbox`] (in `nodes.rs`).
 //!
 //! The hub talks to other nodes and to stored state only through these two traits, so the
 //! memory engine (one node) and the Redis engine (many nodes) are interchangeable. Both traits
@@ -7,6 +8,7 @@
 //! every implementation.
 
 pub mod memory;
+mod nodes;
 
 use std::fmt;
 use std::future::Future;
@@ -16,6 +18,8 @@ use std::time::Duration;
 
 use kilat_protocol::{ClientInfo, Publication, StreamPosition};
 use thiserror::Error;
+
+pub use nodes::{NodeInbox, NodeRegistry};
 
 /// A boxed, sendable future: what engine methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
