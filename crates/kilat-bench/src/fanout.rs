@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 
+use super::client::{self, ClientOpts, Conn, HttpConn, Target, Transport};
 use super::proto::{self, Protocol};
 use super::stats::{self, Latency};
 use super::workers::{self, WorkerOpts, Workers};
-use super::wsclient::{self, ClientOpts, Conn, HttpConn, Target, Transport};
 
 /// How publishers publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -149,7 +149,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<()> {
     if args.subscribers == 0 || args.publishers == 0 || args.rate <= 0.0 {
         bail!("need at least one subscriber, one publisher and a positive --rate");
     }
-    wsclient::configure(&args.client)?;
+    client::configure(&args.client)?;
     if args.publish_via == Via::Http && args.protocol != Protocol::Kilat {
         bail!("--publish-via http is kilat's server API; use --publish-via ws for other servers");
     }
@@ -626,7 +626,7 @@ async fn publish_loop(
                         pending.insert(next_id, c);
                     }
                     let text = proto::publish_text(protocol, next_id, &channel, &data);
-                    wsclient::encode_text(&mut batch, text.as_bytes());
+                    client::encode_text(&mut batch, text.as_bytes());
                 }
                 Publisher::Http(_) => {
                     http_bodies.push((c, format!(r#"{{"channel":"{channel}","data":{data}}}"#)));

@@ -10,7 +10,7 @@
 //!   lost and duplicated messages, server CPU-seconds per million deliveries.
 //! - `echo`: round-trip latency against an echo endpoint (`kilat echo`).
 //!
-//! Modules: `proto` (what each protocol sends and expects), `wsclient` (the load clients:
+//! Modules: `proto` (what each protocol sends and expects), `client` (the load clients:
 //! WebSocket, SSE, HTTP), `stats` (histograms, /proc readings, tables), `workers` (spreading
 //! clients over child processes).
 //!
@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+mod client;
 mod connect;
 mod echo;
 mod fanout;
@@ -34,7 +35,6 @@ mod idle;
 mod proto;
 mod stats;
 mod workers;
-mod wsclient;
 
 use clap::{Args, Subcommand};
 
