@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Stream, Target, connect_stream};
+use super::net::{Stream, Target, connect_stream};
 
 /// A minimal HTTP/1.1 keep-alive client for `POST` requests with JSON bodies.
 #[derive(Debug)]

@@ -7,26 +7,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::io::AsyncWriteExt;
 
-use super::{Conn, MAX_FRAME, OP_TEXT, Target, connect_stream, header, read_head};
-use crate::client::HttpConn;
+use kilat_transport::ws::frame::OP_TEXT;
 
-/// The state of an SSE connection.
-#[derive(Debug)]
-pub(super) struct Sse {
-    /// The response body is chunked (`Transfer-Encoding: chunked`).
-    chunked: bool,
-    /// Bytes of chunk data still to come in the current chunk.
-    chunk_left: usize,
-    /// A chunk's trailing CRLF is still to be skipped.
-    chunk_crlf: bool,
-    /// The de-chunked response body not yet returned as events.
-    pub(super) body: Vec<u8>,
-    /// Where commands go (the emulation endpoint), and the session they are for.
-    emulation: Target,
-    session: String,
-    node: String,
-    http: Option<HttpConn>,
-}
+use super::conn::{Conn, MAX_FRAME, Sse};
+use super::http::HttpConn;
+use super::net::{Target, connect_stream, header, read_head};
 
 /// Opens kilat's SSE transport with `connect` (a connect command frame); returns the
 /// connection and the connect reply.

@@ -11,7 +11,8 @@ use kilat_transport::ws::frame::{
 };
 use tokio::io::AsyncWriteExt;
 
-use super::{Conn, MAX_FRAME, Target, connect_stream, header, read_head, settings};
+use super::conn::{Conn, MAX_FRAME};
+use super::net::{Target, connect_stream, header, read_head, settings};
 
 /// Opens a WebSocket and completes the opening handshake (offering permessage-deflate when
 /// `--compression` was given).
