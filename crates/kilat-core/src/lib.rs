@@ -70,10 +70,10 @@ pub use auth::{Authenticator, Credentials};
 pub use config::{AllowPublish, AllowSubscribe, NamespaceOptions, NodeConfig};
 pub use engine::{Broker, NodeInbox, NodeRegistry, PresenceStore};
 pub use error::CoreError;
-pub use hub::UNSUBSCRIBE_INSUFFICIENT_STATE;
+/// The `unsubscribe` push codes, defined in kilat-protocol; re-exported where they were first.
+pub use kilat_protocol::{UNSUBSCRIBE_INSUFFICIENT_STATE, UNSUBSCRIBE_SERVER};
 pub use node::{HistoryOptions, Node, NodeStats};
 pub use outbox::Outbox;
 pub use proxy::{Backend, Hook, RequestHeaders};
-pub use server_subs::UNSUBSCRIBE_SERVER;
 pub use session::{Session, TransportInfo};
 pub use util::new_epoch;

@@ -5,8 +5,8 @@
 //! engine, position), sends a `subscribe` push carrying the subscribe result, and records the
 //! change for the session, which absorbs it at its next message, timer or close.
 
-use kilat_protocol::SharedFrame;
 use kilat_protocol::push::encode_push_kind;
+use kilat_protocol::{SharedFrame, UNSUBSCRIBE_SERVER};
 
 use crate::error::CoreError;
 use crate::node::Node;
@@ -14,9 +14,6 @@ use crate::outbox::Outbox;
 use crate::permissions::resolve;
 use crate::recovery::Recovery;
 use crate::subscriptions::SubState;
-
-/// Unsubscribe push code: the server API removed the subscription (no resubscribe).
-pub const UNSUBSCRIBE_SERVER: u32 = 2000;
 
 impl Node {
     /// Subscribes every connection of `user` on this node to `channel` (connections already

@@ -2,16 +2,21 @@
 //! transports to the hub, and graceful shutdown.
 //!
 //! - [`config`]: `kilat.toml`, `KILAT_*` variables and flag overrides, merged in that order.
-//! - `router`: every endpoint of PROTOCOL.md section 1 that exists so far, plus the web UI.
+//! - `engine`: builds the configured engine; the server keeps its node registry and inbox.
+//! - [`listener`]: the accept loop, TLS (reloaded on SIGHUP) and the handshake timeout.
+//! - `front`: reads the first request before hyper, so SSE and HTTP streams run on the socket.
+//! - `router`: every endpoint of PROTOCOL.md section 1, the web UI, demos and the SDK.
 //! - `driver`: the one connection loop all transports share, joining a transport's `Wire` to a
 //!   [`kilat_core::Session`].
 //! - `websocket`: the upgrade handler and the WebSocket `Wire`.
 //! - `emulation`: SSE and HTTP-streaming transports and the emulation endpoint.
-//! - `engine`: builds the configured engine; the server keeps its node registry and inbox.
+//! - `origin`: the browser origin check of the handshakes.
 //! - `api`: the server HTTP API (`POST /api/<method>`) and its OpenAPI document.
+//! - `auth`: kilat-auth's JWT verifier as the node's `Authenticator`.
+//! - [`proxy`]: the application backend's HTTP hooks (`[proxy]`, `docs/proxy.md`).
 //! - `assets`: the web UI, demos and JavaScript SDK embedded in the binary.
 //! - `metrics`: `/metrics` in the Prometheus text format.
-//! - [`proxy`]: the application backend's HTTP hooks (`[proxy]`, `docs/proxy.md`).
+//! - `glob`: `*`/`?` patterns for the API's channel filter and the origin allowlist.
 //!
 //! Design decisions:
 //! - [`run`] takes a bound listener and a shutdown future, so tests start a real server on port 0

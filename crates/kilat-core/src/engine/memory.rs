@@ -13,11 +13,12 @@ use std::time::Duration;
 use kilat_protocol::{ClientInfo, Publication, RawJson, StreamPosition};
 use tokio::time::Instant;
 
+use super::shard_of;
 use super::{
     BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave, NodeInbox,
     NodeRegistry, PresenceStats, PresenceStore, PublishOptions,
 };
-use crate::util::{lock, new_epoch, shard_of};
+use crate::util::{lock, new_epoch};
 
 const SHARDS: usize = 64;
 

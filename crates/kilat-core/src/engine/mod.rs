@@ -19,6 +19,17 @@ use kilat_protocol::{ClientInfo, Publication, RawJson, StreamPosition};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+/// The shard of `channel` among `n` (0 when `n` is 0): FNV-1a of the name, deterministic
+/// across processes and cheap, so the hub and every engine spread channels the same way.
+pub fn shard_of(channel: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in channel.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n.max(1) as u64) as usize
+}
+
 /// A boxed, sendable future: what engine methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -225,4 +236,17 @@ pub trait NodeInbox: Send + Sync + fmt::Debug {
         &'a self,
         node_id: &'a str,
     ) -> BoxFuture<'a, Result<mpsc::Receiver<Vec<u8>>, EngineError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_in_range() {
+        for n in 1..8 {
+            assert!(shard_of("a", n) < n);
+        }
+        assert_eq!(shard_of("a", 0), 0);
+    }
 }
