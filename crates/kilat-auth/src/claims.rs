@@ -139,15 +139,20 @@ impl RawClaims {
         Ok(())
     }
 
-    pub(crate) fn into_connection(self) -> ConnectionClaims {
-        ConnectionClaims {
+    /// Turns the claims into a connection grant, refusing a subscription token: one that names a
+    /// `channel` grants that channel only, not a connection.
+    pub(crate) fn into_connection(self) -> Result<ConnectionClaims, TokenError> {
+        if self.channel.is_some() {
+            return Err(TokenError::SubscriptionTokenForConnection);
+        }
+        Ok(ConnectionClaims {
             sub: self.sub.unwrap_or_default(),
             exp: self.exp,
             iat: self.iat,
             nbf: self.nbf,
             info: self.info,
             channels: self.channels.unwrap_or_default(),
-        }
+        })
     }
 
     /// Turns the claims into a subscription grant for `requested`, refusing a token minted

@@ -51,6 +51,11 @@ pub enum TokenError {
         /// The `channel` claim of the token.
         token_channel: String,
     },
+    /// A subscription token (it carries a `channel` claim) presented as a connection token, on
+    /// `connect` or `refresh`. Token kinds are not interchangeable: a subscription token grants
+    /// one channel, never a connection that could then subscribe elsewhere (issue 20).
+    #[error("a subscription token (with a channel claim) is not a connection token")]
+    SubscriptionTokenForConnection,
     /// A JWKS verifier got a token without a `kid` header, so it cannot pick a key.
     #[error("token has no kid header")]
     MissingKid,

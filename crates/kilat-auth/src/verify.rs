@@ -180,7 +180,7 @@ impl Verifier {
     /// Cancel safe. Dropping the future during a JWKS fetch abandons the fetch; the rate limit
     /// still counts it.
     pub async fn verify_connection(&self, token: &str) -> Result<ConnectionClaims, TokenError> {
-        Ok(self.verify(token).await?.into_connection())
+        self.verify(token).await?.into_connection()
     }
 
     /// Checks a subscription token like [`Verifier::verify_connection`], and that its

@@ -147,7 +147,13 @@ impl Session {
             expires: credentials.expires_at.map(|_| true),
             ttl: credentials.expires_at.map(ttl_from),
             subs: (!subs.is_empty()).then_some(subs),
-            session: self.transport.emulated.then(|| info.client.clone()),
+            // The stream's secret, never the client id (which others see): see
+            // `Session::set_emulation_key`.
+            session: self
+                .emulation_key
+                .take()
+                .filter(|_| self.transport.emulated)
+                .map(String::from),
             node: self.transport.emulated.then(|| self.node.id().to_owned()),
         };
         self.reply(id, &Reply::Connect(result));
@@ -235,7 +241,7 @@ impl Session {
 
     async fn subscribe(&mut self, id: u32, request: SubscribeRequest) -> Result<(), CoreError> {
         let join = self.prepare_subscribe(&request, 0, false).await?;
-        let frame = SharedFrame::new(Reply::Subscribe(join.result.clone()).encode(id));
+        let frame = SharedFrame::reply(Reply::Subscribe(join.result.clone()).encode(id));
         self.finish_subscribe(join, Some(frame)).await;
         Ok(())
     }
@@ -437,11 +443,14 @@ impl Session {
             since: request.since,
             reverse: request.reverse,
         };
-        Ok(Reply::History(
-            self.node
-                .history_with(&request.channel, &ns, options)
-                .await?,
-        ))
+        let mut page = self
+            .node
+            .history_with(&request.channel, &ns, options)
+            .await?;
+        // A reply never needs more than the connection's queue (issue 20): the client pages on
+        // with `since` when `more` is set.
+        page.cut_to(self.node.config().client_queue_max_bytes / 2);
+        Ok(Reply::History(page))
     }
 
     async fn rpc(&mut self, request: RpcRequest) -> Result<Reply, CoreError> {

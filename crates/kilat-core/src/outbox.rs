@@ -3,6 +3,10 @@
 //! Producers (the hub's fan-out, the session's replies) push without ever waiting; the
 //! connection task is the single consumer. A connection that lets more than `max_bytes` pile up
 //! is closed with 3001 (slow consumer) instead of slowing the publishers down.
+//!
+//! Replies to the client's own commands are counted apart ([`Outbox::push_reply`]): a history
+//! page or a recovery of a megabyte is not the client falling behind, and publications that
+//! arrive while it is written must not close the connection either (issue 20).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -16,8 +20,10 @@ use crate::util::lock;
 struct State {
     /// Frames not yet taken by the connection task, oldest first.
     frames: VecDeque<SharedFrame>,
-    /// Sum of `frames`' lengths: what the limit counts.
+    /// Sum of `frames`' lengths.
     bytes: usize,
+    /// The part of `bytes` that is replies; the slow-consumer limit counts `bytes` without it.
+    reply_bytes: usize,
     /// The close requested (first one wins); reported once the frames before it are drained.
     close: Option<Disconnect>,
 }
@@ -47,16 +53,43 @@ impl Outbox {
 
     /// Queues `frame`. Non-blocking. If the queued bytes would exceed `max_bytes` the outbox is
     /// closed with Disconnect 3001 (slow consumer) and the frame dropped; producers never wait.
-    /// Frames pushed after a close are dropped.
+    /// Frames pushed after a close are dropped. A reply frame ([`SharedFrame::reply`]) is
+    /// queued as by [`Outbox::push_reply`].
     pub fn push(&self, frame: SharedFrame) {
+        if frame.is_reply() {
+            return self.push_reply(frame);
+        }
         let mut state = lock(&self.0.state);
         if state.close.is_some() {
             return;
         }
-        if state.bytes + frame.len() > self.0.max_bytes {
+        if state.bytes - state.reply_bytes + frame.len() > self.0.max_bytes {
             state.close = Some(Disconnect::SLOW);
         } else {
             state.bytes += frame.len();
+            state.frames.push_back(frame);
+        }
+        drop(state);
+        self.0.notify.notify_one();
+    }
+
+    /// Queues a reply to the client's own command. Non-blocking. A reply may take the queue
+    /// past `max_bytes` and does not count toward the slow-consumer limit; only a client that
+    /// keeps asking while more than `max_bytes` of earlier replies wait unread is closed with
+    /// 3001. So the queue holds at most twice `max_bytes` plus one reply, and a reply's own size
+    /// is bounded where it is built (history pages, the history window for recovery).
+    pub fn push_reply(&self, frame: SharedFrame) {
+        let mut state = lock(&self.0.state);
+        if state.close.is_some() {
+            return;
+        }
+        if state.reply_bytes > self.0.max_bytes {
+            state.close = Some(Disconnect::SLOW);
+        } else {
+            state.bytes += frame.len();
+            if frame.is_reply() {
+                state.reply_bytes += frame.len();
+            }
             state.frames.push_back(frame);
         }
         drop(state);
@@ -115,6 +148,7 @@ impl Outbox {
         let mut state = lock(&self.0.state);
         if out.is_empty() && state.bytes <= max_bytes_per_batch {
             state.bytes = 0;
+            state.reply_bytes = 0;
             *out = Vec::from(std::mem::take(&mut state.frames));
             return state.close.clone();
         }
@@ -125,6 +159,9 @@ impl Outbox {
             }
             taken += front.len();
             if let Some(frame) = state.frames.pop_front() {
+                if frame.is_reply() {
+                    state.reply_bytes -= frame.len();
+                }
                 out.push(frame);
             }
         }
@@ -156,6 +193,40 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(outbox.drain(&mut out, 100), Some(Disconnect::SLOW));
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_large_reply_is_not_slowness_and_publications_still_fit_beside_it() {
+        let outbox = Outbox::new(10);
+        outbox.push_reply(SharedFrame::reply(vec![b'r'; 25]));
+        outbox.push(frame(6));
+        outbox.push(frame(4));
+        assert!(
+            !outbox.is_closed(),
+            "a reply over the limit is not a slow consumer"
+        );
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain(&mut out, 31), None);
+        assert_eq!(out.len(), 2, "the reply, then the first publication");
+        outbox.push(frame(6));
+        assert!(!outbox.is_closed(), "the drained reply no longer counts");
+        outbox.push(frame(1));
+        assert!(
+            outbox.is_closed(),
+            "publications alone still close at the limit"
+        );
+    }
+
+    #[test]
+    fn a_client_that_keeps_asking_without_reading_is_slow() {
+        let outbox = Outbox::new(10);
+        outbox.push_reply(SharedFrame::reply(vec![b'r'; 8]));
+        outbox.push_reply(SharedFrame::reply(vec![b'r'; 8]));
+        assert!(!outbox.is_closed());
+        outbox.push_reply(SharedFrame::reply(vec![b'r'; 8]));
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain(&mut out, 100), Some(Disconnect::SLOW));
+        assert_eq!(out.len(), 2);
     }
 
     #[test]

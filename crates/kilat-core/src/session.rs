@@ -91,6 +91,10 @@ pub struct Session {
     /// The earliest subscription-token timer (see [`SubState::deadline`]), kept up to date by
     /// [`Session::update_sub_deadline`] so `next_deadline` does not scan the subscriptions.
     sub_deadline: Option<Instant>,
+    /// Emulated transports only: the secret that authorises this stream's emulation POSTs, set
+    /// by the transport before `connect` and handed to the client in the connect result (then
+    /// dropped here: the transport keeps it). Never derived from anything others can see.
+    pub(crate) emulation_key: Option<Box<str>>,
 }
 
 /// The state of a refresh asked of the backend.
@@ -156,6 +160,7 @@ impl Session {
             headers: Box::default(),
             backend_refresh: None,
             sub_deadline: None,
+            emulation_key: None,
         }
     }
 
@@ -163,6 +168,15 @@ impl Session {
     /// only the allowlisted ones: they stay in memory for the connection's life).
     pub fn set_request_headers(&mut self, headers: RequestHeaders) {
         self.headers = headers;
+    }
+
+    /// Emulated transports: the unguessable key this stream's emulation POSTs must present,
+    /// sent to the client as `session` in the connect result (PROTOCOL.md section 6). The client
+    /// id is visible to other users (presence, join/leave, publication info), so it must never
+    /// authorise anything; the transport generates this from a CSPRNG and looks sessions up by
+    /// it.
+    pub fn set_emulation_key(&mut self, key: impl Into<Box<str>>) {
+        self.emulation_key = Some(key.into());
     }
 
     /// The connection's client info, once connected.
@@ -265,12 +279,13 @@ impl Session {
 
     /// Queues a successful reply.
     pub(crate) fn reply(&self, id: u32, reply: &Reply) {
-        self.outbox.push(SharedFrame::new(reply.encode(id)));
+        self.outbox.push_reply(SharedFrame::reply(reply.encode(id)));
     }
 
     /// Queues an error reply.
     pub(crate) fn reply_error(&self, id: u32, error: &ClientError) {
-        self.outbox.push(SharedFrame::new(encode_error(id, error)));
+        self.outbox
+            .push_reply(SharedFrame::reply(encode_error(id, error)));
     }
 
     /// When the transport must call [`Session::on_timer`] next: the handshake timeout before

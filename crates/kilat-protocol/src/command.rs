@@ -308,6 +308,10 @@ pub enum DecodeErrorKind {
     /// The params do not have the expected shape or types.
     #[error("bad params: {0}")]
     BadParams(#[source] serde_json::Error),
+    /// A top-level key given twice (two `id`s, two method keys): refused rather than letting the
+    /// last one win, as the params already are.
+    #[error("duplicate key in command")]
+    DuplicateKey,
 }
 
 /// A client frame that cannot be decoded, with the command id when it was readable.
@@ -345,6 +349,7 @@ impl DecodeError {
                     DecodeErrorKind::NotJson => "frame is not valid JSON",
                     DecodeErrorKind::NotObject => "frame is not a JSON object",
                     DecodeErrorKind::BadId => "bad command id",
+                    DecodeErrorKind::DuplicateKey => "duplicate key in command",
                     _ => "command has no id",
                 },
             )),
@@ -371,7 +376,7 @@ fn err(id: Option<u32>, kind: DecodeErrorKind) -> DecodeError {
 /// # Errors
 /// See [`DecodeErrorKind`]; `id` is set on the error when the frame had a valid one.
 pub fn decode_frame(frame: &[u8]) -> Result<ClientFrame, DecodeError> {
-    let map: BTreeMap<String, &RawValue> = serde_json::from_slice(frame).map_err(|e| {
+    let TopLevel { map, duplicate } = serde_json::from_slice(frame).map_err(|e| {
         let kind = if e.is_data() {
             DecodeErrorKind::NotObject
         } else {
@@ -379,6 +384,9 @@ pub fn decode_frame(frame: &[u8]) -> Result<ClientFrame, DecodeError> {
         };
         err(None, kind)
     })?;
+    if duplicate.as_deref() == Some("id") {
+        return Err(err(None, DecodeErrorKind::DuplicateKey));
+    }
     let id = match map.get("id") {
         None => None,
         Some(raw) => match serde_json::from_str::<u32>(raw.get()) {
@@ -386,6 +394,9 @@ pub fn decode_frame(frame: &[u8]) -> Result<ClientFrame, DecodeError> {
             Ok(id) => Some(id),
         },
     };
+    if duplicate.is_some() {
+        return Err(err(id, DecodeErrorKind::DuplicateKey));
+    }
     let Some(id) = id else {
         if map.is_empty() {
             return Ok(ClientFrame::Ping);
@@ -398,12 +409,12 @@ pub fn decode_frame(frame: &[u8]) -> Result<ClientFrame, DecodeError> {
         return Err(err(None, DecodeErrorKind::MissingId));
     };
     let mut found = None;
-    for (key, raw) in &map {
+    for (key, raw) in map.iter() {
         if let Some(method) = Method::from_name(key) {
             if found.is_some() {
                 return Err(err(Some(id), DecodeErrorKind::SeveralMethods));
             }
-            found = Some((method, *raw));
+            found = Some((method, raw));
         }
     }
     let Some((method, params)) = found else {
@@ -420,6 +431,88 @@ pub fn decode_frame(frame: &[u8]) -> Result<ClientFrame, DecodeError> {
     let command = parse_params(method, params.get())
         .map_err(|e| err(Some(id), DecodeErrorKind::BadParams(e)))?;
     Ok(ClientFrame::Command { id, command })
+}
+
+/// A client frame's top-level object: its keys (borrowed from the frame where they have no
+/// escapes) with their raw values, in order, and the first key seen twice.
+struct TopLevel<'a> {
+    map: Keys<'a>,
+    duplicate: Option<String>,
+}
+
+/// Top-level keys and raw values; a frame has a handful, so a scan beats a map.
+struct Keys<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Keys<'a> {
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &'a RawValue)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), *v))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TopLevel<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TopLevel<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut map = Vec::new();
+                let mut duplicate = None;
+                while let Some(Key(key)) = access.next_key::<Key<'de>>()? {
+                    let value: &'de RawValue = access.next_value()?;
+                    if duplicate.is_none() && map.iter().any(|(k, _)| *k == key) {
+                        duplicate = Some(key.clone().into_owned());
+                    }
+                    map.push((key, value));
+                }
+                Ok(TopLevel {
+                    map: Keys(map),
+                    duplicate,
+                })
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes.
+struct Key<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 fn parse_params(method: Method, params: &str) -> Result<Command, serde_json::Error> {

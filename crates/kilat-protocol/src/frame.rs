@@ -26,6 +26,8 @@ struct Inner {
     json: Bytes,
     /// Lazily computed transport encodings, indexed by [`EncodingSlot`].
     encodings: [OnceLock<Bytes>; ENCODING_SLOTS],
+    /// A reply to one client's own command (see [`SharedFrame::reply`]).
+    reply: bool,
 }
 
 /// One server frame, serialised once and shared by every connection that sends it.
@@ -38,7 +40,24 @@ impl SharedFrame {
         SharedFrame(Arc::new(Inner {
             json: json.into(),
             encodings: Default::default(),
+            reply: false,
         }))
+    }
+
+    /// Wraps the JSON text of a reply to a client's own command. A write queue does not count a
+    /// reply that is being written as the client being slow: a large history page or recovery
+    /// must not look like a consumer falling behind (issue 20).
+    pub fn reply(json: impl Into<Bytes>) -> Self {
+        SharedFrame(Arc::new(Inner {
+            json: json.into(),
+            encodings: Default::default(),
+            reply: true,
+        }))
+    }
+
+    /// Whether this frame is a reply (made by [`SharedFrame::reply`]).
+    pub fn is_reply(&self) -> bool {
+        self.0.reply
     }
 
     /// The frame's JSON text.

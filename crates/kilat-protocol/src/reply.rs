@@ -104,6 +104,31 @@ pub struct HistoryResult {
     pub offset: u64,
     /// The stream's epoch.
     pub epoch: String,
+    /// True when the page was cut short to keep the reply under the connection's queue size
+    /// (`client_queue_max_bytes`): more publications match. Ask again with `since` at the last
+    /// publication returned (forward paging); a cut `reverse` page holds the newest ones.
+    #[serde(default, skip_serializing_if = "crate::types::is_false")]
+    pub more: bool,
+}
+
+impl HistoryResult {
+    /// Keeps the leading publications whose estimated encoded size fits `budget` bytes (at least
+    /// one), and sets [`HistoryResult::more`] when any were cut.
+    pub fn cut_to(&mut self, budget: usize) {
+        let mut used = 0usize;
+        let keep = self
+            .publications
+            .iter()
+            .position(|p| {
+                used = used.saturating_add(p.encoded_len_estimate());
+                used > budget
+            })
+            .map_or(self.publications.len(), |at| at.max(1));
+        if keep < self.publications.len() {
+            self.publications.truncate(keep);
+            self.more = true;
+        }
+    }
 }
 
 /// `rpc` result.

@@ -31,6 +31,18 @@ pub struct Publication {
     pub info: Option<ClientInfo>,
 }
 
+impl Publication {
+    /// About how many bytes this publication takes in a JSON frame (its payload, its publisher's
+    /// info and the fixed fields), for bounding replies without encoding them twice.
+    pub fn encoded_len_estimate(&self) -> usize {
+        const FIXED: usize = 64;
+        let info = self.info.as_ref().map_or(0, |info| {
+            info.client.len() + info.user.len() + info.info.as_ref().map_or(0, |i| i.get().len())
+        });
+        FIXED + self.data.get().len() + info
+    }
+}
+
 /// A position in a channel's stream: the last offset seen and the stream's epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StreamPosition {

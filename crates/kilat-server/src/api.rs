@@ -107,6 +107,37 @@ impl Api {
     }
 }
 
+/// A browser request the API must not act on, answered 403 (issue 20).
+///
+/// With an API key the key is the guard: a cross-site page cannot add an `Authorization`
+/// header without a CORS preflight, which kilat never grants. Without one (the API open in dev
+/// mode) a browser request, recognisable by its `Origin` header, must come from an allowed
+/// origin and carry `Content-Type: application/json`: a cross-site form or `text/plain` fetch
+/// is a "simple" request that browsers send without asking, so it would otherwise run.
+/// Requests without `Origin` (curl, backends) are not browsers and pass.
+fn cross_site_refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    if state.api.key.is_some() || !headers.contains_key(header::ORIGIN) {
+        return None;
+    }
+    if !state.origins.allows(headers) {
+        return Some(http_error(
+            StatusCode::FORBIDDEN,
+            "cross-site request refused: the API acts only on its own origin's pages,              server.allowed_origins, or requests with an API key",
+        ));
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    (!json).then(|| {
+        http_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a browser request to the API must send Content-Type: application/json",
+        )
+    })
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -136,8 +167,15 @@ pub(crate) async fn call(
         };
         return http_error(StatusCode::UNAUTHORIZED, hint);
     }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return http_error(StatusCode::PAYLOAD_TOO_LARGE, "request body over 1 MiB");
+    if let Some(refusal) = cross_site_refusal(&state, &headers) {
+        return refusal;
+    }
+    let bytes = match crate::body::read(body, MAX_BODY, state.body_timeout).await {
+        Ok(bytes) => bytes,
+        Err(refused) if refused.status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return http_error(refused.status, "request body over 1 MiB");
+        }
+        Err(refused) => return http_error(refused.status, refused.reason),
     };
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
         axum::body::Bytes::from_static(b"{}")

@@ -175,15 +175,25 @@ pub struct ServerConfig {
     /// head; slower (or silent) clients are dropped.
     #[serde(with = "kilat_core::config::seconds")]
     pub handshake_timeout: Duration,
+    /// How long a request body (an emulation POST, an HTTP-streaming connect, an API call) may
+    /// take to arrive in full; a body that stalls below 1 KiB/s after 2 s is cut sooner. Answered
+    /// 408. Bodies that never finish cannot hold sockets.
+    #[serde(with = "kilat_core::config::seconds")]
+    pub body_timeout: Duration,
     /// PEM certificate chain; with `tls_key`, the listener speaks TLS (`https://`, `wss://`).
     /// Both files are read again on SIGHUP.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// Origins allowed to open WebSocket, SSE and streaming connections from a browser
-    /// (`https://app.example.com`, wildcards like `https://*.example.com`, or `*`). Empty: only
-    /// the server's own origin. Requests without an `Origin` header (non-browser clients) pass.
+    /// (`https://app.example.com`, wildcards like `https://*.example.com`, or `*`), besides the
+    /// server's own origin. Requests without an `Origin` header (non-browser clients) pass.
     pub allowed_origins: Vec<String>,
+    /// The URL browsers reach this server at when that is not the listen address (a domain, a
+    /// TLS-terminating proxy): `https://rt.example.com`. Its origin is the server's own origin,
+    /// together with the listen address (and `localhost`, `127.0.0.1`, `[::1]` on a loopback or
+    /// unspecified address). The `Host` header is never trusted for this (DNS rebinding).
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -193,9 +203,11 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             shutdown_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
             tls_cert: None,
             tls_key: None,
             allowed_origins: Vec::new(),
+            public_url: None,
         }
     }
 }

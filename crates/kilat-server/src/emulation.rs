@@ -37,7 +37,8 @@ const COMMAND_QUEUE: usize = 64;
 /// Largest connect command or emulation POST body accepted, in bytes.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
 
-/// Emulated sessions of this node by session id, so emulation POSTs find their connection.
+/// Emulated sessions of this node by their secret session key (never by client id, which other
+/// users see), so emulation POSTs find their connection.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Sessions {
     inner: Arc<Mutex<HashMap<String, Arc<Commands>>>>,
@@ -227,7 +228,7 @@ fn sse_connect(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<(Bytes, kilat_core::RequestHeaders), Refusal> {
-    if !crate::origin::allowed(headers, &state.allowed_origins) {
+    if !state.origins.allows(headers) {
         return Err((StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let query = Query::<SseQuery>::try_from_uri(uri).map_err(|_| {
@@ -255,11 +256,12 @@ pub(crate) async fn stream(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "connect command too large or unreadable",
-        );
+    let body = match crate::body::read(body, MAX_BODY, state.body_timeout).await {
+        Ok(body) => body,
+        Err(refused) if refused.status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return refuse(refused.status, "connect command too large");
+        }
+        Err(refused) => return refuse(refused.status, refused.reason),
     };
     let opened = match stream_connect(&state, &headers, body) {
         Ok((connect, forwarded)) => open(&state, connect, Format::Ndjson, forwarded).await,
@@ -278,7 +280,7 @@ fn stream_connect(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<(Bytes, kilat_core::RequestHeaders), Refusal> {
-    if !crate::origin::allowed(headers, &state.allowed_origins) {
+    if !state.origins.allows(headers) {
         return Err((StatusCode::FORBIDDEN, "origin not allowed"));
     }
     Ok((body, crate::proxy::pick_headers(&state.node, headers)))
@@ -287,7 +289,7 @@ fn stream_connect(
 /// Body of `POST /connection/emulation`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct EmulationRequest {
-    /// The session id from the stream's connect result.
+    /// The session key from the stream's connect result (a secret; not the client id).
     session: String,
     /// The node id from the stream's connect result.
     node: String,
@@ -302,11 +304,15 @@ pub(crate) async fn emulation(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !crate::origin::allowed(&headers, &state.allowed_origins) {
+    if !state.origins.allows(&headers) {
         return refuse(StatusCode::FORBIDDEN, "origin not allowed");
     }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "emulation body too large");
+    let bytes = match crate::body::read(body, MAX_BODY, state.body_timeout).await {
+        Ok(bytes) => bytes,
+        Err(refused) if refused.status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return refuse(refused.status, "emulation body too large");
+        }
+        Err(refused) => return refuse(refused.status, refused.reason),
     };
     let request: EmulationRequest = match serde_json::from_slice(&bytes) {
         Ok(request) => request,
@@ -420,8 +426,10 @@ async fn open(
     let outbox = Outbox::new(state.node.config().client_queue_max_bytes);
     let mut session = Session::new(&state.node, format.transport(), outbox.clone());
     session.set_request_headers(forwarded);
+    let key = session_key();
+    session.set_emulation_key(key.as_str());
     let connected = Box::pin(session.handle_message(&connect)).await;
-    let session_id = session.client().map(|info| info.client.clone());
+    let session_id = session.client().is_some().then_some(key);
     Ok(Opened {
         session,
         outbox,
@@ -430,6 +438,17 @@ async fn open(
         permit,
         commands: Arc::default(),
     })
+}
+
+/// A new emulated session key: 128 bits from the operating system's CSPRNG, as 32 hex digits.
+/// Whoever knows it can act as the stream's user, so it must be unguessable and is shown to
+/// nobody but the stream's own client.
+fn session_key() -> String {
+    let mut bytes = [0u8; 16];
+    // Without OS randomness no key could be trusted; the OS source does not fail on the
+    // platforms kilat runs on.
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The streaming response hyper sends for `opened`.
@@ -506,7 +525,7 @@ where
 struct Registration {
     commands: Arc<Commands>,
     sessions: Sessions,
-    /// The session id under which `commands` is in `sessions` (none when connect failed).
+    /// The session key under which `commands` is in `sessions` (none when connect failed).
     id: Option<String>,
     _permit: OwnedSemaphorePermit,
 }
@@ -618,9 +637,19 @@ where
 
     async fn gone(&mut self) {
         // The client sends nothing on this socket (commands come as POSTs); bytes it does send
-        // are read and dropped, and the end of the stream or an error means it is gone.
+        // are read and dropped, and a read error means it is gone. The end of its stream is
+        // not: a client may half-close its side after the request and still read the events
+        // (issue 20). A client that closed completely is found by the next write (a ping at the
+        // latest), which fails.
         let mut scratch = [0u8; 64];
-        while let Ok(1..) = self.io.read(&mut scratch).await {}
+        loop {
+            match self.io.read(&mut scratch).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+        std::future::pending::<()>().await;
     }
 
     async fn end(&mut self) {

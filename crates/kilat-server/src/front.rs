@@ -26,8 +26,9 @@ const STREAM_REQUESTS: [(&[u8], StreamKind); 2] = [
     (b"GET /connection/sse", StreamKind::EventStream),
     (b"POST /connection/stream", StreamKind::Ndjson),
 ];
-/// The longest head read here; a longer request goes to hyper, whose limits then apply.
-const MAX_HEAD: usize = 16 * 1024;
+/// The longest request head on any path: a longer one goes to hyper, which is held to the same
+/// limit (`listener.rs`) and answers 431.
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Most headers a request may carry here (more goes to hyper).
 const MAX_HEADERS: usize = 64;
 /// The first read's size: a browser's request head with cookies fits.
@@ -89,6 +90,11 @@ where
             Classified::NeedMore | Classified::Other => return Ok(Head::Other(buf.freeze())),
         }
     }
+}
+
+/// [`classify`] for `kilat_server::fuzzing`: whether `buf` is taken as a stream request.
+pub(crate) fn classify_for_fuzzing(buf: &[u8]) -> bool {
+    matches!(classify(buf), Classified::Stream(_))
 }
 
 enum Classified {
@@ -156,7 +162,14 @@ fn stream_request(
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     let body_len = match (lengths.next(), lengths.next()) {
         (None, _) => 0,
-        (Some(value), None) => value.to_str().ok()?.parse::<usize>().ok()?,
+        // Digits only: Rust's parse takes `+21`, which RFC 9110 (and hyper) refuse.
+        (Some(value), None) => {
+            let digits = value.as_bytes();
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            value.to_str().ok()?.parse::<usize>().ok()?
+        }
         (Some(_), Some(_)) => return None,
     };
     let fits = match kind {

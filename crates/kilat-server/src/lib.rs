@@ -10,7 +10,8 @@
 //!   [`kilat_core::Session`].
 //! - `websocket`: the upgrade handler and the WebSocket `Wire`.
 //! - `emulation`: SSE and HTTP-streaming transports and the emulation endpoint.
-//! - `origin`: the browser origin check of the handshakes.
+//! - `origin`: which browser origins may connect and call the API.
+//! - `body`: request bodies read with a size limit, a deadline and a minimum rate.
 //! - `api`: the server HTTP API (`POST /api/<method>`) and its OpenAPI document.
 //! - `auth`: kilat-auth's JWT verifier as the node's `Authenticator`.
 //! - [`proxy`]: the application backend's HTTP hooks (`[proxy]`, `docs/proxy.md`).
@@ -31,6 +32,7 @@
 mod api;
 mod assets;
 mod auth;
+mod body;
 pub mod config;
 mod driver;
 mod emulation;
@@ -43,6 +45,38 @@ mod origin;
 pub mod proxy;
 mod router;
 mod websocket;
+
+/// Entry points for the fuzz targets in `fuzz/` (not an API): the parsers that read request
+/// heads and origins straight from the network.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Classifies `bytes` as the first request of a connection, like the listener does; returns
+    /// whether it was taken as a stream request. Must never panic.
+    pub fn stream_head(bytes: &[u8]) -> bool {
+        crate::front::classify_for_fuzzing(bytes)
+    }
+
+    /// Checks `origin` against a dev-mode policy on a loopback listener and against one with a
+    /// public URL and allowed patterns; returns both verdicts. Must never panic.
+    pub fn origin(origin: &str, public_url: &str, pattern: &str) -> (bool, bool) {
+        use axum::http::{HeaderMap, HeaderValue, header::ORIGIN};
+        let Ok(value) = HeaderValue::from_str(origin) else {
+            return (false, false);
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(ORIGIN, value);
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 8000));
+        let dev = crate::origin::OriginPolicy::new(&[], listen, false, None, true);
+        let configured = crate::origin::OriginPolicy::new(
+            &[pattern.to_owned()],
+            listen,
+            true,
+            Some(public_url),
+            false,
+        );
+        (dev.allows(&headers), configured.allows(&headers))
+    }
+}
 
 use std::future::Future;
 use std::sync::Arc;
@@ -76,8 +110,11 @@ pub(crate) struct AppState {
     pub(crate) api: api::ApiHandle,
     /// When the server started, for `info`.
     pub(crate) started: std::time::Instant,
-    /// Browser origins allowed to connect (empty: same origin only).
-    pub(crate) allowed_origins: Arc<[String]>,
+    /// Which browser origins may connect and call the API (`origin.rs`): the server's own,
+    /// the configured ones, and in dev mode every loopback origin.
+    pub(crate) origins: Arc<origin::OriginPolicy>,
+    /// `server.body_timeout`: the longest any request body may take to arrive (`body.rs`).
+    pub(crate) body_timeout: std::time::Duration,
     /// The engine's node registry (behind `info`) and node inboxes (emulation POSTs that
     /// reach another node).
     pub(crate) cluster: engine::Cluster,
@@ -180,9 +217,17 @@ pub async fn run(
         sessions: emulation::Sessions::default(),
         api: Arc::new(api::Api::new(config.api.key.clone(), config.node.dev)),
         started: std::time::Instant::now(),
-        allowed_origins: config.server.allowed_origins.clone().into(),
+        body_timeout: config.server.body_timeout,
+        origins: Arc::new(origin::OriginPolicy::new(
+            &config.server.allowed_origins,
+            listener.local_addr()?,
+            config.server.tls_cert.is_some(),
+            config.server.public_url.as_deref(),
+            config.node.dev,
+        )),
         cluster: cluster.clone(),
     };
+    log_origins(&config, &state.origins);
     tokio::spawn(heartbeat(cluster.registry.clone(), state.clone()));
     // Emulation POSTs that land on another node come here through the engine.
     match cluster.inbox.open(node.id()).await {
@@ -253,6 +298,22 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Says which browser origins count as the server's own, and warns when pages served from a
+/// domain name would be refused because nothing names it.
+fn log_origins(config: &Config, origins: &origin::OriginPolicy) {
+    tracing::debug!(own = ?origins.own(), allowed = ?config.server.allowed_origins, "browser origins");
+    let ip = config.server.listen.ip();
+    if !ip.is_loopback()
+        && config.server.public_url.is_none()
+        && config.server.allowed_origins.is_empty()
+    {
+        tracing::warn!(
+            own = ?origins.own(),
+            "browsers are accepted only from the listen address's own origin; pages served              from a domain name are refused: set server.public_url (e.g.              https://rt.example.com) or server.allowed_origins"
+        );
+    }
 }
 
 /// How often a node refreshes its entry in the node registry; entries live three times as

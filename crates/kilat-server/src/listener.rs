@@ -145,11 +145,17 @@ pub(crate) async fn serve(
     grace: Duration,
 ) {
     let mut http1 = hyper::server::conn::http1::Builder::new();
+    // The request head is capped at the same 16 KiB on every path (the socket path's own
+    // limit): hyper's read buffer otherwise grows to fit a head of several hundred KiB and
+    // stays that large for as long as a streamed response runs on the connection (issue 20).
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout);
+        .header_read_timeout(head_timeout)
+        .max_buf_size(front::MAX_HEAD);
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    http2.timer(TokioTimer::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_header_list_size(front::MAX_HEAD as u32);
     // No protocol sniffing (hyper-util's auto builder reads before any timeout applies): plain
     // TCP is HTTP/1.1 (browsers speak HTTP/2 only over TLS), TLS picks by ALPN.
     let shared = Arc::new(Shared {
@@ -161,8 +167,14 @@ pub(crate) async fn serve(
     });
     let stopping = CancellationToken::new();
     let connections = TaskTracker::new();
+    // Every accepted socket holds a permit until it closes, whatever it turns out to be (a
+    // WebSocket, a stream, an API call, a body that never finishes): past the limit a new socket
+    // is closed at once, before the process runs out of descriptors (issue 20).
+    let socket_limit = socket_limit(shared.state.max_connections);
+    let sockets = Arc::new(tokio::sync::Semaphore::new(socket_limit));
     tokio::pin!(stop);
     let mut accept_errors = AcceptErrors::default();
+    let mut over_limit = AcceptErrors::default();
     loop {
         // Wakes on: a new TCP connection, or the shutdown signal.
         let (tcp, peer) = tokio::select! {
@@ -177,11 +189,17 @@ pub(crate) async fn serve(
             },
             () = &mut stop => break,
         };
+        let Ok(permit) = sockets.clone().try_acquire_owned() else {
+            over_limit.report_over_limit(socket_limit);
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let stopping = stopping.clone();
         let tls = tls.clone();
         connections.spawn(async move {
+            let _permit = permit;
             let result = match tls {
                 None => serve_http1(tcp, &shared, &stopping).await,
                 Some(acceptor) => {
@@ -222,6 +240,21 @@ pub(crate) async fn serve(
         .is_err()
     {
         tracing::debug!("HTTP connections still open after the grace period");
+    }
+}
+
+/// Descriptors kept for what is not a client socket: listeners, epoll, Redis, log files.
+const RESERVED_FILES: usize = 64;
+
+/// The most sockets held at once: the connection limit, headroom for plain HTTP requests (API
+/// calls, emulation POSTs, pages), and never more than the open-files limit allows.
+fn socket_limit(max_connections: usize) -> usize {
+    let headroom = (max_connections / 8).clamp(64, 4096);
+    let wanted = max_connections.saturating_add(headroom);
+    let files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    match files.and_then(|soft| usize::try_from(soft).ok()) {
+        Some(soft) => wanted.min(soft.saturating_sub(RESERVED_FILES).max(1)),
+        None => wanted,
     }
 }
 
@@ -352,6 +385,21 @@ struct AcceptErrors {
 
 impl AcceptErrors {
     const EVERY: Duration = Duration::from_secs(10);
+
+    /// A socket closed at once because every socket permit is taken.
+    fn report_over_limit(&mut self, limit: usize) {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            suppressed = self.suppressed,
+            limit,
+            "socket limit reached: new connections are closed at once until some end              (server.max_connections plus headroom for HTTP requests, capped by the open-files              limit)"
+        );
+        self.last = Some(std::time::Instant::now());
+        self.suppressed = 0;
+    }
 
     fn report(&mut self, error: &std::io::Error) {
         if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {

@@ -78,7 +78,8 @@ mod tests {
             sessions: crate::emulation::Sessions::default(),
             api: Arc::new(crate::api::Api::new(None, false)),
             started: std::time::Instant::now(),
-            allowed_origins: Vec::new().into(),
+            origins: Arc::default(),
+            body_timeout: std::time::Duration::from_secs(10),
             cluster: crate::engine::Cluster::single(),
         }
     }

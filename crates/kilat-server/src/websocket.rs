@@ -26,7 +26,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> 
     if state.draining.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response();
     }
-    if !crate::origin::allowed(&parts.headers, &state.allowed_origins) {
+    if !state.origins.allows(&parts.headers) {
         tracing::info!(origin = ?parts.headers.get(http::header::ORIGIN), "websocket upgrade from a refused origin");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }

@@ -108,6 +108,7 @@ impl Node {
             publications: page.publications,
             offset: page.position.offset,
             epoch: page.position.epoch,
+            more: false,
         })
     }
 

@@ -34,6 +34,8 @@ async fn emulated_transports_get_session_and_node() {
         },
         outbox.clone(),
     );
+    // The transport gives the session its secret key (issue 20); the client id is never it.
+    session.set_emulation_key("0123456789abcdef0123456789abcdef");
     session
         .handle_message(br#"{"id":1,"connect":{}}"#)
         .await
@@ -42,6 +44,11 @@ async fn emulated_transports_get_session_and_node() {
     outbox.drain(&mut batch, usize::MAX);
     let reply: serde_json::Value = serde_json::from_slice(batch[0].json()).expect("json");
     assert!(reply["connect"]["session"].is_string());
+    assert_eq!(
+        reply["connect"]["session"],
+        "0123456789abcdef0123456789abcdef"
+    );
+    assert_ne!(reply["connect"]["session"], reply["connect"]["client"]);
     assert_eq!(reply["connect"]["node"], json!(node.id()));
     session.close().await;
 }

@@ -132,6 +132,17 @@ async fn emulation_posts_reaching_another_node_are_forwarded() {
         .as_str()
         .expect("node")
         .to_owned();
+    // Issue 20: a POST forwarded with the client id (which other users see) instead of the
+    // secret key is dropped by the owning node; the forged command never runs, so the next
+    // reply on the stream is the owner's own (id 2 below), not id 66.
+    let client = connected["connect"]["client"].as_str().expect("client");
+    let forged = serde_json::json!({
+        "session": client,
+        "node": node_id,
+        "command": {"id": 66, "subscribe": {"channel": "forged"}},
+    })
+    .to_string();
+    assert_eq!(crate::emulation::post_emulation(b.addr, forged).await, 204);
     // ... and its command is POSTed to node B (as a load balancer may do).
     let body = serde_json::json!({
         "session": session,

@@ -20,6 +20,8 @@ mod lifecycle;
 mod limits;
 /// Backend proxy hooks: connect, subscribe, publish, rpc, send and refresh over HTTP.
 mod proxy;
+/// Regression tests of issue 20's attacks: each fails, and nobody else loses anything.
+mod security;
 /// TLS (`wss://`), origin checks and half-open handshakes.
 mod tls_origin;
 /// Tokens: connection and subscription JWTs through a real socket.

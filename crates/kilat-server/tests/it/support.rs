@@ -288,7 +288,7 @@ pub(crate) async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16,
 }
 
 /// Writes `request` on a new connection and reads the whole answer (`Connection: close`).
-async fn http_request(addr: SocketAddr, request: String) -> (u16, String) {
+pub(crate) async fn http_request(addr: SocketAddr, request: String) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();

@@ -150,3 +150,49 @@ async fn subscription_tokens_are_bound_to_their_channel_and_user() {
     let reply = next_json(&mut ws).await;
     assert!(reply["subscribe"].is_object(), "{reply}");
 }
+
+/// Issue 20, defect 4: a subscription token (it names a `channel`) connects nobody and refreshes
+/// no connection; the reverse (a connection token used to subscribe) was already refused.
+#[tokio::test]
+async fn issue_20_subscription_tokens_are_not_connection_tokens() {
+    let server = secured().await;
+    let sub = token(
+        &TokenRequest::subscription("mallory", "private:a").with_ttl(Duration::from_secs(600)),
+    );
+
+    // As a connect token: refused like any bad token, and the connection is closed.
+    let mut ws = open(&server).await;
+    send(
+        &mut ws,
+        format!(r#"{{"id":1,"connect":{{"token":"{sub}"}}}}"#),
+    )
+    .await;
+    let reply = next_json(&mut ws).await;
+    assert_eq!(reply["error"]["code"], 401, "{reply}");
+    assert_eq!(close_code(&mut ws).await, Some(3501));
+
+    // As a refresh token on a live connection: refused, and the connection keeps its user.
+    let mut ws = open(&server).await;
+    let t = token(&TokenRequest::connection("alice").with_ttl(Duration::from_secs(600)));
+    send(
+        &mut ws,
+        format!(r#"{{"id":1,"connect":{{"token":"{t}"}}}}"#),
+    )
+    .await;
+    assert!(next_json(&mut ws).await["connect"].is_object());
+    send(
+        &mut ws,
+        format!(r#"{{"id":2,"refresh":{{"token":"{sub}"}}}}"#),
+    )
+    .await;
+    let reply = next_json(&mut ws).await;
+    assert_eq!(reply["id"], 2, "{reply}");
+    assert_eq!(reply["error"]["code"], 401, "{reply}");
+    send(
+        &mut ws,
+        r#"{"id":3,"presence_stats":{"channel":"chat:x"}}"#.into(),
+    )
+    .await;
+    let reply = next_json(&mut ws).await;
+    assert_eq!(reply["id"], 3, "the connection stays usable: {reply}");
+}

@@ -75,6 +75,9 @@ pub struct WsConnection<IO> {
     decoder: Decoder,
     /// Window bits we compress with, when permessage-deflate was agreed.
     server_window_bits: Option<u8>,
+    /// Ping frames since the last message: past [`super::MAX_PINGS_BETWEEN_MESSAGES`] the peer is
+    /// closed with 1008 (issue 20). Sits in what would be padding.
+    pings_since_message: u16,
     /// Text shorter than this is sent uncompressed.
     deflate_min_size: usize,
     /// How long `close` waits for the peer's close.
@@ -94,6 +97,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
             wbuf: Vec::new(),
             decoder: Decoder::new(handshake, config),
             server_window_bits: deflate.map(|p| p.server_window_bits),
+            pings_since_message: 0,
             deflate_min_size: config.deflate_min_size,
             close_timeout: config.close_timeout,
             state: State::Open,
@@ -294,10 +298,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
             }
             match self.decoder.step(&mut self.rbuf) {
                 Ok(Event::Message(message)) => {
+                    self.pings_since_message = 0;
                     self.release_idle_buffer();
                     return Poll::Ready(Ok(message));
                 }
+                Ok(Event::Ping(_))
+                    if self.pings_since_message >= super::MAX_PINGS_BETWEEN_MESSAGES =>
+                {
+                    self.fail(Violation::PingFlood);
+                }
                 Ok(Event::Ping(payload)) => {
+                    self.pings_since_message += 1;
                     self.wbuf
                         .extend_from_slice(&encode_frame(OP_PONG, false, &payload));
                 }
@@ -511,6 +522,25 @@ mod tests {
             let _ = client.read_to_end(&mut back).await;
             (messages, error, back)
         })
+    }
+
+    /// Issue 20: a ping flood is closed with 1008; pings between messages are fine.
+    #[test]
+    fn a_ping_flood_is_closed_with_policy_violation() {
+        let limit = usize::from(super::super::MAX_PINGS_BETWEEN_MESSAGES);
+        let mut wire = Vec::new();
+        for _ in 0..limit {
+            wire.extend(client_frame(true, OP_PING, b"p", [1, 2, 3, 4]));
+        }
+        wire.extend(client_frame(true, OP_TEXT, b"{}", [1, 2, 3, 4]));
+        for _ in 0..=limit {
+            wire.extend(client_frame(true, OP_PING, b"p", [1, 2, 3, 4]));
+        }
+        let (messages, error, back) = run(&wire, &[], false);
+        assert_eq!(messages.len(), 1, "the message between the bursts arrives");
+        assert!(error.is_some(), "the second burst ends the connection");
+        let close = encode_close(Some(super::super::CLOSE_POLICY), "");
+        assert!(back.ends_with(&close), "closed with 1008");
     }
 
     #[test]

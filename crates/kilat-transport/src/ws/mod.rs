@@ -102,7 +102,19 @@ pub enum Violation {
         /// The configured `max_message_size`.
         limit: usize,
     },
+    /// More than [`MAX_PINGS_BETWEEN_MESSAGES`] ping frames without a message in between (close
+    /// code 1008): a flood that would otherwise cost the server a pong each, unmetered.
+    #[error("too many pings")]
+    PingFlood,
 }
+
+/// The most ping frames a peer may send between two messages. A kilat client answers the
+/// server's application ping (every 25 s by default) with a message, so even a client pinging
+/// every 100 ms stays far below this; a flood reaches it within milliseconds.
+pub const MAX_PINGS_BETWEEN_MESSAGES: u16 = 1000;
+
+/// Close code: policy violation (RFC 6455 7.4.1).
+pub const CLOSE_POLICY: u16 = 1008;
 
 /// Close code: protocol error (RFC 6455 7.4.1).
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
@@ -124,6 +136,7 @@ impl Violation {
                 CLOSE_INVALID_PAYLOAD
             }
             Violation::TooBig { .. } => CLOSE_TOO_BIG,
+            Violation::PingFlood => CLOSE_POLICY,
         }
     }
 }
