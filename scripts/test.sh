@@ -47,6 +47,11 @@ if cargo tree -p kilat-core -e normal --prefix none | grep -E '^(axum|hyper|tung
 fi
 echo "ok"
 
+step "no import cycle between the files of the crates that have none (docs/architecture.md)"
+for crate in kilat-protocol kilat-core kilat-client kilat-bench kilat-cli; do
+  python3 scripts/module-graph.py "crates/$crate" >/dev/null
+done
+
 # --- tests --------------------------------------------------------------------------------
 step "cargo test"
 cargo test --workspace --all-features

@@ -1,6 +1,5 @@
 //! The `kilat` binary: a thin command line over `kilat-server`, `kilat-transport` and friends.
 
-mod bench;
 mod pubsub;
 
 use std::net::SocketAddr;
@@ -52,7 +51,7 @@ enum Command {
     /// Example: kilat token --token-secret "$SECRET" --user alice --ttl 1h
     Token(TokenArgs),
     /// Generate load against a server and measure it (see `kilat bench idle --help`).
-    Bench(bench::BenchArgs),
+    Bench(kilat_bench::BenchArgs),
 }
 
 #[derive(Debug, Args, Default)]
@@ -359,7 +358,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
     {
         Command::Serve(args) => serve(args).await,
         Command::Echo(args) => echo(args).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => kilat_bench::run(args).await,
         Command::Token(args) => token(args),
         Command::Sub(args) => pubsub::sub(args).await,
         Command::Pub(args) => pubsub::publish(args).await,

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{ClientConfig, SubscribeOptions};
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolError, Result};
 use crate::event::Events;
 use crate::task::{ConnectionTask, Request};
 use crate::transport;
@@ -56,10 +56,10 @@ macro_rules! expect_reply {
     ($reply:expr, $variant:ident) => {
         match $reply {
             Reply::$variant(result) => Ok(result),
-            other => Err(Error::Protocol(format!(
-                "expected a {} reply, got {other:?}",
-                stringify!($variant)
-            ))),
+            other => Err(Error::Protocol(ProtocolError::Unexpected {
+                expected: concat!("a ", stringify!($variant), " reply"),
+                got: format!("{other:?}"),
+            })),
         }
     };
 }

@@ -38,10 +38,32 @@ pub enum Error {
     Timeout,
     /// The server sent something this client cannot read (a protocol mismatch).
     #[error("unexpected frame from the server: {0}")]
-    Protocol(String),
+    Protocol(#[from] ProtocolError),
     /// Application data could not be serialised to JSON.
     #[error("data is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// A server frame this client cannot read.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The frame is not a server frame (not JSON, or no known shape).
+    #[error("{source}: {frame}")]
+    Undecodable {
+        /// The start of the frame (at most 200 bytes), for the message.
+        frame: String,
+        /// Why it did not decode.
+        source: serde_json::Error,
+    },
+    /// A valid frame, but not the one the client waits for.
+    #[error("expected {expected}, got {got}")]
+    Unexpected {
+        /// What the client waited for, e.g. "a Subscribe reply".
+        expected: &'static str,
+        /// What came instead (its debug form).
+        got: String,
+    },
 }
 
 impl From<tokio_tungstenite::tungstenite::Error> for Error {

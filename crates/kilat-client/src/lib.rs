@@ -61,7 +61,7 @@ mod transport;
 
 pub use client::{Client, HistoryOptions};
 pub use config::{ClientConfig, SubscribeOptions};
-pub use error::{Error, Result};
+pub use error::{Error, ProtocolError, Result};
 pub use event::{CODE_CLOSED, CODE_TRANSPORT, Event, Events};
 pub use kilat_protocol::reply::{
     HistoryResult, PresenceEntry, PresenceResult, PresenceStatsResult, PublishResult,

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::backoff::Backoff;
 use crate::config::{ClientConfig, SubscribeOptions};
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolError, Result};
 use crate::event::{CODE_CLOSED, Event};
 use crate::tracker::Tracker;
 use crate::transport::{
@@ -401,8 +401,10 @@ impl ConnectionTask {
                 }
                 Ok(other) => {
                     self.tracker.remove(&channel);
-                    let error =
-                        Error::Protocol(format!("expected a subscribe reply, got {other:?}"));
+                    let error = Error::Protocol(ProtocolError::Unexpected {
+                        expected: "a subscribe reply",
+                        got: format!("{other:?}"),
+                    });
                     if let Some(tx) = tx {
                         let _ = tx.send(Err(error));
                     }

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::config::ClientConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolError, Result};
 use crate::event::CODE_TRANSPORT;
 
 /// The socket type: plain TCP today, TLS once a TLS feature is enabled.
@@ -123,9 +123,10 @@ async fn handshake(
                 }) => return Err(Error::Disconnected(d)),
                 ServerFrame::Ping => ws.send(text_message(ClientFrame::Ping.encode())).await?,
                 other => {
-                    return Err(Error::Protocol(format!(
-                        "expected the connect reply, got {other:?}"
-                    )));
+                    return Err(Error::Protocol(ProtocolError::Unexpected {
+                        expected: "the connect reply",
+                        got: format!("{other:?}"),
+                    }));
                 }
             }
         }
@@ -138,11 +139,11 @@ pub(crate) fn decode_batch(payload: &[u8]) -> Vec<Result<ServerFrame>> {
         .split(|&b| b == b'\n')
         .filter(|frame| !frame.iter().all(u8::is_ascii_whitespace))
         .map(|frame| {
-            ServerFrame::decode(frame).map_err(|e| {
-                Error::Protocol(format!(
-                    "{e}: {}",
-                    String::from_utf8_lossy(&frame[..frame.len().min(200)])
-                ))
+            ServerFrame::decode(frame).map_err(|source| {
+                Error::Protocol(ProtocolError::Undecodable {
+                    frame: String::from_utf8_lossy(&frame[..frame.len().min(200)]).into_owned(),
+                    source,
+                })
             })
         })
         .collect()

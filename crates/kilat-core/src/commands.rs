@@ -25,7 +25,9 @@ use crate::permissions::{
 };
 use crate::proxy::{ConnectEvent, ConnectReply, Hook, PublishEvent, RpcEvent, SubscribeEvent};
 use crate::recovery::Recovery;
-use crate::session::{Session, State, SubState};
+use crate::session::{Session, State};
+use crate::subscriptions::SubState;
+use crate::time::{instant_from, ttl_from};
 use crate::util::new_client_id;
 
 /// A subscription joined and positioned, waiting for its reply to be queued.
@@ -84,7 +86,7 @@ impl Session {
         }
         let client = new_client_id();
         let credentials = self.authenticate(id, &request, &client).await?;
-        if !self.node.try_add_user_connection(&credentials.user) {
+        if !self.node.sessions().try_add_user(&credentials.user) {
             self.reply_error(
                 id,
                 &ClientError::new(
@@ -99,7 +101,7 @@ impl Session {
             user: credentials.user,
             info: credentials.info,
         };
-        self.node.set_session_identity(self.key, &info);
+        self.node.sessions().set_identity(self.key, &info);
         self.state = State::Connected(info.clone());
         self.expires_at = credentials.expires_at.map(instant_from);
         let ping_interval = self.node.config().ping_interval;
@@ -517,17 +519,4 @@ fn refresh_result(credentials: &Credentials) -> RefreshResult {
         expires: Some(credentials.expires_at.is_some()),
         ttl: credentials.expires_at.map(ttl_from),
     }
-}
-
-/// The instant of the Unix time `expires_at` on tokio's clock.
-pub(crate) fn instant_from(expires_at: u64) -> tokio::time::Instant {
-    tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(ttl_from(expires_at)))
-}
-
-/// Seconds from now until the Unix time `expires_at` (0 when past).
-pub(crate) fn ttl_from(expires_at: u64) -> u32 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    u32::try_from(expires_at.saturating_sub(now)).unwrap_or(u32::MAX)
 }

@@ -41,9 +41,6 @@ pub enum CoreError {
     /// `history.since` names another epoch than the stream's (503, not temporary).
     #[error("epoch mismatch")]
     EpochMismatch,
-    /// The server is draining (503).
-    #[error("server is shutting down")]
-    Draining,
     /// The engine failed (503); the detail is logged, not sent.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -80,7 +77,6 @@ impl CoreError {
                     temporary: false,
                 };
             }
-            CoreError::Draining => (ErrorCode::UNAVAILABLE, "server is shutting down".into()),
             CoreError::Engine(error) => {
                 tracing::warn!(%error, source = ?std::error::Error::source(error), "engine error");
                 (ErrorCode::UNAVAILABLE, "engine unavailable".into())

@@ -19,17 +19,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kilat_protocol::SharedFrame;
 use kilat_protocol::push::{UnsubscribePush, encode_push_kind};
+use kilat_protocol::{SharedFrame, UNSUBSCRIBE_INSUFFICIENT_STATE};
 
+use crate::engine::shard_of;
 use crate::outbox::Outbox;
-use crate::util::{lock, shard_of};
+use crate::util::lock;
 
 const SHARDS: usize = 64;
-
-/// Unsubscribe push code: the subscription lost its position (epoch change or unrepairable
-/// gap); the client subscribes again and gets `recovered: false`.
-pub const UNSUBSCRIBE_INSUFFICIENT_STATE: u32 = 2500;
 
 /// A frame held back while a subscriber reads history.
 #[derive(Debug)]

@@ -4,14 +4,20 @@
 //! [`Outbox`]; engines implement [`Broker`] and [`PresenceStore`].
 //!
 //! Modules:
-//! - [`node`]: [`Node`], the cheap-clone hub handle, its stats and the server-side API.
+//! - [`node`]: [`Node`], the cheap-clone hub handle, one file per role: plugin slots, the
+//!   session registry, the broker handler (fan-out, gap repair, conflation timers), the
+//!   subscription lifecycle and the server-side API.
 //! - [`session`] (+ `commands`): [`Session`], one connection: connect, commands, ping/pong, timers.
+//! - `subscriptions`: a session's subscription list and `SubState`, what the node keeps about
+//!   each subscription.
+//! - `time`: token expiry (Unix seconds) as TTLs and tokio instants.
 //! - [`outbox`]: [`Outbox`], the per-connection queue bounded in bytes.
 //! - `hub`: the sharded channel -> subscribers index and the encode-once fan-out.
 //! - `server_subs`: server-side subscribe/unsubscribe of a user's connections.
 //! - [`recovery`]: the recovery decision as a pure function.
 //! - [`permissions`]: namespace permission checks as pure functions.
-//! - [`engine`]: the [`Broker`] and [`PresenceStore`] contracts; [`engine::memory`] implements them.
+//! - [`engine`]: the [`Broker`] and [`PresenceStore`] contracts, and the server's [`NodeRegistry`]
+//!   and [`NodeInbox`]; [`engine::memory`] implements them for one node.
 //! - [`config`]: [`NodeConfig`] and [`NamespaceOptions`].
 //! - [`auth`]: the [`Authenticator`] seam for token verification.
 //! - [`proxy`]: the [`Backend`] seam for the application's backend hooks (connect without a
@@ -34,6 +40,9 @@
 //! - The memory engine calls the hub from inside `publish`, under the channel's lock, so offset
 //!   order is delivery order and the property tests are deterministic.
 //! - Engine traits return boxed futures so they work as `Arc<dyn Broker>` without a macro crate.
+//! - The files import each other without cycles (`scripts/module-graph.py crates/kilat-core`
+//!   checks it): the node's parts sit below [`Node`], sessions above it, and the data both
+//!   share (`SubState`, expiry times) in leaf files.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -51,18 +60,20 @@ pub mod recovery;
 mod server_subs;
 pub mod session;
 mod subscriptions;
+mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod time;
 mod util;
 
 pub use auth::{Authenticator, Credentials};
 pub use config::{AllowPublish, AllowSubscribe, NamespaceOptions, NodeConfig};
-pub use engine::{Broker, PresenceStore};
+pub use engine::{Broker, NodeInbox, NodeRegistry, PresenceStore};
 pub use error::CoreError;
-pub use hub::UNSUBSCRIBE_INSUFFICIENT_STATE;
+/// The `unsubscribe` push codes, defined in kilat-protocol; re-exported where they were first.
+pub use kilat_protocol::{UNSUBSCRIBE_INSUFFICIENT_STATE, UNSUBSCRIBE_SERVER};
 pub use node::{HistoryOptions, Node, NodeStats};
 pub use outbox::Outbox;
 pub use proxy::{Backend, Hook, RequestHeaders};
-pub use server_subs::UNSUBSCRIBE_SERVER;
 pub use session::{Session, TransportInfo};
 pub use util::new_epoch;

@@ -6,18 +6,14 @@
 //! change for the session, which absorbs it at its next message, timer or close.
 
 use kilat_protocol::push::encode_push_kind;
-use kilat_protocol::{ClientInfo, SharedFrame};
+use kilat_protocol::{SharedFrame, UNSUBSCRIBE_SERVER};
 
-use crate::engine::JoinLeave;
 use crate::error::CoreError;
 use crate::node::Node;
 use crate::outbox::Outbox;
 use crate::permissions::resolve;
 use crate::recovery::Recovery;
-use crate::session::SubState;
-
-/// Unsubscribe push code: the server API removed the subscription (no resubscribe).
-pub const UNSUBSCRIBE_SERVER: u32 = 2000;
+use crate::subscriptions::SubState;
 
 impl Node {
     /// Subscribes every connection of `user` on this node to `channel` (connections already
@@ -30,7 +26,7 @@ impl Node {
     pub async fn subscribe_user(&self, user: &str, channel: &str) -> Result<usize, CoreError> {
         let ns = resolve(self.config(), channel)?;
         let mut subscribed = 0;
-        for (key, outbox, info) in self.sessions_of(user) {
+        for (key, outbox, info) in self.sessions().sessions_of(user) {
             if self.is_subscribed(channel, key) {
                 continue;
             }
@@ -50,7 +46,7 @@ impl Node {
                 join_leave: ns.join_leave,
                 ..SubState::default()
             };
-            let recorded = self.record_server_change(key, |changes| {
+            let recorded = self.sessions().record_change(key, |changes| {
                 changes.removed.retain(|c| c != channel);
                 changes.added.push((channel.to_owned(), state));
             });
@@ -73,13 +69,13 @@ impl Node {
     pub async fn unsubscribe_user(&self, user: &str, channel: &str) -> Result<usize, CoreError> {
         let ns = resolve(self.config(), channel)?;
         let mut unsubscribed = 0;
-        for (key, outbox, info) in self.sessions_of(user) {
+        for (key, outbox, info) in self.sessions().sessions_of(user) {
             if !self.is_subscribed(channel, key) {
                 continue;
             }
             self.remove_subscriber(channel, key).await;
             push_unsubscribe(&outbox, channel);
-            self.record_server_change(key, |changes| {
+            self.sessions().record_change(key, |changes| {
                 changes.added.retain(|(c, _)| c != channel);
                 changes.removed.push(channel.to_owned());
             });
@@ -92,33 +88,6 @@ impl Node {
             unsubscribed += 1;
         }
         Ok(unsubscribed)
-    }
-
-    /// Presence and join after a subscription went live.
-    pub(crate) async fn after_join(&self, channel: &str, info: &ClientInfo, state: SubState) {
-        if state.presence {
-            let ttl = self.config().presence_ttl;
-            if let Err(error) = self.presence_store().add(channel, info.clone(), ttl).await {
-                tracing::warn!(%error, channel, "presence add failed");
-            }
-        }
-        if state.join_leave {
-            self.publish_join_leave(channel, info, JoinLeave::Join)
-                .await;
-        }
-    }
-
-    /// Presence removal and leave after a subscription ended.
-    pub(crate) async fn after_leave(&self, channel: &str, info: &ClientInfo, state: SubState) {
-        if state.presence
-            && let Err(error) = self.presence_store().remove(channel, &info.client).await
-        {
-            tracing::warn!(%error, channel, "presence remove failed");
-        }
-        if state.join_leave {
-            self.publish_join_leave(channel, info, JoinLeave::Leave)
-                .await;
-        }
     }
 }
 

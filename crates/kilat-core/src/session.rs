@@ -2,7 +2,7 @@
 //!
 //! The transport feeds inbound messages to [`Session::handle_message`], writes what appears in
 //! the [`Outbox`], and calls [`Session::on_timer`] at [`Session::next_deadline`]. The session
-//! never touches a socket. Command handlers live in [`crate::commands`].
+//! never touches a socket. Command handlers live in `commands.rs` (more methods of [`Session`]).
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -37,28 +37,6 @@ pub(crate) enum State {
     Connecting,
     /// Connected as this client.
     Connected(ClientInfo),
-}
-
-/// What a session remembers about one of its subscriptions (the hub holds the delivery state).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct SubState {
-    /// The namespace tracks presence: remove the entry on unsubscribe, refresh it at pings.
-    pub(crate) presence: bool,
-    /// The namespace sends join/leave: publish a leave on unsubscribe.
-    pub(crate) join_leave: bool,
-    /// When the subscription token expires (a `refresh` push with the channel is sent then).
-    pub(crate) expires_at: Option<Instant>,
-    /// The `refresh` push was sent: the subscription ends `token_refresh_grace` after
-    /// `expires_at` unless a `sub_refresh` extends it.
-    pub(crate) refresh_sent: bool,
-}
-
-impl SubState {
-    /// When this subscription's timer is due: its token expiry, then the end of the grace.
-    fn deadline(&self, grace: Duration) -> Option<Instant> {
-        let at = self.expires_at?;
-        Some(if self.refresh_sent { at + grace } else { at })
-    }
 }
 
 /// When the backend's refresh hook fails, it is asked again this much later (the connection
@@ -156,7 +134,7 @@ impl Session {
     /// A session for a new connection. If the node is draining, `outbox` is closed with 3000 at
     /// once.
     pub fn new(node: &Node, transport: TransportInfo, outbox: Outbox) -> Self {
-        let key = node.register_session(&outbox);
+        let key = node.sessions().register(&outbox);
         let now = Instant::now();
         Session {
             node: node.clone(),
@@ -262,9 +240,7 @@ impl Session {
                         return Err(not_connected());
                     };
                     // Without a send hook, fire-and-forget means dropped.
-                    if let Some(backend) = self.node.backend_for(Hook::Send)
-                        && let Ok(runtime) = tokio::runtime::Handle::try_current()
-                    {
+                    if let Some(backend) = self.node.backend_for(Hook::Send) {
                         let event = SendEvent {
                             client: info.client.clone(),
                             user: info.user.clone(),
@@ -272,7 +248,7 @@ impl Session {
                             headers: self.headers.clone(),
                         };
                         // Never waited for: the client expects no answer.
-                        runtime.spawn(async move { backend.send(event).await });
+                        self.node.spawn(async move { backend.send(event).await });
                     }
                 }
                 Ok(ClientFrame::Command { id, command }) => match command {
@@ -400,11 +376,9 @@ impl Session {
     fn ask_backend_refresh(&mut self, now: Instant) {
         let grace = self.node.config().token_refresh_grace;
         self.refresh_deadline = Some(now + grace);
-        let (State::Connected(info), Some(backend), Ok(runtime)) = (
-            &self.state,
-            self.node.backend_for(Hook::Refresh),
-            tokio::runtime::Handle::try_current(),
-        ) else {
+        let (State::Connected(info), Some(backend)) =
+            (&self.state, self.node.backend_for(Hook::Refresh))
+        else {
             return;
         };
         let event = RefreshEvent {
@@ -413,15 +387,15 @@ impl Session {
             headers: self.headers.clone(),
         };
         let slot = Arc::new(Mutex::new(BackendRefresh::Pending));
-        self.backend_refresh = Some(slot.clone());
+        let answered = slot.clone();
         let outbox = self.outbox.clone();
-        runtime.spawn(async move {
+        let started = self.node.spawn(async move {
             let answer = match backend.refresh(event).await {
                 // Converted when the answer arrives, so its age at the deadline does not count.
                 Ok(RefreshReply::Extend { expires_at, info }) => match expires_at {
-                    Some(at) if crate::commands::ttl_from(at) == 0 => BackendRefresh::Expired,
+                    Some(at) if crate::time::ttl_from(at) == 0 => BackendRefresh::Expired,
                     expires_at => BackendRefresh::Extended {
-                        expires_at: expires_at.map(crate::commands::instant_from),
+                        expires_at: expires_at.map(crate::time::instant_from),
                         info,
                     },
                 },
@@ -434,8 +408,11 @@ impl Session {
                     BackendRefresh::Failed
                 }
             };
-            *crate::util::lock(&slot) = answer;
+            *crate::util::lock(&answered) = answer;
         });
+        if started {
+            self.backend_refresh = Some(slot);
+        }
     }
 
     /// At the refresh deadline, applies what the backend's refresh hook answered.
@@ -458,7 +435,7 @@ impl Session {
                 if let (Some(info), State::Connected(current)) = (info, &mut self.state) {
                     current.info = Some(info);
                     let current = current.clone();
-                    self.node.set_session_identity(self.key, &current);
+                    self.node.sessions().set_identity(self.key, &current);
                 }
             }
         }
@@ -476,12 +453,9 @@ impl Session {
         if channels.is_empty() {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let store = self.node.presence_store().clone();
         let ttl = self.node.config().presence_ttl;
-        runtime.spawn(async move {
+        self.node.spawn(async move {
             for channel in channels {
                 if let Err(error) = store.add(&channel, info.clone(), ttl).await {
                     tracing::warn!(%error, channel, "presence refresh failed");
@@ -492,7 +466,7 @@ impl Session {
 
     /// Takes the subscriptions the server API added or removed since the last look.
     fn absorb_server_changes(&mut self) {
-        if let Some(changes) = self.node.take_server_changes(self.key) {
+        if let Some(changes) = self.node.sessions().take_changes(self.key) {
             self.apply(changes);
         }
     }
@@ -559,7 +533,7 @@ impl Session {
         self.closed = true;
         // Unregister first: a server-side subscribe racing with this close either lands in the
         // changes returned here or finds the session gone and undoes itself.
-        let changes = self.node.unregister_session(self.key);
+        let changes = self.node.sessions().unregister(self.key);
         self.apply(changes);
         for (channel, state) in self.subs.take_all() {
             self.leave(&channel, state).await;
@@ -574,7 +548,7 @@ impl Drop for Session {
         }
         // Dropped without `close` (a panicking or cancelled transport task): do the synchronous
         // part so the hub holds no dead subscriber; presence entries expire by TTL.
-        let changes = self.node.unregister_session(self.key);
+        let changes = self.node.sessions().unregister(self.key);
         self.apply(changes);
         for channel in self.subs.channels() {
             self.node.remove_subscriber_now(channel, self.key);

@@ -1,10 +1,35 @@
-//! [`Subscriptions`]: the channels one session is subscribed to.
+//! [`Subscriptions`]: the channels one session is subscribed to, and [`SubState`], what the
+//! node keeps about each (the session's list and the node's server-side changes both hold it).
 //!
 //! Every connection holds one, and most hold zero to a few entries, so it is a `Vec` sorted by
 //! channel (binary search, one allocation sized to its entries) rather than a `HashMap`, whose
 //! smallest table is several times larger than the entry it holds.
 
-use crate::session::SubState;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What a session remembers about one of its subscriptions (the hub holds the delivery state).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SubState {
+    /// The namespace tracks presence: remove the entry on unsubscribe, refresh it at pings.
+    pub(crate) presence: bool,
+    /// The namespace sends join/leave: publish a leave on unsubscribe.
+    pub(crate) join_leave: bool,
+    /// When the subscription token expires (a `refresh` push with the channel is sent then).
+    pub(crate) expires_at: Option<Instant>,
+    /// The `refresh` push was sent: the subscription ends `token_refresh_grace` after
+    /// `expires_at` unless a `sub_refresh` extends it.
+    pub(crate) refresh_sent: bool,
+}
+
+impl SubState {
+    /// When this subscription's timer is due: its token expiry, then the end of the grace.
+    pub(crate) fn deadline(&self, grace: Duration) -> Option<Instant> {
+        let at = self.expires_at?;
+        Some(if self.refresh_sent { at + grace } else { at })
+    }
+}
 
 /// A session's subscriptions by channel.
 #[derive(Debug, Default)]

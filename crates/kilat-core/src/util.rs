@@ -47,17 +47,6 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Index of the shard for `key` among `n` shards.
-pub(crate) fn shard_of(key: &str, n: usize) -> usize {
-    // FNV-1a: fast, deterministic across the process, good enough to spread channel names.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % n as u64) as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

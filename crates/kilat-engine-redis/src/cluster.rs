@@ -7,7 +7,7 @@
 //! itself after reconnects and slot moves.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
@@ -16,11 +16,7 @@ use tokio::sync::mpsc;
 use crate::config::RedisConfig;
 use crate::error::{RedisEngineError, bounded};
 use crate::keys::pubsub_channel;
-use crate::pubsub::{HandlerSlot, dispatch};
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::pubsub::{HandlerSlot, dispatch, lock};
 
 /// This node's inbox on a cluster, once opened: its sharded channel and where its messages go.
 pub(crate) type InboxSlot = Arc<OnceLock<(String, mpsc::Sender<Vec<u8>>)>>;

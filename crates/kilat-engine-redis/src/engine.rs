@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kilat_core::engine::{
     BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave,
-    PresenceStats, PresenceStore, PublishOptions,
+    PresenceStats, PresenceStore, PublishOptions, shard_of,
 };
 use kilat_core::new_epoch;
 use kilat_protocol::{ClientInfo, Publication, StreamPosition};
@@ -19,7 +19,7 @@ use crate::codec;
 use crate::config::RedisConfig;
 use crate::conn::Conn;
 use crate::error::{RedisEngineError, bounded};
-use crate::keys::{ChannelKeys, shard_of};
+use crate::keys::ChannelKeys;
 use crate::pubsub::{HandlerSlot, Shard, ShardTask};
 use crate::scripts::{
     HISTORY_SCRIPT, PRESENCE_ADD_SCRIPT, PRESENCE_LIST_SCRIPT, PRESENCE_REMOVE_SCRIPT,

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use kilat_core::engine::{BoxFuture, EngineError, NodeInbox};
 use tokio::sync::mpsc;
 
 use crate::RedisEngine;
@@ -115,5 +116,22 @@ impl RedisEngine {
             }
         });
         Ok(rx)
+    }
+}
+
+impl NodeInbox for RedisEngine {
+    fn send<'a>(
+        &'a self,
+        node_id: &'a str,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<usize, EngineError>> {
+        Box::pin(async move { Ok(self.send_to_node(node_id, payload).await?) })
+    }
+
+    fn open<'a>(
+        &'a self,
+        node_id: &'a str,
+    ) -> BoxFuture<'a, Result<mpsc::Receiver<Vec<u8>>, EngineError>> {
+        Box::pin(async move { Ok(self.node_inbox(node_id).await?) })
     }
 }

@@ -47,17 +47,6 @@ pub(crate) fn channel_of_pubsub<'n>(prefix: &str, name: &'n str) -> Option<&'n s
         .strip_suffix("}:pub")
 }
 
-/// Index of the pub/sub connection for `channel` among `n`.
-pub(crate) fn shard_of(channel: &str, n: usize) -> usize {
-    // FNV-1a: deterministic, cheap, spreads channel names well enough.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in channel.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % n.max(1) as u64) as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,13 +66,5 @@ mod tests {
             assert_eq!(channel_of_pubsub("kilat", &keys.pubsub), Some(channel));
         }
         assert_eq!(channel_of_pubsub("other", "{kilat:ch:x}:pub"), None);
-    }
-
-    #[test]
-    fn shards_are_in_range() {
-        for n in 1..8 {
-            assert!(shard_of("a", n) < n);
-        }
-        assert_eq!(shard_of("a", 0), 0);
     }
 }

@@ -3,7 +3,10 @@
 //!
 //! [`RedisEngine`] implements kilat-core's [`Broker`](kilat_core::engine::Broker) and
 //! [`PresenceStore`](kilat_core::engine::PresenceStore) and passes the same conformance suite
-//! as the memory engine (`kilat_core::testing`).
+//! as the memory engine (`kilat_core::testing`). For the server it also implements
+//! [`NodeRegistry`](kilat_core::engine::NodeRegistry) and
+//! [`NodeInbox`](kilat_core::engine::NodeInbox), so the server never names this crate's types
+//! beyond constructing the engine.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kilat_engine_redis::RedisEngineError> {
@@ -24,6 +27,7 @@
 //!   and resubscribe. `cluster`: Redis Cluster: sharded pub/sub (`SSUBSCRIBE`).
 //! - `scripts`: the Lua scripts (publish, history, presence, registry).
 //! - `registry`: the node registry ([`RedisEngine::heartbeat_node`], [`RedisEngine::nodes`]).
+//! - `inbox`: node inboxes ([`RedisEngine::send_to_node`], [`RedisEngine::node_inbox`]).
 //! - `keys`: key and channel names; `codec`: the pub/sub message format.
 //! - [`config`]: [`RedisConfig`]; [`error`]: [`RedisEngineError`].
 //!

@@ -25,7 +25,8 @@ use crate::keys::{channel_of_pubsub, pubsub_channel};
 /// Where the hub's handler lives once the hub installs it; shared with every shard task.
 pub(crate) type HandlerSlot = Arc<OnceLock<Arc<dyn BrokerHandler>>>;
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`, ignoring poisoning (this crate's one lock helper).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the map consistent; a panic elsewhere must not wedge us.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use kilat_core::engine::{BoxFuture, EngineError, NodeRegistry};
 use kilat_protocol::RawJson;
 
 use crate::engine::RedisEngine;
@@ -84,5 +85,24 @@ impl RedisEngine {
             .into_iter()
             .map(|e| serde_json::value::RawValue::from_string(e).map_err(RedisEngineError::from))
             .collect()
+    }
+}
+
+impl NodeRegistry for RedisEngine {
+    fn heartbeat<'a>(
+        &'a self,
+        node_id: &'a str,
+        info: &'a RawJson,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { Ok(self.heartbeat_node(node_id, info, ttl).await?) })
+    }
+
+    fn deregister<'a>(&'a self, node_id: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { Ok(self.remove_node(node_id).await?) })
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<RawJson>, EngineError>> {
+        Box::pin(async move { Ok(RedisEngine::nodes(self).await?) })
     }
 }

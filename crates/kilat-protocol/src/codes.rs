@@ -1,5 +1,6 @@
-//! Client-visible error and disconnect codes (PROTOCOL.md section 9) and the two wire types that
-//! carry them: [`ClientError`] (an error reply) and [`Disconnect`] (a close).
+//! Client-visible error and disconnect codes (PROTOCOL.md section 9), the `unsubscribe` push
+//! codes, and the two wire types that carry the first two: [`ClientError`] (an error reply) and
+//! [`Disconnect`] (a close).
 //!
 //! Error codes follow HTTP meaning. Disconnect codes double as WebSocket close codes and carry the
 //! reconnect rule in their range: 3000-3499 the client reconnects, 3500-3999 it must not.
@@ -8,6 +9,12 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+/// `unsubscribe` push code 2000: the server API removed the subscription (no resubscribe).
+pub const UNSUBSCRIBE_SERVER: u32 = 2000;
+/// `unsubscribe` push code 2500: the subscription lost its position (a gap history cannot
+/// fill, or a new epoch); the client subscribes again and gets `recovered: false`.
+pub const UNSUBSCRIBE_INSUFFICIENT_STATE: u32 = 2500;
 
 /// A client-visible error code (the `code` of an error reply). Values follow HTTP meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -32,7 +32,10 @@ pub mod server;
 pub mod types;
 
 pub use channel::{ChannelError, validate_channel};
-pub use codes::{ClientError, Disconnect, DisconnectCode, ErrorCode};
+pub use codes::{
+    ClientError, Disconnect, DisconnectCode, ErrorCode, UNSUBSCRIBE_INSUFFICIENT_STATE,
+    UNSUBSCRIBE_SERVER,
+};
 pub use command::{
     ClientFrame, Command, DecodeError, DecodeErrorKind, Method, decode_frame, decode_frames,
 };

@@ -16,7 +16,8 @@ pub struct JoinLeave {
 /// `unsubscribe` push body: the server removed a subscription.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnsubscribePush {
-    /// Why (see `docs/protocol.md` for the values).
+    /// Why: [`crate::UNSUBSCRIBE_SERVER`], [`crate::UNSUBSCRIBE_INSUFFICIENT_STATE`], or the
+    /// error code of a refused subscription (see `docs/protocol.md`).
     pub code: u32,
     /// Human-readable reason.
     pub reason: String,

@@ -443,7 +443,7 @@ async fn channels(state: &AppState, request: ChannelsRequest) -> Result<Value, A
     Ok(json!({ "channels": channels }))
 }
 
-/// This node's entry in `info` (also what it publishes to the Redis node registry).
+/// This node's entry in `info` (also what it publishes to the node registry).
 pub(crate) fn node_info(state: &AppState) -> Value {
     let stats = state.node.stats();
     json!({
@@ -458,26 +458,24 @@ pub(crate) fn node_info(state: &AppState) -> Value {
     })
 }
 
-/// Every live node: from the Redis registry when nodes share one (this node's own entry is
-/// always current), else just this node.
+/// Every live node: this node's own entry (always current), then the others from the
+/// engine's node registry (none on the memory engine).
 async fn info(state: &AppState) -> Result<Value, ApiError> {
     let own = node_info(state);
     let mut nodes = vec![own];
-    if let Some(engine) = &state.redis {
-        let others = engine.nodes().await.map_err(|e| {
-            tracing::warn!(error = %e, "reading the node registry failed");
-            ApiError::Client(ClientError::new(
-                ErrorCode::UNAVAILABLE,
-                "node registry unavailable",
-            ))
-        })?;
-        for raw in others {
-            let Ok(node) = serde_json::from_str::<Value>(raw.get()) else {
-                continue;
-            };
-            if node["id"] != nodes[0]["id"] {
-                nodes.push(node);
-            }
+    let others = state.cluster.registry.nodes().await.map_err(|e| {
+        tracing::warn!(error = %crate::error_chain(&e), "reading the node registry failed");
+        ApiError::Client(ClientError::new(
+            ErrorCode::UNAVAILABLE,
+            "node registry unavailable",
+        ))
+    })?;
+    for raw in others {
+        let Ok(node) = serde_json::from_str::<Value>(raw.get()) else {
+            continue;
+        };
+        if node["id"] != nodes[0]["id"] {
+            nodes.push(node);
         }
     }
     Ok(json!({ "nodes": nodes }))

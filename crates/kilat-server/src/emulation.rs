@@ -350,7 +350,7 @@ fn deliver(sessions: &Sessions, session: &str, command: Bytes) -> Response {
     }
 }
 
-/// A command for a session on another node, sent to that node's inbox through Redis.
+/// A command for a session on another node, sent to that node's inbox through the engine.
 #[derive(Debug, serde::Serialize, Deserialize)]
 struct Forwarded {
     session: String,
@@ -360,9 +360,6 @@ struct Forwarded {
 /// Forwards a POST that reached the wrong node (PROTOCOL.md section 6). The owning node
 /// delivers it to its session; 404 when no node with that id is listening any more.
 async fn forward(state: &AppState, node: &str, session: &str, command: Bytes) -> Response {
-    let Some(engine) = &state.redis else {
-        return refuse(StatusCode::NOT_FOUND, "session belongs to another node");
-    };
     let message = Forwarded {
         session: session.to_owned(),
         command: String::from_utf8_lossy(&command).into_owned(),
@@ -370,11 +367,11 @@ async fn forward(state: &AppState, node: &str, session: &str, command: Bytes) ->
     let Ok(payload) = serde_json::to_vec(&message) else {
         return refuse(StatusCode::BAD_REQUEST, "command cannot be forwarded");
     };
-    match engine.send_to_node(node, &payload).await {
+    match state.cluster.inbox.send(node, &payload).await {
         Ok(0) => refuse(StatusCode::NOT_FOUND, "the session's node is gone"),
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => {
-            tracing::warn!(%error, "forwarding an emulation command failed");
+            tracing::warn!(error = %crate::error_chain(&error), "forwarding an emulation command failed");
             refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cannot reach the session's node",

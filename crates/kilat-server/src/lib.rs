@@ -2,15 +2,22 @@
 //! transports to the hub, and graceful shutdown.
 //!
 //! - [`config`]: `kilat.toml`, `KILAT_*` variables and flag overrides, merged in that order.
-//! - `router`: every endpoint of PROTOCOL.md section 1 that exists so far, plus the web UI.
+//! - `engine`: builds the configured engine; the server keeps its node registry and inbox.
+//! - [`listener`]: the accept loop, TLS (reloaded on SIGHUP) and the handshake timeout.
+//! - `front`: reads the first request before hyper, so SSE and HTTP streams run on the socket.
+//! - `router`: every endpoint of PROTOCOL.md section 1, the web UI, demos and the SDK.
 //! - `driver`: the one connection loop all transports share, joining a transport's `Wire` to a
 //!   [`kilat_core::Session`].
 //! - `websocket`: the upgrade handler and the WebSocket `Wire`.
 //! - `emulation`: SSE and HTTP-streaming transports and the emulation endpoint.
+//! - `origin`: which browser origins may connect and call the API.
+//! - `body`: request bodies read with a size limit, a deadline and a minimum rate.
 //! - `api`: the server HTTP API (`POST /api/<method>`) and its OpenAPI document.
+//! - `auth`: kilat-auth's JWT verifier as the node's `Authenticator`.
+//! - [`proxy`]: the application backend's HTTP hooks (`[proxy]`, `docs/proxy.md`).
 //! - `assets`: the web UI, demos and JavaScript SDK embedded in the binary.
 //! - `metrics`: `/metrics` in the Prometheus text format.
-//! - [`proxy`]: the application backend's HTTP hooks (`[proxy]`, `docs/proxy.md`).
+//! - `glob`: `*`/`?` patterns for the API's channel filter and the origin allowlist.
 //!
 //! Design decisions:
 //! - [`run`] takes a bound listener and a shutdown future, so tests start a real server on port 0
@@ -18,7 +25,8 @@
 //! - Connections are counted by a semaphore taken before the upgrade is accepted: past the limit a
 //!   new upgrade gets HTTP 503 and nobody already connected notices.
 //! - Shutdown drains: readiness turns 503 first, the listener stops, every session is told 3000
-//!   (reconnect elsewhere), and the process waits a bounded time for them to flush.
+//!   (reconnect elsewhere), and the process waits a bounded time for them to flush, then for
+//!   the node's background tasks (engine unsubscribes and leaves) within the same timeout.
 #![warn(missing_docs)]
 
 mod api;
@@ -28,6 +36,7 @@ mod body;
 pub mod config;
 mod driver;
 mod emulation;
+mod engine;
 mod front;
 mod glob;
 pub mod listener;
@@ -106,8 +115,9 @@ pub(crate) struct AppState {
     pub(crate) origins: Arc<origin::OriginPolicy>,
     /// `server.body_timeout`: the longest any request body may take to arrive (`body.rs`).
     pub(crate) body_timeout: std::time::Duration,
-    /// The Redis engine when nodes share one, for the node registry behind `info`.
-    pub(crate) redis: Option<Arc<kilat_engine_redis::RedisEngine>>,
+    /// The engine's node registry (behind `info`) and node inboxes (emulation POSTs that
+    /// reach another node).
+    pub(crate) cluster: engine::Cluster,
 }
 
 /// Why the server stopped with an error.
@@ -181,16 +191,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     check_open_files(config.server.max_connections);
-    let (node, redis) = match config.engine.kind {
-        config::EngineKind::Memory => (Node::new(config.node.clone()), None),
-        config::EngineKind::Redis => {
-            let engine =
-                Arc::new(kilat_engine_redis::RedisEngine::connect(config.engine.redis()).await?);
-            tracing::info!(url = %config.engine.redis_url, "connected to Redis");
-            let node = Node::with_engine(config.node.clone(), engine.clone(), engine.clone());
-            (node, Some(engine))
-        }
-    };
+    let (node, cluster) = engine::start(&config.engine, config.node.clone()).await?;
     if let Some(token) = &config.token {
         let verifier = kilat_auth::Verifier::new(token)?;
         let warm = verifier.clone();
@@ -224,21 +225,19 @@ pub async fn run(
             config.server.public_url.as_deref(),
             config.node.dev,
         )),
-        redis: redis.clone(),
+        cluster: cluster.clone(),
     };
     log_origins(&config, &state.origins);
-    if let Some(engine) = &redis {
-        tokio::spawn(heartbeat(engine.clone(), state.clone()));
-        // Emulation POSTs that land on another node come here through Redis.
-        match engine.node_inbox(node.id()).await {
-            Ok(inbox) => {
-                tokio::spawn(emulation::receive_forwarded(inbox, state.sessions.clone()));
-            }
-            Err(error) => tracing::warn!(
-                %error,
-                "no node inbox: emulation POSTs reaching another node will get 404"
-            ),
+    tokio::spawn(heartbeat(cluster.registry.clone(), state.clone()));
+    // Emulation POSTs that land on another node come here through the engine.
+    match cluster.inbox.open(node.id()).await {
+        Ok(inbox) => {
+            tokio::spawn(emulation::receive_forwarded(inbox, state.sessions.clone()));
         }
+        Err(error) => tracing::warn!(
+            error = %error_chain(&error),
+            "no node inbox: emulation POSTs reaching another node will get 404"
+        ),
     }
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(listener::ReloadableCert::load(cert, key)?),
@@ -271,6 +270,7 @@ pub async fn run(
 
     // Waiting for the stop signal first keeps the drain timeout from starting before shutdown.
     let _ = stop_rx.await;
+    let stopping = tokio::time::Instant::now();
     state.tasks.close();
     let deadline = config.server.shutdown_timeout;
     let drained = tokio::time::timeout(deadline, async {
@@ -287,17 +287,19 @@ pub async fn run(
             "shutdown timeout reached with connections still open; closing them"
         ),
     }
-    if let Some(engine) = &redis
-        && let Err(error) = engine.remove_node(state.node.id()).await
-    {
-        tracing::debug!(%error, "could not remove this node from the registry");
+    // What the closed sessions left running in the node (engine unsubscribes and leaves, hook
+    // calls), within what is left of the same timeout.
+    state
+        .node
+        .finish_tasks(deadline.saturating_sub(stopping.elapsed()))
+        .await;
+    if let Err(error) = cluster.registry.deregister(state.node.id()).await {
+        tracing::debug!(error = %error_chain(&error), "could not remove this node from the registry");
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// How often a node refreshes its entry in the Redis node registry; entries live three times
-/// as long, so a killed node disappears from `info` within that.
 /// Says which browser origins count as the server's own, and warns when pages served from a
 /// domain name would be refused because nothing names it.
 fn log_origins(config: &Config, origins: &origin::OriginPolicy) {
@@ -314,10 +316,25 @@ fn log_origins(config: &Config, origins: &origin::OriginPolicy) {
     }
 }
 
+/// How often a node refreshes its entry in the node registry; entries live three times as
+/// long, so a killed node disappears from `info` within that.
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Keeps this node's entry (its stats) in the Redis node registry fresh.
-async fn heartbeat(engine: Arc<kilat_engine_redis::RedisEngine>, state: AppState) {
+/// An error with its sources, `: `-separated, for a log line (engine errors keep the
+/// backend's detail in their source).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Keeps this node's entry (its stats) in the node registry fresh.
+async fn heartbeat(registry: Arc<dyn kilat_core::NodeRegistry>, state: AppState) {
     let mut ticker = tokio::time::interval(HEARTBEAT);
     while !state.draining.load(Ordering::SeqCst) {
         ticker.tick().await;
@@ -325,11 +342,11 @@ async fn heartbeat(engine: Arc<kilat_engine_redis::RedisEngine>, state: AppState
         let Ok(raw) = serde_json::value::to_raw_value(&info) else {
             continue;
         };
-        if let Err(error) = engine
-            .heartbeat_node(state.node.id(), &raw, HEARTBEAT * 3)
+        if let Err(error) = registry
+            .heartbeat(state.node.id(), &raw, HEARTBEAT * 3)
             .await
         {
-            tracing::warn!(%error, "node registry heartbeat failed");
+            tracing::warn!(error = %error_chain(&error), "node registry heartbeat failed");
         }
     }
 }

@@ -15,7 +15,7 @@ use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::crypto::ring::sign::any_supported_type;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::pem::{Error as PemError, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
@@ -29,13 +29,27 @@ use crate::front::{self, Head};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
-    /// A certificate or key file could not be read or parsed.
-    #[error("{path}: {reason}")]
-    File {
-        /// The file at fault.
+    /// The certificate file could not be read or is not PEM.
+    #[error("{path}: {source}")]
+    Certificate {
+        /// The certificate file.
         path: PathBuf,
         /// What was wrong with it.
-        reason: String,
+        source: PemError,
+    },
+    /// The certificate file holds no certificate.
+    #[error("{path}: no PEM certificate found")]
+    NoCertificate {
+        /// The certificate file.
+        path: PathBuf,
+    },
+    /// The key file could not be read or holds no private key.
+    #[error("{path}: {source} (expected a PEM private key: PKCS#8, PKCS#1 or SEC1)")]
+    PrivateKey {
+        /// The key file.
+        path: PathBuf,
+        /// What was wrong with it.
+        source: PemError,
     },
     /// The key does not fit any supported signature scheme.
     #[error("unsupported private key in {path}: {source}")]
@@ -95,22 +109,22 @@ impl ResolvesServerCert for ReloadableCert {
 }
 
 fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
-    let file_error = |path: &Path, reason: String| TlsError::File {
-        path: path.to_owned(),
-        reason,
+    let cert_error = |source| TlsError::Certificate {
+        path: cert_path.to_owned(),
+        source,
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|e| file_error(cert_path, e.to_string()))?
+        .map_err(cert_error)?
         .collect::<Result<_, _>>()
-        .map_err(|e| file_error(cert_path, e.to_string()))?;
+        .map_err(cert_error)?;
     if certs.is_empty() {
-        return Err(file_error(cert_path, "no PEM certificate found".into()));
+        return Err(TlsError::NoCertificate {
+            path: cert_path.to_owned(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
-        file_error(
-            key_path,
-            format!("{e} (expected a PEM private key: PKCS#8, PKCS#1 or SEC1)"),
-        )
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|source| TlsError::PrivateKey {
+        path: key_path.to_owned(),
+        source,
     })?;
     let signing = any_supported_type(&key).map_err(|source| TlsError::Key {
         path: key_path.to_owned(),

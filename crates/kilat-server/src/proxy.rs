@@ -191,7 +191,7 @@ impl HttpBackend {
         match reply {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(failure)) => {
-                tracing::warn!(hook = ?hook, failure, "backend hook failed");
+                tracing::warn!(hook = ?hook, %failure, "backend hook failed");
                 Err(unavailable())
             }
             Err(_) => {
@@ -241,29 +241,49 @@ fn build_request(
     request
 }
 
-/// One HTTP/1.1 POST on a connection of its own; `Err` names the kind of failure for the log.
-async fn post(endpoint: &Endpoint, request: Request<Full<Bytes>>) -> Result<Bytes, String> {
+/// Why one backend call failed: logged where the hook is called; the client gets 503.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// No TCP connection to the backend.
+    #[error("connect: {}", .0.kind())]
+    Connect(#[source] std::io::Error),
+    /// The HTTP/1.1 handshake failed.
+    #[error("handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    /// Sending the request or reading the response head failed.
+    #[error("request: {0}")]
+    Request(#[source] hyper::Error),
+    /// The backend answered with a status other than 2xx.
+    #[error("status {}", .0.as_u16())]
+    Status(http::StatusCode),
+    /// Reading the body failed or it was larger than `MAX_REPLY`.
+    #[error("body: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// One HTTP/1.1 POST on a connection of its own.
+async fn post(endpoint: &Endpoint, request: Request<Full<Bytes>>) -> Result<Bytes, CallError> {
     let stream = TcpStream::connect(&endpoint.authority)
         .await
-        .map_err(|error| format!("connect: {}", error.kind()))?;
+        .map_err(CallError::Connect)?;
     let _ = stream.set_nodelay(true);
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|error| format!("handshake: {error}"))?;
+            .map_err(CallError::Handshake)?;
     let call = async move {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|error| format!("request: {error}"))?;
+            .map_err(CallError::Request)?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("status {}", status.as_u16()));
+            return Err(CallError::Status(status));
         }
         let body = Limited::new(response.into_body(), MAX_REPLY)
             .collect()
             .await
-            .map_err(|error| format!("body: {error}"))?;
+            .map_err(CallError::Body)?;
         Ok(body.to_bytes())
     };
     // The connection is driven here, not in a task of its own, so a timed-out call drops it

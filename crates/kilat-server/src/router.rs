@@ -84,7 +84,7 @@ mod tests {
             started: std::time::Instant::now(),
             origins: Arc::default(),
             body_timeout: std::time::Duration::from_secs(10),
-            redis: None,
+            cluster: crate::engine::Cluster::single(),
         }
     }
 

@@ -9,7 +9,7 @@
 //! Design decisions:
 //! - **Our own codec on hyper's upgrade** instead of a WebSocket crate. No maintained crate
 //!   lets the server compress a publication once and send the same bytes to every subscriber
-//!   (see `DEPENDENCIES.md`). Server frames are unmasked, and RFC 7692 7.1.1.1 lets a server
+//!   (docs/architecture.md, "Why kilat has its own WebSocket codec", compares them). Server frames are unmasked, and RFC 7692 7.1.1.1 lets a server
 //!   compress its own messages without context takeover whatever the client asked, so a
 //!   frame's wire bytes depend only on the message and the window bits: they are cached in the
 //!   [`kilat_protocol::SharedFrame`] encoding slots ([`ws::SLOT_PLAIN`], [`ws::SLOT_DEFLATE_15`],

@@ -1,4 +1,5 @@
-//! The in-memory engine: [`MemoryBroker`] and [`MemoryPresence`] for a single node.
+//! The in-memory engine: [`MemoryBroker`] and [`MemoryPresence`] for a single node, and
+//! [`SingleNode`], its node registry and inbox (no other node exists).
 //!
 //! Streams live in sharded maps. A publish takes its channel's shard lock, assigns the offset,
 //! appends to the channel's ring and calls the handler before releasing the lock, so delivery
@@ -9,14 +10,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use kilat_protocol::{ClientInfo, Publication, StreamPosition};
+use kilat_protocol::{ClientInfo, Publication, RawJson, StreamPosition};
 use tokio::time::Instant;
 
+use super::shard_of;
 use super::{
-    BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave,
-    PresenceStats, PresenceStore, PublishOptions,
+    BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave, NodeInbox,
+    NodeRegistry, PresenceStats, PresenceStore, PublishOptions,
 };
-use crate::util::{lock, new_epoch, shard_of};
+use crate::util::{lock, new_epoch};
 
 const SHARDS: usize = 64;
 
@@ -355,5 +357,49 @@ impl PresenceStore for MemoryPresence {
                 num_users: u32::try_from(users.len()).unwrap_or(u32::MAX),
             })
         })
+    }
+}
+
+/// The memory engine's [`NodeRegistry`] and [`NodeInbox`]: a memory engine serves one node, so
+/// no other node is ever listed and no inbox ever receives. A heartbeat is accepted and
+/// forgotten (the caller always knows its own entry); a send reaches nobody (0); an opened
+/// inbox is closed at once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SingleNode;
+
+impl NodeRegistry for SingleNode {
+    fn heartbeat<'a>(
+        &'a self,
+        _node_id: &'a str,
+        _info: &'a RawJson,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn deregister<'a>(&'a self, _node_id: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<RawJson>, EngineError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+impl NodeInbox for SingleNode {
+    fn send<'a>(
+        &'a self,
+        _node_id: &'a str,
+        _payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<usize, EngineError>> {
+        Box::pin(async { Ok(0) })
+    }
+
+    fn open<'a>(
+        &'a self,
+        _node_id: &'a str,
+    ) -> BoxFuture<'a, Result<tokio::sync::mpsc::Receiver<Vec<u8>>, EngineError>> {
+        // The sender is dropped here: the receiver reports the end at once.
+        Box::pin(async { Ok(tokio::sync::mpsc::channel(1).1) })
     }
 }

@@ -1,4 +1,5 @@
-//! The engine contracts: [`Broker`] (publish/subscribe/history) and [`PresenceStore`].
+//! The engine contracts: [`Broker`] (publish/subscribe/history) and [`PresenceStore`], and for
+//! the server's multi-node needs [`NodeRegistry`] and [`NodeInbox`].
 //!
 //! The hub talks to other nodes and to stored state only through these two traits, so the
 //! memory engine (one node) and the Redis engine (many nodes) are interchangeable. Both traits
@@ -14,8 +15,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kilat_protocol::{ClientInfo, Publication, StreamPosition};
+use kilat_protocol::{ClientInfo, Publication, RawJson, StreamPosition};
 use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// The shard of `channel` among `n` (0 when `n` is 0): FNV-1a of the name, deterministic
+/// across processes and cheap, so the hub and every engine spread channels the same way.
+pub fn shard_of(channel: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in channel.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n.max(1) as u64) as usize
+}
 
 /// A boxed, sendable future: what engine methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -170,4 +183,70 @@ pub trait PresenceStore: Send + Sync + fmt::Debug {
 
     /// Counts of unexpired entries.
     fn stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<PresenceStats, EngineError>>;
+}
+
+// What a server needs from an engine shared by several nodes, beyond the hub's traits: which
+// nodes are alive (for `info` across nodes) and a way to hand a message to one named node (for
+// emulation POSTs that reach a node other than their session's, PROTOCOL.md section 6). The
+// hub itself never calls these; the server does, so it runs on any engine without naming it.
+// The memory engine is one node by construction and implements both trivially
+// (`memory::SingleNode`).
+
+/// Which nodes share the engine, each with a JSON description it publishes itself.
+///
+/// Entries expire `ttl` after their last [`NodeRegistry::heartbeat`] (judged by one clock for
+/// all nodes, e.g. the Redis server's), so a node that dies drops out on its own; a node that
+/// stops gracefully removes itself. Heartbeats are the caller's: the engine does not know what
+/// the node wants to say about itself.
+pub trait NodeRegistry: Send + Sync + fmt::Debug {
+    /// Records or refreshes node `node_id` with `info` (a JSON object, e.g. its stats) for
+    /// `ttl`. Replaces the previous info of that id.
+    fn heartbeat<'a>(
+        &'a self,
+        node_id: &'a str,
+        info: &'a RawJson,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Removes node `node_id` (on graceful shutdown). Idempotent.
+    fn deregister<'a>(&'a self, node_id: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// The info of every node whose last heartbeat has not expired, in no particular order.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<RawJson>, EngineError>>;
+}
+
+/// One inbox per node: a message sent to a node id reaches the node that opened that inbox.
+///
+/// Delivery is at most once and unordered across senders: a node that is down or reconnecting
+/// misses what is sent meanwhile, and the sender learns from the returned receiver count
+/// whether any node was listening. Payloads are opaque bytes.
+pub trait NodeInbox: Send + Sync + fmt::Debug {
+    /// Sends `payload` to node `node_id`'s inbox. Returns how many inboxes received it: 0 means
+    /// no node with that id is listening (it is gone).
+    fn send<'a>(
+        &'a self,
+        node_id: &'a str,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<usize, EngineError>>;
+
+    /// Opens node `node_id`'s inbox. Messages arrive on the receiver for as long as it lives
+    /// (the engine reconnects underneath); past its queue new ones are dropped. Returns once
+    /// the inbox is listening. An engine may allow one open inbox only.
+    fn open<'a>(
+        &'a self,
+        node_id: &'a str,
+    ) -> BoxFuture<'a, Result<mpsc::Receiver<Vec<u8>>, EngineError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_in_range() {
+        for n in 1..8 {
+            assert!(shard_of("a", n) < n);
+        }
+        assert_eq!(shard_of("a", 0), 0);
+    }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kilat_core::engine::BoxFuture;
+use kilat_core::engine::{BoxFuture, Broker};
 use kilat_core::{AllowSubscribe, Authenticator, Credentials, NamespaceOptions, Node, NodeConfig};
 use kilat_protocol::{ClientError, ErrorCode};
 use serde_json::json;
@@ -289,4 +289,137 @@ async fn sub_refresh_within_the_grace_keeps_the_subscription() {
     .await
     .expect("publish");
     assert_eq!(pubs(&c.frames(), "private:x").len(), 1, "still subscribed");
+}
+
+/// An engine whose unsubscribe takes `latency` (a slow Redis), or never ends with `None`.
+#[derive(Debug)]
+struct SlowUnsubscribe {
+    inner: kilat_core::engine::memory::MemoryBroker,
+    latency: Option<Duration>,
+    /// Notified when an unsubscribe starts.
+    started: Arc<tokio::sync::Notify>,
+    /// Unsubscribes that ran to their end.
+    finished: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Twist for SlowUnsubscribe {
+    fn inner(&self) -> &kilat_core::engine::memory::MemoryBroker {
+        &self.inner
+    }
+    fn unsubscribe<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(), kilat_core::engine::EngineError>> {
+        Box::pin(async move {
+            self.started.notify_one();
+            match self.latency {
+                // The engine's own latency, on the paused clock.
+                Some(latency) => tokio::time::sleep(latency).await,
+                None => std::future::pending::<()>().await,
+            }
+            let result = self.inner.unsubscribe(channel).await;
+            self.finished
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            result
+        })
+    }
+}
+
+/// A session whose subscription token expired, with its subscription ended on the timer (the
+/// engine unsubscribe and the presence removal then run in a node task). Returns the node, the
+/// engine's `started` and `finished` signals, and the client.
+async fn subscription_ended_on_a_timer(
+    latency: Option<Duration>,
+) -> (
+    Node,
+    Arc<tokio::sync::Notify>,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Client,
+) {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let broker = Twisted(SlowUnsubscribe {
+        inner: kilat_core::engine::memory::MemoryBroker::new(Duration::from_secs(60)),
+        latency,
+        started: started.clone(),
+        finished: finished.clone(),
+    });
+    let mut config = NodeConfig::default();
+    config.namespaces.insert(
+        "private".into(),
+        NamespaceOptions {
+            allow_subscribe: AllowSubscribe::Token,
+            presence: true,
+            ..NamespaceOptions::default()
+        },
+    );
+    config.token_refresh_grace = Duration::from_secs(5);
+    config.ping_interval = Duration::from_secs(300);
+    let node = Node::with_engine(
+        config,
+        Arc::new(broker),
+        Arc::new(kilat_core::engine::memory::MemoryPresence::new()),
+    );
+    node.set_authenticator(Arc::new(ClearText));
+    let mut c = Client::new(&node);
+    c.call("connect", json!({"token": "alice"})).await;
+    c.call(
+        "subscribe",
+        json!({"channel": "private:x", "token": "alice|30|private:x"}),
+    )
+    .await;
+    assert_eq!(
+        node.presence("private:x")
+            .await
+            .expect("presence")
+            .clients
+            .len(),
+        1
+    );
+    at_next_deadline(&mut c, Duration::from_secs(30)).await;
+    at_next_deadline(&mut c, Duration::from_secs(5)).await;
+    assert_eq!(
+        c.frames()[1]["push"]["unsubscribe"]["code"],
+        json!(410),
+        "the subscription ended"
+    );
+    (node, started, finished, c)
+}
+
+/// Issue 12: a shutdown during the engine unsubscribe and presence removal of a subscription
+/// that ended on a timer waits for them instead of cutting them off.
+#[tokio::test(start_paused = true)]
+async fn shutdown_completes_a_pending_engine_unsubscribe_and_leave_issue_12() {
+    let (node, started, finished, c) =
+        subscription_ended_on_a_timer(Some(Duration::from_secs(2))).await;
+    started.notified().await;
+    node.shutdown();
+    assert_eq!(c.close_reason(), Some(kilat_protocol::Disconnect::SHUTDOWN));
+    assert_eq!(
+        finished.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the unsubscribe is still running when the shutdown starts"
+    );
+    assert!(node.finish_tasks(Duration::from_secs(10)).await);
+    assert_eq!(finished.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        node.presence("private:x")
+            .await
+            .expect("presence")
+            .clients
+            .is_empty(),
+        "the presence entry was removed after the unsubscribe"
+    );
+}
+
+/// The wait is bounded: an engine call that never ends does not hold the shutdown.
+#[tokio::test(start_paused = true)]
+async fn shutdown_gives_up_on_a_hung_engine_call_after_its_timeout_issue_12() {
+    let (node, started, finished, _c) = subscription_ended_on_a_timer(None).await;
+    started.notified().await;
+    node.shutdown();
+    let begun = Instant::now();
+    assert!(!node.finish_tasks(Duration::from_secs(3)).await);
+    assert_eq!(begun.elapsed(), Duration::from_secs(3));
+    assert_eq!(finished.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

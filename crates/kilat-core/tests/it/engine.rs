@@ -99,3 +99,20 @@ async fn presence_entries_expire_without_refresh() {
     tokio::time::advance(Duration::from_secs(2)).await;
     assert!(store.list("a").await.expect("list").is_empty(), "expired");
 }
+
+#[tokio::test]
+async fn the_memory_engine_is_one_node_no_registry_entries_and_no_inboxes() {
+    use kilat_core::engine::memory::SingleNode;
+    use kilat_core::{NodeInbox, NodeRegistry};
+    let (registry, inbox): (&dyn NodeRegistry, &dyn NodeInbox) = (&SingleNode, &SingleNode);
+    let info = kilat_protocol::types::raw_json(r#"{"id":"a"}"#).expect("json");
+    registry
+        .heartbeat("a", &info, Duration::from_secs(15))
+        .await
+        .expect("heartbeat");
+    assert!(registry.nodes().await.expect("nodes").is_empty());
+    registry.deregister("a").await.expect("deregister");
+    let mut opened = inbox.open("a").await.expect("open");
+    assert_eq!(inbox.send("a", b"hello").await.expect("send"), 0);
+    assert_eq!(opened.recv().await, None, "nothing ever arrives");
+}

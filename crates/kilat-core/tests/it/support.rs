@@ -152,6 +152,11 @@ pub(crate) trait Twist: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
         self.inner().history(channel, query)
     }
+
+    /// Unsubscribes the node from a channel; the memory broker's unless the twist changes it.
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.inner().unsubscribe(channel)
+    }
 }
 
 /// The [`Broker`] of a [`Twist`].
@@ -182,7 +187,7 @@ impl<T: Twist> Broker for Twisted<T> {
         self.0.inner().subscribe(channel)
     }
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        self.0.inner().unsubscribe(channel)
+        self.0.unsubscribe(channel)
     }
     fn history<'a>(
         &'a self,

@@ -1,7 +1,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kilat_core::engine::{Broker, HistoryQuery, JoinLeave, PresenceStore, PublishOptions};
+use kilat_core::engine::{
+    Broker, HistoryQuery, JoinLeave, NodeRegistry, PresenceStore, PublishOptions,
+};
 
 use crate::support::{self, Recorder};
 
@@ -248,11 +250,13 @@ async fn nodes_see_each_other_in_the_registry_until_a_heartbeat_lapses() {
     config.key_prefix = format!("registry-{}", kilat_core::new_epoch());
     let connect = || kilat_engine_redis::RedisEngine::connect(config.clone());
     let (a, b) = (connect().await.expect("a"), connect().await.expect("b"));
+    // Through the role trait the server uses.
+    let (a, b): (&dyn NodeRegistry, &dyn NodeRegistry) = (&a, &b);
     let json = |s: &str| kilat_protocol::types::raw_json(s).expect("json");
-    a.heartbeat_node("a", &json(r#"{"id":"a"}"#), Duration::from_millis(300))
+    a.heartbeat("a", &json(r#"{"id":"a"}"#), Duration::from_millis(300))
         .await
         .expect("heartbeat");
-    b.heartbeat_node("b", &json(r#"{"id":"b"}"#), Duration::from_secs(60))
+    b.heartbeat("b", &json(r#"{"id":"b"}"#), Duration::from_secs(60))
         .await
         .expect("heartbeat");
     let mut ids: Vec<String> = b
@@ -273,7 +277,7 @@ async fn nodes_see_each_other_in_the_registry_until_a_heartbeat_lapses() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    b.remove_node("b").await.expect("remove");
+    b.deregister("b").await.expect("remove");
     assert!(a.nodes().await.expect("nodes").is_empty());
 }
 

@@ -8,10 +8,10 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Semaphore};
 
+use super::client::{self, ClientOpts, Conn};
 use super::proto::{self, Protocol};
 use super::stats::{self, progress, rss_kib};
 use super::workers::{self, WorkerOpts, Workers};
-use super::wsclient::{self, ClientOpts, Conn};
 
 /// Options of the idle scenario.
 #[derive(Debug, Args)]
@@ -100,7 +100,7 @@ pub(crate) async fn run(mut args: IdleArgs) -> Result<()> {
     if args.raw {
         args.protocol = Protocol::Broadcast;
     }
-    wsclient::configure(&args.client)?;
+    client::configure(&args.client)?;
     if args.workers.is_worker() {
         let (part, held) = open_share(&args).await?;
         workers::say("OPEN", &serde_json::to_string(&part)?);

@@ -9,9 +9,9 @@ use clap::Args;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use super::client::{self, ClientOpts, OP_BINARY, OP_TEXT, Target, Transport};
 use super::proto;
 use super::stats::{self, Latency};
-use super::wsclient::{self, ClientOpts, OP_BINARY, OP_TEXT, Target, Transport};
 
 /// Options of the echo scenario.
 #[derive(Debug, Clone, Args)]
@@ -65,7 +65,7 @@ pub(crate) async fn run(args: EchoArgs) -> Result<()> {
     if args.client.transport != Transport::Ws {
         bail!("echo measures WebSocket round trips; --transport sse has no way back");
     }
-    wsclient::configure(&args.client)?;
+    client::configure(&args.client)?;
     let target = Arc::new(Target::parse(&args.url)?);
     let histogram = Arc::new(Mutex::new(stats::histogram()));
     let shared = Arc::new(Mutex::new(Shared::default()));
@@ -82,7 +82,7 @@ pub(crate) async fn run(args: EchoArgs) -> Result<()> {
         let (size, limit) = (args.size, args.messages);
         tasks.spawn(async move {
             let r = async {
-                let mut conn = wsclient::open(&target, Duration::from_secs(10)).await?;
+                let mut conn = client::open(&target, Duration::from_secs(10)).await?;
                 let mut local = stats::histogram();
                 let mut n = 0u64;
                 let mut mismatched = 0u64;

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::client::{self, ClientOpts, Conn};
 use super::proto::{self, Protocol};
 use super::stats::{self, Latency};
 use super::workers::{self, WorkerOpts, Workers};
-use super::wsclient::{self, ClientOpts, Conn};
 
 /// Options of the connect scenario.
 #[derive(Debug, Clone, Args)]
@@ -77,7 +77,7 @@ struct ConnectReport {
 }
 
 pub(crate) async fn run(args: ConnectArgs) -> Result<()> {
-    wsclient::configure(&args.client)?;
+    client::configure(&args.client)?;
     if args.workers.is_worker() {
         let (part, held) = part(&args).await?;
         workers::say("RESULT", &serde_json::to_string(&part)?);

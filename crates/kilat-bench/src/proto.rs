@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use super::wsclient::{self, Conn, OP_TEXT, Target, Transport};
+use super::client::{self, Conn, OP_TEXT, Target, Transport};
 
 /// Which server protocol the bench speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -78,7 +78,7 @@ pub(crate) async fn open_subscribed(
     if let Some(channel) = channel {
         connect["connect"]["subs"] = serde_json::json!({ channel: {} });
     }
-    let (conn, reply) = wsclient::open_sse(target, &connect.to_string(), timeout).await?;
+    let (conn, reply) = client::open_sse(target, &connect.to_string(), timeout).await?;
     if let Some(channel) = channel {
         let sub = &reply["connect"]["subs"][channel];
         if sub.is_null() || sub.get("error").is_some() {
@@ -90,7 +90,7 @@ pub(crate) async fn open_subscribed(
 
 /// Opens a WebSocket and performs the protocol's connect step.
 pub(crate) async fn open(target: &Target, protocol: Protocol, timeout: Duration) -> Result<Conn> {
-    let mut conn = wsclient::open(target, timeout).await?;
+    let mut conn = client::open(target, timeout).await?;
     tokio::time::timeout(timeout, handshake(&mut conn, protocol))
         .await
         .map_err(|_| anyhow::anyhow!("protocol handshake timed out"))??;

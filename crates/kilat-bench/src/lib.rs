@@ -1,5 +1,7 @@
-//! `kilat bench`: load generation against kilat and, through protocol adapters, other WebSocket
-//! servers (a raw broadcast server, Socket.IO), so the same scenario measures each side by side.
+//! kilat-bench: `kilat bench`, load generation against kilat and, through protocol adapters,
+//! other WebSocket servers (a raw broadcast server, Socket.IO), so the same scenario measures
+//! each side by side. The `kilat` binary parses [`BenchArgs`] and calls [`run`]; nothing else
+//! here is public.
 //!
 //! Scenarios:
 //! - `connect`: ramp N connections; handshakes/s and connect latency.
@@ -7,7 +9,25 @@
 //! - `fanout`: subscribers, channels and publishers; deliveries/s, publish-to-deliver latency,
 //!   lost and duplicated messages, server CPU-seconds per million deliveries.
 //! - `echo`: round-trip latency against an echo endpoint (`kilat echo`).
+//!
+//! Modules: `proto` (what each protocol sends and expects), `client` (the load clients:
+//! WebSocket, SSE, HTTP), `stats` (histograms, /proc readings, tables), `workers` (spreading
+//! clients over child processes).
+//!
+//! Design decisions:
+//! - A crate of its own: it has its own dependencies (HDR histograms, progress bars, a TLS
+//!   client) that the server never needs, and the CLI stays a thin argument parser.
+//! - The WebSocket client frames and parses with kilat-transport's codec (`ws::frame`), the
+//!   same code the server runs, rather than a second implementation.
+//! - Errors are `anyhow`: this library is the body of a command-line tool whose errors are only
+//!   printed, never matched on.
+//! - Hand-written clients instead of a WebSocket library: the client must stay small per
+//!   connection (hundreds of thousands per process) and cheap per message, or it would measure
+//!   itself instead of the server.
 
+#![warn(missing_docs)]
+
+mod client;
 mod connect;
 mod echo;
 mod fanout;
@@ -15,15 +35,14 @@ mod idle;
 mod proto;
 mod stats;
 mod workers;
-mod wsclient;
 
 use clap::{Args, Subcommand};
 
-pub(crate) use idle::IdleArgs;
+use idle::IdleArgs;
 
 /// Load scenarios.
 #[derive(Debug, Subcommand)]
-pub(crate) enum Scenario {
+enum Scenario {
     /// Ramp N connections at a rate; report handshakes/s and connect latency percentiles.
     ///
     /// Each connect is timed from the TCP connect to the end of the protocol's connect step
@@ -71,13 +90,13 @@ pub(crate) enum Scenario {
 
 /// `kilat bench` arguments.
 #[derive(Debug, Args)]
-pub(crate) struct BenchArgs {
+pub struct BenchArgs {
     #[command(subcommand)]
     scenario: Scenario,
 }
 
 /// Runs the chosen scenario.
-pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
         Scenario::Connect(a) => connect::run(a).await,
         Scenario::Idle(a) => idle::run(a).await,

@@ -1,0 +1,158 @@
+//! The server-side API of [`Node`], called by the HTTP API: disconnect, channels, publish,
+//! history and presence. (Server-side subscribe and unsubscribe of a user's connections are in
+//! `server_subs.rs`.)
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use kilat_protocol::reply::{HistoryResult, PresenceEntry, PresenceResult, PresenceStatsResult};
+use kilat_protocol::{ClientInfo, Disconnect, Publication, RawJson, StreamPosition};
+
+use super::{HistoryOptions, Node};
+use crate::config::NamespaceOptions;
+use crate::engine::{HistoryQuery, PublishOptions};
+use crate::error::CoreError;
+use crate::permissions::resolve;
+
+impl Node {
+    /// Closes the sessions of `user` (only connection `client` when given) with `disconnect`.
+    /// Returns how many were closed.
+    pub fn disconnect(&self, user: &str, client: Option<&str>, disconnect: Disconnect) -> usize {
+        self.inner.sessions.disconnect(user, client, &disconnect)
+    }
+
+    /// Channels with at least one subscriber on this node.
+    pub fn channels(&self) -> Vec<String> {
+        let mut channels = self.inner.hub.channel_names();
+        channels.sort();
+        channels
+    }
+
+    /// Publishes `data` to `channel` from the server (no client info, no permission checks
+    /// beyond the channel being valid and its namespace existing).
+    ///
+    /// # Errors
+    /// 400 bad channel, 404 unknown namespace, 413 too large, 503 engine.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: RawJson,
+    ) -> Result<Option<StreamPosition>, CoreError> {
+        let ns = resolve(&self.inner.config, channel)?;
+        if data.get().len() > ns.max_message_size {
+            return Err(CoreError::TooLarge);
+        }
+        self.publish_with(channel, data, None, &ns).await
+    }
+
+    pub(crate) async fn publish_with(
+        &self,
+        channel: &str,
+        data: RawJson,
+        info: Option<ClientInfo>,
+        ns: &NamespaceOptions,
+    ) -> Result<Option<StreamPosition>, CoreError> {
+        let publication = Publication {
+            data,
+            offset: None,
+            info,
+        };
+        let options = PublishOptions {
+            history_size: ns.history_size,
+            history_ttl: ns.history_ttl,
+        };
+        let position = self
+            .inner
+            .broker
+            .publish(channel, publication, options)
+            .await?;
+        self.inner.publications.fetch_add(1, Ordering::Relaxed);
+        Ok(position)
+    }
+
+    /// Reads `channel`'s history (PROTOCOL.md section 3 semantics).
+    ///
+    /// # Errors
+    /// 400/404 channel, 503 epoch mismatch or engine.
+    pub async fn history(
+        &self,
+        channel: &str,
+        options: HistoryOptions,
+    ) -> Result<HistoryResult, CoreError> {
+        let ns = resolve(&self.inner.config, channel)?;
+        self.history_with(channel, &ns, options).await
+    }
+
+    pub(crate) async fn history_with(
+        &self,
+        channel: &str,
+        ns: &NamespaceOptions,
+        options: HistoryOptions,
+    ) -> Result<HistoryResult, CoreError> {
+        if !ns.has_history() {
+            return Ok(HistoryResult::default());
+        }
+        let max = self.inner.config.history_max_limit;
+        let query = HistoryQuery {
+            since: options.since.as_ref().map(|p| p.offset),
+            limit: Some(options.limit.unwrap_or(max).min(max)),
+            reverse: options.reverse,
+        };
+        let page = self.inner.broker.history(channel, query).await?;
+        if let Some(since) = &options.since
+            && since.epoch != page.position.epoch
+        {
+            return Err(CoreError::EpochMismatch);
+        }
+        Ok(HistoryResult {
+            publications: page.publications,
+            offset: page.position.offset,
+            epoch: page.position.epoch,
+            more: false,
+        })
+    }
+
+    /// Drops `channel`'s history (its stream gets a new epoch).
+    ///
+    /// # Errors
+    /// 400 bad channel, 503 engine.
+    pub async fn history_remove(&self, channel: &str) -> Result<(), CoreError> {
+        kilat_protocol::validate_channel(channel)?;
+        Ok(self.inner.broker.remove_history(channel).await?)
+    }
+
+    /// Who is present in `channel`.
+    ///
+    /// # Errors
+    /// 400 bad channel, 503 engine.
+    pub async fn presence(&self, channel: &str) -> Result<PresenceResult, CoreError> {
+        kilat_protocol::validate_channel(channel)?;
+        let entries = self.inner.presence.list(channel).await?;
+        let clients: BTreeMap<String, PresenceEntry> = entries
+            .into_iter()
+            .map(|info| {
+                (
+                    info.client,
+                    PresenceEntry {
+                        user: info.user,
+                        info: info.info,
+                    },
+                )
+            })
+            .collect();
+        Ok(PresenceResult { clients })
+    }
+
+    /// Presence counts of `channel`.
+    ///
+    /// # Errors
+    /// 400 bad channel, 503 engine.
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStatsResult, CoreError> {
+        kilat_protocol::validate_channel(channel)?;
+        let stats = self.inner.presence.stats(channel).await?;
+        Ok(PresenceStatsResult {
+            num_clients: stats.num_clients,
+            num_users: stats.num_users,
+        })
+    }
+}

@@ -1,0 +1,191 @@
+//! [`SessionRegistry`]: the node's open sessions, sharded by key. A drain, a server-side
+//! disconnect and server-side subscriptions find connections here; the per-user connection
+//! count is kept with it, released when a session leaves.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use kilat_protocol::{ClientInfo, Disconnect};
+
+use crate::limits::UserConnections;
+use crate::outbox::Outbox;
+use crate::subscriptions::SubState;
+use crate::util::lock;
+
+const SESSION_SHARDS: usize = 16;
+
+/// What the registry knows about one session.
+#[derive(Debug)]
+struct SessionEntry {
+    /// Where a drain or a server-side disconnect sends its close.
+    outbox: Outbox,
+    /// Set at connect: who the connection is, for `disconnect(user, client)` and server-side
+    /// subscriptions (presence and join/leave need the whole info).
+    identity: Option<ClientInfo>,
+    /// Server-side changes the session has not absorbed yet (see [`ServerChanges`]). Boxed:
+    /// rarely any, and every connection has an entry in this map.
+    changes: Option<Box<ServerChanges>>,
+}
+
+/// Subscriptions added or removed by the server API since the session last looked. The session
+/// owns its subscription list; the node records changes here and the session absorbs them at
+/// its next message, timer or close.
+#[derive(Debug, Default)]
+pub(crate) struct ServerChanges {
+    /// Channels subscribed by the server, with what leaving them needs.
+    pub(crate) added: Vec<(String, SubState)>,
+    /// Channels unsubscribed by the server (already left in the hub, presence and join/leave).
+    pub(crate) removed: Vec<String>,
+}
+
+/// The open sessions of one node.
+pub(crate) struct SessionRegistry {
+    /// Open sessions by key, sharded; read by drain and server-side disconnects.
+    shards: Box<[Mutex<HashMap<u64, SessionEntry>>]>,
+    /// Source of session keys (unique per node, never reused).
+    next_key: AtomicU64,
+    /// Set by [`SessionRegistry::shutdown`]; new sessions are closed at once with 3000.
+    draining: AtomicBool,
+    /// Open connections per user (`max_connections_per_user`), counted at connect, released
+    /// when the session leaves the registry.
+    users: UserConnections,
+    /// The most connections one user may hold (0 = no limit).
+    max_per_user: usize,
+}
+
+impl SessionRegistry {
+    pub(crate) fn new(max_per_user: usize) -> Self {
+        SessionRegistry {
+            shards: (0..SESSION_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            next_key: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            users: UserConnections::default(),
+            max_per_user,
+        }
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<HashMap<u64, SessionEntry>> {
+        &self.shards[(key % SESSION_SHARDS as u64) as usize]
+    }
+
+    /// Registers a new session; returns its key. While draining, `outbox` is closed with 3000
+    /// at once.
+    pub(crate) fn register(&self, outbox: &Outbox) -> u64 {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        lock(self.shard(key)).insert(
+            key,
+            SessionEntry {
+                outbox: outbox.clone(),
+                identity: None,
+                changes: None,
+            },
+        );
+        if self.is_draining() {
+            outbox.close(Disconnect::SHUTDOWN);
+        }
+        key
+    }
+
+    /// Every session's outbox gets Disconnect 3000 and sessions registered from now on are
+    /// closed with 3000 at once.
+    pub(crate) fn shutdown(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        for shard in self.shards.iter() {
+            for entry in lock(shard).values() {
+                entry.outbox.close(Disconnect::SHUTDOWN);
+            }
+        }
+    }
+
+    /// Whether [`SessionRegistry::shutdown`] was called.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// How many sessions are open.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Counts a connection for `user`; false when the user already has the most allowed.
+    pub(crate) fn try_add_user(&self, user: &str) -> bool {
+        self.users.try_add(user, self.max_per_user)
+    }
+
+    pub(crate) fn set_identity(&self, key: u64, info: &ClientInfo) {
+        if let Some(entry) = lock(self.shard(key)).get_mut(&key) {
+            entry.identity = Some(info.clone());
+        }
+    }
+
+    /// Removes a session; returns the server-side changes it had not absorbed, so the caller
+    /// can clean them up too.
+    pub(crate) fn unregister(&self, key: u64) -> ServerChanges {
+        let entry = lock(self.shard(key)).remove(&key);
+        entry
+            .and_then(|entry| {
+                if let Some(info) = &entry.identity {
+                    self.users.remove(&info.user);
+                }
+                entry.changes.map(|changes| *changes)
+            })
+            .unwrap_or_default()
+    }
+
+    /// Takes the server-side changes recorded for session `key`.
+    pub(crate) fn take_changes(&self, key: u64) -> Option<ServerChanges> {
+        let mut shard = lock(self.shard(key));
+        let changes = shard.get_mut(&key)?.changes.take()?;
+        Some(*changes)
+    }
+
+    /// Connected sessions of `user`: key, outbox and client info.
+    pub(crate) fn sessions_of(&self, user: &str) -> Vec<(u64, Outbox, ClientInfo)> {
+        let mut found = Vec::new();
+        for shard in self.shards.iter() {
+            for (key, entry) in lock(shard).iter() {
+                if let Some(info) = entry.identity.as_ref().filter(|i| i.user == user) {
+                    found.push((*key, entry.outbox.clone(), info.clone()));
+                }
+            }
+        }
+        found
+    }
+
+    /// Records a server-side change for session `key`; false when the session is gone.
+    pub(crate) fn record_change(&self, key: u64, change: impl FnOnce(&mut ServerChanges)) -> bool {
+        match lock(self.shard(key)).get_mut(&key) {
+            Some(entry) => {
+                change(entry.changes.get_or_insert_default());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes the sessions of `user` (only connection `client` when given) with `disconnect`.
+    /// Returns how many were closed.
+    pub(crate) fn disconnect(
+        &self,
+        user: &str,
+        client: Option<&str>,
+        disconnect: &Disconnect,
+    ) -> usize {
+        let mut closed = 0;
+        for shard in self.shards.iter() {
+            for entry in lock(shard).values() {
+                let Some(info) = &entry.identity else {
+                    continue;
+                };
+                if info.user == user && client.is_none_or(|client| client == info.client) {
+                    entry.outbox.close(disconnect.clone());
+                    closed += 1;
+                }
+            }
+        }
+        closed
+    }
+}

@@ -1,0 +1,181 @@
+//! The subscription lifecycle on the node's side: join the hub and the engine, position and go
+//! live, leave (the engine channel too when the last local subscriber goes), presence and
+//! join/leave around it. Sessions and server-side subscriptions both go through here.
+
+use std::time::Duration;
+
+use kilat_protocol::reply::SubscribeResult;
+use kilat_protocol::{ClientInfo, SharedFrame};
+
+use super::Node;
+use crate::config::NamespaceOptions;
+use crate::engine::JoinLeave;
+use crate::error::CoreError;
+use crate::hub::GoLive;
+use crate::outbox::Outbox;
+use crate::recovery::{Recovery, outcome};
+use crate::subscriptions::SubState;
+
+/// A subscription prepared by [`Node::prepare_subscribe`]: joined (buffering) and positioned.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) result: SubscribeResult,
+}
+
+impl Node {
+    /// Joins `channel` for session `key`: adds a buffering subscriber to the hub, subscribes the
+    /// node in the broker, then reads the position (and the publications to recover). The
+    /// caller sends the reply through [`Node::go_live`]; until then live publications are held.
+    pub(crate) async fn prepare_subscribe(
+        &self,
+        channel: &str,
+        key: u64,
+        outbox: &Outbox,
+        ns: &NamespaceOptions,
+        join_leave: bool,
+        recovery: &Recovery,
+    ) -> Result<Prepared, CoreError> {
+        let recoverable = ns.has_history();
+        let conflate = (ns.conflate_ms > 0).then(|| Duration::from_millis(ns.conflate_ms));
+        self.inner.hub.add(
+            channel,
+            key,
+            outbox.clone(),
+            join_leave,
+            recoverable,
+            conflate,
+        );
+        let read = async {
+            // Every time, not only for the first local subscriber: the engine call is
+            // idempotent, and a concurrent first subscriber may not have finished it yet.
+            self.inner.broker.subscribe(channel).await?;
+            if !recoverable {
+                return Ok(SubscribeResult::default());
+            }
+            let page = self.inner.broker.history(channel, recovery.query()).await?;
+            Ok::<_, CoreError>(outcome(recovery, page))
+        };
+        match read.await {
+            Ok(result) => Ok(Prepared { result }),
+            Err(error) => {
+                self.remove_subscriber(channel, key).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Sends `prefix` (the reply) then the publications held since `prepare_subscribe`, and
+    /// turns the subscriber live at the prepared position.
+    pub(crate) fn go_live(
+        &self,
+        channel: &str,
+        key: u64,
+        prefix: Option<SharedFrame>,
+        result: &SubscribeResult,
+    ) -> bool {
+        self.inner
+            .hub
+            .go_live(channel, key, prefix, result.offset, &result.epoch)
+            == GoLive::Live
+    }
+
+    /// Whether session `key` still holds its subscription to `channel` (a lost position removes
+    /// it from the hub with an `unsubscribe` push).
+    pub(crate) fn is_subscribed(&self, channel: &str, key: u64) -> bool {
+        self.inner.hub.contains(channel, key)
+    }
+
+    /// Removes a subscriber from the hub, unsubscribing the node in the engine when it was the
+    /// last local one.
+    pub(crate) async fn remove_subscriber(&self, channel: &str, key: u64) {
+        if self.inner.hub.remove(channel, key) {
+            self.leave_engine_channel(channel).await;
+        }
+    }
+
+    /// Unsubscribes the node in the engine from a channel its last local subscriber left.
+    async fn leave_engine_channel(&self, channel: &str) {
+        if let Err(error) = self.inner.broker.unsubscribe(channel).await {
+            tracing::warn!(%error, channel, "engine unsubscribe failed");
+        }
+        // A subscriber may have arrived while the engine call ran: keep the node joined.
+        if !self.inner.hub.channel_names_contains(channel) {
+            return;
+        }
+        if let Err(error) = self.inner.broker.subscribe(channel).await {
+            tracing::warn!(%error, channel, "engine resubscribe failed");
+        }
+    }
+
+    /// Ends session `key`'s subscription to `channel` from a synchronous timer: out of the hub
+    /// at once, then the engine unsubscribe, presence removal and leave in a task. Presence
+    /// and leave are skipped when the session subscribed again meanwhile.
+    pub(crate) fn end_subscription(
+        &self,
+        channel: &str,
+        key: u64,
+        info: ClientInfo,
+        state: SubState,
+    ) {
+        let emptied = self.inner.hub.remove(channel, key);
+        let node = self.clone();
+        let channel = channel.to_owned();
+        self.spawn(async move {
+            if emptied {
+                node.leave_engine_channel(&channel).await;
+            }
+            if !node.is_subscribed(&channel, key) {
+                node.after_leave(&channel, &info, state).await;
+            }
+        });
+    }
+
+    /// Removes a subscriber from the hub without the engine calls (for `Drop`).
+    pub(crate) fn remove_subscriber_now(&self, channel: &str, key: u64) {
+        self.inner.hub.remove(channel, key);
+    }
+
+    /// Publishes a join or leave event, logging failures (they never fail a command).
+    pub(crate) async fn publish_join_leave(
+        &self,
+        channel: &str,
+        info: &ClientInfo,
+        kind: JoinLeave,
+    ) {
+        if let Err(error) = self
+            .inner
+            .broker
+            .publish_join_leave(channel, info.clone(), kind)
+            .await
+        {
+            tracing::warn!(%error, channel, "join/leave publish failed");
+        }
+    }
+
+    /// Presence and join after a subscription went live.
+    pub(crate) async fn after_join(&self, channel: &str, info: &ClientInfo, state: SubState) {
+        if state.presence {
+            let ttl = self.config().presence_ttl;
+            if let Err(error) = self.inner.presence.add(channel, info.clone(), ttl).await {
+                tracing::warn!(%error, channel, "presence add failed");
+            }
+        }
+        if state.join_leave {
+            self.publish_join_leave(channel, info, JoinLeave::Join)
+                .await;
+        }
+    }
+
+    /// Presence removal and leave after a subscription ended.
+    pub(crate) async fn after_leave(&self, channel: &str, info: &ClientInfo, state: SubState) {
+        if state.presence
+            && let Err(error) = self.inner.presence.remove(channel, &info.client).await
+        {
+            tracing::warn!(%error, channel, "presence remove failed");
+        }
+        if state.join_leave {
+            self.publish_join_leave(channel, info, JoinLeave::Leave)
+                .await;
+        }
+    }
+}
