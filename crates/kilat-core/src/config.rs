@@ -1,5 +1,5 @@
 //! Hub configuration: [`NodeConfig`] (embedded by the server as `[node]` in `kilat.toml`) and
-//! per-namespace [`NamespaceOptions`] (PROTOCOL.md section 4).
+//! per-namespace [`NamespaceOptions`] (docs/protocol.md section 7).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -149,11 +149,11 @@ pub enum AllowPublish {
     Subscribers,
     /// Connections with a non-empty user.
     Authenticated,
-    /// Any connection, anonymous included (an addition to PROTOCOL.md; used by dev mode).
+    /// Any connection, anonymous included (used by dev mode).
     Any,
 }
 
-/// Options of one namespace (PROTOCOL.md section 4).
+/// Options of one namespace (docs/protocol.md section 7).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NamespaceOptions {

@@ -525,7 +525,7 @@ impl Node {
         Ok(position)
     }
 
-    /// Reads `channel`'s history (PROTOCOL.md section 3 semantics).
+    /// Reads `channel`'s history (docs/protocol.md section 4, `history`).
     ///
     /// # Errors
     /// 400/404 channel, 503 epoch mismatch or engine.

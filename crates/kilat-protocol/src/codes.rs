@@ -1,4 +1,4 @@
-//! Client-visible error and disconnect codes (PROTOCOL.md section 9) and the two wire types that
+//! Client-visible error and disconnect codes (docs/protocol.md section 10) and the two wire types that
 //! carry them: [`ClientError`] (an error reply) and [`Disconnect`] (a close).
 //!
 //! Error codes follow HTTP meaning. Disconnect codes double as WebSocket close codes and carry the

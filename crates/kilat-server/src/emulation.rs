@@ -1,4 +1,4 @@
-//! The emulated transports for networks where WebSocket fails (PROTOCOL.md sections 1 and 6):
+//! The emulated transports for networks where WebSocket fails (docs/protocol.md sections 1 and 11):
 //! Server-Sent Events (`GET /connection/sse`), HTTP streaming (`POST /connection/stream`), and
 //! the `POST /connection/emulation` endpoint that carries their client-to-server commands.
 //!
@@ -351,7 +351,7 @@ struct Forwarded {
     command: String,
 }
 
-/// Forwards a POST that reached the wrong node (PROTOCOL.md section 6). The owning node
+/// Forwards a POST that reached the wrong node (docs/protocol.md section 11). The owning node
 /// delivers it to its session; 404 when no node with that id is listening any more.
 async fn forward(state: &AppState, node: &str, session: &str, command: Bytes) -> Response {
     let Some(engine) = &state.redis else {

@@ -2,7 +2,7 @@
 //! transports to the hub, and graceful shutdown.
 //!
 //! - [`config`]: `kilat.toml`, `KILAT_*` variables and flag overrides, merged in that order.
-//! - `router`: every endpoint of PROTOCOL.md section 1 that exists so far, plus the web UI.
+//! - `router`: every endpoint of docs/protocol.md section 1 that exists so far, plus the web UI.
 //! - `driver`: the one connection loop all transports share, joining a transport's `Wire` to a
 //!   [`kilat_core::Session`].
 //! - `websocket`: the upgrade handler and the WebSocket `Wire`.

@@ -1,4 +1,4 @@
-//! The HTTP routes of one listener (PROTOCOL.md section 1).
+//! The HTTP routes of one listener (docs/protocol.md section 1).
 
 use std::sync::atomic::Ordering;
 

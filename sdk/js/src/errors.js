@@ -1,7 +1,7 @@
-// Errors and numeric codes (PROTOCOL.md section 9), plus the client-side codes the SDK adds.
+// Errors and numeric codes (docs/protocol.md section 10), plus the client-side codes the SDK adds.
 
 /**
- * Error codes. 400-599 come from the server (HTTP meaning, PROTOCOL.md section 9);
+ * Error codes. 400-599 come from the server (HTTP meaning, docs/protocol.md section 10);
  * 1-99 are raised by the SDK itself and never appear on the wire.
  * @readonly
  * @enum {number}
@@ -53,7 +53,7 @@ export const DisconnectCode = Object.freeze({
 
 /**
  * Whether a disconnect with this code should be followed by a reconnect.
- * 3500-3999 are terminal (PROTOCOL.md section 9); everything else (3000-3499, WebSocket
+ * 3500-3999 are terminal (docs/protocol.md section 10); everything else (3000-3499, WebSocket
  * close codes such as 1006, network failures) is retried with backoff. `hint` is the
  * `reconnect` field of a `disconnect` push and only matters outside the 3000-3999 range.
  * @param {number} code
