@@ -402,7 +402,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
         http = if config.server.tls_cert.is_some() { "https" } else { "http" },
         ws = if config.server.tls_cert.is_some() { "wss" } else { "ws" },
     );
-    kilat_server::run(listener, config, shutdown_signal()).await?;
+    let shutdown = async {
+        shutdown_signal().await;
+        tracing::info!("draining (send the signal again, e.g. Ctrl-C, to stop at once)");
+        // A second signal during the drain means "now": an operator at a terminal should not
+        // have to wait out `drain_grace`.
+        tokio::spawn(async {
+            shutdown_signal().await;
+            tracing::warn!("second signal during the drain: stopping now");
+            std::process::exit(130);
+        });
+    };
+    kilat_server::run(listener, config, shutdown).await?;
     Ok(())
 }
 

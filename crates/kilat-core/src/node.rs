@@ -344,12 +344,22 @@ impl Node {
     /// Graceful drain: every session's outbox gets Disconnect 3000 and sessions created from
     /// now on are closed with 3000 at once.
     pub fn shutdown(&self) {
+        self.shutdown_with(Disconnect::SHUTDOWN);
+    }
+
+    /// [`Node::shutdown`] with a chosen disconnect for the open sessions, e.g. 3000 carrying a
+    /// reconnect spread hint (`Disconnect::SHUTDOWN.with_delay_ms(ms)`). Returns how many
+    /// sessions were told.
+    pub fn shutdown_with(&self, disconnect: Disconnect) -> usize {
         self.inner.draining.store(true, Ordering::SeqCst);
+        let mut told = 0;
         for shard in self.inner.sessions.iter() {
             for entry in lock(shard).values() {
-                entry.outbox.close(Disconnect::SHUTDOWN);
+                entry.outbox.close(disconnect.clone());
+                told += 1;
             }
         }
+        told
     }
 
     /// Whether [`Node::shutdown`] was called.

@@ -171,6 +171,16 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for connections to close after sending them 3000.
     #[serde(with = "kilat_core::config::seconds")]
     pub shutdown_timeout: Duration,
+    /// The first phase of a drain (SIGTERM): for this long `/ready` answers 503 and new
+    /// connections get 503 with `Retry-After` while the listener keeps accepting and the
+    /// clients already connected carry on, so a load balancer's health check notices before
+    /// anything closes. Longer than the balancer's check interval times its fall count.
+    #[serde(with = "kilat_core::config::seconds")]
+    pub drain_grace: Duration,
+    /// The reconnect spread sent with the drain's 3000 (`delay_ms`): each client waits a
+    /// random time up to this before reconnecting, so the other nodes are not hit all at once.
+    #[serde(with = "kilat_core::config::seconds")]
+    pub drain_spread: Duration,
     /// How long a new TCP connection may take to finish its TLS handshake and send its request
     /// head; slower (or silent) clients are dropped.
     #[serde(with = "kilat_core::config::seconds")]
@@ -192,6 +202,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             max_connections: 100_000,
             shutdown_timeout: Duration::from_secs(10),
+            drain_grace: Duration::from_secs(5),
+            drain_spread: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(10),
             tls_cert: None,
             tls_key: None,

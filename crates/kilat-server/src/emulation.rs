@@ -203,9 +203,15 @@ pub(crate) async fn serve_stream<IO>(
         }
         Err((status, reason)) => {
             let body = format!("{reason}\n");
+            // A 503 (draining, full) tells a load balancer to try another node.
+            let retry = if status == StatusCode::SERVICE_UNAVAILABLE {
+                "retry-after: 1\r\n"
+            } else {
+                ""
+            };
             let head = format!(
                 "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\n\
-                 content-length: {}\r\nconnection: close\r\n\r\n",
+                 content-length: {}\r\n{retry}connection: close\r\n\r\n",
                 status.as_u16(),
                 status.canonical_reason().unwrap_or(""),
                 body.len()
@@ -412,7 +418,10 @@ async fn open(
     forwarded: kilat_core::RequestHeaders,
 ) -> Result<Opened, Refusal> {
     if state.draining.load(Ordering::SeqCst) {
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server is draining, try another node",
+        ));
     }
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         return Err((
@@ -671,7 +680,14 @@ fn tokio_stream_from(
 }
 
 fn refuse(status: StatusCode, reason: &str) -> Response {
-    (status, format!("{reason}\n")).into_response()
+    let mut response = (status, format!("{reason}\n")).into_response();
+    // A 503 (draining, full, Redis away) tells a load balancer to try another node.
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 #[cfg(test)]

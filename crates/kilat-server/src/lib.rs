@@ -17,8 +17,10 @@
 //!   and stop it deterministically (STYLE.md section 2).
 //! - Connections are counted by a semaphore taken before the upgrade is accepted: past the limit a
 //!   new upgrade gets HTTP 503 and nobody already connected notices.
-//! - Shutdown drains: readiness turns 503 first, the listener stops, every session is told 3000
-//!   (reconnect elsewhere), and the process waits a bounded time for them to flush.
+//! - Shutdown drains: readiness turns 503 first while the listener keeps accepting (and
+//!   refusing with 503) for a grace period a load balancer can notice, then every session is
+//!   told 3000 with a reconnect spread, the listener stops, and the process waits a bounded
+//!   time for them to flush.
 #![warn(missing_docs)]
 
 mod api;
@@ -133,9 +135,10 @@ fn check_open_files(max_connections: usize) {
 
 /// Runs the server on `listener` until `shutdown` resolves, then drains and returns.
 ///
-/// On shutdown: `/ready` turns 503, the listener stops accepting, every connection gets
-/// disconnect 3000, and the call returns once they have closed or
-/// `config.server.shutdown_timeout` has passed, whichever is first.
+/// On shutdown the node drains (see `drain`): `/ready` turns 503 and new connections are
+/// refused for `config.server.drain_grace`, then every connection gets disconnect 3000 with a
+/// reconnect spread (`drain_spread`), the listener stops, and the call returns once the
+/// connections have closed or `config.server.shutdown_timeout` has passed, whichever is first.
 ///
 /// # Errors
 /// [`ServerError::Io`] when serving fails.
@@ -204,18 +207,8 @@ pub async fn run(
     if let Some(cert) = tls.clone() {
         tokio::spawn(reload_on_sighup(cert));
     }
-    let draining = state.draining.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal_node = node.clone();
-    let on_signal = async move {
-        shutdown.await;
-        tracing::info!(
-            "shutting down: refusing new connections, telling clients to reconnect (3000)"
-        );
-        draining.store(true, Ordering::SeqCst);
-        signal_node.shutdown();
-        let _ = stop_tx.send(());
-    };
+    let on_signal = drain(state.clone(), config.server.clone(), shutdown, stop_tx);
     let http = tokio::spawn(listener::serve(
         listener,
         state.clone(),
@@ -250,6 +243,59 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The answer to a new WebSocket connection while the node drains: 503 with `Retry-After`,
+/// which a load balancer (haproxy `retry-on 503`) retries on another node.
+pub(crate) fn draining_refusal() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        [(http::header::RETRY_AFTER, "1")],
+        "server is draining, try another node\n",
+    )
+        .into_response()
+}
+
+/// The drain, phase by phase, once `shutdown` resolves; resolving stops the listener.
+///
+/// 1. `/ready` answers 503 and new connections get 503 with `Retry-After` for
+///    `drain_grace`, while the listener keeps accepting: a load balancer's health check sees
+///    the node leave and sends new clients elsewhere (a closed port instead would make it
+///    route to a dead address until its checks fail).
+/// 2. Every open connection is told 3000 with `delay_ms` = `drain_spread`, so the clients
+///    reconnect to the other nodes spread over that time and recover what they miss there.
+/// 3. The listener stops; the caller waits up to `shutdown_timeout` for connections to
+///    flush their queues and close.
+async fn drain(
+    state: AppState,
+    server: config::ServerConfig,
+    shutdown: impl Future<Output = ()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+) {
+    shutdown.await;
+    state.draining.store(true, Ordering::SeqCst);
+    let grace = server.drain_grace;
+    if !grace.is_zero() {
+        tracing::info!(
+            grace_s = grace.as_secs_f64(),
+            "draining: /ready 503 and new connections refused (503, Retry-After) for {:.1}s              while {} clients carry on",
+            grace.as_secs_f64(),
+            state.node.stats().connections
+        );
+        tokio::time::sleep(grace).await;
+    }
+    let spread_ms = u32::try_from(server.drain_spread.as_millis()).unwrap_or(u32::MAX);
+    let disconnect = kilat_protocol::Disconnect::SHUTDOWN.with_delay_ms(spread_ms);
+    let told = state.node.shutdown_with(disconnect);
+    tracing::info!(
+        clients = told,
+        spread_s = server.drain_spread.as_secs_f64(),
+        "disconnecting {told} clients (3000), told to reconnect spread over {:.1}s;          waiting up to {:.1}s for them to flush",
+        server.drain_spread.as_secs_f64(),
+        server.shutdown_timeout.as_secs_f64()
+    );
+    let _ = stop.send(());
 }
 
 /// How often a node refreshes its entry in the Redis node registry; entries live three times

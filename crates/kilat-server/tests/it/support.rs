@@ -24,6 +24,8 @@ impl TestServer {
     pub(crate) async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::default();
         config.node.dev = true;
+        // Tests that drain set their own grace; the rest stop at once.
+        config.server.drain_grace = Duration::ZERO;
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -288,7 +290,7 @@ pub(crate) async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16,
 }
 
 /// Writes `request` on a new connection and reads the whole answer (`Connection: close`).
-async fn http_request(addr: SocketAddr, request: String) -> (u16, String) {
+pub(crate) async fn http_request(addr: SocketAddr, request: String) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
