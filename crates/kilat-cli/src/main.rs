@@ -67,7 +67,8 @@ struct ServeArgs {
     /// join/leave in every namespace. Never use it on a public address.
     #[arg(long)]
     dev: bool,
-    /// Most open connections; further upgrades get HTTP 503 [config: server.max_connections].
+    /// Most open connections; further upgrades get HTTP 503 [config: server.max_connections,
+    /// default 0: as many as the open-files limit allows].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Largest client message in bytes; larger ones close the connection with 1009
@@ -381,10 +382,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!(
             "DEV MODE: anonymous clients may subscribe, publish and read presence and history in every namespace. This is insecure; never expose it."
         );
-    } else if !config.node.anonymous_allowed() && config.token.is_none() {
-        tracing::warn!(
-            "anonymous connections are refused and no token key is configured, so no client can connect. Configure tokens (--token-secret, --token-public-key or --token-jwks-url), allow anonymous clients (node.allow_anonymous = true), or try kilat locally with `kilat serve --dev`."
-        );
     }
     if config.api.key.is_none() && !config.node.dev {
         tracing::info!(
@@ -396,7 +393,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!(
         address = %local,
         compression = config.websocket.compression,
-        max_connections = config.server.max_connections,
         "kilat {} listening: open {http}://{local}/ ; WebSocket endpoint {ws}://{local}/connection/websocket",
         env!("CARGO_PKG_VERSION"),
         http = if config.server.tls_cert.is_some() { "https" } else { "http" },

@@ -524,7 +524,7 @@ impl Node {
         };
         let options = PublishOptions {
             history_size: ns.history_size,
-            history_ttl: ns.history_ttl,
+            history_ttl: ns.effective_history_ttl(),
         };
         let position = self
             .inner

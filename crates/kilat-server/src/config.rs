@@ -24,7 +24,14 @@ const SECTIONS: &[&str] = &[
 ];
 
 /// Environment variables that start with `KILAT_` but are not configuration keys.
-const NON_CONFIG_VARS: &[&str] = &["KILAT_LOG", "KILAT_CONFIG", "KILAT_LOG_FORMAT"];
+/// `KILAT_URL` and `KILAT_TOKEN` are the client side's (`kilat sub`, `kilat pub`).
+const NON_CONFIG_VARS: &[&str] = &[
+    "KILAT_LOG",
+    "KILAT_CONFIG",
+    "KILAT_LOG_FORMAT",
+    "KILAT_URL",
+    "KILAT_TOKEN",
+];
 
 /// The whole server configuration, as read from `kilat.toml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -167,6 +174,7 @@ pub struct ServerConfig {
     /// Address to listen on for every endpoint (WebSocket, SSE, API, UI).
     pub listen: SocketAddr,
     /// Most connections held at once; further WebSocket upgrades are answered with HTTP 503.
+    /// 0 (the default): as many as the open-files limit allows.
     pub max_connections: usize,
     /// How long a graceful shutdown waits for connections to close after sending them 3000.
     #[serde(with = "kilat_core::config::seconds")]
@@ -200,7 +208,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
-            max_connections: 100_000,
+            max_connections: 0,
             shutdown_timeout: Duration::from_secs(10),
             drain_grace: Duration::from_secs(5),
             drain_spread: Duration::from_secs(2),
@@ -265,6 +273,10 @@ pub enum ConfigError {
     /// The merged layers do not form a valid configuration (unknown key, wrong type, ...).
     #[error("invalid configuration: {0} (hint: `kilat config` prints every key with its default)")]
     Invalid(#[source] toml::de::Error),
+    /// Keys that are valid one by one but together would silently disable something asked
+    /// for (see `checks`); the message names the key and the fix.
+    #[error("invalid configuration: {0}")]
+    Contradiction(String),
 }
 
 impl Config {
@@ -292,7 +304,10 @@ impl Config {
         }
         merge(&mut merged, env_table(env));
         merge(&mut merged, overrides);
-        Config::deserialize(Value::Table(merged)).map_err(ConfigError::Invalid)
+        crate::checks::explicit_zero_history_ttl(&merged)?;
+        let config = Config::deserialize(Value::Table(merged)).map_err(ConfigError::Invalid)?;
+        config.check()?;
+        Ok(config)
     }
 
     /// The configuration as a TOML document (what `kilat config` prints).

@@ -26,6 +26,7 @@
 mod api;
 mod assets;
 mod auth;
+mod checks;
 pub mod config;
 mod driver;
 mod emulation;
@@ -100,12 +101,21 @@ pub enum ServerError {
     /// The `[proxy]` section cannot build the backend hooks.
     #[error("invalid [proxy] configuration: {0}")]
     Proxy(#[from] proxy::ProxyConfigError),
+    /// The configuration contradicts itself (see [`Config::check`]).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
-/// Raises the soft open-files limit to the hard one (every connection is a file descriptor) and
-/// warns when `max_connections` still cannot fit under it, so the shortfall shows at start-up
-/// rather than as refused accepts under load.
-fn check_open_files(max_connections: usize) {
+/// Connections held when `server.max_connections` is 0 and the open-files limit is unknown or
+/// unlimited.
+const FALLBACK_MAX_CONNECTIONS: usize = 100_000;
+
+/// Raises the soft open-files limit to the hard one (every connection is a file descriptor)
+/// and returns the connection limit to use: `configured`, or when it is 0 (the default) as
+/// many as fit under the open-files limit. A configured limit that does not fit is kept and
+/// warned about once, with the fix, so the shortfall shows at start-up rather than as refused
+/// accepts under load.
+fn check_open_files(configured: usize) -> usize {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
@@ -119,17 +129,29 @@ fn check_open_files(max_connections: usize) {
     }
     // Listeners, the epoll instance, Redis connections and log files need a few descriptors.
     const RESERVED: u64 = 64;
-    if let Some(soft) = limit.current
-        && (max_connections as u64).saturating_add(RESERVED) > soft
-    {
-        tracing::warn!(
-            open_files_limit = soft,
-            max_connections,
-            "server.max_connections is above what the open-files limit allows: about {} \
-             connections fit; raise the limit (ulimit -n, LimitNOFILE= in systemd) or lower \
-             max_connections to it",
-            soft.saturating_sub(RESERVED)
-        );
+    let fits = limit
+        .current
+        .map(|soft| usize::try_from(soft.saturating_sub(RESERVED)).unwrap_or(usize::MAX));
+    match (configured, fits) {
+        (0, Some(fits)) => {
+            tracing::info!(
+                max_connections = fits,
+                "server.max_connections = {fits}: what the open-files limit allows (raise the \
+                 limit, ulimit -n or LimitNOFILE= in systemd, to hold more)"
+            );
+            fits
+        }
+        (0, None) => FALLBACK_MAX_CONNECTIONS,
+        (configured, Some(fits)) if configured > fits => {
+            tracing::warn!(
+                max_connections = configured,
+                "server.max_connections = {configured} is above what the open-files limit \
+                 allows (about {fits}); past that, new connections are refused. Raise the limit \
+                 (ulimit -n, LimitNOFILE= in systemd) or set max_connections = 0 to fit it"
+            );
+            configured
+        }
+        (configured, _) => configured,
     }
 }
 
@@ -147,7 +169,11 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    check_open_files(config.server.max_connections);
+    config.check()?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let max_connections = check_open_files(config.server.max_connections);
     let (node, redis) = match config.engine.kind {
         config::EngineKind::Memory => (Node::new(config.node.clone()), None),
         config::EngineKind::Redis => {
@@ -176,8 +202,8 @@ pub async fn run(
     let state = AppState {
         node: node.clone(),
         ws: Arc::new(config.websocket.transport()),
-        connections: Arc::new(Semaphore::new(config.server.max_connections)),
-        max_connections: config.server.max_connections,
+        connections: Arc::new(Semaphore::new(max_connections)),
+        max_connections,
         draining: Arc::new(AtomicBool::new(false)),
         tasks: TaskTracker::new(),
         sessions: emulation::Sessions::default(),
