@@ -184,8 +184,13 @@ struct TokenArgs {
     /// HMAC algorithm.
     #[arg(long, default_value = "HS256", value_parser = ["HS256", "HS384", "HS512"])]
     alg: String,
-    #[command(flatten)]
-    server: ServeArgs,
+    /// HMAC secret to sign with: the server's token.secret [env: KILAT_TOKEN_SECRET; config:
+    /// token.secret].
+    #[arg(long, value_name = "SECRET")]
+    token_secret: Option<String>,
+    /// Configuration file to read token.secret from (the server's kilat.toml).
+    #[arg(long, short = 'c', env = "KILAT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 /// Parses `90`, `90s`, `15m`, `1h` or `7d`.
@@ -414,7 +419,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 fn token(args: TokenArgs) -> Result<()> {
-    let config = args.server.load()?;
+    // The same layers as the server's (file, KILAT_* variables, flags), so the secret comes
+    // from wherever the server takes it.
+    let config = ServeArgs {
+        config: args.config,
+        token_secret: args.token_secret,
+        ..ServeArgs::default()
+    }
+    .load()?;
     let secret = config
         .token
         .as_ref()
