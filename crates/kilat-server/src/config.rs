@@ -202,6 +202,11 @@ pub struct ServerConfig {
     /// (`https://app.example.com`, wildcards like `https://*.example.com`, or `*`). Empty: only
     /// the server's own origin. Requests without an `Origin` header (non-browser clients) pass.
     pub allowed_origins: Vec<String>,
+    /// Serve `GET /metrics` (Prometheus text, no authentication). Switch off when the
+    /// listener is public and metrics are scraped some other way.
+    pub metrics: bool,
+    /// Serve the web UI and demos at `/`, `/ui/` and `/demo/` (no authentication).
+    pub ui: bool,
 }
 
 impl Default for ServerConfig {
@@ -216,6 +221,8 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             allowed_origins: Vec::new(),
+            metrics: true,
+            ui: true,
         }
     }
 }

@@ -75,6 +75,17 @@ pub(crate) struct AppState {
     pub(crate) allowed_origins: Arc<[String]>,
     /// The Redis engine when nodes share one, for the node registry behind `info`.
     pub(crate) redis: Option<Arc<kilat_engine_redis::RedisEngine>>,
+    /// Which unauthenticated extras the router serves (`server.metrics`, `server.ui`).
+    pub(crate) exposed: Exposed,
+}
+
+/// The endpoints served without authentication that a deployment may switch off.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Exposed {
+    /// `GET /metrics`.
+    pub(crate) metrics: bool,
+    /// The web UI and demos (`/`, `/ui/`, `/demo/`).
+    pub(crate) ui: bool,
 }
 
 /// Why the server stopped with an error.
@@ -211,6 +222,10 @@ pub async fn run(
         started: std::time::Instant::now(),
         allowed_origins: config.server.allowed_origins.clone().into(),
         redis: redis.clone(),
+        exposed: Exposed {
+            metrics: config.server.metrics,
+            ui: config.server.ui,
+        },
     };
     if let Some(engine) = &redis {
         tokio::spawn(heartbeat(engine.clone(), state.clone()));

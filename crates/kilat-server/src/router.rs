@@ -12,7 +12,7 @@ use crate::{AppState, api, assets, emulation, metrics, websocket};
 
 /// Builds the router over shared state.
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/connection/websocket", get(websocket::upgrade))
         .route("/connection/sse", get(emulation::sse))
         .route("/connection/stream", post(emulation::stream))
@@ -21,13 +21,19 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/{method}", post(api::call))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics_text))
-        .route("/", get(assets::index))
-        .route("/ui/{*path}", get(assets::ui))
-        .route("/sdk/{*path}", get(assets::sdk))
-        .route("/demo/{*path}", get(assets::demo))
-        .fallback(not_found)
-        .with_state(state)
+        .route("/sdk/{*path}", get(assets::sdk));
+    // Both are served without authentication; a deployment can switch them off
+    // (docs/security.md, "Public endpoints").
+    if state.exposed.metrics {
+        router = router.route("/metrics", get(metrics_text));
+    }
+    if state.exposed.ui {
+        router = router
+            .route("/", get(assets::index))
+            .route("/ui/{*path}", get(assets::ui))
+            .route("/demo/{*path}", get(assets::demo));
+    }
+    router.fallback(not_found).with_state(state)
 }
 
 /// Liveness: the process is up and serving HTTP.
@@ -80,6 +86,10 @@ mod tests {
             started: std::time::Instant::now(),
             allowed_origins: Vec::new().into(),
             redis: None,
+            exposed: crate::Exposed {
+                metrics: true,
+                ui: true,
+            },
         }
     }
 
