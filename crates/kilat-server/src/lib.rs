@@ -320,7 +320,8 @@ async fn drain(
     if !grace.is_zero() {
         tracing::info!(
             grace_s = grace.as_secs_f64(),
-            "draining: /ready 503 and new connections refused (503, Retry-After) for {:.1}s              while {} clients carry on",
+            "draining: /ready 503 and new connections refused (503, Retry-After) for {:.1}s \
+             while {} clients carry on",
             grace.as_secs_f64(),
             state.node.stats().connections
         );
@@ -332,7 +333,8 @@ async fn drain(
     tracing::info!(
         clients = told,
         spread_s = server.drain_spread.as_secs_f64(),
-        "disconnecting {told} clients (3000), told to reconnect spread over {:.1}s;          waiting up to {:.1}s for them to flush",
+        "disconnecting {told} clients (3000), told to reconnect spread over {:.1}s; \
+         waiting up to {:.1}s for them to flush",
         server.drain_spread.as_secs_f64(),
         server.shutdown_timeout.as_secs_f64()
     );
