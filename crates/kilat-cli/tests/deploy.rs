@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kilat_client::{Client, ClientConfig, Event, SubscribeOptions};
+use kilat_client::{Client, ClientConfig, Event, Events, SubscribeOptions};
 use kilat_testkit::{RedisServer, require};
 use procs::{
     Proc, TempDir, WAIT, http, http_full, start_node, start_node_logged, start_shipped_haproxy,
@@ -40,49 +40,63 @@ struct Seen {
     attempts: Vec<u32>,
 }
 
-/// Connects `SUBSCRIBERS` clients through `lb`, each subscribed to `feed` with recovery, and
-/// collects their events until each has seen `total` publications.
-async fn subscribers(lb: SocketAddr, total: u64) -> Vec<tokio::task::JoinHandle<Seen>> {
-    let mut collectors = Vec::new();
-    for i in 0..SUBSCRIBERS {
+/// Connects `SUBSCRIBERS` clients through `lb`, each subscribed to `feed` with recovery.
+/// Their events queue up (the client's event channel is unbounded) until [`collect`] reads
+/// them.
+async fn connect_subscribers(lb: SocketAddr) -> Vec<(Client, Events)> {
+    let mut subscribers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
         let mut config = ClientConfig::new(format!("ws://{lb}/connection/websocket"));
         config.min_reconnect_delay = Duration::from_millis(50);
         config.max_reconnect_delay = Duration::from_millis(500);
-        let (client, mut events) = Client::connect(config)
+        let (client, events) = Client::connect(config)
             .await
             .expect("connect through the load balancer");
         client
             .subscribe("feed", SubscribeOptions::recoverable())
             .await
             .expect("subscribe");
-        collectors.push(tokio::spawn(async move {
-            let _keep = client;
-            let mut seen = Seen::default();
-            while (seen.offsets.len() as u64) < total {
-                match tokio::time::timeout(WAIT, events.next()).await {
-                    Ok(Some(Event::Publication { publication, .. })) => {
-                        seen.offsets
-                            .push(publication.offset.expect("history keeps offsets"));
-                    }
-                    Ok(Some(Event::Subscribed {
-                        resubscribed: true,
-                        recovered,
-                        ..
-                    })) => seen.recovered.push(recovered),
-                    Ok(Some(Event::Disconnected { code, .. })) => seen.disconnects.push(code),
-                    Ok(Some(Event::Reconnecting { attempt, .. })) => seen.attempts.push(attempt),
-                    Ok(Some(_)) => {}
-                    Ok(None) => panic!("subscriber {i}: event stream ended"),
-                    Err(_) => panic!(
-                        "subscriber {i}: stalled after {} publications: {seen:?}",
-                        seen.offsets.len()
-                    ),
-                }
-            }
-            seen
-        }));
+        subscribers.push((client, events));
     }
-    collectors
+    subscribers
+}
+
+/// Reads one subscriber's events until it has seen `total` publications.
+async fn collect(i: usize, client: Client, mut events: Events, total: u64) -> Seen {
+    let _keep = client;
+    let mut seen = Seen::default();
+    while (seen.offsets.len() as u64) < total {
+        match tokio::time::timeout(WAIT, events.next()).await {
+            Ok(Some(Event::Publication { publication, .. })) => {
+                seen.offsets
+                    .push(publication.offset.expect("history keeps offsets"));
+            }
+            Ok(Some(Event::Subscribed {
+                resubscribed: true,
+                recovered,
+                ..
+            })) => seen.recovered.push(recovered),
+            Ok(Some(Event::Disconnected { code, .. })) => seen.disconnects.push(code),
+            Ok(Some(Event::Reconnecting { attempt, .. })) => seen.attempts.push(attempt),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("subscriber {i}: event stream ended"),
+            Err(_) => panic!(
+                "subscriber {i}: stalled after {} publications: {seen:?}",
+                seen.offsets.len()
+            ),
+        }
+    }
+    seen
+}
+
+/// [`connect_subscribers`], each collecting `total` publications on its own task.
+async fn subscribers(lb: SocketAddr, total: u64) -> Vec<tokio::task::JoinHandle<Seen>> {
+    connect_subscribers(lb)
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, (client, events))| tokio::spawn(collect(i, client, events, total)))
+        .collect()
 }
 
 /// Publishes `{"n": n}` to `feed` through `lb`'s server API; panics unless it was accepted.
@@ -337,5 +351,88 @@ async fn sigterm_behind_shipped_haproxy_drains_without_client_errors_or_loss() {
     eprintln!(
         "drain behind haproxy: {TOTAL} publications, {moved} of {SUBSCRIBERS} subscribers moved, {:.1}s",
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// Issue 18's zero-loss rolling deploy on the shipped haproxy config: both nodes are restarted
+/// one after the other (SIGTERM, wait for the exit, start again on the same address, wait until
+/// haproxy has it back) while publications flow through haproxy. Every subscriber moves at
+/// least once and ends with every publication once and in order, seeing only 3000s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_deploy_of_every_node_behind_shipped_haproxy_loses_nothing() {
+    const TEST: &str = "rolling_deploy_of_every_node_behind_shipped_haproxy_loses_nothing";
+    if !require("haproxy", "-v", TEST) {
+        return;
+    }
+    let Some(redis) = RedisServer::start(TEST) else {
+        return;
+    };
+    let dir = TempDir::new(TEST);
+    let url = redis.url();
+    let (a, node_a) = start_node(&url);
+    let (b, node_b) = start_node(&url);
+    let (_haproxy, lb, stats) = procs::start_shipped_haproxy_with_stats(&[node_a, node_b], &dir.0);
+    let subscribers = connect_subscribers(lb).await;
+
+    // Publications run on their own task through the whole roll, paced like a real feed.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let publisher = tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            n += 1;
+            publish(lb, n).await;
+            if stopped.try_recv().is_ok() {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    });
+
+    // The shipped config names A `node1` and B `node2`.
+    let mut restarted = Vec::new();
+    for (node, addr, name) in [(a, node_a, "node1"), (b, node_b, "node2")] {
+        node.sigterm();
+        let status = tokio::task::spawn_blocking(move || {
+            let mut node = node;
+            node.0.wait().expect("wait for the drained node")
+        })
+        .await
+        .expect("wait task");
+        assert!(
+            status.success(),
+            "{name} exits cleanly after its drain: {status}"
+        );
+        restarted.push(procs::start_node_at(addr, &url, None, &[]));
+        tokio::task::spawn_blocking(move || {
+            wait_until("haproxy has the restarted node back", || {
+                procs::haproxy_server_up(stats, name)
+            });
+        })
+        .await
+        .expect("wait task");
+    }
+    let _ = stop.send(());
+    let total = publisher.await.expect("publisher");
+    let mut seen = Vec::new();
+    for (i, (client, events)) in subscribers.into_iter().enumerate() {
+        seen.push(collect(i, client, events, total).await);
+    }
+    let moved = check_everything_delivered(&seen, total);
+    assert_eq!(
+        moved, SUBSCRIBERS,
+        "every subscriber moved at least once: {seen:?}"
+    );
+    for (i, seen) in seen.iter().enumerate() {
+        assert!(
+            seen.disconnects.iter().all(|code| *code == 3000),
+            "subscriber {i}: only the drains' 3000: {seen:?}"
+        );
+        assert!(
+            seen.attempts.iter().all(|attempt| *attempt == 1),
+            "subscriber {i}: every reconnect succeeds at the first try: {seen:?}"
+        );
+    }
+    eprintln!(
+        "rolling deploy behind haproxy: {total} publications, {SUBSCRIBERS} subscribers moved, nothing lost"
     );
 }

@@ -91,6 +91,16 @@ pub(crate) fn start_node_logged(
     env: &[(&str, &str)],
 ) -> (Proc, SocketAddr) {
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    (start_node_at(addr, redis_url, log, env), addr)
+}
+
+/// Starts a node on `addr` (a restart of a node keeps its address, as in a rolling deploy).
+pub(crate) fn start_node_at(
+    addr: SocketAddr,
+    redis_url: &str,
+    log: Option<&Path>,
+    env: &[(&str, &str)],
+) -> Proc {
     let stderr = match log {
         Some(path) => Stdio::from(std::fs::File::create(path).expect("node log file")),
         None => Stdio::null(),
@@ -113,7 +123,7 @@ pub(crate) fn start_node_logged(
         .spawn()
         .expect("start kilat");
     wait_until("kilat node", || http(addr, "GET", "/ready", "") == 200);
-    (Proc(child), addr)
+    Proc(child)
 }
 
 /// A temporary directory removed on drop.
@@ -197,9 +207,26 @@ fn limited(program: &str, args: &[&str]) -> Command {
 /// answers `/health` through them.
 #[allow(dead_code)] // used by the deployment tests only
 pub(crate) fn start_shipped_haproxy(nodes: &[SocketAddr; 2], dir: &Path) -> (Proc, SocketAddr) {
+    let (proc, lb, _stats) = start_shipped_haproxy_with_stats(nodes, dir);
+    (proc, lb)
+}
+
+/// [`start_shipped_haproxy`] plus a stats page (an addition of the test, outside the shipped
+/// proxies), so a test can wait for haproxy's own view of a node instead of guessing its
+/// check timing. Returns the stats address too.
+#[allow(dead_code)] // used by the deployment tests only
+pub(crate) fn start_shipped_haproxy_with_stats(
+    nodes: &[SocketAddr; 2],
+    dir: &Path,
+) -> (Proc, SocketAddr, SocketAddr) {
     let lb: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let stats: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, shipped_on_ports("haproxy.cfg", lb, nodes)).expect("write config");
+    let config = format!(
+        "{}\nlisten test_stats\n    bind {stats}\n    stats enable\n    stats uri /stats\n",
+        shipped_on_ports("haproxy.cfg", lb, nodes)
+    );
+    std::fs::write(&path, config).expect("write config");
     let log = std::fs::File::create(dir.join("haproxy.log")).expect("haproxy log");
     let child = limited(
         "haproxy",
@@ -217,7 +244,21 @@ pub(crate) fn start_shipped_haproxy(nodes: &[SocketAddr; 2], dir: &Path) -> (Pro
         }
         http(lb, "GET", "/health", "") == 200
     });
-    (proc, lb)
+    (proc, lb, stats)
+}
+
+/// Whether haproxy (its stats page at `stats`) has the server `name` of `kilat_nodes` up.
+#[allow(dead_code)] // used by the deployment tests only
+pub(crate) fn haproxy_server_up(stats: SocketAddr, name: &str) -> bool {
+    let (status, csv) = http_full(stats, "GET", "/stats;csv", "");
+    status == 200
+        && csv.lines().any(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            fields.len() > 17
+                && fields[0] == "kilat_nodes"
+                && fields[1] == name
+                && fields[17] == "UP"
+        })
 }
 
 /// Starts nginx with the shipped `deploy/nginx.conf` in front of `nodes` (pid, logs and
