@@ -32,6 +32,9 @@ need_apt haproxy haproxy
 need_apt nginx nginx
 need_apt chromium chromium
 need_apt node nodejs
+# The SDK's `ws` package: the JS SDK tests and the deployment tests (SDK clients behind
+# haproxy in crates/kilat-cli/tests/deploy.rs, run by `cargo test`) need it.
+(cd sdk/js && { [ -d node_modules/ws ] || npm ci --no-audit --no-fund --loglevel=error; })
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 echo "toolchain: $(rustc --version)"
 

@@ -8,10 +8,12 @@
 //!   the other node), new WebSocket clients connect at the first try, and every subscriber
 //!   ends with every publication once and in order (recovery);
 //! - a node stopped with SIGTERM (a rolling deploy): the same, and no client sees anything but
-//!   the drain's 3000: no failed reconnect attempt, no transport error.
+//!   the drain's 3000: no failed reconnect attempt, no transport error; the JavaScript SDK's
+//!   clients (`tests/js/sdk_clients.mjs`, under node) stay on WebSocket, with no error event;
+//! - both nodes restarted one after the other: nothing lost.
 //!
-//! Needs `redis-server`, `haproxy` and `nginx` on PATH: skipped with a loud notice without
-//! them, a failure under `CI=true`.
+//! Needs `redis-server`, `haproxy`, `nginx`, `node` and `sdk/js/node_modules` (npm ci):
+//! skipped with a loud notice without them, a failure under `CI=true`.
 
 mod procs;
 
@@ -259,6 +261,128 @@ async fn shipped_nginx_fails_over_websocket_and_api_when_a_node_dies() {
     .await;
 }
 
+/// Clients of the JavaScript SDK (`tests/js/sdk_clients.mjs`) in a node process, their event
+/// lines read on a thread.
+struct JsClients {
+    _node: Proc,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+    clients: usize,
+}
+
+const JS_CLIENTS: usize = 4;
+
+/// Starts [`JS_CLIENTS`] SDK clients through `lb` and waits until each is subscribed. `None`,
+/// with a loud notice, when node or the SDK's `ws` package is missing (a failure under CI).
+fn start_js_clients(lb: SocketAddr, total: u64, test: &str) -> Option<JsClients> {
+    if !require("node", "--version", test) {
+        return None;
+    }
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !manifest.join("../../sdk/js/node_modules/ws").exists() {
+        let msg = format!(
+            "sdk/js/node_modules is not installed (cd sdk/js && npm ci): SKIPPING the \
+             JavaScript SDK clients of {test}"
+        );
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{msg}; CI=true requires them"
+        );
+        kilat_testkit::warn_loudly(&msg);
+        return None;
+    }
+    let mut child = Command::new("node")
+        .arg(manifest.join("tests/js/sdk_clients.mjs"))
+        .arg(format!("ws://{lb}/connection/websocket"))
+        .arg(JS_CLIENTS.to_string())
+        .arg(total.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start node");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("sdk_clients.mjs printed {line:?}: {e}"));
+            if tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    let js = JsClients {
+        _node: Proc(child),
+        lines,
+        clients: JS_CLIENTS,
+    };
+    let mut subscribed = 0;
+    while subscribed < js.clients {
+        let line = js
+            .lines
+            .recv_timeout(WAIT)
+            .expect("SDK clients subscribe in time");
+        assert_ne!(
+            line["event"], "error",
+            "SDK client error while starting: {line}"
+        );
+        if line["event"] == "subscribed" {
+            subscribed += 1;
+        }
+    }
+    Some(js)
+}
+
+/// Reads the SDK clients' events until each is done, and checks what the issue asked for: no
+/// client error, no fallback from WebSocket, every publication once and in order, recovery.
+/// Returns how many of them moved.
+fn check_js_clients(js: &JsClients, total: u64) -> usize {
+    let mut done = 0;
+    let mut lost = std::collections::BTreeSet::new();
+    let expected: Vec<u64> = (1..=total).collect();
+    while done < js.clients {
+        let line = js
+            .lines
+            .recv_timeout(WAIT)
+            .expect("SDK clients finish in time");
+        let i = line["i"].as_u64().expect("client index");
+        match line["event"].as_str().expect("event") {
+            "connected" => assert_eq!(
+                line["transport"], "websocket",
+                "SDK client {i} fell back from WebSocket: {line}"
+            ),
+            "connecting" => {
+                assert_eq!(
+                    line["code"], 3000,
+                    "SDK client {i}: only the drain's 3000: {line}"
+                );
+                lost.insert(i);
+            }
+            "subscribed" => assert!(
+                line["recovered"] == true || line["wasRecovering"] == false,
+                "SDK client {i} did not recover: {line}"
+            ),
+            "error" => panic!("SDK client {i} reported an error: {line}"),
+            "done" => {
+                let offsets: Vec<u64> = line["offsets"]
+                    .as_array()
+                    .expect("offsets")
+                    .iter()
+                    .map(|o| o.as_u64().expect("offset"))
+                    .collect();
+                assert_eq!(
+                    offsets, expected,
+                    "SDK client {i}: every publication once, in order"
+                );
+                done += 1;
+            }
+            other => panic!("unknown SDK client event {other}: {line}"),
+        }
+    }
+    lost.len()
+}
+
 /// Issue 22, item 1: a rolling deploy behind the shipped haproxy config loses nothing and
 /// shows clients nothing but the drain's 3000.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,6 +403,9 @@ async fn sigterm_behind_shipped_haproxy_drains_without_client_errors_or_loss() {
     let (_b, node_b) = start_node(&redis.url());
     let (_haproxy, lb) = start_shipped_haproxy(&[node_a, node_b], &dir.0);
     let collectors = subscribers(lb, TOTAL).await;
+    let js = tokio::task::spawn_blocking(move || start_js_clients(lb, TOTAL, TEST))
+        .await
+        .expect("start SDK clients");
 
     let started = Instant::now();
     let mut exited = None;
@@ -340,6 +467,12 @@ async fn sigterm_behind_shipped_haproxy_drains_without_client_errors_or_loss() {
             seen.attempts.iter().all(|attempt| *attempt == 1),
             "subscriber {i}: every reconnect succeeds at the first try: {seen:?}"
         );
+    }
+    if let Some(js) = js {
+        let js_moved = tokio::task::spawn_blocking(move || check_js_clients(&js, TOTAL))
+            .await
+            .expect("check SDK clients");
+        assert!(js_moved > 0, "some SDK clients were on node A");
     }
     let log = std::fs::read_to_string(&log_a).expect("node A log");
     for phase in ["draining: /ready 503", "disconnecting", "stopped"] {
