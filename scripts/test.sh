@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (redis-server,
-# Chromium, npm packages, kosoku), then runs formatting, lints, the dependency-boundary check,
-# every Rust test, the JS SDK tests, the browser end-to-end tests and the Autobahn suite.
+# haproxy, nginx, Chromium, npm packages, kosoku), then runs formatting, lints, the
+# dependency-boundary check, every Rust test, the JS SDK tests, the browser end-to-end tests
+# and the Autobahn suite.
 #
 #   scripts/test.sh                              # everything
 #   SKIP_CONFORMANCE=1 SKIP_E2E=1 scripts/test.sh  # skip the slow parts while iterating locally
@@ -28,8 +29,12 @@ if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 need_apt python3 python3
 need_apt redis-server redis-server
 need_apt haproxy haproxy
+need_apt nginx nginx
 need_apt chromium chromium
 need_apt node nodejs
+# The SDK's `ws` package: the JS SDK tests and the deployment tests (SDK clients behind
+# haproxy in crates/kilat-cli/tests/deploy.rs, run by `cargo test`) need it.
+(cd sdk/js && { [ -d node_modules/ws ] || npm ci --no-audit --no-fund --loglevel=error; })
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 echo "toolchain: $(rustc --version)"
 

@@ -1,4 +1,4 @@
-//! Token claims (PROTOCOL.md section 8) and the checks on them that need no key.
+//! Token claims (docs/protocol.md section 9) and the checks on them that need no key.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,4 +1,4 @@
-//! Why a token was refused, and how that maps to the client-facing codes of PROTOCOL.md section 9.
+//! Why a token was refused, and how that maps to the client-facing codes of docs/protocol.md section 10.
 
 use kilat_protocol::ErrorCode;
 
@@ -85,7 +85,7 @@ impl TokenError {
         matches!(self, TokenError::JwksUnavailable(_))
     }
 
-    /// The client-facing error code of PROTOCOL.md section 9: [`ErrorCode::TOKEN_EXPIRED`]
+    /// The client-facing error code of docs/protocol.md section 10: [`ErrorCode::TOKEN_EXPIRED`]
     /// (410: refresh the token; on a live connection the server sends a `refresh` push and
     /// disconnects with 3005 after the grace period), [`ErrorCode::UNAVAILABLE`] (503: retry
     /// later) or [`ErrorCode::UNAUTHORIZED`] (401) for everything else.

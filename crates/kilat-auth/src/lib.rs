@@ -1,11 +1,11 @@
 //! JWT checks and minting for kilat: connection tokens and subscription tokens
-//! (PROTOCOL.md section 8).
+//! (docs/protocol.md section 9).
 //!
 //! The server builds one [`Verifier`] from the `[token]` table of kilat.toml ([`TokenConfig`])
 //! and calls [`Verifier::verify_connection`] on `connect`/`refresh` and
 //! [`Verifier::verify_subscription`] on `subscribe`/`sub_refresh`. A refusal is a
-//! [`TokenError`]; [`TokenError::error_code`] maps it to the client-facing code of PROTOCOL.md
-//! section 9 (401, 410 expired, 503 keys unavailable). The CLI mints development tokens with
+//! [`TokenError`]; [`TokenError::error_code`] maps it to the client-facing code of docs/protocol.md
+//! section 10 (401, 410 expired, 503 keys unavailable). The CLI mints development tokens with
 //! [`mint`] and a [`TokenRequest`].
 //!
 //! # Modules

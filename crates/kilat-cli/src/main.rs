@@ -66,7 +66,8 @@ struct ServeArgs {
     /// join/leave in every namespace. Never use it on a public address.
     #[arg(long)]
     dev: bool,
-    /// Most open connections; further upgrades get HTTP 503 [config: server.max_connections].
+    /// Most open connections; further upgrades get HTTP 503 [config: server.max_connections,
+    /// default 0: as many as the open-files limit allows].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Largest client message in bytes; larger ones close the connection with 1009
@@ -182,8 +183,13 @@ struct TokenArgs {
     /// HMAC algorithm.
     #[arg(long, default_value = "HS256", value_parser = ["HS256", "HS384", "HS512"])]
     alg: String,
-    #[command(flatten)]
-    server: ServeArgs,
+    /// HMAC secret to sign with: the server's token.secret [env: KILAT_TOKEN_SECRET; config:
+    /// token.secret].
+    #[arg(long, value_name = "SECRET")]
+    token_secret: Option<String>,
+    /// Configuration file to read token.secret from (the server's kilat.toml).
+    #[arg(long, short = 'c', env = "KILAT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 /// Parses `90`, `90s`, `15m`, `1h` or `7d`.
@@ -380,10 +386,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!(
             "DEV MODE: anonymous clients may subscribe, publish and read presence and history in every namespace. This is insecure; never expose it."
         );
-    } else if !config.node.anonymous_allowed() && config.token.is_none() {
-        tracing::warn!(
-            "anonymous connections are refused and no token key is configured, so no client can connect. Configure tokens (--token-secret, --token-public-key or --token-jwks-url), allow anonymous clients (node.allow_anonymous = true), or try kilat locally with `kilat serve --dev`."
-        );
     }
     if config.api.key.is_none() && !config.node.dev {
         tracing::info!(
@@ -395,18 +397,35 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!(
         address = %local,
         compression = config.websocket.compression,
-        max_connections = config.server.max_connections,
         "kilat {} listening: open {http}://{local}/ ; WebSocket endpoint {ws}://{local}/connection/websocket",
         env!("CARGO_PKG_VERSION"),
         http = if config.server.tls_cert.is_some() { "https" } else { "http" },
         ws = if config.server.tls_cert.is_some() { "wss" } else { "ws" },
     );
-    kilat_server::run(listener, config, shutdown_signal()).await?;
+    let shutdown = async {
+        shutdown_signal().await;
+        tracing::info!("draining (send the signal again, e.g. Ctrl-C, to stop at once)");
+        // A second signal during the drain means "now": an operator at a terminal should not
+        // have to wait out `drain_grace`.
+        tokio::spawn(async {
+            shutdown_signal().await;
+            tracing::warn!("second signal during the drain: stopping now");
+            std::process::exit(130);
+        });
+    };
+    kilat_server::run(listener, config, shutdown).await?;
     Ok(())
 }
 
 fn token(args: TokenArgs) -> Result<()> {
-    let config = args.server.load()?;
+    // The same layers as the server's (file, KILAT_* variables, flags), so the secret comes
+    // from wherever the server takes it.
+    let config = ServeArgs {
+        config: args.config,
+        token_secret: args.token_secret,
+        ..ServeArgs::default()
+    }
+    .load()?;
     let secret = config
         .token
         .as_ref()

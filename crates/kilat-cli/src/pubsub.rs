@@ -97,8 +97,11 @@ const PUB_EXAMPLES: &str = "\
 Prints one line per publication: {\"channel\":\"chat:lobby\",\"offset\":43}
 
 The payload must be JSON: a string needs its quotes (kilat pub chat:lobby '\"hello\"').
-Client publish must be allowed in the channel's namespace (allow_publish; always in --dev);
-otherwise publish through the server API: POST /api/publish.
+Client publish must be allowed in the channel's namespace (allow_publish; always in --dev).
+In a namespace that lets only subscribers publish (allow_publish = \"subscribers\"), pub
+subscribes to the channel first and stays subscribed until it is done (others may see it join).
+Where clients may not publish at all, publish through the server API: POST /api/publish
+(docs/api.md).
 
 Examples:
   kilat pub chat:lobby '{\"text\":\"hi\"}'
@@ -255,9 +258,14 @@ pub(crate) async fn publish(args: PubArgs) -> Result<()> {
         .await
         .map_err(|e| explain(&format!("connecting to {}", args.connection.url), &e))?;
     let mut out = std::io::stdout();
+    let mut publisher = Publisher {
+        client: &client,
+        channel: &args.channel,
+        subscribed: false,
+    };
     let result = match single {
-        Some(data) => publish_one(&client, &args.channel, data, &mut out).await,
-        None => publish_stdin(&client, &args.channel, &mut out).await,
+        Some(data) => publisher.publish(data, &mut out).await,
+        None => publish_stdin(&mut publisher, &mut out).await,
     };
     close(&client, &mut events).await;
     result
@@ -271,7 +279,7 @@ async fn close(client: &Client, events: &mut kilat_client::Events) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drained).await;
 }
 
-async fn publish_stdin(client: &Client, channel: &str, out: &mut impl Write) -> Result<()> {
+async fn publish_stdin(publisher: &mut Publisher<'_>, out: &mut impl Write) -> Result<()> {
     // The workspace's tokio has no `io-std`; a reader thread feeds lines through a small
     // bounded channel, which also keeps a fast producer from racing ahead of the server.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(64);
@@ -292,29 +300,59 @@ async fn publish_stdin(client: &Client, channel: &str, out: &mut impl Write) -> 
         }
         let data =
             parse_json(&line).map_err(|e| anyhow!("stdin line {number} is not JSON: {e}"))?;
-        publish_one(client, channel, data, out).await?;
+        publisher.publish(data, out).await?;
     }
     Ok(())
 }
 
-async fn publish_one(
-    client: &Client,
-    channel: &str,
-    data: RawJson,
-    out: &mut impl Write,
-) -> Result<()> {
-    let result = client
-        .publish_raw(channel, data)
-        .await
-        .map_err(|e| explain(&format!("publishing to {channel:?}"), &e))?;
-    print_line(
-        out,
-        &PublishLine {
-            channel,
-            offset: result.offset,
-        },
-    )
-    .context("writing to stdout")
+/// Publishes to one channel, as a subscriber when the namespace asks for one.
+struct Publisher<'a> {
+    client: &'a Client,
+    channel: &'a str,
+    /// Whether `pub` subscribed to publish as a subscriber (`allow_publish = "subscribers"`).
+    subscribed: bool,
+}
+
+impl Publisher<'_> {
+    async fn publish(&mut self, data: RawJson, out: &mut impl Write) -> Result<()> {
+        let channel = self.channel;
+        let what = format!("publishing to {channel:?}");
+        let result = match self.client.publish_raw(channel, data.clone()).await {
+            // Refused: the namespace may let only subscribers publish. The server does not say
+            // which rule refused, so subscribe (without join/leave pushes) and try once more.
+            Err(Error::Server(refusal)) if refusal.code == 403 && !self.subscribed => {
+                let options = SubscribeOptions {
+                    join_leave: Some(false),
+                    ..SubscribeOptions::default()
+                };
+                if let Err(error) = self.client.subscribe(channel, options).await {
+                    tracing::debug!(%error, "subscribing to publish as a subscriber failed");
+                    return Err(anyhow!(
+                        "{what} failed: {}\nhint: this connection may not publish there. If the \
+                         namespace lets subscribers publish (allow_publish = \"subscribers\"), \
+                         pub subscribes first, but it may not subscribe either: pass a token for \
+                         a user who may (--token). Otherwise publish with the server API: curl \
+                         -H \"Authorization: apikey $KEY\" -d '{{\"channel\":\"{channel}\",\
+                         \"data\":...}}' http://HOST:8000/api/publish (docs/api.md)",
+                        Error::Server(refusal)
+                    ));
+                }
+                self.subscribed = true;
+                tracing::debug!(%channel, "publishing as a subscriber of the channel");
+                self.client.publish_raw(channel, data).await
+            }
+            other => other,
+        };
+        let result = result.map_err(|e| explain(&what, &e))?;
+        print_line(
+            out,
+            &PublishLine {
+                channel,
+                offset: result.offset,
+            },
+        )
+        .context("writing to stdout")
+    }
 }
 
 fn parse_json(text: &str) -> serde_json::Result<RawJson> {
@@ -332,8 +370,11 @@ fn explain(what: &str, error: &Error) -> anyhow::Error {
         (Some(401 | 3501), _) => Some(
             "the server wants a valid connection token: pass --token or set KILAT_TOKEN, or run the server with --dev",
         ),
+        (Some(410 | 3005), _) => Some(
+            "the token has expired: mint a new one (kilat token --user USER --ttl 1h, with the server's --token-secret) or get a fresh one from your backend, and pass it with --token or KILAT_TOKEN",
+        ),
         (Some(403), _) if what.starts_with("publishing") => Some(
-            "the namespace does not allow client publish; use the server API (POST /api/publish) or configure allow_publish for the namespace",
+            "this user may not publish in the namespace (allow_publish): pass a token for a user who may (--token), or publish with the server API (POST /api/publish, docs/api.md)",
         ),
         (Some(403), _) => Some(
             "this connection may not subscribe there: pass a token for a user (--token), or configure allow_subscribe for the namespace",

@@ -7,93 +7,20 @@
 //! Needs `redis-server` and `haproxy` on PATH: skipped with a loud notice without them, a
 //! failure under `CI=true`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod procs;
+
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kilat_client::{Client, ClientConfig, Event, SubscribeOptions};
 use kilat_testkit::{RedisServer, free_port, require};
+use procs::{Proc, WAIT, http, http_full, start_node, wait_until};
 
-/// Upper bound for every wait; a hang fails the test instead of blocking CI.
-const WAIT: Duration = Duration::from_secs(30);
 const SUBSCRIBERS: usize = 6;
 const PUBLICATIONS: u64 = 150;
 const KILL_AFTER: u64 = 50;
-
-/// A child process killed (SIGKILL) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One plain HTTP request; returns the status code (0 when the connection fails).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> u16 {
-    http_full(addr, method, path, body).0
-}
-
-/// One plain HTTP request; returns the status code (0 when the connection fails) and the body.
-fn http_full(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// Polls `ready` until it holds or `WAIT` passes.
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what} not ready in time");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn start_node(redis_url: &str) -> (Proc, SocketAddr) {
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let child = Command::new(env!("CARGO_BIN_EXE_kilat"))
-        .args([
-            "serve",
-            "--dev",
-            "--engine",
-            "redis",
-            "--redis-url",
-            redis_url,
-            "--listen",
-            &addr.to_string(),
-        ])
-        .env("KILAT_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kilat");
-    wait_until("kilat node", || http(addr, "GET", "/ready", "") == 200);
-    (Proc(child), addr)
-}
 
 fn start_haproxy(nodes: &[SocketAddr], dir: &Path) -> (Proc, SocketAddr) {
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();

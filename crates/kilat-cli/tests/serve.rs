@@ -57,3 +57,91 @@ fn serve_raises_the_open_files_limit_and_warns_when_max_connections_cannot_fit()
         "no start-up warning about the open-files limit in: {logged}"
     );
 }
+
+/// Starts `kilat serve` with `args` and `env` under a 20,000 open-files limit (hard and soft,
+/// as on a typical server), waits until it is ready, stops it, and returns what it logged at
+/// warn and above.
+fn startup_log(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("kilat-serve-{name}-{port}.log"));
+    let stderr = std::fs::File::create(&log).expect("log file");
+    let listen = format!("127.0.0.1:{port}");
+    let guard = Guard(
+        Command::new("sh")
+            .args(["-c", "ulimit -n 20000 2>/dev/null; exec \"$0\" \"$@\""])
+            .arg(KILAT)
+            .args(["serve", "--listen", &listen])
+            .args(args)
+            .env("KILAT_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning kilat"),
+    );
+    wait_ready(port, Some("/health"));
+    drop(guard);
+    let logged = std::fs::read_to_string(&log).expect("reading the log");
+    let _ = std::fs::remove_file(&log);
+    logged
+}
+
+/// Issue 22, item 8: with a connect hook clients can connect; `KILAT_URL` and `KILAT_TOKEN`
+/// belong to `kilat sub` / `kilat pub`; the default connection limit fits the open-files
+/// limit. None of them is worth a warning.
+#[test]
+fn a_locked_down_node_with_a_connect_hook_starts_without_false_warnings() {
+    let logged = startup_log(
+        "hook",
+        &["--proxy-connect-url", "http://127.0.0.1:9/kilat/connect"],
+        &[
+            ("KILAT_URL", "ws://127.0.0.1:8000/connection/websocket"),
+            ("KILAT_TOKEN", "eyJhbGciOiJIUzI1NiJ9.e30.x"),
+        ],
+    );
+    assert!(
+        !logged.contains("WARN"),
+        "a correct production start-up warns about nothing: {logged}"
+    );
+}
+
+/// The warning a locked-down node without any way in still gets, and a typo'd variable.
+#[test]
+fn a_node_nobody_can_connect_to_says_so_once() {
+    let logged = startup_log("locked", &[], &[("KILAT_SERVR_LISTEN", "x")]);
+    assert_eq!(
+        logged.matches("no client can connect").count(),
+        1,
+        "{logged}"
+    );
+    assert!(logged.contains("--proxy-connect-url"), "{logged}");
+    assert!(
+        logged.contains("KILAT_SERVR_LISTEN"),
+        "a KILAT_ variable naming no section is still reported: {logged}"
+    );
+}
+
+/// Issue 22, item 3: a configuration that would silently disable history does not start, and
+/// the error names the key.
+#[test]
+fn a_contradictory_configuration_is_refused_naming_the_key() {
+    let path = std::env::temp_dir().join(format!("kilat-contradiction-{}.toml", free_port()));
+    std::fs::write(
+        &path,
+        "[node.namespaces.chat]\nhistory_size = 100\nhistory_ttl = 0\nallow_history = true\n",
+    )
+    .expect("write config");
+    let output = Command::new(KILAT)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env("KILAT_LOG", "warn")
+        .output()
+        .expect("run kilat");
+    let _ = std::fs::remove_file(&path);
+    assert!(!output.status.success(), "refused");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("node.namespaces.chat.history_ttl = 0") && stderr.contains("hint"),
+        "{stderr}"
+    );
+}

@@ -1,4 +1,4 @@
-//! A Rust client of the kilat protocol (PROTOCOL.md): used by `kilat pub` / `kilat sub`, the
+//! A Rust client of the kilat protocol (docs/protocol.md): used by `kilat pub` / `kilat sub`, the
 //! tests and the benches, and by any Rust application that talks to a kilat server.
 //!
 //! ```no_run

@@ -1,5 +1,5 @@
 //! Hub configuration: [`NodeConfig`] (embedded by the server as `[node]` in `kilat.toml`) and
-//! per-namespace [`NamespaceOptions`] (PROTOCOL.md section 4).
+//! per-namespace [`NamespaceOptions`] (docs/protocol.md section 7).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -149,17 +149,18 @@ pub enum AllowPublish {
     Subscribers,
     /// Connections with a non-empty user.
     Authenticated,
-    /// Any connection, anonymous included (an addition to PROTOCOL.md; used by dev mode).
+    /// Any connection, anonymous included (used by dev mode).
     Any,
 }
 
-/// Options of one namespace (PROTOCOL.md section 4).
+/// Options of one namespace (docs/protocol.md section 7).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NamespaceOptions {
     /// Publications kept per channel (0: no history, no offsets, no recovery).
     pub history_size: usize,
-    /// How long each publication is kept (seconds).
+    /// How long each publication is kept (seconds); 0 (unset) with a `history_size` means
+    /// [`NamespaceOptions::DEFAULT_HISTORY_TTL`].
     #[serde(with = "seconds")]
     pub history_ttl: Duration,
     /// Recover on every subscribe that carries an offset and epoch, even without `recover`.
@@ -232,9 +233,24 @@ impl NamespaceOptions {
         }
     }
 
-    /// Whether the namespace keeps history (and so offsets, epochs and recovery).
+    /// How long each publication is kept when `history_size` is set and `history_ttl` is not:
+    /// long enough for a client to ride out a reconnect, a deploy or a laptop lid.
+    pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);
+
+    /// Whether the namespace keeps history (and so offsets, epochs and recovery): whenever
+    /// `history_size` is set.
     pub fn has_history(&self) -> bool {
-        self.history_size > 0 && !self.history_ttl.is_zero()
+        self.history_size > 0
+    }
+
+    /// How long each publication is kept: `history_ttl`, or [`Self::DEFAULT_HISTORY_TTL`]
+    /// when only `history_size` is set (a size alone never silently means "no history").
+    pub fn effective_history_ttl(&self) -> Duration {
+        if self.history_ttl.is_zero() && self.history_size > 0 {
+            Self::DEFAULT_HISTORY_TTL
+        } else {
+            self.history_ttl
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Namespace permission checks (PROTOCOL.md section 4), as pure functions of the options, the
+//! Namespace permission checks (docs/protocol.md section 7), as pure functions of the options, the
 //! channel and the connection's user.
 
 use kilat_protocol::channel::{allowed_users, user_allowed};

@@ -1,4 +1,4 @@
-//! The recovery decision (PROTOCOL.md section 5), as a pure function of the request and a
+//! The recovery decision (docs/protocol.md section 8), as a pure function of the request and a
 //! history page read after the subscriber joined the live stream.
 
 use kilat_protocol::reply::SubscribeResult;

@@ -1,5 +1,5 @@
 //! Server-side subscriptions: the server API subscribes or unsubscribes every connection of a
-//! user (PROTOCOL.md section 7, `subscribe` / `unsubscribe`).
+//! user (docs/api.md, `subscribe` / `unsubscribe`).
 //!
 //! The node joins the channel on the session's behalf exactly like a client subscribe (hub,
 //! engine, position), sends a `subscribe` push carrying the subscribe result, and records the

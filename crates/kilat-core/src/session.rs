@@ -493,7 +493,7 @@ impl Session {
 
     /// Subscription tokens due at `now`: an expired one gets a `refresh` push with its channel;
     /// one still expired `token_refresh_grace` later ends the subscription with an
-    /// `unsubscribe` push (code 410). PROTOCOL.md section 8.
+    /// `unsubscribe` push (code 410). docs/protocol.md section 9.
     fn expire_subscriptions(&mut self, now: Instant) {
         let grace = self.node.config().token_refresh_grace;
         let mut ended = Vec::new();

@@ -1,5 +1,5 @@
 //! Node inboxes: a pub/sub channel per node, so one node can hand a message to another (the
-//! emulated transports' commands that reach a node other than their session's, PROTOCOL.md
+//! emulated transports' commands that reach a node other than their session's, docs/protocol.md section 10
 //! section 6).
 //!
 //! The channel is `<prefix>:node:<id>`: plain pub/sub on a single Redis, sharded pub/sub

@@ -65,7 +65,7 @@
 //!   scripts, so nodes with skewed clocks agree.
 //! - **Node subscriptions.** A node `SUBSCRIBE`s a channel only while it has local subscribers;
 //!   `subscribe` returns after Redis confirmed, so every publication accepted afterwards
-//!   reaches this node (PROTOCOL.md section 5). Channels are spread by name hash over
+//!   reaches this node (docs/protocol.md section 8). Channels are spread by name hash over
 //!   `pubsub_shards` dedicated connections.
 //! - **Redis Cluster** (`RedisConfig::cluster_nodes`): one RESP3 cluster connection carries
 //!   commands and sharded pub/sub. The publish script `SPUBLISH`es to the channel's sharded

@@ -1,4 +1,4 @@
-//! Channel names (PROTOCOL.md section 4): validation, the namespace prefix and user-limited
+//! Channel names (docs/protocol.md section 7): validation, the namespace prefix and user-limited
 //! channels (`dm:#alice,bob`).
 
 use thiserror::Error;

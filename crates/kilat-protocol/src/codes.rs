@@ -1,6 +1,6 @@
-//! Client-visible error and disconnect codes (PROTOCOL.md section 9), the `unsubscribe` push
-//! codes, and the two wire types that carry the first two: [`ClientError`] (an error reply) and
-//! [`Disconnect`] (a close).
+//! Client-visible error and disconnect codes (docs/protocol.md section 10), the `unsubscribe`
+//! push codes, and the two wire types that carry the first two: [`ClientError`] (an error reply)
+//! and [`Disconnect`] (a close).
 //!
 //! Error codes follow HTTP meaning. Disconnect codes double as WebSocket close codes and carry the
 //! reconnect rule in their range: 3000-3499 the client reconnects, 3500-3999 it must not.

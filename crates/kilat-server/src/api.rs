@@ -1,4 +1,4 @@
-//! The server HTTP API (PROTOCOL.md section 7): `POST /api/<method>` with
+//! The server HTTP API (docs/api.md): `POST /api/<method>` with
 //! `Authorization: apikey <key>`, for the application's backend to publish, inspect and control.
 //!
 //! Every answer to an authorised, well-formed request is HTTP 200 with `{"result": ...}` or

@@ -24,7 +24,14 @@ const SECTIONS: &[&str] = &[
 ];
 
 /// Environment variables that start with `KILAT_` but are not configuration keys.
-const NON_CONFIG_VARS: &[&str] = &["KILAT_LOG", "KILAT_CONFIG", "KILAT_LOG_FORMAT"];
+/// `KILAT_URL` and `KILAT_TOKEN` are the client side's (`kilat sub`, `kilat pub`).
+const NON_CONFIG_VARS: &[&str] = &[
+    "KILAT_LOG",
+    "KILAT_CONFIG",
+    "KILAT_LOG_FORMAT",
+    "KILAT_URL",
+    "KILAT_TOKEN",
+];
 
 /// The whole server configuration, as read from `kilat.toml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -167,10 +174,21 @@ pub struct ServerConfig {
     /// Address to listen on for every endpoint (WebSocket, SSE, API, UI).
     pub listen: SocketAddr,
     /// Most connections held at once; further WebSocket upgrades are answered with HTTP 503.
+    /// 0 (the default): as many as the open-files limit allows.
     pub max_connections: usize,
     /// How long a graceful shutdown waits for connections to close after sending them 3000.
     #[serde(with = "kilat_core::config::seconds")]
     pub shutdown_timeout: Duration,
+    /// The first phase of a drain (SIGTERM): for this long `/ready` answers 503 and new
+    /// connections get 503 with `Retry-After` while the listener keeps accepting and the
+    /// clients already connected carry on, so a load balancer's health check notices before
+    /// anything closes. Longer than the balancer's check interval times its fall count.
+    #[serde(with = "kilat_core::config::seconds")]
+    pub drain_grace: Duration,
+    /// The reconnect spread sent with the drain's 3000 (`delay_ms`): each client waits a
+    /// random time up to this before reconnecting, so the other nodes are not hit all at once.
+    #[serde(with = "kilat_core::config::seconds")]
+    pub drain_spread: Duration,
     /// How long a new TCP connection may take to finish its TLS handshake and send its request
     /// head; slower (or silent) clients are dropped.
     #[serde(with = "kilat_core::config::seconds")]
@@ -194,20 +212,29 @@ pub struct ServerConfig {
     /// together with the listen address (and `localhost`, `127.0.0.1`, `[::1]` on a loopback or
     /// unspecified address). The `Host` header is never trusted for this (DNS rebinding).
     pub public_url: Option<String>,
+    /// Serve `GET /metrics` (Prometheus text, no authentication). Switch off when the
+    /// listener is public and metrics are scraped some other way.
+    pub metrics: bool,
+    /// Serve the web UI and demos at `/`, `/ui/` and `/demo/` (no authentication).
+    pub ui: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
-            max_connections: 100_000,
+            max_connections: 0,
             shutdown_timeout: Duration::from_secs(10),
+            drain_grace: Duration::from_secs(5),
+            drain_spread: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             tls_cert: None,
             tls_key: None,
             allowed_origins: Vec::new(),
             public_url: None,
+            metrics: true,
+            ui: true,
         }
     }
 }
@@ -265,6 +292,10 @@ pub enum ConfigError {
     /// The merged layers do not form a valid configuration (unknown key, wrong type, ...).
     #[error("invalid configuration: {0} (hint: `kilat config` prints every key with its default)")]
     Invalid(#[source] toml::de::Error),
+    /// Keys that are valid one by one but together would silently disable something asked
+    /// for (see `checks`); the message names the key and the fix.
+    #[error("invalid configuration: {0}")]
+    Contradiction(String),
 }
 
 impl Config {
@@ -292,13 +323,111 @@ impl Config {
         }
         merge(&mut merged, env_table(env));
         merge(&mut merged, overrides);
-        Config::deserialize(Value::Table(merged)).map_err(ConfigError::Invalid)
+        crate::checks::explicit_zero_history_ttl(&merged)?;
+        let config = Config::deserialize(Value::Table(merged)).map_err(ConfigError::Invalid)?;
+        config.check()?;
+        Ok(config)
     }
 
-    /// The configuration as a TOML document (what `kilat config` prints).
+    /// The configuration as a TOML document (what `kilat config` prints), every secret shown
+    /// as `"<redacted>"`: the API key, the token secret, and passwords inside URLs.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        if shown.api.key.is_some() {
+            shown.api.key = Some(REDACTED.to_owned());
+        }
+        shown.engine.redis_url = redact_url(&shown.engine.redis_url);
+        for node in &mut shown.engine.redis_cluster_nodes {
+            *node = redact_url(node);
+        }
+        for url in [
+            &mut shown.proxy.connect_url,
+            &mut shown.proxy.subscribe_url,
+            &mut shown.proxy.publish_url,
+            &mut shown.proxy.rpc_url,
+            &mut shown.proxy.send_url,
+            &mut shown.proxy.refresh_url,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *url = redact_url(url);
+        }
+        let mut text = toml::to_string_pretty(&shown)
+            .unwrap_or_else(|e| format!("# cannot render config: {e}\n"));
+        if let Some(token) = &self.token {
+            let mut table = Table::new();
+            table.insert("token".into(), Value::Table(token_table(token)));
+            text.push('\n');
+            text.push_str(&toml::to_string_pretty(&table).unwrap_or_default());
+        }
+        text
     }
+}
+
+/// What `kilat config` prints in place of a secret.
+const REDACTED: &str = "<redacted>";
+
+/// `scheme://user:password@host/...` with the password (or a lone user, which some schemes use
+/// as the password: `redis://secret@host`) replaced by [`REDACTED`].
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let shown = match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{user}:{REDACTED}"),
+        None => REDACTED.to_owned(),
+    };
+    format!("{scheme}://{shown}{}", &rest[at..])
+}
+
+/// `[token]` for `kilat config`, with the secret redacted (the section has no `Serialize`: it
+/// is never written anywhere else).
+fn token_table(token: &kilat_auth::TokenConfig) -> Table {
+    let mut table = Table::new();
+    let mut set = |key: &str, value: Value| {
+        table.insert(key.to_owned(), value);
+    };
+    if token.secret.is_some() {
+        set("secret", Value::String(REDACTED.to_owned()));
+    }
+    if let Some(key) = &token.public_key {
+        set("public_key", Value::String(key.clone()));
+    }
+    if let Some(url) = &token.jwks_url {
+        set("jwks_url", Value::String(redact_url(url)));
+    }
+    if let Some(audience) = &token.audience {
+        set("audience", Value::String(audience.clone()));
+    }
+    if let Some(issuer) = &token.issuer {
+        set("issuer", Value::String(issuer.clone()));
+    }
+    let int = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+    set("leeway", int(token.leeway));
+    set(
+        "algorithms",
+        Value::Array(
+            token
+                .algorithms
+                .iter()
+                .map(|a| Value::String(format!("{a:?}")))
+                .collect(),
+        ),
+    );
+    set("require_exp", Value::Boolean(token.require_exp));
+    set("jwks_timeout_ms", int(token.jwks_timeout_ms));
+    set(
+        "jwks_min_refresh_interval",
+        int(token.jwks_min_refresh_interval),
+    );
+    set("jwks_max_age", int(token.jwks_max_age));
+    table
 }
 
 /// Builds a table from `KILAT_<SECTION>_<KEY>=value` variables; other variables are ignored.
@@ -365,6 +494,35 @@ mod tests {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn printed_configuration_redacts_every_secret_regression_22() {
+        let text = "[api]\nkey = \"api-secret-1\"\n[token]\nsecret = \"token-secret-2\"\n\
+                    [engine]\nredis_url = \"redis://:redis-pass-3@10.0.0.5:6379\"\n\
+                    [proxy]\nconnect_url = \"http://hooks:hook-pass-4@127.0.0.1:3000/c\"\n";
+        let table: Table = toml::from_str(text).expect("toml");
+        let config = Config::load(None, vars(&[]), table).expect("valid");
+        let printed = config.to_toml();
+        for secret in [
+            "api-secret-1",
+            "token-secret-2",
+            "redis-pass-3",
+            "hook-pass-4",
+        ] {
+            assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+        }
+        assert_eq!(printed.matches("<redacted>").count(), 4, "{printed}");
+        assert!(printed.contains("@10.0.0.5:6379"), "{printed}");
+        assert!(
+            printed.contains("http://hooks:<redacted>@127.0.0.1:3000/c"),
+            "{printed}"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url("redis://pw@h/0"), "redis://<redacted>@h/0");
     }
 
     #[test]

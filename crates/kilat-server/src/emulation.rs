@@ -1,4 +1,4 @@
-//! The emulated transports for networks where WebSocket fails (PROTOCOL.md sections 1 and 6):
+//! The emulated transports for networks where WebSocket fails (docs/protocol.md sections 1 and 11):
 //! Server-Sent Events (`GET /connection/sse`), HTTP streaming (`POST /connection/stream`), and
 //! the `POST /connection/emulation` endpoint that carries their client-to-server commands.
 //!
@@ -204,9 +204,15 @@ pub(crate) async fn serve_stream<IO>(
         }
         Err((status, reason)) => {
             let body = format!("{reason}\n");
+            // A 503 (draining, full) tells a load balancer to try another node.
+            let retry = if status == StatusCode::SERVICE_UNAVAILABLE {
+                "retry-after: 1\r\n"
+            } else {
+                ""
+            };
             let head = format!(
                 "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\n\
-                 content-length: {}\r\nconnection: close\r\n\r\n",
+                 content-length: {}\r\n{retry}connection: close\r\n\r\n",
                 status.as_u16(),
                 status.canonical_reason().unwrap_or(""),
                 body.len()
@@ -357,7 +363,7 @@ struct Forwarded {
     command: String,
 }
 
-/// Forwards a POST that reached the wrong node (PROTOCOL.md section 6). The owning node
+/// Forwards a POST that reached the wrong node (docs/protocol.md section 11). The owning node
 /// delivers it to its session; 404 when no node with that id is listening any more.
 async fn forward(state: &AppState, node: &str, session: &str, command: Bytes) -> Response {
     let message = Forwarded {
@@ -415,7 +421,10 @@ async fn open(
     forwarded: kilat_core::RequestHeaders,
 ) -> Result<Opened, Refusal> {
     if state.draining.load(Ordering::SeqCst) {
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server is draining, try another node",
+        ));
     }
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         return Err((
@@ -697,7 +706,14 @@ fn tokio_stream_from(
 }
 
 fn refuse(status: StatusCode, reason: &str) -> Response {
-    (status, format!("{reason}\n")).into_response()
+    let mut response = (status, format!("{reason}\n")).into_response();
+    // A 503 (draining, full, Redis away) tells a load balancer to try another node.
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 #[cfg(test)]

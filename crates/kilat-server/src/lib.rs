@@ -5,7 +5,7 @@
 //! - `engine`: builds the configured engine; the server keeps its node registry and inbox.
 //! - [`listener`]: the accept loop, TLS (reloaded on SIGHUP) and the handshake timeout.
 //! - `front`: reads the first request before hyper, so SSE and HTTP streams run on the socket.
-//! - `router`: every endpoint of PROTOCOL.md section 1, the web UI, demos and the SDK.
+//! - `router`: every endpoint of docs/protocol.md section 1, the web UI, demos and the SDK.
 //! - `driver`: the one connection loop all transports share, joining a transport's `Wire` to a
 //!   [`kilat_core::Session`].
 //! - `websocket`: the upgrade handler and the WebSocket `Wire`.
@@ -24,8 +24,10 @@
 //!   and stop it deterministically (STYLE.md section 2).
 //! - Connections are counted by a semaphore taken before the upgrade is accepted: past the limit a
 //!   new upgrade gets HTTP 503 and nobody already connected notices.
-//! - Shutdown drains: readiness turns 503 first, the listener stops, every session is told 3000
-//!   (reconnect elsewhere), and the process waits a bounded time for them to flush, then for
+//! - Shutdown drains: readiness turns 503 first while the listener keeps accepting (and
+//!   refusing with 503) for a grace period a load balancer can notice, then every session is
+//!   told 3000 with a reconnect spread, the listener stops, and the process waits a bounded
+//!   time for them to flush, then for
 //!   the node's background tasks (engine unsubscribes and leaves) within the same timeout.
 #![warn(missing_docs)]
 
@@ -33,6 +35,7 @@ mod api;
 mod assets;
 mod auth;
 mod body;
+mod checks;
 pub mod config;
 mod driver;
 mod emulation;
@@ -118,6 +121,17 @@ pub(crate) struct AppState {
     /// The engine's node registry (behind `info`) and node inboxes (emulation POSTs that
     /// reach another node).
     pub(crate) cluster: engine::Cluster,
+    /// Which unauthenticated extras the router serves (`server.metrics`, `server.ui`).
+    pub(crate) exposed: Exposed,
+}
+
+/// The endpoints served without authentication that a deployment may switch off.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Exposed {
+    /// `GET /metrics`.
+    pub(crate) metrics: bool,
+    /// The web UI and demos (`/`, `/ui/`, `/demo/`).
+    pub(crate) ui: bool,
 }
 
 /// Why the server stopped with an error.
@@ -144,12 +158,21 @@ pub enum ServerError {
     /// The `[proxy]` section cannot build the backend hooks.
     #[error("invalid [proxy] configuration: {0}")]
     Proxy(#[from] proxy::ProxyConfigError),
+    /// The configuration contradicts itself (see [`Config::check`]).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
-/// Raises the soft open-files limit to the hard one (every connection is a file descriptor) and
-/// warns when `max_connections` still cannot fit under it, so the shortfall shows at start-up
-/// rather than as refused accepts under load.
-fn check_open_files(max_connections: usize) {
+/// Connections held when `server.max_connections` is 0 and the open-files limit is unknown or
+/// unlimited.
+const FALLBACK_MAX_CONNECTIONS: usize = 100_000;
+
+/// Raises the soft open-files limit to the hard one (every connection is a file descriptor)
+/// and returns the connection limit to use: `configured`, or when it is 0 (the default) as
+/// many as fit under the open-files limit. A configured limit that does not fit is kept and
+/// warned about once, with the fix, so the shortfall shows at start-up rather than as refused
+/// accepts under load.
+fn check_open_files(configured: usize) -> usize {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
@@ -163,25 +186,38 @@ fn check_open_files(max_connections: usize) {
     }
     // Listeners, the epoll instance, Redis connections and log files need a few descriptors.
     const RESERVED: u64 = 64;
-    if let Some(soft) = limit.current
-        && (max_connections as u64).saturating_add(RESERVED) > soft
-    {
-        tracing::warn!(
-            open_files_limit = soft,
-            max_connections,
-            "server.max_connections is above what the open-files limit allows: about {} \
-             connections fit; raise the limit (ulimit -n, LimitNOFILE= in systemd) or lower \
-             max_connections to it",
-            soft.saturating_sub(RESERVED)
-        );
+    let fits = limit
+        .current
+        .map(|soft| usize::try_from(soft.saturating_sub(RESERVED)).unwrap_or(usize::MAX));
+    match (configured, fits) {
+        (0, Some(fits)) => {
+            tracing::info!(
+                max_connections = fits,
+                "server.max_connections = {fits}: what the open-files limit allows (raise the \
+                 limit, ulimit -n or LimitNOFILE= in systemd, to hold more)"
+            );
+            fits
+        }
+        (0, None) => FALLBACK_MAX_CONNECTIONS,
+        (configured, Some(fits)) if configured > fits => {
+            tracing::warn!(
+                max_connections = configured,
+                "server.max_connections = {configured} is above what the open-files limit \
+                 allows (about {fits}); past that, new connections are refused. Raise the limit \
+                 (ulimit -n, LimitNOFILE= in systemd) or set max_connections = 0 to fit it"
+            );
+            configured
+        }
+        (configured, _) => configured,
     }
 }
 
 /// Runs the server on `listener` until `shutdown` resolves, then drains and returns.
 ///
-/// On shutdown: `/ready` turns 503, the listener stops accepting, every connection gets
-/// disconnect 3000, and the call returns once they have closed or
-/// `config.server.shutdown_timeout` has passed, whichever is first.
+/// On shutdown the node drains (see `drain`): `/ready` turns 503 and new connections are
+/// refused for `config.server.drain_grace`, then every connection gets disconnect 3000 with a
+/// reconnect spread (`drain_spread`), the listener stops, and the call returns once the
+/// connections have closed or `config.server.shutdown_timeout` has passed, whichever is first.
 ///
 /// # Errors
 /// [`ServerError::Io`] when serving fails.
@@ -190,7 +226,11 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    check_open_files(config.server.max_connections);
+    config.check()?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let max_connections = check_open_files(config.server.max_connections);
     let (node, cluster) = engine::start(&config.engine, config.node.clone()).await?;
     if let Some(token) = &config.token {
         let verifier = kilat_auth::Verifier::new(token)?;
@@ -210,8 +250,8 @@ pub async fn run(
     let state = AppState {
         node: node.clone(),
         ws: Arc::new(config.websocket.transport()),
-        connections: Arc::new(Semaphore::new(config.server.max_connections)),
-        max_connections: config.server.max_connections,
+        connections: Arc::new(Semaphore::new(max_connections)),
+        max_connections,
         draining: Arc::new(AtomicBool::new(false)),
         tasks: TaskTracker::new(),
         sessions: emulation::Sessions::default(),
@@ -226,6 +266,10 @@ pub async fn run(
             config.node.dev,
         )),
         cluster: cluster.clone(),
+        exposed: Exposed {
+            metrics: config.server.metrics,
+            ui: config.server.ui,
+        },
     };
     log_origins(&config, &state.origins);
     tokio::spawn(heartbeat(cluster.registry.clone(), state.clone()));
@@ -247,18 +291,8 @@ pub async fn run(
     if let Some(cert) = tls.clone() {
         tokio::spawn(reload_on_sighup(cert));
     }
-    let draining = state.draining.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal_node = node.clone();
-    let on_signal = async move {
-        shutdown.await;
-        tracing::info!(
-            "shutting down: refusing new connections, telling clients to reconnect (3000)"
-        );
-        draining.store(true, Ordering::SeqCst);
-        signal_node.shutdown();
-        let _ = stop_tx.send(());
-    };
+    let on_signal = drain(state.clone(), config.server.clone(), shutdown, stop_tx);
     let http = tokio::spawn(listener::serve(
         listener,
         state.clone(),
@@ -311,13 +345,70 @@ fn log_origins(config: &Config, origins: &origin::OriginPolicy) {
     {
         tracing::warn!(
             own = ?origins.own(),
-            "browsers are accepted only from the listen address's own origin; pages served              from a domain name are refused: set server.public_url (e.g.              https://rt.example.com) or server.allowed_origins"
+            "browsers are accepted only from the listen address's own origin; pages served \
+             from a domain name are refused: set server.public_url (e.g. \
+             https://rt.example.com) or server.allowed_origins"
         );
     }
 }
 
 /// How often a node refreshes its entry in the node registry; entries live three times as
 /// long, so a killed node disappears from `info` within that.
+/// The answer to a new WebSocket connection while the node drains: 503 with `Retry-After`,
+/// which a load balancer (haproxy `retry-on 503`) retries on another node.
+pub(crate) fn draining_refusal() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        [(http::header::RETRY_AFTER, "1")],
+        "server is draining, try another node\n",
+    )
+        .into_response()
+}
+
+/// The drain, phase by phase, once `shutdown` resolves; resolving stops the listener.
+///
+/// 1. `/ready` answers 503 and new connections get 503 with `Retry-After` for
+///    `drain_grace`, while the listener keeps accepting: a load balancer's health check sees
+///    the node leave and sends new clients elsewhere (a closed port instead would make it
+///    route to a dead address until its checks fail).
+/// 2. Every open connection is told 3000 with `delay_ms` = `drain_spread`, so the clients
+///    reconnect to the other nodes spread over that time and recover what they miss there.
+/// 3. The listener stops; the caller waits up to `shutdown_timeout` for connections to
+///    flush their queues and close.
+async fn drain(
+    state: AppState,
+    server: config::ServerConfig,
+    shutdown: impl Future<Output = ()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+) {
+    shutdown.await;
+    state.draining.store(true, Ordering::SeqCst);
+    let grace = server.drain_grace;
+    if !grace.is_zero() {
+        tracing::info!(
+            grace_s = grace.as_secs_f64(),
+            "draining: /ready 503 and new connections refused (503, Retry-After) for {:.1}s \
+             while {} clients carry on",
+            grace.as_secs_f64(),
+            state.node.stats().connections
+        );
+        tokio::time::sleep(grace).await;
+    }
+    let spread_ms = u32::try_from(server.drain_spread.as_millis()).unwrap_or(u32::MAX);
+    let disconnect = kilat_protocol::Disconnect::SHUTDOWN.with_delay_ms(spread_ms);
+    let told = state.node.shutdown_with(disconnect);
+    tracing::info!(
+        clients = told,
+        spread_s = server.drain_spread.as_secs_f64(),
+        "disconnecting {told} clients (3000), told to reconnect spread over {:.1}s; \
+         waiting up to {:.1}s for them to flush",
+        server.drain_spread.as_secs_f64(),
+        server.shutdown_timeout.as_secs_f64()
+    );
+    let _ = stop.send(());
+}
+
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An error with its sources, `: `-separated, for a log line (engine errors keep the

@@ -1,4 +1,4 @@
-//! The HTTP routes of one listener (PROTOCOL.md section 1).
+//! The HTTP routes of one listener (docs/protocol.md section 1).
 
 use std::sync::atomic::Ordering;
 
@@ -12,7 +12,7 @@ use crate::{AppState, api, assets, emulation, metrics, websocket};
 
 /// Builds the router over shared state.
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/connection/websocket", get(websocket::upgrade))
         .route("/connection/sse", get(emulation::sse))
         .route("/connection/stream", post(emulation::stream))
@@ -21,17 +21,23 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/{method}", post(api::call))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics_text))
-        .route("/", get(assets::index))
-        .route("/ui/{*path}", get(assets::ui))
         .route("/sdk/{*path}", get(assets::sdk))
-        .route("/demo", get(assets::demo_index))
-        .route("/demo/", get(assets::demo_index))
-        .route("/demo/{*path}", get(assets::demo))
         .route("/favicon.ico", get(assets::favicon))
-        .route("/favicon.svg", get(assets::favicon))
-        .fallback(not_found)
-        .with_state(state)
+        .route("/favicon.svg", get(assets::favicon));
+    // Both are served without authentication; a deployment can switch them off
+    // (docs/security.md, "Public endpoints").
+    if state.exposed.metrics {
+        router = router.route("/metrics", get(metrics_text));
+    }
+    if state.exposed.ui {
+        router = router
+            .route("/", get(assets::index))
+            .route("/ui/{*path}", get(assets::ui))
+            .route("/demo", get(assets::demo_index))
+            .route("/demo/", get(assets::demo_index))
+            .route("/demo/{*path}", get(assets::demo));
+    }
+    router.fallback(not_found).with_state(state)
 }
 
 /// Liveness: the process is up and serving HTTP.
@@ -85,6 +91,10 @@ mod tests {
             origins: Arc::default(),
             body_timeout: std::time::Duration::from_secs(10),
             cluster: crate::engine::Cluster::single(),
+            exposed: crate::Exposed {
+                metrics: true,
+                ui: true,
+            },
         }
     }
 

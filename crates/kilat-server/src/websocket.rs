@@ -24,7 +24,7 @@ use crate::front::Prefixed;
 pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     if state.draining.load(Ordering::SeqCst) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response();
+        return crate::draining_refusal();
     }
     if !state.origins.allows(&parts.headers) {
         tracing::info!(origin = ?parts.headers.get(http::header::ORIGIN), "websocket upgrade from a refused origin");
@@ -171,6 +171,12 @@ where
     }
 
     async fn close(&mut self, disconnect: &Disconnect) {
+        // A close frame has no room for the reconnect spread hint: send it as a push first
+        // (docs/protocol.md section 10, `delay_ms`).
+        if disconnect.delay_ms.is_some() {
+            let push = SharedFrame::new(kilat_protocol::push::encode_disconnect(disconnect));
+            let _ = self.conn.send_frames(std::slice::from_ref(&push)).await;
+        }
         let _ = self.conn.close(disconnect.code, &disconnect.reason).await;
     }
 }

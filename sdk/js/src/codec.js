@@ -1,4 +1,4 @@
-// Frame encoding and decoding (docs/protocol.md, "Frames and batching"), and the line/SSE parsers used by the
+// Frame encoding and decoding (docs/protocol.md section 2), and the line/SSE parsers used by the
 // emulated transports.
 
 /**

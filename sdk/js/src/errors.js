@@ -1,7 +1,7 @@
-// Errors and numeric codes (docs/protocol.md, "Codes"), plus the client-side codes the SDK adds.
+// Errors and numeric codes (docs/protocol.md section 10), plus the client-side codes the SDK adds.
 
 /**
- * Error codes. 400-599 come from the server (HTTP meaning, docs/protocol.md "Codes");
+ * Error codes. 400-599 come from the server (HTTP meaning, docs/protocol.md section 10);
  * 1-99 are raised by the SDK itself and never appear on the wire.
  * @readonly
  * @enum {number}
@@ -56,7 +56,7 @@ export const DisconnectCode = Object.freeze({
 
 /**
  * Whether a disconnect with this code should be followed by a reconnect.
- * 3500-3999 are terminal (docs/protocol.md); everything else (3000-3499, the SDK's own codes
+ * 3500-3999 are terminal (docs/protocol.md section 10); everything else (3000-3499, the SDK's own codes
  * such as 1 for a transport closed) is retried with backoff. `hint` is the
  * `reconnect` field of a `disconnect` push and only matters outside the 3000-3999 range.
  * @param {number} code

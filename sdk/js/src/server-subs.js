@@ -1,6 +1,6 @@
 // Server-side subscriptions (the token's `channels` claim, or added by the server API): the
 // client did not ask for them, so it cannot resubscribe them; it keeps their stream positions
-// and recovers them through `connect.subs` (docs/protocol.md, "Connecting").
+// and recovers them through `connect.subs` (docs/protocol.md section 4).
 
 /**
  * @typedef {{offset: number | null, epoch: string | null, recoverable: boolean}} Position

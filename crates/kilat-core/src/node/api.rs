@@ -59,7 +59,7 @@ impl Node {
         };
         let options = PublishOptions {
             history_size: ns.history_size,
-            history_ttl: ns.history_ttl,
+            history_ttl: ns.effective_history_ttl(),
         };
         let position = self
             .inner
@@ -70,7 +70,7 @@ impl Node {
         Ok(position)
     }
 
-    /// Reads `channel`'s history (PROTOCOL.md section 3 semantics).
+    /// Reads `channel`'s history (docs/protocol.md section 4, `history`).
     ///
     /// # Errors
     /// 400/404 channel, 503 epoch mismatch or engine.

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kilat_protocol::StreamPosition;
+use kilat_protocol::{Disconnect, StreamPosition};
 
 use crate::auth::Authenticator;
 use crate::config::NodeConfig;
@@ -186,7 +186,14 @@ impl Node {
     /// Graceful drain: every session's outbox gets Disconnect 3000 and sessions created from
     /// now on are closed with 3000 at once.
     pub fn shutdown(&self) {
-        self.inner.sessions.shutdown();
+        self.shutdown_with(Disconnect::SHUTDOWN);
+    }
+
+    /// [`Node::shutdown`] with a chosen disconnect for the open sessions, e.g. 3000 carrying a
+    /// reconnect spread hint (`Disconnect::SHUTDOWN.with_delay_ms(ms)`). Returns how many
+    /// sessions were told.
+    pub fn shutdown_with(&self, disconnect: Disconnect) -> usize {
+        self.inner.sessions.shutdown(&disconnect)
     }
 
     /// Waits up to `timeout` for the node's background tasks: the engine unsubscribes and

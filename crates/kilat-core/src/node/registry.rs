@@ -91,13 +91,17 @@ impl SessionRegistry {
 
     /// Every session's outbox gets Disconnect 3000 and sessions registered from now on are
     /// closed with 3000 at once.
-    pub(crate) fn shutdown(&self) {
+    /// Returns how many sessions were told `disconnect`.
+    pub(crate) fn shutdown(&self, disconnect: &Disconnect) -> usize {
         self.draining.store(true, Ordering::SeqCst);
+        let mut told = 0;
         for shard in self.shards.iter() {
             for entry in lock(shard).values() {
-                entry.outbox.close(Disconnect::SHUTDOWN);
+                entry.outbox.close(disconnect.clone());
+                told += 1;
             }
         }
+        told
     }
 
     /// Whether [`SessionRegistry::shutdown`] was called.

@@ -43,3 +43,30 @@ async fn sdk_is_served_as_javascript() {
     assert!(body.contains("export"), "an ES module: {body}");
     assert_eq!(http_get(server.addr, "/sdk/missing.js").await.0, 404);
 }
+
+/// Issue 22: a locked-down deployment can stop serving the unauthenticated extras; health,
+/// readiness, the SDK and the connection endpoints stay.
+#[tokio::test]
+async fn metrics_and_the_web_ui_can_be_switched_off() {
+    let open = TestServer::start(|_| {}).await;
+    assert_eq!(http_get(open.addr, "/demo/chat").await.0, 200);
+    assert_eq!(http_get(open.addr, "/ui/index.html").await.0, 200);
+    let server = TestServer::start(|c| {
+        c.server.metrics = false;
+        c.server.ui = false;
+    })
+    .await;
+    for path in [
+        "/metrics",
+        "/",
+        "/ui/index.html",
+        "/demo/chat",
+        "/demo/chat/chat.js",
+    ] {
+        assert_eq!(http_get(server.addr, path).await.0, 404, "{path}");
+    }
+    assert_eq!(http_get(server.addr, "/health").await.0, 200);
+    assert_eq!(http_get(server.addr, "/ready").await.0, 200);
+    assert_eq!(http_get(server.addr, "/sdk/kilat.js").await.0, 200);
+    let (_client, _) = crate::support::connect(&server).await;
+}

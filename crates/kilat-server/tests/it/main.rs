@@ -10,6 +10,8 @@ mod abuse;
 mod api;
 /// Several nodes on one real redis-server (skips loudly without one; fails under CI=true).
 mod cluster;
+/// The docs checked against the code: configuration keys, API methods, links.
+mod docs;
 /// SSE and HTTP streaming with the emulation endpoint.
 mod emulation;
 /// Plain HTTP endpoints: health, readiness, metrics, the UI, unknown paths.
