@@ -464,7 +464,9 @@ async fn sigterm_behind_shipped_haproxy_drains_without_client_errors_or_loss() {
             "subscriber {i}: only the drain's 3000, no transport error: {seen:?}"
         );
         assert!(
-            seen.attempts.iter().all(|attempt| *attempt == 1),
+            // One reconnect attempt per disconnect: none failed. (The attempt number itself
+            // keeps counting across moves closer together than the client's backoff reset.)
+            seen.attempts.len() == seen.disconnects.len(),
             "subscriber {i}: every reconnect succeeds at the first try: {seen:?}"
         );
     }
@@ -561,7 +563,9 @@ async fn rolling_deploy_of_every_node_behind_shipped_haproxy_loses_nothing() {
             "subscriber {i}: only the drains' 3000: {seen:?}"
         );
         assert!(
-            seen.attempts.iter().all(|attempt| *attempt == 1),
+            // One reconnect attempt per disconnect: none failed. (The attempt number itself
+            // keeps counting across moves closer together than the client's backoff reset.)
+            seen.attempts.len() == seen.disconnects.len(),
             "subscriber {i}: every reconnect succeeds at the first try: {seen:?}"
         );
     }
