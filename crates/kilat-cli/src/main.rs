@@ -35,6 +35,10 @@ enum Command {
     ///
     /// Without --dev the server is locked down: clients must authenticate and channels exist
     /// only when configured as namespaces. --dev opens everything for local experiments.
+    ///
+    /// SIGTERM or Ctrl-C drains: /ready answers 503 for server.drain_grace (5 s; 0 with --dev)
+    /// so a load balancer moves away, then clients are told to reconnect elsewhere (3000), then
+    /// the process exits; a second signal stops at once (docs/deployment.md, "Draining").
     Serve(ServeArgs),
     /// Run a WebSocket echo server on kilat's own transport (every path echoes every message).
     ///

@@ -386,6 +386,9 @@ fn explain(what: &str, error: &Error) -> anyhow::Error {
             Some("check the channel name: 1..255 bytes of A-Z a-z 0-9 and _@.,=;/:#-")
         }
         (Some(413), _) => Some("the payload is larger than the namespace's max_message_size"),
+        (_, Error::Transport(e)) if is_unavailable(e.as_ref()) => Some(
+            "the server answered 503: it is draining (a deploy?) or full, or the load balancer in front has no node up; try again in a moment, or check /ready on the nodes",
+        ),
         (_, Error::Transport(_) | Error::Timeout) => Some(
             "is a kilat server listening there? Start one with `kilat serve --dev`, or set --url / KILAT_URL",
         ),
@@ -398,6 +401,12 @@ fn explain(what: &str, error: &Error) -> anyhow::Error {
         Some(hint) => anyhow!("{what} failed: {error}\nhint: {hint}"),
         None => anyhow!("{what} failed: {error}"),
     }
+}
+
+/// Whether the WebSocket upgrade was answered 503 (draining, full, or no node behind a load
+/// balancer): the server is there, so "is a server listening?" would be the wrong hint.
+fn is_unavailable(error: &tokio_tungstenite::tungstenite::Error) -> bool {
+    matches!(error, tokio_tungstenite::tungstenite::Error::Http(response) if response.status() == 503)
 }
 
 fn print_line(out: &mut impl Write, line: &impl Serialize) -> std::io::Result<()> {

@@ -210,3 +210,48 @@ fn an_expired_token_says_to_mint_a_new_one_regression_22() {
         "the hint says how to get a new token: {stderr}"
     );
 }
+
+/// A node that answers the upgrade with 503 (here: draining) is there; the hint says so
+/// instead of asking whether a server is listening.
+#[test]
+fn a_draining_server_gets_a_503_hint_not_is_anything_listening() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = Guard(
+        Command::new(KILAT)
+            .args(["serve", "--listen", &listen])
+            .env("KILAT_NODE_ALLOW_ANONYMOUS", "true")
+            .env("KILAT_SERVER_DRAIN_GRACE", "30")
+            .env("KILAT_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start kilat"),
+    );
+    wait_ready(port, Some("/ready"));
+    let status = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // Until the signal is handled the refusal is 403 (no client publish); then the drain's
+    // first phase answers new connections 503 while the port stays open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = kilat(&[
+            "pub",
+            "--url",
+            &format!("ws://{listen}/connection/websocket"),
+            "x",
+            "1",
+        ]);
+        let stderr = text(&out.stderr);
+        if stderr.contains("503") {
+            assert!(stderr.contains("draining"), "{stderr}");
+            assert!(!stderr.contains("is a kilat server listening"), "{stderr}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never 503: {stderr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -398,7 +398,7 @@ async fn sigterm_behind_shipped_haproxy_drains_without_client_errors_or_loss() {
     };
     let dir = TempDir::new(TEST);
     let log_a = dir.0.join("node-a.log");
-    // The shipped drain settings (drain_grace 5 s, drain_spread 2 s) with the shipped checks.
+    // The default drain settings (drain_grace 5 s, drain_spread 2 s) with the shipped checks.
     let (mut a, node_a) = start_node_logged(&redis.url(), Some(&log_a), &[]);
     let (_b, node_b) = start_node(&redis.url());
     let (_haproxy, lb) = start_shipped_haproxy(&[node_a, node_b], &dir.0);

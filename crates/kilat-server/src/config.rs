@@ -183,8 +183,14 @@ pub struct ServerConfig {
     /// connections get 503 with `Retry-After` while the listener keeps accepting and the
     /// clients already connected carry on, so a load balancer's health check notices before
     /// anything closes. Longer than the balancer's check interval times its fall count.
-    #[serde(with = "kilat_core::config::seconds")]
-    pub drain_grace: Duration,
+    /// Unset: [`ServerConfig::DEFAULT_DRAIN_GRACE`], or none in dev mode (no balancer to
+    /// tell); see [`ServerConfig::drain_grace`].
+    #[serde(
+        default,
+        with = "optional_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub drain_grace: Option<Duration>,
     /// The reconnect spread sent with the drain's 3000 (`delay_ms`): each client waits a
     /// random time up to this before reconnecting, so the other nodes are not hit all at once.
     #[serde(with = "kilat_core::config::seconds")]
@@ -225,7 +231,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             max_connections: 0,
             shutdown_timeout: Duration::from_secs(10),
-            drain_grace: Duration::from_secs(5),
+            drain_grace: None,
             drain_spread: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
@@ -236,6 +242,41 @@ impl Default for ServerConfig {
             metrics: true,
             ui: true,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The drain grace when `drain_grace` is not set.
+    pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+    /// The drain's first phase: `drain_grace`, else [`Self::DEFAULT_DRAIN_GRACE`], or zero in
+    /// dev mode, where a local Ctrl-C should not wait for a load balancer that is not there.
+    pub fn drain_grace(&self, dev: bool) -> Duration {
+        match self.drain_grace {
+            Some(grace) => grace,
+            None if dev => Duration::ZERO,
+            None => Self::DEFAULT_DRAIN_GRACE,
+        }
+    }
+}
+
+/// `Option<Duration>` as an optional number of seconds.
+mod optional_seconds {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => kilat_core::config::seconds::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        kilat_core::config::seconds::deserialize(d).map(Some)
     }
 }
 
@@ -523,6 +564,20 @@ mod tests {
             "redis://127.0.0.1:6379"
         );
         assert_eq!(redact_url("redis://pw@h/0"), "redis://<redacted>@h/0");
+    }
+
+    #[test]
+    fn the_drain_grace_defaults_to_5_s_and_to_none_in_dev_mode() {
+        let config = Config::load(None, vars(&[]), Table::new()).expect("defaults");
+        assert_eq!(config.server.drain_grace(false), Duration::from_secs(5));
+        assert_eq!(config.server.drain_grace(true), Duration::ZERO);
+        let set = Config::load(
+            None,
+            vars(&[("KILAT_SERVER_DRAIN_GRACE", "2.5")]),
+            Table::new(),
+        )
+        .expect("valid");
+        assert_eq!(set.server.drain_grace(true), Duration::from_millis(2500));
     }
 
     #[test]

@@ -292,7 +292,14 @@ pub async fn run(
         tokio::spawn(reload_on_sighup(cert));
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let on_signal = drain(state.clone(), config.server.clone(), shutdown, stop_tx);
+    let grace = config.server.drain_grace(config.node.dev);
+    let on_signal = drain(
+        state.clone(),
+        config.server.clone(),
+        grace,
+        shutdown,
+        stop_tx,
+    );
     let http = tokio::spawn(listener::serve(
         listener,
         state.clone(),
@@ -368,8 +375,8 @@ pub(crate) fn draining_refusal() -> axum::response::Response {
 
 /// The drain, phase by phase, once `shutdown` resolves; resolving stops the listener.
 ///
-/// 1. `/ready` answers 503 and new connections get 503 with `Retry-After` for
-///    `drain_grace`, while the listener keeps accepting: a load balancer's health check sees
+/// 1. `/ready` answers 503 and new connections get 503 with `Retry-After` for `grace`
+///    (`drain_grace`; none in dev mode), while the listener keeps accepting: a load balancer's health check sees
 ///    the node leave and sends new clients elsewhere (a closed port instead would make it
 ///    route to a dead address until its checks fail).
 /// 2. Every open connection is told 3000 with `delay_ms` = `drain_spread`, so the clients
@@ -379,12 +386,12 @@ pub(crate) fn draining_refusal() -> axum::response::Response {
 async fn drain(
     state: AppState,
     server: config::ServerConfig,
+    grace: std::time::Duration,
     shutdown: impl Future<Output = ()>,
     stop: tokio::sync::oneshot::Sender<()>,
 ) {
     shutdown.await;
     state.draining.store(true, Ordering::SeqCst);
-    let grace = server.drain_grace;
     if !grace.is_zero() {
         tracing::info!(
             grace_s = grace.as_secs_f64(),

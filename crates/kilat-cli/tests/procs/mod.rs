@@ -117,6 +117,8 @@ pub(crate) fn start_node_at(
             &addr.to_string(),
         ])
         .env("KILAT_LOG", if log.is_some() { "info" } else { "warn" })
+        // --dev skips the drain grace (no balancer locally); these nodes are behind one.
+        .env("KILAT_SERVER_DRAIN_GRACE", "5")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(stderr)

@@ -50,7 +50,6 @@ impl TestServer {
         let mut config = Config::default();
         config.node.dev = true;
         config.server.shutdown_timeout = Duration::from_secs(2);
-        config.server.drain_grace = Duration::ZERO;
         adjust(&mut config);
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -103,7 +103,7 @@ async fn raw_answer_head(addr: std::net::SocketAddr, request: &str) -> String {
 async fn drain_refuses_new_connections_with_retry_after_then_tells_clients_3000_with_a_spread() {
     let mut server = TestServer::start(|c| {
         // Long enough for every check of the first phase; the phases are awaited, not timed.
-        c.server.drain_grace = Duration::from_secs(3);
+        c.server.drain_grace = Some(Duration::from_secs(3));
         c.server.drain_spread = Duration::from_millis(1500);
         c.server.shutdown_timeout = Duration::from_secs(5);
     })

@@ -24,8 +24,6 @@ impl TestServer {
     pub(crate) async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::default();
         config.node.dev = true;
-        // Tests that drain set their own grace; the rest stop at once.
-        config.server.drain_grace = Duration::ZERO;
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
