@@ -171,7 +171,7 @@ impl Session {
     }
 
     /// Emulated transports: the unguessable key this stream's emulation POSTs must present,
-    /// sent to the client as `session` in the connect result (PROTOCOL.md section 6). The client
+    /// sent to the client as `session` in the connect result (docs/protocol.md section 11, "Emulation"). The client
     /// id is visible to other users (presence, join/leave, publication info), so it must never
     /// authorise anything; the transport generates this from a CSPRNG and looks sessions up by
     /// it.

@@ -187,7 +187,7 @@ pub trait PresenceStore: Send + Sync + fmt::Debug {
 
 // What a server needs from an engine shared by several nodes, beyond the hub's traits: which
 // nodes are alive (for `info` across nodes) and a way to hand a message to one named node (for
-// emulation POSTs that reach a node other than their session's, PROTOCOL.md section 6). The
+// emulation POSTs that reach a node other than their session's, docs/protocol.md section 11). The
 // hub itself never calls these; the server does, so it runs on any engine without naming it.
 // The memory engine is one node by construction and implements both trivially
 // (`memory::SingleNode`).
