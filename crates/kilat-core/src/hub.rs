@@ -101,6 +101,8 @@ pub(crate) struct Delivered {
     pub(crate) repairs: Vec<Repair>,
     /// A conflation window this publication opened.
     pub(crate) window: Option<Window>,
+    /// Frames queued to live subscribers by this delivery (for the observer).
+    pub(crate) delivered: u64,
 }
 
 /// `epoch` as a shared string: the channel's copy when it matches, else a new copy that becomes
@@ -147,6 +149,9 @@ pub(crate) struct Hub {
     deliveries: AtomicU64,
     /// Source of conflation window ids, so a window's timer never ends a later window.
     windows: AtomicU64,
+    /// The metrics observer, read by the delivery handler and sessions (in the hub because
+    /// both already share it).
+    pub(crate) observer: crate::observe::ObserverSlot,
 }
 
 impl Hub {
@@ -157,6 +162,7 @@ impl Hub {
             channels: AtomicUsize::new(0),
             deliveries: AtomicU64::new(0),
             windows: AtomicU64::new(0),
+            observer: Default::default(),
         }
     }
 
@@ -351,8 +357,12 @@ impl Hub {
                 length: conflation.length,
             });
         }
-        let repairs = self.fan_out(&mut map, channel, offset, epoch, &encode());
-        Delivered { repairs, window }
+        let (repairs, delivered) = self.fan_out(&mut map, channel, offset, epoch, &encode());
+        Delivered {
+            repairs,
+            window,
+            delivered,
+        }
     }
 
     /// Ends conflation window `id` of `channel`: sends the publication that waited for it, if
@@ -374,12 +384,13 @@ impl Hub {
             return false;
         };
         // Conflated subscribers accept skipped offsets, so this never asks for a repair.
-        let repairs = self.fan_out(&mut map, channel, held.offset, &held.epoch, &held.frame);
+        let (repairs, _) = self.fan_out(&mut map, channel, held.offset, &held.epoch, &held.frame);
         debug_assert!(repairs.is_empty());
         true
     }
 
-    /// Queues `frame` to every subscriber of `channel`; returns the subscribers that saw a gap.
+    /// Queues `frame` to every subscriber of `channel`; returns the subscribers that saw a gap
+    /// and how many frames were queued.
     fn fan_out(
         &self,
         map: &mut Channels,
@@ -387,9 +398,9 @@ impl Hub {
         offset: Option<u64>,
         epoch: &str,
         frame: &SharedFrame,
-    ) -> Vec<Repair> {
+    ) -> (Vec<Repair>, u64) {
         let Some(entry) = map.get_mut(channel) else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
         let skips = entry.conflation.is_some();
         let subs = &mut entry.subs;
@@ -441,7 +452,7 @@ impl Hub {
             self.remove_locked(map, channel, key);
         }
         self.deliveries.fetch_add(delivered, Ordering::Relaxed);
-        repairs
+        (repairs, delivered)
     }
 
     /// Fans a join or leave push out to subscribers that want them. `encode` runs at most once.

@@ -14,6 +14,7 @@
 //! - [`engine`]: the [`Broker`] and [`PresenceStore`] contracts; [`engine::memory`] implements them.
 //! - [`config`]: [`NodeConfig`] and [`NamespaceOptions`].
 //! - [`auth`]: the [`Authenticator`] seam for token verification.
+//! - [`observe`]: the [`Observer`] seam through which the server counts what the hub does.
 //! - [`proxy`]: the [`Backend`] seam for the application's backend hooks (connect without a
 //!   token, subscribe, publish, rpc, send, connection refresh).
 //! - [`error`]: [`CoreError`] and its single mapping to client error codes.
@@ -44,6 +45,7 @@ pub mod error;
 mod hub;
 mod limits;
 pub mod node;
+pub mod observe;
 pub mod outbox;
 pub mod permissions;
 pub mod proxy;
@@ -61,6 +63,7 @@ pub use engine::{Broker, PresenceStore};
 pub use error::CoreError;
 pub use hub::UNSUBSCRIBE_INSUFFICIENT_STATE;
 pub use node::{HistoryOptions, Node, NodeStats};
+pub use observe::Observer;
 pub use outbox::Outbox;
 pub use proxy::{Backend, Hook, RequestHeaders};
 pub use server_subs::UNSUBSCRIBE_SERVER;

@@ -142,11 +142,21 @@ struct JoinLeaveRef<'a> {
 
 impl BrokerHandler for HubHandler {
     fn on_publication(&self, channel: &str, publication: &Publication, epoch: &str) {
+        let observer = self.hub.observer.get();
+        let started = observer.map(|_| std::time::Instant::now());
         let delivered = self
             .hub
             .deliver_publication(channel, publication.offset, epoch, || {
-                SharedFrame::new(encode_publication(channel, publication))
+                let json = encode_publication(channel, publication);
+                // Stamped only when measured, with the clock read the fan-out timing made.
+                match started {
+                    Some(at) => SharedFrame::stamped(json, at),
+                    None => SharedFrame::new(json),
+                }
             });
+        if let (Some(observer), Some(started)) = (observer, started) {
+            observer.fanned_out(channel, delivered.delivered, started.elapsed());
+        }
         for repair in delivered.repairs {
             self.spawn_repair(repair);
         }
@@ -357,6 +367,29 @@ impl Node {
         self.inner.draining.load(Ordering::SeqCst)
     }
 
+    /// Sets the metrics observer (once; a second call is ignored and returns false).
+    pub fn set_observer(&self, observer: Arc<dyn crate::Observer>) -> bool {
+        self.inner.hub.observer.set(observer)
+    }
+
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn crate::Observer>> {
+        self.inner.hub.observer.get()
+    }
+
+    /// Bytes waiting in outboxes: the total over this node's sessions and the largest one, read
+    /// at scrape time (one uncontended lock per session) for the queue-depth gauges.
+    pub fn queued_bytes(&self) -> (u64, u64) {
+        let (mut total, mut largest) = (0u64, 0u64);
+        for shard in self.inner.sessions.iter() {
+            for entry in lock(shard).values() {
+                let bytes = entry.outbox.queued_bytes() as u64;
+                total += bytes;
+                largest = largest.max(bytes);
+            }
+        }
+        (total, largest)
+    }
+
     /// Counts for `/metrics` and `info`.
     pub fn stats(&self) -> NodeStats {
         NodeStats {
@@ -522,6 +555,9 @@ impl Node {
             .publish(channel, publication, options)
             .await?;
         self.inner.publications.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = self.inner.hub.observer.get() {
+            observer.published(channel);
+        }
         Ok(position)
     }
 

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -26,6 +27,9 @@ struct Inner {
     json: Bytes,
     /// Lazily computed transport encodings, indexed by [`EncodingSlot`].
     encodings: [OnceLock<Bytes>; ENCODING_SLOTS],
+    /// When a publication's push was encoded, for the publish-to-write latency metric (set by
+    /// [`SharedFrame::stamped`]; once per publication, not per subscriber).
+    stamp: Option<Instant>,
 }
 
 /// One server frame, serialised once and shared by every connection that sends it.
@@ -38,7 +42,23 @@ impl SharedFrame {
         SharedFrame(Arc::new(Inner {
             json: json.into(),
             encodings: Default::default(),
+            stamp: None,
         }))
+    }
+
+    /// Wraps already-serialised JSON text with the instant its publication reached the hub, so
+    /// a transport can measure how long the push took to reach the socket.
+    pub fn stamped(json: impl Into<Bytes>, at: Instant) -> Self {
+        SharedFrame(Arc::new(Inner {
+            json: json.into(),
+            encodings: Default::default(),
+            stamp: Some(at),
+        }))
+    }
+
+    /// When the frame was stamped (see [`SharedFrame::stamped`]).
+    pub fn stamp(&self) -> Option<Instant> {
+        self.0.stamp
     }
 
     /// The frame's JSON text.

@@ -184,6 +184,9 @@ pub struct ServerConfig {
     /// (`https://app.example.com`, wildcards like `https://*.example.com`, or `*`). Empty: only
     /// the server's own origin. Requests without an `Origin` header (non-browser clients) pass.
     pub allowed_origins: Vec<String>,
+    /// Detailed metrics on `/metrics`: per-transport and per-namespace counters, latency
+    /// histograms, engine and proxy timings. Off leaves the counters the hub keeps anyway.
+    pub metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -196,6 +199,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             allowed_origins: Vec::new(),
+            metrics: true,
         }
     }
 }

@@ -92,7 +92,7 @@ pub(crate) fn drive(
                 () = outbox.ready() => {
                     let pending_close = outbox.drain(&mut batch, WRITE_BATCH_BYTES);
                     // Boxed like the handler: a write's state is needed only while writing.
-                    if Box::pin(flush(&mut wire, &mut batch)).await.is_err() {
+                    if Box::pin(flush(&mut wire, &mut batch, &session)).await.is_err() {
                         break None;
                     }
                     if pending_close.is_some() {
@@ -135,11 +135,15 @@ async fn finish(
         loop {
             let pending_close = outbox.drain(&mut batch, WRITE_BATCH_BYTES);
             let empty = batch.is_empty();
-            if flush(&mut wire, &mut batch).await.is_err() || empty || pending_close.is_some() {
+            if flush(&mut wire, &mut batch, &session).await.is_err()
+                || empty
+                || pending_close.is_some()
+            {
                 break;
             }
         }
         tracing::debug!(code = disconnect.code, reason = %disconnect.reason, "closing connection");
+        session.record_disconnect(&disconnect);
         wire.close(&disconnect).await;
     }
     session.close().await;
@@ -147,8 +151,13 @@ async fn finish(
 
 /// Writes `batch` and frees it: it usually holds the outbox's own buffer (see
 /// [`Outbox::drain`]), and an idle connection keeps no batch memory. A write blocked for
-/// [`WRITE_TIMEOUT`] fails with `TimedOut`.
-async fn flush(wire: &mut impl Wire, batch: &mut Vec<SharedFrame>) -> std::io::Result<()> {
+/// [`WRITE_TIMEOUT`] fails with `TimedOut`. A write that succeeded is reported to the
+/// session's metrics observer, if any.
+async fn flush(
+    wire: &mut impl Wire,
+    batch: &mut Vec<SharedFrame>,
+    session: &Session,
+) -> std::io::Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -156,6 +165,9 @@ async fn flush(wire: &mut impl Wire, batch: &mut Vec<SharedFrame>) -> std::io::R
         Ok(written) => written,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     };
+    if written.is_ok() {
+        session.record_write(batch);
+    }
     *batch = Vec::new();
     written
 }

@@ -72,6 +72,8 @@ pub(crate) struct AppState {
     pub(crate) allowed_origins: Arc<[String]>,
     /// The Redis engine when nodes share one, for the node registry behind `info`.
     pub(crate) redis: Option<Arc<kilat_engine_redis::RedisEngine>>,
+    /// The `/metrics` registry.
+    pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
 /// Why the server stopped with an error.
@@ -145,16 +147,35 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     check_open_files(config.server.max_connections);
+    let mut metrics = metrics::Metrics::new(
+        config.server.metrics,
+        config.node.namespaces.keys().cloned(),
+    );
     let (node, redis) = match config.engine.kind {
-        config::EngineKind::Memory => (Node::new(config.node.clone()), None),
+        config::EngineKind::Memory => {
+            let broker = Arc::new(kilat_core::engine::memory::MemoryBroker::new(
+                config.node.history_meta_ttl,
+            ));
+            let presence = Arc::new(kilat_core::engine::memory::MemoryPresence::new());
+            let (broker, presence) = instrument_engine(&metrics, "memory", broker, presence);
+            (
+                Node::with_engine(config.node.clone(), broker, presence),
+                None,
+            )
+        }
         config::EngineKind::Redis => {
             let engine =
                 Arc::new(kilat_engine_redis::RedisEngine::connect(config.engine.redis()).await?);
             tracing::info!(url = %config.engine.redis_url, "connected to Redis");
-            let node = Node::with_engine(config.node.clone(), engine.clone(), engine.clone());
+            let (broker, presence) =
+                instrument_engine(&metrics, "redis", engine.clone(), engine.clone());
+            let node = Node::with_engine(config.node.clone(), broker, presence);
             (node, Some(engine))
         }
     };
+    if let Some(detail) = &metrics.detail {
+        node.set_observer(detail.clone());
+    }
     if let Some(token) = &config.token {
         let verifier = kilat_auth::Verifier::new(token)?;
         let warm = verifier.clone();
@@ -168,20 +189,38 @@ pub async fn run(
         node.set_authenticator(Arc::new(auth::JwtAuthenticator::new(verifier)));
     }
     if let Some(backend) = proxy::HttpBackend::from_config(&config.proxy)? {
-        node.set_backend(Arc::new(backend));
+        let backend: Arc<dyn kilat_core::Backend> = Arc::new(backend);
+        match &metrics.detail {
+            Some(detail) => node.set_backend(Arc::new(metrics::InstrumentedBackend {
+                inner: backend,
+                detail: detail.clone(),
+            })),
+            None => node.set_backend(backend),
+        }
     }
+    let connections = Arc::new(Semaphore::new(config.server.max_connections));
+    let draining = Arc::new(AtomicBool::new(false));
+    let started = std::time::Instant::now();
+    metrics.watch(metrics::Sources {
+        node: node.clone(),
+        connections: connections.clone(),
+        max_connections: config.server.max_connections,
+        draining: draining.clone(),
+        started,
+    });
     let state = AppState {
         node: node.clone(),
         ws: Arc::new(config.websocket.transport()),
-        connections: Arc::new(Semaphore::new(config.server.max_connections)),
+        connections,
         max_connections: config.server.max_connections,
-        draining: Arc::new(AtomicBool::new(false)),
+        draining,
         tasks: TaskTracker::new(),
         sessions: emulation::Sessions::default(),
         api: Arc::new(api::Api::new(config.api.key.clone(), config.node.dev)),
-        started: std::time::Instant::now(),
+        started,
         allowed_origins: config.server.allowed_origins.clone().into(),
         redis: redis.clone(),
+        metrics: Arc::new(metrics),
     };
     if let Some(engine) = &redis {
         tokio::spawn(heartbeat(engine.clone(), state.clone()));
@@ -250,6 +289,33 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The engine's broker and presence store, timed for `/metrics` when detailed metrics are on.
+fn instrument_engine(
+    metrics: &metrics::Metrics,
+    engine: &'static str,
+    broker: Arc<dyn kilat_core::Broker>,
+    presence: Arc<dyn kilat_core::PresenceStore>,
+) -> (
+    Arc<dyn kilat_core::Broker>,
+    Arc<dyn kilat_core::PresenceStore>,
+) {
+    let Some(detail) = &metrics.detail else {
+        return (broker, presence);
+    };
+    (
+        Arc::new(metrics::InstrumentedBroker {
+            inner: broker,
+            detail: detail.clone(),
+            engine,
+        }),
+        Arc::new(metrics::InstrumentedPresence {
+            inner: presence,
+            detail: detail.clone(),
+            engine,
+        }),
+    )
 }
 
 /// How often a node refreshes its entry in the Redis node registry; entries live three times

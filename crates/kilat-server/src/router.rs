@@ -46,8 +46,8 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::render(&state),
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.render(),
     )
         .into_response()
 }
@@ -80,6 +80,7 @@ mod tests {
             started: std::time::Instant::now(),
             allowed_origins: Vec::new().into(),
             redis: None,
+            metrics: Arc::new(crate::metrics::Metrics::new(false, [])),
         }
     }
 

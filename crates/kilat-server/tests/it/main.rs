@@ -18,6 +18,8 @@ mod http;
 mod lifecycle;
 /// Transport limits and errors: each bad input gets its code and other connections keep working.
 mod limits;
+/// Detailed metrics: what `/metrics` reports after a known load, and with metrics off.
+mod metrics;
 /// Backend proxy hooks: connect, subscribe, publish, rpc, send and refresh over HTTP.
 mod proxy;
 /// TLS (`wss://`), origin checks and half-open handshakes.
