@@ -28,6 +28,7 @@ if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 need_apt python3 python3
 need_apt redis-server redis-server
 need_apt haproxy haproxy
+need_apt prometheus prometheus
 need_apt chromium chromium
 need_apt node nodejs
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
@@ -46,6 +47,9 @@ if cargo tree -p kilat-core -e normal --prefix none | grep -E '^(axum|hyper|tung
   exit 1
 fi
 echo "ok"
+
+step "deploy/: the Prometheus scrape example and alert rules are valid"
+promtool check config deploy/prometheus.yml
 
 # --- tests --------------------------------------------------------------------------------
 step "cargo test"
