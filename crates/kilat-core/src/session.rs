@@ -550,6 +550,11 @@ impl Session {
         self.update_sub_deadline();
     }
 
+    /// The session's key: unique on this node for its lifetime, the connection id in logs.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
     /// Tells the metrics observer that `frames` were written to the socket.
     pub fn record_write(&self, frames: &[SharedFrame]) {
         if let Some(observer) = self.node.observer() {

@@ -137,7 +137,35 @@ impl Default for EngineConfig {
     }
 }
 
+/// `url` with any password (the user-info part) replaced by `***`, for logs and the admin
+/// console: `redis://:secret@host:6379` becomes `redis://***@host:6379`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 impl EngineConfig {
+    /// What the Redis engine connects to, passwords hidden: the cluster's seed nodes when
+    /// `redis_cluster_nodes` is set (then `redis_url` is not used), else `redis_url`.
+    pub fn redis_target(&self) -> String {
+        if self.redis_cluster_nodes.is_empty() {
+            redact_url(&self.redis_url)
+        } else {
+            let nodes: Vec<String> = self
+                .redis_cluster_nodes
+                .iter()
+                .map(|n| redact_url(n))
+                .collect();
+            format!("cluster [{}]", nodes.join(", "))
+        }
+    }
+
     /// The Redis engine's own configuration derived from this section.
     pub fn redis(&self) -> kilat_engine_redis::RedisConfig {
         let mut config = if self.redis_cluster_nodes.is_empty() {
@@ -357,6 +385,21 @@ mod tests {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn redis_target_names_the_cluster_and_hides_passwords() {
+        let mut engine = EngineConfig {
+            redis_url: "redis://:hunter2@10.0.0.1:6379/0".into(),
+            ..EngineConfig::default()
+        };
+        assert_eq!(engine.redis_target(), "redis://***@10.0.0.1:6379/0");
+        engine.redis_cluster_nodes = vec!["redis://a:7000".into(), "redis://user:pw@b:7001".into()];
+        assert_eq!(
+            engine.redis_target(),
+            "cluster [redis://a:7000, redis://***@b:7001]"
+        );
+        assert_eq!(redact_url("no scheme"), "no scheme");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kilat_core::{Outbox, Session};
 use kilat_protocol::{Disconnect, SharedFrame};
+use tracing::Instrument;
 
 /// Most bytes of queued frames written in one go (one vectored write on WebSocket).
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -62,7 +63,17 @@ pub(crate) fn drive(
     mut session: Session,
     outbox: Outbox,
 ) -> impl Future<Output = ()> {
+    // Every log line of the connection's life carries its id (the session key, unique on this
+    // node) and, once connected, its client id and user.
+    let span = tracing::info_span!(
+        "conn",
+        id = session.key(),
+        transport = session.transport().name,
+        client = tracing::field::Empty,
+        user = tracing::field::Empty,
+    );
     async move {
+        let mut identified = false;
         let mut batch: Vec<SharedFrame> = Vec::new();
         // One timer for the whole connection, moved only when the session's next deadline moves: a
         // fresh `sleep_until` per loop turn would insert into and remove from the timer wheel on
@@ -84,6 +95,13 @@ pub(crate) fn drive(
                     Inbound::Message(text) => {
                         if let Err(disconnect) = Box::pin(session.handle_message(&text)).await {
                             break Some(disconnect);
+                        }
+                        if !identified && let Some(info) = session.client() {
+                            identified = true;
+                            let span = tracing::Span::current();
+                            span.record("client", info.client.as_str());
+                            span.record("user", info.user.as_str());
+                            tracing::debug!("connected");
                         }
                     }
                     Inbound::Refused(disconnect) => break Some(disconnect),
@@ -120,6 +138,7 @@ pub(crate) fn drive(
             tracing::debug!("connection teardown timed out; dropping the socket");
         }
     }
+    .instrument(span)
 }
 
 /// Flushes what is queued, tells the client why it is closed, and cleans up the session.

@@ -166,7 +166,7 @@ pub async fn run(
         config::EngineKind::Redis => {
             let engine =
                 Arc::new(kilat_engine_redis::RedisEngine::connect(config.engine.redis()).await?);
-            tracing::info!(url = %config.engine.redis_url, "connected to Redis");
+            tracing::info!(redis = %config.engine.redis_target(), "connected to Redis");
             let (broker, presence) =
                 instrument_engine(&metrics, "redis", engine.clone(), engine.clone());
             let node = Node::with_engine(config.node.clone(), broker, presence);
