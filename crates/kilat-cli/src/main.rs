@@ -107,6 +107,15 @@ struct ServeArgs {
     /// [config: server.allowed_origins].
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
+    /// Password of the admin console at /admin; without it the console is off, except with
+    /// --dev, which prints a one-time password [config: server.admin_password].
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "KILAT_SERVER_ADMIN_PASSWORD",
+        hide_env_values = true
+    )]
+    admin_password: Option<String>,
     /// Key for the server HTTP API (`Authorization: apikey <key>`) [config: api.key].
     #[arg(long, value_name = "KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -314,6 +323,9 @@ impl ServeArgs {
         }
         if let Some(key) = &self.api_key {
             set("api", "key", Value::String(key.clone()));
+        }
+        if let Some(password) = &self.admin_password {
+            set("server", "admin_password", Value::String(password.clone()));
         }
         table
     }

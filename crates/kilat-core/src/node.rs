@@ -30,8 +30,11 @@ use crate::outbox::Outbox;
 use crate::permissions::resolve;
 use crate::proxy::{Backend, Hook};
 use crate::recovery::{Recovery, outcome};
+
+mod inspect;
 use crate::session::SubState;
 use crate::util::{lock, new_epoch};
+pub use inspect::{ConnectionSummary, Watch};
 
 const SESSION_SHARDS: usize = 16;
 
@@ -61,6 +64,10 @@ struct SessionEntry {
     /// Server-side changes the session has not absorbed yet (see [`ServerChanges`]). Boxed:
     /// rarely any, and every connection has an entry in this map.
     changes: Option<Box<ServerChanges>>,
+    /// The transport's name and when the session started, for the admin API's connection
+    /// list ([`Node::connections`]).
+    transport: &'static str,
+    started: std::time::Instant,
 }
 
 /// Subscriptions added or removed by the server API since the session last looked. The session
@@ -406,7 +413,7 @@ impl Node {
     }
 
     /// Registers a new session; returns its key.
-    pub(crate) fn register_session(&self, outbox: &Outbox) -> u64 {
+    pub(crate) fn register_session(&self, outbox: &Outbox, transport: &'static str) -> u64 {
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
         lock(self.session_shard(key)).insert(
             key,
@@ -414,6 +421,8 @@ impl Node {
                 outbox: outbox.clone(),
                 identity: None,
                 changes: None,
+                transport,
+                started: std::time::Instant::now(),
             },
         );
         if self.is_draining() {

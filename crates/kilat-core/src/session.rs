@@ -152,7 +152,7 @@ impl Session {
     /// A session for a new connection. If the node is draining, `outbox` is closed with 3000 at
     /// once.
     pub fn new(node: &Node, transport: TransportInfo, outbox: Outbox) -> Self {
-        let key = node.register_session(&outbox);
+        let key = node.register_session(&outbox, transport.name);
         if let Some(observer) = node.observer() {
             observer.session_opened(transport.name);
         }
@@ -272,7 +272,15 @@ impl Session {
                             let error = result.as_ref().err().map(|d| u32::from(d.code));
                             observer.command(Method::Connect, started.elapsed(), error);
                         }
-                        result?
+                        result?;
+                        // The transport's connection span (if it has one) names the client
+                        // from now on; recording a field a span lacks does nothing.
+                        if let State::Connected(info) = &self.state {
+                            let span = tracing::Span::current();
+                            span.record("client", info.client.as_str());
+                            span.record("user", info.user.as_str());
+                            tracing::debug!("connected");
+                        }
                     }
                     _ if matches!(self.state, State::Connecting) => return Err(not_connected()),
                     command => self.dispatch(id, command).await,

@@ -215,6 +215,9 @@ pub struct ServerConfig {
     /// Detailed metrics on `/metrics`: per-transport and per-namespace counters, latency
     /// histograms, engine and proxy timings. Off leaves the counters the hub keeps anyway.
     pub metrics: bool,
+    /// Password of the admin console at `/admin`; without one (and without `--dev`, which
+    /// makes a one-time password) the console is off.
+    pub admin_password: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -228,6 +231,7 @@ impl Default for ServerConfig {
             tls_key: None,
             allowed_origins: Vec::new(),
             metrics: true,
+            admin_password: None,
         }
     }
 }

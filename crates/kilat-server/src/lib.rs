@@ -21,6 +21,7 @@
 //!   (reconnect elsewhere), and the process waits a bounded time for them to flush.
 #![warn(missing_docs)]
 
+mod admin;
 mod api;
 mod assets;
 mod auth;
@@ -74,6 +75,10 @@ pub(crate) struct AppState {
     pub(crate) redis: Option<Arc<kilat_engine_redis::RedisEngine>>,
     /// The `/metrics` registry.
     pub(crate) metrics: Arc<metrics::Metrics>,
+    /// The admin console; `None` when it is off.
+    pub(crate) admin: Option<Arc<admin::Admin>>,
+    /// The effective configuration with secrets redacted, for the `config` API method.
+    pub(crate) effective_config: Arc<serde_json::Value>,
 }
 
 /// Why the server stopped with an error.
@@ -221,6 +226,8 @@ pub async fn run(
         allowed_origins: config.server.allowed_origins.clone().into(),
         redis: redis.clone(),
         metrics: Arc::new(metrics),
+        admin: admin_console(&config),
+        effective_config: Arc::new(admin::redacted_config(&config)),
     };
     if let Some(engine) = &redis {
         tokio::spawn(heartbeat(engine.clone(), state.clone()));
@@ -289,6 +296,26 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The admin console when configured: with `server.admin_password`, or in dev mode with a
+/// one-time password printed to stderr (on purpose not a log line: log shippers keep it).
+fn admin_console(config: &Config) -> Option<Arc<admin::Admin>> {
+    let secure = config.server.tls_cert.is_some();
+    let password = match config.server.admin_password.as_deref() {
+        Some(password) if !password.is_empty() => password.to_owned(),
+        _ if config.node.dev => {
+            let password = admin::Admin::one_time_password();
+            eprintln!(
+                "\n  admin console: http{}://{}/admin  one-time password: {password}\n  (set --admin-password to choose one)\n",
+                if secure { "s" } else { "" },
+                config.server.listen
+            );
+            password
+        }
+        _ => return None,
+    };
+    Some(Arc::new(admin::Admin::new(password, secure)))
 }
 
 /// The engine's broker and presence store, timed for `/metrics` when detailed metrics are on.

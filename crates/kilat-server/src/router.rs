@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::{AppState, api, assets, emulation, metrics, websocket};
+use crate::{AppState, admin, api, assets, emulation, metrics, websocket};
 
 /// Builds the router over shared state.
 pub(crate) fn router(state: AppState) -> Router {
@@ -22,6 +22,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
+        .route("/admin", get(admin::page))
+        .route("/admin/", get(admin::page))
+        .route("/admin/login", post(admin::login))
+        .route("/admin/logout", post(admin::logout))
+        .route("/admin/session", get(admin::session))
+        .route("/admin/tail", get(admin::tail))
+        .route("/admin/api/{method}", post(admin::api))
+        .route("/admin/{*path}", get(admin::page))
         .route("/", get(assets::index))
         .route("/ui/{*path}", get(assets::ui))
         .route("/sdk/{*path}", get(assets::sdk))
@@ -81,6 +89,8 @@ mod tests {
             allowed_origins: Vec::new().into(),
             redis: None,
             metrics: Arc::new(crate::metrics::Metrics::new(false, [])),
+            admin: None,
+            effective_config: Arc::default(),
         }
     }
 
