@@ -73,7 +73,8 @@ export async function waitHealthy(url, { timeoutMs = 15000, child } = {}) {
  * Output goes to target/e2e/<label>-server.log.
  */
 export class KilatServer {
-  constructor(label, port) {
+  constructor(label, port, env = {}) {
+    this.env = env;
     this.label = label;
     this.port = port;
     this.url = `http://127.0.0.1:${port}`;
@@ -83,8 +84,9 @@ export class KilatServer {
     this.log = createWriteStream(join(ARTIFACTS, `${label}-server.log`), { flags: 'w' });
   }
 
-  static async start(label, { port } = {}) {
-    const server = new KilatServer(label, port ?? (await freePort()));
+  /** `env`: extra environment for the server (e.g. KILAT_SERVER_ADMIN_PASSWORD). */
+  static async start(label, { port, env } = {}) {
+    const server = new KilatServer(label, port ?? (await freePort()), env);
     await server.spawn();
     return server;
   }
@@ -100,7 +102,7 @@ export class KilatServer {
       this.starts += 1;
       const child = spawn(bin, ['serve', '--dev', '--listen', `127.0.0.1:${this.port}`], {
         stdio: ['ignore', 'pipe', 'pipe'],
-        env: serverEnv(),
+        env: { ...serverEnv(), ...this.env },
       });
       this.child = child;
       this.log.write(`\n===== start #${this.starts} (pid ${child.pid}) ${new Date().toISOString()} =====\n`);

@@ -237,6 +237,13 @@ impl Hub {
         lock(self.shard(channel)).contains_key(channel)
     }
 
+    /// Local subscribers of `channel` (0 when it has none here).
+    pub(crate) fn subscriber_count(&self, channel: &str) -> usize {
+        lock(self.shard(channel))
+            .get(channel)
+            .map_or(0, |entry| entry.subs.len())
+    }
+
     /// Whether session `key` is subscribed to `channel` here.
     pub(crate) fn contains(&self, channel: &str, key: u64) -> bool {
         lock(self.shard(channel))

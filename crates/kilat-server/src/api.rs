@@ -444,7 +444,11 @@ async fn channels(state: &AppState, request: ChannelsRequest) -> Result<Value, A
                 .is_none_or(|p| glob_match(p.as_bytes(), c.as_bytes()))
         })
         .collect();
-    Ok(json!({ "channels": channels }))
+    let subscribers: serde_json::Map<String, Value> = channels
+        .iter()
+        .map(|c| (c.clone(), json!(state.node.local_subscribers(c))))
+        .collect();
+    Ok(json!({ "channels": channels, "subscribers": subscribers }))
 }
 
 #[derive(Deserialize)]

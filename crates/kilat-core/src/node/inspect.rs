@@ -32,7 +32,13 @@ pub struct ConnectionSummary {
 }
 
 /// A matching session while the list is built: key, transport, age, (client, user), outbox.
-type Found = (u64, &'static str, Duration, Option<(String, String)>, Outbox);
+type Found = (
+    u64,
+    &'static str,
+    Duration,
+    Option<(String, String)>,
+    Outbox,
+);
 
 /// Most connections one [`Node::connections`] call returns.
 const CONNECTIONS_MAX: usize = 200;
@@ -90,6 +96,11 @@ impl Node {
                 }
             })
             .collect()
+    }
+
+    /// Subscribers of `channel` on this node (a console live tail watching it counts as one).
+    pub fn local_subscribers(&self, channel: &str) -> usize {
+        self.inner.hub.subscriber_count(channel)
     }
 
     /// Closes the connection whose client id is `client` with `disconnect`; returns how many
