@@ -566,8 +566,13 @@ impl Session {
     /// Tells the metrics observer that `frames` were written to the socket.
     pub fn record_write(&self, frames: &[SharedFrame]) {
         if let Some(observer) = self.node.observer() {
-            let bytes = frames.iter().map(SharedFrame::len).sum();
-            let stamp = frames.iter().find_map(SharedFrame::stamp);
+            let (bytes, stamp) = match frames {
+                [frame] => (frame.len(), frame.stamp()),
+                frames => (
+                    frames.iter().map(SharedFrame::len).sum(),
+                    frames.iter().find_map(SharedFrame::stamp),
+                ),
+            };
             observer.wrote(self.transport.name, bytes, stamp);
         }
     }

@@ -296,10 +296,15 @@ impl Detail {
         detail
     }
 
+    /// The counters of transport `name`. Called per socket write: transports name themselves
+    /// with the same string literals as [`TRANSPORTS`], so the address usually matches and no
+    /// bytes are compared.
+    #[inline]
     fn transport(&self, name: &str) -> &TransportCounters {
         self.transports
             .iter()
-            .find(|t| t.name == name)
+            .find(|t| std::ptr::eq(t.name, name))
+            .or_else(|| self.transports.iter().find(|t| t.name == name))
             .unwrap_or_else(|| self.transports.last().expect("`other` is always present"))
     }
 
