@@ -30,6 +30,7 @@ need_apt python3 python3
 need_apt redis-server redis-server
 need_apt haproxy haproxy
 need_apt nginx nginx
+need_apt prometheus prometheus
 need_apt chromium chromium
 need_apt node nodejs
 # The SDK's `ws` package: the JS SDK tests and the deployment tests (SDK clients behind
@@ -56,6 +57,8 @@ step "no import cycle between the files of the crates that have none (docs/archi
 for crate in kilat-protocol kilat-core kilat-client kilat-bench kilat-cli; do
   python3 scripts/module-graph.py "crates/$crate" >/dev/null
 done
+step "deploy/: the Prometheus scrape example and alert rules are valid"
+promtool check config deploy/prometheus.yml
 
 # --- tests --------------------------------------------------------------------------------
 step "cargo test"

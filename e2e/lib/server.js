@@ -74,7 +74,9 @@ export async function waitHealthy(url, { timeoutMs = 15000, child } = {}) {
  * Output goes to target/e2e/<label>-server.log.
  */
 export class KilatServer {
-  constructor(label, port, args = []) {
+  constructor(label, port, args = [], env = {}) {
+    /** extra environment for the server (e.g. KILAT_SERVER_ADMIN_PASSWORD) */
+    this.env = env;
     this.label = label;
     this.port = port;
     /** extra arguments after `serve --dev --listen ...` */
@@ -86,8 +88,9 @@ export class KilatServer {
     this.log = createWriteStream(join(ARTIFACTS, `${label}-server.log`), { flags: 'w' });
   }
 
-  static async start(label, { port, args } = {}) {
-    const server = new KilatServer(label, port ?? (await freePort()), args);
+  /** `args`: extra `serve` arguments; `env`: extra environment for the server. */
+  static async start(label, { port, args, env } = {}) {
+    const server = new KilatServer(label, port ?? (await freePort()), args, env);
     await server.spawn();
     return server;
   }
@@ -103,7 +106,7 @@ export class KilatServer {
       this.starts += 1;
       const child = spawn(bin, ['serve', '--dev', '--listen', `127.0.0.1:${this.port}`, ...this.args], {
         stdio: ['ignore', 'pipe', 'pipe'],
-        env: serverEnv(),
+        env: { ...serverEnv(), ...this.env },
       });
       this.child = child;
       this.log.write(`\n===== start #${this.starts} (pid ${child.pid}) ${new Date().toISOString()} =====\n`);

@@ -45,12 +45,23 @@ impl Session {
         }
     }
 
-    /// Runs one command of a connected session and queues its reply.
+    /// Runs one command of a connected session and queues its reply; tells the observer, if
+    /// any, how long it took and which error code it answered.
     pub(crate) async fn dispatch(&mut self, id: u32, command: Command) {
+        let method = command.method();
+        let started = self.node.observer().map(|_| tokio::time::Instant::now());
+        let error = self.answer(id, command).await;
+        if let (Some(observer), Some(started)) = (self.node.observer(), started) {
+            observer.command(method, started.elapsed(), error);
+        }
+    }
+
+    /// Runs one command and queues its reply; returns the error code it answered, if any.
+    async fn answer(&mut self, id: u32, command: Command) -> Option<u32> {
         let result = match command {
             Command::Connect(_) => Err(CoreError::BadRequest("already connected".into())),
             Command::Subscribe(request) => match self.subscribe(id, request).await {
-                Ok(()) => return,
+                Ok(()) => return None,
                 Err(error) => Err(error),
             },
             Command::Unsubscribe(request) => self.unsubscribe(request).await,
@@ -63,8 +74,15 @@ impl Session {
             Command::SubRefresh(request) => self.sub_refresh(request).await,
         };
         match result {
-            Ok(reply) => self.reply(id, &reply),
-            Err(error) => self.reply_error(id, &error.to_client_error()),
+            Ok(reply) => {
+                self.reply(id, &reply);
+                None
+            }
+            Err(error) => {
+                let error = error.to_client_error();
+                self.reply_error(id, &error);
+                Some(error.code)
+            }
         }
     }
 
@@ -327,6 +345,11 @@ impl Session {
             )
             .await?;
         let mut result = prepared.result;
+        if matches!(recovery, Recovery::From { .. })
+            && let Some(observer) = self.node.observer()
+        {
+            observer.recovery(channel, result.recovered);
+        }
         result.expires = token_expires.map(|_| true);
         result.ttl = token_expires.map(ttl_from);
         Ok(Joining {

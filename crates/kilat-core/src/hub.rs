@@ -98,6 +98,8 @@ pub(crate) struct Delivered {
     pub(crate) repairs: Vec<Repair>,
     /// A conflation window this publication opened.
     pub(crate) window: Option<Window>,
+    /// Frames queued to live subscribers by this delivery (for the observer).
+    pub(crate) delivered: u64,
 }
 
 /// `epoch` as a shared string: the channel's copy when it matches, else a new copy that becomes
@@ -144,6 +146,9 @@ pub(crate) struct Hub {
     deliveries: AtomicU64,
     /// Source of conflation window ids, so a window's timer never ends a later window.
     windows: AtomicU64,
+    /// The metrics observer, read by the delivery handler and sessions (in the hub because
+    /// both already share it).
+    pub(crate) observer: crate::observe::ObserverSlot,
 }
 
 impl Hub {
@@ -154,6 +159,7 @@ impl Hub {
             channels: AtomicUsize::new(0),
             deliveries: AtomicU64::new(0),
             windows: AtomicU64::new(0),
+            observer: Default::default(),
         }
     }
 
@@ -226,6 +232,13 @@ impl Hub {
     /// Whether `channel` has local subscribers.
     pub(crate) fn channel_names_contains(&self, channel: &str) -> bool {
         lock(self.shard(channel)).contains_key(channel)
+    }
+
+    /// Local subscribers of `channel` (0 when it has none here).
+    pub(crate) fn subscriber_count(&self, channel: &str) -> usize {
+        lock(self.shard(channel))
+            .get(channel)
+            .map_or(0, |entry| entry.subs.len())
     }
 
     /// Whether session `key` is subscribed to `channel` here.
@@ -348,8 +361,12 @@ impl Hub {
                 length: conflation.length,
             });
         }
-        let repairs = self.fan_out(&mut map, channel, offset, epoch, &encode());
-        Delivered { repairs, window }
+        let (repairs, delivered) = self.fan_out(&mut map, channel, offset, epoch, &encode());
+        Delivered {
+            repairs,
+            window,
+            delivered,
+        }
     }
 
     /// Ends conflation window `id` of `channel`: sends the publication that waited for it, if
@@ -371,12 +388,13 @@ impl Hub {
             return false;
         };
         // Conflated subscribers accept skipped offsets, so this never asks for a repair.
-        let repairs = self.fan_out(&mut map, channel, held.offset, &held.epoch, &held.frame);
+        let (repairs, _) = self.fan_out(&mut map, channel, held.offset, &held.epoch, &held.frame);
         debug_assert!(repairs.is_empty());
         true
     }
 
-    /// Queues `frame` to every subscriber of `channel`; returns the subscribers that saw a gap.
+    /// Queues `frame` to every subscriber of `channel`; returns the subscribers that saw a gap
+    /// and how many frames were queued.
     fn fan_out(
         &self,
         map: &mut Channels,
@@ -384,9 +402,9 @@ impl Hub {
         offset: Option<u64>,
         epoch: &str,
         frame: &SharedFrame,
-    ) -> Vec<Repair> {
+    ) -> (Vec<Repair>, u64) {
         let Some(entry) = map.get_mut(channel) else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
         let skips = entry.conflation.is_some();
         let subs = &mut entry.subs;
@@ -438,7 +456,7 @@ impl Hub {
             self.remove_locked(map, channel, key);
         }
         self.deliveries.fetch_add(delivered, Ordering::Relaxed);
-        repairs
+        (repairs, delivered)
     }
 
     /// Fans a join or leave push out to subscribers that want them. `encode` runs at most once.

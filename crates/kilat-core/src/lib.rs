@@ -20,6 +20,7 @@
 //!   and [`NodeInbox`]; [`engine::memory`] implements them for one node.
 //! - [`config`]: [`NodeConfig`] and [`NamespaceOptions`].
 //! - [`auth`]: the [`Authenticator`] seam for token verification.
+//! - [`observe`]: the [`Observer`] seam through which the server counts what the hub does.
 //! - [`proxy`]: the [`Backend`] seam for the application's backend hooks (connect without a
 //!   token, subscribe, publish, rpc, send, connection refresh).
 //! - [`error`]: [`CoreError`] and its single mapping to client error codes.
@@ -53,6 +54,7 @@ pub mod error;
 mod hub;
 mod limits;
 pub mod node;
+pub mod observe;
 pub mod outbox;
 pub mod permissions;
 pub mod proxy;
@@ -73,6 +75,7 @@ pub use error::CoreError;
 /// The `unsubscribe` push codes, defined in kilat-protocol; re-exported where they were first.
 pub use kilat_protocol::{UNSUBSCRIBE_INSUFFICIENT_STATE, UNSUBSCRIBE_SERVER};
 pub use node::{HistoryOptions, Node, NodeStats};
+pub use observe::Observer;
 pub use outbox::Outbox;
 pub use proxy::{Backend, Hook, RequestHeaders};
 pub use session::{Session, TransportInfo};

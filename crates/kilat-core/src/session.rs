@@ -10,8 +10,8 @@ use std::time::Duration;
 use kilat_protocol::push::{RefreshPush, encode_push_kind};
 use kilat_protocol::reply::encode_error;
 use kilat_protocol::{
-    ClientError, ClientFrame, ClientInfo, Command, Disconnect, DisconnectCode, Reply, SharedFrame,
-    decode_frames,
+    ClientError, ClientFrame, ClientInfo, Command, Disconnect, DisconnectCode, Method, Reply,
+    SharedFrame, decode_frames,
 };
 use tokio::time::Instant;
 
@@ -134,7 +134,10 @@ impl Session {
     /// A session for a new connection. If the node is draining, `outbox` is closed with 3000 at
     /// once.
     pub fn new(node: &Node, transport: TransportInfo, outbox: Outbox) -> Self {
-        let key = node.sessions().register(&outbox);
+        let key = node.sessions().register(&outbox, transport.name);
+        if let Some(observer) = node.observer() {
+            observer.session_opened(transport.name);
+        }
         let now = Instant::now();
         Session {
             node: node.clone(),
@@ -252,7 +255,23 @@ impl Session {
                     }
                 }
                 Ok(ClientFrame::Command { id, command }) => match command {
-                    Command::Connect(request) => self.connect(id, request).await?,
+                    Command::Connect(request) => {
+                        let started = self.node.observer().map(|_| Instant::now());
+                        let result = self.connect(id, request).await;
+                        if let (Some(observer), Some(started)) = (self.node.observer(), started) {
+                            let error = result.as_ref().err().map(|d| u32::from(d.code));
+                            observer.command(Method::Connect, started.elapsed(), error);
+                        }
+                        result?;
+                        // The transport's connection span (if it has one) names the client
+                        // from now on; recording a field a span lacks does nothing.
+                        if let State::Connected(info) = &self.state {
+                            let span = tracing::Span::current();
+                            span.record("client", info.client.as_str());
+                            span.record("user", info.user.as_str());
+                            tracing::debug!("connected");
+                        }
+                    }
                     _ if matches!(self.state, State::Connecting) => return Err(not_connected()),
                     command => self.dispatch(id, command).await,
                 },
@@ -528,9 +547,39 @@ impl Session {
         self.update_sub_deadline();
     }
 
+    /// The session's key: unique on this node for its lifetime, the connection id in logs.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// Tells the metrics observer that `frames` were written to the socket.
+    pub fn record_write(&self, frames: &[SharedFrame]) {
+        if let Some(observer) = self.node.observer() {
+            let (bytes, stamp) = match frames {
+                [frame] => (frame.len(), frame.stamp()),
+                frames => (
+                    frames.iter().map(SharedFrame::len).sum(),
+                    frames.iter().find_map(SharedFrame::stamp),
+                ),
+            };
+            observer.wrote(self.transport.name, bytes, stamp);
+        }
+    }
+
+    /// Tells the metrics observer why the connection ends (the transport calls it once, before
+    /// [`Session::close`], when it closes with a code).
+    pub fn record_disconnect(&self, disconnect: &Disconnect) {
+        if let Some(observer) = self.node.observer() {
+            observer.disconnected(self.transport.name, disconnect.code.into());
+        }
+    }
+
     /// Cleanup on any close: unsubscribe everything, remove presence, publish leaves.
     pub async fn close(mut self) {
         self.closed = true;
+        if let Some(observer) = self.node.observer() {
+            observer.session_closed(self.transport.name);
+        }
         // Unregister first: a server-side subscribe racing with this close either lands in the
         // changes returned here or finds the session gone and undoes itself.
         let changes = self.node.sessions().unregister(self.key);
@@ -545,6 +594,9 @@ impl Drop for Session {
     fn drop(&mut self) {
         if self.closed {
             return;
+        }
+        if let Some(observer) = self.node.observer() {
+            observer.session_closed(self.transport.name);
         }
         // Dropped without `close` (a panicking or cancelled transport task): do the synchronous
         // part so the hub holds no dead subscriber; presence entries expire by TTL.

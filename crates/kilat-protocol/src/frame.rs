@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -28,6 +29,9 @@ struct Inner {
     encodings: [OnceLock<Bytes>; ENCODING_SLOTS],
     /// A reply to one client's own command (see [`SharedFrame::reply`]).
     reply: bool,
+    /// When a publication's push was encoded, for the publish-to-write latency metric (set by
+    /// [`SharedFrame::stamped`]; once per publication, not per subscriber).
+    stamp: Option<Instant>,
 }
 
 /// One server frame, serialised once and shared by every connection that sends it.
@@ -41,6 +45,7 @@ impl SharedFrame {
             json: json.into(),
             encodings: Default::default(),
             reply: false,
+            stamp: None,
         }))
     }
 
@@ -52,12 +57,29 @@ impl SharedFrame {
             json: json.into(),
             encodings: Default::default(),
             reply: true,
+            stamp: None,
         }))
     }
 
     /// Whether this frame is a reply (made by [`SharedFrame::reply`]).
     pub fn is_reply(&self) -> bool {
         self.0.reply
+    }
+
+    /// Wraps already-serialised JSON text with the instant its publication reached the hub, so
+    /// a transport can measure how long the push took to reach the socket.
+    pub fn stamped(json: impl Into<Bytes>, at: Instant) -> Self {
+        SharedFrame(Arc::new(Inner {
+            json: json.into(),
+            encodings: Default::default(),
+            reply: false,
+            stamp: Some(at),
+        }))
+    }
+
+    /// When the frame was stamped (see [`SharedFrame::stamped`]).
+    pub fn stamp(&self) -> Option<Instant> {
+        self.0.stamp
     }
 
     /// The frame's JSON text.

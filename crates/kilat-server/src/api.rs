@@ -48,6 +48,8 @@ pub(crate) const METHODS: &[&str] = &[
     "history_remove",
     "channels",
     "info",
+    "connections",
+    "config",
 ];
 
 /// API access and the memory of recent idempotent publishes.
@@ -177,12 +179,19 @@ pub(crate) async fn call(
         }
         Err(refused) => return http_error(refused.status, refused.reason),
     };
+    run(&state, &method, bytes).await
+}
+
+/// Runs API `method` on `bytes` for a caller already authorised (by key, or by the admin
+/// console's session).
+pub(crate) async fn run(state: &AppState, method: &str, bytes: axum::body::Bytes) -> Response {
+    let state = state.clone();
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
         axum::body::Bytes::from_static(b"{}")
     } else {
         bytes
     };
-    let outcome = match method.as_str() {
+    let outcome = match method {
         "publish" => with(&bytes, |r| publish(&state, r)).await,
         "broadcast" => with(&bytes, |r| broadcast(&state, r)).await,
         "subscribe" => with(&bytes, |r| subscribe(&state, r, true)).await,
@@ -210,6 +219,13 @@ pub(crate) async fn call(
         }
         "channels" => with(&bytes, |r| channels(&state, r)).await,
         "info" => with(&bytes, |_: Empty| info(&state)).await,
+        "connections" => with(&bytes, |r| connections(&state, r)).await,
+        "config" => {
+            with(&bytes, |_: Empty| async {
+                Ok(json!({ "config": *state.effective_config }))
+            })
+            .await
+        }
         _ => Outcome::Refused(ClientError::new(
             ErrorCode::NOT_FOUND,
             format!(
@@ -384,9 +400,35 @@ struct DisconnectRequest {
     /// Whether the client may reconnect (3004) or not (3503, the default).
     #[serde(default)]
     reconnect: bool,
+    /// A disconnect code of its own: 3000-3999 from the protocol (3504 bans) or an
+    /// application's 4000-4999; overrides `reconnect`.
+    #[serde(default)]
+    code: Option<u16>,
+    /// The reason sent with `code` (at most 123 bytes, the WebSocket close frame's room).
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 async fn disconnect(state: &AppState, request: DisconnectRequest) -> Result<Value, ApiError> {
+    if let Some(code) = request.code {
+        if !(3000..=4999).contains(&code) {
+            return Err(ApiError::Client(ClientError::new(
+                ErrorCode::BAD_REQUEST,
+                "code must be 3000-4999 (protocol codes, or 4000-4999 for your own)",
+            )));
+        }
+        let mut reason = request
+            .reason
+            .unwrap_or_else(|| "disconnected by the server".into());
+        while reason.len() > 123 {
+            reason.pop();
+        }
+        let disconnect = Disconnect::new(DisconnectCode(code), reason);
+        let count = state
+            .node
+            .disconnect(&request.user, request.client.as_deref(), disconnect);
+        return Ok(json!({ "connections": count }));
+    }
     let disconnect = if request.reconnect {
         Disconnect::FORCE_RECONNECT
     } else {
@@ -440,7 +482,29 @@ async fn channels(state: &AppState, request: ChannelsRequest) -> Result<Value, A
                 .is_none_or(|p| glob_match(p.as_bytes(), c.as_bytes()))
         })
         .collect();
-    Ok(json!({ "channels": channels }))
+    let subscribers: serde_json::Map<String, Value> = channels
+        .iter()
+        .map(|c| (c.clone(), json!(state.node.local_subscribers(c))))
+        .collect();
+    Ok(json!({ "channels": channels, "subscribers": subscribers }))
+}
+
+#[derive(Deserialize)]
+struct ConnectionsRequest {
+    /// Part of a user or client id; all connections when empty.
+    #[serde(default)]
+    search: String,
+    /// At most this many (200 at most; 50 by default).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// This node's connections matching a user or client id, with their subscriptions.
+async fn connections(state: &AppState, request: ConnectionsRequest) -> Result<Value, ApiError> {
+    let list = state
+        .node
+        .connections(&request.search, request.limit.unwrap_or(50));
+    Ok(json!({ "node": state.node.id(), "connections": list }))
 }
 
 /// This node's entry in `info` (also what it publishes to the node registry).
@@ -455,6 +519,7 @@ pub(crate) fn node_info(state: &AppState) -> Value {
         "publications": stats.publications,
         "deliveries": stats.deliveries,
         "uptime_s": state.started.elapsed().as_secs(),
+        "engine": state.cluster.engine,
     })
 }
 

@@ -55,6 +55,11 @@ pub(crate) async fn ui(Path(path): Path<String>) -> Response {
     serve::<Web>(&format!("ui/{path}"))
 }
 
+/// A file of the admin console (`web/admin/`).
+pub(crate) fn admin(path: &str) -> Response {
+    serve::<Web>(&format!("admin/{path}"))
+}
+
 fn serve<E: RustEmbed>(path: &str) -> Response {
     let Some(file) = E::get(path) else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();

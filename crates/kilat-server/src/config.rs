@@ -145,6 +145,21 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// What the Redis engine connects to, passwords hidden: the cluster's seed nodes when
+    /// `redis_cluster_nodes` is set (then `redis_url` is not used), else `redis_url`.
+    pub fn redis_target(&self) -> String {
+        if self.redis_cluster_nodes.is_empty() {
+            redact_url(&self.redis_url)
+        } else {
+            let nodes: Vec<String> = self
+                .redis_cluster_nodes
+                .iter()
+                .map(|n| redact_url(n))
+                .collect();
+            format!("cluster [{}]", nodes.join(", "))
+        }
+    }
+
     /// The Redis engine's own configuration derived from this section.
     pub fn redis(&self) -> kilat_engine_redis::RedisConfig {
         let mut config = if self.redis_cluster_nodes.is_empty() {
@@ -223,6 +238,12 @@ pub struct ServerConfig {
     pub metrics: bool,
     /// Serve the web UI and demos at `/`, `/ui/` and `/demo/` (no authentication).
     pub ui: bool,
+    /// Detailed metrics on `/metrics`: per-transport and per-namespace counters, latency
+    /// histograms, engine and proxy timings. Off leaves the counters the hub keeps anyway.
+    pub detailed_metrics: bool,
+    /// Password of the admin console at `/admin`; without one (and without `--dev`, which
+    /// makes a one-time password) the console is off.
+    pub admin_password: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -241,6 +262,8 @@ impl Default for ServerConfig {
             public_url: None,
             metrics: true,
             ui: true,
+            detailed_metrics: true,
+            admin_password: None,
         }
     }
 }
@@ -410,8 +433,9 @@ impl Config {
 const REDACTED: &str = "<redacted>";
 
 /// `scheme://user:password@host/...` with the password (or a lone user, which some schemes use
-/// as the password: `redis://secret@host`) replaced by [`REDACTED`].
-fn redact_url(url: &str) -> String {
+/// as the password: `redis://secret@host`) replaced by [`REDACTED`], for `kilat config`, logs
+/// and the admin console.
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -564,6 +588,21 @@ mod tests {
             "redis://127.0.0.1:6379"
         );
         assert_eq!(redact_url("redis://pw@h/0"), "redis://<redacted>@h/0");
+    }
+
+    #[test]
+    fn redis_target_names_the_cluster_and_hides_passwords() {
+        let mut engine = EngineConfig {
+            redis_url: "redis://:hunter2@10.0.0.1:6379/0".into(),
+            ..EngineConfig::default()
+        };
+        assert_eq!(engine.redis_target(), "redis://:<redacted>@10.0.0.1:6379/0");
+        engine.redis_cluster_nodes = vec!["redis://a:7000".into(), "redis://user:pw@b:7001".into()];
+        assert_eq!(
+            engine.redis_target(),
+            "cluster [redis://a:7000, redis://user:<redacted>@b:7001]"
+        );
+        assert_eq!(redact_url("no scheme"), "no scheme");
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub(crate) struct Cluster {
     pub(crate) registry: Arc<dyn NodeRegistry>,
     /// This node's inbox and the way to other nodes' inboxes.
     pub(crate) inbox: Arc<dyn NodeInbox>,
+    /// The engine's name, for `info` and the admin console's node list.
+    pub(crate) engine: &'static str,
 }
 
 impl Cluster {
@@ -26,28 +28,50 @@ impl Cluster {
         Cluster {
             registry: Arc::new(SingleNode),
             inbox: Arc::new(SingleNode),
+            engine: "memory",
         }
     }
 }
 
-/// Builds the configured engine and the node on it.
+/// What [`start`] may wrap around the engine's broker and presence store before the node gets
+/// them (the metrics' instrumented wrappers), with the engine's name.
+pub(crate) type Wrap<'a> = &'a (
+        dyn Fn(
+    &'static str,
+    Arc<dyn Broker>,
+    Arc<dyn PresenceStore>,
+) -> (Arc<dyn Broker>, Arc<dyn PresenceStore>)
+            + Sync
+    );
+
+/// Builds the configured engine and the node on it, with `wrap` applied to the engine's broker
+/// and presence store; the cluster roles come from the same engine.
 ///
 /// # Errors
-/// [`ServerError::Redis`] when the Redis engine cannot connect.
+/// When the Redis engine cannot connect.
 pub(crate) async fn start(
     config: &EngineConfig,
     node: NodeConfig,
+    wrap: Wrap<'_>,
 ) -> Result<(Node, Cluster), ServerError> {
     match config.kind {
-        EngineKind::Memory => Ok((Node::new(node), Cluster::single())),
+        EngineKind::Memory => {
+            let broker: Arc<dyn Broker> = Arc::new(kilat_core::engine::memory::MemoryBroker::new(
+                node.history_meta_ttl,
+            ));
+            let presence: Arc<dyn PresenceStore> =
+                Arc::new(kilat_core::engine::memory::MemoryPresence::new());
+            let (broker, presence) = wrap("memory", broker, presence);
+            Ok((Node::with_engine(node, broker, presence), Cluster::single()))
+        }
         EngineKind::Redis => {
             let engine = Arc::new(kilat_engine_redis::RedisEngine::connect(config.redis()).await?);
-            tracing::info!(url = %config.redis_url, "connected to Redis");
-            let broker: Arc<dyn Broker> = engine.clone();
-            let presence: Arc<dyn PresenceStore> = engine.clone();
+            tracing::info!(redis = %config.redis_target(), "connected to Redis");
+            let (broker, presence) = wrap("redis", engine.clone(), engine.clone());
             let cluster = Cluster {
                 registry: engine.clone(),
                 inbox: engine,
+                engine: "redis",
             };
             Ok((Node::with_engine(node, broker, presence), cluster))
         }

@@ -31,6 +31,7 @@
 //!   the node's background tasks (engine unsubscribes and leaves) within the same timeout.
 #![warn(missing_docs)]
 
+mod admin;
 mod api;
 mod assets;
 mod auth;
@@ -123,6 +124,12 @@ pub(crate) struct AppState {
     pub(crate) cluster: engine::Cluster,
     /// Which unauthenticated extras the router serves (`server.metrics`, `server.ui`).
     pub(crate) exposed: Exposed,
+    /// The `/metrics` registry.
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    /// The admin console; `None` when it is off.
+    pub(crate) admin: Option<Arc<admin::Admin>>,
+    /// The effective configuration with secrets redacted, for the `config` API method.
+    pub(crate) effective_config: Arc<serde_json::Value>,
 }
 
 /// The endpoints served without authentication that a deployment may switch off.
@@ -231,7 +238,17 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     let max_connections = check_open_files(config.server.max_connections);
-    let (node, cluster) = engine::start(&config.engine, config.node.clone()).await?;
+    let mut metrics = metrics::Metrics::new(
+        config.server.detailed_metrics,
+        config.node.namespaces.keys().cloned(),
+    );
+    let wrap = |engine: &'static str, broker, presence| {
+        instrument_engine(&metrics, engine, broker, presence)
+    };
+    let (node, cluster) = engine::start(&config.engine, config.node.clone(), &wrap).await?;
+    if let Some(detail) = &metrics.detail {
+        node.set_observer(detail.clone());
+    }
     if let Some(token) = &config.token {
         let verifier = kilat_auth::Verifier::new(token)?;
         let warm = verifier.clone();
@@ -245,18 +262,35 @@ pub async fn run(
         node.set_authenticator(Arc::new(auth::JwtAuthenticator::new(verifier)));
     }
     if let Some(backend) = proxy::HttpBackend::from_config(&config.proxy)? {
-        node.set_backend(Arc::new(backend));
+        let backend: Arc<dyn kilat_core::Backend> = Arc::new(backend);
+        match &metrics.detail {
+            Some(detail) => node.set_backend(Arc::new(metrics::InstrumentedBackend {
+                inner: backend,
+                detail: detail.clone(),
+            })),
+            None => node.set_backend(backend),
+        }
     }
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let draining = Arc::new(AtomicBool::new(false));
+    let started = std::time::Instant::now();
+    metrics.watch(metrics::Sources {
+        node: node.clone(),
+        connections: connections.clone(),
+        max_connections,
+        draining: draining.clone(),
+        started,
+    });
     let state = AppState {
         node: node.clone(),
         ws: Arc::new(config.websocket.transport()),
-        connections: Arc::new(Semaphore::new(max_connections)),
+        connections,
         max_connections,
-        draining: Arc::new(AtomicBool::new(false)),
+        draining,
         tasks: TaskTracker::new(),
         sessions: emulation::Sessions::default(),
         api: Arc::new(api::Api::new(config.api.key.clone(), config.node.dev)),
-        started: std::time::Instant::now(),
+        started,
         body_timeout: config.server.body_timeout,
         origins: Arc::new(origin::OriginPolicy::new(
             &config.server.allowed_origins,
@@ -270,6 +304,9 @@ pub async fn run(
             metrics: config.server.metrics,
             ui: config.server.ui,
         },
+        metrics: Arc::new(metrics),
+        admin: admin_console(&config),
+        effective_config: Arc::new(admin::redacted_config(&config)),
     };
     log_origins(&config, &state.origins);
     tokio::spawn(heartbeat(cluster.registry.clone(), state.clone()));
@@ -359,8 +396,6 @@ fn log_origins(config: &Config, origins: &origin::OriginPolicy) {
     }
 }
 
-/// How often a node refreshes its entry in the node registry; entries live three times as
-/// long, so a killed node disappears from `info` within that.
 /// The answer to a new WebSocket connection while the node drains: 503 with `Retry-After`,
 /// which a load balancer (haproxy `retry-on 503`) retries on another node.
 pub(crate) fn draining_refusal() -> axum::response::Response {
@@ -416,6 +451,55 @@ async fn drain(
     let _ = stop.send(());
 }
 
+/// The admin console when configured: with `server.admin_password`, or in dev mode with a
+/// one-time password printed to stderr (on purpose not a log line: log shippers keep it).
+fn admin_console(config: &Config) -> Option<Arc<admin::Admin>> {
+    let secure = config.server.tls_cert.is_some();
+    let password = match config.server.admin_password.as_deref() {
+        Some(password) if !password.is_empty() => password.to_owned(),
+        _ if config.node.dev => {
+            let password = admin::Admin::one_time_password();
+            eprintln!(
+                "\n  admin console: http{}://{}/admin  one-time password: {password}\n  (set --admin-password to choose one)\n",
+                if secure { "s" } else { "" },
+                config.server.listen
+            );
+            password
+        }
+        _ => return None,
+    };
+    Some(Arc::new(admin::Admin::new(password, secure)))
+}
+
+/// The engine's broker and presence store, timed for `/metrics` when detailed metrics are on.
+fn instrument_engine(
+    metrics: &metrics::Metrics,
+    engine: &'static str,
+    broker: Arc<dyn kilat_core::Broker>,
+    presence: Arc<dyn kilat_core::PresenceStore>,
+) -> (
+    Arc<dyn kilat_core::Broker>,
+    Arc<dyn kilat_core::PresenceStore>,
+) {
+    let Some(detail) = &metrics.detail else {
+        return (broker, presence);
+    };
+    (
+        Arc::new(metrics::InstrumentedBroker {
+            inner: broker,
+            detail: detail.clone(),
+            engine,
+        }),
+        Arc::new(metrics::InstrumentedPresence {
+            inner: presence,
+            detail: detail.clone(),
+            engine,
+        }),
+    )
+}
+
+/// How often a node refreshes its entry in the node registry; entries live three times as
+/// long, so a killed node disappears from `info` within that.
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An error with its sources, `: `-separated, for a log line (engine errors keep the

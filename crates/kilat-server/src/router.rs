@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::{AppState, api, assets, emulation, metrics, websocket};
+use crate::{AppState, admin, api, assets, emulation, metrics, websocket};
 
 /// Builds the router over shared state.
 pub(crate) fn router(state: AppState) -> Router {
@@ -23,7 +23,16 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/sdk/{*path}", get(assets::sdk))
         .route("/favicon.ico", get(assets::favicon))
-        .route("/favicon.svg", get(assets::favicon));
+        .route("/favicon.svg", get(assets::favicon))
+        // The admin console answers 404 with a hint unless it is configured.
+        .route("/admin", get(admin::page))
+        .route("/admin/", get(admin::page))
+        .route("/admin/login", post(admin::login))
+        .route("/admin/logout", post(admin::logout))
+        .route("/admin/session", get(admin::session))
+        .route("/admin/tail", get(admin::tail))
+        .route("/admin/api/{method}", post(admin::api))
+        .route("/admin/{*path}", get(admin::page));
     // Both are served without authentication; a deployment can switch them off
     // (docs/security.md, "Public endpoints").
     if state.exposed.metrics {
@@ -56,8 +65,8 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::render(&state),
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.render(),
     )
         .into_response()
 }
@@ -95,6 +104,9 @@ mod tests {
                 metrics: true,
                 ui: true,
             },
+            metrics: Arc::new(crate::metrics::Metrics::new(false, [])),
+            admin: None,
+            effective_config: Arc::default(),
         }
     }
 

@@ -67,6 +67,9 @@ impl Node {
             .publish(channel, publication, options)
             .await?;
         self.inner.publications.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = self.inner.hub.observer.get() {
+            observer.published(channel);
+        }
         Ok(position)
     }
 

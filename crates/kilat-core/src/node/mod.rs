@@ -14,9 +14,12 @@
 
 mod api;
 mod delivery;
+mod inspect;
 mod plugins;
 mod registry;
 mod subscription;
+
+pub use inspect::{ConnectionSummary, Watch};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -181,6 +184,21 @@ impl Node {
     /// The open sessions of this node.
     pub(crate) fn sessions(&self) -> &SessionRegistry {
         &self.inner.sessions
+    }
+
+    /// Sets the metrics observer (once; a second call is ignored and returns false).
+    pub fn set_observer(&self, observer: Arc<dyn crate::Observer>) -> bool {
+        self.inner.hub.observer.set(observer)
+    }
+
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn crate::Observer>> {
+        self.inner.hub.observer.get()
+    }
+
+    /// Bytes waiting in outboxes: the total over this node's sessions and the largest one, read
+    /// at scrape time for the queue-depth gauges.
+    pub fn queued_bytes(&self) -> (u64, u64) {
+        self.inner.sessions.queued_bytes()
     }
 
     /// Graceful drain: every session's outbox gets Disconnect 3000 and sessions created from

@@ -17,15 +17,19 @@ const SESSION_SHARDS: usize = 16;
 
 /// What the registry knows about one session.
 #[derive(Debug)]
-struct SessionEntry {
+pub(crate) struct SessionEntry {
     /// Where a drain or a server-side disconnect sends its close.
-    outbox: Outbox,
+    pub(crate) outbox: Outbox,
     /// Set at connect: who the connection is, for `disconnect(user, client)` and server-side
     /// subscriptions (presence and join/leave need the whole info).
-    identity: Option<ClientInfo>,
+    pub(crate) identity: Option<ClientInfo>,
     /// Server-side changes the session has not absorbed yet (see [`ServerChanges`]). Boxed:
     /// rarely any, and every connection has an entry in this map.
     changes: Option<Box<ServerChanges>>,
+    /// The transport's name and when the session started, for the admin API's connection
+    /// list (`Node::connections`).
+    pub(crate) transport: &'static str,
+    pub(crate) started: std::time::Instant,
 }
 
 /// Subscriptions added or removed by the server API since the session last looked. The session
@@ -67,13 +71,32 @@ impl SessionRegistry {
         }
     }
 
+    /// Every shard, for the admin API's scans (`node/inspect.rs`) and the queue-depth gauges.
+    pub(crate) fn shards(&self) -> &[Mutex<HashMap<u64, SessionEntry>>] {
+        &self.shards
+    }
+
+    /// Bytes waiting in outboxes: the total over the sessions and the largest one, read at
+    /// scrape time (one uncontended lock per shard) for the queue-depth gauges.
+    pub(crate) fn queued_bytes(&self) -> (u64, u64) {
+        let (mut total, mut largest) = (0u64, 0u64);
+        for shard in self.shards.iter() {
+            for entry in lock(shard).values() {
+                let bytes = entry.outbox.queued_bytes() as u64;
+                total += bytes;
+                largest = largest.max(bytes);
+            }
+        }
+        (total, largest)
+    }
+
     fn shard(&self, key: u64) -> &Mutex<HashMap<u64, SessionEntry>> {
         &self.shards[(key % SESSION_SHARDS as u64) as usize]
     }
 
     /// Registers a new session; returns its key. While draining, `outbox` is closed with 3000
     /// at once.
-    pub(crate) fn register(&self, outbox: &Outbox) -> u64 {
+    pub(crate) fn register(&self, outbox: &Outbox, transport: &'static str) -> u64 {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         lock(self.shard(key)).insert(
             key,
@@ -81,6 +104,8 @@ impl SessionRegistry {
                 outbox: outbox.clone(),
                 identity: None,
                 changes: None,
+                transport,
+                started: std::time::Instant::now(),
             },
         );
         if self.is_draining() {

@@ -94,7 +94,7 @@ impl Node {
     }
 
     /// Unsubscribes the node in the engine from a channel its last local subscriber left.
-    async fn leave_engine_channel(&self, channel: &str) {
+    pub(crate) async fn leave_engine_channel(&self, channel: &str) {
         if let Err(error) = self.inner.broker.unsubscribe(channel).await {
             tracing::warn!(%error, channel, "engine unsubscribe failed");
         }

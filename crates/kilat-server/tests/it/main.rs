@@ -6,6 +6,9 @@ mod support;
 /// Abuse: floods, oversized frames, half-open handshakes, subscribe storms, per-user and
 /// per-channel limits; a well-behaved client on the same server keeps receiving everything.
 mod abuse;
+/// The admin console: off without a password, session and CSRF checks, the live tail, and
+/// disconnecting a client with a code.
+mod admin;
 /// The server HTTP API with and without its key, checked against its OpenAPI document.
 mod api;
 /// Several nodes on one real redis-server (skips loudly without one; fails under CI=true).
@@ -20,6 +23,8 @@ mod http;
 mod lifecycle;
 /// Transport limits and errors: each bad input gets its code and other connections keep working.
 mod limits;
+/// Detailed metrics: what `/metrics` reports after a known load, and with metrics off.
+mod metrics;
 /// Backend proxy hooks: connect, subscribe, publish, rpc, send and refresh over HTTP.
 mod proxy;
 /// Regression tests of issue 20's attacks: each fails, and nobody else loses anything.
