@@ -208,7 +208,7 @@ fn start_up_names_the_redis_cluster_nodes_not_the_unused_default_url() {
         .expect("kilat serve");
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(
-        text.contains("cluster [redis://127.0.0.1:1, redis://***@127.0.0.1:2]"),
+        text.contains("cluster [redis://127.0.0.1:1, redis://:<redacted>@127.0.0.1:2]"),
         "the cluster's nodes are not named:\n{text}"
     );
     assert!(

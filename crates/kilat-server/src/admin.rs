@@ -508,6 +508,6 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
-        assert!(shown.contains("redis://***@h:6379"), "{shown}");
+        assert!(shown.contains("redis://:<redacted>@h:6379"), "{shown}");
     }
 }

@@ -650,7 +650,8 @@ where
         // not: a client may half-close its side after the request and still read the events
         // (issue 20). A client that closed completely is found by the next write (a ping at the
         // latest), which fails.
-        let mut scratch = [0u8; 64];
+        // Small: it is part of every idle stream's task while the read waits.
+        let mut scratch = [0u8; 16];
         loop {
             match self.io.read(&mut scratch).await {
                 Ok(0) => break,
