@@ -74,6 +74,7 @@ pub use engine::{Broker, NodeInbox, NodeRegistry, PresenceStore};
 pub use error::CoreError;
 /// The `unsubscribe` push codes, defined in kilat-protocol; re-exported where they were first.
 pub use kilat_protocol::{UNSUBSCRIBE_INSUFFICIENT_STATE, UNSUBSCRIBE_SERVER};
+pub use node::inspect::{ConnectionSummary, Watch};
 pub use node::{HistoryOptions, Node, NodeStats};
 pub use observe::Observer;
 pub use outbox::Outbox;

@@ -27,7 +27,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use kilat_core::node::Watch;
+use kilat_core::Watch;
 use kilat_protocol::SharedFrame;
 use parking_lot::Mutex;
 use serde::Deserialize;

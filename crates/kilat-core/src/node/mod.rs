@@ -14,12 +14,10 @@
 
 mod api;
 mod delivery;
-mod inspect;
+pub(crate) mod inspect;
 mod plugins;
 mod registry;
 mod subscription;
-
-pub use inspect::{ConnectionSummary, Watch};
 
 use std::future::Future;
 use std::sync::Arc;
