@@ -50,6 +50,9 @@ pub(crate) const LOGIN_BURST: u32 = 5;
 /// One more failed login is allowed per this interval once the burst is used up.
 const LOGIN_REFILL: Duration = Duration::from_secs(10);
 
+/// How often a live tail on a quiet channel sends a comment, so a closed page is noticed.
+const TAIL_KEEPALIVE: Duration = Duration::from_secs(15);
+
 /// Largest body of a console request (a publish through the console included).
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -378,7 +381,15 @@ pub(crate) async fn tail(
                 let hello = Bytes::from_static(b": watching\n\n");
                 return Some((Ok::<_, Infallible>(hello), (watch, false, batch)));
             }
-            watch.outbox.ready().await;
+            // Wakes on: the channel's publications, or the keep-alive interval; the comment sent
+            // then lets a closed page be noticed (the write fails) on a quiet channel too.
+            if tokio::time::timeout(TAIL_KEEPALIVE, watch.outbox.ready())
+                .await
+                .is_err()
+            {
+                let ping = Bytes::from_static(b": keep-alive\n\n");
+                return Some((Ok(ping), (watch, false, batch)));
+            }
             let closed = watch.outbox.drain(&mut batch, 256 * 1024);
             if closed.is_some() && batch.is_empty() {
                 return None;
