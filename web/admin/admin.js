@@ -105,6 +105,7 @@ function startOverview() {
   charts.latency = new LineChart($("chart-latency"), { format: ms });
   charts.disconnects = new LineChart($("chart-disconnects"));
   charts.nodes = new LineChart($("chart-nodes"));
+  charts.nodeDeliveries = new LineChart($("chart-node-deliveries"));
   tick();
   overviewTimer = setInterval(tick, 1000);
   refreshNodes();
@@ -150,6 +151,8 @@ async function tick() {
   $("overview-status").textContent = `updated ${new Date(now).toLocaleTimeString()}`;
 }
 
+const nodeCounters = new Map();
+
 async function refreshNodes() {
   try {
     const { nodes } = await api("info");
@@ -157,7 +160,17 @@ async function refreshNodes() {
     body.replaceChildren(...nodes.map((node) => row([
       node.id, node.version, duration(node.uptime_s), formatNumber(node.connections), formatNumber(node.subscriptions), node.engine ?? "–",
     ], [true])));
-    charts.nodes.push(Date.now(), Object.fromEntries(nodes.map((node) => [node.id.slice(0, 8), node.connections])));
+    const now = Date.now();
+    charts.nodes.push(now, Object.fromEntries(nodes.map((node) => [node.id.slice(0, 8), node.connections])));
+    // Rates from each node's counters between two reads (other nodes' figures are as fresh as
+    // their last registry heartbeat, every 5 s).
+    const rates = {};
+    for (const node of nodes) {
+      const before = nodeCounters.get(node.id);
+      if (before && now > before.t) rates[node.id.slice(0, 8)] = Math.max(0, node.deliveries - before.deliveries) / ((now - before.t) / 1000);
+      nodeCounters.set(node.id, { t: now, deliveries: node.deliveries });
+    }
+    if (Object.keys(rates).length) charts.nodeDeliveries.push(now, rates);
   } catch (error) {
     if (error.message !== "signed out") $("overview-status").textContent = `node list: ${error.message}`;
   }

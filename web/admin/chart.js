@@ -69,8 +69,9 @@ export class LineChart {
     const span = this.times.length > 1 ? this.times.at(-1) - this.times[0] : 0;
     g.fillText(span ? `last ${formatSpan(span)}` : "waiting for data", left, height - 3);
 
-    // Series, spread over the capacity so the chart fills from the right as time passes.
-    const n = this.capacity;
+    // The x axis covers what the chart holds (at least a minute, at most its capacity): the
+    // first minute fills from the right, then the window widens up to 15 minutes.
+    const n = Math.max(Math.min(this.capacity, 60), this.times.length);
     const offset = n - this.times.length;
     const x = (i) => left + (plotW * (offset + i)) / (n - 1);
     const y = (v) => topPad + plotH - (plotH * v) / top;

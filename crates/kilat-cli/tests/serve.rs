@@ -145,3 +145,51 @@ fn a_contradictory_configuration_is_refused_naming_the_key() {
         "{stderr}"
     );
 }
+
+/// `--dev` turns the admin console on with a one-time password printed at start-up (not as a
+/// log line); that password logs in, another does not.
+#[test]
+fn dev_mode_prints_a_one_time_admin_password_that_logs_in() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let port = free_port();
+    let mut child = Command::new(KILAT)
+        .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")])
+        .env("KILAT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning kilat");
+    let stderr = child.stderr.take().expect("stderr");
+    let guard = Guard(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some((_, password)) = line.split_once("one-time password: ") {
+                let _ = tx.send(password.trim().to_owned());
+            }
+        }
+    });
+    let password = rx
+        .recv_timeout(std::time::Duration::from_secs(15))
+        .expect("a one-time password on stderr");
+    assert!(password.len() >= 16, "a long password: {password}");
+    wait_ready(port, Some("/health"));
+    let login = |password: &str| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let body = format!(r#"{{"password":"{password}"}}"#);
+        write!(
+            stream,
+            "POST /admin/login HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    };
+    assert!(login("wrong").starts_with("HTTP/1.1 401"));
+    let answer = login(&password);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("kilat_admin="), "{answer}");
+    drop(guard);
+}

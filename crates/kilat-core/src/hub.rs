@@ -234,6 +234,15 @@ impl Hub {
         lock(self.shard(channel)).contains_key(channel)
     }
 
+    /// Calls `f` with each channel's name and local subscriber count, one shard lock at a time.
+    pub(crate) fn for_each_channel(&self, mut f: impl FnMut(&str, usize)) {
+        for shard in self.shards.iter() {
+            for (name, entry) in lock(shard).iter() {
+                f(name, entry.subs.len());
+            }
+        }
+    }
+
     /// Local subscribers of `channel` (0 when it has none here).
     pub(crate) fn subscriber_count(&self, channel: &str) -> usize {
         lock(self.shard(channel))

@@ -50,8 +50,13 @@ pub(crate) const LOGIN_BURST: u32 = 5;
 /// One more failed login is allowed per this interval once the burst is used up.
 const LOGIN_REFILL: Duration = Duration::from_secs(10);
 
+/// How often a live tail on a quiet channel sends a comment, so a closed page is noticed.
+const TAIL_KEEPALIVE: Duration = Duration::from_secs(15);
+
 /// Largest body of a console request (a publish through the console included).
 const MAX_BODY: usize = 1024 * 1024;
+/// Largest login body: `{"password": ...}` with a long password fits many times over.
+const LOGIN_MAX_BODY: usize = 4096;
 
 /// 32 random bytes from the OS as 64 hex digits.
 fn random_hex() -> String {
@@ -251,9 +256,24 @@ pub(crate) struct LoginRequest {
 }
 
 /// `POST /admin/login` with `{"password"}`: sets the session cookie, answers the CSRF token.
-pub(crate) async fn login(State(state): State<AppState>, body: Bytes) -> Response {
+///
+/// Hardened after the attacker's pass over the console (issue 20): the body is read with the
+/// same deadline and minimum rate as every other request body, a login form posted by a page of
+/// another origin is refused before the password is looked at, and the password is small.
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some(admin) = &state.admin else {
         return off();
+    };
+    if !state.origins.allows(&headers) {
+        return json_error(StatusCode::FORBIDDEN, "cross-site login refused");
+    }
+    let body = match crate::body::read(body, LOGIN_MAX_BODY, state.body_timeout).await {
+        Ok(body) => body,
+        Err(refused) => return json_error(refused.status, refused.reason),
     };
     let Ok(request) = serde_json::from_slice::<LoginRequest>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, "send {\"password\": \"...\"}");
@@ -333,8 +353,12 @@ pub(crate) async fn api(
             "log in first (the session cookie and its X-CSRF-Token are required)",
         );
     }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body over 1 MiB");
+    let bytes = match crate::body::read(body, MAX_BODY, state.body_timeout).await {
+        Ok(bytes) => bytes,
+        Err(refused) if refused.status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return json_error(refused.status, "request body over 1 MiB");
+        }
+        Err(refused) => return json_error(refused.status, refused.reason),
     };
     if method != "info" && method != "channels" && method != "connections" {
         tracing::info!(method, "admin console: API call");
@@ -378,7 +402,15 @@ pub(crate) async fn tail(
                 let hello = Bytes::from_static(b": watching\n\n");
                 return Some((Ok::<_, Infallible>(hello), (watch, false, batch)));
             }
-            watch.outbox.ready().await;
+            // Wakes on: the channel's publications, or the keep-alive interval; the comment sent
+            // then lets a closed page be noticed (the write fails) on a quiet channel too.
+            if tokio::time::timeout(TAIL_KEEPALIVE, watch.outbox.ready())
+                .await
+                .is_err()
+            {
+                let ping = Bytes::from_static(b": keep-alive\n\n");
+                return Some((Ok(ping), (watch, false, batch)));
+            }
             let closed = watch.outbox.drain(&mut batch, 256 * 1024);
             if closed.is_some() && batch.is_empty() {
                 return None;

@@ -412,6 +412,8 @@ pub(crate) struct Metrics {
 /// What the scrape-time collector reads: the hub's own counters and the server's gauges.
 #[derive(Debug)]
 struct NodeCollector {
+    /// Configured namespaces: their own series in the per-namespace gauges.
+    namespaces: Vec<String>,
     node: Node,
     connections: Arc<Semaphore>,
     max_connections: usize,
@@ -504,6 +506,35 @@ impl Collector for NodeCollector {
             "1 while the server is shutting down.",
             i64::from(self.draining.load(Ordering::SeqCst)),
         )?;
+        // Per namespace: one pass over the hub's shards.
+        let by_namespace = self.node.channels_by(|channel| {
+            channel
+                .split_once(':')
+                .map(|(ns, _)| ns)
+                .filter(|ns| self.namespaces.iter().any(|n| n == ns))
+                .unwrap_or("default")
+                .to_owned()
+        });
+        let mut channels = e.encode_descriptor(
+            "kilat_namespace_channels",
+            "Channels with local subscribers, by namespace.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (namespace, count, _) in &by_namespace {
+            ConstGauge::new(clamp(*count))
+                .encode(channels.encode_family(&[("namespace", namespace.as_str())])?)?;
+        }
+        let mut subscriptions = e.encode_descriptor(
+            "kilat_namespace_subscriptions",
+            "Subscriptions of local sessions, by namespace.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (namespace, _, count) in &by_namespace {
+            ConstGauge::new(clamp(*count))
+                .encode(subscriptions.encode_family(&[("namespace", namespace.as_str())])?)?;
+        }
         let uptime = ConstGauge::new(self.started.elapsed().as_secs_f64());
         uptime.encode(e.encode_descriptor(
             "kilat_uptime",
@@ -542,6 +573,7 @@ impl Metrics {
     /// Adds the gauges and counters read at scrape time from the hub and the server.
     pub(crate) fn watch(&mut self, sources: Sources) {
         self.registry.register_collector(Box::new(NodeCollector {
+            namespaces: sources.node.config().namespaces.keys().cloned().collect(),
             node: sources.node,
             connections: sources.connections,
             max_connections: sources.max_connections,

@@ -104,6 +104,18 @@ impl Node {
         self.inner.hub.subscriber_count(channel)
     }
 
+    /// Channels and subscriptions on this node summed by `group(channel)` (e.g. its namespace),
+    /// for per-namespace gauges at scrape time: `(group, channels, subscriptions)`.
+    pub fn channels_by<K: Ord>(&self, group: impl Fn(&str) -> K) -> Vec<(K, usize, usize)> {
+        let mut sums = std::collections::BTreeMap::<K, (usize, usize)>::new();
+        self.inner.hub.for_each_channel(|name, subscribers| {
+            let entry = sums.entry(group(name)).or_default();
+            entry.0 += 1;
+            entry.1 += subscribers;
+        });
+        sums.into_iter().map(|(k, (c, s))| (k, c, s)).collect()
+    }
+
     /// Closes the connection whose client id is `client` with `disconnect`; returns how many
     /// were closed (0 or 1: client ids are unique).
     pub fn disconnect_client(&self, client: &str, disconnect: Disconnect) -> usize {

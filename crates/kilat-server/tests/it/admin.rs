@@ -160,6 +160,28 @@ async fn the_live_tail_streams_a_channels_publications_and_the_console_disconnec
     assert_eq!(frame["push"]["channel"], "news");
     assert_eq!(frame["push"]["pub"]["data"]["headline"], "tailed");
 
+    // The page goes away: the tail's next writes fail and its watch leaves the hub.
+    drop(tail);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for id in 3.. {
+        client
+            .send(Message::text(format!(
+                r#"{{"id":{id},"publish":{{"channel":"news","data":{{}}}}}}"#
+            )))
+            .await
+            .expect("publish");
+        assert_eq!(next_json(&mut client).await["id"], id);
+        let (_, metrics) = http_get(server.addr, "/metrics").await;
+        if metrics.contains("\nkilat_sessions 1\n") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed tail still watches: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // The console finds the client and disconnects it with a code and a reason.
     let headers = format!("Cookie: {session}\r\nX-CSRF-Token: {csrf}\r\n");
     let (_, _, body) = request(

@@ -93,6 +93,8 @@ async fn detailed_metrics_count_what_a_load_did() {
         1.0,
     );
     expect(r#"kilat_transport_connections{transport="websocket"}"#, 2.0);
+    expect(r#"kilat_namespace_subscriptions{namespace="chat"}"#, 1.0);
+    expect(r#"kilat_namespace_channels{namespace="chat"}"#, 1.0);
     // Every publication reaching the hub is fanned out, to no one for `other`.
     expect("kilat_fanout_duration_seconds_count", 6.0);
     expect("kilat_connections", 2.0);

@@ -570,3 +570,60 @@ async fn issue_20_large_replies_are_not_treated_as_slow_consumers() {
     .expect("send");
     assert_eq!(next_non_presence(&mut ws).await["id"], 30);
 }
+
+/// Issue 20, the same pass over the admin console: a login posted by another origin is refused
+/// before the password is checked, a login body that never finishes is cut at the body deadline,
+/// an oversized one is refused, and an action without the session's CSRF token is 403.
+#[tokio::test]
+async fn issue_20_the_admin_console_refuses_cross_site_slow_and_forged_requests() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start(|c| {
+        c.server.admin_password = Some("correct horse battery staple".into());
+        c.server.body_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let host = server.addr;
+    let login = |origin: &str, body: &str| {
+        format!(
+            "POST /admin/login HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let right = r#"{"password":"correct horse battery staple"}"#;
+    let (status, _) = http_request(
+        server.addr,
+        login("Origin: https://evil.example\r\n", right),
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a cross-site login is refused even with the right password"
+    );
+    let big = format!(r#"{{"password":"{}"}}"#, "x".repeat(10_000));
+    let (status, _) = http_request(server.addr, login("", &big)).await;
+    assert_eq!(status, 413);
+
+    let mut slow = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    slow.write_all(
+        format!("POST /admin/login HTTP/1.1\r\nHost: {host}\r\nContent-Length: 40\r\n\r\n{{\"pass")
+            .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let (answer, closed) = read_until_closed(&mut slow, std::time::Duration::from_secs(5)).await;
+    assert!(closed && answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+
+    // A forged action: no session, or a session without its CSRF token.
+    let publish = r#"{"channel":"news","data":{"x":1}}"#;
+    let forged = format!(
+        "POST /admin/api/publish HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{publish}",
+        publish.len()
+    );
+    let (status, _) = http_request(server.addr, forged).await;
+    assert_eq!(status, 403);
+    // The real admin still logs in (the refusals above were not counted as failed passwords).
+    let (status, body) = http_request(server.addr, login("", right)).await;
+    assert_eq!(status, 200, "{body}");
+}
