@@ -360,6 +360,9 @@ struct Forwarded {
 /// Forwards a POST that reached the wrong node (PROTOCOL.md section 6). The owning node
 /// delivers it to its session; 404 when no node with that id is listening any more.
 async fn forward(state: &AppState, node: &str, session: &str, command: Bytes) -> Response {
+    if !state.cluster.shared {
+        return refuse(StatusCode::NOT_FOUND, "session belongs to another node");
+    }
     let message = Forwarded {
         session: session.to_owned(),
         command: String::from_utf8_lossy(&command).into_owned(),

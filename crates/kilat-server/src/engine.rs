@@ -18,6 +18,9 @@ pub(crate) struct Cluster {
     pub(crate) registry: Arc<dyn NodeRegistry>,
     /// This node's inbox and the way to other nodes' inboxes.
     pub(crate) inbox: Arc<dyn NodeInbox>,
+    /// Other nodes may share the engine: heartbeat into the registry and listen on the inbox.
+    /// False for the memory engine, where both would only wake the node up for nothing.
+    pub(crate) shared: bool,
 }
 
 impl Cluster {
@@ -26,6 +29,7 @@ impl Cluster {
         Cluster {
             registry: Arc::new(SingleNode),
             inbox: Arc::new(SingleNode),
+            shared: false,
         }
     }
 }
@@ -48,6 +52,7 @@ pub(crate) async fn start(
             let cluster = Cluster {
                 registry: engine.clone(),
                 inbox: engine,
+                shared: true,
             };
             Ok((Node::with_engine(node, broker, presence), cluster))
         }

@@ -228,16 +228,18 @@ pub async fn run(
         cluster: cluster.clone(),
     };
     log_origins(&config, &state.origins);
-    tokio::spawn(heartbeat(cluster.registry.clone(), state.clone()));
-    // Emulation POSTs that land on another node come here through the engine.
-    match cluster.inbox.open(node.id()).await {
-        Ok(inbox) => {
-            tokio::spawn(emulation::receive_forwarded(inbox, state.sessions.clone()));
+    if cluster.shared {
+        tokio::spawn(heartbeat(cluster.registry.clone(), state.clone()));
+        // Emulation POSTs that land on another node come here through the engine.
+        match cluster.inbox.open(node.id()).await {
+            Ok(inbox) => {
+                tokio::spawn(emulation::receive_forwarded(inbox, state.sessions.clone()));
+            }
+            Err(error) => tracing::warn!(
+                error = %error_chain(&error),
+                "no node inbox: emulation POSTs reaching another node will get 404"
+            ),
         }
-        Err(error) => tracing::warn!(
-            error = %error_chain(&error),
-            "no node inbox: emulation POSTs reaching another node will get 404"
-        ),
     }
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(listener::ReloadableCert::load(cert, key)?),
