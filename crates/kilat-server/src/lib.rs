@@ -4,12 +4,11 @@
 //! - [`config`]: `kilat.toml`, `KILAT_*` variables and flag overrides, merged in that order.
 //! - `engine`: builds the configured engine; the server keeps its node registry and inbox.
 //! - [`listener`]: the accept loop, TLS (reloaded on SIGHUP) and the handshake timeout.
-//! - `front`: reads the first request before hyper, so SSE and HTTP streams run on the socket.
 //! - `router`: every endpoint of PROTOCOL.md section 1, the web UI, demos and the SDK.
-//! - `driver`: the one connection loop all transports share, joining a transport's `Wire` to a
-//!   [`kilat_core::Session`].
-//! - `websocket`: the upgrade handler and the WebSocket `Wire`.
-//! - `emulation`: SSE and HTTP-streaming transports and the emulation endpoint.
+//! - `transport`: every client transport in one place: `driver` (the `Wire` trait and the one
+//!   connection loop), `websocket`, `emulation` (SSE, HTTP streaming and the emulation
+//!   endpoint) and `front` (the first request read before hyper, so SSE and HTTP streams run on
+//!   the socket).
 //! - `origin`: which browser origins may connect and call the API.
 //! - `body`: request bodies read with a size limit, a deadline and a minimum rate.
 //! - `api`: the server HTTP API (`POST /api/<method>`) and its OpenAPI document.
@@ -34,17 +33,14 @@ mod assets;
 mod auth;
 mod body;
 pub mod config;
-mod driver;
-mod emulation;
 mod engine;
-mod front;
 mod glob;
 pub mod listener;
 mod metrics;
 mod origin;
 pub mod proxy;
 mod router;
-mod websocket;
+mod transport;
 
 /// Entry points for the fuzz targets in `fuzz/` (not an API): the parsers that read request
 /// heads and origins straight from the network.
@@ -53,7 +49,7 @@ pub mod fuzzing {
     /// Classifies `bytes` as the first request of a connection, like the listener does; returns
     /// whether it was taken as a stream request. Must never panic.
     pub fn stream_head(bytes: &[u8]) -> bool {
-        crate::front::classify_for_fuzzing(bytes)
+        crate::transport::front::classify_for_fuzzing(bytes)
     }
 
     /// Checks `origin` against a dev-mode policy on a loopback listener and against one with a
@@ -105,7 +101,7 @@ pub(crate) struct AppState {
     /// Tracks connection tasks so shutdown can wait for them to flush.
     pub(crate) tasks: TaskTracker,
     /// Emulated (SSE, HTTP streaming) sessions, for routing emulation POSTs to them.
-    pub(crate) sessions: emulation::Sessions,
+    pub(crate) sessions: transport::emulation::Sessions,
     /// Server API key and idempotency memory.
     pub(crate) api: api::ApiHandle,
     /// When the server started, for `info`.
@@ -214,7 +210,7 @@ pub async fn run(
         max_connections: config.server.max_connections,
         draining: Arc::new(AtomicBool::new(false)),
         tasks: TaskTracker::new(),
-        sessions: emulation::Sessions::default(),
+        sessions: transport::emulation::Sessions::default(),
         api: Arc::new(api::Api::new(config.api.key.clone(), config.node.dev)),
         started: std::time::Instant::now(),
         body_timeout: config.server.body_timeout,
@@ -233,7 +229,10 @@ pub async fn run(
         // Emulation POSTs that land on another node come here through the engine.
         match cluster.inbox.open(node.id()).await {
             Ok(inbox) => {
-                tokio::spawn(emulation::receive_forwarded(inbox, state.sessions.clone()));
+                tokio::spawn(transport::emulation::receive_forwarded(
+                    inbox,
+                    state.sessions.clone(),
+                ));
             }
             Err(error) => tracing::warn!(
                 error = %error_chain(&error),

@@ -162,7 +162,7 @@ async fn flush(wire: &mut impl Wire, batch: &mut Vec<SharedFrame>) -> std::io::R
 
 #[cfg(test)]
 mod tests {
-    use crate::websocket::WsWire;
+    use crate::transport::websocket::WsWire;
 
     /// Every idle connection is one task holding this future: its size is memory per
     /// connection, so it is guarded here (without timing) and measured in `bench/idle.sh`.
