@@ -1,5 +1,5 @@
 //! Fuzzes what the listener parses before hyper or a handler sees a request: the first request
-//! head of a connection (`front.rs`: stream requests taken onto the socket, `Content-Length`
+//! head of a connection (`transport/front.rs`: stream requests taken onto the socket, `Content-Length`
 //! digits only) and browser origins (`origin.rs`). Properties: no panic, no hang; a head is taken
 //! as a stream only when it is a complete `GET /connection/sse` or `POST /connection/stream`.
 #![no_main]

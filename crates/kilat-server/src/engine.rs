@@ -20,6 +20,9 @@ pub(crate) struct Cluster {
     pub(crate) inbox: Arc<dyn NodeInbox>,
     /// The engine's name, for `info` and the admin console's node list.
     pub(crate) engine: &'static str,
+    /// Other nodes may share the engine: heartbeat into the registry and listen on the inbox.
+    /// False for the memory engine, where both would only wake the node up for nothing.
+    pub(crate) shared: bool,
 }
 
 impl Cluster {
@@ -29,6 +32,7 @@ impl Cluster {
             registry: Arc::new(SingleNode),
             inbox: Arc::new(SingleNode),
             engine: "memory",
+            shared: false,
         }
     }
 }
@@ -72,6 +76,7 @@ pub(crate) async fn start(
                 registry: engine.clone(),
                 inbox: engine,
                 engine: "redis",
+                shared: true,
             };
             Ok((Node::with_engine(node, broker, presence), cluster))
         }

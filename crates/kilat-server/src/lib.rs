@@ -4,12 +4,11 @@
 //! - [`config`]: `kilat.toml`, `KILAT_*` variables and flag overrides, merged in that order.
 //! - `engine`: builds the configured engine; the server keeps its node registry and inbox.
 //! - [`listener`]: the accept loop, TLS (reloaded on SIGHUP) and the handshake timeout.
-//! - `front`: reads the first request before hyper, so SSE and HTTP streams run on the socket.
 //! - `router`: every endpoint of docs/protocol.md section 1, the web UI, demos and the SDK.
-//! - `driver`: the one connection loop all transports share, joining a transport's `Wire` to a
-//!   [`kilat_core::Session`].
-//! - `websocket`: the upgrade handler and the WebSocket `Wire`.
-//! - `emulation`: SSE and HTTP-streaming transports and the emulation endpoint.
+//! - `transport`: every client transport in one place: `driver` (the `Wire` trait and the one
+//!   connection loop), `admission` (the step every transport takes first), `websocket`,
+//!   `emulation` (SSE, HTTP streaming and the emulation endpoint) and `front` (the first request
+//!   read before hyper, so SSE and HTTP streams run on the socket).
 //! - `origin`: which browser origins may connect and call the API.
 //! - `body`: request bodies read with a size limit, a deadline and a minimum rate.
 //! - `api`: the server HTTP API (`POST /api/<method>`) and its OpenAPI document.
@@ -38,17 +37,14 @@ mod auth;
 mod body;
 mod checks;
 pub mod config;
-mod driver;
-mod emulation;
 mod engine;
-mod front;
 mod glob;
 pub mod listener;
 mod metrics;
 mod origin;
 pub mod proxy;
 mod router;
-mod websocket;
+mod transport;
 
 /// Entry points for the fuzz targets in `fuzz/` (not an API): the parsers that read request
 /// heads and origins straight from the network.
@@ -57,7 +53,7 @@ pub mod fuzzing {
     /// Classifies `bytes` as the first request of a connection, like the listener does; returns
     /// whether it was taken as a stream request. Must never panic.
     pub fn stream_head(bytes: &[u8]) -> bool {
-        crate::front::classify_for_fuzzing(bytes)
+        crate::transport::front::classify_for_fuzzing(bytes)
     }
 
     /// Checks `origin` against a dev-mode policy on a loopback listener and against one with a
@@ -109,7 +105,7 @@ pub(crate) struct AppState {
     /// Tracks connection tasks so shutdown can wait for them to flush.
     pub(crate) tasks: TaskTracker,
     /// Emulated (SSE, HTTP streaming) sessions, for routing emulation POSTs to them.
-    pub(crate) sessions: emulation::Sessions,
+    pub(crate) sessions: transport::emulation::Sessions,
     /// Server API key and idempotency memory.
     pub(crate) api: api::ApiHandle,
     /// When the server started, for `info`.
@@ -288,7 +284,7 @@ pub async fn run(
         max_connections,
         draining,
         tasks: TaskTracker::new(),
-        sessions: emulation::Sessions::default(),
+        sessions: transport::emulation::Sessions::default(),
         api: Arc::new(api::Api::new(config.api.key.clone(), config.node.dev)),
         started,
         body_timeout: config.server.body_timeout,
@@ -309,16 +305,21 @@ pub async fn run(
         effective_config: Arc::new(admin::redacted_config(&config)),
     };
     log_origins(&config, &state.origins);
-    tokio::spawn(heartbeat(cluster.registry.clone(), state.clone()));
-    // Emulation POSTs that land on another node come here through the engine.
-    match cluster.inbox.open(node.id()).await {
-        Ok(inbox) => {
-            tokio::spawn(emulation::receive_forwarded(inbox, state.sessions.clone()));
+    if cluster.shared {
+        tokio::spawn(heartbeat(cluster.registry.clone(), state.clone()));
+        // Emulation POSTs that land on another node come here through the engine.
+        match cluster.inbox.open(node.id()).await {
+            Ok(inbox) => {
+                tokio::spawn(transport::emulation::receive_forwarded(
+                    inbox,
+                    state.sessions.clone(),
+                ));
+            }
+            Err(error) => tracing::warn!(
+                error = %error_chain(&error),
+                "no node inbox: emulation POSTs reaching another node will get 404"
+            ),
         }
-        Err(error) => tracing::warn!(
-            error = %error_chain(&error),
-            "no node inbox: emulation POSTs reaching another node will get 404"
-        ),
     }
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(listener::ReloadableCert::load(cert, key)?),
@@ -394,18 +395,6 @@ fn log_origins(config: &Config, origins: &origin::OriginPolicy) {
              https://rt.example.com) or server.allowed_origins"
         );
     }
-}
-
-/// The answer to a new WebSocket connection while the node drains: 503 with `Retry-After`,
-/// which a load balancer (haproxy `retry-on 503`) retries on another node.
-pub(crate) fn draining_refusal() -> axum::response::Response {
-    use axum::response::IntoResponse;
-    (
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        [(http::header::RETRY_AFTER, "1")],
-        "server is draining, try another node\n",
-    )
-        .into_response()
 }
 
 /// The drain, phase by phase, once `shutdown` resolves; resolving stops the listener.

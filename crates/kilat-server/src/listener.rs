@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::AppState;
-use crate::front::{self, Head};
+use crate::transport::front::{self, Head};
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -284,7 +284,7 @@ where
     };
     match head {
         Head::Stream(request) => {
-            crate::emulation::serve_stream(&shared.state, request, io).await;
+            crate::transport::emulation::serve_stream(&shared.state, request, io).await;
             Ok(())
         }
         Head::Other(read) => {

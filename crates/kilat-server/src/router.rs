@@ -8,15 +8,18 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::{AppState, admin, api, assets, emulation, metrics, websocket};
+use crate::{AppState, admin, api, assets, metrics, transport};
 
 /// Builds the router over shared state.
 pub(crate) fn router(state: AppState) -> Router {
     let mut router = Router::new()
-        .route("/connection/websocket", get(websocket::upgrade))
-        .route("/connection/sse", get(emulation::sse))
-        .route("/connection/stream", post(emulation::stream))
-        .route("/connection/emulation", post(emulation::emulation))
+        .route("/connection/websocket", get(transport::websocket::upgrade))
+        .route("/connection/sse", get(transport::emulation::sse))
+        .route("/connection/stream", post(transport::emulation::stream))
+        .route(
+            "/connection/emulation",
+            post(transport::emulation::emulation),
+        )
         .route("/api/openapi.json", get(api::openapi))
         .route("/api/{method}", post(api::call))
         .route("/health", get(health))
@@ -94,7 +97,7 @@ mod tests {
             max_connections: 10,
             draining: Arc::new(AtomicBool::new(false)),
             tasks: tokio_util::task::TaskTracker::new(),
-            sessions: crate::emulation::Sessions::default(),
+            sessions: crate::transport::emulation::Sessions::default(),
             api: Arc::new(crate::api::Api::new(None, false)),
             started: std::time::Instant::now(),
             origins: Arc::default(),

@@ -17,15 +17,15 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-// The largest body taken here (the connect command of `POST /connection/stream`): the
-// endpoint's own limit, so a larger one goes to hyper's path and gets its 413.
-use crate::emulation::MAX_BODY;
-
 /// The request lines taken here; the target continues with `?` or ends.
 const STREAM_REQUESTS: [(&[u8], StreamKind); 2] = [
     (b"GET /connection/sse", StreamKind::EventStream),
     (b"POST /connection/stream", StreamKind::Ndjson),
 ];
+/// Largest connect command or emulation POST body accepted, in bytes, by every emulated
+/// transport on the socket or through hyper. Also the largest body taken here: a larger one
+/// goes to hyper's path and gets its 413.
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 /// The longest request head on any path: a longer one goes to hyper, which is held to the same
 /// limit (`listener.rs`) and answers 431.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;

@@ -10,7 +10,6 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io::IoSlice;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -26,16 +25,15 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use kilat_transport::text::{SLOT_NDJSON, SLOT_SSE, ndjson_line, sse_event};
 
 use crate::AppState;
-use crate::driver::{self, Inbound, Wire};
-use crate::front::StreamKind;
+use crate::transport::admission::{Admission, Refusal, admit};
+use crate::transport::driver::{self, Inbound, Wire};
+use crate::transport::front::{MAX_BODY, StreamKind};
 
 /// Response chunks buffered between a connection task and hyper; a client that reads slower
 /// than this backs up into its outbox, which disconnects it with 3001 when full.
 const BODY_CHUNKS: usize = 16;
 /// Commands waiting for a session task; a client posting faster gets HTTP 429.
 const COMMAND_QUEUE: usize = 64;
-/// Largest connect command or emulation POST body accepted, in bytes.
-pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// Emulated sessions of this node by their secret session key (never by client id, which other
 /// users see), so emulation POSTs find their connection.
@@ -152,14 +150,12 @@ struct SseQuery {
 }
 
 /// Why a stream was not opened: the HTTP status and a reason for the response body.
-type Refusal = (StatusCode, &'static str);
-
 /// `GET /connection/sse?connect=...` when hyper serves it: over HTTP/2, or as a later request
 /// of a kept-alive HTTP/1 connection. The first request of an HTTP/1 connection is served on
 /// the socket directly by [`serve_stream`].
 pub(crate) async fn sse(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
-    let opened = match sse_connect(&state, &headers, &uri) {
-        Ok((connect, forwarded)) => open(&state, connect, Format::Sse, forwarded).await,
+    let opened = match admit(&state, &headers).and_then(|a| Ok((a, sse_connect(&uri)?))) {
+        Ok((admission, connect)) => open(&state, admission, connect, Format::Sse).await,
         Err(refusal) => Err(refusal),
     };
     match opened {
@@ -168,31 +164,34 @@ pub(crate) async fn sse(State(state): State<AppState>, headers: HeaderMap, uri: 
     }
 }
 
-/// Serves a streaming request read by [`crate::front`] (SSE or HTTP streaming) on its socket:
+/// Serves a streaming request read by [`crate::transport::front`] (SSE or HTTP streaming) on its socket:
 /// the stream's bytes go straight to `io`, without hyper's per-connection buffers. Refusals are
 /// answered with a plain HTTP response and the connection is closed.
 pub(crate) async fn serve_stream<IO>(
     state: &AppState,
-    request: Box<crate::front::StreamRequest>,
+    request: Box<crate::transport::front::StreamRequest>,
     mut io: IO,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (format, checked) = match request.kind {
+    let crate::transport::front::StreamRequest {
+        kind,
+        uri,
+        headers,
+        body,
+    } = *request;
+    let (format, checked) = match kind {
         StreamKind::EventStream => (
             Format::Sse,
-            sse_connect(state, &request.headers, &request.uri),
+            admit(state, &headers).and_then(|a| Ok((a, sse_connect(&uri)?))),
         ),
-        StreamKind::Ndjson => (
-            Format::Ndjson,
-            stream_connect(state, &request.headers, request.body),
-        ),
+        StreamKind::Ndjson => (Format::Ndjson, admit(state, &headers).map(|a| (a, body))),
     };
     let opened = match checked {
-        Ok((connect, forwarded)) => open(state, connect, format, forwarded).await,
+        Ok((admission, connect)) => open(state, admission, connect, format).await,
         Err(refusal) => Err(refusal),
     };
-    drop(request.headers);
+    drop((headers, uri));
     match opened {
         Ok(opened) => {
             let out = SocketOut {
@@ -227,16 +226,8 @@ pub(crate) async fn serve_stream<IO>(
     }
 }
 
-/// The checks of an SSE request, however it arrived: the connect command and the headers the
-/// proxy hooks forward.
-fn sse_connect(
-    state: &AppState,
-    headers: &HeaderMap,
-    uri: &Uri,
-) -> Result<(Bytes, kilat_core::RequestHeaders), Refusal> {
-    if !state.origins.allows(headers) {
-        return Err((StatusCode::FORBIDDEN, "origin not allowed"));
-    }
+/// The connect command of an SSE request, however it arrived (after its admission).
+fn sse_connect(uri: &Uri) -> Result<Bytes, Refusal> {
     let query = Query::<SseQuery>::try_from_uri(uri).map_err(|_| {
         (
             StatusCode::BAD_REQUEST,
@@ -252,8 +243,7 @@ fn sse_connect(
     if connect.len() > MAX_BODY {
         return Err((StatusCode::PAYLOAD_TOO_LARGE, "connect command too large"));
     }
-    let forwarded = crate::proxy::pick_headers(&state.node, headers);
-    Ok((Bytes::from(connect), forwarded))
+    Ok(Bytes::from(connect))
 }
 
 /// `POST /connection/stream` with the connect command as the body.
@@ -269,27 +259,14 @@ pub(crate) async fn stream(
         }
         Err(refused) => return refuse(refused.status, refused.reason),
     };
-    let opened = match stream_connect(&state, &headers, body) {
-        Ok((connect, forwarded)) => open(&state, connect, Format::Ndjson, forwarded).await,
+    let opened = match admit(&state, &headers) {
+        Ok(admission) => open(&state, admission, body, Format::Ndjson).await,
         Err(refusal) => Err(refusal),
     };
     match opened {
         Ok(opened) => respond_with_body(&state, opened, Format::Ndjson),
         Err((status, reason)) => refuse(status, reason),
     }
-}
-
-/// The checks of an HTTP-streaming request, however it arrived: its body is the connect
-/// command.
-fn stream_connect(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<(Bytes, kilat_core::RequestHeaders), Refusal> {
-    if !state.origins.allows(headers) {
-        return Err((StatusCode::FORBIDDEN, "origin not allowed"));
-    }
-    Ok((body, crate::proxy::pick_headers(&state.node, headers)))
 }
 
 /// Body of `POST /connection/emulation`.
@@ -366,6 +343,9 @@ struct Forwarded {
 /// Forwards a POST that reached the wrong node (docs/protocol.md section 11). The owning node
 /// delivers it to its session; 404 when no node with that id is listening any more.
 async fn forward(state: &AppState, node: &str, session: &str, command: Bytes) -> Response {
+    if !state.cluster.shared {
+        return refuse(StatusCode::NOT_FOUND, "session belongs to another node");
+    }
     let message = Forwarded {
         session: session.to_owned(),
         command: String::from_utf8_lossy(&command).into_owned(),
@@ -411,30 +391,16 @@ struct Opened {
     commands: Arc<Commands>,
 }
 
-/// Starts an emulated connection: takes a connection slot and runs `connect`. It runs before
+/// Starts an admitted emulated connection: runs `connect`. It runs before
 /// the response starts, so its result (or refusal) is the first thing on the stream and the
 /// session id is known before any POST can arrive.
 async fn open(
     state: &AppState,
+    admission: Admission,
     connect: Bytes,
     format: Format,
-    forwarded: kilat_core::RequestHeaders,
 ) -> Result<Opened, Refusal> {
-    if state.draining.load(Ordering::SeqCst) {
-        return Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server is draining, try another node",
-        ));
-    }
-    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        return Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            "connection limit reached, try another node or later",
-        ));
-    };
-    let outbox = Outbox::new(state.node.config().client_queue_max_bytes);
-    let mut session = Session::new(&state.node, format.transport(), outbox.clone());
-    session.set_request_headers(forwarded);
+    let (mut session, outbox, permit) = admission.open(&state.node, format.transport());
     let key = session_key();
     session.set_emulation_key(key.as_str());
     let connected = Box::pin(session.handle_message(&connect)).await;

@@ -213,7 +213,7 @@ async fn flush(
 
 #[cfg(test)]
 mod tests {
-    use crate::websocket::WsWire;
+    use crate::transport::websocket::WsWire;
 
     /// Every idle connection is one task holding this future: its size is memory per
     /// connection, so it is guarded here (without timing) and measured in `bench/idle.sh`.

@@ -1,15 +1,13 @@
 //! `GET /connection/websocket`: the upgrade handler and the connection task that joins a
 //! WebSocket to a hub [`Session`].
 
-use std::sync::atomic::Ordering;
-
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use kilat_core::{Outbox, Session, TransportInfo};
+use kilat_core::TransportInfo;
 use kilat_protocol::{Disconnect, DisconnectCode, SharedFrame};
 use kilat_transport::ws::{self, Message, WsConnection};
 use tokio::net::TcpStream;
@@ -17,36 +15,34 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 
 use crate::AppState;
-use crate::driver::{self, Inbound, Wire};
-use crate::front::Prefixed;
+use crate::transport::admission::{self, Admission};
+use crate::transport::driver::{self, Inbound, Wire};
+use crate::transport::front::Prefixed;
 
-/// Validates the upgrade, takes a connection permit and hands the socket to a connection task.
+/// Admits the connection, validates the upgrade and hands the socket to a connection task.
 pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
-    if state.draining.load(Ordering::SeqCst) {
-        return crate::draining_refusal();
-    }
-    if !state.origins.allows(&parts.headers) {
-        tracing::info!(origin = ?parts.headers.get(http::header::ORIGIN), "websocket upgrade from a refused origin");
-        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
-    }
+    let admission = match admission::admit(&state, &parts.headers) {
+        Ok(admission) => admission,
+        Err((status, reason)) => {
+            let mut response = (status, format!("{reason}\n")).into_response();
+            // A 503 (draining, full) tells a load balancer to try another node (haproxy
+            // `retry-on 503`).
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                response.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                );
+            }
+            return response;
+        }
+    };
     let handshake = match ws::negotiate(&parts, &state.ws) {
         Ok(handshake) => handshake,
         Err(refused) => {
             tracing::debug!(reason = %refused, "websocket upgrade refused");
             return refused.into_response::<Body>();
         }
-    };
-    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        tracing::warn!(
-            limit = state.max_connections,
-            "connection limit reached; refusing upgrade"
-        );
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "connection limit reached, try another node or later\n",
-        )
-            .into_response();
     };
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         return (
@@ -55,12 +51,11 @@ pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> 
         )
             .into_response();
     };
-    let headers = crate::proxy::pick_headers(&state.node, &parts.headers);
     let response = handshake.response::<Body>();
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => spawn_connection(upgraded, &handshake, &state, permit, headers),
+            Ok(upgraded) => spawn_connection(upgraded, &handshake, &state, admission),
             Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
         }
     });
@@ -78,40 +73,34 @@ fn spawn_connection(
     upgraded: Upgraded,
     handshake: &ws::Handshake,
     state: &AppState,
-    permit: OwnedSemaphorePermit,
-    headers: kilat_core::RequestHeaders,
+    admission: Admission,
 ) {
     let upgraded = match upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>() {
         Ok(parts) => {
             let io = parts.io.into_inner().then(parts.read_buf);
-            return start(io, handshake, state, permit, headers);
+            return start(io, handshake, state, admission);
         }
         Err(upgraded) => upgraded,
     };
     match upgraded.downcast::<TokioIo<Prefixed<TlsStream<TcpStream>>>>() {
         Ok(parts) => {
             let io = parts.io.into_inner().then(parts.read_buf);
-            start(io, handshake, state, permit, headers);
+            start(io, handshake, state, admission);
         }
         // Any other transport hyper served (none today): kept behind hyper's wrapper.
-        Err(upgraded) => start(TokioIo::new(upgraded), handshake, state, permit, headers),
+        Err(upgraded) => start(TokioIo::new(upgraded), handshake, state, admission),
     }
 }
 
 /// Spawns the connection task over `io`.
-fn start<IO>(
-    io: IO,
-    handshake: &ws::Handshake,
-    state: &AppState,
-    permit: OwnedSemaphorePermit,
-    headers: kilat_core::RequestHeaders,
-) where
+fn start<IO>(io: IO, handshake: &ws::Handshake, state: &AppState, admission: Admission)
+where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let conn = WsConnection::new(io, handshake, &state.ws);
     state
         .tasks
-        .spawn(serve_connection(conn, &state.node, permit, headers));
+        .spawn(serve_connection(conn, &state.node, admission));
 }
 
 /// The future of one WebSocket connection, run until either side closes it. Holds `permit`
@@ -119,22 +108,18 @@ fn start<IO>(
 fn serve_connection<IO>(
     conn: WsConnection<IO>,
     node: &kilat_core::Node,
-    permit: OwnedSemaphorePermit,
-    headers: kilat_core::RequestHeaders,
+    admission: Admission,
 ) -> impl Future<Output = ()> + use<IO>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let outbox = Outbox::new(node.config().client_queue_max_bytes);
-    let mut session = Session::new(
+    let (session, outbox, permit) = admission.open(
         node,
         TransportInfo {
             name: "websocket",
             emulated: false,
         },
-        outbox.clone(),
     );
-    session.set_request_headers(headers);
     let wire = WsWire {
         conn,
         _permit: Some(permit),
