@@ -19,45 +19,8 @@ use std::time::Duration;
 
 use kilat_core::NamespaceOptions;
 use kilat_core::config::AllowSubscribe;
-use toml::{Table, Value};
 
 use crate::config::{Config, ConfigError};
-
-/// Refuses an explicit `history_ttl = 0` next to a `history_size` in the merged layers, before
-/// deserialising (afterwards an absent TTL and an explicit 0 look the same).
-pub(crate) fn explicit_zero_history_ttl(merged: &Table) -> Result<(), ConfigError> {
-    let Some(Value::Table(node)) = merged.get("node") else {
-        return Ok(());
-    };
-    let mut namespaces: Vec<(String, &Table)> = Vec::new();
-    if let Some(Value::Table(default)) = node.get("default_namespace") {
-        namespaces.push(("node.default_namespace".into(), default));
-    }
-    if let Some(Value::Table(all)) = node.get("namespaces") {
-        for (name, options) in all {
-            if let Value::Table(options) = options {
-                namespaces.push((format!("node.namespaces.{name}"), options));
-            }
-        }
-    }
-    let number = |v: Option<&Value>| match v {
-        Some(Value::Integer(i)) => Some(*i as f64),
-        Some(Value::Float(f)) => Some(*f),
-        _ => None,
-    };
-    for (key, options) in namespaces {
-        let size = number(options.get("history_size")).unwrap_or(0.0);
-        if size > 0.0 && number(options.get("history_ttl")) == Some(0.0) {
-            return Err(ConfigError::Contradiction(format!(
-                "{key}.history_ttl = 0 keeps no publication although history_size = {size} asks \
-                 for history (hint: remove history_ttl for the default of {} s, give it the \
-                 seconds to keep each publication, or set history_size = 0 for no history)",
-                NamespaceOptions::DEFAULT_HISTORY_TTL.as_secs()
-            )));
-        }
-    }
-    Ok(())
-}
 
 impl Config {
     /// Every namespace with the key prefix naming it in messages.
@@ -183,6 +146,7 @@ fn secs(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use toml::Table;
 
     fn load(toml_text: &str) -> Result<Config, ConfigError> {
         let table: Table = toml::from_str(toml_text).expect("toml");

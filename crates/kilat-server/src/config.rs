@@ -387,7 +387,7 @@ impl Config {
         }
         merge(&mut merged, env_table(env));
         merge(&mut merged, overrides);
-        crate::checks::explicit_zero_history_ttl(&merged)?;
+        explicit_zero_history_ttl(&merged)?;
         let config = Config::deserialize(Value::Table(merged)).map_err(ConfigError::Invalid)?;
         config.check()?;
         Ok(config)
@@ -427,6 +427,42 @@ impl Config {
         }
         text
     }
+}
+
+/// Refuses an explicit `history_ttl = 0` next to a `history_size` in the merged layers, before
+/// deserialising (afterwards an absent TTL and an explicit 0 look the same).
+fn explicit_zero_history_ttl(merged: &Table) -> Result<(), ConfigError> {
+    let Some(Value::Table(node)) = merged.get("node") else {
+        return Ok(());
+    };
+    let mut namespaces: Vec<(String, &Table)> = Vec::new();
+    if let Some(Value::Table(default)) = node.get("default_namespace") {
+        namespaces.push(("node.default_namespace".into(), default));
+    }
+    if let Some(Value::Table(all)) = node.get("namespaces") {
+        for (name, options) in all {
+            if let Value::Table(options) = options {
+                namespaces.push((format!("node.namespaces.{name}"), options));
+            }
+        }
+    }
+    let number = |v: Option<&Value>| match v {
+        Some(Value::Integer(i)) => Some(*i as f64),
+        Some(Value::Float(f)) => Some(*f),
+        _ => None,
+    };
+    for (key, options) in namespaces {
+        let size = number(options.get("history_size")).unwrap_or(0.0);
+        if size > 0.0 && number(options.get("history_ttl")) == Some(0.0) {
+            return Err(ConfigError::Contradiction(format!(
+                "{key}.history_ttl = 0 keeps no publication although history_size = {size} asks \
+                 for history (hint: remove history_ttl for the default of {} s, give it the \
+                 seconds to keep each publication, or set history_size = 0 for no history)",
+                kilat_core::NamespaceOptions::DEFAULT_HISTORY_TTL.as_secs()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What `kilat config` prints in place of a secret.
