@@ -184,6 +184,16 @@ pub struct NamespaceOptions {
     /// then the newest of each window when it ends; the ones in between are skipped (offsets
     /// jump). History keeps them all. For tickers and positions, where only the latest counts.
     pub conflate_ms: u64,
+    /// A top-level field of the publications' data (a JSON object) holding each publication's
+    /// key, a string or an integer. Publications without one are refused with error 400.
+    /// With `conflate_ms`, conflation is per key: each window delivers the newest publication
+    /// of every key, so one key's updates never drop another's. With `latest`, the newest
+    /// publication of each key is kept for new subscribers.
+    pub conflate_key: Option<String>,
+    /// Keep the latest publication of each key (`conflate_key`; of the channel without one)
+    /// and give them to a subscriber that does not recover, in its subscribe reply's
+    /// `publications` (with `latest: true`). Needs history (`history_size` > 0).
+    pub latest: bool,
     /// Ask the backend's subscribe hook before each client subscription (after the local
     /// checks); ignored when no subscribe hook is configured. See `docs/proxy.md`.
     pub proxy_subscribe: bool,
@@ -206,6 +216,8 @@ impl Default for NamespaceOptions {
             allow_history: false,
             max_message_size: 64 * 1024,
             conflate_ms: 0,
+            conflate_key: None,
+            latest: false,
             proxy_subscribe: false,
             proxy_publish: false,
         }
@@ -228,6 +240,8 @@ impl NamespaceOptions {
             allow_history: true,
             max_message_size: 64 * 1024,
             conflate_ms: 0,
+            conflate_key: None,
+            latest: false,
             proxy_subscribe: false,
             proxy_publish: false,
         }

@@ -52,6 +52,10 @@ impl Node {
         info: Option<ClientInfo>,
         ns: &NamespaceOptions,
     ) -> Result<Option<StreamPosition>, CoreError> {
+        if let Some(field) = &ns.conflate_key {
+            crate::keys::publication_key(data.get(), field)
+                .map_err(|error| CoreError::BadRequest(error.message(field).into()))?;
+        }
         let publication = Publication {
             data,
             offset: None,

@@ -28,11 +28,13 @@ struct JoinLeaveRef<'a> {
 
 impl BrokerHandler for HubHandler {
     fn on_publication(&self, channel: &str, publication: &Publication, epoch: &str) {
-        let delivered = self
-            .hub
-            .deliver_publication(channel, publication.offset, epoch, || {
-                SharedFrame::new(encode_publication(channel, publication))
-            });
+        let delivered = self.hub.deliver(
+            channel,
+            publication.offset,
+            epoch,
+            publication.data.get(),
+            || SharedFrame::new(encode_publication(channel, publication)),
+        );
         for repair in delivered.repairs {
             self.spawn_repair(repair);
         }

@@ -11,7 +11,7 @@ use super::Node;
 use crate::config::NamespaceOptions;
 use crate::engine::JoinLeave;
 use crate::error::CoreError;
-use crate::hub::GoLive;
+use crate::hub::{Conflate, GoLive};
 use crate::outbox::Outbox;
 use crate::recovery::{Recovery, outcome};
 use crate::subscriptions::SubState;
@@ -36,7 +36,10 @@ impl Node {
         recovery: &Recovery,
     ) -> Result<Prepared, CoreError> {
         let recoverable = ns.has_history();
-        let conflate = (ns.conflate_ms > 0).then(|| Duration::from_millis(ns.conflate_ms));
+        let conflate = (ns.conflate_ms > 0).then(|| Conflate {
+            length: Duration::from_millis(ns.conflate_ms),
+            key: ns.conflate_key.as_deref().map(Box::from),
+        });
         self.inner.hub.add(
             channel,
             key,
