@@ -142,6 +142,11 @@ export interface SubscribedContext {
   wasRecovering: boolean;
   recoverable: boolean;
   positioned: boolean;
+  /**
+   * True in a namespace with `latest` when the publications emitted right after this event
+   * are the latest value of every key (the state to start from), not recovered ones.
+   */
+  latest: boolean;
   offset: number | null;
   epoch: string | null;
   data?: unknown;

@@ -56,7 +56,17 @@ impl Node {
                 return Ok(SubscribeResult::default());
             }
             let page = self.inner.broker.history(channel, recovery.query()).await?;
-            Ok::<_, CoreError>(outcome(recovery, page))
+            let mut result = outcome(recovery, page);
+            if ns.latest && !result.recovered {
+                // The latest value of every key instead, positioned atomically with them:
+                // live publications above the position follow without a gap.
+                let latest = self.inner.broker.latest(channel).await?;
+                result.epoch = latest.position.epoch;
+                result.offset = latest.position.offset;
+                result.publications = latest.publications;
+                result.latest = true;
+            }
+            Ok::<_, CoreError>(result)
         };
         match read.await {
             Ok(result) => Ok(Prepared { result }),

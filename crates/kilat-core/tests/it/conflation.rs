@@ -35,6 +35,16 @@ fn ticker_node() -> Node {
             ..config.default_namespace.clone().expect("set above")
         },
     );
+    config.namespaces.insert(
+        "quotes".into(),
+        NamespaceOptions {
+            history_size: 1,
+            conflate_ms: WINDOW.as_millis() as u64,
+            conflate_key: Some("sym".into()),
+            latest: true,
+            ..config.default_namespace.clone().expect("set above")
+        },
+    );
     Node::new(config)
 }
 
@@ -205,4 +215,59 @@ async fn a_publication_without_its_key_is_refused_with_a_hint() {
         .await;
     assert!(ok.get("error").is_none(), "{ok}");
     assert_eq!(pubs(&c.frames(), "game:arena").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_subscriber_gets_the_latest_value_of_every_key_at_once_then_live_ones() {
+    let node = ticker_node();
+    // 300 symbols, 3 prices each, before anyone subscribes; history keeps only 1.
+    for round in 0..3 {
+        for sym in 0..300 {
+            let data = json!({"sym": format!("S{sym}"), "price": round * 1000 + sym});
+            node.publish("quotes:all", raw_json(&data.to_string()).expect("json"))
+                .await
+                .expect("publish");
+        }
+    }
+    let mut c = Client::new(&node);
+    c.connect().await;
+    let reply = c.call("subscribe", json!({"channel": "quotes:all"})).await;
+    let result = &reply["subscribe"];
+    assert_eq!(result["latest"], json!(true), "{reply}");
+    let latest = result["publications"].as_array().expect("publications");
+    assert_eq!(latest.len(), 300, "every symbol at once");
+    for (sym, publication) in latest.iter().enumerate() {
+        assert_eq!(
+            publication["data"],
+            json!({"sym": format!("S{sym}"), "price": 2000 + sym}),
+            "the newest price of each symbol, in offset order"
+        );
+    }
+    assert_eq!(result["offset"], json!(900));
+    assert_eq!(latest.last().expect("some")["offset"], json!(900));
+
+    // Live ones follow the reply, above its position.
+    node.publish(
+        "quotes:all",
+        raw_json(r#"{"sym":"S7","price":1}"#).expect("json"),
+    )
+    .await
+    .expect("publish");
+    assert_eq!(
+        pubs(&c.frames(), "quotes:all"),
+        [(Some(901), json!({"sym": "S7", "price": 1}))]
+    );
+
+    // A recovering subscriber that is up to date recovers as usual (no latest values).
+    let mut d = Client::new(&node);
+    d.connect().await;
+    let reply = d
+        .call(
+            "subscribe",
+            json!({"channel": "quotes:all", "recover": true, "offset": 901,
+                   "epoch": result["epoch"]}),
+        )
+        .await;
+    assert_eq!(reply["subscribe"]["recovered"], json!(true), "{reply}");
+    assert!(reply["subscribe"].get("latest").is_none(), "{reply}");
 }
