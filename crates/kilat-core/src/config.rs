@@ -113,7 +113,7 @@ impl NodeConfig {
             })),
             Some(ns) => match self.namespaces.get(ns) {
                 Some(options) => Some(options.clone()),
-                None if self.dev => Some(NamespaceOptions::dev()),
+                None if self.dev => Some(NamespaceOptions::dev_for(ns)),
                 None => None,
             },
         }
@@ -244,6 +244,24 @@ impl NamespaceOptions {
             latest: false,
             proxy_subscribe: false,
             proxy_publish: false,
+        }
+    }
+
+    /// The dev options of namespace `ns`: [`NamespaceOptions::dev`], except for the demos'
+    /// keyed namespaces (web/demo/, docs/use-cases.md): `ticker` is conflated per `sym` every
+    /// 100 ms and keeps the latest price of each symbol; `game` is conflated per `player`
+    /// every 50 ms and keeps each player's latest state.
+    pub fn dev_for(ns: &str) -> Self {
+        let keyed = |key: &str, conflate_ms: u64| NamespaceOptions {
+            conflate_ms,
+            conflate_key: Some(key.to_owned()),
+            latest: true,
+            ..NamespaceOptions::dev()
+        };
+        match ns {
+            "ticker" => keyed("sym", 100),
+            "game" => keyed("player", 50),
+            _ => NamespaceOptions::dev(),
         }
     }
 
