@@ -28,6 +28,27 @@ enum DemoCommand {
     ///
     /// Example: kilat demo feed ticker --url http://127.0.0.1:8000 --api-key "$KEY"
     Feed(FeedArgs),
+    /// Run bots in a game room (/demo/game): each is its own connection that moves at 20
+    /// states a second and shoots now and then.
+    ///
+    /// Example: kilat demo bots --room arena -n 50 --url ws://127.0.0.1:8000/connection/websocket
+    Bots(BotsArgs),
+}
+
+#[derive(Debug, Args)]
+struct BotsArgs {
+    /// The room (channel game:<room>).
+    #[arg(long, default_value = "arena")]
+    room: String,
+    /// How many bots (each one WebSocket connection).
+    #[arg(short = 'n', long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    n: u32,
+    /// The server's WebSocket endpoint.
+    #[arg(long, default_value = "ws://127.0.0.1:8000/connection/websocket")]
+    url: String,
+    /// A connection token, when the server requires one.
+    #[arg(long)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +65,7 @@ struct FeedArgs {
 
 pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     match args.command {
+        DemoCommand::Bots(bots) => run_bots(bots).await,
         DemoCommand::Feed(feed) => {
             if feed.name != "ticker" {
                 bail!("unknown feed `{}` (hint: the feeds are: ticker)", feed.name);
@@ -236,4 +258,72 @@ pub(crate) async fn ticker(addr: String, key: Option<String>) -> Result<()> {
             .ok();
         }
     }
+}
+
+/// One bot: wanders towards random targets at 220 units/s, publishing its state every 50 ms.
+async fn bot(index: u32, args: std::sync::Arc<BotsArgs>) -> Result<()> {
+    let mut config = kilat_client::ClientConfig::new(args.url.clone());
+    config.token = args.token.clone();
+    config.name = "kilat-demo-bot".into();
+    let (client, _events) = kilat_client::Client::connect(config)
+        .await
+        .with_context(|| format!("bot {index}: connecting to {}", args.url))?;
+    let channel = format!("game:{}", args.room);
+    client
+        .subscribe(&channel, kilat_client::SubscribeOptions::default())
+        .await
+        .with_context(|| format!("bot {index}: subscribing to {channel}"))?;
+    let mut noise = Noise(0x9e37_79b9_7f4a_7c15 ^ (u64::from(index) + 1).wrapping_mul(0x2545_f491));
+    let (mut x, mut y) = (noise.unit() * 800.0, noise.unit() * 600.0);
+    let (mut tx, mut ty) = (x, y);
+    let (mut shot, mut aim, mut score) = (0u64, 0.0f64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (dx, dy) = (tx - x, ty - y);
+        let d = dx.hypot(dy);
+        if d < 5.0 {
+            tx = 20.0 + noise.unit() * 760.0;
+            ty = 20.0 + noise.unit() * 560.0;
+        } else {
+            let step = (220.0 * 0.05f64).min(d);
+            aim = dy.atan2(dx);
+            x += dx / d * step;
+            y += dy / d * step;
+        }
+        if noise.unit() < 0.02 {
+            shot += 1;
+            if noise.unit() < 0.3 {
+                score += 1;
+            }
+        }
+        let state = json!({
+            "player": format!("bot{index}"), "name": format!("bot {index}"),
+            "x": x.round(), "y": y.round(), "score": score, "shot": shot,
+            "aim": (aim * 100.0).round() / 100.0,
+        });
+        if let Err(error) = client.publish(&channel, &state).await {
+            tracing::debug!(%error, index, "bot publish failed (reconnecting)");
+        }
+    }
+}
+
+async fn run_bots(args: BotsArgs) -> Result<()> {
+    let args = std::sync::Arc::new(args);
+    tracing::info!(
+        room = %args.room,
+        n = args.n,
+        "starting {} bots in game:{} at 20 states a second each",
+        args.n,
+        args.room
+    );
+    let mut set = tokio::task::JoinSet::new();
+    for index in 0..args.n {
+        set.spawn(bot(index, args.clone()));
+    }
+    while let Some(done) = set.join_next().await {
+        done??;
+    }
+    Ok(())
 }

@@ -250,7 +250,7 @@ impl NamespaceOptions {
     /// The dev options of namespace `ns`: [`NamespaceOptions::dev`], except for the demos'
     /// keyed namespaces (web/demo/, docs/use-cases.md): `ticker` is conflated per `sym` every
     /// 100 ms and keeps the latest price of each symbol; `game` is conflated per `player`
-    /// every 50 ms and keeps each player's latest state.
+    /// every 25 ms (twice the demo's 20 states a second, so a steady player loses no state) and keeps each player's latest state.
     pub fn dev_for(ns: &str) -> Self {
         let keyed = |key: &str, conflate_ms: u64| NamespaceOptions {
             conflate_ms,
@@ -260,7 +260,7 @@ impl NamespaceOptions {
         };
         match ns {
             "ticker" => keyed("sym", 100),
-            "game" => keyed("player", 50),
+            "game" => keyed("player", 25),
             _ => NamespaceOptions::dev(),
         }
     }
