@@ -33,6 +33,30 @@ enum DemoCommand {
     ///
     /// Example: kilat demo bots --room arena -n 50 --url ws://127.0.0.1:8000/connection/websocket
     Bots(BotsArgs),
+    /// Run a simulated device (/demo/iot): publishes temperature, humidity and battery to
+    /// iot:readings 4 times a second, and runs the commands sent to device:<id> (relay,
+    /// target) with acknowledgement. Its position is kept in --state, so commands sent while
+    /// it was down run once when it comes back.
+    ///
+    /// Example: kilat demo device --id boiler --url ws://127.0.0.1:8000/connection/websocket
+    Device(DeviceArgs),
+}
+
+#[derive(Debug, Args)]
+struct DeviceArgs {
+    /// The device id (channel device:<id>).
+    #[arg(long)]
+    id: String,
+    /// The server's WebSocket endpoint.
+    #[arg(long, default_value = "ws://127.0.0.1:8000/connection/websocket")]
+    url: String,
+    /// A connection token, when the server requires one.
+    #[arg(long)]
+    token: Option<String>,
+    /// Where the device keeps its stream position across restarts (default: a file in the
+    /// temporary directory named after the id).
+    #[arg(long)]
+    state: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +90,7 @@ struct FeedArgs {
 pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     match args.command {
         DemoCommand::Bots(bots) => run_bots(bots).await,
+        DemoCommand::Device(device) => run_device(device).await,
         DemoCommand::Feed(feed) => {
             if feed.name != "ticker" {
                 bail!("unknown feed `{}` (hint: the feeds are: ticker)", feed.name);
@@ -326,4 +351,93 @@ async fn run_bots(args: BotsArgs) -> Result<()> {
         done??;
     }
     Ok(())
+}
+
+/// The simulated device: readings out, commands in (kilat_client::commands), position saved.
+async fn run_device(args: DeviceArgs) -> Result<()> {
+    use kilat_client::commands::{Ack, CommandReceiver, acknowledge};
+    use kilat_client::{Event, StreamPosition, SubscribeOptions};
+
+    if args.id.is_empty() || !args.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        bail!("--id must be letters, digits, - or _ (it names the channel device:<id>)");
+    }
+    let state = args
+        .state
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("kilat-device-{}.json", args.id)));
+    let since: Option<StreamPosition> = std::fs::read(&state)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let mut config = kilat_client::ClientConfig::new(args.url.clone());
+    config.token = args.token.clone();
+    config.name = "kilat-demo-device".into();
+    let (client, mut events) = kilat_client::Client::connect(config)
+        .await
+        .with_context(|| format!("connecting to {}", args.url))?;
+    let channel = format!("device:{}", args.id);
+    client
+        .subscribe(
+            &channel,
+            SubscribeOptions {
+                recover: true,
+                since: since.clone(),
+                ..SubscribeOptions::default()
+            },
+        )
+        .await
+        .with_context(|| format!("subscribing to {channel}"))?;
+    tracing::info!(device = %args.id, state = %state.display(), resumed = since.is_some(), "device online: readings to iot:readings, commands on {channel}");
+
+    let mut noise = Noise(0x2545_f491_4f6c_dd1d ^ args.id.len() as u64 * 7919);
+    let (mut relay, mut target, mut temp, mut humidity, mut battery) = (false, 21.0f64, 19.0f64, 45.0f64, 100.0f64);
+    let mut receiver = CommandReceiver::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                // Heating follows the relay towards the target; noise on top.
+                let goal = if relay { target + 2.0 } else { 16.0 };
+                temp += (goal - temp) * 0.02 + (noise.unit() - 0.5) * 0.1;
+                humidity = (humidity + (noise.unit() - 0.5) * 0.5).clamp(20.0, 80.0);
+                battery = (battery - 0.002).max(0.0);
+                let reading = json!({
+                    "device": args.id, "temp": (temp * 10.0).round() / 10.0,
+                    "humidity": humidity.round(), "battery": (battery * 10.0).round() / 10.0,
+                    "relay": relay, "target": target,
+                });
+                if let Err(error) = client.publish("iot:readings", &reading).await {
+                    tracing::debug!(%error, "reading not published (reconnecting)");
+                }
+            }
+            event = events.next() => {
+                let Some(event) = event else { bail!("the client closed") };
+                let Event::Publication { channel: c, publication } = event else { continue };
+                if c != channel { continue; }
+                let Some(command) = receiver.accept(&publication.data) else { continue };
+                acknowledge(&client, &channel, &command.id, &Ack::Delivered).await.ok();
+                let outcome = match command.name.as_str() {
+                    "relay" => match command.args.get("on").and_then(serde_json::Value::as_bool) {
+                        Some(on) => { relay = on; Ok(json!({"relay": relay})) }
+                        None => Err("relay needs {\"on\": true|false}".to_owned()),
+                    },
+                    "target" => match command.args.get("celsius").and_then(serde_json::Value::as_f64) {
+                        Some(c) if (5.0..=30.0).contains(&c) => { target = c; Ok(json!({"target": target})) }
+                        Some(c) => Err(format!("target {c} is out of range 5..30")),
+                        None => Err("target needs {\"celsius\": number}".to_owned()),
+                    },
+                    other => Err(format!("unknown command `{other}` (relay, target)")),
+                };
+                // One line per execution: what ran, so a run twice would show.
+                println!("executed {} {} {}", command.id, command.name, command.args);
+                let ack = match outcome { Ok(result) => Ack::Done(result), Err(error) => Ack::Failed(error) };
+                acknowledge(&client, &channel, &command.id, &ack).await.ok();
+                if let Ok(Some(position)) = client.position(&channel).await {
+                    let tmp = state.with_extension("tmp");
+                    if std::fs::write(&tmp, serde_json::to_vec(&position)?).is_ok() {
+                        std::fs::rename(&tmp, &state).ok();
+                    }
+                }
+            }
+        }
+    }
 }
