@@ -358,7 +358,12 @@ async fn run_device(args: DeviceArgs) -> Result<()> {
     use kilat_client::commands::{Ack, CommandReceiver, acknowledge};
     use kilat_client::{Event, StreamPosition, SubscribeOptions};
 
-    if args.id.is_empty() || !args.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if args.id.is_empty()
+        || !args
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         bail!("--id must be letters, digits, - or _ (it names the channel device:<id>)");
     }
     let state = args
@@ -388,8 +393,9 @@ async fn run_device(args: DeviceArgs) -> Result<()> {
         .with_context(|| format!("subscribing to {channel}"))?;
     tracing::info!(device = %args.id, state = %state.display(), resumed = since.is_some(), "device online: readings to iot:readings, commands on {channel}");
 
-    let mut noise = Noise(0x2545_f491_4f6c_dd1d ^ args.id.len() as u64 * 7919);
-    let (mut relay, mut target, mut temp, mut humidity, mut battery) = (false, 21.0f64, 19.0f64, 45.0f64, 100.0f64);
+    let mut noise = Noise(0x2545_f491_4f6c_dd1d ^ (args.id.len() as u64 * 7919));
+    let (mut relay, mut target, mut temp, mut humidity, mut battery) =
+        (false, 21.0f64, 19.0f64, 45.0f64, 100.0f64);
     let mut receiver = CommandReceiver::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
