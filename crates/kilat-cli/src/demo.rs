@@ -391,6 +391,11 @@ async fn run_device(args: DeviceArgs) -> Result<()> {
         )
         .await
         .with_context(|| format!("subscribing to {channel}"))?;
+    // Presence of online:<id> says the device is up (consoles only query it).
+    client
+        .subscribe(format!("online:{}", args.id), SubscribeOptions::default())
+        .await
+        .context("subscribing to its online channel")?;
     tracing::info!(device = %args.id, state = %state.display(), resumed = since.is_some(), "device online: readings to iot:readings, commands on {channel}");
 
     let mut noise = Noise(0x2545_f491_4f6c_dd1d ^ (args.id.len() as u64 * 7919));
