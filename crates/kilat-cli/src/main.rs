@@ -1,5 +1,6 @@
 //! The `kilat` binary: a thin command line over `kilat-server`, `kilat-transport` and friends.
 
+mod demo;
 mod pubsub;
 
 use std::net::SocketAddr;
@@ -57,6 +58,8 @@ enum Command {
     Token(TokenArgs),
     /// Generate load against a server and measure it (see `kilat bench idle --help`).
     Bench(kilat_bench::BenchArgs),
+    /// The demos' simulated feeds as separate processes (see `kilat demo feed --help`).
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Args, Default)]
@@ -395,6 +398,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Echo(args) => echo(args).await,
         Command::Bench(args) => kilat_bench::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Token(args) => token(args),
         Command::Sub(args) => pubsub::sub(args).await,
         Command::Pub(args) => pubsub::publish(args).await,
@@ -452,6 +456,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
             std::process::exit(130);
         });
     };
+    if config.node.dev {
+        tracing::info!(
+            "DEV MODE: the ticker demo feed runs in-process (500 symbols with bursts, published \
+             to ticker:all through this server's HTTP API; open /demo/ticker)"
+        );
+        let key = config.api.key.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = demo::ticker(local.to_string(), key.clone()).await {
+                    tracing::warn!(%error, "ticker demo feed stopped; restarting in 5 s");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        });
+    }
     kilat_server::run(listener, config, shutdown).await?;
     Ok(())
 }

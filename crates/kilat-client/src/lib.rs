@@ -20,6 +20,7 @@
 //! - `client`: [`Client`], the cheap-to-clone handle with one async method per command.
 //! - `task`: the connection task that owns the socket, matches replies to command ids and
 //!   reconnects.
+//! - [`commands`]: commands with acknowledgement, the device side ([`commands::CommandReceiver`]).
 //! - `tracker`: subscriptions, their last positions, recovery requests and de-duplication.
 //! - `transport`: the WebSocket, the `connect` handshake and `\n`-batched frame splitting.
 //! - `backoff`: exponential backoff with jitter above a floor, and the server's spread hint.
@@ -52,6 +53,7 @@
 
 mod backoff;
 mod client;
+pub mod commands;
 mod config;
 mod error;
 mod event;

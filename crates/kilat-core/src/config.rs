@@ -113,7 +113,7 @@ impl NodeConfig {
             })),
             Some(ns) => match self.namespaces.get(ns) {
                 Some(options) => Some(options.clone()),
-                None if self.dev => Some(NamespaceOptions::dev()),
+                None if self.dev => Some(NamespaceOptions::dev_for(ns)),
                 None => None,
             },
         }
@@ -184,6 +184,16 @@ pub struct NamespaceOptions {
     /// then the newest of each window when it ends; the ones in between are skipped (offsets
     /// jump). History keeps them all. For tickers and positions, where only the latest counts.
     pub conflate_ms: u64,
+    /// A top-level field of the publications' data (a JSON object) holding each publication's
+    /// key, a string or an integer. Publications without one are refused with error 400.
+    /// With `conflate_ms`, conflation is per key: each window delivers the newest publication
+    /// of every key, so one key's updates never drop another's. With `latest`, the newest
+    /// publication of each key is kept for new subscribers.
+    pub conflate_key: Option<String>,
+    /// Keep the latest publication of each key (`conflate_key`; of the channel without one)
+    /// and give them to a subscriber that does not recover, in its subscribe reply's
+    /// `publications` (with `latest: true`). Needs history (`history_size` > 0).
+    pub latest: bool,
     /// Ask the backend's subscribe hook before each client subscription (after the local
     /// checks); ignored when no subscribe hook is configured. See `docs/proxy.md`.
     pub proxy_subscribe: bool,
@@ -206,6 +216,8 @@ impl Default for NamespaceOptions {
             allow_history: false,
             max_message_size: 64 * 1024,
             conflate_ms: 0,
+            conflate_key: None,
+            latest: false,
             proxy_subscribe: false,
             proxy_publish: false,
         }
@@ -228,8 +240,28 @@ impl NamespaceOptions {
             allow_history: true,
             max_message_size: 64 * 1024,
             conflate_ms: 0,
+            conflate_key: None,
+            latest: false,
             proxy_subscribe: false,
             proxy_publish: false,
+        }
+    }
+
+    /// The dev options of namespace `ns`: [`NamespaceOptions::dev`], except for the demos'
+    /// keyed namespaces (web/demo/, docs/use-cases.md): `ticker` is conflated per `sym` every
+    /// 100 ms and keeps the latest price of each symbol; `game` is conflated per `player`
+    /// every 25 ms (twice the demo's 20 states a second, so a steady player loses no state) and keeps each player's latest state.
+    pub fn dev_for(ns: &str) -> Self {
+        let keyed = |key: &str, conflate_ms: u64| NamespaceOptions {
+            conflate_ms,
+            conflate_key: Some(key.to_owned()),
+            latest: true,
+            ..NamespaceOptions::dev()
+        };
+        match ns {
+            "ticker" => keyed("sym", 100),
+            "game" => keyed("player", 25),
+            _ => NamespaceOptions::dev(),
         }
     }
 

@@ -81,6 +81,37 @@ struct Conflation {
     open: Option<u64>,
     /// The newest publication of the running window.
     pending: Option<Held>,
+    /// Set with the namespace's `conflate_key`: windows keep the newest publication per key.
+    keyed: Option<Box<Keyed>>,
+}
+
+/// Most keys one window of a channel holds; a publication with a new key past it goes out at
+/// once (not conflated, never dropped), so hostile keys cannot grow a window without bound.
+const MAX_WINDOW_KEYS: usize = 10_000;
+
+/// Per-key conflation of one channel.
+#[derive(Debug)]
+struct Keyed {
+    /// The data field naming each publication's key.
+    field: Box<str>,
+    /// The newest publication per key of the running window, with its arrival number (the
+    /// window's end sends them in arrival order, so offsets still ascend).
+    pending: HashMap<Box<str>, (u64, Held)>,
+    arrivals: u64,
+}
+
+/// How a channel is conflated: the window length and, for per-key conflation, the data field
+/// holding the key (a namespace's `conflate_ms` and `conflate_key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Conflate {
+    pub(crate) length: Duration,
+    pub(crate) key: Option<Box<str>>,
+}
+
+impl From<Duration> for Conflate {
+    fn from(length: Duration) -> Self {
+        Conflate { length, key: None }
+    }
 }
 
 /// A conflation window that [`Hub::deliver_publication`] opened; the caller ends it after
@@ -197,16 +228,23 @@ impl Hub {
         outbox: Outbox,
         join_leave: bool,
         recoverable: bool,
-        conflate: Option<Duration>,
+        conflate: Option<Conflate>,
     ) -> bool {
         let mut map = lock(self.shard(channel));
         let first = !map.contains_key(channel);
         let entry = map.entry(channel.to_owned()).or_default();
-        if let (None, Some(length)) = (&entry.conflation, conflate) {
+        if let (None, Some(Conflate { length, key })) = (&entry.conflation, conflate) {
             entry.conflation = Some(Box::new(Conflation {
                 length,
                 open: None,
                 pending: None,
+                keyed: key.map(|field| {
+                    Box::new(Keyed {
+                        field,
+                        pending: HashMap::new(),
+                        arrivals: 0,
+                    })
+                }),
             }));
         }
         let old = entry.subs.insert(
@@ -342,11 +380,25 @@ impl Hub {
     /// Fans a publication out to `channel`'s local subscribers. `encode` runs at most once, and
     /// only when the channel has local subscribers. In a conflated channel with a window
     /// running, the publication only replaces the one waiting for the window's end.
+    #[cfg(test)]
     pub(crate) fn deliver_publication(
         &self,
         channel: &str,
         offset: Option<u64>,
         epoch: &str,
+        encode: impl FnOnce() -> SharedFrame,
+    ) -> Delivered {
+        self.deliver(channel, offset, epoch, "", encode)
+    }
+
+    /// [`Hub::deliver_publication`] with the publication's raw `data`, read only in a channel
+    /// conflated per key (for its key) while a window runs.
+    pub(crate) fn deliver(
+        &self,
+        channel: &str,
+        offset: Option<u64>,
+        epoch: &str,
+        data: &str,
         encode: impl FnOnce() -> SharedFrame,
     ) -> Delivered {
         let mut map = lock(self.shard(channel));
@@ -356,12 +408,31 @@ impl Hub {
         let mut window = None;
         if let Some(conflation) = entry.conflation.as_deref_mut() {
             if conflation.open.is_some() {
-                conflation.pending = Some(Held {
+                let held = Held {
                     offset,
                     epoch: epoch.into(),
                     frame: encode(),
-                });
-                return Delivered::default();
+                };
+                let Some(keyed) = conflation.keyed.as_deref_mut() else {
+                    conflation.pending = Some(held);
+                    return Delivered::default();
+                };
+                // Publications without a usable key (refused at publish on this node, but
+                // another node may be configured differently) share the key "".
+                let key = crate::keys::publication_key(data, &keyed.field).unwrap_or_default();
+                if keyed.pending.len() < MAX_WINDOW_KEYS || keyed.pending.contains_key(&key) {
+                    keyed.arrivals += 1;
+                    keyed.pending.insert(key, (keyed.arrivals, held));
+                    return Delivered::default();
+                }
+                // Too many keys in this window: deliver this one now rather than drop it.
+                let (repairs, delivered) =
+                    self.fan_out(&mut map, channel, offset, epoch, &held.frame);
+                return Delivered {
+                    repairs,
+                    window: None,
+                    delivered,
+                };
             }
             let id = self.windows.fetch_add(1, Ordering::Relaxed);
             conflation.open = Some(id);
@@ -391,6 +462,20 @@ impl Hub {
         };
         if conflation.open != Some(id) {
             return false;
+        }
+        if let Some(keyed) = conflation.keyed.as_deref_mut() {
+            if keyed.pending.is_empty() {
+                conflation.open = None;
+                return false;
+            }
+            let mut pending: Vec<(u64, Held)> = keyed.pending.drain().map(|(_, v)| v).collect();
+            pending.sort_unstable_by_key(|(arrival, _)| *arrival);
+            for (_, held) in pending {
+                let (repairs, _) =
+                    self.fan_out(&mut map, channel, held.offset, &held.epoch, &held.frame);
+                debug_assert!(repairs.is_empty());
+            }
+            return true;
         }
         let Some(held) = conflation.pending.take() else {
             conflation.open = None;
@@ -619,7 +704,7 @@ mod tests {
         let hub = Hub::new();
         let outbox = Outbox::new(1 << 20);
         let length = Duration::from_millis(100);
-        hub.add("t", 1, outbox.clone(), false, true, Some(length));
+        hub.add("t", 1, outbox.clone(), false, true, Some(length.into()));
         hub.go_live("t", 1, None, 0, "e");
 
         let first = hub.deliver_publication("t", Some(1), "e", || frame(1));
@@ -662,11 +747,74 @@ mod tests {
             outbox.clone(),
             false,
             true,
-            Some(Duration::from_secs(1)),
+            Some(Duration::from_secs(1).into()),
         );
         // Held while the subscribe reads its position: offset 9 after position 5 is a skip.
         hub.deliver_publication("t", Some(9), "e", || frame(9));
         assert_eq!(hub.go_live("t", 1, None, 5, "e"), GoLive::Live);
         assert_eq!(drained(&outbox), ["{\"n\":9}"]);
+    }
+
+    fn keyed(n: u64, key: &str) -> (String, SharedFrame) {
+        let data = format!("{{\"k\":\"{key}\",\"n\":{n}}}");
+        (data.clone(), SharedFrame::new(data))
+    }
+
+    #[test]
+    fn per_key_conflation_sends_the_newest_of_every_key_in_offset_order() {
+        let hub = Hub::new();
+        let outbox = Outbox::new(1 << 20);
+        let conflate = Conflate {
+            length: Duration::from_millis(100),
+            key: Some("k".into()),
+        };
+        hub.add("g", 1, outbox.clone(), false, true, Some(conflate));
+        hub.go_live("g", 1, None, 0, "e");
+        let publish = |n: u64, key: &str| {
+            let (data, frame) = keyed(n, key);
+            hub.deliver("g", Some(n), "e", &data, || frame)
+        };
+        let window = publish(1, "a").window.expect("opens a window");
+        assert_eq!(drained(&outbox).len(), 1, "the first goes out at once");
+        // a, b, a, c, b, a: the newest of each key is a@6, b@5, c@4.
+        for (n, key) in [(2, "a"), (3, "b"), (4, "c"), (5, "b"), (6, "a")] {
+            assert!(publish(n, key).window.is_none());
+        }
+        assert!(drained(&outbox).is_empty(), "held until the window ends");
+        assert!(hub.end_window("g", window.id));
+        assert_eq!(
+            drained(&outbox),
+            [
+                "{\"k\":\"c\",\"n\":4}",
+                "{\"k\":\"b\",\"n\":5}",
+                "{\"k\":\"a\",\"n\":6}"
+            ],
+            "one per key, none dropped, offsets ascending"
+        );
+        assert!(!hub.end_window("g", window.id), "a quiet window closes");
+    }
+
+    #[test]
+    fn a_window_full_of_keys_delivers_new_keys_at_once() {
+        let hub = Hub::new();
+        let outbox = Outbox::new(1 << 30);
+        let conflate = Conflate {
+            length: Duration::from_millis(100),
+            key: Some("k".into()),
+        };
+        hub.add("g", 1, outbox.clone(), false, false, Some(conflate));
+        hub.go_live("g", 1, None, 0, "");
+        let publish = |key: &str| {
+            let (data, frame) = keyed(0, key);
+            hub.deliver("g", None, "", &data, || frame)
+        };
+        publish("first");
+        drained(&outbox);
+        for k in 0..MAX_WINDOW_KEYS {
+            publish(&k.to_string());
+        }
+        assert!(drained(&outbox).is_empty());
+        publish("one too many");
+        assert_eq!(drained(&outbox), ["{\"k\":\"one too many\",\"n\":0}"]);
     }
 }

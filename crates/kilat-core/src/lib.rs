@@ -12,6 +12,7 @@
 //!   each subscription.
 //! - `time`: token expiry (Unix seconds) as TTLs and tokio instants.
 //! - [`outbox`]: [`Outbox`], the per-connection queue bounded in bytes.
+//! - `keys`: a publication's key (`conflate_key`), read from its data without building it.
 //! - `hub`: the sharded channel -> subscribers index and the encode-once fan-out.
 //! - `server_subs`: server-side subscribe/unsubscribe of a user's connections.
 //! - [`recovery`]: the recovery decision as a pure function.
@@ -52,6 +53,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 mod hub;
+mod keys;
 mod limits;
 pub mod node;
 pub mod observe;

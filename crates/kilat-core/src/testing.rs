@@ -17,7 +17,7 @@ use std::time::Duration;
 use kilat_protocol::{ClientInfo, Publication, types::raw_json};
 
 use crate::engine::{
-    Broker, BrokerHandler, HistoryQuery, JoinLeave, PresenceStore, PublishOptions,
+    Broker, BrokerHandler, HistoryQuery, JoinLeave, Latest, PresenceStore, PublishOptions,
 };
 use crate::util::{lock, new_epoch};
 
@@ -124,6 +124,64 @@ where
     history_is_trimmed_and_queried(factory()).await;
     epoch_is_stable_until_history_is_removed(factory()).await;
     join_and_leave_reach_the_handler(factory()).await;
+    latest_values_are_kept_per_key_with_their_stream(factory()).await;
+}
+
+async fn latest_values_are_kept_per_key_with_their_stream(broker: Arc<dyn Broker>) {
+    let recorder = Arc::new(Recorder::default());
+    broker.set_handler(recorder.clone());
+    let ch = channel("latest");
+    broker.subscribe(&ch).await.expect("subscribe");
+    let empty = broker.latest(&ch).await.expect("latest");
+    assert!(empty.publications.is_empty(), "a new channel has no values");
+    assert_eq!(empty.position.offset, 0);
+    for (key, data) in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("b", "5")] {
+        let (position, kept) = broker
+            .publish_latest(&ch, publication(data), HISTORY, key, 3)
+            .await
+            .expect("publish_latest");
+        assert!(position.is_some(), "publish_latest publishes with history");
+        assert_eq!(kept, Latest::Kept);
+    }
+    let events = recorder.wait_for(&ch, 5).await;
+    assert_eq!(events.len(), 5, "publish_latest delivers like publish");
+    let page = broker.latest(&ch).await.expect("latest");
+    let values: Vec<(Option<u64>, &str)> = page
+        .publications
+        .iter()
+        .map(|p| (p.offset, p.data.get()))
+        .collect();
+    assert_eq!(
+        values,
+        [(Some(3), "3"), (Some(4), "4"), (Some(5), "5")],
+        "the newest publication of each key, ascending by offset"
+    );
+    assert_eq!(
+        page.position.offset, 5,
+        "the position is read with the values"
+    );
+    assert_eq!(page.position.epoch, empty.position.epoch);
+    let (_, kept) = broker
+        .publish_latest(&ch, publication("6"), HISTORY, "d", 3)
+        .await
+        .expect("publish_latest");
+    assert_eq!(
+        kept,
+        Latest::Full,
+        "a fourth key past max_keys = 3 is not kept"
+    );
+    assert_eq!(
+        broker.latest(&ch).await.expect("latest").publications.len(),
+        3
+    );
+    broker.remove_history(&ch).await.expect("remove");
+    let gone = broker.latest(&ch).await.expect("latest");
+    assert!(
+        gone.publications.is_empty(),
+        "removing the stream removes its latest values"
+    );
+    assert_ne!(gone.position.epoch, empty.position.epoch);
+    broker.unsubscribe(&ch).await.expect("unsubscribe");
 }
 
 async fn offsets_increase_by_one_and_delivery_follows_them(broker: Arc<dyn Broker>) {

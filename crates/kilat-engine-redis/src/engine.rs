@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use kilat_core::engine::{
-    BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave,
+    BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave, Latest,
     PresenceStats, PresenceStore, PublishOptions, shard_of,
 };
 use kilat_core::new_epoch;
@@ -22,8 +22,8 @@ use crate::error::{RedisEngineError, bounded};
 use crate::keys::ChannelKeys;
 use crate::pubsub::{HandlerSlot, Shard, ShardTask};
 use crate::scripts::{
-    HISTORY_SCRIPT, PRESENCE_ADD_SCRIPT, PRESENCE_LIST_SCRIPT, PRESENCE_REMOVE_SCRIPT,
-    PRESENCE_STATS_SCRIPT, PUBLISH_SCRIPT,
+    HISTORY_SCRIPT, LATEST_SCRIPT, PRESENCE_ADD_SCRIPT, PRESENCE_LIST_SCRIPT,
+    PRESENCE_REMOVE_SCRIPT, PRESENCE_STATS_SCRIPT, PUBLISH_LATEST_SCRIPT, PUBLISH_SCRIPT,
 };
 
 /// The Redis engine: one value implements both [`Broker`] and [`PresenceStore`]; share it as
@@ -285,6 +285,81 @@ impl RedisEngine {
         Ok(Some(StreamPosition { offset, epoch }))
     }
 
+    async fn publish_latest_inner(
+        &self,
+        channel: &str,
+        mut publication: Publication,
+        options: PublishOptions,
+        key: &str,
+        max_keys: usize,
+    ) -> Result<(Option<StreamPosition>, Latest), RedisEngineError> {
+        if options.history_size == 0 || options.history_ttl.is_zero() {
+            let position = self.publish_inner(channel, publication, options).await?;
+            return Ok((position, Latest::Unstored));
+        }
+        publication.offset = None;
+        let json = serde_json::to_string(&publication)?;
+        let keys = self.keys(channel);
+        let mut conn = self.commands.clone();
+        let meta_ttl = self.config.meta_ttl.max(options.history_ttl);
+        let mut invocation = PUBLISH_LATEST_SCRIPT.prepare_invoke();
+        invocation
+            .key(&keys.meta)
+            .key(&keys.stream)
+            .key(&keys.latest)
+            .arg(&keys.pubsub)
+            .arg(json)
+            .arg(options.history_size)
+            .arg(millis(options.history_ttl))
+            .arg(millis(meta_ttl))
+            .arg(new_epoch())
+            .arg(self.publish_command())
+            .arg(key)
+            .arg(max_keys);
+        let (offset, epoch, kept): (u64, String, u8) = bounded(
+            self.config.command_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        let kept = if kept == 1 {
+            Latest::Kept
+        } else {
+            Latest::Full
+        };
+        Ok((Some(StreamPosition { offset, epoch }), kept))
+    }
+
+    async fn latest_inner(&self, channel: &str) -> Result<HistoryPage, RedisEngineError> {
+        let keys = self.keys(channel);
+        let mut conn = self.commands.clone();
+        let mut invocation = LATEST_SCRIPT.prepare_invoke();
+        invocation
+            .key(&keys.meta)
+            .key(&keys.stream)
+            .key(&keys.latest)
+            .arg(new_epoch())
+            .arg(millis(self.config.meta_ttl));
+        let (epoch, top, items): (String, u64, Vec<String>) = bounded(
+            self.config.command_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        let mut publications = Vec::with_capacity(items.len() / 2);
+        for pair in items.chunks_exact(2) {
+            let offset = pair[0]
+                .parse::<u64>()
+                .map_err(|_| RedisEngineError::Malformed("latest value offset"))?;
+            let mut publication: Publication = serde_json::from_str(&pair[1])?;
+            publication.offset = Some(offset);
+            publications.push(publication);
+        }
+        publications.sort_unstable_by_key(|p| p.offset);
+        Ok(HistoryPage {
+            publications,
+            position: StreamPosition { offset: top, epoch },
+        })
+    }
+
     async fn history_inner(
         &self,
         channel: &str,
@@ -296,7 +371,7 @@ impl RedisEngine {
     async fn remove_history_inner(&self, channel: &str) -> Result<(), RedisEngineError> {
         let keys = self.keys(channel);
         let mut del = redis::cmd("DEL");
-        del.arg(&keys.meta).arg(&keys.stream);
+        del.arg(&keys.meta).arg(&keys.stream).arg(&keys.latest);
         self.query::<i64>(&del).await?;
         Ok(())
     }
@@ -462,6 +537,25 @@ impl Broker for RedisEngine {
 
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move { Ok(self.remove_history_inner(channel).await?) })
+    }
+
+    fn publish_latest<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        options: PublishOptions,
+        key: &'a str,
+        max_keys: usize,
+    ) -> BoxFuture<'a, Result<(Option<StreamPosition>, Latest), EngineError>> {
+        Box::pin(async move {
+            Ok(self
+                .publish_latest_inner(channel, publication, options, key, max_keys)
+                .await?)
+        })
+    }
+
+    fn latest<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        Box::pin(async move { Ok(self.latest_inner(channel).await?) })
     }
 }
 

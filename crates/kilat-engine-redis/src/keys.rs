@@ -13,6 +13,9 @@ pub(crate) struct ChannelKeys {
     /// Stream of publications; entry id `<offset>-0`, fields `d` (publication JSON without
     /// offset) and `x` (expiry, Redis time in ms).
     pub(crate) stream: String,
+    /// Hash key -> `<offset>\n<expiry ms>\n<publication JSON>`: the latest publication per
+    /// key (namespaces with `latest`), with the meta TTL; deleted with the stream.
+    pub(crate) latest: String,
     /// Hash client id -> ClientInfo JSON.
     pub(crate) presence: String,
     /// Sorted set client id -> expiry (Redis time in ms).
@@ -27,6 +30,7 @@ impl ChannelKeys {
         ChannelKeys {
             meta: format!("{tag}:meta"),
             stream: format!("{tag}:stream"),
+            latest: format!("{tag}:latest"),
             presence: format!("{tag}:presence"),
             presence_expiry: format!("{tag}:presence:exp"),
             pubsub: pubsub_channel(prefix, channel),

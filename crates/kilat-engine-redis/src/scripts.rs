@@ -40,6 +40,72 @@ redis.call(ARGV[7], ARGV[1], string.format('p%d:%s:', offset, epoch) .. ARGV[2])
 return {offset, epoch}
 ";
 
+/// Publish with history, keeping the publication as its key's latest value (namespaces with
+/// `latest`) in the same atomic step.
+///
+/// KEYS: meta, stream, latest. ARGV: as [`PUBLISH`], then the key, the most keys kept.
+/// Returns `{offset, epoch, kept}`: kept 1, or 0 when the hash is full of other keys.
+const PUBLISH_LATEST: &str = r"
+local meta, stream, latest = KEYS[1], KEYS[2], KEYS[3]
+local size, ttl, meta_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local key, max_keys = ARGV[8], tonumber(ARGV[9])
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('DEL', stream, latest)
+  redis.call('HSET', meta, 'e', epoch, 'o', 0)
+end
+local offset = redis.call('HINCRBY', meta, 'o', 1)
+redis.call('XADD', stream, 'MAXLEN', size, string.format('%d-0', offset),
+  'd', ARGV[2], 'x', string.format('%d', now + ttl))
+local kept = 1
+if redis.call('HEXISTS', latest, key) == 0 and redis.call('HLEN', latest) >= max_keys then
+  -- Full: make room from expired values first.
+  local all = redis.call('HGETALL', latest)
+  for i = 1, #all, 2 do
+    local x = string.match(all[i + 1], '^%d+\n(%d+)\n')
+    if not x or tonumber(x) <= now then redis.call('HDEL', latest, all[i]) end
+  end
+  if redis.call('HLEN', latest) >= max_keys then kept = 0 end
+end
+if kept == 1 then
+  redis.call('HSET', latest, key, string.format('%d\n%d\n', offset, now + ttl) .. ARGV[2])
+  redis.call('PEXPIRE', latest, meta_ttl)
+end
+redis.call('PEXPIRE', stream, ttl)
+redis.call('PEXPIRE', meta, meta_ttl)
+redis.call(ARGV[7], ARGV[1], string.format('p%d:%s:', offset, epoch) .. ARGV[2])
+return {offset, epoch, kept}
+";
+
+/// Latest values read.
+///
+/// KEYS: meta, stream, latest. ARGV: epoch to use if the stream is new, meta TTL ms.
+/// Returns `{epoch, top, {offset1, json1, offset2, json2, ...}}` (unordered).
+const LATEST: &str = r"
+local meta, stream, latest = KEYS[1], KEYS[2], KEYS[3]
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', stream, latest)
+  redis.call('HSET', meta, 'e', epoch, 'o', 0)
+  redis.call('PEXPIRE', meta, tonumber(ARGV[2]))
+end
+local top = tonumber(redis.call('HGET', meta, 'o'))
+local out = {}
+local all = redis.call('HGETALL', latest)
+for i = 1, #all, 2 do
+  local o, x, d = string.match(all[i + 1], '^(%d+)\n(%d+)\n(.*)$')
+  if o and tonumber(x) > now then
+    out[#out + 1] = o
+    out[#out + 1] = d
+  else
+    redis.call('HDEL', latest, all[i])
+  end
+end
+return {epoch, top, out}
+";
+
 /// History read.
 ///
 /// KEYS: meta, stream. ARGV: epoch to use if the stream is new, meta TTL ms, direction
@@ -153,6 +219,11 @@ fn script(parts: &[&str]) -> Script {
 
 /// See [`PUBLISH`].
 pub(crate) static PUBLISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[NOW, PUBLISH]));
+/// See [`PUBLISH_LATEST`].
+pub(crate) static PUBLISH_LATEST_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[NOW, PUBLISH_LATEST]));
+/// See [`LATEST`].
+pub(crate) static LATEST_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[NOW, LATEST]));
 /// See [`HISTORY`].
 pub(crate) static HISTORY_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[NOW, HISTORY]));
 /// See [`PRESENCE_ADD`].

@@ -49,6 +49,10 @@ pub struct SubscribeResult {
     pub publications: Vec<Publication>,
     /// Whether the subscription is positioned (offset/epoch are meaningful to recover from).
     pub positioned: bool,
+    /// True when `publications` are the latest publication of each key (a namespace with
+    /// `latest`), not recovered ones: the state to start from (kilat addition).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub latest: bool,
     /// `true` when the subscription token expires (kilat addition, as in the connect result).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<bool>,

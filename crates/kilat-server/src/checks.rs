@@ -7,6 +7,7 @@
 //!   TTL would keep nothing); an absent `history_ttl` takes the default instead;
 //! - `allow_history` or `force_recovery` in a namespace without history;
 //! - `allow_presence` in a namespace without `presence`;
+//! - `latest` without history, or with `conflate_key` left as an empty field name;
 //! - `proxy_subscribe` / `proxy_publish` without the matching `[proxy]` URL;
 //! - `allow_subscribe = "token"` without any token key (`[token]`);
 //! - `node.presence_ttl` not above `node.ping_interval` (entries would expire between the
@@ -52,6 +53,18 @@ impl Config {
                 return refuse(format!(
                     "{key}.force_recovery = true, but there is nothing to recover from without \
                      history (hint: set {key}.history_size, e.g. 100)"
+                ));
+            }
+            if ns.latest && !ns.has_history() {
+                return refuse(format!(
+                    "{key}.latest = true needs history to order the latest values against live \
+                     publications (hint: set {key}.history_size, e.g. 1)"
+                ));
+            }
+            if ns.conflate_key.as_deref().is_some_and(str::is_empty) {
+                return refuse(format!(
+                    "{key}.conflate_key = \"\" names no field (hint: the data field holding \
+                     each publication's key, e.g. conflate_key = \"symbol\")"
                 ));
             }
             if ns.allow_presence && !ns.presence {
@@ -204,6 +217,23 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("history_size"), "{message}");
+    }
+
+    #[test]
+    fn latest_without_history_and_an_empty_conflate_key_are_refused() {
+        let message = refused("[node.namespaces.ticker]\nlatest = true\n");
+        assert!(
+            message.contains("node.namespaces.ticker.latest") && message.contains("history_size"),
+            "{message}"
+        );
+        let message = refused(
+            "[node.namespaces.game]\nhistory_size = 1\nconflate_ms = 50\nconflate_key = \"\"\n",
+        );
+        assert!(message.contains("conflate_key"), "{message}");
+        assert!(
+            load("[node.namespaces.game]\nhistory_size = 1\nconflate_ms = 50\nconflate_key = \"id\"\nlatest = true\n")
+                .is_ok()
+        );
     }
 
     #[test]

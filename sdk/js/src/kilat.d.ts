@@ -142,6 +142,11 @@ export interface SubscribedContext {
   wasRecovering: boolean;
   recoverable: boolean;
   positioned: boolean;
+  /**
+   * True in a namespace with `latest` when the publications emitted right after this event
+   * are the latest value of every key (the state to start from), not recovered ones.
+   */
+  latest: boolean;
   offset: number | null;
   epoch: string | null;
   data?: unknown;
@@ -318,6 +323,58 @@ export class KilatYjsProvider extends EventEmitter<YjsProviderEvents> {
   readonly awarenessSub?: Subscription;
   connect(): void;
   destroy(): void;
+}
+
+/** A command as the device receives it (docs/use-cases.md, "Commands with acknowledgement"). */
+export interface Command {
+  id: string;
+  name: string;
+  args: unknown;
+  /** When the sender sent it (ms since 1970). */
+  sent: number;
+}
+
+export interface CommandStatus {
+  device: string;
+  id: string;
+  name: string;
+  status: 'sent' | 'delivered' | 'done' | 'failed' | 'timeout';
+  rttMs?: number;
+  result?: unknown;
+  error?: string;
+  /** True for a `done`/`failed` that arrived after the sender's timeout. */
+  late?: boolean;
+}
+
+export interface CommandSenderEvents {
+  status: CommandStatus;
+}
+
+/** `namespace:id`, the channel of a device (default namespace `device`). */
+export function deviceChannel(id: string, namespace?: string): string;
+
+/** Sends commands to devices over their channels and follows the acknowledgements. */
+export class CommandSender extends EventEmitter<CommandSenderEvents> {
+  constructor(client: Kilat, options?: { namespace?: string; timeout?: number });
+  /** Subscribes to the device's channel to see its acknowledgements. */
+  watch(device: string): Promise<Subscription>;
+  /**
+   * Resolves when the device reports `done`; rejects with a KilatError: code 400 for
+   * `failed` (the device's message), code 1 (timeout) with `delivered` set otherwise.
+   */
+  send(device: string, name: string, args?: unknown, options?: { timeout?: number }): Promise<{ id: string; delivered: true; rttMs: number; result: unknown }>;
+}
+
+export interface CommandReceiverEvents {
+  command: Command;
+  error: Error;
+}
+
+/** Receives one device's commands (once per id, including those sent while it was offline) and acknowledges them. */
+export class CommandReceiver extends EventEmitter<CommandReceiverEvents> {
+  constructor(client: Kilat, device: string, handler: (command: Command) => unknown, options?: { namespace?: string });
+  readonly channel: string;
+  ready(timeout?: number): Promise<void>;
 }
 
 export function toBase64(bytes: Uint8Array): string;

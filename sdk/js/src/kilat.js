@@ -10,6 +10,7 @@ export { backoff } from './backoff.js';
 export { encodeFrames, decodeFrames } from './codec.js';
 export { TRANSPORTS } from './transports.js';
 export { KilatYjsProvider, toBase64, fromBase64 } from './yjs-provider.js';
+export { CommandSender, CommandReceiver, deviceChannel } from './commands.js';
 
 export { VERSION } from './version.js';
 

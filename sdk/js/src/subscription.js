@@ -296,6 +296,7 @@ export class Subscription extends EventEmitter {
       wasRecovering,
       recoverable: result.recoverable !== false,
       positioned: Boolean(result.positioned),
+      latest: Boolean(result.latest),
       offset: typeof result.offset === 'number' ? result.offset : this.offset,
       epoch: this.epoch,
       data: result.data,

@@ -5,6 +5,8 @@
 /// Servers on free loopback ports, a TCP proxy that can cut connections, event helpers.
 mod support;
 
+/// Commands with acknowledgement: the Rust client as the device.
+mod commands;
 /// History, presence, presence stats, join/leave.
 mod presence_history;
 /// Publish/subscribe round trips, ordering, unsubscribe, typed errors.

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use super::shard_of;
 use super::{
-    BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave, NodeInbox,
-    NodeRegistry, PresenceStats, PresenceStore, PublishOptions,
+    BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave, Latest,
+    NodeInbox, NodeRegistry, PresenceStats, PresenceStore, PublishOptions,
 };
 use crate::util::{lock, new_epoch};
 
@@ -33,6 +33,8 @@ struct Stream {
     items: VecDeque<(Publication, Instant)>,
     /// When the stream (offset and epoch) is forgotten if nothing is published.
     meta_expires: Instant,
+    /// The latest publication per key with its expiry (namespaces with `latest`).
+    latest: HashMap<Box<str>, (Publication, Instant)>,
 }
 
 impl Stream {
@@ -42,6 +44,7 @@ impl Stream {
             top: 0,
             items: VecDeque::new(),
             meta_expires: now + meta_ttl,
+            latest: HashMap::new(),
         }
     }
 
@@ -122,6 +125,66 @@ impl MemoryBroker {
     }
 }
 
+impl MemoryBroker {
+    /// Publishes under the channel's shard lock; with `latest` (key, most keys) keeps the
+    /// publication as the key's latest value in the same critical section.
+    fn publish_locked(
+        &self,
+        channel: &str,
+        mut publication: Publication,
+        options: PublishOptions,
+        latest: Option<(&str, usize)>,
+    ) -> (Option<StreamPosition>, Latest) {
+        let now = Instant::now();
+        let mut map = lock(self.shard(channel));
+        let n = self
+            .publishes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            map.retain(|_, stream| stream.meta_expires > now);
+        }
+        if options.history_size == 0 || options.history_ttl.is_zero() {
+            publication.offset = None;
+            if let Some(handler) = self.handler.get() {
+                handler.on_publication(channel, &publication, "");
+            }
+            return (None, Latest::Unstored);
+        }
+        let meta_ttl = self.meta_ttl.max(options.history_ttl);
+        let stream = Self::stream(&mut map, channel, now, meta_ttl);
+        stream.top += 1;
+        stream.meta_expires = now + meta_ttl;
+        publication.offset = Some(stream.top);
+        if let Some(handler) = self.handler.get() {
+            handler.on_publication(channel, &publication, &stream.epoch);
+        }
+        let kept = match latest {
+            None => Latest::Unstored,
+            Some((key, max_keys)) => {
+                let expires = now + options.history_ttl;
+                if !stream.latest.contains_key(key) && stream.latest.len() >= max_keys {
+                    stream.latest.retain(|_, (_, at)| *at > now);
+                }
+                if stream.latest.contains_key(key) || stream.latest.len() < max_keys {
+                    stream
+                        .latest
+                        .insert(key.into(), (publication.clone(), expires));
+                    Latest::Kept
+                } else {
+                    Latest::Full
+                }
+            }
+        };
+        stream
+            .items
+            .push_back((publication, now + options.history_ttl));
+        while stream.items.len() > options.history_size {
+            stream.items.pop_front();
+        }
+        (Some(stream.position()), kept)
+    }
+}
+
 impl Broker for MemoryBroker {
     fn set_handler(&self, handler: Arc<dyn BrokerHandler>) {
         let _ = self.handler.set(handler);
@@ -130,41 +193,10 @@ impl Broker for MemoryBroker {
     fn publish<'a>(
         &'a self,
         channel: &'a str,
-        mut publication: Publication,
+        publication: Publication,
         options: PublishOptions,
     ) -> BoxFuture<'a, Result<Option<StreamPosition>, EngineError>> {
-        Box::pin(async move {
-            let now = Instant::now();
-            let mut map = lock(self.shard(channel));
-            let n = self
-                .publishes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
-                map.retain(|_, stream| stream.meta_expires > now);
-            }
-            if options.history_size == 0 || options.history_ttl.is_zero() {
-                publication.offset = None;
-                if let Some(handler) = self.handler.get() {
-                    handler.on_publication(channel, &publication, "");
-                }
-                return Ok(None);
-            }
-            let meta_ttl = self.meta_ttl.max(options.history_ttl);
-            let stream = Self::stream(&mut map, channel, now, meta_ttl);
-            stream.top += 1;
-            stream.meta_expires = now + meta_ttl;
-            publication.offset = Some(stream.top);
-            if let Some(handler) = self.handler.get() {
-                handler.on_publication(channel, &publication, &stream.epoch);
-            }
-            stream
-                .items
-                .push_back((publication, now + options.history_ttl));
-            while stream.items.len() > options.history_size {
-                stream.items.pop_front();
-            }
-            Ok(Some(stream.position()))
-        })
+        Box::pin(async move { Ok(self.publish_locked(channel, publication, options, None).0) })
     }
 
     fn publish_join_leave<'a>(
@@ -232,6 +264,35 @@ impl Broker for MemoryBroker {
         Box::pin(async move {
             lock(self.shard(channel)).remove(channel);
             Ok(())
+        })
+    }
+
+    fn publish_latest<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        options: PublishOptions,
+        key: &'a str,
+        max_keys: usize,
+    ) -> BoxFuture<'a, Result<(Option<StreamPosition>, Latest), EngineError>> {
+        Box::pin(async move {
+            Ok(self.publish_locked(channel, publication, options, Some((key, max_keys))))
+        })
+    }
+
+    fn latest<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut map = lock(self.shard(channel));
+            let stream = Self::stream(&mut map, channel, now, self.meta_ttl);
+            stream.latest.retain(|_, (_, expires)| *expires > now);
+            let mut publications: Vec<Publication> =
+                stream.latest.values().map(|(p, _)| p.clone()).collect();
+            publications.sort_unstable_by_key(|p| p.offset);
+            Ok(HistoryPage {
+                publications,
+                position: stream.position(),
+            })
         })
     }
 }

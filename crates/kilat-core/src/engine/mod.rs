@@ -145,8 +145,43 @@ pub trait Broker: Send + Sync + fmt::Debug {
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, EngineError>>;
 
-    /// Drops `channel`'s stream: its publications, offset and epoch.
+    /// Drops `channel`'s stream: its publications, offset and epoch (and its latest values).
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// [`Broker::publish`] with history (`options.history_size` > 0; without, it publishes
+    /// and keeps nothing), keeping the publication as the latest value of `key` in `channel`
+    /// for `options.history_ttl` (a namespace with `latest`), atomically with the publish: a
+    /// [`Broker::latest`] read sees either the publication in the latest values, or a position
+    /// below its offset (so a subscriber positioned there receives it live).
+    ///
+    /// Contract: values belong to the stream's epoch and go with it (a stream that is lost or
+    /// removed takes its latest values along). A key keeps the publication with the highest
+    /// offset. A channel keeps at most `max_keys` keys: a publication with a new key past that
+    /// is published but not kept ([`Latest::Full`]). Expired values are never returned.
+    fn publish_latest<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        options: PublishOptions,
+        key: &'a str,
+        max_keys: usize,
+    ) -> BoxFuture<'a, Result<(Option<StreamPosition>, Latest), EngineError>>;
+
+    /// The latest value of every key of `channel` (see [`Broker::store_latest`]), ascending by
+    /// offset, with the stream position read atomically with them (every returned offset is
+    /// at or below it). Like [`Broker::history`], a channel with no stream gets one.
+    fn latest<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HistoryPage, EngineError>>;
+}
+
+/// Outcome of [`Broker::store_latest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Latest {
+    /// Kept as the key's latest value.
+    Kept,
+    /// Not kept: the publication has no offset (no history).
+    Unstored,
+    /// Not kept: the channel holds `max_keys` other keys already.
+    Full,
 }
 
 /// Counts of a channel's presence.

@@ -10,7 +10,10 @@ use kilat_protocol::{ClientInfo, Disconnect, Publication, RawJson, StreamPositio
 
 use super::{HistoryOptions, Node};
 use crate::config::NamespaceOptions;
-use crate::engine::{HistoryQuery, PublishOptions};
+use crate::engine::{HistoryQuery, Latest, PublishOptions};
+
+/// Most keys whose latest value a channel keeps (namespaces with `latest`).
+pub(crate) const MAX_LATEST_KEYS: usize = 10_000;
 use crate::error::CoreError;
 use crate::permissions::resolve;
 
@@ -52,6 +55,11 @@ impl Node {
         info: Option<ClientInfo>,
         ns: &NamespaceOptions,
     ) -> Result<Option<StreamPosition>, CoreError> {
+        let key = match &ns.conflate_key {
+            Some(field) => crate::keys::publication_key(data.get(), field)
+                .map_err(|error| CoreError::BadRequest(error.message(field).into()))?,
+            None => Box::default(),
+        };
         let publication = Publication {
             data,
             offset: None,
@@ -61,11 +69,23 @@ impl Node {
             history_size: ns.history_size,
             history_ttl: ns.effective_history_ttl(),
         };
-        let position = self
-            .inner
-            .broker
-            .publish(channel, publication, options)
-            .await?;
+        let broker = &self.inner.broker;
+        let position = if ns.latest {
+            let (position, kept) = broker
+                .publish_latest(channel, publication, options, &key, MAX_LATEST_KEYS)
+                .await?;
+            if kept == Latest::Full {
+                tracing::warn!(
+                    channel,
+                    key = &*key,
+                    "latest: the channel keeps {MAX_LATEST_KEYS} keys already; this new key's \
+                     publication was delivered but is not kept for new subscribers"
+                );
+            }
+            position
+        } else {
+            broker.publish(channel, publication, options).await?
+        };
         self.inner.publications.fetch_add(1, Ordering::Relaxed);
         if let Some(observer) = self.inner.hub.observer.get() {
             observer.published(channel);

@@ -30,16 +30,20 @@ impl BrokerHandler for HubHandler {
     fn on_publication(&self, channel: &str, publication: &Publication, epoch: &str) {
         let observer = self.hub.observer.get();
         let started = observer.map(|_| std::time::Instant::now());
-        let delivered = self
-            .hub
-            .deliver_publication(channel, publication.offset, epoch, || {
+        let delivered = self.hub.deliver(
+            channel,
+            publication.offset,
+            epoch,
+            publication.data.get(),
+            || {
                 let json = encode_publication(channel, publication);
                 // Stamped only when measured, with the clock read the fan-out timing made.
                 match started {
                     Some(at) => SharedFrame::stamped(json, at),
                     None => SharedFrame::new(json),
                 }
-            });
+            },
+        );
         if let (Some(observer), Some(started)) = (observer, started) {
             observer.fanned_out(channel, delivered.delivered, started.elapsed());
         }

@@ -11,7 +11,7 @@ use super::Node;
 use crate::config::NamespaceOptions;
 use crate::engine::JoinLeave;
 use crate::error::CoreError;
-use crate::hub::GoLive;
+use crate::hub::{Conflate, GoLive};
 use crate::outbox::Outbox;
 use crate::recovery::{Recovery, outcome};
 use crate::subscriptions::SubState;
@@ -36,7 +36,10 @@ impl Node {
         recovery: &Recovery,
     ) -> Result<Prepared, CoreError> {
         let recoverable = ns.has_history();
-        let conflate = (ns.conflate_ms > 0).then(|| Duration::from_millis(ns.conflate_ms));
+        let conflate = (ns.conflate_ms > 0).then(|| Conflate {
+            length: Duration::from_millis(ns.conflate_ms),
+            key: ns.conflate_key.as_deref().map(Box::from),
+        });
         self.inner.hub.add(
             channel,
             key,
@@ -53,7 +56,17 @@ impl Node {
                 return Ok(SubscribeResult::default());
             }
             let page = self.inner.broker.history(channel, recovery.query()).await?;
-            Ok::<_, CoreError>(outcome(recovery, page))
+            let mut result = outcome(recovery, page);
+            if ns.latest && !result.recovered {
+                // The latest value of every key instead, positioned atomically with them:
+                // live publications above the position follow without a gap.
+                let latest = self.inner.broker.latest(channel).await?;
+                result.epoch = latest.position.epoch;
+                result.offset = latest.position.offset;
+                result.publications = latest.publications;
+                result.latest = true;
+            }
+            Ok::<_, CoreError>(result)
         };
         match read.await {
             Ok(result) => Ok(Prepared { result }),

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use kilat_core::engine::memory::MemoryBroker;
 use kilat_core::engine::{
-    BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave,
+    BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave, Latest,
     PublishOptions,
 };
 use kilat_core::{NamespaceOptions, Node, NodeConfig, Outbox, Session, TransportInfo};
@@ -198,6 +198,21 @@ impl<T: Twist> Broker for Twisted<T> {
     }
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         self.0.inner().remove_history(channel)
+    }
+    fn publish_latest<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        options: PublishOptions,
+        key: &'a str,
+        max_keys: usize,
+    ) -> BoxFuture<'a, Result<(Option<StreamPosition>, Latest), EngineError>> {
+        self.0
+            .inner()
+            .publish_latest(channel, publication, options, key, max_keys)
+    }
+    fn latest<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        self.0.inner().latest(channel)
     }
 }
 

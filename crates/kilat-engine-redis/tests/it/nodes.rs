@@ -179,3 +179,87 @@ async fn node_inboxes_work_on_a_single_redis() {
     let b = support::engine(&redis).await;
     support::check_node_inboxes(&a, &b).await;
 }
+
+/// Per-key conflation and latest values across two nodes sharing Redis: node A publishes,
+/// a subscriber on node B gets the latest value of every key at once, then per-key conflated
+/// live ones, no key dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_values_and_per_key_conflation_work_across_two_nodes() {
+    let Some(redis) = support::redis("latest_values_and_per_key_conflation") else {
+        return;
+    };
+    let keyed_node = || async {
+        let mut config = NodeConfig::dev();
+        config.namespaces.insert(
+            "quotes".into(),
+            kilat_core::NamespaceOptions {
+                history_size: 1,
+                conflate_ms: 50,
+                conflate_key: Some("sym".into()),
+                latest: true,
+                ..kilat_core::NamespaceOptions::dev()
+            },
+        );
+        let engine = support::engine(&redis).await;
+        Node::with_engine(config, engine.clone(), engine)
+    };
+    let (a, b) = (keyed_node().await, keyed_node().await);
+    let ch = format!("quotes:{}", support::channel("latest").replace(':', "-"));
+    let price =
+        |sym: u32, p: u32| raw_json(&json!({"sym": sym, "p": p}).to_string()).expect("json");
+    for p in 0..3 {
+        for sym in 0..50 {
+            a.publish(&ch, price(sym, p)).await.expect("publish on A");
+        }
+    }
+    let mut client = Client::connect(&b).await;
+    let reply = client.call("subscribe", json!({"channel": ch})).await;
+    let result = &reply["subscribe"];
+    assert_eq!(result["latest"], json!(true), "{reply}");
+    let values: Vec<Value> = result["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| p["data"].clone())
+        .collect();
+    let expected: Vec<Value> = (0..50).map(|sym| json!({"sym": sym, "p": 2})).collect();
+    assert_eq!(
+        values, expected,
+        "the newest of each key, from node A's publishes"
+    );
+    assert_eq!(result["offset"], json!(150));
+
+    // A burst on node A: every key moves 5 times; node B's subscriber ends with every key's
+    // last value (conflated per key: no key dropped).
+    for p in 3..8 {
+        for sym in 0..50 {
+            a.publish(&ch, price(sym, p)).await.expect("publish on A");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let live = client.publications(&ch, 1).await;
+        let mut last = std::collections::HashMap::new();
+        for (_, data) in &live {
+            last.insert(
+                data["sym"].as_u64().expect("sym"),
+                data["p"].as_u64().expect("p"),
+            );
+        }
+        if last.len() == 50 && last.values().all(|&p| p == 7) {
+            assert!(live.len() <= 250, "{} deliveries", live.len());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every key reached 7: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A bad key is refused on either node.
+    let refused = b
+        .publish(&ch, raw_json(r#"{"sym":true}"#).expect("json"))
+        .await
+        .expect_err("a boolean key");
+    assert_eq!(refused.to_client_error().code, 400);
+}

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kilat_core::engine::{
-    BoxFuture, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave, PresenceStats,
-    PublishOptions,
+    BoxFuture, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave, Latest,
+    PresenceStats, PublishOptions,
 };
 use kilat_core::proxy::{
     ConnectEvent, ConnectReply, PublishEvent, PublishReply, RefreshEvent, RefreshReply, RpcEvent,
@@ -99,6 +99,25 @@ impl Broker for InstrumentedBroker {
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         let call = self.inner.remove_history(channel);
         timed_engine(&self.detail, self.engine, "remove_history", call)
+    }
+
+    fn publish_latest<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        options: PublishOptions,
+        key: &'a str,
+        max_keys: usize,
+    ) -> BoxFuture<'a, Result<(Option<StreamPosition>, Latest), EngineError>> {
+        let call = self
+            .inner
+            .publish_latest(channel, publication, options, key, max_keys);
+        timed_engine(&self.detail, self.engine, "publish_latest", call)
+    }
+
+    fn latest<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        let call = self.inner.latest(channel);
+        timed_engine(&self.detail, self.engine, "latest", call)
     }
 }
 

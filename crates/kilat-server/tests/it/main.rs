@@ -19,6 +19,8 @@ mod docs;
 mod emulation;
 /// Plain HTTP endpoints: health, readiness, metrics, the UI, unknown paths.
 mod http;
+/// Per-key conflation and latest values over a socket.
+mod keyed;
 /// Graceful shutdown and the session timers (handshake timeout, ping/pong).
 mod lifecycle;
 /// Transport limits and errors: each bad input gets its code and other connections keep working.

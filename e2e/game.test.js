@@ -1,0 +1,81 @@
+// The arena demo (/demo/game) in real headless Chromium against a real `kilat serve --dev`:
+// two players see each other move, and with `kilat demo bots` (separate processes on the Rust
+// client) in the room every player still arrives at about 20 updates a second.
+// Screenshots: target/e2e/game-*.png (desktop light, phone dark).
+
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom } from './lib/browser.js';
+import { setup, skipReason } from './lib/harness.js';
+import { kilatBin } from './lib/server.js';
+
+const skip = skipReason();
+const opts = { skip: skip ?? false };
+
+async function openGame(h, room, name, { viewport = DESKTOP, colorScheme = 'light' } = {}) {
+  const context = await h.browser.newContext({ viewport, colorScheme, deviceScaleFactor: 1, isMobile: viewport === PHONE, hasTouch: viewport === PHONE });
+  context.setDefaultTimeout(WAIT);
+  const page = await context.newPage();
+  page.logs = [];
+  page.label = name;
+  page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
+  await page.goto(`${h.server.url}/demo/game?room=${room}&name=${name}`, { waitUntil: 'domcontentloaded' });
+  return { context, page };
+}
+
+/** Where `page` draws the player named `name` (its latest received state). */
+const seen = (page, name) => page.evaluate((n) => {
+  for (const o of window.kilatGame.others.values()) if (o.name === n) return o.states[o.states.length - 1];
+  return null;
+}, name);
+
+describe('game demo', { timeout: 120000 }, () => {
+  const h = setup('game', { skip });
+
+  test('two players see each other move; a room with bots keeps 20 updates a second per player', opts, async () => {
+    const room = uniqueRoom('arena');
+    const opened = [];
+    let bots = null;
+    try {
+      const ana = await openGame(h, room, 'Ana');
+      const bo = await openGame(h, room, 'Bo', { viewport: PHONE, colorScheme: 'dark' });
+      opened.push(ana, bo);
+      await eventually(async () => (await seen(bo.page, 'Ana')) && (await seen(ana.page, 'Bo')),
+        { message: 'both players to see each other' });
+      const before = await seen(bo.page, 'Ana');
+      await ana.page.keyboard.down('ArrowRight');
+      await eventually(async () => (await seen(bo.page, 'Ana')).x > before.x + 50, { message: 'Bo to see Ana move right' });
+      await ana.page.keyboard.up('ArrowRight');
+      // Bo moves by tapping: Ana sees it.
+      const boBefore = await seen(ana.page, 'Bo');
+      const box = await bo.page.locator('#arena').boundingBox();
+      await bo.page.mouse.click(box.x + 5, box.y + 5);
+      await eventually(async () => {
+        const now = await seen(ana.page, 'Bo');
+        return Math.hypot(now.x - boBefore.x, now.y - boBefore.y) > 50;
+      }, { message: 'Ana to see Bo move' });
+
+      bots = spawn(kilatBin(), ['demo', 'bots', '--room', room, '-n', '10', '--url', `${h.server.url.replace('http', 'ws')}/connection/websocket`], { stdio: 'inherit' });
+      await eventually(async () => Number(await ana.page.textContent('#players')) === 12, { timeout: 20000, message: '10 bots in the room' });
+      // Measured by the page over whole seconds, averaged per remote player.
+      const rates = [];
+      for (let i = 0; i < 4; i++) {
+        await ana.page.waitForTimeout(1000); // sample once a second: the page's own 1 s counter
+        rates.push(Number(await ana.page.textContent('#rate')));
+      }
+      const best = Math.max(...rates.slice(1));
+      assert.ok(best >= 18 && best <= 22, `updates/s per player: ${rates.join(', ')}`);
+      await screenshot(ana.page, 'game-desktop-light');
+      await screenshot(bo.page, 'game-phone-dark');
+    } catch (err) {
+      for (const { page } of opened) await screenshot(page, `game-FAILED-${page.label}`).catch(() => {});
+      dumpLogs(...opened.map((o) => o.page));
+      throw err;
+    } finally {
+      bots?.kill();
+      for (const { context } of opened) await context.close().catch(() => {});
+    }
+  });
+});
