@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use kilat_protocol::command::{ChannelRequest, SendRequest, SubscribeRequest};
-use kilat_protocol::push::PushBody;
+use kilat_protocol::push::{PresenceChange, PushBody};
 use kilat_protocol::{
     ClientError, ClientFrame, Command, Disconnect, ErrorCode, Push, RawJson, Reply, ServerFrame,
     StreamPosition,
@@ -447,6 +447,22 @@ impl ConnectionTask {
                 channel: channel_or_empty(),
                 info: leave.info,
             }),
+            // A batched window of joins and leaves: one event per change, in order, so an
+            // application sees the same events as with single join/leave pushes.
+            PushBody::PresenceDiff(diff) => {
+                for change in diff.changes {
+                    self.emit(match change {
+                        PresenceChange::Join(info) => Event::Join {
+                            channel: channel_or_empty(),
+                            info,
+                        },
+                        PresenceChange::Leave(info) => Event::Leave {
+                            channel: channel_or_empty(),
+                            info,
+                        },
+                    });
+                }
+            }
             PushBody::Subscribe(result) => {
                 for event in self
                     .tracker

@@ -169,6 +169,12 @@ pub struct NamespaceOptions {
     pub presence: bool,
     /// Send join/leave pushes to subscribers.
     pub join_leave: bool,
+    /// Join/leave batching window in milliseconds (0: one `join`/`leave` push per change).
+    /// When set, each node sends a channel's joins and leaves as one `presence_diff` push per
+    /// window, encoded once for every subscriber: the first change after a quiet spell at
+    /// once, the ones that follow within the window together when it ends. Without it every
+    /// join is pushed to every member, which costs the square of the members.
+    pub presence_diff_ms: u64,
     /// Who may subscribe.
     pub allow_subscribe: AllowSubscribe,
     /// Who may publish from a client.
@@ -200,6 +206,7 @@ impl Default for NamespaceOptions {
             force_recovery: false,
             presence: false,
             join_leave: false,
+            presence_diff_ms: Self::DEFAULT_PRESENCE_DIFF_MS,
             allow_subscribe: AllowSubscribe::Authenticated,
             allow_publish: AllowPublish::None,
             allow_presence: false,
@@ -222,6 +229,7 @@ impl NamespaceOptions {
             force_recovery: false,
             presence: true,
             join_leave: true,
+            presence_diff_ms: Self::DEFAULT_PRESENCE_DIFF_MS,
             allow_subscribe: AllowSubscribe::Public,
             allow_publish: AllowPublish::Any,
             allow_presence: true,
@@ -232,6 +240,10 @@ impl NamespaceOptions {
             proxy_publish: false,
         }
     }
+
+    /// The default join/leave batching window: short enough to feel live, long enough that a
+    /// crowd joining at once costs one push per window instead of one per member.
+    pub const DEFAULT_PRESENCE_DIFF_MS: u64 = 100;
 
     /// How long each publication is kept when `history_size` is set and `history_ttl` is not:
     /// long enough for a client to ride out a reconnect, a deploy or a laptop lid.

@@ -37,19 +37,28 @@ impl BrokerHandler for HubHandler {
             self.spawn_repair(repair);
         }
         if let Some(window) = delivered.window {
-            self.spawn_window(channel, window);
+            let hub = self.hub.clone();
+            self.spawn_window(channel, window, move |channel, id| {
+                hub.end_window(channel, id)
+            });
         }
     }
 
     fn on_join_leave(&self, channel: &str, info: &ClientInfo, join: bool) {
         let kind = if join { "join" } else { "leave" };
-        self.hub.deliver_join_leave(channel, || {
+        let window = self.hub.deliver_join_leave(channel, info, join, || {
             SharedFrame::new(kilat_protocol::push::encode_push_kind(
                 Some(channel),
                 kind,
                 &JoinLeaveRef { info },
             ))
         });
+        if let Some(window) = window {
+            let hub = self.hub.clone();
+            self.spawn_window(channel, window, move |channel, id| {
+                hub.end_diff_window(channel, id)
+            });
+        }
     }
 }
 
@@ -63,24 +72,30 @@ impl HubHandler {
         }
     }
 
-    /// Ends a conflated channel's window after its length, and each following window, until
-    /// one passes with nothing to send.
-    fn spawn_window(&self, channel: &str, window: Window) {
-        let hub = self.hub.clone();
+    /// Ends a window (conflation or join/leave batching) after its length with `end`, and each
+    /// following window, until one passes with nothing to send (`end` returns false).
+    fn spawn_window(
+        &self,
+        channel: &str,
+        window: Window,
+        end: impl Fn(&str, u64) -> bool + Send + Sync + 'static,
+    ) {
         let owned = channel.to_owned();
+        let end = Arc::new(end);
+        let end_later = end.clone();
         let started = self.tasks.spawn(async move {
             let channel = owned;
             loop {
-                // The window's length is the conflation interval itself, not a wait for an event.
+                // The window's length is the batching interval itself, not a wait for an event.
                 tokio::time::sleep(window.length).await;
-                if !hub.end_window(&channel, window.id) {
+                if !end_later(&channel, window.id) {
                     break;
                 }
             }
         });
         if !started {
-            // Nothing could end the window later: close it now (no conflation without a runtime).
-            self.hub.end_window(channel, window.id);
+            // Nothing could end the window later: flush and close it now.
+            while end(channel, window.id) {}
         }
     }
 

@@ -11,7 +11,7 @@ use super::Node;
 use crate::config::NamespaceOptions;
 use crate::engine::JoinLeave;
 use crate::error::CoreError;
-use crate::hub::GoLive;
+use crate::hub::{GoLive, Windows};
 use crate::outbox::Outbox;
 use crate::recovery::{Recovery, outcome};
 use crate::subscriptions::SubState;
@@ -36,14 +36,18 @@ impl Node {
         recovery: &Recovery,
     ) -> Result<Prepared, CoreError> {
         let recoverable = ns.has_history();
-        let conflate = (ns.conflate_ms > 0).then(|| Duration::from_millis(ns.conflate_ms));
+        let windows = Windows {
+            conflate: (ns.conflate_ms > 0).then(|| Duration::from_millis(ns.conflate_ms)),
+            presence_diff: (ns.join_leave && ns.presence_diff_ms > 0)
+                .then(|| Duration::from_millis(ns.presence_diff_ms)),
+        };
         self.inner.hub.add(
             channel,
             key,
             outbox.clone(),
             join_leave,
             recoverable,
-            conflate,
+            windows,
         );
         let read = async {
             // Every time, not only for the first local subscriber: the engine call is
