@@ -463,6 +463,11 @@ impl ConnectionTask {
                     });
                 }
             }
+            PushBody::PresenceCount(count) => self.emit(Event::PresenceCount {
+                channel: channel_or_empty(),
+                num_clients: count.num_clients,
+                num_users: count.num_users,
+            }),
             PushBody::Subscribe(result) => {
                 for event in self
                     .tracker

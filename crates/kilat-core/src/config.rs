@@ -175,6 +175,10 @@ pub struct NamespaceOptions {
     /// once, the ones that follow within the window together when it ends. Without it every
     /// join is pushed to every member, which costs the square of the members.
     pub presence_diff_ms: u64,
+    /// Most local subscribers of a channel that get `presence_diff` pushes (0: no limit). Above
+    /// it, each batching window sends a `presence_count` (the channel's counts) instead of the
+    /// changes, since every member learning of every other costs the square of the members.
+    pub presence_diff_max: usize,
     /// Who may subscribe.
     pub allow_subscribe: AllowSubscribe,
     /// Who may publish from a client.
@@ -207,6 +211,7 @@ impl Default for NamespaceOptions {
             presence: false,
             join_leave: false,
             presence_diff_ms: Self::DEFAULT_PRESENCE_DIFF_MS,
+            presence_diff_max: Self::DEFAULT_PRESENCE_DIFF_MAX,
             allow_subscribe: AllowSubscribe::Authenticated,
             allow_publish: AllowPublish::None,
             allow_presence: false,
@@ -230,6 +235,7 @@ impl NamespaceOptions {
             presence: true,
             join_leave: true,
             presence_diff_ms: Self::DEFAULT_PRESENCE_DIFF_MS,
+            presence_diff_max: Self::DEFAULT_PRESENCE_DIFF_MAX,
             allow_subscribe: AllowSubscribe::Public,
             allow_publish: AllowPublish::Any,
             allow_presence: true,
@@ -244,6 +250,9 @@ impl NamespaceOptions {
     /// The default join/leave batching window: short enough to feel live, long enough that a
     /// crowd joining at once costs one push per window instead of one per member.
     pub const DEFAULT_PRESENCE_DIFF_MS: u64 = 100;
+
+    /// The default `presence_diff_max`: a member list a person can still read.
+    pub const DEFAULT_PRESENCE_DIFF_MAX: usize = 1000;
 
     /// How long each publication is kept when `history_size` is set and `history_ttl` is not:
     /// long enough for a client to ride out a reconnect, a deploy or a laptop lid.

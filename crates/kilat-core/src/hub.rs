@@ -83,6 +83,28 @@ struct DiffWindow {
     open: Option<u64>,
     /// Changes of the running window, oldest first (`true`: join).
     pending: Vec<(ClientInfo, bool)>,
+    /// Most subscribers that get the changes listed (0: no limit); above it, counts.
+    max: usize,
+    /// A change arrived in this window while the channel was above `max`.
+    counted: bool,
+}
+
+impl DiffWindow {
+    fn over(&self, subscribers: usize) -> bool {
+        self.max > 0 && subscribers > self.max
+    }
+}
+
+/// What ending a join/leave window ([`Hub::end_diff_window`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DiffEnd {
+    /// Nothing waited: the window closed.
+    Closed,
+    /// The waiting changes went out as one `presence_diff`; the next window runs.
+    Sent,
+    /// The channel is above `presence_diff_max`: the caller sends the counts
+    /// ([`Hub::deliver_presence_count`]); the next window runs.
+    Count,
 }
 
 /// The batching windows a channel's namespace asks for, given to [`Hub::add`].
@@ -92,6 +114,8 @@ pub(crate) struct Windows {
     pub(crate) conflate: Option<Duration>,
     /// `presence_diff_ms`: joins and leaves batched into one `presence_diff` per window.
     pub(crate) presence_diff: Option<Duration>,
+    /// `presence_diff_max`: above this many local subscribers, counts instead of diffs.
+    pub(crate) presence_diff_max: usize,
 }
 
 /// The conflation state of one channel.
@@ -229,6 +253,8 @@ impl Hub {
                 length,
                 open: None,
                 pending: Vec::new(),
+                max: windows.presence_diff_max,
+                counted: false,
             }));
         }
         let old = entry.subs.insert(
@@ -484,12 +510,21 @@ impl Hub {
     ) -> Option<Window> {
         let mut map = lock(self.shard(channel));
         let entry = map.get_mut(channel)?;
+        let subscribers = entry.subs.len();
         let Some(diff) = entry.diff.as_deref_mut() else {
             Self::fan_out_join_leave(entry, encode);
             return None;
         };
+        let over = diff.over(subscribers);
+        if over {
+            // Not listed: the window's end sends the counts. Nothing kept per change.
+            diff.counted = true;
+            diff.pending.clear();
+        }
         if diff.open.is_some() {
-            diff.pending.push((info.clone(), join));
+            if !over {
+                diff.pending.push((info.clone(), join));
+            }
             return None;
         }
         let id = self.windows.fetch_add(1, Ordering::Relaxed);
@@ -498,6 +533,9 @@ impl Hub {
             id,
             length: diff.length,
         };
+        if over {
+            return Some(window);
+        }
         Self::fan_out_join_leave(entry, || {
             SharedFrame::new(encode_presence_diff(channel, [(info, join)]))
         });
@@ -505,22 +543,29 @@ impl Hub {
     }
 
     /// Ends join/leave window `id` of `channel`: sends the changes that waited for it as one
-    /// `presence_diff` and keeps the window running for another length (true), or closes it
-    /// when nothing waited (false), so the next change goes out at once.
-    pub(crate) fn end_diff_window(&self, channel: &str, id: u64) -> bool {
+    /// `presence_diff` and keeps the window running for another length, asks the caller for the
+    /// counts when the channel is above `presence_diff_max`, or closes the window when nothing
+    /// waited, so the next change goes out at once.
+    pub(crate) fn end_diff_window(&self, channel: &str, id: u64) -> DiffEnd {
         let mut map = lock(self.shard(channel));
         let Some(entry) = map.get_mut(channel) else {
-            return false;
+            return DiffEnd::Closed;
         };
+        let subscribers = entry.subs.len();
         let Some(diff) = entry.diff.as_deref_mut() else {
-            return false;
+            return DiffEnd::Closed;
         };
         if diff.open != Some(id) {
-            return false;
+            return DiffEnd::Closed;
+        }
+        if diff.counted || (!diff.pending.is_empty() && diff.over(subscribers)) {
+            diff.counted = false;
+            diff.pending.clear();
+            return DiffEnd::Count;
         }
         if diff.pending.is_empty() {
             diff.open = None;
-            return false;
+            return DiffEnd::Closed;
         }
         let pending = std::mem::take(&mut diff.pending);
         Self::fan_out_join_leave(entry, || {
@@ -529,7 +574,20 @@ impl Hub {
                 pending.iter().map(|(info, join)| (info, *join)),
             ))
         });
-        true
+        DiffEnd::Sent
+    }
+
+    /// Sends a `presence_count` push (built by `encode`, once) to `channel`'s subscribers that
+    /// want join/leave.
+    pub(crate) fn deliver_presence_count(
+        &self,
+        channel: &str,
+        encode: impl FnOnce() -> SharedFrame,
+    ) {
+        let mut map = lock(self.shard(channel));
+        if let Some(entry) = map.get_mut(channel) {
+            Self::fan_out_join_leave(entry, encode);
+        }
     }
 
     /// Queues a join/leave frame (built by `encode` at most once, and only when someone wants
@@ -693,6 +751,7 @@ mod tests {
             Windows {
                 conflate: Some(length),
                 presence_diff: None,
+                presence_diff_max: 0,
             },
         );
         hub.go_live("t", 1, None, 0, "e");
@@ -740,6 +799,7 @@ mod tests {
             Windows {
                 conflate: Some(Duration::from_secs(1)),
                 presence_diff: None,
+                presence_diff_max: 0,
             },
         );
         // Held while the subscribe reads its position: offset 9 after position 5 is a skip.

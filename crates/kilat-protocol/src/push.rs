@@ -31,6 +31,17 @@ pub struct PresenceDiff {
     pub changes: Vec<PresenceChange>,
 }
 
+/// `presence_count` push body: how many are in the channel, sent once per batching window
+/// instead of a `presence_diff` while the channel has more local subscribers than its
+/// namespace's `presence_diff_max` (the changes are not listed then).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceCount {
+    /// Connections present in the channel, on every node.
+    pub num_clients: u32,
+    /// Distinct users among them.
+    pub num_users: u32,
+}
+
 /// `unsubscribe` push body: the server removed a subscription.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnsubscribePush {
@@ -71,6 +82,8 @@ pub enum PushBody {
     Leave(JoinLeave),
     /// A window's joins and leaves, in order.
     PresenceDiff(PresenceDiff),
+    /// The channel's counts, instead of diffs above `presence_diff_max`.
+    PresenceCount(PresenceCount),
     /// A server-side subscription was added.
     Subscribe(SubscribeResult),
     /// A subscription was removed by the server.

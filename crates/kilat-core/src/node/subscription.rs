@@ -40,6 +40,7 @@ impl Node {
             conflate: (ns.conflate_ms > 0).then(|| Duration::from_millis(ns.conflate_ms)),
             presence_diff: (ns.join_leave && ns.presence_diff_ms > 0)
                 .then(|| Duration::from_millis(ns.presence_diff_ms)),
+            presence_diff_max: ns.presence_diff_max,
         };
         self.inner.hub.add(
             channel,

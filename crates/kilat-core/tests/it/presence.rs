@@ -176,3 +176,41 @@ async fn presence_survives_via_ping_refresh_and_expires_without_it() {
         0
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn above_presence_diff_max_subscribers_get_counts_instead_of_changes() {
+    let node = node_with(
+        "big",
+        NamespaceOptions {
+            presence_diff_max: 2,
+            ..NamespaceOptions::dev()
+        },
+    );
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::new(&node)).collect();
+    for c in &mut clients {
+        c.connect().await;
+        c.call("subscribe", json!({"channel": "big:x"})).await;
+    }
+    let count = |frames: &[serde_json::Value]| {
+        frames
+            .iter()
+            .rev()
+            .find_map(|f| f["push"]["presence_count"]["num_clients"].as_u64())
+    };
+    let frames = clients[0].frames_until(|f| count(f) == Some(4)).await;
+    // The first join went out at once; the other three joined within its window, which ended
+    // with the channel above the limit: counted, not listed.
+    assert_eq!(presence_changes(&frames, "big:x").len(), 1, "{frames:?}");
+    // A leave above the limit is counted too.
+    let mut gone = clients.pop().expect("four clients");
+    gone.close().await;
+    let frames = clients[0].frames_until(|f| count(f) == Some(3)).await;
+    assert!(presence_changes(&frames, "big:x").is_empty(), "{frames:?}");
+    assert_eq!(
+        frames
+            .iter()
+            .rev()
+            .find_map(|f| f["push"]["presence_count"]["num_users"].as_u64()),
+        Some(1)
+    );
+}
