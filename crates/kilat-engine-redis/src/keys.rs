@@ -17,6 +17,8 @@ pub(crate) struct ChannelKeys {
     pub(crate) presence: String,
     /// Sorted set client id -> expiry (Redis time in ms).
     pub(crate) presence_expiry: String,
+    /// Hash user id -> presence entries of that user, so counts are two lengths.
+    pub(crate) presence_users: String,
     /// Pub/sub channel carrying publications and join/leave events.
     pub(crate) pubsub: String,
 }
@@ -29,6 +31,7 @@ impl ChannelKeys {
             stream: format!("{tag}:stream"),
             presence: format!("{tag}:presence"),
             presence_expiry: format!("{tag}:presence:exp"),
+            presence_users: format!("{tag}:presence:users"),
             pubsub: pubsub_channel(prefix, channel),
         }
     }
