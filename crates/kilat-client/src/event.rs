@@ -94,6 +94,16 @@ pub enum Event {
         /// Who left.
         info: ClientInfo,
     },
+    /// The channel's counts, sent once per join/leave window instead of the changes while the
+    /// channel has more subscribers than its namespace's `presence_diff_max`.
+    PresenceCount {
+        /// The channel.
+        channel: String,
+        /// Connections present, on every node.
+        num_clients: u32,
+        /// Distinct users among them.
+        num_users: u32,
+    },
     /// Data the server sent to this connection only.
     Message {
         /// The payload, raw JSON.

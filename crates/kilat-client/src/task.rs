@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use kilat_protocol::command::{ChannelRequest, SendRequest, SubscribeRequest};
-use kilat_protocol::push::PushBody;
+use kilat_protocol::push::{PresenceChange, PushBody};
 use kilat_protocol::{
     ClientError, ClientFrame, Command, Disconnect, ErrorCode, Push, RawJson, Reply, ServerFrame,
     StreamPosition,
@@ -446,6 +446,27 @@ impl ConnectionTask {
             PushBody::Leave(leave) => self.emit(Event::Leave {
                 channel: channel_or_empty(),
                 info: leave.info,
+            }),
+            // A batched window of joins and leaves: one event per change, in order, so an
+            // application sees the same events as with single join/leave pushes.
+            PushBody::PresenceDiff(diff) => {
+                for change in diff.changes {
+                    self.emit(match change {
+                        PresenceChange::Join(info) => Event::Join {
+                            channel: channel_or_empty(),
+                            info,
+                        },
+                        PresenceChange::Leave(info) => Event::Leave {
+                            channel: channel_or_empty(),
+                            info,
+                        },
+                    });
+                }
+            }
+            PushBody::PresenceCount(count) => self.emit(Event::PresenceCount {
+                channel: channel_or_empty(),
+                num_clients: count.num_clients,
+                num_users: count.num_users,
             }),
             PushBody::Subscribe(result) => {
                 for event in self

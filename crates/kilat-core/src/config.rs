@@ -169,6 +169,16 @@ pub struct NamespaceOptions {
     pub presence: bool,
     /// Send join/leave pushes to subscribers.
     pub join_leave: bool,
+    /// Join/leave batching window in milliseconds (0: one `join`/`leave` push per change).
+    /// When set, each node sends a channel's joins and leaves as one `presence_diff` push per
+    /// window, encoded once for every subscriber: the first change after a quiet spell at
+    /// once, the ones that follow within the window together when it ends. Without it every
+    /// join is pushed to every member, which costs the square of the members.
+    pub presence_diff_ms: u64,
+    /// Most local subscribers of a channel that get `presence_diff` pushes (0: no limit). Above
+    /// it, each batching window sends a `presence_count` (the channel's counts) instead of the
+    /// changes, since every member learning of every other costs the square of the members.
+    pub presence_diff_max: usize,
     /// Who may subscribe.
     pub allow_subscribe: AllowSubscribe,
     /// Who may publish from a client.
@@ -210,6 +220,8 @@ impl Default for NamespaceOptions {
             force_recovery: false,
             presence: false,
             join_leave: false,
+            presence_diff_ms: Self::DEFAULT_PRESENCE_DIFF_MS,
+            presence_diff_max: Self::DEFAULT_PRESENCE_DIFF_MAX,
             allow_subscribe: AllowSubscribe::Authenticated,
             allow_publish: AllowPublish::None,
             allow_presence: false,
@@ -234,6 +246,8 @@ impl NamespaceOptions {
             force_recovery: false,
             presence: true,
             join_leave: true,
+            presence_diff_ms: Self::DEFAULT_PRESENCE_DIFF_MS,
+            presence_diff_max: Self::DEFAULT_PRESENCE_DIFF_MAX,
             allow_subscribe: AllowSubscribe::Public,
             allow_publish: AllowPublish::Any,
             allow_presence: true,
@@ -264,6 +278,12 @@ impl NamespaceOptions {
             _ => NamespaceOptions::dev(),
         }
     }
+    /// The default join/leave batching window: short enough to feel live, long enough that a
+    /// crowd joining at once costs one push per window instead of one per member.
+    pub const DEFAULT_PRESENCE_DIFF_MS: u64 = 100;
+
+    /// The default `presence_diff_max`: a member list a person can still read.
+    pub const DEFAULT_PRESENCE_DIFF_MAX: usize = 1000;
 
     /// How long each publication is kept when `history_size` is set and `history_ttl` is not:
     /// long enough for a client to ride out a reconnect, a deploy or a laptop lid.

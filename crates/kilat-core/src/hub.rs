@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kilat_protocol::push::{UnsubscribePush, encode_push_kind};
-use kilat_protocol::{SharedFrame, UNSUBSCRIBE_INSUFFICIENT_STATE};
+use kilat_protocol::push::{UnsubscribePush, encode_presence_diff, encode_push_kind};
+use kilat_protocol::{ClientInfo, SharedFrame, UNSUBSCRIBE_INSUFFICIENT_STATE};
 
 use crate::engine::shard_of;
 use crate::outbox::Outbox;
@@ -71,6 +71,51 @@ struct Channel {
     epoch: Arc<str>,
     /// Set for channels of a namespace with `conflate_ms`.
     conflation: Option<Box<Conflation>>,
+    /// Set for channels of a namespace with join/leave and `presence_diff_ms`.
+    diff: Option<Box<DiffWindow>>,
+}
+
+/// The join/leave batching state of one channel (`presence_diff_ms`).
+#[derive(Debug)]
+struct DiffWindow {
+    length: Duration,
+    /// The window running now, if any: changes wait in `pending` until it ends.
+    open: Option<u64>,
+    /// Changes of the running window, oldest first (`true`: join).
+    pending: Vec<(ClientInfo, bool)>,
+    /// Most subscribers that get the changes listed (0: no limit); above it, counts.
+    max: usize,
+    /// A change arrived in this window while the channel was above `max`.
+    counted: bool,
+}
+
+impl DiffWindow {
+    fn over(&self, subscribers: usize) -> bool {
+        self.max > 0 && subscribers > self.max
+    }
+}
+
+/// What ending a join/leave window ([`Hub::end_diff_window`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DiffEnd {
+    /// Nothing waited: the window closed.
+    Closed,
+    /// The waiting changes went out as one `presence_diff`; the next window runs.
+    Sent,
+    /// The channel is above `presence_diff_max`: the caller sends the counts
+    /// ([`Hub::deliver_presence_count`]); the next window runs.
+    Count,
+}
+
+/// The batching windows a channel's namespace asks for, given to [`Hub::add`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Windows {
+    /// `conflate_ms` (and `conflate_key`): at most one publication (per key) per window.
+    pub(crate) conflate: Option<Conflate>,
+    /// `presence_diff_ms`: joins and leaves batched into one `presence_diff` per window.
+    pub(crate) presence_diff: Option<Duration>,
+    /// `presence_diff_max`: above this many local subscribers, counts instead of diffs.
+    pub(crate) presence_diff_max: usize,
 }
 
 /// The conflation state of one channel.
@@ -218,9 +263,9 @@ impl Hub {
             .collect()
     }
 
-    /// Adds a buffering subscriber. `conflate` is the channel's conflation window (the
-    /// namespace's `conflate_ms`). Returns true when the channel had no local subscriber (the
-    /// node must subscribe to it in the broker).
+    /// Adds a buffering subscriber. `windows` are the channel's conflation and join/leave
+    /// batching windows (from its namespace). Returns true when the channel had no local
+    /// subscriber (the node must subscribe to it in the broker).
     pub(crate) fn add(
         &self,
         channel: &str,
@@ -228,12 +273,12 @@ impl Hub {
         outbox: Outbox,
         join_leave: bool,
         recoverable: bool,
-        conflate: Option<Conflate>,
+        windows: Windows,
     ) -> bool {
         let mut map = lock(self.shard(channel));
         let first = !map.contains_key(channel);
         let entry = map.entry(channel.to_owned()).or_default();
-        if let (None, Some(Conflate { length, key })) = (&entry.conflation, conflate) {
+        if let (None, Some(Conflate { length, key })) = (&entry.conflation, windows.conflate) {
             entry.conflation = Some(Box::new(Conflation {
                 length,
                 open: None,
@@ -245,6 +290,15 @@ impl Hub {
                         arrivals: 0,
                     })
                 }),
+            }));
+        }
+        if let (None, Some(length)) = (&entry.diff, windows.presence_diff) {
+            entry.diff = Some(Box::new(DiffWindow {
+                length,
+                open: None,
+                pending: Vec::new(),
+                max: windows.presence_diff_max,
+                counted: false,
             }));
         }
         let old = entry.subs.insert(
@@ -337,6 +391,7 @@ impl Hub {
             subs,
             epoch: shared,
             conflation,
+            ..
         } = entry;
         let skips = conflation.is_some();
         let Some(sub) = subs.get_mut(&key) else {
@@ -553,16 +608,106 @@ impl Hub {
         (repairs, delivered)
     }
 
-    /// Fans a join or leave push out to subscribers that want them. `encode` runs at most once.
-    pub(crate) fn deliver_join_leave(&self, channel: &str, encode: impl FnOnce() -> SharedFrame) {
+    /// Fans a join or leave out to subscribers that want them. In a channel with a batching
+    /// window (`presence_diff_ms`), the first change after a quiet spell goes out at once as a
+    /// one-change `presence_diff` and opens a window (returned: the caller ends it with
+    /// [`Hub::end_diff_window`]); changes within the window wait for its end. Otherwise a
+    /// single `join`/`leave` push built by `encode` (at most once) goes out.
+    pub(crate) fn deliver_join_leave(
+        &self,
+        channel: &str,
+        info: &ClientInfo,
+        join: bool,
+        encode: impl FnOnce() -> SharedFrame,
+    ) -> Option<Window> {
+        let mut map = lock(self.shard(channel));
+        let entry = map.get_mut(channel)?;
+        let subscribers = entry.subs.len();
+        let Some(diff) = entry.diff.as_deref_mut() else {
+            Self::fan_out_join_leave(entry, encode);
+            return None;
+        };
+        let over = diff.over(subscribers);
+        if over {
+            // Not listed: the window's end sends the counts. Nothing kept per change.
+            diff.counted = true;
+            diff.pending.clear();
+        }
+        if diff.open.is_some() {
+            if !over {
+                diff.pending.push((info.clone(), join));
+            }
+            return None;
+        }
+        let id = self.windows.fetch_add(1, Ordering::Relaxed);
+        diff.open = Some(id);
+        let window = Window {
+            id,
+            length: diff.length,
+        };
+        if over {
+            return Some(window);
+        }
+        Self::fan_out_join_leave(entry, || {
+            SharedFrame::new(encode_presence_diff(channel, [(info, join)]))
+        });
+        Some(window)
+    }
+
+    /// Ends join/leave window `id` of `channel`: sends the changes that waited for it as one
+    /// `presence_diff` and keeps the window running for another length, asks the caller for the
+    /// counts when the channel is above `presence_diff_max`, or closes the window when nothing
+    /// waited, so the next change goes out at once.
+    pub(crate) fn end_diff_window(&self, channel: &str, id: u64) -> DiffEnd {
         let mut map = lock(self.shard(channel));
         let Some(entry) = map.get_mut(channel) else {
-            return;
+            return DiffEnd::Closed;
         };
-        let subs = &mut entry.subs;
+        let subscribers = entry.subs.len();
+        let Some(diff) = entry.diff.as_deref_mut() else {
+            return DiffEnd::Closed;
+        };
+        if diff.open != Some(id) {
+            return DiffEnd::Closed;
+        }
+        if diff.counted || (!diff.pending.is_empty() && diff.over(subscribers)) {
+            diff.counted = false;
+            diff.pending.clear();
+            return DiffEnd::Count;
+        }
+        if diff.pending.is_empty() {
+            diff.open = None;
+            return DiffEnd::Closed;
+        }
+        let pending = std::mem::take(&mut diff.pending);
+        Self::fan_out_join_leave(entry, || {
+            SharedFrame::new(encode_presence_diff(
+                channel,
+                pending.iter().map(|(info, join)| (info, *join)),
+            ))
+        });
+        DiffEnd::Sent
+    }
+
+    /// Sends a `presence_count` push (built by `encode`, once) to `channel`'s subscribers that
+    /// want join/leave.
+    pub(crate) fn deliver_presence_count(
+        &self,
+        channel: &str,
+        encode: impl FnOnce() -> SharedFrame,
+    ) {
+        let mut map = lock(self.shard(channel));
+        if let Some(entry) = map.get_mut(channel) {
+            Self::fan_out_join_leave(entry, encode);
+        }
+    }
+
+    /// Queues a join/leave frame (built by `encode` at most once, and only when someone wants
+    /// it) to the channel's subscribers that want join/leave.
+    fn fan_out_join_leave(entry: &mut Channel, encode: impl FnOnce() -> SharedFrame) {
         let mut encode = Some(encode);
         let mut frame: Option<SharedFrame> = None;
-        for sub in subs.values_mut().filter(|s| s.join_leave) {
+        for sub in entry.subs.values_mut().filter(|s| s.join_leave) {
             if frame.is_none() {
                 frame = encode.take().map(|encode| encode());
             }
@@ -638,7 +783,7 @@ mod tests {
     fn held_frames_follow_the_reply_without_duplicates() {
         let hub = Hub::new();
         let outbox = Outbox::new(1 << 20);
-        assert!(hub.add("c", 1, outbox.clone(), false, true, None));
+        assert!(hub.add("c", 1, outbox.clone(), false, true, Windows::default()));
         for offset in [3, 4, 5] {
             hub.deliver_publication("c", Some(offset), "e", || frame(offset));
         }
@@ -658,7 +803,7 @@ mod tests {
     fn a_held_gap_or_epoch_change_makes_the_subscription_stale() {
         let hub = Hub::new();
         let outbox = Outbox::new(1 << 20);
-        hub.add("c", 1, outbox.clone(), false, true, None);
+        hub.add("c", 1, outbox.clone(), false, true, Windows::default());
         hub.deliver_publication("c", Some(7), "e", || frame(7));
         assert_eq!(hub.go_live("c", 1, None, 5, "e"), GoLive::Stale);
         assert!(!hub.contains("c", 1));
@@ -672,7 +817,7 @@ mod tests {
     fn a_live_gap_asks_for_a_repair_and_holds_later_frames() {
         let hub = Hub::new();
         let outbox = Outbox::new(1 << 20);
-        hub.add("c", 1, outbox.clone(), false, true, None);
+        hub.add("c", 1, outbox.clone(), false, true, Windows::default());
         hub.go_live("c", 1, None, 1, "e");
         let repairs = hub
             .deliver_publication("c", Some(3), "e", || frame(3))
@@ -696,7 +841,12 @@ mod tests {
     fn encode_runs_only_with_local_subscribers() {
         let hub = Hub::new();
         hub.deliver_publication("nobody", Some(1), "e", || unreachable!("no subscribers"));
-        hub.deliver_join_leave("nobody", || unreachable!("no subscribers"));
+        let info = ClientInfo {
+            client: "c".into(),
+            user: String::new(),
+            info: None,
+        };
+        hub.deliver_join_leave("nobody", &info, true, || unreachable!("no subscribers"));
     }
 
     #[test]
@@ -704,7 +854,18 @@ mod tests {
         let hub = Hub::new();
         let outbox = Outbox::new(1 << 20);
         let length = Duration::from_millis(100);
-        hub.add("t", 1, outbox.clone(), false, true, Some(length.into()));
+        hub.add(
+            "t",
+            1,
+            outbox.clone(),
+            false,
+            true,
+            Windows {
+                conflate: Some(length.into()),
+                presence_diff: None,
+                presence_diff_max: 0,
+            },
+        );
         hub.go_live("t", 1, None, 0, "e");
 
         let first = hub.deliver_publication("t", Some(1), "e", || frame(1));
@@ -747,7 +908,11 @@ mod tests {
             outbox.clone(),
             false,
             true,
-            Some(Duration::from_secs(1).into()),
+            Windows {
+                conflate: Some(Duration::from_secs(1).into()),
+                presence_diff: None,
+                presence_diff_max: 0,
+            },
         );
         // Held while the subscribe reads its position: offset 9 after position 5 is a skip.
         hub.deliver_publication("t", Some(9), "e", || frame(9));
@@ -768,7 +933,17 @@ mod tests {
             length: Duration::from_millis(100),
             key: Some("k".into()),
         };
-        hub.add("g", 1, outbox.clone(), false, true, Some(conflate));
+        hub.add(
+            "g",
+            1,
+            outbox.clone(),
+            false,
+            true,
+            Windows {
+                conflate: Some(conflate),
+                ..Windows::default()
+            },
+        );
         hub.go_live("g", 1, None, 0, "e");
         let publish = |n: u64, key: &str| {
             let (data, frame) = keyed(n, key);
@@ -802,7 +977,17 @@ mod tests {
             length: Duration::from_millis(100),
             key: Some("k".into()),
         };
-        hub.add("g", 1, outbox.clone(), false, false, Some(conflate));
+        hub.add(
+            "g",
+            1,
+            outbox.clone(),
+            false,
+            false,
+            Windows {
+                conflate: Some(conflate),
+                ..Windows::default()
+            },
+        );
         hub.go_live("g", 1, None, 0, "");
         let publish = |key: &str| {
             let (data, frame) = keyed(0, key);

@@ -405,4 +405,36 @@ pub async fn presence_conformance(store: Arc<dyn PresenceStore>) {
     store.remove(&ch, "c1").await.expect("remove is idempotent");
     let stats = store.stats(&ch).await.expect("stats");
     assert_eq!((stats.num_clients, stats.num_users), (2, 2), "after remove");
+    store.remove(&ch, "c2").await.expect("remove");
+    let stats = store.stats(&ch).await.expect("stats");
+    assert_eq!(
+        (stats.num_clients, stats.num_users),
+        (1, 1),
+        "a user's last entry gone"
+    );
+    // An entry that expires leaves the counts too (its user with it).
+    store
+        .add(&ch, info("c4", "carol"), Duration::from_millis(1))
+        .await
+        .expect("add");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = store.stats(&ch).await.expect("stats");
+        if (stats.num_clients, stats.num_users) == (1, 1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expired entry is still counted: {stats:?}"
+        );
+        // Polls the store's own clock (Redis TIME for Redis), bounded by the deadline.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.add(&ch, info("c5", "bob"), ttl).await.expect("add");
+    let stats = store.stats(&ch).await.expect("stats");
+    assert_eq!(
+        (stats.num_clients, stats.num_users),
+        (2, 1),
+        "counted again"
+    );
 }

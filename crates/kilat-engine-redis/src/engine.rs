@@ -388,9 +388,11 @@ impl RedisEngine {
         invocation
             .key(&keys.presence)
             .key(&keys.presence_expiry)
+            .key(&keys.presence_users)
             .arg(&info.client)
             .arg(serde_json::to_string(info)?)
-            .arg(millis(ttl));
+            .arg(millis(ttl))
+            .arg(&info.user);
         bounded(
             self.config.command_timeout,
             invocation.invoke_async::<i64>(&mut conn),
@@ -406,6 +408,7 @@ impl RedisEngine {
         invocation
             .key(&keys.presence)
             .key(&keys.presence_expiry)
+            .key(&keys.presence_users)
             .arg(client);
         bounded(
             self.config.command_timeout,
@@ -419,7 +422,10 @@ impl RedisEngine {
         let keys = self.keys(channel);
         let mut conn = self.commands.clone();
         let mut invocation = PRESENCE_LIST_SCRIPT.prepare_invoke();
-        invocation.key(&keys.presence).key(&keys.presence_expiry);
+        invocation
+            .key(&keys.presence)
+            .key(&keys.presence_expiry)
+            .key(&keys.presence_users);
         let entries: Vec<String> = bounded(
             self.config.command_timeout,
             invocation.invoke_async(&mut conn),
@@ -435,7 +441,10 @@ impl RedisEngine {
         let keys = self.keys(channel);
         let mut conn = self.commands.clone();
         let mut invocation = PRESENCE_STATS_SCRIPT.prepare_invoke();
-        invocation.key(&keys.presence).key(&keys.presence_expiry);
+        invocation
+            .key(&keys.presence)
+            .key(&keys.presence_expiry)
+            .key(&keys.presence_users);
         let (num_clients, num_users): (u32, u32) = bounded(
             self.config.command_timeout,
             invocation.invoke_async(&mut conn),

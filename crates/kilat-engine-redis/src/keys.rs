@@ -20,6 +20,8 @@ pub(crate) struct ChannelKeys {
     pub(crate) presence: String,
     /// Sorted set client id -> expiry (Redis time in ms).
     pub(crate) presence_expiry: String,
+    /// Hash user id -> presence entries of that user, so counts are two lengths.
+    pub(crate) presence_users: String,
     /// Pub/sub channel carrying publications and join/leave events.
     pub(crate) pubsub: String,
 }
@@ -33,6 +35,7 @@ impl ChannelKeys {
             latest: format!("{tag}:latest"),
             presence: format!("{tag}:presence"),
             presence_expiry: format!("{tag}:presence:exp"),
+            presence_users: format!("{tag}:presence:users"),
             pubsub: pubsub_channel(prefix, channel),
         }
     }

@@ -42,6 +42,7 @@
 //! | `{kilat:ch:C}:stream` | stream | entry id `<offset>-0`, fields `d` publication JSON, `x` expiry ms | history TTL, refreshed per publish |
 //! | `{kilat:ch:C}:presence` | hash | client id -> ClientInfo JSON | longest entry TTL |
 //! | `{kilat:ch:C}:presence:exp` | zset | client id scored by expiry ms | same |
+//! | `{kilat:ch:C}:presence:users` | hash | user id -> that user's entries (so `presence_stats` is two lengths) | same |
 //! | `{kilat:ch:C}:pub` | pub/sub channel (sharded in a cluster) | see `codec` | - |
 //! | `{kilat:nodes}` / `{kilat:nodes}:exp` | hash / zset | node id -> info JSON / expiry | longest heartbeat TTL |
 //!

@@ -166,22 +166,36 @@ end
 return {epoch, top, out}
 ";
 
-/// Drop expired presence entries.
+/// Drop expired presence entries (and, with a third key, their users' counts).
 ///
-/// KEYS: presence hash, expiry zset.
+/// KEYS: presence hash, expiry zset, users hash (channels only: user -> entries).
 const PRESENCE_CLEAN: &str = r"
-local h, z = KEYS[1], KEYS[2]
+local h, z, u = KEYS[1], KEYS[2], KEYS[3]
+local function forget_user(v)
+  if not u or not v then return end
+  local user = cjson.decode(v)['user']
+  if redis.call('HINCRBY', u, user, -1) <= 0 then redis.call('HDEL', u, user) end
+end
 local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now)
+if u then
+  for _, id in ipairs(dead) do forget_user(redis.call('HGET', h, id)) end
+end
 for i = 1, #dead, 1000 do
   redis.call('HDEL', h, unpack(dead, i, math.min(i + 999, #dead)))
 end
 if #dead > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', now) end
 ";
 
-/// Add or refresh a presence entry. KEYS: hash, zset. ARGV: client, info JSON, TTL ms.
+/// Add or refresh a presence entry. KEYS: hash, zset, users hash (channels only). ARGV: client,
+/// info JSON, TTL ms, user (channels only).
 const PRESENCE_ADD: &str = r"
 local ttl = tonumber(ARGV[3])
+local old = u and redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if u then
+  forget_user(old or nil)
+  redis.call('HINCRBY', u, ARGV[4], 1)
+end
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
 -- Keys outlive their longest entry; a dead node's entries vanish with them at the latest.
 for _, k in ipairs(KEYS) do
@@ -190,8 +204,9 @@ end
 return 1
 ";
 
-/// Remove an entry. KEYS: hash, zset. ARGV: client.
+/// Remove an entry. KEYS: hash, zset, users hash (channels only). ARGV: client.
 const PRESENCE_REMOVE: &str = r"
+if u then forget_user(redis.call('HGET', KEYS[1], ARGV[1]) or nil) end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
@@ -202,8 +217,10 @@ const PRESENCE_LIST: &str = r"
 return redis.call('HVALS', KEYS[1])
 ";
 
-/// Counts. KEYS: hash, zset. Returns `{clients, users}`.
+/// Counts. KEYS: hash, zset, users hash. Returns `{clients, users}`: two lengths, O(1) after
+/// the expired entries are dropped. Without the users hash, a scan of the entries.
 const PRESENCE_STATS: &str = r"
+if u then return {redis.call('HLEN', h), redis.call('HLEN', u)} end
 local users, n_users, n = {}, 0, 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
   n = n + 1
@@ -231,7 +248,7 @@ pub(crate) static PRESENCE_ADD_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_ADD]));
 /// See [`PRESENCE_REMOVE`].
 pub(crate) static PRESENCE_REMOVE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| script(&[PRESENCE_REMOVE]));
+    LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_REMOVE]));
 /// See [`PRESENCE_LIST`].
 pub(crate) static PRESENCE_LIST_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_LIST]));

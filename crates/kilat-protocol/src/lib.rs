@@ -40,7 +40,7 @@ pub use command::{
     ClientFrame, Command, DecodeError, DecodeErrorKind, Method, decode_frame, decode_frames,
 };
 pub use frame::{EncodingSlot, SharedFrame};
-pub use push::{Push, PushBody};
+pub use push::{PresenceChange, PresenceCount, PresenceDiff, Push, PushBody};
 pub use reply::Reply;
 pub use server::ServerFrame;
 pub use types::{ClientInfo, Publication, RawJson, StreamPosition};

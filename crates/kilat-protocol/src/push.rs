@@ -13,6 +13,35 @@ pub struct JoinLeave {
     pub info: ClientInfo,
 }
 
+/// One change in a [`PresenceDiff`]: `{"join": info}` or `{"leave": info}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceChange {
+    /// A client subscribed.
+    Join(ClientInfo),
+    /// A client unsubscribed or disconnected.
+    Leave(ClientInfo),
+}
+
+/// `presence_diff` push body: a channel's joins and leaves of one batching window, in the
+/// order the node received them (`{"changes": [{"join": info}, {"leave": info}, ...]}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PresenceDiff {
+    /// The changes, oldest first.
+    pub changes: Vec<PresenceChange>,
+}
+
+/// `presence_count` push body: how many are in the channel, sent once per batching window
+/// instead of a `presence_diff` while the channel has more local subscribers than its
+/// namespace's `presence_diff_max` (the changes are not listed then).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceCount {
+    /// Connections present in the channel, on every node.
+    pub num_clients: u32,
+    /// Distinct users among them.
+    pub num_users: u32,
+}
+
 /// `unsubscribe` push body: the server removed a subscription.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnsubscribePush {
@@ -51,6 +80,10 @@ pub enum PushBody {
     Join(JoinLeave),
     /// A client left the channel.
     Leave(JoinLeave),
+    /// A window's joins and leaves, in order.
+    PresenceDiff(PresenceDiff),
+    /// The channel's counts, instead of diffs above `presence_diff_max`.
+    PresenceCount(PresenceCount),
     /// A server-side subscription was added.
     Subscribe(SubscribeResult),
     /// A subscription was removed by the server.
@@ -96,6 +129,35 @@ pub fn encode_push_kind(channel: Option<&str>, kind: &str, value: &impl Serializ
     wrap_push(channel, &tagged)
 }
 
+/// Serialises a `presence_diff` push of `changes` (`true`: join) in `channel`: built once per
+/// batching window and shared by every subscriber.
+pub fn encode_presence_diff<'a>(
+    channel: &str,
+    changes: impl IntoIterator<Item = (&'a ClientInfo, bool)>,
+) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "snake_case")]
+    enum ChangeRef<'a> {
+        Join(&'a ClientInfo),
+        Leave(&'a ClientInfo),
+    }
+    #[derive(Serialize)]
+    struct DiffRef<'a> {
+        changes: Vec<ChangeRef<'a>>,
+    }
+    let changes = changes
+        .into_iter()
+        .map(|(info, join)| {
+            if join {
+                ChangeRef::Join(info)
+            } else {
+                ChangeRef::Leave(info)
+            }
+        })
+        .collect();
+    encode_push_kind(Some(channel), "presence_diff", &DiffRef { changes })
+}
+
 /// Serialises `{"push": {"disconnect": {...}}}`, for transports that have no close frame.
 pub fn encode_disconnect(disconnect: &Disconnect) -> Vec<u8> {
     encode_push_kind(None, "disconnect", disconnect)
@@ -136,5 +198,36 @@ mod tests {
             String::from_utf8(encode_disconnect(&Disconnect::SHUTDOWN)).expect("utf8"),
             r#"{"push":{"disconnect":{"code":3000,"reason":"shutdown","reconnect":true}}}"#
         );
+    }
+
+    #[test]
+    fn a_presence_diff_lists_changes_in_order_and_decodes_back() {
+        let info = |client: &str| ClientInfo {
+            client: client.into(),
+            user: "u".into(),
+            info: None,
+        };
+        let (a, b) = (info("a"), info("b"));
+        let text = encode_presence_diff("c", [(&a, true), (&b, true), (&a, false)]);
+        assert_eq!(
+            String::from_utf8(text.clone()).expect("utf8"),
+            r#"{"push":{"channel":"c","presence_diff":{"changes":[{"join":{"client":"a","user":"u"}},{"join":{"client":"b","user":"u"}},{"leave":{"client":"a","user":"u"}}]}}}"#
+        );
+        let frame = crate::ServerFrame::decode(&text).expect("decodes");
+        let crate::ServerFrame::Push(push) = frame else {
+            panic!("not a push: {frame:?}");
+        };
+        let PushBody::PresenceDiff(diff) = push.body else {
+            panic!("not a diff: {:?}", push.body);
+        };
+        let seen: Vec<_> = diff
+            .changes
+            .iter()
+            .map(|change| match change {
+                PresenceChange::Join(info) => (info.client.as_str(), true),
+                PresenceChange::Leave(info) => (info.client.as_str(), false),
+            })
+            .collect();
+        assert_eq!(seen, [("a", true), ("b", true), ("a", false)]);
     }
 }

@@ -769,6 +769,15 @@ export class Kilat extends EventEmitter {
     }
     else if (push.join) this.emit('join', { channel, info: push.join.info });
     else if (push.leave) this.emit('leave', { channel, info: push.leave.info });
+    else if (push.presence_diff) {
+      for (const change of push.presence_diff.changes ?? []) {
+        if (change.join) this.emit('join', { channel, info: change.join });
+        else if (change.leave) this.emit('leave', { channel, info: change.leave });
+      }
+    } else if (push.presence_count) {
+      const { num_clients: numClients = 0, num_users: numUsers = 0 } = push.presence_count;
+      this.emit('count', { channel, num_clients: numClients, num_users: numUsers });
+    }
   }
 
   _onServerSubscribed(channel, res) {

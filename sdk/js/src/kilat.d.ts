@@ -177,6 +177,8 @@ export interface ClientEvents {
   publication: PublicationContext;
   join: JoinLeaveContext;
   leave: JoinLeaveContext;
+  /** Counts instead of join/leave above `presence_diff_max` (server-side subscriptions). */
+  count: { channel: string; num_clients: number; num_users: number };
   /** Server-side subscription added (connect result `subs` or `subscribe` push). */
   subscribed: SubscribedContext;
   /** Server-side subscription removed. */
@@ -191,6 +193,11 @@ export interface SubscriptionEvents {
   publication: PublicationContext;
   join: JoinLeaveContext;
   leave: JoinLeaveContext;
+  /**
+   * The channel's counts, sent once per join/leave window instead of the changes while it has
+   * more subscribers than the namespace's `presence_diff_max`; `members` is not kept then.
+   */
+  count: { channel: string; num_clients: number; num_users: number };
   error: ErrorContext;
 }
 
@@ -266,12 +273,16 @@ export class Subscription extends EventEmitter<SubscriptionEvents> {
   /** Last delivered offset (recovery position), or null. */
   readonly offset: number | null;
   readonly epoch: string | null;
+  /** Who is in the channel by client id, kept from join/leave since this subscription joined. */
+  readonly members: Map<string, ClientInfo>;
   subscribe(): void;
   unsubscribe(): void;
   ready(timeout?: number): Promise<void>;
   publish(data: unknown): Promise<PublishResult>;
   presence(): Promise<PresenceResult>;
   presenceStats(): Promise<PresenceStatsResult>;
+  /** Loads the current member list into `members`; joins and leaves meanwhile win. */
+  syncMembers(): Promise<Map<string, ClientInfo>>;
   history<T = any>(options?: HistoryOptions): Promise<HistoryResult<T>>;
 }
 

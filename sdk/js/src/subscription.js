@@ -75,6 +75,15 @@ export class Subscription extends EventEmitter {
     this._serverRecoverable = true;
     /** Pushes that arrived while the subscribe reply was outstanding, replayed after it. */
     this._buffer = [];
+    /**
+     * Who is in the channel, by client id, kept up to date from join/leave (batched
+     * `presence_diff` pushes or single ones) since this subscription's own join; call
+     * `syncMembers()` to load those who were there before. Cleared on every (re)subscribe.
+     * @type {Map<string, {client: string, user: string, info?: any}>}
+     */
+    this.members = new Map();
+    /** Client ids a join/leave touched since the running `syncMembers()` asked (newer than it). */
+    this._touched = null;
     /** The connection (`link.connection()`) the subscribe command was sent on (0 = none). */
     this._sentOn = 0;
     /** Bumped on every attempt so a stale reply is ignored. */
@@ -142,6 +151,34 @@ export class Subscription extends EventEmitter {
 
   presence() {
     return this._link.call('presence', { channel: this.channel });
+  }
+
+  /**
+   * Loads the current member list into `members` (the channel's namespace needs
+   * `allow_presence`). Joins and leaves that arrive meanwhile win over the list, as they are
+   * newer. Resolves to `members`.
+   */
+  async syncMembers() {
+    const touched = new Set();
+    this._touched = touched;
+    try {
+      const res = await this.presence();
+      for (const [client, entry] of Object.entries(res?.clients ?? {})) {
+        if (!touched.has(client)) this.members.set(client, { client, ...entry });
+      }
+    } finally {
+      if (this._touched === touched) this._touched = null;
+    }
+    return this.members;
+  }
+
+  /** Applies one join (`join` true) or leave to `members` and emits its event. */
+  _presenceChange(info, join) {
+    if (!info || typeof info.client !== 'string') return;
+    this._touched?.add(info.client);
+    if (join) this.members.set(info.client, info);
+    else this.members.delete(info.client);
+    this.emit(join ? 'join' : 'leave', { channel: this.channel, info });
   }
 
   presenceStats() {
@@ -215,6 +252,8 @@ export class Subscription extends EventEmitter {
     const connection = link.connection();
     this._sentOn = connection;
     this._buffer = [];
+    // a new subscription gets the changes from its own join on: what came before is gone
+    this.members.clear();
     if (this._needsToken()) {
       try {
         await this._fetchToken();
@@ -358,14 +397,24 @@ export class Subscription extends EventEmitter {
   _handlePush(push) {
     if (this.state === 'subscribing') {
       // the subscribe reply is outstanding: keep order by replaying after it
-      if (push.pub || push.join || push.leave) this._buffer.push(push);
+      if (push.pub || push.join || push.leave || push.presence_diff || push.presence_count) this._buffer.push(push);
       return;
     }
     if (this.state !== 'subscribed') return;
     if (push.pub) this._emitPublication(push.pub);
-    else if (push.join) this.emit('join', { channel: this.channel, info: push.join.info });
-    else if (push.leave) this.emit('leave', { channel: this.channel, info: push.leave.info });
-    else if (push.unsubscribe) {
+    else if (push.join) this._presenceChange(push.join.info, true);
+    else if (push.leave) this._presenceChange(push.leave.info, false);
+    else if (push.presence_diff) {
+      // one batching window's changes, in order: the same events as single pushes
+      for (const change of push.presence_diff.changes ?? []) {
+        if (change.join) this._presenceChange(change.join, true);
+        else if (change.leave) this._presenceChange(change.leave, false);
+      }
+    } else if (push.presence_count) {
+      // above the namespace's presence_diff_max: counts instead of changes
+      const { num_clients: numClients = 0, num_users: numUsers = 0 } = push.presence_count;
+      this.emit('count', { channel: this.channel, num_clients: numClients, num_users: numUsers });
+    } else if (push.unsubscribe) {
       const u = push.unsubscribe;
       this._sentOn = 0;
       if (u.resubscribe === true) {

@@ -82,7 +82,7 @@ for (const file of files) {
     }
     const client = new Kilat('ws://golden.invalid/connection/websocket', options);
     t.after(() => client.disconnect());
-    for (const ev of ['connected', 'subscribed', 'unsubscribed', 'publication', 'join', 'leave', 'message', 'connecting', 'disconnected']) {
+    for (const ev of ['connected', 'subscribed', 'unsubscribed', 'publication', 'join', 'leave', 'count', 'message', 'connecting', 'disconnected']) {
       client.on(ev, record('client', ev));
     }
     if (startsWithConnect && entries[0].frame.connect.subs) {
@@ -97,7 +97,7 @@ for (const file of files) {
       let sub = client.getSubscription(channel);
       if (!sub) {
         sub = client.newSubscription(channel, opts);
-        for (const ev of ['subscribed', 'unsubscribed', 'publication', 'join', 'leave']) sub.on(ev, record(channel, ev));
+        for (const ev of ['subscribed', 'unsubscribed', 'publication', 'join', 'leave', 'count']) sub.on(ev, record(channel, ev));
       }
       return sub;
     };
@@ -206,6 +206,16 @@ for (const file of files) {
           case 'join':
           case 'leave':
             assert.deepEqual(fresh.find((e) => e.name === kind)?.ctx, { channel: push.channel, info: push[kind].info });
+            break;
+          case 'presence_diff': {
+            // one join/leave event per change, in order
+            const seen = fresh.filter((e) => e.name === 'join' || e.name === 'leave').map((e) => [e.name, e.ctx]);
+            const want = push.presence_diff.changes.map((c) => (c.join ? ['join', { channel: push.channel, info: c.join }] : ['leave', { channel: push.channel, info: c.leave }]));
+            assert.deepEqual(seen, want, `${file}: presence_diff emits each change`);
+            break;
+          }
+          case 'presence_count':
+            assert.deepEqual(fresh.find((e) => e.name === 'count')?.ctx, { channel: push.channel, ...push.presence_count });
             break;
           case 'subscribe':
             assert.equal(fresh.find((e) => e.name === 'subscribed')?.ctx.channel, push.channel);

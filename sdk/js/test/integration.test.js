@@ -137,6 +137,37 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
     assert.deepEqual(Object.keys(after.clients), [a.clientId]);
   });
 
+  test('presence diffs through real sockets: 12 clients join and 6 leave at once; members and events match the server, in order per member', async () => {
+    const ch = channel();
+    const watcher = await connected();
+    const sub = await subscribed(watcher, ch, { joinLeave: true });
+    const events = [];
+    sub.on('join', (j) => events.push(['join', j.info.client]));
+    sub.on('leave', (l) => events.push(['leave', l.info.client]));
+    const others = await Promise.all(Array.from({ length: 12 }, () => connected()));
+    const subs = await Promise.all(others.map((c) => subscribed(c, ch)));
+    const leaving = others.slice(0, 6).map((c) => c.clientId);
+    subs.slice(0, 6).forEach((s) => s.unsubscribe());
+    await until(() => events.filter(([kind]) => kind === 'leave').length === 6, 5000, 'six leaves');
+    // every change once; each member's join before its leave
+    for (const c of others) {
+      const mine = events.filter(([, id]) => id === c.clientId).map(([kind]) => kind);
+      assert.deepEqual(mine, leaving.includes(c.clientId) ? ['join', 'leave'] : ['join'], c.clientId);
+    }
+    const expected = [watcher.clientId, ...others.slice(6).map((c) => c.clientId)].sort();
+    // the members map kept from diffs alone equals the server's list
+    assert.deepEqual([...sub.members.keys()].sort(), expected);
+    const listed = await sub.presence();
+    assert.deepEqual(Object.keys(listed.clients).sort(), expected);
+    // a late subscriber loads the state, then follows diffs
+    const late = await connected();
+    const lateSub = await subscribed(late, ch, { joinLeave: true });
+    await lateSub.syncMembers();
+    assert.deepEqual([...lateSub.members.keys()].sort(), [...expected, late.clientId].sort());
+    subs[6].unsubscribe();
+    await until(() => !lateSub.members.has(others[6].clientId), 5000, 'the leave reaches the late member map');
+  });
+
   test('history: limit, since, reverse, limit 0', async () => {
     const ch = channel();
     const c = await connected();

@@ -243,6 +243,41 @@ test('join and leave events; sub.publish/presence/history go to the channel', as
   assert.deepEqual(await sub.history({ limit: 2 }), { echo: { channel: 'room', limit: 2 } });
 });
 
+test('presence_diff: one event per change in order, members kept; syncMembers lets newer diffs win', async (t) => {
+  let presenceReply = null;
+  const { client, WS } = await setup(t, scripted({
+    onOther: (f, s) => {
+      if (f.presence) presenceReply = (clients) => s.push({ id: f.id, presence: { clients } });
+    },
+  }));
+  const sub = client.newSubscription('room', { joinLeave: true });
+  sub.subscribe();
+  await sub.ready(1000);
+  const events = [];
+  sub.on('join', (j) => events.push(['join', j.info.client]));
+  sub.on('leave', (l) => events.push(['leave', l.info.client]));
+  WS.last().push({ push: { channel: 'room', presence_diff: { changes: [
+    { join: { client: 'a', user: 'ua' } }, { join: { client: 'b', user: 'ub' } }, { leave: { client: 'a', user: 'ua' } },
+  ] } } });
+  await until(() => events.length === 3, 1000, 'three events');
+  assert.deepEqual(events, [['join', 'a'], ['join', 'b'], ['leave', 'a']]);
+  assert.deepEqual([...sub.members.keys()], ['b']);
+  const synced = sub.syncMembers();
+  await until(() => presenceReply, 1000, 'the presence command');
+  // b leaves and c joins after the list was asked for: the list (older) must not undo that
+  WS.last().push({ push: { channel: 'room', presence_diff: { changes: [
+    { leave: { client: 'b', user: 'ub' } }, { join: { client: 'c', user: 'uc' } },
+  ] } } });
+  await until(() => events.length === 5, 1000, 'five events');
+  presenceReply({ b: { user: 'ub' }, d: { user: 'ud' } });
+  const members = await synced;
+  assert.deepEqual([...members.keys()].sort(), ['c', 'd']);
+  assert.deepEqual(members.get('d'), { client: 'd', user: 'ud' });
+  const count = nextEvent(sub, 'count');
+  WS.last().push({ push: { channel: 'room', presence_count: { num_clients: 1500, num_users: 1200 } } });
+  assert.deepEqual(await count, { channel: 'room', num_clients: 1500, num_users: 1200 });
+});
+
 test('registry: getSubscription, duplicate channel throws, removeSubscription unsubscribes', async (t) => {
   const { client, WS } = await setup(t, scripted());
   const sub = client.newSubscription('x');

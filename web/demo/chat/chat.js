@@ -111,6 +111,8 @@ class Room {
   constructor(name) {
     this.name = name;
     this.chat = null;
+    /** client id -> info: the chat subscription's member map (set with the subscription) */
+    this.members = new Map();
     this.meta = null;
     /** message records in display order */
     this.messages = [];
@@ -119,8 +121,6 @@ class Room {
     /** bumped when the stream was lost (new epoch): orders old messages before new ones */
     this.era = 0;
     this.unread = 0;
-    /** client id -> true, from presence and join/leave */
-    this.members = new Map();
     /** client id -> {name, until} */
     this.typers = new Map();
     this.historyLoaded = false;
@@ -217,6 +217,9 @@ function addRoom(name, save = true) {
   state.rooms.set(name, room);
 
   room.chat = client.newSubscription(`chat:${name}`, { joinLeave: true });
+  // the online list: the SDK keeps it from the server's presence diffs (batched joins and
+  // leaves) after syncMembers() loaded who was there
+  room.members = room.chat.members;
   room.chat.on('subscribed', (ctx) => onChatSubscribed(room, ctx));
   room.chat.on('publication', (ctx) => onChatPublication(room, ctx));
   room.chat.on('join', (ctx) => onJoin(room, ctx.info));
@@ -462,7 +465,7 @@ function onMetaPublication(room, ctx) {
   if (name) learnName(sender, name);
   if (d.type === 'hello') {
     if (!room.members.has(sender)) {
-      room.members.set(sender, true);
+      room.members.set(sender, { client: sender });
       if (room.name === state.active) renderOnline();
     }
     // answer a newcomer with our own name, a little later so a crowd does not answer at once
@@ -514,15 +517,12 @@ function nameFromInfo(info) {
 
 async function loadPresence(room) {
   try {
-    const res = await room.chat.presence();
-    const members = new Map();
-    for (const [client, info] of Object.entries(res.clients ?? {})) {
-      members.set(client, true);
+    // joins and leaves that arrive while the list loads are newer and win (the SDK sees to it)
+    const members = await room.chat.syncMembers();
+    for (const [client, info] of members) {
       const n = nameFromInfo(info);
       if (n) learnName(client, n);
     }
-    if (state.clientId) members.set(state.clientId, true);
-    room.members = members;
     if (room.name === state.active) renderOnline();
   } catch (err) {
     console.warn('[chat] presence failed', room.name, err?.message);
@@ -531,7 +531,6 @@ async function loadPresence(room) {
 
 function onJoin(room, info) {
   if (!info?.client) return;
-  room.members.set(info.client, true);
   const n = nameFromInfo(info);
   if (n) learnName(info.client, n);
   if (room.name === state.active) renderOnline();
@@ -539,7 +538,6 @@ function onJoin(room, info) {
 
 function onLeave(room, info) {
   if (!info?.client) return;
-  room.members.delete(info.client);
   clearTyper(room, info.client);
   if (room.name === state.active) renderOnline();
 }

@@ -51,12 +51,17 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<()> {
         let _ = workers::hear().await;
         return Ok(());
     }
-    let (parts, cpu, rss) = if args.workers.is_parent() {
+    // Setting up (every subscriber connected and subscribed) is measured on its own: with
+    // presence and join/leave on, it is where a big channel's cost shows.
+    let setup_cpu0 = args.server_pid.map(stats::cpu_seconds).transpose()?;
+    let setup_started = Instant::now();
+    let (parts, cpu, rss, setup_s, setup_cpu1) = if args.workers.is_parent() {
         let mut pool = Workers::spawn(args.workers.workers)?;
         let bar = stats::progress(0, "workers connecting", args.json);
         bar.enable_steady_tick(Duration::from_millis(200));
         pool.expect("READY").await?;
         bar.finish_and_clear();
+        let setup_s = setup_started.elapsed().as_secs_f64();
         let cpu0 = args.server_pid.map(stats::cpu_seconds).transpose()?;
         pool.tell("GO")?;
         let bar = publishing_bar(&args);
@@ -69,18 +74,23 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<()> {
             .iter()
             .map(|l| serde_json::from_str::<Part>(l).context("bad worker result"))
             .collect::<Result<Vec<_>>>()?;
-        (parts, cpu0.zip(cpu1).map(|(a, b)| b - a), rss)
+        let cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
+        (parts, cpu, rss, setup_s, cpu0)
     } else {
         let prepared = prepare(&args).await?;
+        let setup_s = setup_started.elapsed().as_secs_f64();
         let cpu0 = args.server_pid.map(stats::cpu_seconds).transpose()?;
         let bar = publishing_bar(&args);
         let part = prepared.run(&args).await?;
         bar.finish_and_clear();
         let cpu1 = args.server_pid.map(stats::cpu_seconds).transpose()?;
         let rss = args.server_pid.map(stats::rss_kib).transpose()?;
-        (vec![part], cpu0.zip(cpu1).map(|(a, b)| b - a), rss)
+        let cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
+        (vec![part], cpu, rss, setup_s, cpu0)
     };
-    let report = report::merge(&args, &parts, cpu, rss)?;
+    let mut report = report::merge(&args, &parts, cpu, rss)?;
+    report.setup_s = setup_s;
+    report.setup_server_cpu_s = setup_cpu0.zip(setup_cpu1).map(|(a, b)| b - a);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -59,6 +59,10 @@ pub(super) struct FanoutReport {
     deliveries_per_s: f64,
     expected_deliveries_per_s: f64,
     latency: Latency,
+    /// Seconds until every subscriber was connected and subscribed.
+    pub(super) setup_s: f64,
+    /// Server CPU seconds spent meanwhile (with `--server-pid`).
+    pub(super) setup_server_cpu_s: Option<f64>,
     server_cpu_s: Option<f64>,
     server_cpu_s_per_million_deliveries: Option<f64>,
     server_rss_kib: Option<u64>,
@@ -106,6 +110,8 @@ pub(super) fn merge(
         deliveries_per_s: 0.0,
         expected_deliveries_per_s: 0.0,
         latency: Latency::default(),
+        setup_s: 0.0,
+        setup_server_cpu_s: None,
         server_cpu_s: cpu,
         server_cpu_s_per_million_deliveries: None,
         server_rss_kib: rss,
@@ -197,6 +203,13 @@ pub(super) fn print_table(r: &FanoutReport) {
         ),
         ("latency", r.latency.row()),
     ];
+    rows.push((
+        "setup",
+        match r.setup_server_cpu_s {
+            Some(cpu) => format!("{:.2} s, server CPU {cpu:.2} s", r.setup_s),
+            None => format!("{:.2} s", r.setup_s),
+        },
+    ));
     match (r.server_cpu_s, r.server_cpu_s_per_million_deliveries) {
         (Some(cpu), Some(per)) => {
             rows.push(("server CPU", format!("{cpu:.2} s")));

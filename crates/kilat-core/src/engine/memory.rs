@@ -411,8 +411,15 @@ impl PresenceStore for MemoryPresence {
 
     fn stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<PresenceStats, EngineError>> {
         Box::pin(async move {
-            let entries = self.live(channel);
-            let users: HashSet<&str> = entries.iter().map(|i| i.user.as_str()).collect();
+            // Counted in place, without copying the entries (a big channel's counts are read
+            // once per join/leave window above `presence_diff_max`).
+            let now = Instant::now();
+            let mut map = lock(self.shard(channel));
+            let Some(entries) = map.get_mut(channel) else {
+                return Ok(PresenceStats::default());
+            };
+            entries.retain(|entry| entry.expires > now);
+            let users: HashSet<&str> = entries.iter().map(|e| e.info.user.as_str()).collect();
             Ok(PresenceStats {
                 num_clients: u32::try_from(entries.len()).unwrap_or(u32::MAX),
                 num_users: u32::try_from(users.len()).unwrap_or(u32::MAX),

@@ -3,20 +3,26 @@
 //! on a timer.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use kilat_protocol::push::encode_publication;
+use kilat_protocol::push::{PresenceCount, encode_publication, encode_push_kind};
 use kilat_protocol::{ClientInfo, Publication, SharedFrame};
 use serde::Serialize;
 
-use crate::engine::{Broker, BrokerHandler, HistoryQuery};
-use crate::hub::{Hub, Repair, Window};
+use crate::engine::{Broker, BrokerHandler, HistoryQuery, PresenceStore};
+use crate::hub::{DiffEnd, Hub, Repair, Window};
 use crate::tasks::Tasks;
+
+/// Above `presence_diff_max`, how often a channel with joins or leaves sends its counts.
+pub(crate) const PRESENCE_COUNT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Receives the broker's deliveries and fans them out through the hub.
 pub(super) struct HubHandler {
     hub: Arc<Hub>,
     /// For gap repairs (weak: the broker owns this handler).
     broker: Weak<dyn Broker>,
+    /// For the counts sent instead of diffs above `presence_diff_max`.
+    presence: Arc<dyn PresenceStore>,
     /// The node's tracker, for the repair and window tasks.
     tasks: Tasks,
 }
@@ -51,50 +57,111 @@ impl BrokerHandler for HubHandler {
             self.spawn_repair(repair);
         }
         if let Some(window) = delivered.window {
-            self.spawn_window(channel, window);
+            let hub = self.hub.clone();
+            self.spawn_window(channel, window, move |channel, id| {
+                hub.end_window(channel, id)
+            });
         }
     }
 
     fn on_join_leave(&self, channel: &str, info: &ClientInfo, join: bool) {
         let kind = if join { "join" } else { "leave" };
-        self.hub.deliver_join_leave(channel, || {
+        let window = self.hub.deliver_join_leave(channel, info, join, || {
             SharedFrame::new(kilat_protocol::push::encode_push_kind(
                 Some(channel),
                 kind,
                 &JoinLeaveRef { info },
             ))
         });
+        if let Some(window) = window {
+            self.spawn_diff_window(channel, window);
+        }
     }
 }
 
 impl HubHandler {
     /// A handler delivering into `hub`, reading gap repairs from `broker`'s history.
-    pub(super) fn new(hub: Arc<Hub>, broker: &Arc<dyn Broker>, tasks: Tasks) -> Self {
+    pub(super) fn new(
+        hub: Arc<Hub>,
+        broker: &Arc<dyn Broker>,
+        presence: Arc<dyn PresenceStore>,
+        tasks: Tasks,
+    ) -> Self {
         HubHandler {
             hub,
             broker: Arc::downgrade(broker),
+            presence,
             tasks,
         }
     }
 
-    /// Ends a conflated channel's window after its length, and each following window, until
-    /// one passes with nothing to send.
-    fn spawn_window(&self, channel: &str, window: Window) {
+    /// Ends a channel's join/leave window after its length, and each following window, until
+    /// one passes with nothing new; above `presence_diff_max` each window sends the channel's
+    /// counts from the presence store instead of the changes.
+    fn spawn_diff_window(&self, channel: &str, window: Window) {
         let hub = self.hub.clone();
+        let presence = self.presence.clone();
         let owned = channel.to_owned();
         let started = self.tasks.spawn(async move {
             let channel = owned;
+            let mut wait = window.length;
             loop {
-                // The window's length is the conflation interval itself, not a wait for an event.
+                // The window's length is the batching interval itself, not a wait for an event.
+                tokio::time::sleep(wait).await;
+                match hub.end_diff_window(&channel, window.id) {
+                    DiffEnd::Closed => break,
+                    DiffEnd::Sent => wait = window.length,
+                    DiffEnd::Count => {
+                        // Counts go out at most once per PRESENCE_COUNT_INTERVAL: each one is a
+                        // push to every member.
+                        wait = PRESENCE_COUNT_INTERVAL.max(window.length);
+                        match presence.stats(&channel).await {
+                            Ok(stats) => hub.deliver_presence_count(&channel, || {
+                                SharedFrame::new(encode_push_kind(
+                                    Some(&channel),
+                                    "presence_count",
+                                    &PresenceCount {
+                                        num_clients: stats.num_clients,
+                                        num_users: stats.num_users,
+                                    },
+                                ))
+                            }),
+                            Err(error) => tracing::warn!(%error, channel, "presence count failed"),
+                        }
+                    }
+                }
+            }
+        });
+        if !started {
+            // Nothing could end the window later: flush what can be sent now.
+            while self.hub.end_diff_window(channel, window.id) == DiffEnd::Sent {}
+        }
+    }
+
+    /// Ends a window (conflation or join/leave batching) after its length with `end`, and each
+    /// following window, until one passes with nothing to send (`end` returns false).
+    fn spawn_window(
+        &self,
+        channel: &str,
+        window: Window,
+        end: impl Fn(&str, u64) -> bool + Send + Sync + 'static,
+    ) {
+        let owned = channel.to_owned();
+        let end = Arc::new(end);
+        let end_later = end.clone();
+        let started = self.tasks.spawn(async move {
+            let channel = owned;
+            loop {
+                // The window's length is the batching interval itself, not a wait for an event.
                 tokio::time::sleep(window.length).await;
-                if !hub.end_window(&channel, window.id) {
+                if !end_later(&channel, window.id) {
                     break;
                 }
             }
         });
         if !started {
-            // Nothing could end the window later: close it now (no conflation without a runtime).
-            self.hub.end_window(channel, window.id);
+            // Nothing could end the window later: flush and close it now.
+            while end(channel, window.id) {}
         }
     }
 

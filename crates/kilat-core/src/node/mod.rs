@@ -120,6 +120,7 @@ impl Node {
         broker.set_handler(Arc::new(HubHandler::new(
             hub.clone(),
             &broker,
+            presence.clone(),
             tasks.clone(),
         )));
         let channel_rates =

@@ -11,7 +11,7 @@ use super::Node;
 use crate::config::NamespaceOptions;
 use crate::engine::JoinLeave;
 use crate::error::CoreError;
-use crate::hub::{Conflate, GoLive};
+use crate::hub::{Conflate, GoLive, Windows};
 use crate::outbox::Outbox;
 use crate::recovery::{Recovery, outcome};
 use crate::subscriptions::SubState;
@@ -36,17 +36,22 @@ impl Node {
         recovery: &Recovery,
     ) -> Result<Prepared, CoreError> {
         let recoverable = ns.has_history();
-        let conflate = (ns.conflate_ms > 0).then(|| Conflate {
-            length: Duration::from_millis(ns.conflate_ms),
-            key: ns.conflate_key.as_deref().map(Box::from),
-        });
+        let windows = Windows {
+            conflate: (ns.conflate_ms > 0).then(|| Conflate {
+                length: Duration::from_millis(ns.conflate_ms),
+                key: ns.conflate_key.as_deref().map(Box::from),
+            }),
+            presence_diff: (ns.join_leave && ns.presence_diff_ms > 0)
+                .then(|| Duration::from_millis(ns.presence_diff_ms)),
+            presence_diff_max: ns.presence_diff_max,
+        };
         self.inner.hub.add(
             channel,
             key,
             outbox.clone(),
             join_leave,
             recoverable,
-            conflate,
+            windows,
         );
         let read = async {
             // Every time, not only for the first local subscriber: the engine call is

@@ -16,6 +16,8 @@ mod engine;
 mod lifecycle;
 /// Presence, join/leave and their cleanup.
 mod presence;
+/// Join/leave as batched `presence_diff` pushes: a property test.
+mod presence_diff;
 /// Property test: random interleavings keep the delivery guarantee.
 mod property;
 /// Subscribe with recovery, `connect.subs`, positions and epochs.

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use kilat_core::{Node, NodeConfig};
+use kilat_core::{NamespaceOptions, Node, NodeConfig};
 use serde_json::json;
 
 use crate::support::*;
@@ -28,16 +28,57 @@ async fn presence_lists_subscribers_and_counts_users() {
     );
 }
 
-#[tokio::test]
-async fn join_and_leave_are_pushed_to_subscribers() {
+#[tokio::test(start_paused = true)]
+async fn join_and_leave_are_pushed_to_subscribers_as_diffs() {
     let node = dev_node();
     let mut a = Client::new(&node);
     let mut b = Client::new(&node);
     a.connect().await;
     b.connect().await;
     a.call("subscribe", json!({"channel": "p"})).await;
-    a.frames();
+    let a_id = a.session().client().expect("connected").client.clone();
     b.call("subscribe", json!({"channel": "p"})).await;
+    let b_id = b.session().client().expect("connected").client.clone();
+    b.close().await;
+    let frames = a
+        .frames_until(|f| presence_changes(f, "p").len() == 3)
+        .await;
+    assert_eq!(
+        presence_changes(&frames, "p"),
+        [(a_id, true), (b_id.clone(), true), (b_id.clone(), false)]
+    );
+    let diffs: Vec<_> = frames
+        .iter()
+        .filter(|f| f["push"]["presence_diff"].is_object())
+        .collect();
+    assert_eq!(
+        diffs.len(),
+        2,
+        "the first change at once, the next two in one window: {frames:?}"
+    );
+    assert_eq!(
+        diffs[1]["push"]["presence_diff"]["changes"][0]["join"]["client"],
+        json!(b_id)
+    );
+    assert!(frames.iter().all(|f| f["push"].get("join").is_none()));
+}
+
+#[tokio::test]
+async fn presence_diff_ms_zero_keeps_single_join_and_leave_pushes() {
+    let node = node_with(
+        "p",
+        NamespaceOptions {
+            presence_diff_ms: 0,
+            ..NamespaceOptions::dev()
+        },
+    );
+    let mut a = Client::new(&node);
+    let mut b = Client::new(&node);
+    a.connect().await;
+    b.connect().await;
+    a.call("subscribe", json!({"channel": "p:x"})).await;
+    a.frames();
+    b.call("subscribe", json!({"channel": "p:x"})).await;
     let b_id = b.session().client().expect("connected").client.clone();
     let joins: Vec<_> = a
         .frames()
@@ -45,7 +86,7 @@ async fn join_and_leave_are_pushed_to_subscribers() {
         .filter(|f| f["push"]["join"].is_object())
         .collect();
     assert_eq!(joins.len(), 1);
-    assert_eq!(joins[0]["push"]["channel"], json!("p"));
+    assert_eq!(joins[0]["push"]["channel"], json!("p:x"));
     assert_eq!(joins[0]["push"]["join"]["info"]["client"], json!(b_id));
     b.close().await;
     let leaves: Vec<_> = a
@@ -57,17 +98,25 @@ async fn join_and_leave_are_pushed_to_subscribers() {
     assert_eq!(leaves[0]["push"]["leave"]["info"]["client"], json!(b_id));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn join_leave_can_be_declined_per_subscription() {
     let node = dev_node();
     let mut a = Client::new(&node);
     let mut b = Client::new(&node);
+    let mut c = Client::new(&node);
     a.connect().await;
     b.connect().await;
+    c.connect().await;
     a.call("subscribe", json!({"channel": "p", "join_leave": false}))
         .await;
+    c.call("subscribe", json!({"channel": "p"})).await;
     b.call("subscribe", json!({"channel": "p"})).await;
-    assert!(a.frames().iter().all(|f| !f["push"]["join"].is_object()));
+    b.close().await;
+    // c wants them: once c has b's leave, every diff that a could have got went out.
+    c.frames_until(|f| presence_changes(f, "p").iter().any(|(_, join)| !join))
+        .await;
+    let frames = a.frames();
+    assert!(presence_changes(&frames, "p").is_empty(), "{frames:?}");
 }
 
 #[tokio::test]
@@ -125,5 +174,43 @@ async fn presence_survives_via_ping_refresh_and_expires_without_it() {
     assert_eq!(
         node.presence_stats("p").await.expect("stats").num_clients,
         0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn above_presence_diff_max_subscribers_get_counts_instead_of_changes() {
+    let node = node_with(
+        "big",
+        NamespaceOptions {
+            presence_diff_max: 2,
+            ..NamespaceOptions::dev()
+        },
+    );
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::new(&node)).collect();
+    for c in &mut clients {
+        c.connect().await;
+        c.call("subscribe", json!({"channel": "big:x"})).await;
+    }
+    let count = |frames: &[serde_json::Value]| {
+        frames
+            .iter()
+            .rev()
+            .find_map(|f| f["push"]["presence_count"]["num_clients"].as_u64())
+    };
+    let frames = clients[0].frames_until(|f| count(f) == Some(4)).await;
+    // The first join went out at once; the other three joined within its window, which ended
+    // with the channel above the limit: counted, not listed.
+    assert_eq!(presence_changes(&frames, "big:x").len(), 1, "{frames:?}");
+    // A leave above the limit is counted too.
+    let mut gone = clients.pop().expect("four clients");
+    gone.close().await;
+    let frames = clients[0].frames_until(|f| count(f) == Some(3)).await;
+    assert!(presence_changes(&frames, "big:x").is_empty(), "{frames:?}");
+    assert_eq!(
+        frames
+            .iter()
+            .rev()
+            .find_map(|f| f["push"]["presence_count"]["num_users"].as_u64()),
+        Some(1)
     );
 }

@@ -83,6 +83,22 @@ impl Client {
         out
     }
 
+    /// Waits (bounded) for queued frames until `done` holds for everything collected, and
+    /// returns it all. Fails the test when `done` never holds.
+    pub(crate) async fn frames_until(&mut self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let mut seen = self.frames();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done(&seen) {
+            let ready = tokio::time::timeout_at(deadline, self.outbox.ready()).await;
+            assert!(
+                ready.is_ok(),
+                "frames never satisfied the condition: {seen:?}"
+            );
+            seen.extend(self.frames());
+        }
+        seen
+    }
+
     /// The pending close, if any.
     pub(crate) fn close_reason(&self) -> Option<Disconnect> {
         let mut batch = Vec::new();
@@ -113,6 +129,32 @@ pub(crate) fn node_with(ns: &str, options: NamespaceOptions) -> Node {
     };
     config.namespaces.insert(ns.to_owned(), options);
     Node::new(config)
+}
+
+/// The presence changes in `frames` for `channel`, flattened from `presence_diff` pushes (and
+/// single `join`/`leave` pushes) in order: `(client, true)` for a join.
+pub(crate) fn presence_changes(frames: &[Value], channel: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    for push in frames.iter().map(|f| &f["push"]) {
+        if push["channel"] != json!(channel) {
+            continue;
+        }
+        if let Some(changes) = push["presence_diff"]["changes"].as_array() {
+            for change in changes {
+                let (info, join) = match change.get("join") {
+                    Some(info) => (info, true),
+                    None => (&change["leave"], false),
+                };
+                let client = info["client"].as_str().expect("client id");
+                out.push((client.to_owned(), join));
+            }
+        } else if let Some(info) = push["join"]["info"]["client"].as_str() {
+            out.push((info.to_owned(), true));
+        } else if let Some(info) = push["leave"]["info"]["client"].as_str() {
+            out.push((info.to_owned(), false));
+        }
+    }
+    out
 }
 
 /// Publications (`push.pub`) in `frames` for `channel`, as (offset, data).

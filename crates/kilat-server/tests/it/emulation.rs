@@ -196,10 +196,10 @@ async fn round_trip(sse: bool, second: bool) -> hyper::HeaderMap {
     .expect("publish");
     let reply = next_json(&mut ws).await;
     assert!(reply.get("error").is_none(), "{reply}");
-    // Join pushes (dev mode has join/leave on) may come first; the publication must follow.
+    // Join diffs (dev mode has join/leave on) may come first; the publication must follow.
     let push = loop {
         let frame = stream.next().await;
-        if frame["push"].get("join").is_none() {
+        if frame["push"].get("join").is_none() && frame["push"].get("presence_diff").is_none() {
             break frame;
         }
     };

@@ -12,7 +12,10 @@ async fn next_non_presence_on(stream: &mut Stream) -> serde_json::Value {
     loop {
         let frame = stream.next().await;
         let push = &frame["push"];
-        if push.get("join").is_none() && push.get("leave").is_none() {
+        if push.get("join").is_none()
+            && push.get("leave").is_none()
+            && push.get("presence_diff").is_none()
+        {
             return frame;
         }
     }

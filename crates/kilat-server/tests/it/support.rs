@@ -102,12 +102,15 @@ where
     }
 }
 
-/// The next frame that is neither a ping nor a join/leave push.
+/// The next frame that is neither a ping nor a join/leave push (single or `presence_diff`).
 pub(crate) async fn next_non_presence(ws: &mut Client) -> serde_json::Value {
     loop {
         let frame = next_json(ws).await;
         let push = &frame["push"];
-        if push.get("join").is_none() && push.get("leave").is_none() {
+        if push.get("join").is_none()
+            && push.get("leave").is_none()
+            && push.get("presence_diff").is_none()
+        {
             return frame;
         }
     }
