@@ -223,6 +223,13 @@ impl Hub {
         first
     }
 
+    /// How many local subscribers `channel` has.
+    pub(crate) fn subscriber_count(&self, channel: &str) -> usize {
+        lock(self.shard(channel))
+            .get(channel)
+            .map_or(0, |entry| entry.subs.len())
+    }
+
     /// Whether `channel` has local subscribers.
     pub(crate) fn channel_names_contains(&self, channel: &str) -> bool {
         lock(self.shard(channel)).contains_key(channel)

@@ -51,6 +51,34 @@ pub(crate) trait Wire {
     async fn close(&mut self, disconnect: &Disconnect);
 }
 
+/// What a connection's bytes mean: kilat's own protocol ([`Session`]) or an adapter that speaks
+/// another protocol on top of a session (`pusher::ws`).
+pub(crate) trait Handler {
+    /// One client message; `Err` closes the connection with that disconnect.
+    async fn handle_message(&mut self, text: &[u8]) -> Result<(), Disconnect>;
+    /// Runs the timers due at `now`.
+    fn on_timer(&mut self, now: tokio::time::Instant) -> Result<(), Disconnect>;
+    /// When [`Handler::on_timer`] is due next.
+    fn next_deadline(&self) -> tokio::time::Instant;
+    /// Cleans up the hub side once the connection is over.
+    async fn close(self);
+}
+
+impl Handler for Session {
+    async fn handle_message(&mut self, text: &[u8]) -> Result<(), Disconnect> {
+        Session::handle_message(self, text).await
+    }
+    fn on_timer(&mut self, now: tokio::time::Instant) -> Result<(), Disconnect> {
+        Session::on_timer(self, now)
+    }
+    fn next_deadline(&self) -> tokio::time::Instant {
+        Session::next_deadline(self)
+    }
+    async fn close(self) {
+        Session::close(self).await;
+    }
+}
+
 /// Runs `session` over `wire` until either side ends the connection, then cleans up the session.
 ///
 /// Not an `async fn`: an `async fn` keeps its arguments in its future twice, once as arguments
@@ -59,7 +87,7 @@ pub(crate) trait Wire {
 #[allow(clippy::manual_async_fn)] // on purpose, see above
 pub(crate) fn drive(
     mut wire: impl Wire,
-    mut session: Session,
+    mut session: impl Handler,
     outbox: Outbox,
 ) -> impl Future<Output = ()> {
     async move {
@@ -125,7 +153,7 @@ pub(crate) fn drive(
 /// Flushes what is queued, tells the client why it is closed, and cleans up the session.
 async fn finish(
     mut wire: impl Wire,
-    session: Session,
+    session: impl Handler,
     outbox: Outbox,
     mut batch: Vec<SharedFrame>,
     close: Option<Disconnect>,

@@ -46,6 +46,7 @@ pub mod listener;
 mod metrics;
 mod origin;
 pub mod proxy;
+pub mod pusher;
 mod router;
 mod websocket;
 
@@ -123,6 +124,8 @@ pub(crate) struct AppState {
     pub(crate) cluster: engine::Cluster,
     /// Which unauthenticated extras the router serves (`server.metrics`, `server.ui`).
     pub(crate) exposed: Exposed,
+    /// The Pusher Channels apps (`[[pusher.apps]]`, docs/pusher.md).
+    pub(crate) pusher: Arc<pusher::Pusher>,
 }
 
 /// The endpoints served without authentication that a deployment may switch off.
@@ -231,7 +234,15 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     let max_connections = check_open_files(config.server.max_connections);
-    let (node, cluster) = engine::start(&config.engine, config.node.clone()).await?;
+    let pusher_apps = config.pusher.apps(config.node.dev);
+    let mut node_config = config.node.clone();
+    for app in &pusher_apps {
+        node_config
+            .namespaces
+            .entry(app.namespace())
+            .or_insert_with(pusher::namespace_options);
+    }
+    let (node, cluster) = engine::start(&config.engine, node_config).await?;
     if let Some(token) = &config.token {
         let verifier = kilat_auth::Verifier::new(token)?;
         let warm = verifier.clone();
@@ -270,6 +281,10 @@ pub async fn run(
             metrics: config.server.metrics,
             ui: config.server.ui,
         },
+        pusher: Arc::new(pusher::Pusher::new(
+            pusher_apps,
+            &config.websocket.transport(),
+        )),
     };
     log_origins(&config, &state.origins);
     tokio::spawn(heartbeat(cluster.registry.clone(), state.clone()));

@@ -26,6 +26,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/favicon.svg", get(assets::favicon));
     // Both are served without authentication; a deployment can switch them off
     // (docs/security.md, "Public endpoints").
+    if !state.pusher.is_empty() {
+        router = router.merge(crate::pusher::routes());
+    }
     if state.exposed.metrics {
         router = router.route("/metrics", get(metrics_text));
     }
@@ -95,6 +98,10 @@ mod tests {
                 metrics: true,
                 ui: true,
             },
+            pusher: Arc::new(crate::pusher::Pusher::new(
+                Vec::new(),
+                &kilat_transport::ws::WsConfig::default(),
+            )),
         }
     }
 

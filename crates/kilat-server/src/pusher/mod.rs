@@ -1,0 +1,106 @@
+//! The Pusher Channels protocol on kilat (docs/pusher.md): pusher-js and Laravel Echo connect to
+//! `/app/{key}` (`ws.rs`), the Pusher server SDKs call `/apps/{app_id}/...` (`api.rs`), both
+//! signed with the app's secret (`auth.rs`). Each app's channels are kilat channels in the
+//! namespace `pusher.<app id>`, so apps never mix and the hub's presence, limits and fan-out
+//! apply unchanged.
+
+pub(crate) mod api;
+pub(crate) mod auth;
+pub mod config;
+pub(crate) mod protocol;
+pub(crate) mod ws;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use kilat_core::{AllowPublish, AllowSubscribe, NamespaceOptions};
+
+pub use config::{PusherApp, PusherConfig, PusherLimits};
+use protocol::ChannelKind;
+
+use crate::AppState;
+
+/// One app being served.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) config: PusherApp,
+    /// `pusher.<id>`.
+    pub(crate) namespace: String,
+}
+
+impl App {
+    /// The kilat channel of a Pusher channel: `pusher.<id>:<name>`; a user's
+    /// `#server-to-user-<id>` becomes `pusher.<app>:#<id>`.
+    pub(crate) fn native_channel(&self, channel: &str, kind: ChannelKind) -> String {
+        match kind {
+            ChannelKind::User => format!(
+                "{}:#{}",
+                self.namespace,
+                channel.trim_start_matches(protocol::USER_CHANNEL_PREFIX)
+            ),
+            _ => format!("{}:{channel}", self.namespace),
+        }
+    }
+}
+
+/// The apps and the WebSocket settings of the Pusher endpoint.
+#[derive(Debug)]
+pub(crate) struct Pusher {
+    apps: Vec<Arc<App>>,
+    /// Like `/connection/websocket`'s, without permessage-deflate: the Pusher frames are
+    /// translated from the hub's JSON and cached uncompressed (one encoding per frame).
+    pub(crate) ws: Arc<kilat_transport::ws::WsConfig>,
+}
+
+impl Pusher {
+    pub(crate) fn new(apps: Vec<PusherApp>, ws: &kilat_transport::ws::WsConfig) -> Self {
+        let mut ws = ws.clone();
+        ws.deflate = false;
+        Pusher {
+            apps: apps
+                .into_iter()
+                .map(|config| {
+                    Arc::new(App {
+                        namespace: config.namespace(),
+                        config,
+                    })
+                })
+                .collect(),
+            ws: Arc::new(ws),
+        }
+    }
+
+    pub(crate) fn by_key(&self, key: &str) -> Option<&Arc<App>> {
+        self.apps.iter().find(|app| app.config.key == key)
+    }
+
+    pub(crate) fn by_id(&self, id: &str) -> Option<&Arc<App>> {
+        self.apps.iter().find(|app| app.config.id == id)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+}
+
+/// The namespace options of an app's channels, unless configured: presence and join/leave for
+/// `presence-` channels, no history, and closed to kilat's own clients (subscribe needs a
+/// subscription token, publish only through an API) so nothing skips the Pusher
+/// authorisation. Added to `node.namespaces` before the node starts.
+pub fn namespace_options() -> NamespaceOptions {
+    NamespaceOptions {
+        presence: true,
+        join_leave: true,
+        allow_subscribe: AllowSubscribe::Token,
+        allow_publish: AllowPublish::None,
+        ..NamespaceOptions::default()
+    }
+}
+
+/// The Pusher routes (served only when at least one app is configured).
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/app/{key}", get(ws::upgrade))
+        .route("/apps/{app_id}/{*rest}", get(api::call).post(api::call))
+}
