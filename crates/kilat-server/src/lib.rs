@@ -60,6 +60,19 @@ pub mod fuzzing {
         crate::front::classify_for_fuzzing(bytes)
     }
 
+    /// Decodes one client message of the Pusher protocol and, when it is a subscription, checks
+    /// its channel name; translates `data` as if the hub had sent it to Pusher clients. Returns
+    /// whether the message decoded. Must never panic.
+    pub fn pusher_message(data: &[u8]) -> bool {
+        if let Ok(crate::pusher::protocol::ClientMessage::Subscribe { channel, .. }) =
+            crate::pusher::protocol::decode(data)
+        {
+            let _ = crate::pusher::protocol::channel_kind(&channel);
+        }
+        let _ = crate::pusher::protocol::translate(data);
+        crate::pusher::protocol::decode(data).is_ok()
+    }
+
     /// Checks `origin` against a dev-mode policy on a loopback listener and against one with a
     /// public URL and allowed patterns; returns both verdicts. Must never panic.
     pub fn origin(origin: &str, public_url: &str, pattern: &str) -> (bool, bool) {

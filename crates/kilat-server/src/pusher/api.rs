@@ -192,7 +192,7 @@ async fn publish(
     for channel in channels {
         let raw = RawValue::from_string(text.clone())
             .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        state.node.publish(channel, raw.into()).await.map_err(|e| {
+        state.node.publish(channel, raw).await.map_err(|e| {
             let error = e.to_client_error();
             let status = StatusCode::from_u16(u16::try_from(error.code).unwrap_or(500))
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

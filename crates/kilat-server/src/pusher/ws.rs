@@ -153,6 +153,8 @@ impl Ident {
     }
 }
 
+/// Not an `async fn`, like `driver::drive`: the arguments would be kept in the future twice.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
 fn serve<IO>(
     mut conn: WsConnection<IO>,
     node: Node,
@@ -324,13 +326,13 @@ impl PusherConn {
     /// first user it was given.
     fn identify(&mut self, user_id: &str, info: Option<Box<RawValue>>) -> Result<(), Refusal> {
         let user = format!("{}:{user_id}", self.app.namespace);
-        if let Some(known) = self.ident.user.get() {
-            if **known != *user {
-                return Err((
-                    Some(4009),
-                    "this connection already belongs to another user".into(),
-                ));
-            }
+        if let Some(known) = self.ident.user.get()
+            && **known != *user
+        {
+            return Err((
+                Some(4009),
+                "this connection already belongs to another user".into(),
+            ));
         }
         self.session
             .set_user(&user, info)
@@ -398,7 +400,7 @@ impl PusherConn {
             let mut members: BTreeMap<String, Option<Box<RawValue>>> = BTreeMap::new();
             for entry in present.clients.into_values() {
                 if let Some(id) = entry.user.strip_prefix(&prefix) {
-                    members.insert(id.to_owned(), entry.info.map(|i| i.into()));
+                    members.insert(id.to_owned(), entry.info);
                 }
             }
             let own = self
@@ -558,7 +560,7 @@ impl PusherConn {
         let raw = serde_json::to_string(&published).map_err(|e| (None, e.to_string()))?;
         let raw = RawValue::from_string(raw).map_err(|e| (None, e.to_string()))?;
         self.session
-            .publish_granted(&native, raw.into())
+            .publish_granted(&native, raw)
             .await
             .map_err(|e| (None, e.message.to_string()))
     }
