@@ -211,3 +211,14 @@ test('the HTTP API refuses a bad signature and an old timestamp', { skip }, asyn
   assert.equal(res.status, 401);
   assert.match(await res.text(), /Timestamp expired/);
 });
+
+test('cache channels: the last event on subscribe, pusher:cache_miss when there is none', { skip }, async () => {
+  await sdk.trigger('cache-prices', 'price', { p: 1 });
+  await sdk.trigger('cache-prices', 'price', { p: 2 });
+  const c = await client();
+  const channel = c.subscribe('cache-prices');
+  assert.deepEqual(await once(channel, 'price'), { p: 2 });
+
+  const empty = c.subscribe('cache-empty');
+  await once(empty, 'pusher:cache_miss');
+});

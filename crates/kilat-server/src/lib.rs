@@ -254,6 +254,10 @@ pub async fn run(
             .namespaces
             .entry(app.namespace())
             .or_insert_with(pusher::namespace_options);
+        node_config
+            .namespaces
+            .entry(app.cache_namespace())
+            .or_insert_with(pusher::cache_namespace_options);
     }
     let (node, cluster) = engine::start(&config.engine, node_config).await?;
     if let Some(token) = &config.token {

@@ -246,16 +246,11 @@ async fn batch_events(state: &AppState, app: &App, body: &[u8]) -> Answer {
 
 /// The Pusher names of this app's occupied channels on this node.
 fn app_channels(state: &AppState, app: &App) -> Vec<String> {
-    let prefix = format!("{}:", app.namespace);
     state
         .node
         .channels()
-        .into_iter()
-        .filter_map(|native| {
-            native
-                .strip_prefix(&prefix)
-                .map(|name| protocol::pusher_channel(name).into_owned())
-        })
+        .iter()
+        .filter_map(|native| app.pusher_name(native).map(std::borrow::Cow::into_owned))
         .collect()
 }
 

@@ -101,6 +101,12 @@ impl PusherApp {
     pub fn namespace(&self) -> String {
         format!("pusher.{}", self.id)
     }
+
+    /// The kilat namespace of this app's cache channels (`cache-`, `private-cache-`,
+    /// `private-encrypted-cache-`, `presence-cache-`): the same, keeping the last event.
+    pub fn cache_namespace(&self) -> String {
+        format!("pusher.{}.cache", self.id)
+    }
 }
 
 impl PusherConfig {

@@ -27,6 +27,8 @@ pub(crate) struct App {
     pub(crate) config: PusherApp,
     /// `pusher.<id>`.
     pub(crate) namespace: String,
+    /// `pusher.<id>.cache`.
+    pub(crate) cache_namespace: String,
 }
 
 impl App {
@@ -39,8 +41,15 @@ impl App {
                 self.namespace,
                 channel.trim_start_matches(protocol::USER_CHANNEL_PREFIX)
             ),
+            _ if protocol::is_cache(channel) => format!("{}:{channel}", self.cache_namespace),
             _ => format!("{}:{channel}", self.namespace),
         }
+    }
+
+    /// The Pusher name of one of this app's kilat channels, if it is one.
+    pub(crate) fn pusher_name<'a>(&self, native: &'a str) -> Option<std::borrow::Cow<'a, str>> {
+        let (ns, name) = native.split_once(':')?;
+        (ns == self.namespace || ns == self.cache_namespace).then(|| protocol::pusher_channel(name))
     }
 }
 
@@ -63,6 +72,7 @@ impl Pusher {
                 .map(|config| {
                     Arc::new(App {
                         namespace: config.namespace(),
+                        cache_namespace: config.cache_namespace(),
                         config,
                     })
                 })
@@ -95,6 +105,16 @@ pub fn namespace_options() -> NamespaceOptions {
         allow_subscribe: AllowSubscribe::Token,
         allow_publish: AllowPublish::None,
         ..NamespaceOptions::default()
+    }
+}
+
+/// The namespace options of an app's cache channels: as [`namespace_options`], keeping the
+/// last event for 30 minutes (Pusher's cache TTL).
+pub fn cache_namespace_options() -> NamespaceOptions {
+    NamespaceOptions {
+        history_size: 1,
+        history_ttl: std::time::Duration::from_secs(30 * 60),
+        ..namespace_options()
     }
 }
 

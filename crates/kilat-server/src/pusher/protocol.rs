@@ -193,6 +193,18 @@ pub(crate) fn channel_kind(name: &str) -> Result<ChannelKind, Decoded> {
     })
 }
 
+/// Whether `name` is a cache channel (the last event is kept and sent on subscribe).
+pub(crate) fn is_cache(name: &str) -> bool {
+    [
+        "cache-",
+        "private-cache-",
+        "private-encrypted-cache-",
+        "presence-cache-",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
+}
+
 /// Whether `id` can be a user id here: 1 to 128 bytes of the characters kilat channel names
 /// allow (it becomes part of the user's kilat channel).
 pub(crate) fn valid_user_id(id: &str) -> bool {
@@ -395,7 +407,8 @@ pub(crate) fn translate_json(json: &[u8]) -> (String, Option<Vec<u8>>) {
     if !name.starts_with("presence-") {
         return (String::new(), None);
     }
-    let prefix = format!("{ns}:");
+    // Users are named in the app's namespace, also for its cache channels.
+    let prefix = format!("{}:", ns.strip_suffix(".cache").unwrap_or(ns));
     let (kind, who) = match (push.join, push.leave) {
         (Some(join), _) => ("pusher_internal:member_added", join.info),
         (None, Some(leave)) => ("pusher_internal:member_removed", leave.info),

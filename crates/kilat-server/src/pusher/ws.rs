@@ -462,8 +462,50 @@ impl PusherConn {
                 &RawValue::from_string("\"{}\"".into()).expect("a JSON string"),
             ),
         };
+        // Cache channels: the last event kept (or `pusher:cache_miss`), after the
+        // subscription succeeded. A publication racing with this read may arrive twice.
+        let cached = if protocol::is_cache(channel) {
+            Some(self.last_event(&native, channel).await)
+        } else {
+            None
+        };
         self.session.go_live_granted(join, own_frame(first)).await;
+        if let Some(cached) = cached {
+            self.outbox.push(own_frame(cached));
+        }
         Ok(())
+    }
+
+    /// The last event of a cache channel as a Pusher event, or `pusher:cache_miss`.
+    async fn last_event(&self, native: &str, channel: &str) -> Vec<u8> {
+        let last = self
+            .node
+            .history(
+                native,
+                kilat_core::HistoryOptions {
+                    limit: Some(1),
+                    since: None,
+                    reverse: true,
+                },
+            )
+            .await
+            .ok()
+            .and_then(|page| page.publications.into_iter().next());
+        let event = last.and_then(|publication| {
+            let published: Published<'_> = serde_json::from_str(publication.data.get()).ok()?;
+            Some(protocol::event(
+                &published.event,
+                Some(channel),
+                published.data,
+            ))
+        });
+        event.unwrap_or_else(|| {
+            protocol::event(
+                "pusher:cache_miss",
+                Some(channel),
+                &RawValue::from_string("\"{}\"".into()).expect("a JSON string"),
+            )
+        })
     }
 
     fn signin(&mut self, auth: &str, user_data: &str) -> Result<(), Refusal> {

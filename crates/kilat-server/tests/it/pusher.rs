@@ -1,7 +1,7 @@
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Client, TestServer, close_code, next_json};
+use crate::support::{Client, TestServer, close_code, http_post, next_json};
 
 /// Opens `/app/{key}` with tungstenite and reads `pusher:connection_established`.
 async fn pusher_connect(server: &TestServer, key: &str) -> (Client, serde_json::Value) {
@@ -98,6 +98,20 @@ async fn every_malformed_frame_gets_pusher_error_and_a_bystander_keeps_working()
     assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
     send(&mut bystander, r#"{"event":"pusher:ping","data":{}}"#).await;
     assert_eq!(next_event(&mut bystander).await["event"], "pusher:pong");
+    // A publication through kilat's own server API reaches both, translated once.
+    let (status, body) = http_post(
+        server.addr,
+        "/api/publish",
+        r#"{"channel":"pusher.app-id:calm","data":{"event":"after","data":"{\"n\":1}"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for ws in [&mut bystander, &mut abuser] {
+        let event = next_event(ws).await;
+        assert_eq!(event["event"], "after", "{event}");
+        assert_eq!(event["channel"], "calm", "{event}");
+        assert_eq!(event["data"], r#"{"n":1}"#, "{event}");
+    }
 }
 
 #[tokio::test]
