@@ -13,8 +13,7 @@ fn mac(secret: &str) -> HmacSha256 {
     HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length")
 }
 
-/// The hex HMAC-SHA256 of `message` under `secret` (what the server SDKs compute).
-#[cfg(test)]
+/// The hex HMAC-SHA256 of `message` under `secret` (what the server SDKs compute; webhooks).
 pub(crate) fn sign(secret: &str, message: &[u8]) -> String {
     let mut mac = mac(secret);
     mac.update(message);

@@ -34,6 +34,9 @@ pub struct PusherApp {
     /// Limits (Pusher's defaults when absent).
     #[serde(default)]
     pub limits: PusherLimits,
+    /// Webhook receivers (`[[pusher.apps.webhooks]]`).
+    #[serde(default)]
+    pub webhooks: Vec<super::webhooks::WebhookConfig>,
 }
 
 /// Per-app limits.
@@ -78,6 +81,7 @@ impl fmt::Debug for PusherApp {
             .field("client_events", &self.client_events)
             .field("user_auth", &self.user_auth)
             .field("limits", &self.limits)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -94,6 +98,7 @@ impl PusherApp {
             client_events: true,
             user_auth: true,
             limits: PusherLimits::default(),
+            webhooks: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@ pub(crate) mod api;
 pub(crate) mod auth;
 pub mod config;
 pub(crate) mod protocol;
+pub(crate) mod webhooks;
 pub(crate) mod ws;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use kilat_core::{AllowPublish, AllowSubscribe, NamespaceOptions};
 
 pub use config::{PusherApp, PusherConfig, PusherLimits};
 use protocol::ChannelKind;
+pub use webhooks::WebhookConfig;
 
 use crate::AppState;
 
@@ -29,6 +31,8 @@ pub(crate) struct App {
     pub(crate) namespace: String,
     /// `pusher.<id>.cache`.
     pub(crate) cache_namespace: String,
+    /// The webhook queue, when the app has webhooks.
+    pub(crate) webhooks: Option<webhooks::Webhooks>,
 }
 
 impl App {
@@ -47,6 +51,13 @@ impl App {
     }
 
     /// The Pusher name of one of this app's kilat channels, if it is one.
+    /// Queues a webhook event (nothing without webhooks).
+    pub(crate) fn webhook(&self, event: impl FnOnce() -> webhooks::Event) {
+        if let Some(hooks) = &self.webhooks {
+            hooks.send(event());
+        }
+    }
+
     pub(crate) fn pusher_name<'a>(&self, native: &'a str) -> Option<std::borrow::Cow<'a, str>> {
         let (ns, name) = native.split_once(':')?;
         (ns == self.namespace || ns == self.cache_namespace).then(|| protocol::pusher_channel(name))
@@ -73,6 +84,7 @@ impl Pusher {
                     Arc::new(App {
                         namespace: config.namespace(),
                         cache_namespace: config.cache_namespace(),
+                        webhooks: webhooks::Webhooks::start(&config),
                         config,
                     })
                 })

@@ -24,7 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::protocol::{self, ChannelKind, ClientMessage, Decoded, Published, own_frame};
-use super::{App, auth};
+use super::{App, auth, webhooks};
 use crate::AppState;
 use crate::driver::{self, Handler, Inbound, Wire};
 
@@ -278,7 +278,11 @@ impl Handler for PusherConn {
             Ok(ClientMessage::Unsubscribe { channel }) => {
                 if let Ok(kind) = protocol::channel_kind(&channel) {
                     let native = self.app.native_channel(&channel, kind);
-                    self.session.leave_channel(&native).await;
+                    if self.session.is_subscribed(&native) {
+                        self.session.leave_channel(&native).await;
+                        let user = self.ident.user.get().map(|u| u.to_string());
+                        after_leave(&self.node, &self.app, &native, user.as_deref()).await;
+                    }
                 }
             }
             Ok(ClientMessage::Signin { auth, user_data }) => {
@@ -311,7 +315,16 @@ impl Handler for PusherConn {
     }
 
     async fn close(self) {
+        let channels: Vec<String> = if self.app.webhooks.is_some() {
+            self.session.channels().map(str::to_owned).collect()
+        } else {
+            Vec::new()
+        };
         self.session.close().await;
+        let user = self.ident.user.get().map(|u| u.to_string());
+        for native in channels {
+            after_leave(&self.node, &self.app, &native, user.as_deref()).await;
+        }
     }
 }
 
@@ -390,6 +403,7 @@ impl PusherConn {
         }
         // Presence: who is there before this member joins, to check the limit and build the
         // subscription's member list.
+        let mut new_member = None;
         let members = if kind == ChannelKind::Presence {
             let present = self
                 .node
@@ -422,6 +436,7 @@ impl PusherConn {
             let own_info = channel_data
                 .and_then(|d| parse_user(d, "channel_data").ok())
                 .and_then(|(_, info)| info);
+            new_member = (!members.contains_key(&own)).then(|| own.clone());
             members.insert(own, own_info);
             Some(members)
         } else {
@@ -472,6 +487,16 @@ impl PusherConn {
         self.session.go_live_granted(join, own_frame(first)).await;
         if let Some(cached) = cached {
             self.outbox.push(own_frame(cached));
+        }
+        if self.node.subscriber_count(&native) == 1 {
+            self.app
+                .webhook(|| webhooks::Event::new("channel_occupied", channel));
+        }
+        if let Some(user_id) = new_member {
+            self.app.webhook(|| webhooks::Event {
+                user_id: Some(user_id),
+                ..webhooks::Event::new("member_added", channel)
+            });
         }
         Ok(())
     }
@@ -604,7 +629,48 @@ impl PusherConn {
         self.session
             .publish_granted(&native, raw)
             .await
-            .map_err(|e| (None, e.message.to_string()))
+            .map_err(|e| (None, e.message.to_string()))?;
+        self.app.webhook(|| webhooks::Event {
+            event: Some(event.to_owned()),
+            // Pusher's client_event webhook carries the data as a string.
+            data: Some(match serde_json::from_str::<String>(data.get()) {
+                Ok(text) => text,
+                Err(_) => data.get().to_owned(),
+            }),
+            socket_id: Some(self.ident.socket_id.to_string()),
+            user_id: user_id.map(str::to_owned),
+            ..webhooks::Event::new("client_event", channel)
+        });
+        Ok(())
+    }
+}
+
+/// Webhooks after a connection left `native`: `member_removed` when its user has no other
+/// connection in the presence channel, `channel_vacated` when this node has no subscriber left.
+async fn after_leave(node: &Node, app: &App, native: &str, user: Option<&str>) {
+    if app.webhooks.is_none() {
+        return;
+    }
+    let Some(name) = app.pusher_name(native) else {
+        return;
+    };
+    if name.starts_with("presence-")
+        && let Some(user) = user
+    {
+        let still_there = node
+            .presence(native)
+            .await
+            .is_ok_and(|present| present.clients.values().any(|e| e.user == user));
+        if !still_there {
+            let user_id = user.split_once(':').map_or(user, |(_, id)| id).to_owned();
+            app.webhook(|| webhooks::Event {
+                user_id: Some(user_id),
+                ..webhooks::Event::new("member_removed", &name)
+            });
+        }
+    }
+    if node.subscriber_count(native) == 0 {
+        app.webhook(|| webhooks::Event::new("channel_vacated", &name));
     }
 }
 
