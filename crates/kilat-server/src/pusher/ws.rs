@@ -27,6 +27,9 @@ use super::protocol::{self, ChannelKind, ClientMessage, Decoded, Published, own_
 use super::{App, auth, webhooks};
 use crate::AppState;
 use crate::driver::{self, Handler, Inbound, Wire};
+use crate::front::Prefixed;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// Validates the upgrade like `/connection/websocket` (draining, origin, connection permits),
 /// then speaks Pusher. An unknown key (4001), a disabled app (4003) or an unsupported protocol
@@ -82,14 +85,42 @@ pub(crate) async fn upgrade(
                 return;
             }
         };
-        let mut conn = WsConnection::new(TokioIo::new(upgraded), &handshake, &state.pusher.ws);
+        let ws_config = state.pusher.ws.clone();
         match (refusal, app) {
             (None, Some(app)) => {
-                state
-                    .tasks
-                    .spawn(serve(conn, state.node.clone(), app, permit));
+                // As on `/connection/websocket`: the socket is taken back out of hyper's
+                // wrapper (with the bytes hyper read ahead) so an idle connection does not
+                // keep hyper's boxed I/O and buffer.
+                let upgraded = match upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>() {
+                    Ok(parts) => {
+                        let io = parts.io.into_inner().then(parts.read_buf);
+                        let conn = WsConnection::new(io, &handshake, &ws_config);
+                        state
+                            .tasks
+                            .spawn(serve(conn, state.node.clone(), app, permit));
+                        return;
+                    }
+                    Err(upgraded) => upgraded,
+                };
+                match upgraded.downcast::<TokioIo<Prefixed<TlsStream<TcpStream>>>>() {
+                    Ok(parts) => {
+                        let io = parts.io.into_inner().then(parts.read_buf);
+                        let conn = WsConnection::new(io, &handshake, &ws_config);
+                        state
+                            .tasks
+                            .spawn(serve(conn, state.node.clone(), app, permit));
+                    }
+                    Err(upgraded) => {
+                        let conn =
+                            WsConnection::new(TokioIo::new(upgraded), &handshake, &ws_config);
+                        state
+                            .tasks
+                            .spawn(serve(conn, state.node.clone(), app, permit));
+                    }
+                }
             }
             (refusal, _) => {
+                let mut conn = WsConnection::new(TokioIo::new(upgraded), &handshake, &ws_config);
                 let (code, message) = refusal.unwrap_or((4001, "unknown app key".into()));
                 tracing::info!(code, %message, "pusher connection refused");
                 let _ = conn.send_text(&protocol::error(Some(code), &message)).await;
@@ -747,5 +778,61 @@ where
             .send_text(&protocol::error(Some(code), &message))
             .await;
         let _ = self.conn.close(code, &message).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle Pusher connection is one task holding this future, as for the native
+    /// endpoint (`driver::tests`): its size is memory per connection.
+    #[tokio::test]
+    async fn idle_pusher_connection_state_stays_small() {
+        let node = Node::new(kilat_core::NodeConfig::dev());
+        let outbox = Outbox::new(1 << 20);
+        let transport = TransportInfo {
+            name: "pusher",
+            emulated: false,
+        };
+        let session = Session::new(&node, transport, outbox.clone());
+        let config = kilat_transport::ws::WsConfig::default();
+        let handshake = kilat_transport::ws::Handshake::for_offer(None, &config);
+        let io = tokio::io::duplex(64).0;
+        let conn = WsConnection::new(io, &handshake, &config);
+        let ident = Arc::new(Ident {
+            socket_id: "1.2".into(),
+            user: OnceLock::new(),
+        });
+        let app = Arc::new(App {
+            config: super::super::PusherApp::dev(),
+            namespace: "pusher.app-id".into(),
+            cache_namespace: "pusher.app-id.cache".into(),
+            webhooks: None,
+        });
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a permit");
+        let handler = PusherConn {
+            session,
+            node: node.clone(),
+            outbox: outbox.clone(),
+            app,
+            ident: ident.clone(),
+            window_start: Instant::now(),
+            events_in_window: 0,
+        };
+        let wire = PusherWire {
+            conn,
+            ident,
+            _permit: permit,
+        };
+        let task = driver::drive(wire, handler, outbox);
+        let size = std::mem::size_of_val(&task);
+        println!("idle pusher connection task: {size} bytes");
+        assert!(
+            size <= 1024,
+            "the pusher connection task grew to {size} bytes"
+        );
     }
 }
