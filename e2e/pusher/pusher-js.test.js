@@ -222,3 +222,32 @@ test('cache channels: the last event on subscribe, pusher:cache_miss when there 
   const empty = c.subscribe('cache-empty');
   await once(empty, 'pusher:cache_miss');
 });
+
+test('presence: a user on two connections is added once and removed after its last one', { skip }, async () => {
+  const watcher = await client('20');
+  const { channel } = await subscribe(watcher, 'presence-tabs');
+  const events = [];
+  channel.bind('pusher:member_added', (m) => events.push(`added ${m.id}`));
+  channel.bind('pusher:member_removed', (m) => events.push(`removed ${m.id}`));
+  const tab1 = await client('21');
+  const tab2 = await client('21');
+  const firstAdded = once(channel, 'pusher:member_added');
+  await subscribe(tab1, 'presence-tabs');
+  await firstAdded;
+  const { result: members } = await subscribe(tab2, 'presence-tabs');
+  assert.equal(members.count, 2, 'the second tab sees two users');
+  tab1.unsubscribe('presence-tabs');
+  // One connection's messages are handled in order: once tab1's next subscription succeeded,
+  // its leave (and any member event it published) is done; a marker user joining after that
+  // orders after anything tab1 caused in the channel.
+  await subscribe(tab1, 'sync-after-leave');
+  const marker = once(channel, 'pusher:member_added');
+  const other = await client('22');
+  await subscribe(other, 'presence-tabs');
+  await marker;
+  assert.deepEqual(events, ['added 21', 'added 22'], 'no removal while tab2 is there');
+  const removed = once(channel, 'pusher:member_removed');
+  tab2.unsubscribe('presence-tabs');
+  assert.deepEqual(await removed, { id: '21', info: { name: 'user 21' } });
+  assert.equal(channel.members.count, 2);
+});

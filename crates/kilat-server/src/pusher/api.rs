@@ -186,6 +186,7 @@ async fn publish(
         data: event.data,
         socket_id: event.socket_id.as_deref().map(Into::into),
         user_id: None,
+        exclude_user: None,
     };
     let text = serde_json::to_string(&published)
         .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

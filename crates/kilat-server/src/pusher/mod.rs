@@ -106,14 +106,15 @@ impl Pusher {
     }
 }
 
-/// The namespace options of an app's channels, unless configured: presence and join/leave for
-/// `presence-` channels, no history, and closed to kilat's own clients (subscribe needs a
+/// The namespace options of an app's channels, unless configured: presence for `presence-`
+/// channels (kilat's join/leave off: the endpoint publishes Pusher's member events), no history, and closed to kilat's own clients (subscribe needs a
 /// subscription token, publish only through an API) so nothing skips the Pusher
 /// authorisation. Added to `node.namespaces` before the node starts.
 pub fn namespace_options() -> NamespaceOptions {
     NamespaceOptions {
         presence: true,
-        join_leave: true,
+        // Pusher's member events are published by the endpoint, once per user.
+        join_leave: false,
         allow_subscribe: AllowSubscribe::Token,
         allow_publish: AllowPublish::None,
         ..NamespaceOptions::default()

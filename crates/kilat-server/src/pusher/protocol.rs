@@ -286,6 +286,9 @@ pub(crate) struct Published<'a> {
     pub(crate) socket_id: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) user_id: Option<std::borrow::Cow<'a, str>>,
+    /// A kilat user left out of the delivery (presence member events about that user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) exclude_user: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -299,19 +302,12 @@ struct NativePush<'a> {
     channel: Option<std::borrow::Cow<'a, str>>,
     #[serde(rename = "pub", borrow)]
     publication: Option<NativePub<'a>>,
-    join: Option<NativeJoin>,
-    leave: Option<NativeJoin>,
 }
 
 #[derive(Deserialize)]
 struct NativePub<'a> {
     #[serde(borrow)]
     data: &'a RawValue,
-}
-
-#[derive(Deserialize)]
-struct NativeJoin {
-    info: kilat_protocol::ClientInfo,
 }
 
 /// Splits a kilat channel `pusher.<app>:<name>` (or a user `pusher.<app>:<id>`) into the
@@ -364,18 +360,18 @@ pub(crate) fn translate_json(json: &[u8]) -> (String, Option<Vec<u8>>) {
     else {
         return (String::new(), None);
     };
-    let Some((ns, name)) = push.channel.as_deref().and_then(strip_namespace) else {
+    let Some((_, name)) = push.channel.as_deref().and_then(strip_namespace) else {
         return (String::new(), None);
     };
     let channel = pusher_channel(name);
     if let Some(publication) = push.publication {
         return match serde_json::from_str::<Published<'_>>(publication.data.get()) {
             Ok(published) => {
-                let exclude = published
-                    .socket_id
-                    .as_deref()
-                    .map(|s| format!("s:{s}"))
-                    .unwrap_or_default();
+                let exclude = match (&published.socket_id, &published.exclude_user) {
+                    (Some(socket), _) => format!("s:{socket}"),
+                    (None, Some(user)) => format!("u:{user}"),
+                    (None, None) => String::new(),
+                };
                 let text = match published.user_id.as_deref() {
                     Some(user) => {
                         #[derive(Serialize)]
@@ -404,37 +400,9 @@ pub(crate) fn translate_json(json: &[u8]) -> (String, Option<Vec<u8>>) {
             ),
         };
     }
-    if !name.starts_with("presence-") {
-        return (String::new(), None);
-    }
-    // Users are named in the app's namespace, also for its cache channels.
-    let prefix = format!("{}:", ns.strip_suffix(".cache").unwrap_or(ns));
-    let (kind, who) = match (push.join, push.leave) {
-        (Some(join), _) => ("pusher_internal:member_added", join.info),
-        (None, Some(leave)) => ("pusher_internal:member_removed", leave.info),
-        (None, None) => return (String::new(), None),
-    };
-    let Some(user_id) = who.user.strip_prefix(&prefix) else {
-        return (String::new(), None);
-    };
-    #[derive(Serialize)]
-    struct Member<'a> {
-        user_id: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        user_info: Option<&'a RawValue>,
-    }
-    let member = Member {
-        user_id,
-        user_info: if kind.ends_with("added") {
-            who.info.as_deref()
-        } else {
-            None
-        },
-    };
-    (
-        format!("u:{}", who.user),
-        Some(event_with_string_data(kind, Some(&channel), &member)),
-    )
+    // kilat's own join/leave pushes are not Pusher's member events (those are published by
+    // the Pusher endpoint itself, once per user): Pusher clients get nothing for them.
+    (String::new(), None)
 }
 
 #[cfg(test)]
@@ -493,12 +461,17 @@ mod tests {
             String::from_utf8(text.expect("translated")).expect("utf-8"),
             r#"{"event":"client-x","channel":"private-a","data":{"a":1}}"#
         );
-        let join = br#"{"push":{"channel":"pusher.app:presence-a","join":{"info":{"client":"c","user":"pusher.app:7","info":{"n":"x"}}}}}"#;
-        let (exclude, text) = translate_json(join);
+        let member = br#"{"push":{"channel":"pusher.app:presence-a","pub":{"data":{"event":"pusher_internal:member_added","data":"{\"user_id\":\"7\"}","exclude_user":"pusher.app:7"}}}}"#;
+        let (exclude, text) = translate_json(member);
         assert_eq!(exclude, "u:pusher.app:7");
         assert_eq!(
             String::from_utf8(text.expect("translated")).expect("utf-8"),
-            r#"{"event":"pusher_internal:member_added","channel":"presence-a","data":"{\"user_id\":\"7\",\"user_info\":{\"n\":\"x\"}}"}"#
+            r#"{"event":"pusher_internal:member_added","channel":"presence-a","data":"{\"user_id\":\"7\"}"}"#
+        );
+        let join = br#"{"push":{"channel":"pusher.app:presence-a","join":{"info":{"client":"c","user":"pusher.app:7"}}}}"#;
+        assert!(
+            translate(join).is_empty(),
+            "kilat's join push is not a Pusher event"
         );
         assert_eq!(
             translate_json(b"{}").1.as_deref(),

@@ -346,11 +346,13 @@ impl Handler for PusherConn {
     }
 
     async fn close(self) {
-        let channels: Vec<String> = if self.app.webhooks.is_some() {
-            self.session.channels().map(str::to_owned).collect()
-        } else {
-            Vec::new()
-        };
+        // Presence channels always (member_removed), the others for webhooks only.
+        let channels: Vec<String> = self
+            .session
+            .channels()
+            .filter(|c| self.app.webhooks.is_some() || c.contains(":presence-"))
+            .map(str::to_owned)
+            .collect();
         self.session.close().await;
         let user = self.ident.user.get().map(|u| u.to_string());
         for native in channels {
@@ -524,6 +526,19 @@ impl PusherConn {
                 .webhook(|| webhooks::Event::new("channel_occupied", channel));
         }
         if let Some(user_id) = new_member {
+            // Pusher announces a user's first connection only, to everyone but that user.
+            let info = channel_data
+                .and_then(|d| parse_user(d, "channel_data").ok())
+                .and_then(|(_, info)| info);
+            publish_member(
+                &self.node,
+                &native,
+                "pusher_internal:member_added",
+                &self.app.namespace,
+                &user_id,
+                info.as_deref(),
+            )
+            .await;
             self.app.webhook(|| webhooks::Event {
                 user_id: Some(user_id),
                 ..webhooks::Event::new("member_added", channel)
@@ -654,6 +669,7 @@ impl PusherConn {
             data,
             socket_id: Some(self.ident.socket_id.as_ref().into()),
             user_id: user_id.map(Into::into),
+            exclude_user: None,
         };
         let raw = serde_json::to_string(&published).map_err(|e| (None, e.to_string()))?;
         let raw = RawValue::from_string(raw).map_err(|e| (None, e.to_string()))?;
@@ -676,12 +692,52 @@ impl PusherConn {
     }
 }
 
-/// Webhooks after a connection left `native`: `member_removed` when its user has no other
-/// connection in the presence channel, `channel_vacated` when this node has no subscriber left.
-async fn after_leave(node: &Node, app: &App, native: &str, user: Option<&str>) {
-    if app.webhooks.is_none() {
-        return;
+/// Publishes a presence member event to a channel's other users (the member's own user is
+/// left out by the `exclude_user` of the envelope).
+async fn publish_member(
+    node: &Node,
+    native: &str,
+    event: &str,
+    namespace: &str,
+    user_id: &str,
+    info: Option<&RawValue>,
+) {
+    #[derive(Serialize)]
+    struct Member<'a> {
+        user_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_info: Option<&'a RawValue>,
     }
+    let inner = serde_json::to_string(&Member {
+        user_id,
+        user_info: info,
+    })
+    .unwrap_or_default();
+    let Ok(data) = RawValue::from_string(serde_json::to_string(&inner).unwrap_or_default()) else {
+        return;
+    };
+    let user = format!("{namespace}:{user_id}");
+    let published = Published {
+        event: event.into(),
+        data: &data,
+        socket_id: None,
+        user_id: None,
+        exclude_user: Some(user.as_str().into()),
+    };
+    let Ok(raw) = serde_json::to_string(&published).map(RawValue::from_string) else {
+        return;
+    };
+    if let Ok(raw) = raw
+        && let Err(error) = node.publish(native, raw).await
+    {
+        tracing::warn!(%error, "pusher member event not published");
+    }
+}
+
+/// After a connection left `native`: `member_removed` (event and webhook) when its user has no
+/// other connection in the presence channel, the `channel_vacated` webhook when this node has
+/// no subscriber left.
+async fn after_leave(node: &Node, app: &App, native: &str, user: Option<&str>) {
     let Some(name) = app.pusher_name(native) else {
         return;
     };
@@ -694,6 +750,15 @@ async fn after_leave(node: &Node, app: &App, native: &str, user: Option<&str>) {
             .is_ok_and(|present| present.clients.values().any(|e| e.user == user));
         if !still_there {
             let user_id = user.split_once(':').map_or(user, |(_, id)| id).to_owned();
+            publish_member(
+                node,
+                native,
+                "pusher_internal:member_removed",
+                &app.namespace,
+                &user_id,
+                None,
+            )
+            .await;
             app.webhook(|| webhooks::Event {
                 user_id: Some(user_id),
                 ..webhooks::Event::new("member_removed", &name)
