@@ -162,3 +162,34 @@ impl PusherConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_kilat_config_and_debug_output() {
+        let mut config = crate::Config::default();
+        let mut app = PusherApp::dev();
+        app.secret = "s3cr3t-value".into();
+        config.pusher.apps = vec![app.clone()];
+        let printed = config.to_toml();
+        assert!(!printed.contains("s3cr3t-value"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+        assert!(!format!("{app:?}").contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn bad_apps_are_refused_with_a_hint() {
+        let mut config = PusherConfig {
+            apps: vec![PusherApp::dev(), PusherApp::dev()],
+        };
+        assert!(config.check().expect_err("repeated").contains("repeats"));
+        config.apps[1].id = "has space".into();
+        assert!(config.check().expect_err("bad id").contains("letters"));
+        config.apps[1].id = "other".into();
+        config.apps[1].key = "other-key".into();
+        config.apps[1].secret = String::new();
+        assert!(config.check().expect_err("empty secret").contains("secret"));
+    }
+}
