@@ -71,6 +71,13 @@ cargo build -p kilat-cli
 # npm test type-checks src/kilat.d.ts with the typescript devDependency, then runs node --test
 (cd sdk/js && { { [ -d node_modules/ws ] && [ -d node_modules/typescript ] && [ -d node_modules/yjs ] && [ -d node_modules/y-protocols ]; } || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
 
+step "Pusher compatibility (pusher-js, laravel-echo, the pusher server SDK) against target/debug/kilat"
+(cd e2e/pusher && { { [ -d node_modules/pusher-js ] && [ -d node_modules/laravel-echo ] && [ -d node_modules/pusher ]; } || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
+step "Pusher compatibility: the Python server SDK (pusher from PyPI) in e2e/pusher/.venv"
+# Debian's python3 has venv only with python3-venv (ensurepip).
+python3 -c 'import ensurepip' 2>/dev/null || need_apt __no_such_command__ python3-venv
+(cd e2e/pusher && { .venv/bin/python -c 'import pusher, websockets' 2>/dev/null || { python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt; }; } && KILAT_BIN="$kilat_bin" .venv/bin/python -m unittest test_python_sdk.py)
+
 if [ "${SKIP_E2E:-0}" = 1 ] && [ "${CI:-}" != true ]; then
   echo "SKIPPING the browser end-to-end tests (SKIP_E2E=1)" >&2
 else

@@ -31,14 +31,15 @@ use crate::time::{instant_from, ttl_from};
 use crate::util::new_client_id;
 
 /// A subscription joined and positioned, waiting for its reply to be queued.
-struct Joining {
-    channel: String,
-    result: SubscribeResult,
-    state: SubState,
+#[derive(Debug)]
+pub(crate) struct Joining {
+    pub(crate) channel: String,
+    pub(crate) result: SubscribeResult,
+    pub(crate) state: SubState,
 }
 
 impl Session {
-    fn info(&self) -> Result<ClientInfo, CoreError> {
+    pub(crate) fn info(&self) -> Result<ClientInfo, CoreError> {
         match &self.state {
             State::Connected(info) => Ok(info.clone()),
             State::Connecting => Err(CoreError::Unauthorized("connect first".into())),
@@ -267,7 +268,7 @@ impl Session {
     /// Checks and joins a channel: the subscriber is in the hub (holding live publications)
     /// and positioned, but no reply is queued yet. `pending` counts joins not finished yet;
     /// `granted` skips the permission checks (channels from the connection token).
-    async fn prepare_subscribe(
+    pub(crate) async fn prepare_subscribe(
         &mut self,
         request: &SubscribeRequest,
         pending: usize,
@@ -365,7 +366,7 @@ impl Session {
     }
 
     /// Queues the reply (if any) and the held publications, then adds presence and the join.
-    async fn finish_subscribe(&mut self, join: Joining, reply: Option<SharedFrame>) {
+    pub(crate) async fn finish_subscribe(&mut self, join: Joining, reply: Option<SharedFrame>) {
         if !self
             .node
             .go_live(&join.channel, self.key, reply, &join.result)

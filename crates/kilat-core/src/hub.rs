@@ -321,6 +321,13 @@ impl Hub {
         first
     }
 
+    /// How many local subscribers `channel` has.
+    pub(crate) fn subscriber_count(&self, channel: &str) -> usize {
+        lock(self.shard(channel))
+            .get(channel)
+            .map_or(0, |entry| entry.subs.len())
+    }
+
     /// Whether `channel` has local subscribers.
     pub(crate) fn channel_names_contains(&self, channel: &str) -> bool {
         lock(self.shard(channel)).contains_key(channel)
@@ -333,13 +340,6 @@ impl Hub {
                 f(name, entry.subs.len());
             }
         }
-    }
-
-    /// Local subscribers of `channel` (0 when it has none here).
-    pub(crate) fn subscriber_count(&self, channel: &str) -> usize {
-        lock(self.shard(channel))
-            .get(channel)
-            .map_or(0, |entry| entry.subs.len())
     }
 
     /// Whether session `key` is subscribed to `channel` here.

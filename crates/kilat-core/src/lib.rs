@@ -47,6 +47,7 @@
 //!   share (`SubState`, expiry times) in leaf files.
 #![warn(missing_docs)]
 
+mod adapter;
 pub mod auth;
 mod commands;
 pub mod config;
@@ -70,6 +71,7 @@ pub mod testing;
 mod time;
 mod util;
 
+pub use adapter::GrantedJoin;
 pub use auth::{Authenticator, Credentials};
 pub use config::{AllowPublish, AllowSubscribe, NamespaceOptions, NodeConfig};
 pub use engine::{Broker, NodeInbox, NodeRegistry, PresenceStore};

@@ -42,6 +42,9 @@ impl Config {
     /// [`ConfigError::Contradiction`] naming the first offending key and the fix.
     pub fn check(&self) -> Result<(), ConfigError> {
         let refuse = |message: String| Err(ConfigError::Contradiction(message));
+        if let Err(message) = self.pusher.check() {
+            return refuse(message);
+        }
         for (key, ns) in self.namespaces() {
             if ns.allow_history && !ns.has_history() {
                 return refuse(format!(

@@ -53,6 +53,8 @@ pub struct Config {
     pub token: Option<kilat_auth::TokenConfig>,
     /// The application backend's HTTP hooks.
     pub proxy: ProxyConfig,
+    /// Pusher Channels apps served at `/app/{key}` and `/apps/{app_id}` (docs/pusher.md).
+    pub pusher: crate::pusher::PusherConfig,
 }
 
 /// `[proxy]`: the application backend's HTTP hooks (`docs/proxy.md`). Each URL is optional;
@@ -416,6 +418,9 @@ impl Config {
         .flatten()
         {
             *url = redact_url(url);
+        }
+        for app in &mut shown.pusher.apps {
+            app.secret = REDACTED.to_owned();
         }
         let mut text = toml::to_string_pretty(&shown)
             .unwrap_or_else(|e| format!("# cannot render config: {e}\n"));

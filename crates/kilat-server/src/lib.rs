@@ -43,6 +43,7 @@ pub mod listener;
 mod metrics;
 mod origin;
 pub mod proxy;
+pub mod pusher;
 mod router;
 mod transport;
 
@@ -54,6 +55,19 @@ pub mod fuzzing {
     /// whether it was taken as a stream request. Must never panic.
     pub fn stream_head(bytes: &[u8]) -> bool {
         crate::transport::front::classify_for_fuzzing(bytes)
+    }
+
+    /// Decodes one client message of the Pusher protocol and, when it is a subscription, checks
+    /// its channel name; translates `data` as if the hub had sent it to Pusher clients. Returns
+    /// whether the message decoded. Must never panic.
+    pub fn pusher_message(data: &[u8]) -> bool {
+        if let Ok(crate::pusher::protocol::ClientMessage::Subscribe { channel, .. }) =
+            crate::pusher::protocol::decode(data)
+        {
+            let _ = crate::pusher::protocol::channel_kind(&channel);
+        }
+        let _ = crate::pusher::protocol::translate(data);
+        crate::pusher::protocol::decode(data).is_ok()
     }
 
     /// Checks `origin` against a dev-mode policy on a loopback listener and against one with a
@@ -126,6 +140,8 @@ pub(crate) struct AppState {
     pub(crate) admin: Option<Arc<admin::Admin>>,
     /// The effective configuration with secrets redacted, for the `config` API method.
     pub(crate) effective_config: Arc<serde_json::Value>,
+    /// The Pusher Channels apps (`[[pusher.apps]]`, docs/pusher.md).
+    pub(crate) pusher: Arc<pusher::Pusher>,
 }
 
 /// The endpoints served without authentication that a deployment may switch off.
@@ -234,14 +250,26 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     let max_connections = check_open_files(config.server.max_connections);
+    let pusher_apps = config.pusher.apps(config.node.dev);
+    let mut node_config = config.node.clone();
+    for app in &pusher_apps {
+        node_config
+            .namespaces
+            .entry(app.namespace())
+            .or_insert_with(pusher::namespace_options);
+        node_config
+            .namespaces
+            .entry(app.cache_namespace())
+            .or_insert_with(pusher::cache_namespace_options);
+    }
     let mut metrics = metrics::Metrics::new(
         config.server.detailed_metrics,
-        config.node.namespaces.keys().cloned(),
+        node_config.namespaces.keys().cloned(),
     );
     let wrap = |engine: &'static str, broker, presence| {
         instrument_engine(&metrics, engine, broker, presence)
     };
-    let (node, cluster) = engine::start(&config.engine, config.node.clone(), &wrap).await?;
+    let (node, cluster) = engine::start(&config.engine, node_config, &wrap).await?;
     if let Some(detail) = &metrics.detail {
         node.set_observer(detail.clone());
     }
@@ -303,6 +331,10 @@ pub async fn run(
         metrics: Arc::new(metrics),
         admin: admin_console(&config),
         effective_config: Arc::new(admin::redacted_config(&config)),
+        pusher: Arc::new(pusher::Pusher::new(
+            pusher_apps,
+            &config.websocket.transport(),
+        )),
     };
     log_origins(&config, &state.origins);
     if cluster.shared {

@@ -38,6 +38,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/admin/{*path}", get(admin::page));
     // Both are served without authentication; a deployment can switch them off
     // (docs/security.md, "Public endpoints").
+    if !state.pusher.is_empty() {
+        router = router.merge(crate::pusher::routes());
+    }
     if state.exposed.metrics {
         router = router.route("/metrics", get(metrics_text));
     }
@@ -110,6 +113,10 @@ mod tests {
             metrics: Arc::new(crate::metrics::Metrics::new(false, [])),
             admin: None,
             effective_config: Arc::default(),
+            pusher: Arc::new(crate::pusher::Pusher::new(
+                Vec::new(),
+                &kilat_transport::ws::WsConfig::default(),
+            )),
         }
     }
 

@@ -31,6 +31,11 @@ impl Node {
         channels
     }
 
+    /// How many connections on this node are subscribed to `channel`.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.inner.hub.subscriber_count(channel)
+    }
+
     /// Publishes `data` to `channel` from the server (no client info, no permission checks
     /// beyond the channel being valid and its namespace existing).
     ///

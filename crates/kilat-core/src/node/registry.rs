@@ -144,6 +144,11 @@ impl SessionRegistry {
         self.users.try_add(user, self.max_per_user)
     }
 
+    /// Stops counting one connection of `user` (a protocol adapter renamed its session).
+    pub(crate) fn remove_user(&self, user: &str) {
+        self.users.remove(user);
+    }
+
     pub(crate) fn set_identity(&self, key: u64, info: &ClientInfo) {
         if let Some(entry) = lock(self.shard(key)).get_mut(&key) {
             entry.identity = Some(info.clone());

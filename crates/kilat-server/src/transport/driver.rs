@@ -51,6 +51,40 @@ pub(crate) trait Wire {
     async fn close(&mut self, disconnect: &Disconnect);
 }
 
+/// What a connection's bytes mean: kilat's own protocol ([`Session`]) or an adapter that speaks
+/// another protocol on top of a session (`pusher::ws`).
+pub(crate) trait Handler {
+    /// One client message; `Err` closes the connection with that disconnect.
+    async fn handle_message(&mut self, text: &[u8]) -> Result<(), Disconnect>;
+    /// Runs the timers due at `now`.
+    fn on_timer(&mut self, now: tokio::time::Instant) -> Result<(), Disconnect>;
+    /// When [`Handler::on_timer`] is due next.
+    fn next_deadline(&self) -> tokio::time::Instant;
+    /// Cleans up the hub side once the connection is over.
+    async fn close(self);
+    /// The hub session behind this connection: its key and transport name label the
+    /// connection's log span, and its metrics observer counts writes and disconnects.
+    fn session(&self) -> &Session;
+}
+
+impl Handler for Session {
+    async fn handle_message(&mut self, text: &[u8]) -> Result<(), Disconnect> {
+        Session::handle_message(self, text).await
+    }
+    fn on_timer(&mut self, now: tokio::time::Instant) -> Result<(), Disconnect> {
+        Session::on_timer(self, now)
+    }
+    fn next_deadline(&self) -> tokio::time::Instant {
+        Session::next_deadline(self)
+    }
+    async fn close(self) {
+        Session::close(self).await;
+    }
+    fn session(&self) -> &Session {
+        self
+    }
+}
+
 /// Runs `session` over `wire` until either side ends the connection, then cleans up the session.
 ///
 /// Not an `async fn`: an `async fn` keeps its arguments in its future twice, once as arguments
@@ -59,7 +93,7 @@ pub(crate) trait Wire {
 #[allow(clippy::manual_async_fn)] // on purpose, see above
 pub(crate) fn drive(
     mut wire: impl Wire,
-    mut session: Session,
+    mut session: impl Handler,
     outbox: Outbox,
 ) -> impl Future<Output = ()> {
     // With the span on, every log line of the connection's life carries its id (the session
@@ -71,8 +105,8 @@ pub(crate) fn drive(
         target: "kilat::conn",
         tracing::Level::DEBUG,
         "conn",
-        id = session.key(),
-        transport = session.transport().name,
+        id = session.session().key(),
+        transport = session.session().transport().name,
         client = tracing::field::Empty,
         user = tracing::field::Empty,
     );
@@ -107,7 +141,7 @@ pub(crate) fn drive(
                 () = outbox.ready() => {
                     let pending_close = outbox.drain(&mut batch, WRITE_BATCH_BYTES);
                     // Boxed like the handler: a write's state is needed only while writing.
-                    if Box::pin(flush(&mut wire, &mut batch, &session)).await.is_err() {
+                    if Box::pin(flush(&mut wire, &mut batch, session.session())).await.is_err() {
                         break None;
                     }
                     if pending_close.is_some() {
@@ -164,7 +198,7 @@ impl<F: Future> Future for InSpan<F> {
 /// Flushes what is queued, tells the client why it is closed, and cleans up the session.
 async fn finish(
     mut wire: impl Wire,
-    session: Session,
+    session: impl Handler,
     outbox: Outbox,
     mut batch: Vec<SharedFrame>,
     close: Option<Disconnect>,
@@ -174,7 +208,9 @@ async fn finish(
         loop {
             let pending_close = outbox.drain(&mut batch, WRITE_BATCH_BYTES);
             let empty = batch.is_empty();
-            if flush(&mut wire, &mut batch, &session).await.is_err()
+            if flush(&mut wire, &mut batch, session.session())
+                .await
+                .is_err()
                 || empty
                 || pending_close.is_some()
             {
@@ -182,7 +218,7 @@ async fn finish(
             }
         }
         tracing::debug!(code = disconnect.code, reason = %disconnect.reason, "closing connection");
-        session.record_disconnect(&disconnect);
+        session.session().record_disconnect(&disconnect);
         wire.close(&disconnect).await;
     }
     session.close().await;

@@ -15,7 +15,7 @@
 //! A new transport (long polling, Socket.IO, Pusher) is one more file here: its route or
 //! upgrade, a call to `admission::admit`, and a `Wire` for the driver.
 
-mod admission;
+pub(crate) mod admission;
 pub(crate) mod driver;
 pub(crate) mod emulation;
 pub(crate) mod front;

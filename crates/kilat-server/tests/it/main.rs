@@ -29,6 +29,9 @@ mod limits;
 mod metrics;
 /// Backend proxy hooks: connect, subscribe, publish, rpc, send and refresh over HTTP.
 mod proxy;
+/// The Pusher endpoint: malformed frames, refused keys, client-event rate (pusher-js itself is
+/// tested in e2e/pusher).
+mod pusher;
 /// Regression tests of issue 20's attacks: each fails, and nobody else loses anything.
 mod security;
 /// TLS (`wss://`), origin checks and half-open handshakes.

@@ -141,6 +141,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
         self.io.flush().await
     }
 
+    /// Writes already framed WebSocket messages (each a complete, uncompressed frame from
+    /// [`super::frame::encode_frame`]), in order, in vectored writes: for protocol adapters that
+    /// cache their own encoding of a shared frame (the Pusher endpoint).
+    ///
+    /// # Errors
+    /// As [`WsConnection::send_frames`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe, as [`WsConnection::send_frames`].
+    pub async fn send_encoded(&mut self, frames: &[Bytes]) -> io::Result<()> {
+        self.ready_to_send().await?;
+        write_all_vectored(&mut self.io, frames).await?;
+        self.io.flush().await
+    }
+
     /// Sends one text message that is not shared (a reply), compressed under the same rules.
     ///
     /// # Errors

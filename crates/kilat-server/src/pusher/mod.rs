@@ -1,0 +1,139 @@
+//! The Pusher Channels protocol on kilat (docs/pusher.md): pusher-js and Laravel Echo connect to
+//! `/app/{key}` (`ws.rs`), the Pusher server SDKs call `/apps/{app_id}/...` (`api.rs`), both
+//! signed with the app's secret (`auth.rs`). Each app's channels are kilat channels in the
+//! namespace `pusher.<app id>`, so apps never mix and the hub's presence, limits and fan-out
+//! apply unchanged.
+
+pub(crate) mod api;
+pub(crate) mod auth;
+pub mod config;
+pub(crate) mod protocol;
+pub(crate) mod webhooks;
+pub(crate) mod ws;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use kilat_core::{AllowPublish, AllowSubscribe, NamespaceOptions};
+
+pub use config::{PusherApp, PusherConfig, PusherLimits};
+use protocol::ChannelKind;
+pub use webhooks::WebhookConfig;
+
+use crate::AppState;
+
+/// One app being served.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) config: PusherApp,
+    /// `pusher.<id>`.
+    pub(crate) namespace: String,
+    /// `pusher.<id>.cache`.
+    pub(crate) cache_namespace: String,
+    /// The webhook queue, when the app has webhooks.
+    pub(crate) webhooks: Option<webhooks::Webhooks>,
+}
+
+impl App {
+    /// The kilat channel of a Pusher channel: `pusher.<id>:<name>`; a user's
+    /// `#server-to-user-<id>` becomes `pusher.<app>:#<id>`.
+    pub(crate) fn native_channel(&self, channel: &str, kind: ChannelKind) -> String {
+        match kind {
+            ChannelKind::User => format!(
+                "{}:#{}",
+                self.namespace,
+                channel.trim_start_matches(protocol::USER_CHANNEL_PREFIX)
+            ),
+            _ if protocol::is_cache(channel) => format!("{}:{channel}", self.cache_namespace),
+            _ => format!("{}:{channel}", self.namespace),
+        }
+    }
+
+    /// The Pusher name of one of this app's kilat channels, if it is one.
+    /// Queues a webhook event (nothing without webhooks).
+    pub(crate) fn webhook(&self, event: impl FnOnce() -> webhooks::Event) {
+        if let Some(hooks) = &self.webhooks {
+            hooks.send(event());
+        }
+    }
+
+    pub(crate) fn pusher_name<'a>(&self, native: &'a str) -> Option<std::borrow::Cow<'a, str>> {
+        let (ns, name) = native.split_once(':')?;
+        (ns == self.namespace || ns == self.cache_namespace).then(|| protocol::pusher_channel(name))
+    }
+}
+
+/// The apps and the WebSocket settings of the Pusher endpoint.
+#[derive(Debug)]
+pub(crate) struct Pusher {
+    apps: Vec<Arc<App>>,
+    /// Like `/connection/websocket`'s, without permessage-deflate: the Pusher frames are
+    /// translated from the hub's JSON and cached uncompressed (one encoding per frame).
+    pub(crate) ws: Arc<kilat_transport::ws::WsConfig>,
+}
+
+impl Pusher {
+    pub(crate) fn new(apps: Vec<PusherApp>, ws: &kilat_transport::ws::WsConfig) -> Self {
+        let mut ws = ws.clone();
+        ws.deflate = false;
+        Pusher {
+            apps: apps
+                .into_iter()
+                .map(|config| {
+                    Arc::new(App {
+                        namespace: config.namespace(),
+                        cache_namespace: config.cache_namespace(),
+                        webhooks: webhooks::Webhooks::start(&config),
+                        config,
+                    })
+                })
+                .collect(),
+            ws: Arc::new(ws),
+        }
+    }
+
+    pub(crate) fn by_key(&self, key: &str) -> Option<&Arc<App>> {
+        self.apps.iter().find(|app| app.config.key == key)
+    }
+
+    pub(crate) fn by_id(&self, id: &str) -> Option<&Arc<App>> {
+        self.apps.iter().find(|app| app.config.id == id)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+}
+
+/// The namespace options of an app's channels, unless configured: presence for `presence-`
+/// channels (kilat's join/leave off: the endpoint publishes Pusher's member events), no history, and closed to kilat's own clients (subscribe needs a
+/// subscription token, publish only through an API) so nothing skips the Pusher
+/// authorisation. Added to `node.namespaces` before the node starts.
+pub fn namespace_options() -> NamespaceOptions {
+    NamespaceOptions {
+        presence: true,
+        // Pusher's member events are published by the endpoint, once per user.
+        join_leave: false,
+        allow_subscribe: AllowSubscribe::Token,
+        allow_publish: AllowPublish::None,
+        ..NamespaceOptions::default()
+    }
+}
+
+/// The namespace options of an app's cache channels: as [`namespace_options`], keeping the
+/// last event for 30 minutes (Pusher's cache TTL).
+pub fn cache_namespace_options() -> NamespaceOptions {
+    NamespaceOptions {
+        history_size: 1,
+        history_ttl: std::time::Duration::from_secs(30 * 60),
+        ..namespace_options()
+    }
+}
+
+/// The Pusher routes (served only when at least one app is configured).
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/app/{key}", get(ws::upgrade))
+        .route("/apps/{app_id}/{*rest}", get(api::call).post(api::call))
+}
