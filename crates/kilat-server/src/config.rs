@@ -53,6 +53,8 @@ pub struct Config {
     pub token: Option<kilat_auth::TokenConfig>,
     /// The application backend's HTTP hooks.
     pub proxy: ProxyConfig,
+    /// Socket.IO clients (Engine.IO v4, Socket.IO v5; docs/socketio.md).
+    pub socketio: crate::socketio::SocketIoConfig,
 }
 
 /// `[proxy]`: the application backend's HTTP hooks (`docs/proxy.md`). Each URL is optional;

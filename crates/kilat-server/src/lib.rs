@@ -10,6 +10,7 @@
 //!   [`kilat_core::Session`].
 //! - `websocket`: the upgrade handler and the WebSocket `Wire`.
 //! - `emulation`: SSE and HTTP-streaming transports and the emulation endpoint.
+//! - `socketio`: Engine.IO v4 and Socket.IO v5 for Socket.IO clients (docs/socketio.md).
 //! - `origin`: which browser origins may connect and call the API.
 //! - `body`: request bodies read with a size limit, a deadline and a minimum rate.
 //! - `api`: the server HTTP API (`POST /api/<method>`) and its OpenAPI document.
@@ -47,6 +48,7 @@ mod metrics;
 mod origin;
 pub mod proxy;
 mod router;
+mod socketio;
 mod websocket;
 
 /// Entry points for the fuzz targets in `fuzz/` (not an API): the parsers that read request
@@ -78,6 +80,12 @@ pub mod fuzzing {
             false,
         );
         (dev.allows(&headers), configured.allows(&headers))
+    }
+
+    /// Decodes `bytes` as an Engine.IO polling payload, its Socket.IO packets, a Socket.IO
+    /// packet alone, and a hub frame as the Socket.IO wire translates it. Must never panic.
+    pub fn socketio_packets(bytes: &[u8]) {
+        crate::socketio::fuzz_packets(bytes);
     }
 }
 
@@ -123,6 +131,12 @@ pub(crate) struct AppState {
     pub(crate) cluster: engine::Cluster,
     /// Which unauthenticated extras the router serves (`server.metrics`, `server.ui`).
     pub(crate) exposed: Exposed,
+    /// Engine.IO sessions of this node by id (`socketio`).
+    pub(crate) sio_sessions: socketio::SioSessions,
+    /// `[socketio]` as the handlers use it.
+    pub(crate) sio: Arc<socketio::Settings>,
+    /// Where the Engine.IO endpoint is served; `None` when `[socketio] enabled = false`.
+    pub(crate) sio_path: Option<String>,
 }
 
 /// The endpoints served without authentication that a deployment may switch off.
@@ -270,6 +284,12 @@ pub async fn run(
             metrics: config.server.metrics,
             ui: config.server.ui,
         },
+        sio_sessions: socketio::SioSessions::default(),
+        sio: Arc::new(socketio::Settings::new(&config)),
+        sio_path: config
+            .socketio
+            .enabled
+            .then(|| config.socketio.path.clone()),
     };
     log_origins(&config, &state.origins);
     tokio::spawn(heartbeat(cluster.registry.clone(), state.clone()));

@@ -6,9 +6,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 
-use crate::{AppState, api, assets, emulation, metrics, websocket};
+use crate::{AppState, api, assets, emulation, metrics, socketio, websocket};
 
 /// Builds the router over shared state.
 pub(crate) fn router(state: AppState) -> Router {
@@ -36,6 +36,13 @@ pub(crate) fn router(state: AppState) -> Router {
             .route("/demo", get(assets::demo_index))
             .route("/demo/", get(assets::demo_index))
             .route("/demo/{*path}", get(assets::demo));
+    }
+    if state.sio_path.is_some() {
+        let path = state.sio_path.clone().unwrap_or_default();
+        router = router.route(&path, any(socketio::handle));
+        if let Some(bare) = path.strip_suffix('/').filter(|p| !p.is_empty()) {
+            router = router.route(bare, any(socketio::handle));
+        }
     }
     router.fallback(not_found).with_state(state)
 }
@@ -95,6 +102,9 @@ mod tests {
                 metrics: true,
                 ui: true,
             },
+            sio_sessions: crate::socketio::SioSessions::default(),
+            sio: Arc::new(crate::socketio::Settings::new(&crate::Config::default())),
+            sio_path: Some("/socket.io/".to_owned()),
         }
     }
 

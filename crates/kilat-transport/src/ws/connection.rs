@@ -141,6 +141,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
         self.io.flush().await
     }
 
+    /// Writes complete, already framed messages (a transport's own cached encodings of shared
+    /// frames, made with [`crate::ws::frame::encode_frame`]), in order, in one vectored write.
+    ///
+    /// # Errors
+    /// As [`WsConnection::send_frames`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe, as [`WsConnection::send_frames`].
+    pub async fn send_encoded(&mut self, encoded: &[Bytes]) -> io::Result<()> {
+        self.ready_to_send().await?;
+        write_all_vectored(&mut self.io, encoded).await?;
+        self.io.flush().await
+    }
+
     /// Sends one text message that is not shared (a reply), compressed under the same rules.
     ///
     /// # Errors
