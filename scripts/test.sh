@@ -68,6 +68,9 @@ cargo build -p kilat-cli
 # npm test type-checks src/kilat.d.ts with the typescript devDependency, then runs node --test
 (cd sdk/js && { { [ -d node_modules/ws ] && [ -d node_modules/typescript ] && [ -d node_modules/yjs ] && [ -d node_modules/y-protocols ]; } || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
 
+step "Socket.IO compatibility: the real socket.io-client (npm) against target/debug/kilat"
+(cd compat/socketio && { [ -d node_modules/socket.io-client ] || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
+
 if [ "${SKIP_E2E:-0}" = 1 ] && [ "${CI:-}" != true ]; then
   echo "SKIPPING the browser end-to-end tests (SKIP_E2E=1)" >&2
 else
