@@ -236,3 +236,54 @@ async fn cross_origin_polling_is_allowed_only_for_allowed_origins() {
         (403, r#"{"code":4,"message":"Forbidden"}"#)
     );
 }
+
+#[tokio::test]
+async fn the_hub_ping_is_the_engine_io_ping_and_silence_ends_the_session() {
+    let server = TestServer::start(|c| {
+        c.node.ping_interval = std::time::Duration::from_secs(1);
+        c.node.pong_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let addr = server.addr;
+    let sid = connected(addr).await;
+    // Two pings answered: the session stays.
+    for _ in 0..2 {
+        let body = poll_until(addr, &sid, "2").await;
+        assert!(body.split('\u{1e}').any(|p| p == "2"), "{body}");
+        assert_eq!(post(addr, &sid, "3").await.0, 200);
+    }
+    // A ping left unanswered: the session is closed (kilat's 3002), seen as the close packet
+    // or, once it is gone, as an unknown session.
+    let mut closed = false;
+    for _ in 0..10 {
+        let (status, body) = poll(addr, &sid).await;
+        if status == 400 || body.split('\u{1e}').any(|p| p == "1") {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a silent session stayed open");
+}
+
+#[tokio::test]
+async fn a_socket_io_client_is_a_kilat_session_in_presence() {
+    let server = TestServer::start(|_| {}).await;
+    let addr = server.addr;
+    let (sid, _) = handshake(addr).await;
+    assert_eq!(post(addr, &sid, "40").await.0, 200);
+    let body = poll_until(addr, &sid, "40{").await;
+    let connect: serde_json::Value =
+        serde_json::from_str(body.trim_start_matches("40")).expect("CONNECT JSON");
+    let id = connect["sid"].as_str().expect("socket id");
+    assert_ne!(
+        id, sid,
+        "the socket id others see is not the secret session id"
+    );
+    let (status, body) = http_post(addr, "/api/presence", r#"{"channel":"sio:/"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let presence: serde_json::Value = serde_json::from_str(&body).expect("presence JSON");
+    assert!(
+        presence["result"]["clients"].get(id).is_some(),
+        "{id} not in presence: {presence}"
+    );
+}
