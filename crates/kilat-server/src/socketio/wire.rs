@@ -470,6 +470,18 @@ impl Wire for SioWire {
         // session, so the client reconnects; a final one first disconnects every namespace,
         // which Socket.IO clients take as "do not reconnect".
         let mut packets: Vec<Bytes> = Vec::new();
+        // Namespaces still waiting for their CONNECT hear why (a connect hook's disconnect
+        // answers with no error reply first): a Socket.IO client reports it as connect_error.
+        let error = serde_json::json!({ "message": disconnect.reason }).to_string();
+        for pending in self.pending.values() {
+            if let Pending::Connect(namespaces) = pending {
+                for namespace in namespaces {
+                    packets.push(Bytes::from(packet::socket_message(
+                        '4', namespace, None, &error,
+                    )));
+                }
+            }
+        }
         if !disconnect.reconnect {
             for namespace in &self.namespaces {
                 packets.push(Bytes::from(packet::socket_message(
