@@ -546,3 +546,38 @@ pub(crate) fn fuzz_packets(bytes: &[u8]) {
         let _ = wire::shared_packets(bytes, false);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle Socket.IO client is one task holding this future (the shared driver over the
+    /// Socket.IO wire, on polling): its size is memory per connection, guarded like the
+    /// WebSocket and SSE ones.
+    #[tokio::test]
+    async fn idle_socketio_session_state_stays_small() {
+        let node = kilat_core::Node::new(kilat_core::NodeConfig::dev());
+        let outbox = Outbox::new(1 << 20);
+        let transport = TransportInfo {
+            name: "socketio",
+            emulated: true,
+        };
+        let session = Session::new(&node, transport, outbox.clone());
+        let registration = Registration {
+            shared: Arc::default(),
+            sessions: SioSessions::default(),
+            id: String::new(),
+            _permit: Arc::new(tokio::sync::Semaphore::new(1))
+                .try_acquire_owned()
+                .expect("permit"),
+        };
+        let wire = wire::SioWire::new(registration, EventMode::Publish, None);
+        let task = driver::drive(wire, session, outbox);
+        let size = std::mem::size_of_val(&task);
+        println!("idle socket.io connection task: {size} bytes");
+        assert!(
+            size <= 1024,
+            "the socket.io session task grew to {size} bytes"
+        );
+    }
+}

@@ -64,13 +64,21 @@ pub(crate) struct SioWire {
     mode: Mode,
     pub(crate) registration: Registration,
     events: EventMode,
+    connect: Connect,
+    next_id: u32,
+    /// The Socket.IO state, boxed: an idle session's task stays small (the guard in `mod.rs`).
+    sio: Box<SocketState>,
+}
+
+/// What the wire knows of the Socket.IO side of the session.
+#[derive(Default)]
+struct SocketState {
     /// The kilat client id once connected: each namespace socket's `sid`.
     client: Option<String>,
-    connect: Connect,
     /// Namespaces connected on this Engine.IO session.
     namespaces: Vec<String>,
+    /// Commands sent to the session and what their replies answer.
     pending: HashMap<u32, Pending>,
-    next_id: u32,
 }
 
 impl SioWire {
@@ -86,11 +94,9 @@ impl SioWire {
             },
             registration,
             events,
-            client: None,
             connect: Connect::None,
-            namespaces: Vec::new(),
-            pending: HashMap::new(),
             next_id: 1,
+            sio: Box::default(),
         }
     }
 
@@ -139,7 +145,7 @@ impl SioWire {
         out: &mut String,
     ) -> Result<(), Inbound> {
         let namespace = packet.namespace.to_owned();
-        let connected = self.namespaces.contains(&namespace);
+        let connected = self.sio.namespaces.contains(&namespace);
         match packet.kind {
             SocketKind::Connect => {
                 if connected {
@@ -153,11 +159,14 @@ impl SioWire {
                         let id = self.id();
                         let params = connect_params(packet.data.as_deref(), &namespace);
                         push_line(out, &format!("{{\"id\":{id},\"connect\":{params}}}"));
-                        self.pending.insert(id, Pending::Connect(vec![namespace]));
+                        self.sio
+                            .pending
+                            .insert(id, Pending::Connect(vec![namespace]));
                     }
                     Connect::Sent => {
                         // Answered with the connect that is under way.
                         if let Some(Pending::Connect(waiting)) = self
+                            .sio
                             .pending
                             .values_mut()
                             .find(|p| matches!(p, Pending::Connect(_)))
@@ -172,13 +181,13 @@ impl SioWire {
                             out,
                             &format!("{{\"id\":{id},\"subscribe\":{{\"channel\":{channel}}}}}"),
                         );
-                        self.pending.insert(id, Pending::Namespace(namespace));
+                        self.sio.pending.insert(id, Pending::Namespace(namespace));
                     }
                 }
             }
             SocketKind::Disconnect => {
                 if connected {
-                    self.namespaces.retain(|n| *n != namespace);
+                    self.sio.namespaces.retain(|n| *n != namespace);
                     let id = self.id();
                     let channel = channel_json(&namespace);
                     push_line(
@@ -219,7 +228,7 @@ impl SioWire {
                         );
                     }
                 }
-                self.pending.insert(
+                self.sio.pending.insert(
                     id,
                     Pending::Event {
                         namespace,
@@ -270,13 +279,13 @@ impl SioWire {
             let packets = shared_packets(line, false);
             return (!packets.is_empty()).then(|| String::from_utf8_lossy(&packets).into_owned());
         };
-        let pending = self.pending.remove(&reply.id)?;
+        let pending = self.sio.pending.remove(&reply.id)?;
         let error = reply.error.map(|e| e.message.into_owned());
         match pending {
             Pending::Connect(namespaces) => match error {
                 None => {
                     self.connect = Connect::Done;
-                    self.client = reply.connect.map(|c| c.client.into_owned());
+                    self.sio.client = reply.connect.map(|c| c.client.into_owned());
                     let mut out = Vec::new();
                     for namespace in namespaces {
                         out.push(self.connected(namespace));
@@ -322,10 +331,10 @@ impl SioWire {
     }
 
     fn connected(&mut self, namespace: String) -> String {
-        let sid = self.client.clone().unwrap_or_default();
+        let sid = self.sio.client.clone().unwrap_or_default();
         let body = serde_json::json!({ "sid": sid }).to_string();
         let packet = packet::socket_message('0', &namespace, None, &body);
-        self.namespaces.push(namespace);
+        self.sio.namespaces.push(namespace);
         packet
     }
 
@@ -431,15 +440,9 @@ impl Wire for SioWire {
                                 Ok(packet) => packet,
                                 Err(malformed) => return parse_error(malformed),
                             };
+                            // In Engine.IO v4 the server pings; a client ping outside the upgrade
+                            // probe (answered in `probe`) is ignored, as by `translate`.
                             let mut out = String::new();
-                            if let EnginePacket::Ping(data) = packet {
-                                // A client ping on WebSocket is answered with its pong.
-                                let pong = format!("3{data}");
-                                if conn.send_text(pong.as_bytes()).await.is_err() {
-                                    return Inbound::Gone;
-                                }
-                                continue;
-                            }
                             if let Err(end) = self.translate(packet, &mut out) {
                                 return end;
                             }
@@ -473,7 +476,7 @@ impl Wire for SioWire {
         // Namespaces still waiting for their CONNECT hear why (a connect hook's disconnect
         // answers with no error reply first): a Socket.IO client reports it as connect_error.
         let error = serde_json::json!({ "message": disconnect.reason }).to_string();
-        for pending in self.pending.values() {
+        for pending in self.sio.pending.values() {
             if let Pending::Connect(namespaces) = pending {
                 for namespace in namespaces {
                     packets.push(Bytes::from(packet::socket_message(
@@ -483,7 +486,7 @@ impl Wire for SioWire {
             }
         }
         if !disconnect.reconnect {
-            for namespace in &self.namespaces {
+            for namespace in &self.sio.namespaces {
                 packets.push(Bytes::from(packet::socket_message(
                     '1', namespace, None, "",
                 )));
