@@ -70,6 +70,17 @@ cargo build -p kilat-cli
 
 step "Socket.IO compatibility: the real socket.io-client (npm) against target/debug/kilat"
 (cd compat/socketio && { [ -d node_modules/socket.io-client ] || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
+step "Socket.IO compatibility: the real python-socketio client (PyPI) against target/debug/kilat"
+if [ ! -x compat/socketio/.venv/bin/python ]; then
+  # Debian splits venv's pip bootstrap into python3-venv.
+  if ! python3 -c 'import ensurepip' 2>/dev/null && [ "$(id -u)" = 0 ]; then
+    if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
+  python3 -m venv compat/socketio/.venv
+  compat/socketio/.venv/bin/pip install -q -r compat/socketio/requirements.txt
+fi
+KILAT_BIN="$kilat_bin" compat/socketio/.venv/bin/python -m unittest discover -s compat/socketio -p 'test_*.py'
 
 if [ "${SKIP_E2E:-0}" = 1 ] && [ "${CI:-}" != true ]; then
   echo "SKIPPING the browser end-to-end tests (SKIP_E2E=1)" >&2
