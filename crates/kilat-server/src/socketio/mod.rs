@@ -129,6 +129,9 @@ pub(crate) struct SharedState {
     pub(crate) upgraded: Option<WsConnection<WsIo>>,
     /// A WebSocket probe is under way (a second one is refused).
     pub(crate) probing: bool,
+    /// The session runs on WebSocket (opened there or upgraded): polls, posts and further
+    /// upgrades are refused.
+    pub(crate) on_websocket: bool,
     /// The client broke the protocol over HTTP: the task closes with this.
     pub(crate) refused: Option<Disconnect>,
     /// The session is over.
@@ -302,6 +305,7 @@ async fn open(
     };
     let id = session_id();
     let shared = Arc::new(Shared::default());
+    shared.state.lock().on_websocket = ws.is_some();
     state
         .sio_sessions
         .inner
@@ -363,7 +367,7 @@ async fn poll(shared: Arc<Shared>) -> Response {
         if state.closed {
             return unknown_sid();
         }
-        if state.upgraded.is_some() {
+        if state.upgraded.is_some() || state.on_websocket {
             return engine_error(StatusCode::BAD_REQUEST, 3, "Bad request");
         }
         if state.poll.as_ref().is_some_and(|p| !p.is_closed()) {
@@ -389,6 +393,9 @@ async fn poll(shared: Arc<Shared>) -> Response {
 
 /// `POST` with a sid: packets from the client.
 async fn post(state: &AppState, shared: Arc<Shared>, body: Body) -> Response {
+    if shared.state.lock().on_websocket {
+        return engine_error(StatusCode::BAD_REQUEST, 3, "Bad request");
+    }
     let limit = state.sio.max_http_buffer_size;
     let body = match crate::body::read(body, limit, state.body_timeout).await {
         Ok(body) => body,
@@ -448,7 +455,7 @@ async fn websocket(state: &AppState, request: Request, sid: Option<String>) -> R
                 return unknown_sid();
             };
             let mut guard = shared.state.lock();
-            if guard.probing || guard.closed {
+            if guard.probing || guard.closed || guard.on_websocket {
                 return engine_error(StatusCode::BAD_REQUEST, 3, "Bad request");
             }
             guard.probing = true;
@@ -518,6 +525,7 @@ async fn probe(shared: Arc<Shared>, mut conn: WsConnection<WsIo>) {
         match result {
             Ok(Ok(())) if !state.closed => {
                 state.upgraded = Some(conn);
+                state.on_websocket = true;
                 None
             }
             _ => Some(conn),

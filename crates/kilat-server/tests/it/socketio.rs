@@ -287,3 +287,39 @@ async fn a_socket_io_client_is_a_kilat_session_in_presence() {
         "{id} not in presence: {presence}"
     );
 }
+
+#[tokio::test]
+async fn a_websocket_session_refuses_polls_and_a_second_upgrade_and_keeps_working() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestServer::start(|_| {}).await;
+    let addr = server.addr;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket");
+    let next_text = |message: Option<Result<Message, _>>| match message {
+        Some(Ok(Message::Text(text))) => text.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    };
+    let open = next_text(ws.next().await);
+    let open: serde_json::Value =
+        serde_json::from_str(open.strip_prefix('0').expect("open packet")).expect("JSON");
+    assert_eq!(open["upgrades"], serde_json::json!([]));
+    let sid = open["sid"].as_str().expect("sid").to_owned();
+    let bad = (400, r#"{"code":3,"message":"Bad request"}"#.to_owned());
+    assert_eq!(poll(addr, &sid).await, bad);
+    assert_eq!(post(addr, &sid, "40").await, bad);
+    let (status, _) = http_get(
+        addr,
+        &format!("/socket.io/?EIO=4&transport=websocket&sid={sid}"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    ws.send(Message::text("40")).await.expect("send");
+    assert!(next_text(ws.next().await).starts_with("40{\"sid\""));
+    ws.send(Message::text("42[\"chat message\",\"on ws\"]"))
+        .await
+        .expect("send");
+    assert_eq!(next_text(ws.next().await), "42[\"chat message\",\"on ws\"]");
+}
