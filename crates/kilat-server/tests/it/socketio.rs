@@ -323,3 +323,68 @@ async fn a_websocket_session_refuses_polls_and_a_second_upgrade_and_keeps_workin
         .expect("send");
     assert_eq!(next_text(ws.next().await), "42[\"chat message\",\"on ws\"]");
 }
+
+/// A Socket.IO client on WebSocket, connected to `/`.
+async fn ws_client(
+    addr: SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket");
+    assert!(matches!(ws.next().await, Some(Ok(Message::Text(t))) if t.starts_with('0')));
+    ws.send(Message::text("40")).await.expect("send");
+    assert!(matches!(ws.next().await, Some(Ok(Message::Text(t))) if t.starts_with("40{")));
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_redis_chat_across_with_a_client_on_each() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let Some(redis) = kilat_testkit::RedisServer::start("socketio_two_nodes_on_redis") else {
+        return;
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let url = redis.url();
+        nodes.push(
+            TestServer::start(move |c| {
+                c.engine.kind = kilat_server::config::EngineKind::Redis;
+                c.engine.redis_url = url;
+            })
+            .await,
+        );
+    }
+    let mut on_websocket = ws_client(nodes[0].addr).await;
+    let polling = connected(nodes[1].addr).await;
+    // From the WebSocket client on node 0 to the polling one on node 1, and back.
+    for i in 0..5 {
+        let event = format!("42[\"chat message\",\"from node 0: {i}\"]");
+        on_websocket
+            .send(Message::text(event.clone()))
+            .await
+            .expect("send");
+        poll_until(nodes[1].addr, &polling, &event).await;
+        let echoed = loop {
+            match on_websocket.next().await {
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {}
+                Some(Ok(Message::Text(t))) => break t.to_string(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(echoed, event, "the sender's own copy, once and in order");
+    }
+    let back = "42[\"chat message\",\"from node 1\"]";
+    assert_eq!(post(nodes[1].addr, &polling, back).await.0, 200);
+    let got = loop {
+        match on_websocket.next().await {
+            Some(Ok(Message::Text(t))) if t.as_str() == "2" => {}
+            Some(Ok(Message::Text(t))) => break t.to_string(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(got, back);
+}
