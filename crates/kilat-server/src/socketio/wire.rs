@@ -303,9 +303,11 @@ impl SioWire {
                 }
             },
             Pending::Namespace(namespace) => {
-                if error.as_deref() == Some("unknown channel namespace") {
-                    let body = serde_json::json!({ "message": "Invalid namespace" }).to_string();
-                    return Some(packet::socket_message('4', &namespace, None, &body));
+                // Like the first namespace's (a `connect.subs` entry that fails does not fail
+                // the connect), the channel is best effort: where the kilat namespace `sio`
+                // does not allow it, the socket connects without the namespace's broadcasts.
+                if let Some(message) = &error {
+                    tracing::debug!(%namespace, %message, "socket.io namespace channel not subscribed");
                 }
                 Some(self.connected(namespace))
             }

@@ -388,3 +388,27 @@ async fn two_nodes_on_redis_chat_across_with_a_client_on_each() {
     };
     assert_eq!(got, back);
 }
+
+#[tokio::test]
+async fn outside_dev_an_anonymous_connect_is_a_connect_error_with_kilats_reason() {
+    let server = TestServer::start(|c| c.node.dev = false).await;
+    let addr = server.addr;
+    let (sid, _) = handshake(addr).await;
+    assert_eq!(post(addr, &sid, "40").await.0, 200);
+    let body = poll_until(addr, &sid, "44").await;
+    let packets: Vec<&str> = body.split('\u{1e}').collect();
+    assert_eq!(
+        packets[0], r#"44{"message":"anonymous connections are not allowed"}"#,
+        "{body}"
+    );
+    // Then the session ends.
+    let mut closed = packets.contains(&"1");
+    for _ in 0..5 {
+        if closed {
+            break;
+        }
+        let (status, body) = poll(addr, &sid).await;
+        closed = status == 400 || body.split('\u{1e}').any(|p| p == "1");
+    }
+    assert!(closed, "the refused session stayed open");
+}
