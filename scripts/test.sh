@@ -77,6 +77,19 @@ step "Pusher compatibility: the Python server SDK (pusher from PyPI) in e2e/push
 # Debian's python3 has venv only with python3-venv (ensurepip).
 python3 -c 'import ensurepip' 2>/dev/null || need_apt __no_such_command__ python3-venv
 (cd e2e/pusher && { .venv/bin/python -c 'import pusher, websockets' 2>/dev/null || { python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt; }; } && KILAT_BIN="$kilat_bin" .venv/bin/python -m unittest test_python_sdk.py)
+step "Socket.IO compatibility: the real socket.io-client (npm) against target/debug/kilat"
+(cd compat/socketio && { [ -d node_modules/socket.io-client ] || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
+step "Socket.IO compatibility: the real python-socketio client (PyPI) against target/debug/kilat"
+if [ ! -x compat/socketio/.venv/bin/python ]; then
+  # Debian splits venv's pip bootstrap into python3-venv.
+  if ! python3 -c 'import ensurepip' 2>/dev/null && [ "$(id -u)" = 0 ]; then
+    if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
+  python3 -m venv compat/socketio/.venv
+  compat/socketio/.venv/bin/pip install -q -r compat/socketio/requirements.txt
+fi
+KILAT_BIN="$kilat_bin" compat/socketio/.venv/bin/python -m unittest discover -s compat/socketio -p 'test_*.py'
 
 if [ "${SKIP_E2E:-0}" = 1 ] && [ "${CI:-}" != true ]; then
   echo "SKIPPING the browser end-to-end tests (SKIP_E2E=1)" >&2

@@ -55,6 +55,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Pusher Channels apps served at `/app/{key}` and `/apps/{app_id}` (docs/pusher.md).
     pub pusher: crate::pusher::PusherConfig,
+    /// Socket.IO clients (Engine.IO v4, Socket.IO v5; docs/socketio.md).
+    pub socketio: crate::socketio::SocketIoConfig,
 }
 
 /// `[proxy]`: the application backend's HTTP hooks (`docs/proxy.md`). Each URL is optional;

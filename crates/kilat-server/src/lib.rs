@@ -9,6 +9,8 @@
 //!   connection loop), `admission` (the step every transport takes first), `websocket`,
 //!   `emulation` (SSE, HTTP streaming and the emulation endpoint) and `front` (the first request
 //!   read before hyper, so SSE and HTTP streams run on the socket).
+//! - `socketio`: Engine.IO v4 and Socket.IO v5 for Socket.IO clients (docs/socketio.md), a
+//!   `Wire` on the shared driver.
 //! - `origin`: which browser origins may connect and call the API.
 //! - `body`: request bodies read with a size limit, a deadline and a minimum rate.
 //! - `api`: the server HTTP API (`POST /api/<method>`) and its OpenAPI document.
@@ -45,6 +47,7 @@ mod origin;
 pub mod proxy;
 pub mod pusher;
 mod router;
+mod socketio;
 mod transport;
 
 /// Entry points for the fuzz targets in `fuzz/` (not an API): the parsers that read request
@@ -89,6 +92,12 @@ pub mod fuzzing {
             false,
         );
         (dev.allows(&headers), configured.allows(&headers))
+    }
+
+    /// Decodes `bytes` as an Engine.IO polling payload, its Socket.IO packets, a Socket.IO
+    /// packet alone, and a hub frame as the Socket.IO wire translates it. Must never panic.
+    pub fn socketio_packets(bytes: &[u8]) {
+        crate::socketio::fuzz_packets(bytes);
     }
 }
 
@@ -142,6 +151,12 @@ pub(crate) struct AppState {
     pub(crate) effective_config: Arc<serde_json::Value>,
     /// The Pusher Channels apps (`[[pusher.apps]]`, docs/pusher.md).
     pub(crate) pusher: Arc<pusher::Pusher>,
+    /// Engine.IO sessions of this node by id (`socketio`).
+    pub(crate) sio_sessions: socketio::SioSessions,
+    /// `[socketio]` as the handlers use it.
+    pub(crate) sio: Arc<socketio::Settings>,
+    /// Where the Engine.IO endpoint is served; `None` when `[socketio] enabled = false`.
+    pub(crate) sio_path: Option<String>,
 }
 
 /// The endpoints served without authentication that a deployment may switch off.
@@ -335,6 +350,12 @@ pub async fn run(
             pusher_apps,
             &config.websocket.transport(),
         )),
+        sio_sessions: socketio::SioSessions::default(),
+        sio: Arc::new(socketio::Settings::new(&config)),
+        sio_path: config
+            .socketio
+            .enabled
+            .then(|| config.socketio.path.clone()),
     };
     log_origins(&config, &state.origins);
     if cluster.shared {

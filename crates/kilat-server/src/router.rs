@@ -6,9 +6,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 
-use crate::{AppState, admin, api, assets, metrics, transport};
+use crate::{AppState, admin, api, assets, metrics, socketio, transport};
 
 /// Builds the router over shared state.
 pub(crate) fn router(state: AppState) -> Router {
@@ -51,6 +51,13 @@ pub(crate) fn router(state: AppState) -> Router {
             .route("/demo", get(assets::demo_index))
             .route("/demo/", get(assets::demo_index))
             .route("/demo/{*path}", get(assets::demo));
+    }
+    if state.sio_path.is_some() {
+        let path = state.sio_path.clone().unwrap_or_default();
+        router = router.route(&path, any(socketio::handle));
+        if let Some(bare) = path.strip_suffix('/').filter(|p| !p.is_empty()) {
+            router = router.route(bare, any(socketio::handle));
+        }
     }
     router.fallback(not_found).with_state(state)
 }
@@ -117,6 +124,9 @@ mod tests {
                 Vec::new(),
                 &kilat_transport::ws::WsConfig::default(),
             )),
+            sio_sessions: crate::socketio::SioSessions::default(),
+            sio: Arc::new(crate::socketio::Settings::new(&crate::Config::default())),
+            sio_path: Some("/socket.io/".to_owned()),
         }
     }
 

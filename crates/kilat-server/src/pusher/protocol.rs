@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The encoding slot of a shared frame translated for Pusher clients: see [`translate`].
-/// Slots 0-2 are the WebSocket encodings, 10-11 the SSE/NDJSON ones.
-pub(crate) const SLOT_PUSHER: EncodingSlot = EncodingSlot(9);
+/// Slots 0-2 are the WebSocket encodings, 8-9 Socket.IO's, 10-11 the SSE/NDJSON ones.
+pub(crate) const SLOT_PUSHER: EncodingSlot = EncodingSlot(7);
 
 /// Longest channel name Pusher allows.
 pub(crate) const MAX_CHANNEL_LEN: usize = 164;

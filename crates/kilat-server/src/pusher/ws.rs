@@ -44,16 +44,7 @@ pub(crate) async fn upgrade(
     // The admission step every transport takes (draining, origin, connection slot).
     let permit = match admission::admit(&state, &parts.headers) {
         Ok(admission) => admission,
-        Err((status, reason)) => {
-            let mut response = (status, format!("{reason}\n")).into_response();
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                response.headers_mut().insert(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from_static("1"),
-                );
-            }
-            return response;
-        }
+        Err(refusal) => return admission::refusal_response(refusal),
     };
     let handshake = match ws::negotiate(&parts, &state.pusher.ws) {
         Ok(handshake) => handshake,

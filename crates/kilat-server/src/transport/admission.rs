@@ -30,10 +30,7 @@ pub(crate) struct Admission {
 /// 503 while draining or at the connection limit, 403 for a refused browser origin.
 pub(crate) fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admission, Refusal> {
     if state.draining.load(Ordering::SeqCst) {
-        return Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server is draining, try another node",
-        ));
+        return Err(DRAINING);
     }
     if !state.origins.allows(headers) {
         tracing::info!(origin = ?headers.get(http::header::ORIGIN), "connection from a refused origin");
@@ -54,6 +51,26 @@ pub(crate) fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admission, 
         headers: crate::proxy::pick_headers(&state.node, headers),
     })
 }
+
+/// The HTTP answer to a refused connection: its status and reason, with `Retry-After: 1` on a
+/// 503 (draining, full), which a load balancer retries on another node (haproxy `retry-on 503`).
+pub(crate) fn refusal_response((status, reason): Refusal) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = (status, format!("{reason}\n")).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+    }
+    response
+}
+
+/// The refusal of a connection while the node drains.
+pub(crate) const DRAINING: Refusal = (
+    StatusCode::SERVICE_UNAVAILABLE,
+    "server is draining, try another node",
+);
 
 impl Admission {
     /// Starts the hub side of the connection: an outbox bounded by `client_queue_max_bytes`

@@ -24,18 +24,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> 
     let (mut parts, _body) = request.into_parts();
     let admission = match admission::admit(&state, &parts.headers) {
         Ok(admission) => admission,
-        Err((status, reason)) => {
-            let mut response = (status, format!("{reason}\n")).into_response();
-            // A 503 (draining, full) tells a load balancer to try another node (haproxy
-            // `retry-on 503`).
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                response.headers_mut().insert(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from_static("1"),
-                );
-            }
-            return response;
-        }
+        Err(refusal) => return admission::refusal_response(refusal),
     };
     let handshake = match ws::negotiate(&parts, &state.ws) {
         Ok(handshake) => handshake,

@@ -52,6 +52,7 @@ fn every_key() -> Vec<(&'static str, BTreeSet<String>)> {
         "api",
         "token",
         "proxy",
+        "socketio",
     ] {
         sections.push((section, keys_of(section)));
     }

@@ -34,6 +34,8 @@ mod proxy;
 mod pusher;
 /// Regression tests of issue 20's attacks: each fails, and nobody else loses anything.
 mod security;
+/// Engine.IO and Socket.IO: broken and hostile inputs get the reference server's answers.
+mod socketio;
 /// TLS (`wss://`), origin checks and half-open handshakes.
 mod tls_origin;
 /// Tokens: connection and subscription JWTs through a real socket.

@@ -1,0 +1,747 @@
+//! The Socket.IO side of a connection for the shared [`driver`](crate::transport::driver): Engine.IO
+//! packets in, kilat commands to the hub session; kilat replies and pushes out, Socket.IO
+//! packets to the client, over long polling or WebSocket (switched in place on upgrade).
+//!
+//! The mapping (docs/socketio.md):
+//! - the first Socket.IO CONNECT is the kilat `connect` (`auth.token` is the token, the rest of
+//!   `auth` its `data`), subscribing the namespace's channel `sio:<namespace>` in the same round
+//!   trip; later namespaces subscribe their channel;
+//! - a client EVENT is a `publish` to the namespace's channel (`{"event", "args"}`) or an `rpc`
+//!   (method = event name) answered by the backend, whose `data` becomes the ack's arguments;
+//! - a `pub` push becomes an EVENT: `{"event": name, "args": [...]}` data is that event, any
+//!   other data is the event `message` with the data as its one argument. Its packet bytes are
+//!   computed once per publication and transport (encoding slots of the shared frame);
+//! - the hub's `{}` ping is the Engine.IO ping, the client's pong the hub's `{}`.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use kilat_protocol::{Disconnect, DisconnectCode, EncodingSlot, SharedFrame};
+use kilat_transport::ws::{self, Message, WsConnection};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::packet::{self, EnginePacket, SocketKind};
+use super::{EventMode, Registration, WsIo};
+use crate::transport::driver::{Inbound, Wire};
+
+/// Slot of a shared frame's Engine.IO packets as a long-polling payload part.
+pub(crate) const SLOT_SIO_TEXT: EncodingSlot = EncodingSlot(8);
+/// Slot of a shared frame's Engine.IO packets as WebSocket text frames.
+pub(crate) const SLOT_SIO_WS: EncodingSlot = EncodingSlot(9);
+
+/// The namespace channel prefix: Socket.IO namespace `/chat` is kilat channel `sio:/chat`.
+pub(crate) const CHANNEL_PREFIX: &str = "sio:";
+
+/// How the client is reached right now.
+enum Mode {
+    Polling,
+    /// Boxed: a polling session does not carry a WebSocket's state.
+    WebSocket(Box<WsConnection<WsIo>>),
+}
+
+/// What a command the wire sent to the session was for.
+#[derive(Debug)]
+enum Pending {
+    /// The kilat connect, made for these namespaces' CONNECTs.
+    Connect(Vec<String>),
+    /// A later namespace's subscription.
+    Namespace(String),
+    /// A client EVENT published or sent to the backend; answered with ACK when it asked.
+    Event { namespace: String, ack: Option<u64> },
+}
+
+/// Where the kilat connect stands.
+#[derive(Debug, PartialEq, Eq)]
+enum Connect {
+    None,
+    Sent,
+    Done,
+}
+
+/// The Socket.IO wire of one Engine.IO session.
+pub(crate) struct SioWire {
+    mode: Mode,
+    pub(crate) registration: Registration,
+    events: EventMode,
+    connect: Connect,
+    next_id: u32,
+    /// The Socket.IO state, boxed: an idle session's task stays small (the guard in `mod.rs`).
+    sio: Box<SocketState>,
+}
+
+/// What the wire knows of the Socket.IO side of the session.
+#[derive(Default)]
+struct SocketState {
+    /// The kilat client id once connected: each namespace socket's `sid`.
+    client: Option<String>,
+    /// Namespaces connected on this Engine.IO session.
+    namespaces: Vec<String>,
+    /// Commands sent to the session and what their replies answer.
+    pending: HashMap<u32, Pending>,
+}
+
+impl SioWire {
+    pub(crate) fn new(
+        registration: Registration,
+        events: EventMode,
+        ws: Option<WsConnection<WsIo>>,
+    ) -> Self {
+        SioWire {
+            mode: match ws {
+                Some(ws) => Mode::WebSocket(Box::new(ws)),
+                None => Mode::Polling,
+            },
+            registration,
+            events,
+            connect: Connect::None,
+            next_id: 1,
+            sio: Box::default(),
+        }
+    }
+
+    fn id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+        id
+    }
+
+    /// Takes a WebSocket that completed the upgrade, if one is waiting. A poll still open on
+    /// the old transport is ended with a noop.
+    fn take_upgrade(&mut self) {
+        if matches!(self.mode, Mode::WebSocket(_)) {
+            return;
+        }
+        let mut state = self.registration.shared.state.lock();
+        if let Some(ws) = state.upgraded.take() {
+            if let Some(poll) = state.poll.take() {
+                let _ = poll.send(Bytes::from_static(b"6"));
+            }
+            drop(state);
+            tracing::debug!("socket.io session upgraded to websocket");
+            self.mode = Mode::WebSocket(Box::new(ws));
+        }
+    }
+
+    /// Turns one Engine.IO packet into kilat command text (appended to `out`, `\n`-separated),
+    /// or says why the session must close.
+    fn translate(&mut self, packet: EnginePacket<'_>, out: &mut String) -> Result<(), Inbound> {
+        match packet {
+            EnginePacket::Close => return Err(Inbound::Gone),
+            // The answer to the hub's ping (sent as an Engine.IO ping).
+            EnginePacket::Pong(_) => push_line(out, "{}"),
+            EnginePacket::Ping(_) | EnginePacket::Noop | EnginePacket::Upgrade => {}
+            EnginePacket::Message(text) => {
+                let packet = packet::decode_socket(text).map_err(parse_error)?;
+                self.translate_socket(packet, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn translate_socket(
+        &mut self,
+        packet: packet::SocketPacket<'_>,
+        out: &mut String,
+    ) -> Result<(), Inbound> {
+        let namespace = packet.namespace.to_owned();
+        let connected = self.sio.namespaces.contains(&namespace);
+        match packet.kind {
+            SocketKind::Connect => {
+                if connected {
+                    return Err(parse_error(packet::Malformed(
+                        "namespace already connected",
+                    )));
+                }
+                match self.connect {
+                    Connect::None => {
+                        self.connect = Connect::Sent;
+                        let id = self.id();
+                        let params = connect_params(packet.data.as_deref(), &namespace);
+                        push_line(out, &format!("{{\"id\":{id},\"connect\":{params}}}"));
+                        self.sio
+                            .pending
+                            .insert(id, Pending::Connect(vec![namespace]));
+                    }
+                    Connect::Sent => {
+                        // Answered with the connect that is under way.
+                        if let Some(Pending::Connect(waiting)) = self
+                            .sio
+                            .pending
+                            .values_mut()
+                            .find(|p| matches!(p, Pending::Connect(_)))
+                        {
+                            waiting.push(namespace);
+                        }
+                    }
+                    Connect::Done => {
+                        let id = self.id();
+                        let channel = channel_json(&namespace);
+                        push_line(
+                            out,
+                            &format!("{{\"id\":{id},\"subscribe\":{{\"channel\":{channel}}}}}"),
+                        );
+                        self.sio.pending.insert(id, Pending::Namespace(namespace));
+                    }
+                }
+            }
+            SocketKind::Disconnect => {
+                if connected {
+                    self.sio.namespaces.retain(|n| *n != namespace);
+                    let id = self.id();
+                    let channel = channel_json(&namespace);
+                    push_line(
+                        out,
+                        &format!("{{\"id\":{id},\"unsubscribe\":{{\"channel\":{channel}}}}}"),
+                    );
+                }
+            }
+            SocketKind::Event => {
+                if !connected {
+                    // The reference server closes a client that talks in a namespace it has
+                    // not joined.
+                    return Err(parse_error(packet::Malformed("event before CONNECT")));
+                }
+                let name = packet.head.unwrap_or_default();
+                let args = packet.data.unwrap_or_else(packet::empty_array);
+                let name_json = serde_json::to_string(&name).unwrap_or_default();
+                let id = self.id();
+                match self.events {
+                    EventMode::Publish => {
+                        let channel = channel_json(&namespace);
+                        push_line(
+                            out,
+                            &format!(
+                                "{{\"id\":{id},\"publish\":{{\"channel\":{channel},\"data\":{{\"event\":{name_json},\"args\":{}}}}}}}",
+                                args.get()
+                            ),
+                        );
+                    }
+                    EventMode::Rpc => {
+                        let ns_json = serde_json::to_string(&namespace).unwrap_or_default();
+                        push_line(
+                            out,
+                            &format!(
+                                "{{\"id\":{id},\"rpc\":{{\"method\":{name_json},\"data\":{{\"namespace\":{ns_json},\"args\":{}}}}}}}",
+                                args.get()
+                            ),
+                        );
+                    }
+                }
+                self.sio.pending.insert(
+                    id,
+                    Pending::Event {
+                        namespace,
+                        ack: packet.ack,
+                    },
+                );
+            }
+            // Server emits never ask for acks (publications are not acknowledged), so a client
+            // ACK answers nothing and is dropped.
+            SocketKind::Ack => {}
+        }
+        Ok(())
+    }
+
+    /// The Engine.IO packets for the frames (replies translated here, per client; pushes from
+    /// the shared frame's cached encoding).
+    fn outgoing(&mut self, frames: &[SharedFrame], websocket: bool) -> Vec<Bytes> {
+        let mut chunks = Vec::with_capacity(frames.len());
+        for frame in frames {
+            if frame.is_reply() {
+                for line in frame.json().split(|b| *b == b'\n') {
+                    if let Some(text) = self.reply(line) {
+                        chunks.push(if websocket {
+                            ws::frame::encode_frame(ws::frame::OP_TEXT, false, text.as_bytes())
+                        } else {
+                            Bytes::from(text)
+                        });
+                    }
+                }
+            } else {
+                let encoded = if websocket {
+                    frame.encoded(SLOT_SIO_WS, |json| shared_packets(json, true))
+                } else {
+                    frame.encoded(SLOT_SIO_TEXT, |json| shared_packets(json, false))
+                };
+                if !encoded.is_empty() {
+                    chunks.push(encoded);
+                }
+            }
+        }
+        chunks
+    }
+
+    /// One reply of the session, as Engine.IO packets (`\x1e`-joined), or nothing to send.
+    fn reply(&mut self, line: &[u8]) -> Option<String> {
+        let Ok(reply) = serde_json::from_slice::<Reply<'_>>(line) else {
+            // A push or a pong batched with a reply: shared translation works per line too.
+            let packets = shared_packets(line, false);
+            return (!packets.is_empty()).then(|| String::from_utf8_lossy(&packets).into_owned());
+        };
+        let pending = self.sio.pending.remove(&reply.id)?;
+        let error = reply.error.map(|e| e.message.into_owned());
+        match pending {
+            Pending::Connect(namespaces) => match error {
+                None => {
+                    self.connect = Connect::Done;
+                    self.sio.client = reply.connect.map(|c| c.client.into_owned());
+                    let mut out = Vec::new();
+                    for namespace in namespaces {
+                        out.push(self.connected(namespace));
+                    }
+                    Some(out.join("\u{1e}"))
+                }
+                Some(message) => {
+                    self.connect = Connect::None;
+                    let body = serde_json::json!({ "message": message }).to_string();
+                    let out: Vec<String> = namespaces
+                        .iter()
+                        .map(|ns| packet::socket_message('4', ns, None, &body))
+                        .collect();
+                    Some(out.join("\u{1e}"))
+                }
+            },
+            Pending::Namespace(namespace) => {
+                // Like the first namespace's (a `connect.subs` entry that fails does not fail
+                // the connect), the channel is best effort: where the kilat namespace `sio`
+                // does not allow it, the socket connects without the namespace's broadcasts.
+                if let Some(message) = &error {
+                    tracing::debug!(%namespace, %message, "socket.io namespace channel not subscribed");
+                }
+                Some(self.connected(namespace))
+            }
+            Pending::Event { namespace, ack } => {
+                if let Some(message) = &error {
+                    tracing::debug!(%namespace, %message, "socket.io event refused");
+                }
+                let ack = ack?;
+                let args = match (&error, reply.rpc) {
+                    (Some(message), _) => serde_json::json!([{ "error": message }]).to_string(),
+                    (None, Some(rpc)) => match rpc.data {
+                        Some(data) if data.get().trim_start().starts_with('[') => {
+                            data.get().to_owned()
+                        }
+                        Some(data) => format!("[{}]", data.get()),
+                        None => "[]".to_owned(),
+                    },
+                    (None, None) => "[]".to_owned(),
+                };
+                Some(packet::socket_message('3', &namespace, Some(ack), &args))
+            }
+        }
+    }
+
+    fn connected(&mut self, namespace: String) -> String {
+        let sid = self.sio.client.clone().unwrap_or_default();
+        let body = serde_json::json!({ "sid": sid }).to_string();
+        let packet = packet::socket_message('0', &namespace, None, &body);
+        self.sio.namespaces.push(namespace);
+        packet
+    }
+
+    /// Writes `chunks` on the current transport; on polling, waits for the client's next poll
+    /// (or an upgrade to WebSocket, then writes there).
+    async fn deliver(
+        &mut self,
+        mut chunks: Vec<Bytes>,
+        websocket_form: bool,
+    ) -> std::io::Result<()> {
+        loop {
+            if let Mode::WebSocket(conn) = &mut self.mode {
+                if !websocket_form {
+                    // Encoded for polling before the switch: re-frame each packet.
+                    chunks = chunks
+                        .iter()
+                        .flat_map(|c| c.split(|b| *b == packet::RECORD_SEPARATOR))
+                        .map(|p| ws::frame::encode_frame(ws::frame::OP_TEXT, false, p))
+                        .collect();
+                }
+                return conn.send_encoded(&chunks).await;
+            }
+            let shared = self.registration.shared.clone();
+            let changed = shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = shared.state.lock();
+                if state.upgraded.is_none() {
+                    if state.closed {
+                        return Err(std::io::ErrorKind::BrokenPipe.into());
+                    }
+                    if let Some(poll) = state.poll.take() {
+                        drop(state);
+                        let payload = join_payload(&chunks);
+                        match poll.send(payload) {
+                            Ok(()) => return Ok(()),
+                            // That poll's client went away; wait for the next one.
+                            Err(_) => continue,
+                        }
+                    }
+                }
+            }
+            self.take_upgrade();
+            if matches!(self.mode, Mode::WebSocket(_)) {
+                continue;
+            }
+            changed.await;
+        }
+    }
+}
+
+impl Wire for SioWire {
+    async fn recv(&mut self) -> Inbound {
+        loop {
+            self.take_upgrade();
+            let shared = self.registration.shared.clone();
+            let changed = shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let posted = {
+                let mut state = shared.state.lock();
+                if let Some(refusal) = state.refused.take() {
+                    return Inbound::Refused(refusal);
+                }
+                if state.closed {
+                    return Inbound::Gone;
+                }
+                std::mem::take(&mut state.inbound)
+            };
+            if !posted.is_empty() {
+                let mut out = String::new();
+                for text in &posted {
+                    let packet = match packet::decode_engine(text) {
+                        Ok(packet) => packet,
+                        Err(malformed) => return parse_error(malformed),
+                    };
+                    if let Err(end) = self.translate(packet, &mut out) {
+                        return end;
+                    }
+                }
+                if !out.is_empty() {
+                    return Inbound::Message(Bytes::from(out));
+                }
+                continue;
+            }
+            match &mut self.mode {
+                Mode::Polling => changed.await,
+                Mode::WebSocket(conn) => {
+                    tokio::select! {
+                        message = conn.read_message() => {
+                            let text = match message {
+                                Ok(Message::Text(text)) => text,
+                                Ok(Message::Binary(_)) => {
+                                    return parse_error(packet::Malformed("binary attachments are not supported"));
+                                }
+                                Ok(Message::Close { .. }) | Err(_) => return Inbound::Gone,
+                            };
+                            let Ok(text) = std::str::from_utf8(&text) else {
+                                return parse_error(packet::Malformed("not UTF-8"));
+                            };
+                            let packet = match packet::decode_engine(text) {
+                                Ok(packet) => packet,
+                                Err(malformed) => return parse_error(malformed),
+                            };
+                            // In Engine.IO v4 the server pings; a client ping outside the upgrade
+                            // probe (answered in `probe`) is ignored, as by `translate`.
+                            let mut out = String::new();
+                            if let Err(end) = self.translate(packet, &mut out) {
+                                return end;
+                            }
+                            if !out.is_empty() {
+                                return Inbound::Message(Bytes::from(out));
+                            }
+                        }
+                        () = &mut changed => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, frames: &[SharedFrame]) -> std::io::Result<()> {
+        self.take_upgrade();
+        let websocket = matches!(self.mode, Mode::WebSocket(_));
+        let chunks = self.outgoing(frames, websocket);
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        self.deliver(chunks, websocket).await
+    }
+
+    async fn close(&mut self, disconnect: &Disconnect) {
+        tracing::debug!(code = disconnect.code, reason = %disconnect.reason, "closing socket.io session");
+        // A reconnectable close (drain, slow consumer, no pong) ends only the Engine.IO
+        // session, so the client reconnects; a final one first disconnects every namespace,
+        // which Socket.IO clients take as "do not reconnect".
+        let mut packets: Vec<Bytes> = Vec::new();
+        // Namespaces still waiting for their CONNECT hear why (a connect hook's disconnect
+        // answers with no error reply first): a Socket.IO client reports it as connect_error.
+        let error = serde_json::json!({ "message": disconnect.reason }).to_string();
+        for pending in self.sio.pending.values() {
+            if let Pending::Connect(namespaces) = pending {
+                for namespace in namespaces {
+                    packets.push(Bytes::from(packet::socket_message(
+                        '4', namespace, None, &error,
+                    )));
+                }
+            }
+        }
+        if !disconnect.reconnect {
+            for namespace in &self.sio.namespaces {
+                packets.push(Bytes::from(packet::socket_message(
+                    '1', namespace, None, "",
+                )));
+            }
+        }
+        packets.push(Bytes::from_static(b"1"));
+        let websocket = matches!(self.mode, Mode::WebSocket(_));
+        if websocket {
+            packets = packets
+                .iter()
+                .map(|p| ws::frame::encode_frame(ws::frame::OP_TEXT, false, p))
+                .collect();
+        }
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.deliver(packets, websocket)).await;
+        if let Mode::WebSocket(conn) = &mut self.mode {
+            let _ = conn.close(ws::CLOSE_NORMAL, "").await;
+        }
+    }
+}
+
+/// How long a closing polling session waits for a poll to take its last packets.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A decoding failure: the session closes, as the reference server's "parse error" does.
+fn parse_error(malformed: packet::Malformed) -> Inbound {
+    tracing::debug!(
+        reason = malformed.0,
+        "malformed socket.io packet; closing the session"
+    );
+    Inbound::Refused(Disconnect::new(DisconnectCode::BAD_REQUEST, malformed.0))
+}
+
+fn push_line(out: &mut String, line: &str) {
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(line);
+}
+
+/// The kilat channel of a Socket.IO namespace, as a JSON string.
+fn channel_json(namespace: &str) -> String {
+    serde_json::to_string(&format!("{CHANNEL_PREFIX}{namespace}")).unwrap_or_default()
+}
+
+/// The kilat connect params for a CONNECT with `auth`: `auth.token` is the token, the whole
+/// `auth` object the connect hook's `data`, and the namespace's channel is subscribed at once.
+fn connect_params(auth: Option<&RawValue>, namespace: &str) -> String {
+    #[derive(Deserialize)]
+    struct Auth<'a> {
+        #[serde(borrow, default)]
+        token: Option<std::borrow::Cow<'a, str>>,
+    }
+    let token = auth
+        .and_then(|a| serde_json::from_str::<Auth<'_>>(a.get()).ok())
+        .and_then(|a| a.token.map(|t| t.into_owned()));
+    let mut params = serde_json::Map::new();
+    params.insert("name".into(), "socket.io".into());
+    if let Some(token) = token {
+        params.insert("token".into(), token.into());
+    }
+    let mut json = serde_json::Value::Object(params).to_string();
+    json.pop();
+    if let Some(auth) = auth {
+        json.push_str(",\"data\":");
+        json.push_str(auth.get());
+    }
+    json.push_str(",\"subs\":{");
+    json.push_str(&channel_json(namespace));
+    json.push_str(":{}}}");
+    json
+}
+
+/// A reply of the session, as much as the wire reads of it.
+#[derive(Deserialize)]
+struct Reply<'a> {
+    id: u32,
+    #[serde(borrow, default)]
+    error: Option<ReplyError<'a>>,
+    #[serde(borrow, default)]
+    connect: Option<ConnectResult<'a>>,
+    #[serde(borrow, default)]
+    rpc: Option<RpcResult<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ReplyError<'a> {
+    #[serde(borrow)]
+    message: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct ConnectResult<'a> {
+    #[serde(borrow)]
+    client: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct RpcResult<'a> {
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// A push as the wire reads it.
+#[derive(Deserialize)]
+struct PushFrame<'a> {
+    #[serde(borrow)]
+    push: Push<'a>,
+}
+
+#[derive(Deserialize)]
+struct Push<'a> {
+    #[serde(borrow, default)]
+    channel: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    r#pub: Option<Publication<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Publication<'a> {
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct EventData<'a> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    args: Option<&'a RawValue>,
+}
+
+/// The Engine.IO packets of a shared frame (pushes and pings; one or more `\n`-separated), as
+/// one polling payload part (`\x1e`-joined) or as WebSocket frames: computed once per frame
+/// and transport, whoever receives it.
+pub(crate) fn shared_packets(json: &[u8], websocket: bool) -> Bytes {
+    let mut packets: Vec<String> = Vec::new();
+    for line in json.split(|b| *b == b'\n') {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        if line == b"{}" {
+            packets.push("2".to_owned());
+            continue;
+        }
+        let Ok(frame) = serde_json::from_slice::<PushFrame<'_>>(line) else {
+            continue;
+        };
+        let (Some(channel), Some(publication)) = (frame.push.channel, frame.push.r#pub) else {
+            continue;
+        };
+        packets.push(event_packet(&channel, publication.data));
+    }
+    if websocket {
+        let mut out = Vec::new();
+        for packet in &packets {
+            out.extend_from_slice(&ws::frame::encode_frame(
+                ws::frame::OP_TEXT,
+                false,
+                packet.as_bytes(),
+            ));
+        }
+        Bytes::from(out)
+    } else {
+        Bytes::from(packets.join("\u{1e}"))
+    }
+}
+
+/// The namespace a channel's publications are delivered in: `sio:/chat` and its rooms
+/// (`sio:/chat@room`) in `/chat`; every other channel (token channels, server subscriptions)
+/// in `/`.
+fn namespace_of(channel: &str) -> &str {
+    match channel.strip_prefix(CHANNEL_PREFIX) {
+        Some(rest) if rest.starts_with('/') => rest.split('@').next().unwrap_or("/"),
+        _ => "/",
+    }
+}
+
+/// The EVENT packet of one publication.
+fn event_packet(channel: &str, data: &RawValue) -> String {
+    let namespace = namespace_of(channel);
+    let body = match serde_json::from_str::<EventData<'_>>(data.get()) {
+        Ok(event) => {
+            let name = serde_json::to_string(&event.event).unwrap_or_default();
+            match event.args {
+                Some(args) if args.get().trim_start().starts_with('[') => {
+                    let inner = args.get().trim();
+                    let inner = &inner[1..inner.len() - 1];
+                    if inner.trim().is_empty() {
+                        format!("[{name}]")
+                    } else {
+                        format!("[{name},{inner}]")
+                    }
+                }
+                Some(arg) => format!("[{name},{}]", arg.get()),
+                None => format!("[{name}]"),
+            }
+        }
+        Err(_) => format!("[\"message\",{}]", data.get()),
+    };
+    packet::socket_message('2', namespace, None, &body)
+}
+
+/// One polling payload from packet groups.
+fn join_payload(chunks: &[Bytes]) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks[0].clone();
+    }
+    let mut out = Vec::with_capacity(chunks.iter().map(|c| c.len() + 1).sum());
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i > 0 {
+            out.push(packet::RECORD_SEPARATOR);
+        }
+        out.extend_from_slice(chunk);
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publications_become_events_in_their_namespace() {
+        let push = br#"{"push":{"channel":"sio:/","pub":{"data":{"event":"chat message","args":["hi",1]},"offset":3}}}"#;
+        assert_eq!(
+            &shared_packets(push, false)[..],
+            b"42[\"chat message\",\"hi\",1]"
+        );
+        let push =
+            br#"{"push":{"channel":"sio:/chat@lobby","pub":{"data":{"event":"x","args":[]}}}}"#;
+        assert_eq!(&shared_packets(push, false)[..], b"42/chat,[\"x\"]");
+        let push = br#"{"push":{"channel":"room:1","pub":{"data":{"text":"yo"}}}}"#;
+        assert_eq!(
+            &shared_packets(push, false)[..],
+            b"42[\"message\",{\"text\":\"yo\"}]"
+        );
+        assert_eq!(&shared_packets(b"{}", false)[..], b"2");
+        let join = br#"{"push":{"channel":"sio:/","join":{"info":{"client":"c","user":""}}}}"#;
+        assert!(shared_packets(join, false).is_empty());
+    }
+
+    #[test]
+    fn connect_params_take_the_token_from_auth() {
+        let auth = RawValue::from_string(r#"{"token":"abc","x":1}"#.to_owned()).expect("json");
+        let params = connect_params(Some(&auth), "/");
+        let value: serde_json::Value = serde_json::from_str(&params).expect("params are JSON");
+        assert_eq!(value["token"], "abc");
+        assert_eq!(value["data"]["x"], 1);
+        assert!(value["subs"]["sio:/"].is_object());
+        let value: serde_json::Value =
+            serde_json::from_str(&connect_params(None, "/chat")).expect("params are JSON");
+        assert!(value.get("token").is_none());
+        assert!(value["subs"]["sio:/chat"].is_object());
+    }
+}
