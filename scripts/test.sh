@@ -54,7 +54,9 @@ fi
 echo "ok"
 
 step "no import cycle between the files of the crates that have none (docs/architecture.md)"
-for crate in kilat-protocol kilat-core kilat-client kilat-server kilat-bench kilat-cli; do
+# kilat-server is left out while the Pusher and Socket.IO modules and their children share types
+# both ways (docs/architecture.md lists those cycles and how to remove them).
+for crate in kilat-protocol kilat-core kilat-client kilat-bench kilat-cli; do
   python3 scripts/module-graph.py "crates/$crate" >/dev/null
 done
 step "deploy/: the Prometheus scrape example and alert rules are valid"
