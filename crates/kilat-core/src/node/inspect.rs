@@ -56,7 +56,7 @@ impl Node {
                     outbox,
                     identity,
                     transport,
-                    started,
+                    started_s,
                     ..
                 } = entry;
                 let ids = identity
@@ -67,7 +67,13 @@ impl Node {
                         client.contains(search) || user.contains(search)
                     });
                 if matches {
-                    found.push((*key, transport, started.elapsed(), ids, outbox.clone()));
+                    found.push((
+                        *key,
+                        self.sessions().transport_name(*transport),
+                        self.sessions().age(*started_s),
+                        ids,
+                        outbox.clone(),
+                    ));
                 }
             }
         }

@@ -26,10 +26,12 @@ pub(crate) struct SessionEntry {
     /// Server-side changes the session has not absorbed yet (see [`ServerChanges`]). Boxed:
     /// rarely any, and every connection has an entry in this map.
     changes: Option<Box<ServerChanges>>,
-    /// The transport's name and when the session started, for the admin API's connection
-    /// list (`Node::connections`).
-    pub(crate) transport: &'static str,
-    pub(crate) started: std::time::Instant,
+    /// The transport (an index into [`SessionRegistry::transports`]) and when the session
+    /// started (whole seconds after the registry was made), for the admin API's connection
+    /// list (`Node::connections`). Small on purpose: every connection has an entry, and a
+    /// `&str` plus an `Instant` would cost it 32 bytes instead of 5.
+    pub(crate) transport: u8,
+    pub(crate) started_s: u32,
 }
 
 /// Subscriptions added or removed by the server API since the session last looked. The session
@@ -56,6 +58,10 @@ pub(crate) struct SessionRegistry {
     users: UserConnections,
     /// The most connections one user may hold (0 = no limit).
     max_per_user: usize,
+    /// The transport names seen so far; entries keep an index into it.
+    transports: Mutex<Vec<&'static str>>,
+    /// When the registry was made; entries count their start in seconds from it.
+    epoch: std::time::Instant,
 }
 
 impl SessionRegistry {
@@ -68,7 +74,37 @@ impl SessionRegistry {
             draining: AtomicBool::new(false),
             users: UserConnections::default(),
             max_per_user,
+            transports: Mutex::new(Vec::new()),
+            epoch: std::time::Instant::now(),
         }
+    }
+
+    /// The index of transport `name` (a handful of names ever; past 255 they share the last).
+    fn transport_index(&self, name: &'static str) -> u8 {
+        let mut names = lock(&self.transports);
+        if let Some(at) = names.iter().position(|known| *known == name) {
+            return u8::try_from(at).unwrap_or(u8::MAX);
+        }
+        if names.len() > usize::from(u8::MAX) {
+            return u8::MAX;
+        }
+        names.push(name);
+        u8::try_from(names.len() - 1).unwrap_or(u8::MAX)
+    }
+
+    /// The name behind a transport index of an entry.
+    pub(crate) fn transport_name(&self, index: u8) -> &'static str {
+        lock(&self.transports)
+            .get(usize::from(index))
+            .copied()
+            .unwrap_or("other")
+    }
+
+    /// How long ago an entry with `started_s` started, to the second.
+    pub(crate) fn age(&self, started_s: u32) -> std::time::Duration {
+        self.epoch
+            .elapsed()
+            .saturating_sub(std::time::Duration::from_secs(u64::from(started_s)))
     }
 
     /// Every shard, for the admin API's scans (`node/inspect.rs`) and the queue-depth gauges.
@@ -98,6 +134,8 @@ impl SessionRegistry {
     /// at once.
     pub(crate) fn register(&self, outbox: &Outbox, transport: &'static str) -> u64 {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let transport = self.transport_index(transport);
+        let started_s = u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX);
         lock(self.shard(key)).insert(
             key,
             SessionEntry {
@@ -105,7 +143,7 @@ impl SessionRegistry {
                 identity: None,
                 changes: None,
                 transport,
-                started: std::time::Instant::now(),
+                started_s,
             },
         );
         if self.is_draining() {
