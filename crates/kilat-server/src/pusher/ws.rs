@@ -27,9 +27,7 @@ use super::{App, auth, webhooks};
 use crate::AppState;
 use crate::transport::admission::{self, Admission};
 use crate::transport::driver::{self, Handler, Inbound, Wire};
-use crate::transport::front::Prefixed;
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+use crate::transport::websocket::{OnSocket, with_socket};
 
 /// Validates the upgrade like `/connection/websocket` (draining, origin, connection permits),
 /// then speaks Pusher. An unknown key (4001), a disabled app (4003) or an unsupported protocol
@@ -76,35 +74,17 @@ pub(crate) async fn upgrade(
         match (refusal, app) {
             (None, Some(app)) => {
                 // As on `/connection/websocket`: the socket is taken back out of hyper's
-                // wrapper (with the bytes hyper read ahead) so an idle connection does not
-                // keep hyper's boxed I/O and buffer.
-                let upgraded = match upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>() {
-                    Ok(parts) => {
-                        let io = parts.io.into_inner().then(parts.read_buf);
-                        let conn = WsConnection::new(io, &handshake, &ws_config);
-                        state
-                            .tasks
-                            .spawn(serve(conn, state.node.clone(), app, permit));
-                        return;
-                    }
-                    Err(upgraded) => upgraded,
-                };
-                match upgraded.downcast::<TokioIo<Prefixed<TlsStream<TcpStream>>>>() {
-                    Ok(parts) => {
-                        let io = parts.io.into_inner().then(parts.read_buf);
-                        let conn = WsConnection::new(io, &handshake, &ws_config);
-                        state
-                            .tasks
-                            .spawn(serve(conn, state.node.clone(), app, permit));
-                    }
-                    Err(upgraded) => {
-                        let conn =
-                            WsConnection::new(TokioIo::new(upgraded), &handshake, &ws_config);
-                        state
-                            .tasks
-                            .spawn(serve(conn, state.node.clone(), app, permit));
-                    }
-                }
+                // wrapper, so an idle connection does not keep hyper's boxed I/O and buffer.
+                with_socket(
+                    upgraded,
+                    StartPusher {
+                        handshake: &handshake,
+                        ws_config: &ws_config,
+                        state: &state,
+                        app,
+                        permit,
+                    },
+                );
             }
             (refusal, _) => {
                 let mut conn = WsConnection::new(TokioIo::new(upgraded), &handshake, &ws_config);
@@ -116,6 +96,27 @@ pub(crate) async fn upgrade(
         }
     });
     response
+}
+
+/// Spawns a Pusher connection task over the socket.
+struct StartPusher<'a> {
+    handshake: &'a ws::Handshake,
+    ws_config: &'a ws::WsConfig,
+    state: &'a AppState,
+    app: Arc<App>,
+    permit: Admission,
+}
+
+impl OnSocket for StartPusher<'_> {
+    fn run<IO>(self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = WsConnection::new(io, self.handshake, self.ws_config);
+        self.state
+            .tasks
+            .spawn(serve(conn, self.state.node.clone(), self.app, self.permit));
+    }
 }
 
 /// Why a connection is refused at once: 4001 unknown key, 4003 disabled app, 4007 protocol.

@@ -64,32 +64,59 @@ fn spawn_connection(
     state: &AppState,
     admission: Admission,
 ) {
+    with_socket(
+        upgraded,
+        Start {
+            handshake,
+            state,
+            admission,
+        },
+    );
+}
+
+/// What to do with an upgraded connection's socket, whichever stream type it turns out to be
+/// (see [`with_socket`]).
+pub(crate) trait OnSocket {
+    /// Takes the socket.
+    fn run<IO>(self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+}
+
+/// Hands `upgraded`'s socket to `then`, taken back out of hyper's wrapper (with the bytes hyper
+/// read past the request head put in front) when it is the listener's own TCP or TLS stream:
+/// every read and write then skips hyper's boxed I/O and its replay buffer, and an idle
+/// connection does not keep their allocation. Every WebSocket endpoint starts its connections
+/// through this.
+pub(crate) fn with_socket(upgraded: Upgraded, then: impl OnSocket) {
     let upgraded = match upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>() {
-        Ok(parts) => {
-            let io = parts.io.into_inner().then(parts.read_buf);
-            return start(io, handshake, state, admission);
-        }
+        Ok(parts) => return then.run(parts.io.into_inner().then(parts.read_buf)),
         Err(upgraded) => upgraded,
     };
     match upgraded.downcast::<TokioIo<Prefixed<TlsStream<TcpStream>>>>() {
-        Ok(parts) => {
-            let io = parts.io.into_inner().then(parts.read_buf);
-            start(io, handshake, state, admission);
-        }
+        Ok(parts) => then.run(parts.io.into_inner().then(parts.read_buf)),
         // Any other transport hyper served (none today): kept behind hyper's wrapper.
-        Err(upgraded) => start(TokioIo::new(upgraded), handshake, state, admission),
+        Err(upgraded) => then.run(TokioIo::new(upgraded)),
     }
 }
 
-/// Spawns the connection task over `io`.
-fn start<IO>(io: IO, handshake: &ws::Handshake, state: &AppState, admission: Admission)
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let conn = WsConnection::new(io, handshake, &state.ws);
-    state
-        .tasks
-        .spawn(serve_connection(conn, &state.node, admission));
+/// Spawns a `/connection/websocket` connection task over the socket.
+struct Start<'a> {
+    handshake: &'a ws::Handshake,
+    state: &'a AppState,
+    admission: Admission,
+}
+
+impl OnSocket for Start<'_> {
+    fn run<IO>(self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = WsConnection::new(io, self.handshake, &self.state.ws);
+        self.state
+            .tasks
+            .spawn(serve_connection(conn, &self.state.node, self.admission));
+    }
 }
 
 /// The future of one WebSocket connection, run until either side closes it. Holds `permit`
