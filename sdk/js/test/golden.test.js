@@ -180,6 +180,7 @@ for (const file of files) {
         assert.ok(sub, `${file}: subscribe reply leads to subscribed`);
         const ev = events.slice(before).find((e) => e.source === sub.channel && e.name === 'subscribed');
         assert.equal(ev.ctx.recovered, frame.subscribe.recovered);
+        assert.equal(ev.ctx.latest, Boolean(frame.subscribe.latest), `${file}: latest flag`);
         assert.equal(sub.epoch, frame.subscribe.epoch);
         const pubs = events.slice(before).filter((e) => e.source === sub.channel && e.name === 'publication').map((e) => ({ data: e.ctx.data, offset: e.ctx.offset }));
         assert.deepEqual(pubs, frame.subscribe.publications);
