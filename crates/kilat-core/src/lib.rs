@@ -17,6 +17,8 @@
 //! - `server_subs`: server-side subscribe/unsubscribe of a user's connections.
 //! - [`recovery`]: the recovery decision as a pure function.
 //! - [`permissions`]: namespace permission checks as pure functions.
+//! - `coalesce`: single-flight for history reads (a burst of identical recovery reads reaches
+//!   the engine about once per engine round trip).
 //! - [`engine`]: the [`Broker`] and [`PresenceStore`] contracts, and the server's [`NodeRegistry`]
 //!   and [`NodeInbox`]; [`engine::memory`] implements them for one node.
 //! - [`config`]: [`NodeConfig`] and [`NamespaceOptions`].
@@ -49,6 +51,7 @@
 
 mod adapter;
 pub mod auth;
+mod coalesce;
 mod commands;
 pub mod config;
 pub mod engine;

@@ -6,6 +6,8 @@ mod support;
 
 /// Token verification through a fake `Authenticator`: connect, subscribe, refresh, expiry.
 mod auth;
+/// Identical concurrent history reads reach the engine once (single-flight).
+mod coalesce;
 /// Parallel publishers and recovering subscribers on a multi-threaded runtime.
 mod concurrency;
 /// Conflation (`conflate_ms`): one publication per window, the newest.
