@@ -46,6 +46,7 @@ mod metrics;
 mod origin;
 pub mod proxy;
 pub mod pusher;
+mod revoke;
 mod router;
 mod socketio;
 mod transport;
@@ -363,6 +364,7 @@ pub async fn run(
         // Emulation POSTs that land on another node come here through the engine.
         match cluster.inbox.open(node.id()).await {
             Ok(inbox) => {
+                let inbox = revoke::split_inbox(inbox, node.clone());
                 tokio::spawn(transport::emulation::receive_forwarded(
                     inbox,
                     state.sessions.clone(),
@@ -562,16 +564,27 @@ async fn heartbeat(registry: Arc<dyn kilat_core::NodeRegistry>, state: AppState)
     let mut ticker = tokio::time::interval(HEARTBEAT);
     while !state.draining.load(Ordering::SeqCst) {
         ticker.tick().await;
-        let info = api::node_info(&state);
-        let Ok(raw) = serde_json::value::to_raw_value(&info) else {
-            continue;
-        };
-        if let Err(error) = registry
-            .heartbeat(state.node.id(), &raw, HEARTBEAT * 3)
-            .await
-        {
-            tracing::warn!(error = %error_chain(&error), "node registry heartbeat failed");
-        }
+        publish_heartbeat(&registry, &state).await;
+        revoke::merge_from(&registry, &state.node).await;
+    }
+}
+
+/// Writes this node's entry (its stats, and the revocations it knows for nodes that start
+/// later) into the node registry.
+pub(crate) async fn publish_heartbeat(
+    registry: &Arc<dyn kilat_core::NodeRegistry>,
+    state: &AppState,
+) {
+    let mut info = api::node_info(state);
+    info["revoked"] = serde_json::json!(revoke::heartbeat_entries(&state.node));
+    let Ok(raw) = serde_json::value::to_raw_value(&info) else {
+        return;
+    };
+    if let Err(error) = registry
+        .heartbeat(state.node.id(), &raw, HEARTBEAT * 3)
+        .await
+    {
+        tracing::warn!(error = %error_chain(&error), "node registry heartbeat failed");
     }
 }
 

@@ -479,6 +479,7 @@ impl Backend for HttpBackend {
                 info: result.info,
                 expires_at: result.expire_at,
                 channels: result.channels,
+                token_id: None,
             }))
         })
     }

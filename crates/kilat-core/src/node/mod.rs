@@ -17,6 +17,7 @@ mod delivery;
 pub(crate) mod inspect;
 mod plugins;
 mod registry;
+mod revocation;
 mod subscription;
 
 use std::future::Future;
@@ -83,6 +84,8 @@ struct NodeInner {
     plugins: Plugins,
     /// Open sessions; read by drain, server-side disconnects and subscriptions.
     sessions: SessionRegistry,
+    /// Revoked token ids and users (`revoke.rs`), checked at connect and refresh.
+    revocations: crate::revoke::Revocations,
     /// Publications accepted, for stats.
     publications: AtomicU64,
     /// Background work started from synchronous code (see `tasks.rs`); shared with the broker
@@ -143,6 +146,7 @@ impl Node {
                 plugins: Plugins::default(),
                 sessions,
                 channel_rates,
+                revocations: crate::revoke::Revocations::default(),
                 publications: AtomicU64::new(0),
                 tasks,
             }),

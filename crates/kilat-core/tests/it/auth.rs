@@ -45,6 +45,7 @@ fn parse(token: &str) -> Result<Credentials, ClientError> {
         info: None,
         expires_at: ttl.map(|t| unix_now() + t),
         channels,
+        token_id: None,
     })
 }
 

@@ -24,5 +24,7 @@ mod presence_diff;
 mod property;
 /// Subscribe with recovery, `connect.subs`, positions and epochs.
 mod recovery;
+/// Revocation of tokens (`jti`) and users.
+mod revoke;
 /// Connect, every command, pushes, and each error and disconnect code.
 mod session;

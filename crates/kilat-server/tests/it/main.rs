@@ -32,6 +32,8 @@ mod proxy;
 /// The Pusher endpoint: malformed frames, refused keys, client-event rate (pusher-js itself is
 /// tested in e2e/pusher).
 mod pusher;
+/// Token revocation by `jti` and by user, on one node and across nodes on Redis.
+mod revoke;
 /// Regression tests of issue 20's attacks: each fails, and nobody else loses anything.
 mod security;
 /// Engine.IO and Socket.IO: broken and hostile inputs get the reference server's answers.
