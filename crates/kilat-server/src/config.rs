@@ -248,6 +248,19 @@ pub struct ServerConfig {
     /// Password of the admin console at `/admin`; without one (and without `--dev`, which
     /// makes a one-time password) the console is off.
     pub admin_password: Option<String>,
+    /// Most connections one client address may hold (0: no limit): past it upgrades and
+    /// streams get HTTP 429. For deployments without a load balancer that limits per client.
+    pub max_connections_per_ip: u32,
+    /// Connection attempts (WebSocket upgrades, streams, Socket.IO and Pusher handshakes) per
+    /// second one client address may make, on average (0: no limit); past it HTTP 429.
+    pub handshake_rate_per_ip: u32,
+    /// Attempts one address may make at once above `handshake_rate_per_ip` (at least the
+    /// rate).
+    pub handshake_burst_per_ip: u32,
+    /// Proxies (addresses or CIDRs) whose `X-Forwarded-For` names the client for the limits
+    /// per address: when the peer is one, the right-most address in the header that is not a
+    /// trusted proxy is the client. Empty (the default): the header is ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -268,6 +281,10 @@ impl Default for ServerConfig {
             ui: true,
             detailed_metrics: true,
             admin_password: None,
+            max_connections_per_ip: 0,
+            handshake_rate_per_ip: 0,
+            handshake_burst_per_ip: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }

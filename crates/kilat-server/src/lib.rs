@@ -95,6 +95,24 @@ pub mod fuzzing {
         (dev.allows(&headers), configured.allows(&headers))
     }
 
+    /// Picks the client address behind `peer` from `forwarded_for` (an `X-Forwarded-For`
+    /// value) with `trusted` (comma-separated CIDRs) as the trusted proxies; `None` when
+    /// `trusted` does not parse. Must never panic.
+    pub fn forwarded_for(
+        peer: std::net::IpAddr,
+        forwarded_for: &str,
+        trusted: &str,
+    ) -> Option<std::net::IpAddr> {
+        use crate::transport::peer::{TrustedProxies, client_ip};
+        let list: Vec<String> = trusted.split(',').map(str::to_owned).collect();
+        let trusted = TrustedProxies::parse(&list).ok()?;
+        let mut headers = axum::http::HeaderMap::new();
+        if let Ok(value) = axum::http::HeaderValue::from_str(forwarded_for) {
+            headers.insert("x-forwarded-for", value);
+        }
+        Some(client_ip(peer, &headers, &trusted))
+    }
+
     /// Decodes `bytes` as an Engine.IO polling payload, its Socket.IO packets, a Socket.IO
     /// packet alone, and a hub frame as the Socket.IO wire translates it. Must never panic.
     pub fn socketio_packets(bytes: &[u8]) {
@@ -158,6 +176,8 @@ pub(crate) struct AppState {
     pub(crate) sio: Arc<socketio::Settings>,
     /// Where the Engine.IO endpoint is served; `None` when `[socketio] enabled = false`.
     pub(crate) sio_path: Option<String>,
+    /// Connection and handshake limits per client address (`transport/peer.rs`).
+    pub(crate) per_ip: Arc<transport::peer::PerIp>,
 }
 
 /// The endpoints served without authentication that a deployment may switch off.
@@ -357,6 +377,13 @@ pub async fn run(
             .socketio
             .enabled
             .then(|| config.socketio.path.clone()),
+        per_ip: Arc::new(transport::peer::PerIp::new(
+            config.server.max_connections_per_ip,
+            config.server.handshake_rate_per_ip,
+            config.server.handshake_burst_per_ip,
+            transport::peer::TrustedProxies::parse(&config.server.trusted_proxies)
+                .map_err(config::ConfigError::Contradiction)?,
+        )),
     };
     log_origins(&config, &state.origins);
     if cluster.shared {

@@ -127,6 +127,12 @@ mod tests {
             sio_sessions: crate::socketio::SioSessions::default(),
             sio: Arc::new(crate::socketio::Settings::new(&crate::Config::default())),
             sio_path: Some("/socket.io/".to_owned()),
+            per_ip: Arc::new(crate::transport::peer::PerIp::new(
+                0,
+                0,
+                0,
+                Default::default(),
+            )),
         }
     }
 

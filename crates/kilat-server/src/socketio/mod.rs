@@ -24,7 +24,7 @@ use kilat_protocol::Disconnect;
 use kilat_transport::ws::{self, Message, WsConnection};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::AppState;
 use crate::transport::{admission, driver};
@@ -154,7 +154,7 @@ pub(crate) struct Registration {
     pub(crate) shared: Arc<Shared>,
     sessions: SioSessions,
     id: String,
-    _permit: OwnedSemaphorePermit,
+    _permit: admission::ConnectionSlot,
 }
 
 impl Drop for Registration {
@@ -234,7 +234,8 @@ async fn route(state: &AppState, request: Request) -> Response {
             if request.method() != Method::GET {
                 return engine_error(StatusCode::BAD_REQUEST, 2, "Bad handshake method");
             }
-            handshake(state, request.headers(), None).await
+            let peer = crate::transport::peer::peer_of(request.extensions());
+            handshake(state, request.headers(), peer, None).await
         }
         (Some("polling"), Some(sid)) => {
             let shared = state.sio_sessions.inner.lock().get(&sid).cloned();
@@ -274,9 +275,10 @@ fn parse_query(query: &str) -> EngineQuery {
 async fn handshake(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
     ws: Option<WsConnection<WsIo>>,
 ) -> Response {
-    match open(state, headers, ws).await {
+    match open(state, headers, peer, ws).await {
         Ok((open_packet, _)) => (
             [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
             open_packet,
@@ -290,10 +292,11 @@ async fn handshake(
 async fn open(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
     ws: Option<WsConnection<WsIo>>,
 ) -> Result<(String, String), Response> {
-    // The admission step every transport takes (draining, origin, connection slot).
-    let admission = admission::admit(state, headers).map_err(admission::refusal_response)?;
+    // The admission step every transport takes (draining, origin, limits, connection slot).
+    let admission = admission::admit(state, headers, peer).map_err(admission::refusal_response)?;
     let id = session_id();
     let shared = Arc::new(Shared::default());
     shared.state.lock().on_websocket = ws.is_some();
@@ -468,6 +471,7 @@ async fn websocket(state: &AppState, request: Request, sid: Option<String>) -> R
     };
     let response = handshake.response::<Body>();
     let state = state.clone();
+    let peer = crate::transport::peer::peer_of(&parts.extensions);
     let headers = parts.headers;
     state.tasks.clone().spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -480,7 +484,7 @@ async fn websocket(state: &AppState, request: Request, sid: Option<String>) -> R
         let conn = WsConnection::new(TokioIo::new(upgraded), &handshake, &config);
         match upgrading {
             None => {
-                let _ = open(&state, &headers, Some(conn)).await;
+                let _ = open(&state, &headers, peer, Some(conn)).await;
             }
             Some(shared) => probe(shared, conn).await,
         }
@@ -563,9 +567,11 @@ mod tests {
             shared: Arc::default(),
             sessions: SioSessions::default(),
             id: String::new(),
-            _permit: Arc::new(tokio::sync::Semaphore::new(1))
-                .try_acquire_owned()
-                .expect("permit"),
+            _permit: admission::ConnectionSlot::from_permit(
+                Arc::new(tokio::sync::Semaphore::new(1))
+                    .try_acquire_owned()
+                    .expect("permit"),
+            ),
         };
         let wire = wire::SioWire::new(registration, EventMode::Publish, None);
         let task = driver::drive(wire, session, outbox);

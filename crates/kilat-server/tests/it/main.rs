@@ -27,6 +27,8 @@ mod lifecycle;
 mod limits;
 /// Detailed metrics: what `/metrics` reports after a known load, and with metrics off.
 mod metrics;
+/// Connection and handshake limits per client address, and trusted proxies' X-Forwarded-For.
+mod per_ip;
 /// Backend proxy hooks: connect, subscribe, publish, rpc, send and refresh over HTTP.
 mod proxy;
 /// The Pusher endpoint: malformed frames, refused keys, client-event rate (pusher-js itself is
