@@ -39,6 +39,7 @@ mod auth;
 mod body;
 mod checks;
 pub mod config;
+mod cors;
 mod engine;
 mod glob;
 pub mod listener;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -198,32 +198,18 @@ pub(crate) async fn handle(State(state): State<AppState>, request: Request) -> R
         return engine_error(StatusCode::FORBIDDEN, 4, "Forbidden");
     }
     let mut response = route(&state, request).await;
+    // The CORS headers the emulation endpoints send too (`cors.rs`), with credentials: the
+    // Socket.IO client's `withCredentials` sends cookies.
     if let Some(origin) = origin {
-        let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        crate::cors::add(response.headers_mut(), origin, true);
     }
     response
 }
 
 async fn route(state: &AppState, request: Request) -> Response {
     if request.method() == Method::OPTIONS {
-        return (
-            StatusCode::NO_CONTENT,
-            [
-                (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"),
-                (
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    "content-type, authorization",
-                ),
-                (header::ACCESS_CONTROL_MAX_AGE, "600"),
-            ],
-        )
-            .into_response();
+        // The origin was checked above; `handle` adds the Allow-Origin headers.
+        return crate::cors::preflight_response("GET, POST");
     }
     let query: EngineQuery = request.uri().query().map(parse_query).unwrap_or_default();
     if query.eio.as_deref() != Some("4") {

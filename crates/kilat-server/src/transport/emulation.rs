@@ -6,6 +6,7 @@
 //! out as SSE events or NDJSON lines through a small bounded channel into the response body, and
 //! commands come in from emulation POSTs through a per-session queue found in [`Sessions`].
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io::IoSlice;
@@ -202,12 +203,14 @@ pub(crate) async fn serve_stream<IO>(
         Ok((admission, connect)) => open(state, admission, connect, format).await,
         Err(refusal) => Err(refusal),
     };
+    // CORS for an allowed cross-origin page, the same headers hyper's path gets (`cors.rs`).
+    let cors = crate::cors::head_lines(&state.origins, &headers);
     drop((headers, uri));
     match opened {
         Ok(opened) => {
             let out = SocketOut {
                 io,
-                head: format.socket_head(),
+                head: format.socket_head(cors),
                 head_sent: false,
             };
             spawn_stream(state, opened, format, out);
@@ -590,12 +593,20 @@ macro_rules! socket_head {
 }
 
 impl Format {
-    /// The response head of this stream when it is served on the socket.
-    fn socket_head(self) -> &'static [u8] {
-        match self {
+    /// The response head of this stream when it is served on the socket, with `extra` header
+    /// lines (CORS; CRLF-terminated) before its end. Borrowed when there are none.
+    fn socket_head(self, extra: Vec<u8>) -> Cow<'static, [u8]> {
+        let fixed = match self {
             Format::Sse => socket_head!("text/event-stream"),
             Format::Ndjson => socket_head!("application/x-ndjson"),
+        };
+        if extra.is_empty() {
+            return Cow::Borrowed(fixed);
         }
+        let mut head = fixed[..fixed.len() - 2].to_vec();
+        head.extend_from_slice(&extra);
+        head.extend_from_slice(b"\r\n");
+        Cow::Owned(head)
     }
 }
 
@@ -603,7 +614,7 @@ impl Format {
 struct SocketOut<IO> {
     io: IO,
     /// The response head (see [`Format::socket_head`]).
-    head: &'static [u8],
+    head: Cow<'static, [u8]>,
     /// The response head goes out with the first events (the connect reply), in one write.
     head_sent: bool,
 }
@@ -615,7 +626,7 @@ where
     async fn write(&mut self, chunks: Vec<Bytes>) -> std::io::Result<()> {
         let mut slices = Vec::with_capacity(chunks.len() + 1);
         if !self.head_sent {
-            slices.push(IoSlice::new(self.head));
+            slices.push(IoSlice::new(&self.head));
         }
         slices.extend(chunks.iter().map(|chunk| IoSlice::new(chunk)));
         let mut unwritten = &mut slices[..];
@@ -768,7 +779,7 @@ mod tests {
             format: Format::Sse,
             out: SocketOut {
                 io: socket,
-                head: Format::Sse.socket_head(),
+                head: Format::Sse.socket_head(Vec::new()),
                 head_sent: false,
             },
             registration: Registration {

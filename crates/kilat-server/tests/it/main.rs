@@ -13,6 +13,8 @@ mod admin;
 mod api;
 /// Several nodes on one real redis-server (skips loudly without one; fails under CI=true).
 mod cluster;
+/// CORS on the emulation endpoints for allowed cross-origin pages.
+mod cors;
 /// The docs checked against the code: configuration keys, API methods, links.
 mod docs;
 /// SSE and HTTP streaming with the emulation endpoint.
