@@ -81,6 +81,9 @@ pub struct ProxyConfig {
     pub timeout: Duration,
     /// Handshake request headers forwarded to every hook.
     pub forward_headers: Vec<String>,
+    /// PEM file of CA certificates trusted for `https://` hook URLs besides the Mozilla roots
+    /// (a private CA). Certificates are always verified; there is no switch to skip that.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -102,6 +105,7 @@ impl Default for ProxyConfig {
             ]
             .map(String::from)
             .to_vec(),
+            ca_file: None,
         }
     }
 }

@@ -33,6 +33,8 @@ mod metrics;
 mod per_ip;
 /// Backend proxy hooks: connect, subscribe, publish, rpc, send and refresh over HTTP.
 mod proxy;
+/// `https://` proxy hooks against a local TLS backend with a test CA.
+mod proxy_tls;
 /// The Pusher endpoint: malformed frames, refused keys, client-event rate (pusher-js itself is
 /// tested in e2e/pusher).
 mod pusher;
