@@ -76,6 +76,9 @@ pub struct ProxyConfig {
     pub send_url: Option<String>,
     /// Asked when a connection expires, instead of a `refresh` push to the client.
     pub refresh_url: Option<String>,
+    /// Asked when a subscription with an expiry (from its token or the subscribe hook)
+    /// expires, instead of a `refresh` push for the channel.
+    pub sub_refresh_url: Option<String>,
     /// Bound on each call (seconds); past it the client gets 503.
     #[serde(with = "kilat_core::config::seconds")]
     pub timeout: Duration,
@@ -95,6 +98,7 @@ impl Default for ProxyConfig {
             rpc_url: None,
             send_url: None,
             refresh_url: None,
+            sub_refresh_url: None,
             timeout: Duration::from_secs(5),
             forward_headers: [
                 "Cookie",
@@ -436,6 +440,7 @@ impl Config {
             &mut shown.proxy.rpc_url,
             &mut shown.proxy.send_url,
             &mut shown.proxy.refresh_url,
+            &mut shown.proxy.sub_refresh_url,
         ]
         .into_iter()
         .flatten()

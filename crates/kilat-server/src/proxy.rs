@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use kilat_core::engine::BoxFuture;
 use kilat_core::proxy::{
     ConnectEvent, ConnectReply, PublishEvent, PublishReply, RefreshEvent, RefreshReply, RpcEvent,
-    RpcReply, SendEvent, SubscribeEvent, SubscribeReply,
+    RpcReply, SendEvent, SubRefreshEvent, SubRefreshReply, SubscribeEvent, SubscribeReply,
 };
 use kilat_core::{Backend, Credentials, Hook, RequestHeaders};
 use kilat_protocol::{ClientError, Disconnect, DisconnectCode, ErrorCode, RawJson};
@@ -114,6 +114,7 @@ pub(crate) struct HttpBackend {
     rpc: Option<Endpoint>,
     send: Option<Endpoint>,
     refresh: Option<Endpoint>,
+    sub_refresh: Option<Endpoint>,
     /// Bound on each whole call.
     timeout: Duration,
     /// Lowercase handshake header names sessions keep and every call forwards.
@@ -174,6 +175,7 @@ impl HttpBackend {
             rpc: parse("rpc_url", &config.rpc_url)?,
             send: parse("send_url", &config.send_url)?,
             refresh: parse("refresh_url", &config.refresh_url)?,
+            sub_refresh: parse("sub_refresh_url", &config.sub_refresh_url)?,
             timeout: config.timeout,
             forward_headers: config
                 .forward_headers
@@ -194,6 +196,7 @@ impl HttpBackend {
             &backend.rpc,
             &backend.send,
             &backend.refresh,
+            &backend.sub_refresh,
         ]
         .iter()
         .any(|e| e.as_ref().is_some_and(|e| e.tls.is_some()));
@@ -207,6 +210,7 @@ impl HttpBackend {
             &backend.rpc,
             &backend.send,
             &backend.refresh,
+            &backend.sub_refresh,
         ]
         .iter()
         .any(|e| e.is_some());
@@ -221,6 +225,7 @@ impl HttpBackend {
             Hook::Rpc => self.rpc.as_ref(),
             Hook::Send => self.send.as_ref(),
             Hook::Refresh => self.refresh.as_ref(),
+            Hook::SubRefresh => self.sub_refresh.as_ref(),
             _ => None,
         }
     }
@@ -553,6 +558,20 @@ struct RefreshBody<'a> {
     user: &'a str,
 }
 
+#[derive(Serialize)]
+struct SubRefreshBody<'a> {
+    client: &'a str,
+    user: &'a str,
+    channel: &'a str,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubRefreshResultBody {
+    expire_at: Option<u64>,
+    #[serde(default)]
+    expired: bool,
+}
+
 #[derive(Deserialize)]
 struct RefreshResultBody {
     expire_at: Option<u64>,
@@ -714,6 +733,39 @@ impl Backend for HttpBackend {
             Ok(RefreshReply::Extend {
                 expires_at: result.expire_at,
                 info: result.info,
+            })
+        })
+    }
+
+    fn sub_refresh(
+        &self,
+        event: SubRefreshEvent,
+    ) -> BoxFuture<'_, Result<SubRefreshReply, ClientError>> {
+        Box::pin(async move {
+            let body = SubRefreshBody {
+                client: &event.client,
+                user: &event.user,
+                channel: &event.channel,
+            };
+            let envelope: Envelope<SubRefreshResultBody> = self
+                .call(
+                    Hook::SubRefresh,
+                    &body,
+                    &event.headers,
+                    &event.client,
+                    Some(&event.user),
+                )
+                .await?;
+            // An error or a disconnect answer refuses: the subscription ends (410).
+            if envelope.error.is_some() || envelope.disconnect.is_some() {
+                return Ok(SubRefreshReply::Refuse);
+            }
+            let result = envelope.into_result(Hook::SubRefresh)?;
+            if result.expired {
+                return Ok(SubRefreshReply::Refuse);
+            }
+            Ok(SubRefreshReply::Extend {
+                expires_at: result.expire_at,
             })
         })
     }

@@ -46,6 +46,9 @@ pub(crate) struct ServerChanges {
     pub(crate) added: Vec<(String, SubState)>,
     /// Channels unsubscribed by the server (already left in the hub, presence and join/leave).
     pub(crate) removed: Vec<String>,
+    /// What the backend's sub-refresh hook answered for expired subscriptions: the new expiry
+    /// (Unix seconds, `None` for none), or `Err(())` for a refusal.
+    pub(crate) refreshed: Vec<(String, Result<Option<u64>, ()>)>,
 }
 
 /// The open sessions of one node.
