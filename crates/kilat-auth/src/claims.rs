@@ -25,6 +25,8 @@ pub struct ConnectionClaims {
     /// Channels the server subscribes this connection to on connect (server-side
     /// subscriptions).
     pub channels: Vec<String>,
+    /// The token's id (`jti`), by which the server API can revoke it.
+    pub jti: Option<String>,
 }
 
 /// What a valid subscription token grants: `sub` may subscribe to `channel`.
@@ -85,6 +87,8 @@ pub(crate) struct RawClaims {
     channels: Option<Vec<String>>,
     #[serde(default)]
     channel: Option<String>,
+    #[serde(default)]
+    jti: Option<String>,
 }
 
 /// `aud` is a string or an array of strings (RFC 7519 4.1.3).
@@ -152,6 +156,7 @@ impl RawClaims {
             nbf: self.nbf,
             info: self.info,
             channels: self.channels.unwrap_or_default(),
+            jti: self.jti,
         })
     }
 

@@ -32,6 +32,8 @@ pub struct TokenRequest {
     pub info: Option<serde_json::Value>,
     /// Server-side subscriptions (`channels` claim); connection tokens only.
     pub channels: Vec<String>,
+    /// Token id (`jti` claim), by which the server API can revoke the token.
+    pub jti: Option<String>,
 }
 
 impl TokenRequest {
@@ -55,6 +57,12 @@ impl TokenRequest {
     /// Sets the lifetime.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the `jti` claim (the token's id, for revocation).
+    pub fn with_jti(mut self, jti: impl Into<String>) -> Self {
+        self.jti = Some(jti.into());
         self
     }
 
@@ -102,6 +110,8 @@ struct MintedClaims<'a> {
     info: Option<&'a serde_json::Value>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     channels: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<&'a str>,
 }
 
 /// Mints an HS256/384/512 token with `secret`: what `kilat token` calls.
@@ -151,6 +161,7 @@ pub fn mint_with_key(
         exp,
         info: request.info.as_ref(),
         channels: &request.channels,
+        jti: request.jti.as_deref(),
     };
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_owned);

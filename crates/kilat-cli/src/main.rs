@@ -204,6 +204,9 @@ struct TokenArgs {
     /// Server-side channels to subscribe the connection to at connect (repeatable).
     #[arg(long = "subscribe", value_name = "CHANNEL")]
     channels: Vec<String>,
+    /// Token id (`jti` claim): the server API's `revoke` can then revoke this one token.
+    #[arg(long, value_name = "ID")]
+    jti: Option<String>,
     /// HMAC algorithm.
     #[arg(long, default_value = "HS256", value_parser = ["HS256", "HS384", "HS512"])]
     alg: String,
@@ -493,6 +496,7 @@ fn token(args: TokenArgs) -> Result<()> {
     request.ttl = args.ttl;
     request.channel = args.channel;
     request.channels = args.channels;
+    request.jti = args.jti;
     if let Some(info) = args.info {
         request.info = Some(serde_json::from_str(&info).context("--info must be JSON")?);
     }

@@ -20,6 +20,8 @@ pub struct Credentials {
     /// Channels to subscribe the connection to at connect (the connection token's `channels`
     /// claim). Granted by the token: namespace permissions are not checked for them.
     pub channels: Vec<String>,
+    /// The token's id (`jti`), for revocation through the server API (connection tokens).
+    pub token_id: Option<String>,
 }
 
 /// Verifies connection and subscription tokens.

@@ -121,6 +121,19 @@ impl Session {
             info: credentials.info,
         };
         self.node.sessions().set_identity(self.key, &info);
+        let token = credentials.token_id.as_deref();
+        self.node
+            .sessions()
+            .set_token(self.key, crate::revoke::token_hash(token));
+        // Checked after the registry knows the token: a revocation arriving meanwhile either
+        // finds this session there or is seen here.
+        if self.node.is_revoked(&info.user, token) {
+            self.reply_error(
+                id,
+                &ClientError::new(ErrorCode::UNAUTHORIZED, "token revoked"),
+            );
+            return Err(Disconnect::TOKEN_REVOKED);
+        }
         self.state = State::Connected(info.clone());
         self.expires_at = credentials.expires_at.map(instant_from);
         let ping_interval = self.node.config().ping_interval;
@@ -507,6 +520,13 @@ impl Session {
         if credentials.user != info.user {
             return Err(CoreError::Unauthorized("token is for another user".into()));
         }
+        let token = credentials.token_id.as_deref();
+        if self.node.is_revoked(&info.user, token) {
+            return Err(CoreError::Unauthorized("token revoked".into()));
+        }
+        self.node
+            .sessions()
+            .set_token(self.key, crate::revoke::token_hash(token));
         self.expires_at = credentials.expires_at.map(instant_from);
         self.refresh_deadline = None;
         // A refresh hook still being asked no longer decides.

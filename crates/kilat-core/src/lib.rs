@@ -16,7 +16,10 @@
 //! - `hub`: the sharded channel -> subscribers index and the encode-once fan-out.
 //! - `server_subs`: server-side subscribe/unsubscribe of a user's connections.
 //! - [`recovery`]: the recovery decision as a pure function.
+//! - [`revoke`]: revoked token ids and users (the server API's `revoke`).
 //! - [`permissions`]: namespace permission checks as pure functions.
+//! - `coalesce`: single-flight for history reads (a burst of identical recovery reads reaches
+//!   the engine about once per engine round trip).
 //! - [`engine`]: the [`Broker`] and [`PresenceStore`] contracts, and the server's [`NodeRegistry`]
 //!   and [`NodeInbox`]; [`engine::memory`] implements them for one node.
 //! - [`config`]: [`NodeConfig`] and [`NamespaceOptions`].
@@ -49,6 +52,7 @@
 
 mod adapter;
 pub mod auth;
+mod coalesce;
 mod commands;
 pub mod config;
 pub mod engine;
@@ -62,6 +66,7 @@ pub mod outbox;
 pub mod permissions;
 pub mod proxy;
 pub mod recovery;
+pub mod revoke;
 mod server_subs;
 pub mod session;
 mod subscriptions;

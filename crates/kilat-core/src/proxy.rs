@@ -35,6 +35,8 @@ pub enum Hook {
     Send,
     /// Connection expiry: the backend extends it instead of a `refresh` push to the client.
     Refresh,
+    /// Subscription expiry: the backend extends it instead of a `refresh` push for the channel.
+    SubRefresh,
 }
 
 /// A client connects without a token.
@@ -170,6 +172,33 @@ pub enum RefreshReply {
     Disconnect(Disconnect),
 }
 
+/// A subscription reached its expiry (from its subscription token or the subscribe hook) and
+/// the backend is asked to extend it.
+#[derive(Debug, Clone)]
+pub struct SubRefreshEvent {
+    /// Client id.
+    pub client: String,
+    /// User id.
+    pub user: String,
+    /// The channel.
+    pub channel: String,
+    /// Forwarded handshake headers.
+    pub headers: RequestHeaders,
+}
+
+/// The backend's decision about an expired subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubRefreshReply {
+    /// Extended until `expires_at` (Unix seconds; `None` = no expiry from now on). A time in
+    /// the past ends the subscription as a refusal does.
+    Extend {
+        /// New expiry.
+        expires_at: Option<u64>,
+    },
+    /// End the subscription (`unsubscribe` push, code 410).
+    Refuse,
+}
+
 /// The application's backend, asked by sessions at connect, subscribe, publish, rpc, send and
 /// expiry. Implementations must answer within their own timeout: a session waits for the reply
 /// (its other commands queue behind it).
@@ -221,4 +250,23 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// When the backend cannot be asked; the session keeps the connection and asks again a few
     /// seconds later.
     fn refresh(&self, event: RefreshEvent) -> BoxFuture<'_, Result<RefreshReply, ClientError>>;
+
+    /// Decides whether an expired subscription lives on (only called when
+    /// [`Backend::handles`] says [`Hook::SubRefresh`]).
+    ///
+    /// # Errors
+    /// When the backend cannot be asked; the subscription then ends when the refresh grace
+    /// runs out, as it would without the hook.
+    fn sub_refresh(
+        &self,
+        event: SubRefreshEvent,
+    ) -> BoxFuture<'_, Result<SubRefreshReply, ClientError>> {
+        let _ = event;
+        Box::pin(async {
+            Err(ClientError::new(
+                kilat_protocol::ErrorCode::NOT_FOUND,
+                "no sub_refresh hook",
+            ))
+        })
+    }
 }

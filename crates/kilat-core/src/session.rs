@@ -18,7 +18,9 @@ use tokio::time::Instant;
 use crate::limits::TokenBucket;
 use crate::node::{Node, ServerChanges};
 use crate::outbox::Outbox;
-use crate::proxy::{Hook, RefreshEvent, RefreshReply, RequestHeaders, SendEvent};
+use crate::proxy::{
+    Hook, RefreshEvent, RefreshReply, RequestHeaders, SendEvent, SubRefreshEvent, SubRefreshReply,
+};
 use crate::subscriptions::Subscriptions;
 
 /// Which transport carries a session (reported to the hub for stats and the emulation reply).
@@ -497,7 +499,59 @@ impl Session {
         for (channel, state) in changes.added {
             self.subs.insert(channel, state);
         }
+        let grace = self.node.config().token_refresh_grace;
+        for (channel, outcome) in changes.refreshed {
+            let Some(state) = self.subs.get_mut(&channel) else {
+                continue;
+            };
+            if !state.refresh_sent {
+                // Renewed meanwhile (a `sub_refresh` from the client, a new subscribe).
+                continue;
+            }
+            match outcome {
+                Ok(until) if until.is_none_or(|at| crate::time::ttl_from(at) > 0) => {
+                    state.expires_at = until.map(crate::time::instant_from);
+                    state.refresh_sent = false;
+                }
+                // Refused, or extended into the past: ends at this timer.
+                _ => {
+                    let now = Instant::now();
+                    state.expires_at = Some(now.checked_sub(grace).unwrap_or(now));
+                }
+            }
+        }
         self.update_sub_deadline();
+    }
+
+    /// Asks the backend's sub-refresh hook (in a task) about `channel`, whose subscription
+    /// expired; the answer comes back through the registry's server changes.
+    fn ask_backend_sub_refresh(&self, channel: &str) -> bool {
+        let (State::Connected(info), Some(backend)) =
+            (&self.state, self.node.backend_for(Hook::SubRefresh))
+        else {
+            return false;
+        };
+        let event = SubRefreshEvent {
+            client: info.client.clone(),
+            user: info.user.clone(),
+            channel: channel.to_owned(),
+            headers: self.headers.clone(),
+        };
+        let node = self.node.clone();
+        let key = self.key;
+        self.node.spawn(async move {
+            let channel = event.channel.clone();
+            let outcome = match backend.sub_refresh(event).await {
+                Ok(SubRefreshReply::Extend { expires_at }) => Ok(expires_at),
+                Ok(SubRefreshReply::Refuse) => Err(()),
+                Err(error) => {
+                    tracing::warn!(code = error.code, message = %error.message, %channel, "sub_refresh hook failed; the subscription ends after the grace");
+                    return;
+                }
+            };
+            node.sessions()
+                .record_change(key, |changes| changes.refreshed.push((channel, outcome)));
+        })
     }
 
     /// Recomputes the earliest subscription-token timer after the subscriptions changed.
@@ -516,6 +570,7 @@ impl Session {
     fn expire_subscriptions(&mut self, now: Instant) {
         let grace = self.node.config().token_refresh_grace;
         let mut ended = Vec::new();
+        let mut asks = Vec::new();
         for (channel, state) in self.subs.iter_mut() {
             match state.deadline(grace) {
                 Some(deadline) if now >= deadline => {}
@@ -526,7 +581,13 @@ impl Session {
                 continue;
             }
             state.refresh_sent = true;
-            self.outbox.push(refresh_frame(Some(channel), grace));
+            asks.push(channel.to_owned());
+        }
+        for channel in asks {
+            // With a sub-refresh hook the backend decides, not the client.
+            if !self.ask_backend_sub_refresh(&channel) {
+                self.outbox.push(refresh_frame(Some(&channel), grace));
+            }
         }
         for channel in ended {
             let Some(state) = self.subs.remove(&channel) else {

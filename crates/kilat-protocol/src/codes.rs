@@ -111,6 +111,9 @@ impl DisconnectCode {
     pub const FORCE_NO_RECONNECT: DisconnectCode = DisconnectCode(3503);
     /// 3504: the user is banned.
     pub const BANNED: DisconnectCode = DisconnectCode(3504);
+    /// 3505: the connection's token (its `jti`) or its user was revoked through the server
+    /// API; reconnecting with the same token is refused.
+    pub const TOKEN_REVOKED: DisconnectCode = DisconnectCode(3505);
 
     /// The reconnect rule of this code's range: true for 3000-3499.
     pub fn reconnect(self) -> bool {
@@ -167,6 +170,9 @@ impl Disconnect {
         Disconnect::fixed(DisconnectCode::FORCE_NO_RECONNECT, "force disconnect");
     /// 3504 banned.
     pub const BANNED: Disconnect = Disconnect::fixed(DisconnectCode::BANNED, "banned");
+    /// 3505 token revoked.
+    pub const TOKEN_REVOKED: Disconnect =
+        Disconnect::fixed(DisconnectCode::TOKEN_REVOKED, "token revoked");
 
     const fn fixed(code: DisconnectCode, reason: &'static str) -> Disconnect {
         Disconnect {
@@ -212,6 +218,7 @@ mod tests {
             (Disconnect::TOKEN_EXPIRED, true),
             (Disconnect::BAD_REQUEST, false),
             (Disconnect::BANNED, false),
+            (Disconnect::TOKEN_REVOKED, false),
         ];
         for (d, reconnect) in fixed {
             assert_eq!(d.reconnect, reconnect, "{d}");

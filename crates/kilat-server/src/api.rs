@@ -42,6 +42,7 @@ pub(crate) const METHODS: &[&str] = &[
     "subscribe",
     "unsubscribe",
     "disconnect",
+    "revoke",
     "presence",
     "presence_stats",
     "history",
@@ -197,6 +198,14 @@ pub(crate) async fn run(state: &AppState, method: &str, bytes: axum::body::Bytes
         "subscribe" => with(&bytes, |r| subscribe(&state, r, true)).await,
         "unsubscribe" => with(&bytes, |r| subscribe(&state, r, false)).await,
         "disconnect" => with(&bytes, |r| disconnect(&state, r)).await,
+        "revoke" => {
+            with(&bytes, |r| async move {
+                let revocation = crate::revoke::parse(r).map_err(ApiError::Client)?;
+                let closed = crate::revoke::revoke(&state, &revocation).await;
+                Ok(json!({ "connections": closed, "until": revocation.until }))
+            })
+            .await
+        }
         "presence" => {
             with(&bytes, |r: ChannelRequest| async move {
                 to_value(state.node.presence(&r.channel).await?)
@@ -540,6 +549,11 @@ async fn info(state: &AppState) -> Result<Value, ApiError> {
             continue;
         };
         if node["id"] != nodes[0]["id"] {
+            let mut node = node;
+            // Carried in the heartbeat for the other nodes (`revoke.rs`), not part of `info`.
+            if let Some(node) = node.as_object_mut() {
+                node.remove("revoked");
+            }
             nodes.push(node);
         }
     }

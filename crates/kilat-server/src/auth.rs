@@ -50,6 +50,7 @@ impl Authenticator for JwtAuthenticator {
                 info: claims.info,
                 expires_at: unix_seconds(claims.exp),
                 channels: claims.channels,
+                token_id: claims.jti,
             })
         })
     }
@@ -78,6 +79,7 @@ impl Authenticator for JwtAuthenticator {
                 info: claims.info,
                 expires_at: unix_seconds(claims.exp),
                 channels: Vec::new(),
+                token_id: None,
             })
         })
     }

@@ -42,6 +42,11 @@ impl Config {
     /// [`ConfigError::Contradiction`] naming the first offending key and the fix.
     pub fn check(&self) -> Result<(), ConfigError> {
         let refuse = |message: String| Err(ConfigError::Contradiction(message));
+        if let Err(message) =
+            crate::transport::peer::TrustedProxies::parse(&self.server.trusted_proxies)
+        {
+            return refuse(message);
+        }
         if let Err(message) = self.pusher.check() {
             return refuse(message);
         }

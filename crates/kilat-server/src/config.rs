@@ -76,11 +76,17 @@ pub struct ProxyConfig {
     pub send_url: Option<String>,
     /// Asked when a connection expires, instead of a `refresh` push to the client.
     pub refresh_url: Option<String>,
+    /// Asked when a subscription with an expiry (from its token or the subscribe hook)
+    /// expires, instead of a `refresh` push for the channel.
+    pub sub_refresh_url: Option<String>,
     /// Bound on each call (seconds); past it the client gets 503.
     #[serde(with = "kilat_core::config::seconds")]
     pub timeout: Duration,
     /// Handshake request headers forwarded to every hook.
     pub forward_headers: Vec<String>,
+    /// PEM file of CA certificates trusted for `https://` hook URLs besides the Mozilla roots
+    /// (a private CA). Certificates are always verified; there is no switch to skip that.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -92,6 +98,7 @@ impl Default for ProxyConfig {
             rpc_url: None,
             send_url: None,
             refresh_url: None,
+            sub_refresh_url: None,
             timeout: Duration::from_secs(5),
             forward_headers: [
                 "Cookie",
@@ -102,6 +109,7 @@ impl Default for ProxyConfig {
             ]
             .map(String::from)
             .to_vec(),
+            ca_file: None,
         }
     }
 }
@@ -248,6 +256,19 @@ pub struct ServerConfig {
     /// Password of the admin console at `/admin`; without one (and without `--dev`, which
     /// makes a one-time password) the console is off.
     pub admin_password: Option<String>,
+    /// Most connections one client address may hold (0: no limit): past it upgrades and
+    /// streams get HTTP 429. For deployments without a load balancer that limits per client.
+    pub max_connections_per_ip: u32,
+    /// Connection attempts (WebSocket upgrades, streams, Socket.IO and Pusher handshakes) per
+    /// second one client address may make, on average (0: no limit); past it HTTP 429.
+    pub handshake_rate_per_ip: u32,
+    /// Attempts one address may make at once above `handshake_rate_per_ip` (at least the
+    /// rate).
+    pub handshake_burst_per_ip: u32,
+    /// Proxies (addresses or CIDRs) whose `X-Forwarded-For` names the client for the limits
+    /// per address: when the peer is one, the right-most address in the header that is not a
+    /// trusted proxy is the client. Empty (the default): the header is ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -268,6 +289,10 @@ impl Default for ServerConfig {
             ui: true,
             detailed_metrics: true,
             admin_password: None,
+            max_connections_per_ip: 0,
+            handshake_rate_per_ip: 0,
+            handshake_burst_per_ip: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -415,6 +440,7 @@ impl Config {
             &mut shown.proxy.rpc_url,
             &mut shown.proxy.send_url,
             &mut shown.proxy.refresh_url,
+            &mut shown.proxy.sub_refresh_url,
         ]
         .into_iter()
         .flatten()

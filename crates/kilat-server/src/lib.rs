@@ -39,6 +39,7 @@ mod auth;
 mod body;
 mod checks;
 pub mod config;
+mod cors;
 mod engine;
 mod glob;
 pub mod listener;
@@ -46,6 +47,7 @@ mod metrics;
 mod origin;
 pub mod proxy;
 pub mod pusher;
+mod revoke;
 mod router;
 mod socketio;
 mod transport;
@@ -92,6 +94,24 @@ pub mod fuzzing {
             false,
         );
         (dev.allows(&headers), configured.allows(&headers))
+    }
+
+    /// Picks the client address behind `peer` from `forwarded_for` (an `X-Forwarded-For`
+    /// value) with `trusted` (comma-separated CIDRs) as the trusted proxies; `None` when
+    /// `trusted` does not parse. Must never panic.
+    pub fn forwarded_for(
+        peer: std::net::IpAddr,
+        forwarded_for: &str,
+        trusted: &str,
+    ) -> Option<std::net::IpAddr> {
+        use crate::transport::peer::{TrustedProxies, client_ip};
+        let list: Vec<String> = trusted.split(',').map(str::to_owned).collect();
+        let trusted = TrustedProxies::parse(&list).ok()?;
+        let mut headers = axum::http::HeaderMap::new();
+        if let Ok(value) = axum::http::HeaderValue::from_str(forwarded_for) {
+            headers.insert("x-forwarded-for", value);
+        }
+        Some(client_ip(peer, &headers, &trusted))
     }
 
     /// Decodes `bytes` as an Engine.IO polling payload, its Socket.IO packets, a Socket.IO
@@ -157,6 +177,8 @@ pub(crate) struct AppState {
     pub(crate) sio: Arc<socketio::Settings>,
     /// Where the Engine.IO endpoint is served; `None` when `[socketio] enabled = false`.
     pub(crate) sio_path: Option<String>,
+    /// Connection and handshake limits per client address (`transport/peer.rs`).
+    pub(crate) per_ip: Arc<transport::peer::PerIp>,
 }
 
 /// The endpoints served without authentication that a deployment may switch off.
@@ -356,6 +378,13 @@ pub async fn run(
             .socketio
             .enabled
             .then(|| config.socketio.path.clone()),
+        per_ip: Arc::new(transport::peer::PerIp::new(
+            config.server.max_connections_per_ip,
+            config.server.handshake_rate_per_ip,
+            config.server.handshake_burst_per_ip,
+            transport::peer::TrustedProxies::parse(&config.server.trusted_proxies)
+                .map_err(config::ConfigError::Contradiction)?,
+        )),
     };
     log_origins(&config, &state.origins);
     if cluster.shared {
@@ -363,6 +392,7 @@ pub async fn run(
         // Emulation POSTs that land on another node come here through the engine.
         match cluster.inbox.open(node.id()).await {
             Ok(inbox) => {
+                let inbox = revoke::split_inbox(inbox, node.clone());
                 tokio::spawn(transport::emulation::receive_forwarded(
                     inbox,
                     state.sessions.clone(),
@@ -562,16 +592,27 @@ async fn heartbeat(registry: Arc<dyn kilat_core::NodeRegistry>, state: AppState)
     let mut ticker = tokio::time::interval(HEARTBEAT);
     while !state.draining.load(Ordering::SeqCst) {
         ticker.tick().await;
-        let info = api::node_info(&state);
-        let Ok(raw) = serde_json::value::to_raw_value(&info) else {
-            continue;
-        };
-        if let Err(error) = registry
-            .heartbeat(state.node.id(), &raw, HEARTBEAT * 3)
-            .await
-        {
-            tracing::warn!(error = %error_chain(&error), "node registry heartbeat failed");
-        }
+        publish_heartbeat(&registry, &state).await;
+        revoke::merge_from(&registry, &state.node).await;
+    }
+}
+
+/// Writes this node's entry (its stats, and the revocations it knows for nodes that start
+/// later) into the node registry.
+pub(crate) async fn publish_heartbeat(
+    registry: &Arc<dyn kilat_core::NodeRegistry>,
+    state: &AppState,
+) {
+    let mut info = api::node_info(state);
+    info["revoked"] = serde_json::json!(revoke::heartbeat_entries(&state.node));
+    let Ok(raw) = serde_json::value::to_raw_value(&info) else {
+        return;
+    };
+    if let Err(error) = registry
+        .heartbeat(state.node.id(), &raw, HEARTBEAT * 3)
+        .await
+    {
+        tracing::warn!(error = %error_chain(&error), "node registry heartbeat failed");
     }
 }
 

@@ -201,7 +201,7 @@ pub(crate) async fn serve(
         connections.spawn(async move {
             let _permit = permit;
             let result = match tls {
-                None => serve_http1(tcp, &shared, &stopping).await,
+                None => serve_http1(tcp, &shared, &stopping, peer).await,
                 Some(acceptor) => {
                     let stream =
                         match tokio::time::timeout(head_timeout, acceptor.accept(tcp)).await {
@@ -216,14 +216,14 @@ pub(crate) async fn serve(
                             }
                         };
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        let service = TowerToHyperService::new(shared.app.clone());
+                        let service = TowerToHyperService::new(with_peer(&shared.app, peer));
                         graceful(
                             shared.http2.serve_connection(TokioIo::new(stream), service),
                             &stopping,
                         )
                         .await
                     } else {
-                        serve_http1(stream, &shared, &stopping).await
+                        serve_http1(stream, &shared, &stopping, peer).await
                     }
                 }
             };
@@ -269,10 +269,34 @@ struct Shared {
 
 /// Serves an HTTP/1 connection: its first request head is read by [`front`], which takes an
 /// event stream onto the socket; anything else is served by hyper from the first byte.
+/// The app with the socket's peer address put on every request (`transport::peer::Peer`), for
+/// the limits per client address.
+fn with_peer(
+    app: &axum::Router,
+    peer: std::net::SocketAddr,
+) -> impl tower::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    use tower::ServiceExt;
+    app.clone()
+        .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(crate::transport::peer::Peer(peer));
+            request
+        })
+}
+
 async fn serve_http1<IO>(
     mut io: IO,
     shared: &Shared,
     stopping: &CancellationToken,
+    peer: std::net::SocketAddr,
 ) -> Result<(), hyper::Error>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -283,13 +307,14 @@ where
         Ok(Err(_)) | Err(_) => return Ok(()),
     };
     match head {
-        Head::Stream(request) => {
+        Head::Stream(mut request) => {
+            request.peer = Some(peer);
             crate::transport::emulation::serve_stream(&shared.state, request, io).await;
             Ok(())
         }
         Head::Other(read) => {
             let io = front::Prefixed::new(read, io);
-            let service = TowerToHyperService::new(shared.app.clone());
+            let service = TowerToHyperService::new(with_peer(&shared.app, peer));
             let conn = shared
                 .http1
                 .serve_connection(TokioIo::new(io), service)

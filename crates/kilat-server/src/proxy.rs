@@ -8,7 +8,12 @@
 //! - The whole call (connect, write, read the body) runs under one timeout; any failure is the
 //!   same client error, 503 "backend unavailable" (temporary), and one warn line naming the hook
 //!   and the kind of failure, never the headers (they carry cookies).
+//! - `https://` URLs go through rustls (ring) with certificate and host name verification
+//!   against the Mozilla roots (webpki-roots) plus `proxy.ca_file` for a private CA. There is
+//!   deliberately no option to skip verification: the hooks carry users' cookies.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,12 +23,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use kilat_core::engine::BoxFuture;
 use kilat_core::proxy::{
     ConnectEvent, ConnectReply, PublishEvent, PublishReply, RefreshEvent, RefreshReply, RpcEvent,
-    RpcReply, SendEvent, SubscribeEvent, SubscribeReply,
+    RpcReply, SendEvent, SubRefreshEvent, SubRefreshReply, SubscribeEvent, SubscribeReply,
 };
 use kilat_core::{Backend, Credentials, Hook, RequestHeaders};
 use kilat_protocol::{ClientError, Disconnect, DisconnectCode, ErrorCode, RawJson};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
 
 use crate::config::ProxyConfig;
 
@@ -34,8 +41,8 @@ const MAX_REPLY: usize = 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProxyConfigError {
-    /// Not an absolute `http://host[:port]/path` URL.
-    #[error("proxy.{key} = {url:?} is not an http:// URL (https is not supported yet)")]
+    /// Not an absolute `http://` or `https://host[:port]/path` URL.
+    #[error("proxy.{key} = {url:?} is not an http:// or https:// URL")]
     BadUrl {
         /// The config key.
         key: &'static str,
@@ -45,6 +52,14 @@ pub enum ProxyConfigError {
     /// A `forward_headers` entry is not a header name.
     #[error("proxy.forward_headers: {0:?} is not a header name")]
     BadHeader(String),
+    /// `proxy.ca_file` cannot be read or holds no usable certificate.
+    #[error("proxy.ca_file {}: {reason} (hint: a PEM file with one or more CERTIFICATE blocks)", path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// One hook's endpoint, parsed once.
@@ -53,6 +68,8 @@ struct Endpoint {
     uri: Uri,
     /// `host[:port]` to dial and to send as `Host`.
     authority: String,
+    /// For `https://`: the name the certificate must carry (host name or IP address).
+    tls: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 impl Endpoint {
@@ -62,15 +79,29 @@ impl Endpoint {
             url: url.to_owned(),
         };
         let uri: Uri = url.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad());
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad()),
+        };
         let authority = uri.authority().ok_or_else(bad)?;
         let authority = match authority.port_u16() {
             Some(_) => authority.as_str().to_owned(),
-            None => format!("{}:80", authority.host()),
+            None => format!("{}:{}", authority.host(), if https { 443 } else { 80 }),
         };
-        Ok(Endpoint { uri, authority })
+        let tls = if https {
+            // `[::1]` in a URL, `::1` as a server name.
+            let host = uri.host().ok_or_else(bad)?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some(rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|_| bad())?)
+        } else {
+            None
+        };
+        Ok(Endpoint {
+            uri,
+            authority,
+            tls,
+        })
     }
 }
 
@@ -83,10 +114,47 @@ pub(crate) struct HttpBackend {
     rpc: Option<Endpoint>,
     send: Option<Endpoint>,
     refresh: Option<Endpoint>,
+    sub_refresh: Option<Endpoint>,
     /// Bound on each whole call.
     timeout: Duration,
     /// Lowercase handshake header names sessions keep and every call forwards.
     forward_headers: Box<[Box<str>]>,
+    /// The TLS client for `https://` hooks (built only when one is configured).
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// The TLS client of the hooks: the Mozilla roots, plus the CAs of `ca_file`.
+fn tls_client(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ProxyConfigError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let bad = |reason: String| ProxyConfigError::CaFile {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(bad("no certificate in it".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProxyConfigError::CaFile {
+            path: ca_file.map(Path::to_owned).unwrap_or_default(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl HttpBackend {
@@ -107,6 +175,7 @@ impl HttpBackend {
             rpc: parse("rpc_url", &config.rpc_url)?,
             send: parse("send_url", &config.send_url)?,
             refresh: parse("refresh_url", &config.refresh_url)?,
+            sub_refresh: parse("sub_refresh_url", &config.sub_refresh_url)?,
             timeout: config.timeout,
             forward_headers: config
                 .forward_headers
@@ -117,7 +186,23 @@ impl HttpBackend {
                         .map_err(|_| ProxyConfigError::BadHeader(name.clone()))
                 })
                 .collect::<Result<_, _>>()?,
+            tls: None,
         };
+        let mut backend = backend;
+        let https = [
+            &backend.connect,
+            &backend.subscribe,
+            &backend.publish,
+            &backend.rpc,
+            &backend.send,
+            &backend.refresh,
+            &backend.sub_refresh,
+        ]
+        .iter()
+        .any(|e| e.as_ref().is_some_and(|e| e.tls.is_some()));
+        if https || config.ca_file.is_some() {
+            backend.tls = Some(tls_client(config.ca_file.as_deref())?);
+        }
         let any = [
             &backend.connect,
             &backend.subscribe,
@@ -125,6 +210,7 @@ impl HttpBackend {
             &backend.rpc,
             &backend.send,
             &backend.refresh,
+            &backend.sub_refresh,
         ]
         .iter()
         .any(|e| e.is_some());
@@ -139,6 +225,7 @@ impl HttpBackend {
             Hook::Rpc => self.rpc.as_ref(),
             Hook::Send => self.send.as_ref(),
             Hook::Refresh => self.refresh.as_ref(),
+            Hook::SubRefresh => self.sub_refresh.as_ref(),
             _ => None,
         }
     }
@@ -187,7 +274,8 @@ impl HttpBackend {
         };
         let body = serde_json::to_vec(body).map_err(|_| unavailable())?;
         let request = build_request(endpoint, body, headers, client, user);
-        let reply = tokio::time::timeout(self.timeout, post(endpoint, request)).await;
+        let reply =
+            tokio::time::timeout(self.timeout, post(endpoint, self.tls.as_ref(), request)).await;
         match reply {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(failure)) => {
@@ -247,6 +335,9 @@ enum CallError {
     /// No TCP connection to the backend.
     #[error("connect: {}", .0.kind())]
     Connect(#[source] std::io::Error),
+    /// The TLS handshake failed (an unknown issuer, a name mismatch, an expired certificate).
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
     /// The HTTP/1.1 handshake failed.
     #[error("handshake: {0}")]
     Handshake(#[source] hyper::Error),
@@ -261,14 +352,38 @@ enum CallError {
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// One HTTP/1.1 POST on a connection of its own.
-async fn post(endpoint: &Endpoint, request: Request<Full<Bytes>>) -> Result<Bytes, CallError> {
+/// One HTTP/1.1 POST on a connection of its own, over TLS for an `https://` endpoint.
+async fn post(
+    endpoint: &Endpoint,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    request: Request<Full<Bytes>>,
+) -> Result<Bytes, CallError> {
     let stream = TcpStream::connect(&endpoint.authority)
         .await
         .map_err(CallError::Connect)?;
     let _ = stream.set_nodelay(true);
+    match (&endpoint.tls, tls) {
+        (Some(name), Some(config)) => {
+            let stream = TlsConnector::from(config.clone())
+                .connect(name.clone(), stream)
+                .await
+                .map_err(CallError::Tls)?;
+            exchange(stream, request).await
+        }
+        (Some(_), None) => Err(CallError::Tls(std::io::Error::other(
+            "no TLS client configured",
+        ))),
+        (None, _) => exchange(stream, request).await,
+    }
+}
+
+/// Sends `request` on `io` and reads the answer.
+async fn exchange<IO>(io: IO, request: Request<Full<Bytes>>) -> Result<Bytes, CallError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
             .await
             .map_err(CallError::Handshake)?;
     let call = async move {
@@ -443,6 +558,20 @@ struct RefreshBody<'a> {
     user: &'a str,
 }
 
+#[derive(Serialize)]
+struct SubRefreshBody<'a> {
+    client: &'a str,
+    user: &'a str,
+    channel: &'a str,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubRefreshResultBody {
+    expire_at: Option<u64>,
+    #[serde(default)]
+    expired: bool,
+}
+
 #[derive(Deserialize)]
 struct RefreshResultBody {
     expire_at: Option<u64>,
@@ -479,6 +608,7 @@ impl Backend for HttpBackend {
                 info: result.info,
                 expires_at: result.expire_at,
                 channels: result.channels,
+                token_id: None,
             }))
         })
     }
@@ -603,6 +733,39 @@ impl Backend for HttpBackend {
             Ok(RefreshReply::Extend {
                 expires_at: result.expire_at,
                 info: result.info,
+            })
+        })
+    }
+
+    fn sub_refresh(
+        &self,
+        event: SubRefreshEvent,
+    ) -> BoxFuture<'_, Result<SubRefreshReply, ClientError>> {
+        Box::pin(async move {
+            let body = SubRefreshBody {
+                client: &event.client,
+                user: &event.user,
+                channel: &event.channel,
+            };
+            let envelope: Envelope<SubRefreshResultBody> = self
+                .call(
+                    Hook::SubRefresh,
+                    &body,
+                    &event.headers,
+                    &event.client,
+                    Some(&event.user),
+                )
+                .await?;
+            // An error or a disconnect answer refuses: the subscription ends (410).
+            if envelope.error.is_some() || envelope.disconnect.is_some() {
+                return Ok(SubRefreshReply::Refuse);
+            }
+            let result = envelope.into_result(Hook::SubRefresh)?;
+            if result.expired {
+                return Ok(SubRefreshReply::Refuse);
+            }
+            Ok(SubRefreshReply::Extend {
+                expires_at: result.expire_at,
             })
         })
     }

@@ -12,14 +12,27 @@ use crate::{AppState, admin, api, assets, metrics, socketio, transport};
 
 /// Builds the router over shared state.
 pub(crate) fn router(state: AppState) -> Router {
-    let mut router = Router::new()
-        .route("/connection/websocket", get(transport::websocket::upgrade))
-        .route("/connection/sse", get(transport::emulation::sse))
-        .route("/connection/stream", post(transport::emulation::stream))
+    // The emulation transports, with CORS for allowed cross-origin pages (`cors.rs`).
+    let emulation = Router::new()
+        .route(
+            "/connection/sse",
+            get(transport::emulation::sse).options(crate::cors::options),
+        )
+        .route(
+            "/connection/stream",
+            post(transport::emulation::stream).options(crate::cors::options),
+        )
         .route(
             "/connection/emulation",
-            post(transport::emulation::emulation),
+            post(transport::emulation::emulation).options(crate::cors::options),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cors::emulation,
+        ));
+    let mut router = Router::new()
+        .merge(emulation)
+        .route("/connection/websocket", get(transport::websocket::upgrade))
         .route("/api/openapi.json", get(api::openapi))
         .route("/api/{method}", post(api::call))
         .route("/health", get(health))
@@ -127,6 +140,12 @@ mod tests {
             sio_sessions: crate::socketio::SioSessions::default(),
             sio: Arc::new(crate::socketio::Settings::new(&crate::Config::default())),
             sio_path: Some("/socket.io/".to_owned()),
+            per_ip: Arc::new(crate::transport::peer::PerIp::new(
+                0,
+                0,
+                0,
+                Default::default(),
+            )),
         }
     }
 

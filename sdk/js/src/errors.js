@@ -44,6 +44,7 @@ export const DisconnectCode = Object.freeze({
   CONNECTION_LIMIT: 3502,
   FORCE_NO_RECONNECT: 3503,
   BANNED: 3504,
+  TOKEN_REVOKED: 3505,
   // client side (never sent by a server): the reason the client itself closed a transport
   DISCONNECT_CALLED: 0,
   /** Every transport, for a close without a kilat code: a WebSocket close 1000-2999, a network

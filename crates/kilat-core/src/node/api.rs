@@ -126,7 +126,7 @@ impl Node {
             limit: Some(options.limit.unwrap_or(max).min(max)),
             reverse: options.reverse,
         };
-        let page = self.inner.broker.history(channel, query).await?;
+        let page = self.read_history(channel, query).await?;
         if let Some(since) = &options.since
             && since.epoch != page.position.epoch
         {

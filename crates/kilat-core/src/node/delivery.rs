@@ -9,6 +9,7 @@ use kilat_protocol::push::{PresenceCount, encode_publication, encode_push_kind};
 use kilat_protocol::{ClientInfo, Publication, SharedFrame};
 use serde::Serialize;
 
+use crate::coalesce::HistoryFlights;
 use crate::engine::{Broker, BrokerHandler, HistoryQuery, PresenceStore};
 use crate::hub::{DiffEnd, Hub, Repair, Window};
 use crate::tasks::Tasks;
@@ -21,6 +22,8 @@ pub(super) struct HubHandler {
     hub: Arc<Hub>,
     /// For gap repairs (weak: the broker owns this handler).
     broker: Weak<dyn Broker>,
+    /// Gap repairs of many subscribers from one position share one read.
+    history_flights: Arc<HistoryFlights>,
     /// For the counts sent instead of diffs above `presence_diff_max`.
     presence: Arc<dyn PresenceStore>,
     /// The node's tracker, for the repair and window tasks.
@@ -84,12 +87,14 @@ impl HubHandler {
     pub(super) fn new(
         hub: Arc<Hub>,
         broker: &Arc<dyn Broker>,
+        history_flights: Arc<HistoryFlights>,
         presence: Arc<dyn PresenceStore>,
         tasks: Tasks,
     ) -> Self {
         HubHandler {
             hub,
             broker: Arc::downgrade(broker),
+            history_flights,
             presence,
             tasks,
         }
@@ -173,6 +178,7 @@ impl HubHandler {
             return;
         };
         let hub = self.hub.clone();
+        let flights = self.history_flights.clone();
         let (channel, key) = (repair.channel.clone(), repair.key);
         let started = self.tasks.spawn(async move {
             let query = HistoryQuery {
@@ -180,7 +186,7 @@ impl HubHandler {
                 limit: None,
                 reverse: false,
             };
-            match broker.history(&repair.channel, query).await {
+            match flights.history(&*broker, &repair.channel, query).await {
                 Ok(page)
                     if page.position.epoch == repair.epoch
                         && (page.position.offset == repair.after

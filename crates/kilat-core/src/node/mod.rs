@@ -17,6 +17,7 @@ mod delivery;
 pub(crate) mod inspect;
 mod plugins;
 mod registry;
+mod revocation;
 mod subscription;
 
 use std::future::Future;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use kilat_protocol::{Disconnect, StreamPosition};
 
 use crate::auth::Authenticator;
+use crate::coalesce::HistoryFlights;
 use crate::config::NodeConfig;
 use crate::engine::memory::{MemoryBroker, MemoryPresence};
 use crate::engine::{Broker, PresenceStore};
@@ -72,6 +74,9 @@ struct NodeInner {
     /// Random id of this node (reported to emulated transports).
     id: String,
     broker: Arc<dyn Broker>,
+    /// Single-flight for history reads (recovery, `history`, gap repair): identical concurrent
+    /// reads reach the broker once (`coalesce.rs`).
+    history_flights: Arc<HistoryFlights>,
     presence: Arc<dyn PresenceStore>,
     /// Local subscriptions; shared with the broker handler, which delivers into it.
     hub: Arc<Hub>,
@@ -79,6 +84,8 @@ struct NodeInner {
     plugins: Plugins,
     /// Open sessions; read by drain, server-side disconnects and subscriptions.
     sessions: SessionRegistry,
+    /// Revoked token ids and users (`revoke.rs`), checked at connect and refresh.
+    revocations: crate::revoke::Revocations,
     /// Publications accepted, for stats.
     publications: AtomicU64,
     /// Background work started from synchronous code (see `tasks.rs`); shared with the broker
@@ -117,9 +124,11 @@ impl Node {
     ) -> Self {
         let hub = Arc::new(Hub::new());
         let tasks = Tasks::default();
+        let history_flights = Arc::new(HistoryFlights::default());
         broker.set_handler(Arc::new(HubHandler::new(
             hub.clone(),
             &broker,
+            history_flights.clone(),
             presence.clone(),
             tasks.clone(),
         )));
@@ -131,11 +140,13 @@ impl Node {
                 config,
                 id: new_epoch(),
                 broker,
+                history_flights,
                 presence,
                 hub,
                 plugins: Plugins::default(),
                 sessions,
                 channel_rates,
+                revocations: crate::revoke::Revocations::default(),
                 publications: AtomicU64::new(0),
                 tasks,
             }),
@@ -249,6 +260,27 @@ impl Node {
             publications: self.inner.publications.load(Ordering::Relaxed),
             deliveries: self.inner.hub.deliveries(),
         }
+    }
+
+    /// History reads this node sent to the engine, and reads it answered by sharing another
+    /// identical read that had not started when they arrived (see `coalesce.rs`).
+    pub fn history_reads(&self) -> (u64, u64) {
+        let flights = &self.inner.history_flights;
+        (flights.engine_reads(), flights.shared_reads())
+    }
+
+    /// Reads history through the node's single-flight (identical concurrent reads share one
+    /// engine call). Callers must have done what the read has to see (e.g. joined the hub)
+    /// before calling.
+    pub(crate) async fn read_history(
+        &self,
+        channel: &str,
+        query: crate::engine::HistoryQuery,
+    ) -> Result<crate::engine::HistoryPage, crate::engine::EngineError> {
+        self.inner
+            .history_flights
+            .history(&*self.inner.broker, channel, query)
+            .await
     }
 
     /// Whether one more client publication to `channel` fits its rate.

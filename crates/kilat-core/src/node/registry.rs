@@ -32,6 +32,9 @@ pub(crate) struct SessionEntry {
     /// `&str` plus an `Instant` would cost it 32 bytes instead of 5.
     pub(crate) transport: u8,
     pub(crate) started_s: u32,
+    /// The hash of the connection token's `jti` (0: none), so a revocation by `jti` finds
+    /// the sessions holding it (`revoke.rs`); a hash, not the id, to keep every entry small.
+    token: u64,
 }
 
 /// Subscriptions added or removed by the server API since the session last looked. The session
@@ -43,6 +46,9 @@ pub(crate) struct ServerChanges {
     pub(crate) added: Vec<(String, SubState)>,
     /// Channels unsubscribed by the server (already left in the hub, presence and join/leave).
     pub(crate) removed: Vec<String>,
+    /// What the backend's sub-refresh hook answered for expired subscriptions: the new expiry
+    /// (Unix seconds, `None` for none), or `Err(())` for a refusal.
+    pub(crate) refreshed: Vec<(String, Result<Option<u64>, ()>)>,
 }
 
 /// The open sessions of one node.
@@ -144,6 +150,7 @@ impl SessionRegistry {
                 changes: None,
                 transport,
                 started_s,
+                token: 0,
             },
         );
         if self.is_draining() {
@@ -191,6 +198,28 @@ impl SessionRegistry {
         if let Some(entry) = lock(self.shard(key)).get_mut(&key) {
             entry.identity = Some(info.clone());
         }
+    }
+
+    /// Records the hash of session `key`'s token id (see `revoke::token_hash`).
+    pub(crate) fn set_token(&self, key: u64, token: u64) {
+        if let Some(entry) = lock(self.shard(key)).get_mut(&key) {
+            entry.token = token;
+        }
+    }
+
+    /// Closes the sessions holding token `token` (a `revoke::token_hash`, not 0) with
+    /// `disconnect`. Returns how many were closed.
+    pub(crate) fn disconnect_token(&self, token: u64, disconnect: &Disconnect) -> usize {
+        let mut closed = 0;
+        for shard in self.shards.iter() {
+            for entry in lock(shard).values() {
+                if token != 0 && entry.token == token {
+                    entry.outbox.close(disconnect.clone());
+                    closed += 1;
+                }
+            }
+        }
+        closed
     }
 
     /// Removes a session; returns the server-side changes it had not absorbed, so the caller

@@ -60,7 +60,7 @@ impl Node {
             if !recoverable {
                 return Ok(SubscribeResult::default());
             }
-            let page = self.inner.broker.history(channel, recovery.query()).await?;
+            let page = self.read_history(channel, recovery.query()).await?;
             let mut result = outcome(recovery, page);
             if ns.latest && !result.recovered {
                 // The latest value of every key instead, positioned atomically with them:

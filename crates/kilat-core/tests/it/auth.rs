@@ -45,6 +45,7 @@ fn parse(token: &str) -> Result<Credentials, ClientError> {
         info: None,
         expires_at: ttl.map(|t| unix_now() + t),
         channels,
+        token_id: None,
     })
 }
 
@@ -422,4 +423,138 @@ async fn shutdown_gives_up_on_a_hung_engine_call_after_its_timeout_issue_12() {
     assert!(!node.finish_tasks(Duration::from_secs(3)).await);
     assert_eq!(begun.elapsed(), Duration::from_secs(3));
     assert_eq!(finished.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// A backend with only the sub-refresh hook: extends by `extend_s` seconds, or refuses when
+/// `None`; counts its calls.
+#[derive(Debug)]
+struct SubRefresher {
+    extend_s: Option<u64>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl kilat_core::Backend for SubRefresher {
+    fn handles(&self, hook: kilat_core::Hook) -> bool {
+        hook == kilat_core::Hook::SubRefresh
+    }
+    fn connect(
+        &self,
+        _: kilat_core::proxy::ConnectEvent,
+    ) -> BoxFuture<'_, Result<kilat_core::proxy::ConnectReply, ClientError>> {
+        unreachable!("only sub_refresh is configured")
+    }
+    fn subscribe(
+        &self,
+        _: kilat_core::proxy::SubscribeEvent,
+    ) -> BoxFuture<'_, Result<kilat_core::proxy::SubscribeReply, ClientError>> {
+        unreachable!("only sub_refresh is configured")
+    }
+    fn publish(
+        &self,
+        _: kilat_core::proxy::PublishEvent,
+    ) -> BoxFuture<'_, Result<kilat_core::proxy::PublishReply, ClientError>> {
+        unreachable!("only sub_refresh is configured")
+    }
+    fn rpc(
+        &self,
+        _: kilat_core::proxy::RpcEvent,
+    ) -> BoxFuture<'_, Result<kilat_core::proxy::RpcReply, ClientError>> {
+        unreachable!("only sub_refresh is configured")
+    }
+    fn send(&self, _: kilat_core::proxy::SendEvent) -> BoxFuture<'_, ()> {
+        unreachable!("only sub_refresh is configured")
+    }
+    fn refresh(
+        &self,
+        _: kilat_core::proxy::RefreshEvent,
+    ) -> BoxFuture<'_, Result<kilat_core::proxy::RefreshReply, ClientError>> {
+        unreachable!("only sub_refresh is configured")
+    }
+    fn sub_refresh(
+        &self,
+        event: kilat_core::proxy::SubRefreshEvent,
+    ) -> BoxFuture<'_, Result<kilat_core::proxy::SubRefreshReply, ClientError>> {
+        assert_eq!(
+            (event.user.as_str(), event.channel.as_str()),
+            ("alice", "private:x")
+        );
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let reply = match self.extend_s {
+            Some(s) => kilat_core::proxy::SubRefreshReply::Extend {
+                expires_at: Some(unix_now() + s),
+            },
+            None => kilat_core::proxy::SubRefreshReply::Refuse,
+        };
+        Box::pin(async move { Ok(reply) })
+    }
+}
+
+/// Subscribes `alice` to `private:x` with a 30 s token on a node whose backend answers
+/// sub-refreshes like `backend`; returns the client after the expiry, once the hook answered.
+async fn expired_with_hook(node: &Node, backend: &Arc<SubRefresher>) -> Client {
+    node.set_backend(backend.clone());
+    let mut c = Client::new(node);
+    c.call("connect", json!({"token": "alice"})).await;
+    c.call(
+        "subscribe",
+        json!({"channel": "private:x", "token": "alice|30|private:x"}),
+    )
+    .await;
+    at_next_deadline(&mut c, Duration::from_secs(30)).await;
+    assert!(
+        c.frames().is_empty(),
+        "the backend is asked, not the client"
+    );
+    while backend.calls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    c
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sub_refresh_hook_extends_an_expired_subscription() {
+    let node = node();
+    let backend = Arc::new(SubRefresher {
+        extend_s: Some(600),
+        calls: Default::default(),
+    });
+    let mut c = expired_with_hook(&node, &backend).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await; // the hook task records its answer
+    }
+    // At the end of the grace the answer is applied: still subscribed, next timer in ~600 s.
+    at_next_deadline(&mut c, Duration::from_secs(5)).await;
+    assert!(c.frames().is_empty());
+    let wait = c.session().next_deadline() - Instant::now();
+    assert!(wait > Duration::from_secs(25), "{wait:?}");
+    node.publish(
+        "private:x",
+        kilat_protocol::types::raw_json("1").expect("json"),
+    )
+    .await
+    .expect("publish");
+    assert_eq!(pubs(&c.frames(), "private:x").len(), 1, "still subscribed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusing_sub_refresh_hook_ends_the_subscription_with_410() {
+    let node = node();
+    let backend = Arc::new(SubRefresher {
+        extend_s: None,
+        calls: Default::default(),
+    });
+    let mut c = expired_with_hook(&node, &backend).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    at_next_deadline(&mut c, Duration::from_secs(5)).await;
+    let frames = c.frames();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["push"]["channel"], json!("private:x"));
+    assert_eq!(frames[0]["push"]["unsubscribe"]["code"], json!(410));
+    assert_eq!(
+        frames[0]["push"]["unsubscribe"]["resubscribe"],
+        json!(false)
+    );
+    assert_eq!(backend.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

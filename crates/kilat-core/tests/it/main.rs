@@ -6,6 +6,8 @@ mod support;
 
 /// Token verification through a fake `Authenticator`: connect, subscribe, refresh, expiry.
 mod auth;
+/// Identical concurrent history reads reach the engine once (single-flight).
+mod coalesce;
 /// Parallel publishers and recovering subscribers on a multi-threaded runtime.
 mod concurrency;
 /// Conflation (`conflate_ms`): one publication per window, the newest.
@@ -22,5 +24,7 @@ mod presence_diff;
 mod property;
 /// Subscribe with recovery, `connect.subs`, positions and epochs.
 mod recovery;
+/// Revocation of tokens (`jti`) and users.
+mod revoke;
 /// Connect, every command, pushes, and each error and disconnect code.
 mod session;

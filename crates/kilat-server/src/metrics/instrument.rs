@@ -236,4 +236,11 @@ impl Backend for InstrumentedBackend {
     fn refresh(&self, event: RefreshEvent) -> BoxFuture<'_, Result<RefreshReply, ClientError>> {
         timed_hook(&self.detail, "refresh", self.inner.refresh(event))
     }
+
+    fn sub_refresh(
+        &self,
+        event: kilat_core::proxy::SubRefreshEvent,
+    ) -> BoxFuture<'_, Result<kilat_core::proxy::SubRefreshReply, ClientError>> {
+        timed_hook(&self.detail, "sub_refresh", self.inner.sub_refresh(event))
+    }
 }

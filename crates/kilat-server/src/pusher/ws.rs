@@ -19,7 +19,6 @@ use kilat_protocol::{Disconnect, DisconnectCode, SharedFrame};
 use kilat_transport::ws::{self, Message, WsConnection};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::protocol::{self, ChannelKind, ClientMessage, Decoded, Published, own_frame};
@@ -40,7 +39,8 @@ pub(crate) async fn upgrade(
 ) -> Response {
     let (mut parts, _body) = request.into_parts();
     // The admission step every transport takes (draining, origin, connection slot).
-    let permit = match admission::admit(&state, &parts.headers) {
+    let peer = crate::transport::peer::peer_of(&parts.extensions);
+    let permit = match admission::admit(&state, &parts.headers, peer) {
         Ok(admission) => admission,
         Err(refusal) => return admission::refusal_response(refusal),
     };
@@ -788,7 +788,7 @@ fn parse_user(data: &str, what: &str) -> Result<(String, Option<Box<RawValue>>),
 pub(crate) struct PusherWire<IO> {
     pub(crate) conn: WsConnection<IO>,
     pub(crate) ident: Arc<Ident>,
-    pub(crate) _permit: OwnedSemaphorePermit,
+    pub(crate) _permit: admission::ConnectionSlot,
 }
 
 impl<IO> Wire for PusherWire<IO>
@@ -879,7 +879,7 @@ mod tests {
         let wire = PusherWire {
             conn,
             ident,
-            _permit: permit,
+            _permit: admission::ConnectionSlot::from_permit(permit),
         };
         let task = driver::drive(wire, handler, outbox);
         let size = std::mem::size_of_val(&task);

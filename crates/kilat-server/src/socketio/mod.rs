@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -24,7 +24,7 @@ use kilat_protocol::Disconnect;
 use kilat_transport::ws::{self, Message, WsConnection};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::AppState;
 use crate::transport::{admission, driver};
@@ -154,7 +154,7 @@ pub(crate) struct Registration {
     pub(crate) shared: Arc<Shared>,
     sessions: SioSessions,
     id: String,
-    _permit: OwnedSemaphorePermit,
+    _permit: admission::ConnectionSlot,
 }
 
 impl Drop for Registration {
@@ -198,32 +198,18 @@ pub(crate) async fn handle(State(state): State<AppState>, request: Request) -> R
         return engine_error(StatusCode::FORBIDDEN, 4, "Forbidden");
     }
     let mut response = route(&state, request).await;
+    // The CORS headers the emulation endpoints send too (`cors.rs`), with credentials: the
+    // Socket.IO client's `withCredentials` sends cookies.
     if let Some(origin) = origin {
-        let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        crate::cors::add(response.headers_mut(), origin, true);
     }
     response
 }
 
 async fn route(state: &AppState, request: Request) -> Response {
     if request.method() == Method::OPTIONS {
-        return (
-            StatusCode::NO_CONTENT,
-            [
-                (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"),
-                (
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    "content-type, authorization",
-                ),
-                (header::ACCESS_CONTROL_MAX_AGE, "600"),
-            ],
-        )
-            .into_response();
+        // The origin was checked above; `handle` adds the Allow-Origin headers.
+        return crate::cors::preflight_response("GET, POST");
     }
     let query: EngineQuery = request.uri().query().map(parse_query).unwrap_or_default();
     if query.eio.as_deref() != Some("4") {
@@ -234,7 +220,8 @@ async fn route(state: &AppState, request: Request) -> Response {
             if request.method() != Method::GET {
                 return engine_error(StatusCode::BAD_REQUEST, 2, "Bad handshake method");
             }
-            handshake(state, request.headers(), None).await
+            let peer = crate::transport::peer::peer_of(request.extensions());
+            handshake(state, request.headers(), peer, None).await
         }
         (Some("polling"), Some(sid)) => {
             let shared = state.sio_sessions.inner.lock().get(&sid).cloned();
@@ -274,9 +261,10 @@ fn parse_query(query: &str) -> EngineQuery {
 async fn handshake(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
     ws: Option<WsConnection<WsIo>>,
 ) -> Response {
-    match open(state, headers, ws).await {
+    match open(state, headers, peer, ws).await {
         Ok((open_packet, _)) => (
             [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
             open_packet,
@@ -290,10 +278,11 @@ async fn handshake(
 async fn open(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
     ws: Option<WsConnection<WsIo>>,
 ) -> Result<(String, String), Response> {
-    // The admission step every transport takes (draining, origin, connection slot).
-    let admission = admission::admit(state, headers).map_err(admission::refusal_response)?;
+    // The admission step every transport takes (draining, origin, limits, connection slot).
+    let admission = admission::admit(state, headers, peer).map_err(admission::refusal_response)?;
     let id = session_id();
     let shared = Arc::new(Shared::default());
     shared.state.lock().on_websocket = ws.is_some();
@@ -468,6 +457,7 @@ async fn websocket(state: &AppState, request: Request, sid: Option<String>) -> R
     };
     let response = handshake.response::<Body>();
     let state = state.clone();
+    let peer = crate::transport::peer::peer_of(&parts.extensions);
     let headers = parts.headers;
     state.tasks.clone().spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -480,7 +470,7 @@ async fn websocket(state: &AppState, request: Request, sid: Option<String>) -> R
         let conn = WsConnection::new(TokioIo::new(upgraded), &handshake, &config);
         match upgrading {
             None => {
-                let _ = open(&state, &headers, Some(conn)).await;
+                let _ = open(&state, &headers, peer, Some(conn)).await;
             }
             Some(shared) => probe(shared, conn).await,
         }
@@ -563,9 +553,11 @@ mod tests {
             shared: Arc::default(),
             sessions: SioSessions::default(),
             id: String::new(),
-            _permit: Arc::new(tokio::sync::Semaphore::new(1))
-                .try_acquire_owned()
-                .expect("permit"),
+            _permit: admission::ConnectionSlot::from_permit(
+                Arc::new(tokio::sync::Semaphore::new(1))
+                    .try_acquire_owned()
+                    .expect("permit"),
+            ),
         };
         let wire = wire::SioWire::new(registration, EventMode::Publish, None);
         let task = driver::drive(wire, session, outbox);

@@ -6,6 +6,7 @@
 //! out as SSE events or NDJSON lines through a small bounded channel into the response body, and
 //! commands come in from emulation POSTs through a per-session queue found in [`Sessions`].
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io::IoSlice;
@@ -20,7 +21,7 @@ use kilat_protocol::{Disconnect, SharedFrame};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio::sync::{Notify, mpsc};
 
 use kilat_transport::text::{SLOT_NDJSON, SLOT_SSE, ndjson_line, sse_event};
 
@@ -153,8 +154,14 @@ struct SseQuery {
 /// `GET /connection/sse?connect=...` when hyper serves it: over HTTP/2, or as a later request
 /// of a kept-alive HTTP/1 connection. The first request of an HTTP/1 connection is served on
 /// the socket directly by [`serve_stream`].
-pub(crate) async fn sse(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
-    let opened = match admit(&state, &headers).and_then(|a| Ok((a, sse_connect(&uri)?))) {
+pub(crate) async fn sse(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    extensions: http::Extensions,
+) -> Response {
+    let peer = crate::transport::peer::peer_of(&extensions);
+    let opened = match admit(&state, &headers, peer).and_then(|a| Ok((a, sse_connect(&uri)?))) {
         Ok((admission, connect)) => open(&state, admission, connect, Format::Sse).await,
         Err(refusal) => Err(refusal),
     };
@@ -179,32 +186,42 @@ pub(crate) async fn serve_stream<IO>(
         uri,
         headers,
         body,
+        peer,
     } = *request;
+    let peer = peer.map(|p| p.ip());
     let (format, checked) = match kind {
         StreamKind::EventStream => (
             Format::Sse,
-            admit(state, &headers).and_then(|a| Ok((a, sse_connect(&uri)?))),
+            admit(state, &headers, peer).and_then(|a| Ok((a, sse_connect(&uri)?))),
         ),
-        StreamKind::Ndjson => (Format::Ndjson, admit(state, &headers).map(|a| (a, body))),
+        StreamKind::Ndjson => (
+            Format::Ndjson,
+            admit(state, &headers, peer).map(|a| (a, body)),
+        ),
     };
     let opened = match checked {
         Ok((admission, connect)) => open(state, admission, connect, format).await,
         Err(refusal) => Err(refusal),
     };
+    // CORS for an allowed cross-origin page, the same headers hyper's path gets (`cors.rs`).
+    let cors = crate::cors::head_lines(&state.origins, &headers);
     drop((headers, uri));
     match opened {
         Ok(opened) => {
             let out = SocketOut {
                 io,
-                head: format.socket_head(),
+                head: format.socket_head(cors),
                 head_sent: false,
             };
             spawn_stream(state, opened, format, out);
         }
         Err((status, reason)) => {
             let body = format!("{reason}\n");
-            // A 503 (draining, full) tells a load balancer to try another node.
-            let retry = if status == StatusCode::SERVICE_UNAVAILABLE {
+            // A 503 (draining, full) tells a load balancer to try another node; a 429 (a limit
+            // per address) tells the client when to come back.
+            let retry = if status == StatusCode::SERVICE_UNAVAILABLE
+                || status == StatusCode::TOO_MANY_REQUESTS
+            {
                 "retry-after: 1\r\n"
             } else {
                 ""
@@ -250,6 +267,7 @@ fn sse_connect(uri: &Uri) -> Result<Bytes, Refusal> {
 pub(crate) async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: http::Extensions,
     body: Body,
 ) -> Response {
     let body = match crate::body::read(body, MAX_BODY, state.body_timeout).await {
@@ -259,7 +277,11 @@ pub(crate) async fn stream(
         }
         Err(refused) => return refuse(refused.status, refused.reason),
     };
-    let opened = match admit(&state, &headers) {
+    let opened = match admit(
+        &state,
+        &headers,
+        crate::transport::peer::peer_of(&extensions),
+    ) {
         Ok(admission) => open(&state, admission, body, Format::Ndjson).await,
         Err(refusal) => Err(refusal),
     };
@@ -387,7 +409,7 @@ struct Opened {
     /// The connect command's outcome; its reply (or error) is already in the outbox.
     connected: Result<(), Disconnect>,
     session_id: Option<String>,
-    permit: OwnedSemaphorePermit,
+    permit: crate::transport::admission::ConnectionSlot,
     commands: Arc<Commands>,
 }
 
@@ -502,7 +524,7 @@ struct Registration {
     sessions: Sessions,
     /// The session key under which `commands` is in `sessions` (none when connect failed).
     id: Option<String>,
-    _permit: OwnedSemaphorePermit,
+    _permit: crate::transport::admission::ConnectionSlot,
 }
 
 impl Drop for Registration {
@@ -571,12 +593,20 @@ macro_rules! socket_head {
 }
 
 impl Format {
-    /// The response head of this stream when it is served on the socket.
-    fn socket_head(self) -> &'static [u8] {
-        match self {
+    /// The response head of this stream when it is served on the socket, with `extra` header
+    /// lines (CORS; CRLF-terminated) before its end. Borrowed when there are none.
+    fn socket_head(self, extra: Vec<u8>) -> Cow<'static, [u8]> {
+        let fixed = match self {
             Format::Sse => socket_head!("text/event-stream"),
             Format::Ndjson => socket_head!("application/x-ndjson"),
+        };
+        if extra.is_empty() {
+            return Cow::Borrowed(fixed);
         }
+        let mut head = fixed[..fixed.len() - 2].to_vec();
+        head.extend_from_slice(&extra);
+        head.extend_from_slice(b"\r\n");
+        Cow::Owned(head)
     }
 }
 
@@ -584,7 +614,7 @@ impl Format {
 struct SocketOut<IO> {
     io: IO,
     /// The response head (see [`Format::socket_head`]).
-    head: &'static [u8],
+    head: Cow<'static, [u8]>,
     /// The response head goes out with the first events (the connect reply), in one write.
     head_sent: bool,
 }
@@ -596,7 +626,7 @@ where
     async fn write(&mut self, chunks: Vec<Bytes>) -> std::io::Result<()> {
         let mut slices = Vec::with_capacity(chunks.len() + 1);
         if !self.head_sent {
-            slices.push(IoSlice::new(self.head));
+            slices.push(IoSlice::new(&self.head));
         }
         slices.extend(chunks.iter().map(|chunk| IoSlice::new(chunk)));
         let mut unwritten = &mut slices[..];
@@ -674,8 +704,9 @@ fn tokio_stream_from(
 
 fn refuse(status: StatusCode, reason: &str) -> Response {
     let mut response = (status, format!("{reason}\n")).into_response();
-    // A 503 (draining, full, Redis away) tells a load balancer to try another node.
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    // A 503 (draining, full, Redis away) tells a load balancer to try another node; a 429 (a
+    // limit per address) tells the client when to come back.
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -694,9 +725,11 @@ mod tests {
             commands: commands.clone(),
             sessions: Sessions::default(),
             id: None,
-            _permit: Arc::new(tokio::sync::Semaphore::new(1))
-                .try_acquire_owned()
-                .expect("permit"),
+            _permit: crate::transport::admission::ConnectionSlot::from_permit(
+                Arc::new(tokio::sync::Semaphore::new(1))
+                    .try_acquire_owned()
+                    .expect("permit"),
+            ),
         };
         for i in 0..COMMAND_QUEUE {
             assert!(commands.push(Bytes::from(i.to_string())).is_ok());
@@ -746,16 +779,18 @@ mod tests {
             format: Format::Sse,
             out: SocketOut {
                 io: socket,
-                head: Format::Sse.socket_head(),
+                head: Format::Sse.socket_head(Vec::new()),
                 head_sent: false,
             },
             registration: Registration {
                 commands: Arc::default(),
                 sessions: Sessions::default(),
                 id: None,
-                _permit: Arc::new(tokio::sync::Semaphore::new(1))
-                    .try_acquire_owned()
-                    .expect("permit"),
+                _permit: crate::transport::admission::ConnectionSlot::from_permit(
+                    Arc::new(tokio::sync::Semaphore::new(1))
+                        .try_acquire_owned()
+                        .expect("permit"),
+                ),
             },
         };
         let task = driver::drive(wire, session, outbox);

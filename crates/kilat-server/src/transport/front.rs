@@ -62,6 +62,8 @@ pub(crate) struct StreamRequest {
     pub(crate) headers: HeaderMap,
     /// The body (empty for SSE).
     pub(crate) body: Bytes,
+    /// The socket's peer address (set by the listener), for the limits per client address.
+    pub(crate) peer: Option<std::net::SocketAddr>,
 }
 
 /// Reads from `io` until it is clear whether the first request is a streaming request.
@@ -138,6 +140,7 @@ fn parse(buf: &[u8], kind: StreamKind) -> Classified {
             uri,
             headers,
             body: Bytes::copy_from_slice(&buf[head_len..]),
+            peer: None,
         })),
         // Bytes after the request (a pipelined one): not something to stream to.
         std::cmp::Ordering::Greater => Classified::Other,

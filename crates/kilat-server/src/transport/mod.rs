@@ -3,7 +3,10 @@
 //! [`driver::Wire`] to a hub [`kilat_core::Session`].
 //!
 //! - `admission`: the checks every transport makes before a connection starts (draining,
-//!   origin, connection slot, forwarded headers) and the creation of its session and outbox.
+//!   origin, per-address limits, connection slot, forwarded headers) and the creation of its
+//!   session and outbox.
+//! - `peer`: the peer address on each request, the client address behind trusted proxies
+//!   (`X-Forwarded-For`) and the per-address connection and handshake limits.
 //! - [`driver`]: the `Wire` trait and the connection loop every transport rides.
 //! - [`websocket`]: `GET /connection/websocket`, the upgrade and the WebSocket `Wire`.
 //! - [`emulation`]: SSE (`GET /connection/sse`) and HTTP streaming (`POST /connection/stream`),
@@ -19,4 +22,5 @@ pub(crate) mod admission;
 pub(crate) mod driver;
 pub(crate) mod emulation;
 pub(crate) mod front;
+pub(crate) mod peer;
 pub(crate) mod websocket;

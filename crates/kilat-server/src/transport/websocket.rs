@@ -11,7 +11,6 @@ use kilat_core::TransportInfo;
 use kilat_protocol::{Disconnect, DisconnectCode, SharedFrame};
 use kilat_transport::ws::{self, Message, WsConnection};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 
 use crate::AppState;
@@ -22,7 +21,8 @@ use crate::transport::front::Prefixed;
 /// Admits the connection, validates the upgrade and hands the socket to a connection task.
 pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let admission = match admission::admit(&state, &parts.headers) {
+    let peer = crate::transport::peer::peer_of(&parts.extensions);
+    let admission = match admission::admit(&state, &parts.headers, peer) {
         Ok(admission) => admission,
         Err(refusal) => return admission::refusal_response(refusal),
     };
@@ -148,7 +148,7 @@ pub(crate) struct WsWire<IO> {
     pub(crate) conn: WsConnection<IO>,
     /// The connection's slot under `max_connections`, released when the wire is dropped (at
     /// the end of the connection's teardown). `None` in tests.
-    pub(crate) _permit: Option<OwnedSemaphorePermit>,
+    pub(crate) _permit: Option<admission::ConnectionSlot>,
 }
 
 impl<IO> Wire for WsWire<IO>

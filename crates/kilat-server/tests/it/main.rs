@@ -13,6 +13,8 @@ mod admin;
 mod api;
 /// Several nodes on one real redis-server (skips loudly without one; fails under CI=true).
 mod cluster;
+/// CORS on the emulation endpoints for allowed cross-origin pages.
+mod cors;
 /// The docs checked against the code: configuration keys, API methods, links.
 mod docs;
 /// SSE and HTTP streaming with the emulation endpoint.
@@ -27,11 +29,17 @@ mod lifecycle;
 mod limits;
 /// Detailed metrics: what `/metrics` reports after a known load, and with metrics off.
 mod metrics;
+/// Connection and handshake limits per client address, and trusted proxies' X-Forwarded-For.
+mod per_ip;
 /// Backend proxy hooks: connect, subscribe, publish, rpc, send and refresh over HTTP.
 mod proxy;
+/// `https://` proxy hooks against a local TLS backend with a test CA.
+mod proxy_tls;
 /// The Pusher endpoint: malformed frames, refused keys, client-event rate (pusher-js itself is
 /// tested in e2e/pusher).
 mod pusher;
+/// Token revocation by `jti` and by user, on one node and across nodes on Redis.
+mod revoke;
 /// Regression tests of issue 20's attacks: each fails, and nobody else loses anything.
 mod security;
 /// Engine.IO and Socket.IO: broken and hostile inputs get the reference server's answers.

@@ -502,3 +502,51 @@ async fn http_streaming_forwards_the_cookie_to_the_connect_hook() {
     assert_eq!(request.headers["cookie"], "session=carol");
     assert!(request.headers.get("x-not-forwarded").is_none());
 }
+
+#[tokio::test]
+async fn the_sub_refresh_hook_is_asked_at_a_subscriptions_expiry_and_its_refusal_ends_it() {
+    const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256!";
+    let mut backend = Backend::start(|path, _| match path {
+        "/connect" => Some(json!({"result": {"user": "alice"}})),
+        "/sub_refresh" => Some(json!({"error": {"code": 403, "message": "membership ended"}})),
+        _ => None,
+    })
+    .await;
+    let connect_url = backend.url("/connect");
+    let sub_refresh_url = backend.url("/sub_refresh");
+    let server = TestServer::start(|config| {
+        config.proxy.connect_url = connect_url;
+        config.proxy.sub_refresh_url = sub_refresh_url;
+        config.token = Some(kilat_auth::TokenConfig::with_secret(SECRET));
+        config.node.token_refresh_grace = Duration::from_secs(1);
+        let private: NamespaceOptions =
+            toml::from_str("allow_subscribe = \"token\"").expect("namespace");
+        config.node.namespaces.insert("private".into(), private);
+    })
+    .await;
+    let (mut ws, _) = connect_with_cookie(&server, "session=1").await;
+    backend.next_request().await; // the connect hook
+    let token = kilat_auth::mint(
+        SECRET.as_bytes(),
+        kilat_auth::Algorithm::HS256,
+        &kilat_auth::TokenRequest::subscription("alice", "private:room")
+            .with_ttl(Duration::from_secs(1)),
+    )
+    .expect("mint");
+    send(
+        &mut ws,
+        json!({"id": 2, "subscribe": {"channel": "private:room", "token": token}}),
+    )
+    .await;
+    let reply = next_non_presence(&mut ws).await;
+    assert_eq!(reply["subscribe"]["expires"], true, "{reply}");
+    // At the expiry the backend is asked, with the channel and user.
+    let request = backend.next_request().await;
+    assert_eq!(request.path, "/sub_refresh");
+    assert_eq!(request.body["channel"], "private:room");
+    assert_eq!(request.body["user"], "alice");
+    // Refused: the subscription ends with 410 (no `refresh` push to the client first).
+    let push = next_non_presence(&mut ws).await;
+    assert_eq!(push["push"]["channel"], "private:room", "{push}");
+    assert_eq!(push["push"]["unsubscribe"]["code"], 410, "{push}");
+}
