@@ -333,7 +333,12 @@ async fn open(
         id: id.clone(),
         _permit: permit,
     };
-    let wire = wire::SioWire::new(registration, settings.events, ws);
+    let wire = wire::SioWire::new(
+        registration,
+        settings.events,
+        settings.max_http_buffer_size,
+        ws,
+    );
     tracing::debug!("socket.io session opened");
     state.tasks.spawn(driver::drive(wire, session, outbox));
     Ok((open_packet, id))
@@ -538,8 +543,16 @@ pub(crate) fn fuzz_packets(bytes: &[u8]) {
                 }
             }
         }
-        let _ = packet::decode_socket(text);
+        if let Ok(packet) = packet::decode_socket(text)
+            && let Some(args) = packet.data
+        {
+            let _ = packet::check_placeholders(args.get(), packet.attachments.max(1));
+        }
         let _ = wire::shared_packets(bytes, false);
+        let _ = wire::shared_packets(bytes, true);
+        if let Ok(data) = serde_json::from_str::<Box<serde_json::value::RawValue>>(text) {
+            let _ = wire::binary_ack("/", 1, &data);
+        }
     }
 }
 
@@ -567,7 +580,7 @@ mod tests {
                 .try_acquire_owned()
                 .expect("permit"),
         };
-        let wire = wire::SioWire::new(registration, EventMode::Publish, None);
+        let wire = wire::SioWire::new(registration, EventMode::Publish, 1_000_000, None);
         let task = driver::drive(wire, session, outbox);
         let size = std::mem::size_of_val(&task);
         println!("idle socket.io connection task: {size} bytes");

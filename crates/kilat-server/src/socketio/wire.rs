@@ -64,6 +64,8 @@ pub(crate) struct SioWire {
     mode: Mode,
     pub(crate) registration: Registration,
     events: EventMode,
+    /// Largest total size of one packet's binary attachments (`max_http_buffer_size`).
+    max_attachment_bytes: usize,
     connect: Connect,
     next_id: u32,
     /// The Socket.IO state, boxed: an idle session's task stays small (the guard in `mod.rs`).
@@ -79,12 +81,31 @@ struct SocketState {
     namespaces: Vec<String>,
     /// Commands sent to the session and what their replies answer.
     pending: HashMap<u32, Pending>,
+    /// A BINARY_EVENT or BINARY_ACK waiting for its attachments.
+    partial: Option<Box<Partial>>,
+}
+
+/// A binary packet whose attachments are still arriving (the next Engine.IO messages).
+struct Partial {
+    kind: SocketKind,
+    namespace: String,
+    ack: Option<u64>,
+    /// The event name (BINARY_EVENT).
+    name: String,
+    /// The arguments, with their placeholders.
+    args: Box<RawValue>,
+    expected: usize,
+    /// The attachments so far, base64 (the form kept in publications, docs/socketio.md).
+    attachments: Vec<String>,
+    /// Their decoded size so far.
+    bytes: usize,
 }
 
 impl SioWire {
     pub(crate) fn new(
         registration: Registration,
         events: EventMode,
+        max_attachment_bytes: usize,
         ws: Option<WsConnection<WsIo>>,
     ) -> Self {
         SioWire {
@@ -94,6 +115,7 @@ impl SioWire {
             },
             registration,
             events,
+            max_attachment_bytes,
             connect: Connect::None,
             next_id: 1,
             sio: Box::default(),
@@ -132,11 +154,128 @@ impl SioWire {
             EnginePacket::Pong(_) => push_line(out, "{}"),
             EnginePacket::Ping(_) | EnginePacket::Noop | EnginePacket::Upgrade => {}
             EnginePacket::Message(text) => {
+                if self.sio.partial.is_some() {
+                    // As Socket.IO's own decoder: no text packet while attachments are due.
+                    return Err(parse_error(packet::Malformed(
+                        "a packet arrived before the attachments of the one before",
+                    )));
+                }
                 let packet = packet::decode_socket(text).map_err(parse_error)?;
                 self.translate_socket(packet, out)?;
             }
+            EnginePacket::Binary(encoded) => {
+                use base64::Engine as _;
+                // The size is bounded from the encoded length before anything is decoded.
+                self.check_attachment(encoded.len() / 4 * 3)?;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|_| parse_error(packet::Malformed("attachment is not base64")))?;
+                self.attachment(encoded.to_owned(), decoded.len(), out)?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether an attachment of `len` bytes may join the packet waiting for it.
+    fn check_attachment(&self, len: usize) -> Result<(), Inbound> {
+        let Some(partial) = &self.sio.partial else {
+            return Err(parse_error(packet::Malformed(
+                "binary data outside a binary packet",
+            )));
+        };
+        if partial.bytes.saturating_add(len) > self.max_attachment_bytes {
+            return Err(parse_error(packet::Malformed(
+                "attachments over max_http_buffer_size",
+            )));
+        }
+        Ok(())
+    }
+
+    /// A binary WebSocket message: the next attachment of the packet waiting for it.
+    fn binary_message(&mut self, bytes: &[u8], out: &mut String) -> Result<(), Inbound> {
+        use base64::Engine as _;
+        self.check_attachment(bytes.len())?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        self.attachment(encoded, bytes.len(), out)
+    }
+
+    /// Adds one attachment (checked by [`Self::check_attachment`]); the last one completes
+    /// its packet.
+    fn attachment(&mut self, encoded: String, len: usize, out: &mut String) -> Result<(), Inbound> {
+        let Some(partial) = self.sio.partial.as_mut() else {
+            return Err(parse_error(packet::Malformed(
+                "binary data outside a binary packet",
+            )));
+        };
+        partial.bytes += len;
+        partial.attachments.push(encoded);
+        if partial.attachments.len() < partial.expected {
+            return Ok(());
+        }
+        let Some(partial) = self.sio.partial.take() else {
+            return Ok(());
+        };
+        let partial = *partial;
+        // Server emits never ask for acks, so a client's BINARY_ACK answers nothing.
+        if partial.kind == SocketKind::Event {
+            self.event(
+                partial.namespace,
+                &partial.name,
+                &partial.args,
+                &partial.attachments,
+                partial.ack,
+                out,
+            );
+        }
+        Ok(())
+    }
+
+    /// A client EVENT (with its attachments, base64, if it was a BINARY_EVENT): a publication
+    /// to the namespace's channel or an rpc.
+    fn event(
+        &mut self,
+        namespace: String,
+        name: &str,
+        args: &RawValue,
+        attachments: &[String],
+        ack: Option<u64>,
+        out: &mut String,
+    ) {
+        let name_json = serde_json::to_string(name).unwrap_or_default();
+        let attachments = if attachments.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ",\"attachments\":{}",
+                serde_json::to_string(attachments).unwrap_or_default()
+            )
+        };
+        let id = self.id();
+        match self.events {
+            EventMode::Publish => {
+                let channel = channel_json(&namespace);
+                push_line(
+                    out,
+                    &format!(
+                        "{{\"id\":{id},\"publish\":{{\"channel\":{channel},\"data\":{{\"event\":{name_json},\"args\":{}{attachments}}}}}}}",
+                        args.get()
+                    ),
+                );
+            }
+            EventMode::Rpc => {
+                let ns_json = serde_json::to_string(&namespace).unwrap_or_default();
+                push_line(
+                    out,
+                    &format!(
+                        "{{\"id\":{id},\"rpc\":{{\"method\":{name_json},\"data\":{{\"namespace\":{ns_json},\"args\":{}{attachments}}}}}}}",
+                        args.get()
+                    ),
+                );
+            }
+        }
+        self.sio
+            .pending
+            .insert(id, Pending::Event { namespace, ack });
     }
 
     fn translate_socket(
@@ -146,6 +285,23 @@ impl SioWire {
     ) -> Result<(), Inbound> {
         let namespace = packet.namespace.to_owned();
         let connected = self.sio.namespaces.contains(&namespace);
+        if packet.attachments > 0 {
+            if !connected {
+                return Err(parse_error(packet::Malformed("event before CONNECT")));
+            }
+            // Nothing is kept per attachment yet: they are counted and sized as they come.
+            self.sio.partial = Some(Box::new(Partial {
+                kind: packet.kind,
+                namespace,
+                ack: packet.ack,
+                name: packet.head.unwrap_or_default(),
+                args: packet.data.unwrap_or_else(packet::empty_array),
+                expected: packet.attachments,
+                attachments: Vec::new(),
+                bytes: 0,
+            }));
+            return Ok(());
+        }
         match packet.kind {
             SocketKind::Connect => {
                 if connected {
@@ -204,37 +360,7 @@ impl SioWire {
                 }
                 let name = packet.head.unwrap_or_default();
                 let args = packet.data.unwrap_or_else(packet::empty_array);
-                let name_json = serde_json::to_string(&name).unwrap_or_default();
-                let id = self.id();
-                match self.events {
-                    EventMode::Publish => {
-                        let channel = channel_json(&namespace);
-                        push_line(
-                            out,
-                            &format!(
-                                "{{\"id\":{id},\"publish\":{{\"channel\":{channel},\"data\":{{\"event\":{name_json},\"args\":{}}}}}}}",
-                                args.get()
-                            ),
-                        );
-                    }
-                    EventMode::Rpc => {
-                        let ns_json = serde_json::to_string(&namespace).unwrap_or_default();
-                        push_line(
-                            out,
-                            &format!(
-                                "{{\"id\":{id},\"rpc\":{{\"method\":{name_json},\"data\":{{\"namespace\":{ns_json},\"args\":{}}}}}}}",
-                                args.get()
-                            ),
-                        );
-                    }
-                }
-                self.sio.pending.insert(
-                    id,
-                    Pending::Event {
-                        namespace,
-                        ack: packet.ack,
-                    },
-                );
+                self.event(namespace, &name, &args, &[], packet.ack, out);
             }
             // Server emits never ask for acks (publications are not acknowledged), so a client
             // ACK answers nothing and is dropped.
@@ -251,11 +377,18 @@ impl SioWire {
             if frame.is_reply() {
                 for line in frame.json().split(|b| *b == b'\n') {
                     if let Some(text) = self.reply(line) {
-                        chunks.push(if websocket {
-                            ws::frame::encode_frame(ws::frame::OP_TEXT, false, text.as_bytes())
+                        if websocket {
+                            // One Engine.IO packet per WebSocket message.
+                            for packet in text.split('\u{1e}') {
+                                chunks.push(ws::frame::encode_frame(
+                                    ws::frame::OP_TEXT,
+                                    false,
+                                    packet.as_bytes(),
+                                ));
+                            }
                         } else {
-                            Bytes::from(text)
-                        });
+                            chunks.push(Bytes::from(text));
+                        }
                     }
                 }
             } else {
@@ -316,6 +449,15 @@ impl SioWire {
                     tracing::debug!(%namespace, %message, "socket.io event refused");
                 }
                 let ack = ack?;
+                if error.is_none()
+                    && let Some(packets) = reply
+                        .rpc
+                        .as_ref()
+                        .and_then(|rpc| rpc.data)
+                        .and_then(|data| binary_ack(&namespace, ack, data))
+                {
+                    return Some(packets);
+                }
                 let args = match (&error, reply.rpc) {
                     (Some(message), _) => serde_json::json!([{ "error": message }]).to_string(),
                     (None, Some(rpc)) => match rpc.data {
@@ -430,8 +572,15 @@ impl Wire for SioWire {
                         message = conn.read_message() => {
                             let text = match message {
                                 Ok(Message::Text(text)) => text,
-                                Ok(Message::Binary(_)) => {
-                                    return parse_error(packet::Malformed("binary attachments are not supported"));
+                                Ok(Message::Binary(bytes)) => {
+                                    let mut out = String::new();
+                                    if let Err(end) = self.binary_message(&bytes, &mut out) {
+                                        return end;
+                                    }
+                                    if !out.is_empty() {
+                                        return Inbound::Message(Bytes::from(out));
+                                    }
+                                    continue;
                                 }
                                 Ok(Message::Close { .. }) | Err(_) => return Inbound::Gone,
                             };
@@ -618,20 +767,26 @@ struct EventData<'a> {
     event: std::borrow::Cow<'a, str>,
     #[serde(borrow, default)]
     args: Option<&'a RawValue>,
+    /// Binary arguments, base64, for the placeholders in `args` (docs/socketio.md).
+    #[serde(default)]
+    attachments: Option<Vec<String>>,
 }
 
 /// The Engine.IO packets of a shared frame (pushes and pings; one or more `\n`-separated), as
 /// one polling payload part (`\x1e`-joined) or as WebSocket frames: computed once per frame
 /// and transport, whoever receives it.
 pub(crate) fn shared_packets(json: &[u8], websocket: bool) -> Bytes {
-    let mut packets: Vec<String> = Vec::new();
+    let mut out = Packets {
+        websocket,
+        bytes: Vec::new(),
+    };
     for line in json.split(|b| *b == b'\n') {
         let line = line.trim_ascii();
         if line.is_empty() {
             continue;
         }
         if line == b"{}" {
-            packets.push("2".to_owned());
+            out.text("2");
             continue;
         }
         let Ok(frame) = serde_json::from_slice::<PushFrame<'_>>(line) else {
@@ -640,20 +795,51 @@ pub(crate) fn shared_packets(json: &[u8], websocket: bool) -> Bytes {
         let (Some(channel), Some(publication)) = (frame.push.channel, frame.push.r#pub) else {
             continue;
         };
-        packets.push(event_packet(&channel, publication.data));
+        event_packets(&channel, publication.data, &mut out);
     }
-    if websocket {
-        let mut out = Vec::new();
-        for packet in &packets {
-            out.extend_from_slice(&ws::frame::encode_frame(
+    Bytes::from(out.bytes)
+}
+
+/// Engine.IO packets being encoded for one transport: WebSocket frames (text, or binary for
+/// attachments), or one long-polling payload part (`\x1e`-joined, attachments as `b` + base64).
+struct Packets {
+    websocket: bool,
+    bytes: Vec<u8>,
+}
+
+impl Packets {
+    fn separate(&mut self) {
+        if !self.bytes.is_empty() {
+            self.bytes.push(packet::RECORD_SEPARATOR);
+        }
+    }
+
+    fn text(&mut self, packet: &str) {
+        if self.websocket {
+            self.bytes.extend_from_slice(&ws::frame::encode_frame(
                 ws::frame::OP_TEXT,
                 false,
                 packet.as_bytes(),
             ));
+        } else {
+            self.separate();
+            self.bytes.extend_from_slice(packet.as_bytes());
         }
-        Bytes::from(out)
-    } else {
-        Bytes::from(packets.join("\u{1e}"))
+    }
+
+    /// An attachment: `encoded` is its base64, `raw` its bytes.
+    fn binary(&mut self, encoded: &str, raw: &[u8]) {
+        if self.websocket {
+            self.bytes.extend_from_slice(&ws::frame::encode_frame(
+                ws::frame::OP_BINARY,
+                false,
+                raw,
+            ));
+        } else {
+            self.separate();
+            self.bytes.push(b'b');
+            self.bytes.extend_from_slice(encoded.as_bytes());
+        }
     }
 }
 
@@ -667,29 +853,74 @@ fn namespace_of(channel: &str) -> &str {
     }
 }
 
-/// The EVENT packet of one publication.
-fn event_packet(channel: &str, data: &RawValue) -> String {
+/// The EVENT packet of one publication, or its BINARY_EVENT and attachments when its data
+/// carries `attachments` (base64) matching the placeholders in its `args`.
+fn event_packets(channel: &str, data: &RawValue, out: &mut Packets) {
     let namespace = namespace_of(channel);
-    let body = match serde_json::from_str::<EventData<'_>>(data.get()) {
-        Ok(event) => {
-            let name = serde_json::to_string(&event.event).unwrap_or_default();
-            match event.args {
-                Some(args) if args.get().trim_start().starts_with('[') => {
-                    let inner = args.get().trim();
-                    let inner = &inner[1..inner.len() - 1];
-                    if inner.trim().is_empty() {
-                        format!("[{name}]")
-                    } else {
-                        format!("[{name},{inner}]")
-                    }
-                }
-                Some(arg) => format!("[{name},{}]", arg.get()),
-                None => format!("[{name}]"),
+    let Ok(event) = serde_json::from_str::<EventData<'_>>(data.get()) else {
+        let body = format!("[\"message\",{}]", data.get());
+        out.text(&packet::socket_message('2', namespace, None, &body));
+        return;
+    };
+    let name = serde_json::to_string(&event.event).unwrap_or_default();
+    let body = match event.args {
+        Some(args) if args.get().trim_start().starts_with('[') => {
+            let inner = args.get().trim();
+            let inner = &inner[1..inner.len() - 1];
+            if inner.trim().is_empty() {
+                format!("[{name}]")
+            } else {
+                format!("[{name},{inner}]")
             }
         }
-        Err(_) => format!("[\"message\",{}]", data.get()),
+        Some(arg) => format!("[{name},{}]", arg.get()),
+        None => format!("[{name}]"),
     };
-    packet::socket_message('2', namespace, None, &body)
+    if let Some(attachments) = event.attachments.filter(|a| !a.is_empty()) {
+        if let Some(raw) = packet::decode_attachments(&attachments, &body) {
+            out.text(&packet::binary_message(
+                '5',
+                namespace,
+                None,
+                raw.len(),
+                &body,
+            ));
+            for (encoded, raw) in attachments.iter().zip(&raw) {
+                out.binary(encoded, raw);
+            }
+            return;
+        }
+        tracing::debug!(
+            channel,
+            "publication's attachments are not base64 or do not match its placeholders; sent without them"
+        );
+    }
+    out.text(&packet::socket_message('2', namespace, None, &body));
+}
+
+/// The BINARY_ACK for an rpc reply whose data is exactly `{"args": [...], "attachments":
+/// [base64, ...]}` with matching placeholders; `None` for any other data (a plain ACK).
+/// Attachments go as `b` + base64 packets, which Engine.IO clients read on both transports.
+pub(crate) fn binary_ack(namespace: &str, ack: u64, data: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct BinaryAck<'a> {
+        #[serde(borrow)]
+        args: &'a RawValue,
+        attachments: Vec<String>,
+    }
+    let reply = serde_json::from_str::<BinaryAck<'_>>(data.get()).ok()?;
+    if !reply.args.get().trim_start().starts_with('[') {
+        return None;
+    }
+    let raw = packet::decode_attachments(&reply.attachments, reply.args.get())?;
+    let mut out = packet::binary_message('6', namespace, Some(ack), raw.len(), reply.args.get());
+    for encoded in &reply.attachments {
+        out.push('\u{1e}');
+        out.push('b');
+        out.push_str(encoded);
+    }
+    Some(out)
 }
 
 /// One polling payload from packet groups.
@@ -729,6 +960,47 @@ mod tests {
         assert_eq!(&shared_packets(b"{}", false)[..], b"2");
         let join = br#"{"push":{"channel":"sio:/","join":{"info":{"client":"c","user":""}}}}"#;
         assert!(shared_packets(join, false).is_empty());
+    }
+
+    #[test]
+    fn publications_with_attachments_become_binary_events() {
+        let push = br#"{"push":{"channel":"sio:/chat","pub":{"data":{"event":"f","args":[{"_placeholder":true,"num":0},"x"],"attachments":["AQID"]}}}}"#;
+        assert_eq!(
+            &shared_packets(push, false)[..],
+            b"451-/chat,[\"f\",{\"_placeholder\":true,\"num\":0},\"x\"]\x1ebAQID"
+        );
+        let frames = shared_packets(push, true);
+        let text = ws::frame::encode_frame(
+            ws::frame::OP_TEXT,
+            false,
+            b"451-/chat,[\"f\",{\"_placeholder\":true,\"num\":0},\"x\"]",
+        );
+        let binary = ws::frame::encode_frame(ws::frame::OP_BINARY, false, &[1, 2, 3]);
+        assert_eq!(&frames[..], [&text[..], &binary[..]].concat());
+        // Not base64, or a placeholder past the attachments: a plain event, never binary.
+        for data in [
+            r#"{"event":"f","args":[{"_placeholder":true,"num":0}],"attachments":["@@"]}"#,
+            r#"{"event":"f","args":[{"_placeholder":true,"num":1}],"attachments":["AQID"]}"#,
+        ] {
+            let push = format!(r#"{{"push":{{"channel":"sio:/","pub":{{"data":{data}}}}}}}"#);
+            let packets = shared_packets(push.as_bytes(), false);
+            assert!(packets.starts_with(b"42[\"f\""), "{data}");
+        }
+    }
+
+    #[test]
+    fn an_rpc_reply_with_attachments_is_a_binary_ack() {
+        let data = RawValue::from_string(
+            r#"{"args":["ok",{"_placeholder":true,"num":0}],"attachments":["BAMCAQ=="]}"#
+                .to_owned(),
+        )
+        .expect("json");
+        assert_eq!(
+            binary_ack("/", 7, &data).as_deref(),
+            Some("461-7[\"ok\",{\"_placeholder\":true,\"num\":0}]\u{1e}bBAMCAQ==")
+        );
+        let other = RawValue::from_string(r#"{"args":[1],"extra":2}"#.to_owned()).expect("json");
+        assert!(binary_ack("/", 7, &other).is_none());
     }
 
     #[test]
