@@ -30,6 +30,7 @@ use crate::AppState;
 use crate::transport::{admission, driver};
 
 pub(crate) mod packet;
+pub(crate) mod recovery;
 pub(crate) mod wire;
 
 /// The socket of an Engine.IO WebSocket (hyper's upgraded connection).
@@ -64,6 +65,10 @@ pub struct SocketIoConfig {
     /// What a client EVENT becomes: `publish` or `rpc`. Absent: `rpc` when `[proxy] rpc_url`
     /// is set, else `publish`.
     pub events: Option<EventMode>,
+    /// Connection state recovery (Socket.IO 4.6+'s `connectionStateRecovery`): a client that
+    /// reconnects within `history_ttl` gets what it missed and `socket.recovered`. Needs
+    /// history in the kilat namespace `sio` (where the state is kept) and on the rooms.
+    pub recovery: bool,
 }
 
 impl Default for SocketIoConfig {
@@ -73,6 +78,7 @@ impl Default for SocketIoConfig {
             path: "/socket.io/".to_owned(),
             max_http_buffer_size: 1_000_000,
             events: None,
+            recovery: false,
         }
     }
 }
@@ -84,6 +90,7 @@ pub(crate) struct Settings {
     pub(crate) events: EventMode,
     pub(crate) ping_interval: Duration,
     pub(crate) ping_timeout: Duration,
+    pub(crate) recovery: bool,
 }
 
 impl Settings {
@@ -101,6 +108,7 @@ impl Settings {
             events,
             ping_interval: config.node.ping_interval,
             ping_timeout: config.node.pong_timeout,
+            recovery: config.socketio.recovery,
         }
     }
 }
@@ -109,6 +117,9 @@ impl Settings {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct SioSessions {
     inner: Arc<Mutex<HashMap<String, Arc<Shared>>>>,
+    /// Live sessions by their recovery `pid` (`[socketio] recovery`), so a reconnection that
+    /// arrives before this node noticed the old connection is gone can take its place.
+    pub(crate) pids: Arc<Mutex<HashMap<String, Arc<Shared>>>>,
 }
 
 /// What the HTTP handlers and a session's task share.
@@ -117,6 +128,8 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<SharedState>,
     /// Wakes the session task: packets posted, a poll arrived, an upgrade completed, closed.
     pub(crate) changed: Notify,
+    /// Wakes whoever waits for the ended session's recovery state to be kept.
+    pub(crate) stored: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -136,6 +149,8 @@ pub(crate) struct SharedState {
     pub(crate) refused: Option<Disconnect>,
     /// The session is over.
     pub(crate) closed: bool,
+    /// The session is over and its recovery state (if any) is kept.
+    pub(crate) stored: bool,
 }
 
 impl Shared {
@@ -337,6 +352,7 @@ async fn open(
         registration,
         settings.events,
         settings.max_http_buffer_size,
+        settings.recovery.then(|| state.node.clone()),
         ws,
     );
     tracing::debug!("socket.io session opened");
@@ -346,7 +362,7 @@ async fn open(
 
 /// A new Engine.IO session id: 128 bits from the operating system's CSPRNG (whoever knows it
 /// can read and write as the session), as 32 hex digits.
-fn session_id() -> String {
+pub(crate) fn session_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the operating system's random source works");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -549,7 +565,7 @@ pub(crate) fn fuzz_packets(bytes: &[u8]) {
             let _ = packet::check_placeholders(args.get(), packet.attachments.max(1));
         }
         let _ = wire::shared_packets(bytes, false);
-        let _ = wire::shared_packets(bytes, true);
+        let _ = wire::shared_packets_with(bytes, true, true);
         if let Ok(data) = serde_json::from_str::<Box<serde_json::value::RawValue>>(text) {
             let _ = wire::binary_ack("/", 1, &data);
         }
@@ -580,7 +596,7 @@ mod tests {
                 .try_acquire_owned()
                 .expect("permit"),
         };
-        let wire = wire::SioWire::new(registration, EventMode::Publish, 1_000_000, None);
+        let wire = wire::SioWire::new(registration, EventMode::Publish, 1_000_000, None, None);
         let task = driver::drive(wire, session, outbox);
         let size = std::mem::size_of_val(&task);
         println!("idle socket.io connection task: {size} bytes");

@@ -14,6 +14,7 @@
 //! - the hub's `{}` ping is the Engine.IO ping, the client's pong the hub's `{}`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use kilat_protocol::{Disconnect, DisconnectCode, EncodingSlot, SharedFrame};
@@ -22,6 +23,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::packet::{self, EnginePacket, SocketKind};
+use super::recovery::{self, Recovery};
 use super::{EventMode, Registration, WsIo};
 use crate::transport::driver::{Inbound, Wire};
 
@@ -83,6 +85,8 @@ struct SocketState {
     pending: HashMap<u32, Pending>,
     /// A BINARY_EVENT or BINARY_ACK waiting for its attachments.
     partial: Option<Box<Partial>>,
+    /// Connection state recovery, when `[socketio] recovery` is on.
+    recovery: Option<Recovery>,
 }
 
 /// A binary packet whose attachments are still arriving (the next Engine.IO messages).
@@ -106,6 +110,7 @@ impl SioWire {
         registration: Registration,
         events: EventMode,
         max_attachment_bytes: usize,
+        recovery: Option<kilat_core::Node>,
         ws: Option<WsConnection<WsIo>>,
     ) -> Self {
         SioWire {
@@ -118,7 +123,10 @@ impl SioWire {
             max_attachment_bytes,
             connect: Connect::None,
             next_id: 1,
-            sio: Box::default(),
+            sio: Box::new(SocketState {
+                recovery: recovery.map(Recovery::new),
+                ..SocketState::default()
+            }),
         }
     }
 
@@ -313,11 +321,40 @@ impl SioWire {
                     Connect::None => {
                         self.connect = Connect::Sent;
                         let id = self.id();
-                        let params = connect_params(packet.data.as_deref(), &namespace);
-                        push_line(out, &format!("{{\"id\":{id},\"connect\":{params}}}"));
                         self.sio
                             .pending
-                            .insert(id, Pending::Connect(vec![namespace]));
+                            .insert(id, Pending::Connect(vec![namespace.clone()]));
+                        let pid = packet.data.as_deref().and_then(auth_pid);
+                        match (&mut self.sio.recovery, pid) {
+                            (Some(recovery), Some(pid)) => {
+                                // A reconnection: its positions are read first (in `recv`).
+                                let read = recovery.load(
+                                    &pid,
+                                    &self.registration.sessions,
+                                    &self.registration.shared,
+                                );
+                                recovery.lookup = Some(recovery::Lookup {
+                                    id,
+                                    auth: packet.data,
+                                    namespace,
+                                    pid,
+                                    read,
+                                });
+                            }
+                            (recovery, _) => {
+                                if let Some(recovery) = recovery {
+                                    recovery.recovering = false;
+                                    recovery.positions.clear();
+                                }
+                                let params = connect_params(
+                                    packet.data.as_deref(),
+                                    &namespace,
+                                    self.sio.recovery.is_some(),
+                                    &[],
+                                );
+                                push_line(out, &format!("{{\"id\":{id},\"connect\":{params}}}"));
+                            }
+                        }
                     }
                     Connect::Sent => {
                         // Answered with the connect that is under way.
@@ -333,9 +370,17 @@ impl SioWire {
                     Connect::Done => {
                         let id = self.id();
                         let channel = channel_json(&namespace);
+                        // Positioned when recovery follows it.
+                        let recover = if self.sio.recovery.is_some() {
+                            ",\"recover\":true"
+                        } else {
+                            ""
+                        };
                         push_line(
                             out,
-                            &format!("{{\"id\":{id},\"subscribe\":{{\"channel\":{channel}}}}}"),
+                            &format!(
+                                "{{\"id\":{id},\"subscribe\":{{\"channel\":{channel}{recover}}}}}"
+                            ),
                         );
                         self.sio.pending.insert(id, Pending::Namespace(namespace));
                     }
@@ -344,6 +389,12 @@ impl SioWire {
             SocketKind::Disconnect => {
                 if connected {
                     self.sio.namespaces.retain(|n| *n != namespace);
+                    if let Some(recovery) = &mut self.sio.recovery {
+                        let channel = format!("{CHANNEL_PREFIX}{namespace}");
+                        recovery.positions.retain(|p| p.channel != channel);
+                        // The client left: its state is not kept.
+                        recovery.ended = self.sio.namespaces.is_empty();
+                    }
                     let id = self.id();
                     let channel = channel_json(&namespace);
                     push_line(
@@ -372,6 +423,8 @@ impl SioWire {
     /// The Engine.IO packets for the frames (replies translated here, per client; pushes from
     /// the shared frame's cached encoding).
     fn outgoing(&mut self, frames: &[SharedFrame], websocket: bool) -> Vec<Bytes> {
+        // Every Socket.IO session of a node has the same setting, so the cached encodings agree.
+        let offsets = self.sio.recovery.is_some();
         let mut chunks = Vec::with_capacity(frames.len());
         for frame in frames {
             if frame.is_reply() {
@@ -393,9 +446,11 @@ impl SioWire {
                 }
             } else {
                 let encoded = if websocket {
-                    frame.encoded(SLOT_SIO_WS, |json| shared_packets(json, true))
+                    frame.encoded(SLOT_SIO_WS, |json| shared_packets_with(json, true, offsets))
                 } else {
-                    frame.encoded(SLOT_SIO_TEXT, |json| shared_packets(json, false))
+                    frame.encoded(SLOT_SIO_TEXT, |json| {
+                        shared_packets_with(json, false, offsets)
+                    })
                 };
                 if !encoded.is_empty() {
                     chunks.push(encoded);
@@ -409,7 +464,7 @@ impl SioWire {
     fn reply(&mut self, line: &[u8]) -> Option<String> {
         let Ok(reply) = serde_json::from_slice::<Reply<'_>>(line) else {
             // A push or a pong batched with a reply: shared translation works per line too.
-            let packets = shared_packets(line, false);
+            let packets = shared_packets_with(line, false, self.sio.recovery.is_some());
             return (!packets.is_empty()).then(|| String::from_utf8_lossy(&packets).into_owned());
         };
         let pending = self.sio.pending.remove(&reply.id)?;
@@ -418,10 +473,36 @@ impl SioWire {
             Pending::Connect(namespaces) => match error {
                 None => {
                     self.connect = Connect::Done;
-                    self.sio.client = reply.connect.map(|c| c.client.into_owned());
+                    let (client, subs) = match reply.connect {
+                        Some(c) => (Some(c.client.into_owned()), c.subs.unwrap_or_default()),
+                        None => (None, Default::default()),
+                    };
+                    self.sio.client = client;
+                    let recovered = self.recovered(&subs);
                     let mut out = Vec::new();
                     for namespace in namespaces {
                         out.push(self.connected(namespace));
+                    }
+                    if recovered {
+                        // The missed publications, each channel's in order, after the CONNECT.
+                        let mut events = Packets {
+                            websocket: false,
+                            offsets: true,
+                            bytes: Vec::new(),
+                        };
+                        for (channel, result) in &subs {
+                            for publication in &result.publications {
+                                event_packets(
+                                    channel,
+                                    &publication.data,
+                                    publication.offset,
+                                    &mut events,
+                                );
+                            }
+                        }
+                        if !events.bytes.is_empty() {
+                            out.push(String::from_utf8_lossy(&events.bytes).into_owned());
+                        }
                     }
                     Some(out.join("\u{1e}"))
                 }
@@ -436,6 +517,9 @@ impl SioWire {
                 }
             },
             Pending::Namespace(namespace) => {
+                if let (Some(recovery), Some(result)) = (&mut self.sio.recovery, &reply.subscribe) {
+                    recovery.follow(&format!("{CHANNEL_PREFIX}{namespace}"), result);
+                }
                 // Like the first namespace's (a `connect.subs` entry that fails does not fail
                 // the connect), the channel is best effort: where the kilat namespace `sio`
                 // does not allow it, the socket connects without the namespace's broadcasts.
@@ -474,9 +558,46 @@ impl SioWire {
         }
     }
 
+    /// After a successful kilat connect: whether it recovered every position asked for (then
+    /// the session keeps its `pid`; otherwise it gets a new one), and the positions followed
+    /// from now on.
+    fn recovered(
+        &mut self,
+        subs: &std::collections::BTreeMap<String, recovery::SubResult>,
+    ) -> bool {
+        let Some(recovery) = &mut self.sio.recovery else {
+            return false;
+        };
+        let recovered = recovery.recovering
+            && recovery
+                .positions
+                .iter()
+                .all(|p| subs.get(&p.channel).is_some_and(|r| r.recovered));
+        if recovered {
+            tracing::debug!("socket.io connection state recovered");
+        } else {
+            recovery.pid = super::session_id();
+        }
+        self.registration
+            .sessions
+            .pids
+            .lock()
+            .insert(recovery.pid.clone(), self.registration.shared.clone());
+        recovery.recovering = false;
+        recovery.ended = false;
+        recovery.positions.clear();
+        for (channel, result) in subs {
+            recovery.follow(channel, result);
+        }
+        recovered
+    }
+
     fn connected(&mut self, namespace: String) -> String {
         let sid = self.sio.client.clone().unwrap_or_default();
-        let body = serde_json::json!({ "sid": sid }).to_string();
+        let body = match &self.sio.recovery {
+            Some(recovery) => serde_json::json!({ "sid": sid, "pid": recovery.pid }).to_string(),
+            None => serde_json::json!({ "sid": sid }).to_string(),
+        };
         let packet = packet::socket_message('0', &namespace, None, &body);
         self.sio.namespaces.push(namespace);
         packet
@@ -531,9 +652,65 @@ impl SioWire {
     }
 }
 
+impl SioWire {
+    /// Finishes a reconnecting CONNECT's read of its stored positions (resumed where a
+    /// cancelled `recv` left it): the kilat connect command, recovering them if found.
+    async fn finish_lookup(&mut self) -> Option<String> {
+        let lookup = self.sio.recovery.as_mut()?.lookup.as_mut()?;
+        let positions = lookup.read.as_mut().await;
+        let recovery = self.sio.recovery.as_mut()?;
+        let lookup = recovery.lookup.take()?;
+        let mut positions = positions.unwrap_or_default();
+        // The server knows what it sent; the client says what it got (the last event of the
+        // namespace that reconnects): that channel recovers from the client's word.
+        if let Some((channel, offset)) = lookup.auth.as_deref().and_then(auth_offset)
+            && let Some(position) = positions.iter_mut().find(|p| p.channel == channel)
+        {
+            position.offset = position.offset.min(offset);
+        }
+        recovery.recovering = !positions.is_empty();
+        if recovery.recovering {
+            recovery.pid = lookup.pid;
+        }
+        recovery.positions = positions;
+        let params = connect_params(
+            lookup.auth.as_deref(),
+            &lookup.namespace,
+            true,
+            &recovery.positions,
+        );
+        Some(format!("{{\"id\":{},\"connect\":{params}}}", lookup.id))
+    }
+}
+
+impl Drop for SioWire {
+    fn drop(&mut self) {
+        let Some(recovery) = &mut self.sio.recovery else {
+            return;
+        };
+        let shared = self.registration.shared.clone();
+        {
+            let mut pids = self.registration.sessions.pids.lock();
+            if pids
+                .get(&recovery.pid)
+                .is_some_and(|s| Arc::ptr_eq(s, &shared))
+            {
+                pids.remove(&recovery.pid);
+            }
+        }
+        if self.connect != Connect::Done {
+            recovery.positions.clear();
+        }
+        recovery.store(shared);
+    }
+}
+
 impl Wire for SioWire {
     async fn recv(&mut self) -> Inbound {
         loop {
+            if let Some(line) = self.finish_lookup().await {
+                return Inbound::Message(Bytes::from(line));
+            }
             self.take_upgrade();
             let shared = self.registration.shared.clone();
             let changed = shared.changed.notified();
@@ -615,10 +792,24 @@ impl Wire for SioWire {
         if chunks.is_empty() {
             return Ok(());
         }
-        self.deliver(chunks, websocket).await
+        self.deliver(chunks, websocket).await?;
+        // Recovery follows what was handed to the client (one parse of each push's channel and
+        // offset per delivery, only with `[socketio] recovery` on).
+        if let Some(recovery) = &mut self.sio.recovery {
+            for frame in frames.iter().filter(|f| !f.is_reply()) {
+                recovery.advance(frame.json());
+            }
+        }
+        Ok(())
     }
 
     async fn close(&mut self, disconnect: &Disconnect) {
+        if !disconnect.reconnect
+            && let Some(recovery) = &mut self.sio.recovery
+        {
+            // A final close (kicked, token expired): the client does not come back for it.
+            recovery.ended = true;
+        }
         tracing::debug!(code = disconnect.code, reason = %disconnect.reason, "closing socket.io session");
         // A reconnectable close (drain, slow consumer, no pong) ends only the Engine.IO
         // session, so the client reconnects; a final one first disconnects every namespace,
@@ -684,7 +875,12 @@ fn channel_json(namespace: &str) -> String {
 
 /// The kilat connect params for a CONNECT with `auth`: `auth.token` is the token, the whole
 /// `auth` object the connect hook's `data`, and the namespace's channel is subscribed at once.
-fn connect_params(auth: Option<&RawValue>, namespace: &str) -> String {
+fn connect_params(
+    auth: Option<&RawValue>,
+    namespace: &str,
+    recover: bool,
+    positions: &[recovery::Position],
+) -> String {
     #[derive(Deserialize)]
     struct Auth<'a> {
         #[serde(borrow, default)]
@@ -704,10 +900,49 @@ fn connect_params(auth: Option<&RawValue>, namespace: &str) -> String {
         json.push_str(",\"data\":");
         json.push_str(auth.get());
     }
-    json.push_str(",\"subs\":{");
-    json.push_str(&channel_json(namespace));
-    json.push_str(":{}}}");
+    // The namespace's channel, positioned when recovery follows it, and the channels a
+    // reconnecting session recovers.
+    let mut subs = serde_json::Map::new();
+    let namespace_sub = if recover {
+        serde_json::json!({ "recover": true })
+    } else {
+        serde_json::json!({})
+    };
+    subs.insert(format!("{CHANNEL_PREFIX}{namespace}"), namespace_sub);
+    for position in positions {
+        subs.insert(
+            position.channel.clone(),
+            serde_json::json!({ "recover": true, "offset": position.offset, "epoch": position.epoch }),
+        );
+    }
+    json.push_str(",\"subs\":");
+    json.push_str(&serde_json::Value::Object(subs).to_string());
+    json.push('}');
     json
+}
+
+/// The `pid` of a reconnecting client's CONNECT (`auth.pid`), if it has kilat's form.
+fn auth_pid(auth: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Pid {
+        #[serde(default)]
+        pid: Option<String>,
+    }
+    let pid = serde_json::from_str::<Pid>(auth.get()).ok()?.pid?;
+    recovery::valid_pid(&pid).then_some(pid)
+}
+
+/// The last position a reconnecting client saw (`auth.offset`, `"<offset>:<channel>"` as the
+/// events carried it).
+fn auth_offset(auth: &RawValue) -> Option<(String, u64)> {
+    #[derive(Deserialize)]
+    struct Offset {
+        #[serde(default)]
+        offset: Option<String>,
+    }
+    let offset = serde_json::from_str::<Offset>(auth.get()).ok()?.offset?;
+    let (offset, channel) = offset.split_once(':')?;
+    Some((channel.to_owned(), offset.parse().ok()?))
 }
 
 /// A reply of the session, as much as the wire reads of it.
@@ -720,6 +955,8 @@ struct Reply<'a> {
     connect: Option<ConnectResult<'a>>,
     #[serde(borrow, default)]
     rpc: Option<RpcResult<'a>>,
+    #[serde(default)]
+    subscribe: Option<recovery::SubResult>,
 }
 
 #[derive(Deserialize)]
@@ -732,6 +969,8 @@ struct ReplyError<'a> {
 struct ConnectResult<'a> {
     #[serde(borrow)]
     client: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    subs: Option<std::collections::BTreeMap<String, recovery::SubResult>>,
 }
 
 #[derive(Deserialize)]
@@ -759,6 +998,8 @@ struct Push<'a> {
 struct Publication<'a> {
     #[serde(borrow)]
     data: &'a RawValue,
+    #[serde(default)]
+    offset: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -776,8 +1017,15 @@ struct EventData<'a> {
 /// one polling payload part (`\x1e`-joined) or as WebSocket frames: computed once per frame
 /// and transport, whoever receives it.
 pub(crate) fn shared_packets(json: &[u8], websocket: bool) -> Bytes {
+    shared_packets_with(json, websocket, false)
+}
+
+/// [`shared_packets`], with each event's stream position as its last argument when `offsets`
+/// (connection state recovery on, as Socket.IO servers do it).
+pub(crate) fn shared_packets_with(json: &[u8], websocket: bool, offsets: bool) -> Bytes {
     let mut out = Packets {
         websocket,
+        offsets,
         bytes: Vec::new(),
     };
     for line in json.split(|b| *b == b'\n') {
@@ -795,7 +1043,7 @@ pub(crate) fn shared_packets(json: &[u8], websocket: bool) -> Bytes {
         let (Some(channel), Some(publication)) = (frame.push.channel, frame.push.r#pub) else {
             continue;
         };
-        event_packets(&channel, publication.data, &mut out);
+        event_packets(&channel, publication.data, publication.offset, &mut out);
     }
     Bytes::from(out.bytes)
 }
@@ -804,6 +1052,9 @@ pub(crate) fn shared_packets(json: &[u8], websocket: bool) -> Bytes {
 /// attachments), or one long-polling payload part (`\x1e`-joined, attachments as `b` + base64).
 struct Packets {
     websocket: bool,
+    /// Events end with their position (`"<offset>:<channel>"`), which a Socket.IO client with
+    /// a `pid` keeps as its last offset and sends back when it reconnects.
+    offsets: bool,
     bytes: Vec<u8>,
 }
 
@@ -855,10 +1106,15 @@ fn namespace_of(channel: &str) -> &str {
 
 /// The EVENT packet of one publication, or its BINARY_EVENT and attachments when its data
 /// carries `attachments` (base64) matching the placeholders in its `args`.
-fn event_packets(channel: &str, data: &RawValue, out: &mut Packets) {
+fn event_packets(channel: &str, data: &RawValue, offset: Option<u64>, out: &mut Packets) {
     let namespace = namespace_of(channel);
+    // Channel names need no JSON escaping (docs/protocol.md: [A-Za-z0-9_@.,=;/:#-]).
+    let position = match offset {
+        Some(offset) if out.offsets => format!(",\"{offset}:{channel}\""),
+        _ => String::new(),
+    };
     let Ok(event) = serde_json::from_str::<EventData<'_>>(data.get()) else {
-        let body = format!("[\"message\",{}]", data.get());
+        let body = format!("[\"message\",{}{position}]", data.get());
         out.text(&packet::socket_message('2', namespace, None, &body));
         return;
     };
@@ -868,13 +1124,13 @@ fn event_packets(channel: &str, data: &RawValue, out: &mut Packets) {
             let inner = args.get().trim();
             let inner = &inner[1..inner.len() - 1];
             if inner.trim().is_empty() {
-                format!("[{name}]")
+                format!("[{name}{position}]")
             } else {
-                format!("[{name},{inner}]")
+                format!("[{name},{inner}{position}]")
             }
         }
-        Some(arg) => format!("[{name},{}]", arg.get()),
-        None => format!("[{name}]"),
+        Some(arg) => format!("[{name},{}{position}]", arg.get()),
+        None => format!("[{name}{position}]"),
     };
     if let Some(attachments) = event.attachments.filter(|a| !a.is_empty()) {
         if let Some(raw) = packet::decode_attachments(&attachments, &body) {
@@ -1006,13 +1262,14 @@ mod tests {
     #[test]
     fn connect_params_take_the_token_from_auth() {
         let auth = RawValue::from_string(r#"{"token":"abc","x":1}"#.to_owned()).expect("json");
-        let params = connect_params(Some(&auth), "/");
+        let params = connect_params(Some(&auth), "/", false, &[]);
         let value: serde_json::Value = serde_json::from_str(&params).expect("params are JSON");
         assert_eq!(value["token"], "abc");
         assert_eq!(value["data"]["x"], 1);
         assert!(value["subs"]["sio:/"].is_object());
         let value: serde_json::Value =
-            serde_json::from_str(&connect_params(None, "/chat")).expect("params are JSON");
+            serde_json::from_str(&connect_params(None, "/chat", false, &[]))
+                .expect("params are JSON");
         assert!(value.get("token").is_none());
         assert!(value["subs"]["sio:/chat"].is_object());
     }

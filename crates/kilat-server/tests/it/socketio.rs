@@ -163,8 +163,14 @@ async fn malformed_packets_close_their_session_and_nobody_elses() {
         "42[1]",
         "42[\"unterminated",
         "44{\"message\":\"from a client\"}",
-        "451-[\"bin\",{\"_placeholder\":true,\"num\":0}]",
+        // Binary packets: a placeholder past the attachments, a text packet where an
+        // attachment is due, an attachment that is not base64, one with no packet before it,
+        // more attachments than allowed.
+        "451-[\"bin\",{\"_placeholder\":true,\"num\":1}]",
+        "451-[\"bin\",{\"_placeholder\":true,\"num\":0}]\u{1e}42[\"x\"]",
+        "451-[\"bin\",{\"_placeholder\":true,\"num\":0}]\u{1e}b@@@@",
         "bAQID",
+        "4565-[\"bin\"]",
         "3\u{1e}\u{1e}3",
         "42/never-connected,[\"x\"]",
         "40\u{1e}40",
