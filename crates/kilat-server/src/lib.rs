@@ -363,8 +363,12 @@ pub async fn run(
         // Emulation POSTs that land on another node come here through the engine.
         match cluster.inbox.open(node.id()).await {
             Ok(inbox) => {
+                // Engine.IO polls and posts for this node's sessions are read first; emulation
+                // commands go on, in order.
+                let (emulation, forwarded) = tokio::sync::mpsc::channel(1024);
+                tokio::spawn(socketio::cluster::receive(inbox, emulation, state.clone()));
                 tokio::spawn(transport::emulation::receive_forwarded(
-                    inbox,
+                    forwarded,
                     state.sessions.clone(),
                 ));
             }

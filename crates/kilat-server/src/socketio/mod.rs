@@ -29,6 +29,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use crate::AppState;
 use crate::transport::{admission, driver};
 
+pub(crate) mod cluster;
 pub(crate) mod packet;
 pub(crate) mod recovery;
 pub(crate) mod wire;
@@ -120,6 +121,8 @@ pub(crate) struct SioSessions {
     /// Live sessions by their recovery `pid` (`[socketio] recovery`), so a reconnection that
     /// arrives before this node noticed the old connection is gone can take its place.
     pub(crate) pids: Arc<Mutex<HashMap<String, Arc<Shared>>>>,
+    /// Polls forwarded to the nodes owning their sessions, waiting for the answer.
+    pub(crate) forwarded: Arc<cluster::Forwarded>,
 }
 
 /// What the HTTP handlers and a session's task share.
@@ -254,7 +257,9 @@ async fn route(state: &AppState, request: Request) -> Response {
         (Some("polling"), Some(sid)) => {
             let shared = state.sio_sessions.inner.lock().get(&sid).cloned();
             let Some(shared) = shared else {
-                return unknown_sid();
+                // Another node's session (no sticky sessions), or none.
+                let method = request.method().clone();
+                return cluster::forward(state, sid, &method, request.into_body()).await;
             };
             match *request.method() {
                 Method::GET => poll(shared).await,
@@ -309,7 +314,8 @@ async fn open(
 ) -> Result<(String, String), Response> {
     // The admission step every transport takes (draining, origin, connection slot).
     let admission = admission::admit(state, headers).map_err(admission::refusal_response)?;
-    let id = session_id();
+    // The owner node's id first, so another node can forward polls to it (`cluster`).
+    let id = format!("{}{}", state.node.id(), session_id());
     let shared = Arc::new(Shared::default());
     shared.state.lock().on_websocket = ws.is_some();
     state
@@ -419,7 +425,13 @@ async fn post(state: &AppState, shared: Arc<Shared>, body: Body) -> Response {
             return (refused.status, format!("{}\n", refused.reason)).into_response();
         }
     };
-    let refusal = match std::str::from_utf8(&body) {
+    posted(&shared, &body)
+}
+
+/// Packets posted for a session (here or on another node, `cluster`): queued for its task, or
+/// the session refused on a malformed payload; the answer to the `POST`.
+fn posted(shared: &Shared, body: &[u8]) -> Response {
+    let refusal = match std::str::from_utf8(body) {
         Err(_) => Some("payload is not UTF-8"),
         Ok(text) => match packet::decode_payload(text) {
             Err(malformed) => Some(malformed.0),

@@ -58,7 +58,8 @@ async fn chats(addr: SocketAddr, sid: &str, text: &str) {
 async fn the_open_packet_announces_an_unguessable_sid_and_the_settings() {
     let server = TestServer::start(|c| c.socketio.max_http_buffer_size = 4096).await;
     let (sid, open) = handshake(server.addr).await;
-    assert_eq!(sid.len(), 32);
+    // The owner node's id (16 hex digits, for forwarding polls) and 128 random bits.
+    assert_eq!(sid.len(), 48);
     assert!(sid.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_ne!(sid, handshake(server.addr).await.0);
     assert_eq!(open["upgrades"], serde_json::json!(["websocket"]));
