@@ -55,9 +55,16 @@ const SOCKETIO_PAGE = page(
   const kilat = new URLSearchParams(location.search).get('kilat');
   const socket = io(kilat + '/lobby');
   const list = document.getElementById('messages');
+  const mark = () => (document.body.dataset.transport = socket.io.engine.transport.name);
+  // The engine opens (on polling) before the upgrade starts: listen from there.
+  socket.io.on('open', () => {
+    mark();
+    socket.io.engine.on('upgrade', mark);
+    socket.io.engine.on('upgradeError', (e) => console.warn('upgrade failed:', e.message));
+  });
   socket.on('connect', () => {
     document.getElementById('status').textContent = 'connected';
-    socket.io.engine.on('upgrade', () => (document.body.dataset.transport = socket.io.engine.transport.name));
+    mark();
   });
   socket.on('chat message', (msg) => {
     const li = document.createElement('li');
@@ -108,6 +115,8 @@ function startPages() {
       if (path === '/socketio.html' || path === '/kilat.html') {
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
         res.end(path === '/socketio.html' ? SOCKETIO_PAGE : KILAT_PAGE);
+      } else if (path === '/favicon.ico') {
+        res.writeHead(204).end();
       } else if (path === '/vendor/socket.io.min.js') {
         res.writeHead(200, { 'content-type': 'text/javascript' });
         res.end(await readFile(join(SIO_DIST, 'socket.io.min.js')));

@@ -145,6 +145,9 @@ pub(crate) struct SharedState {
     pub(crate) upgraded: Option<WsConnection<WsIo>>,
     /// A WebSocket probe is under way (a second one is refused).
     pub(crate) probing: bool,
+    /// The probe was answered (`3probe`): the client pauses polling before it sends `5`, so a
+    /// poll arriving now is answered with a noop at once (not held until the next packet).
+    pub(crate) probed: bool,
     /// The session runs on WebSocket (opened there or upgraded): polls, posts and further
     /// upgrades are refused.
     pub(crate) on_websocket: bool,
@@ -385,6 +388,9 @@ async fn poll(shared: Arc<Shared>) -> Response {
         if state.upgraded.is_some() || state.on_websocket {
             return engine_error(StatusCode::BAD_REQUEST, 3, "Bad request");
         }
+        if state.probed {
+            return ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], "6").into_response();
+        }
         if state.poll.as_ref().is_some_and(|p| !p.is_closed()) {
             // Two polls at once: the reference server closes the session ("overlap from
             // client") and answers the second with 400.
@@ -529,7 +535,11 @@ async fn probe(shared: Arc<Shared>, mut conn: WsConnection<WsIo>) {
             match conn.read_message().await {
                 Ok(Message::Text(text)) if &text[..] == b"2probe" => {
                     conn.send_text(b"3probe").await.map_err(|_| ())?;
-                    let poll = shared.state.lock().poll.take();
+                    let poll = {
+                        let mut state = shared.state.lock();
+                        state.probed = true;
+                        state.poll.take()
+                    };
                     if let Some(poll) = poll {
                         let _ = poll.send(Bytes::from_static(b"6"));
                     }
@@ -543,6 +553,7 @@ async fn probe(shared: Arc<Shared>, mut conn: WsConnection<WsIo>) {
     let mut conn = {
         let mut state = shared.state.lock();
         state.probing = false;
+        state.probed = false;
         match result {
             Ok(Ok(())) if !state.closed => {
                 state.upgraded = Some(conn);
