@@ -85,7 +85,6 @@ describe('connection state recovery on one node', () => {
         const seen = record(a, 'tick');
         await sender.timeout(5000).emitWithAck('tick', 1);
         await until(() => seen.length === 1, 'the first event');
-        const firstId = a.id;
         // The engine closed under the socket: Socket.IO reconnects and asks to recover.
         await cutAndMiss(a, sender, [2, 3, 4], () => a.io.engine.close());
         assert.equal(a.recovered, true, 'socket.recovered after the reconnection');
@@ -93,7 +92,6 @@ describe('connection state recovery on one node', () => {
         await until(() => seen.length >= 5, 'the missed and the next events');
         assert.deepEqual(seen, [1, 2, 3, 4, 5]);
         assert.ok(a.id, 'the socket has an id again');
-        assert.notEqual(firstId, undefined);
         // A second cut recovers again, from where the first recovery left off.
         await cutAndMiss(a, sender, [6], () => a.io.engine.close());
         assert.equal(a.recovered, true);
