@@ -34,7 +34,7 @@ if [[ ! -x "$chromium" ]]; then
   fi
 fi
 
-if [[ ! -d "$here/node_modules/playwright-core" ]]; then
+if [[ ! -d "$here/node_modules/playwright-core" || ! -d "$here/node_modules/socket.io-client" ]]; then
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 

@@ -28,6 +28,16 @@ function startBackend() {
           answer = auth.password === 'open sesame'
             ? { result: { user: auth.user, channels: [`room:${auth.room}`] } }
             : { disconnect: { code: 3501, reason: 'wrong password' } };
+        } else if (call.method === 'reverse') {
+          // Binary arguments arrive as base64 attachments beside their placeholders; a reply
+          // of {args, attachments} is a BINARY_ACK (docs/socketio.md).
+          const [label, placeholder] = call.data.args;
+          const bytes = Buffer.from(call.data.attachments[placeholder.num], 'base64').reverse();
+          answer = {
+            result: {
+              data: { args: [label, { _placeholder: true, num: 0 }], attachments: [bytes.toString('base64')] },
+            },
+          };
         } else if (call.method === 'add') {
           const [a, b] = call.data.args;
           answer = { result: { data: [a + b, call.user, call.data.namespace] } };
@@ -127,3 +137,20 @@ test('a connect hook refusal is a connect_error with its reason', async () => {
     }
   }
 });
+
+for (const transports of [['polling'], ['websocket']]) {
+  test(`binary arguments reach the rpc hook as base64 and its binary reply is the ack (${transports[0]})`, async () => {
+    const alice = client({ user: 'alice', room: 'lobby', password: 'open sesame' }, transports);
+    try {
+      await connected(alice);
+      const [label, reversed] = await new Promise((resolve) =>
+        alice.emit('reverse', 'bytes', Buffer.from([1, 2, 3, 4]), (...args) => resolve(args)),
+      );
+      assert.equal(label, 'bytes');
+      assert.ok(Buffer.isBuffer(reversed), 'the binary ack argument arrives as a Buffer');
+      assert.deepEqual([...reversed], [4, 3, 2, 1]);
+    } finally {
+      alice.close();
+    }
+  });
+}

@@ -211,3 +211,95 @@ test('a refused token is a connect_error with the reason, and nobody else notice
   assert.deepEqual(await echo, ['still here']);
   bystander.close();
 });
+
+for (const [name, transports] of [
+  ['long polling', ['polling']],
+  ['websocket', ['websocket']],
+]) {
+  test(`binary arguments (BINARY_EVENT with attachments) go both ways over ${name}`, async () => {
+    const a = client({ transports, upgrade: false });
+    // The receiver on the other transport: attachments are re-encoded per transport.
+    const b = client({ transports: transports[0] === 'polling' ? ['websocket'] : ['polling'], upgrade: false });
+    try {
+      await Promise.all([once(a, 'connect'), once(b, 'connect')]);
+      const file = Buffer.from([0, 1, 2, 253, 254, 255]);
+      const thumb = Buffer.alloc(30_000, 7);
+      const atB = collect(b, 'upload', 1);
+      // An ack still comes back once the hub has the publication (no arguments: no error).
+      const ack = await a.timeout(5000).emitWithAck('upload', 'photo.jpg', file, { thumb, tags: ['x'] });
+      assert.equal(ack, undefined, `the publication was refused: ${JSON.stringify(ack)}`);
+      const [[label, gotFile, meta]] = await atB;
+      assert.equal(label, 'photo.jpg');
+      assert.ok(Buffer.isBuffer(gotFile), 'a binary argument arrives as a Buffer');
+      assert.deepEqual(gotFile, file);
+      assert.ok(Buffer.isBuffer(meta.thumb), 'a nested binary argument arrives as a Buffer');
+      assert.deepEqual(meta.thumb, thumb);
+      assert.deepEqual(meta.tags, ['x']);
+      // The server API publishes binary arguments as base64 attachments with placeholders.
+      const atA = collect(a, 'blob', 1);
+      await publish('sio:/', {
+        event: 'blob',
+        args: [{ _placeholder: true, num: 0 }, 'after'],
+        attachments: [Buffer.from('hello bytes').toString('base64')],
+      });
+      const [[blob, after]] = await atA;
+      assert.ok(Buffer.isBuffer(blob));
+      assert.equal(blob.toString(), 'hello bytes');
+      assert.equal(after, 'after');
+      // Attachments that do not match their placeholders are never sent as binary (a
+      // client would drop its connection): the event arrives with the placeholder as data.
+      const atA2 = collect(a, 'bad', 1);
+      await publish('sio:/', {
+        event: 'bad',
+        args: [{ _placeholder: true, num: 3 }],
+        attachments: ['AQID'],
+      });
+      assert.deepEqual(await atA2, [{ _placeholder: true, num: 3 }]);
+      assert.ok(a.connected && b.connected);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+}
+
+test('a binary packet whose placeholder names no attachment closes only its own session', async () => {
+  const bystander = client({ transports: ['polling'] });
+  await once(bystander, 'connect');
+  const sid = await rawOpen();
+  await rawPost(sid, '40');
+  // A BINARY_EVENT announcing one attachment but pointing at a second.
+  await rawPost(sid, '451-["x",{"_placeholder":true,"num":1}]');
+  const closed = await rawPoll(sid);
+  assert.match(closed, /(^|\x1e)1$/, `the session ended: ${JSON.stringify(closed)}`);
+  const echo = collect(bystander, 'chat message', 1);
+  bystander.emit('chat message', 'unharmed');
+  assert.deepEqual(await echo, ['unharmed']);
+  bystander.close();
+});
+
+/** A raw Engine.IO polling session: its sid. */
+async function rawOpen() {
+  const res = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling`);
+  const text = await res.text();
+  assert.equal(text[0], '0', text);
+  return JSON.parse(text.slice(1)).sid;
+}
+
+async function rawPost(sid, body) {
+  const res = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`, { method: 'POST', body });
+  assert.equal(res.status, 200);
+}
+
+/** Polls until the session's close packet (or a 400 for a session already gone). */
+async function rawPoll(sid) {
+  let seen = '';
+  for (let i = 0; i < 5; i++) {
+    const res = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`);
+    if (res.status !== 200) return `${seen}\x1e1`;
+    const text = await res.text();
+    seen += seen ? `\x1e${text}` : text;
+    if (text.split('\x1e').includes('1')) return text;
+  }
+  return seen;
+}

@@ -21,6 +21,7 @@ const SECTIONS: &[&str] = &[
     "api",
     "token",
     "proxy",
+    "socketio",
 ];
 
 /// Environment variables that start with `KILAT_` but are not configuration keys.

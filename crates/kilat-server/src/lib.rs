@@ -392,9 +392,13 @@ pub async fn run(
         // Emulation POSTs that land on another node come here through the engine.
         match cluster.inbox.open(node.id()).await {
             Ok(inbox) => {
+                // Revocations are applied first, then Engine.IO polls and posts for this
+                // node's sessions; emulation commands go on, in order.
                 let inbox = revoke::split_inbox(inbox, node.clone());
+                let (emulation, forwarded) = tokio::sync::mpsc::channel(1024);
+                tokio::spawn(socketio::cluster::receive(inbox, emulation, state.clone()));
                 tokio::spawn(transport::emulation::receive_forwarded(
-                    inbox,
+                    forwarded,
                     state.sessions.clone(),
                 ));
             }

@@ -29,7 +29,9 @@ use tokio::sync::{Notify, oneshot};
 use crate::AppState;
 use crate::transport::{admission, driver};
 
+pub(crate) mod cluster;
 pub(crate) mod packet;
+pub(crate) mod recovery;
 pub(crate) mod wire;
 
 /// The socket of an Engine.IO WebSocket (hyper's upgraded connection).
@@ -64,6 +66,10 @@ pub struct SocketIoConfig {
     /// What a client EVENT becomes: `publish` or `rpc`. Absent: `rpc` when `[proxy] rpc_url`
     /// is set, else `publish`.
     pub events: Option<EventMode>,
+    /// Connection state recovery (Socket.IO 4.6+'s `connectionStateRecovery`): a client that
+    /// reconnects within `history_ttl` gets what it missed and `socket.recovered`. Needs
+    /// history in the kilat namespace `sio` (where the state is kept) and on the rooms.
+    pub recovery: bool,
 }
 
 impl Default for SocketIoConfig {
@@ -73,6 +79,7 @@ impl Default for SocketIoConfig {
             path: "/socket.io/".to_owned(),
             max_http_buffer_size: 1_000_000,
             events: None,
+            recovery: false,
         }
     }
 }
@@ -84,6 +91,7 @@ pub(crate) struct Settings {
     pub(crate) events: EventMode,
     pub(crate) ping_interval: Duration,
     pub(crate) ping_timeout: Duration,
+    pub(crate) recovery: bool,
 }
 
 impl Settings {
@@ -101,6 +109,7 @@ impl Settings {
             events,
             ping_interval: config.node.ping_interval,
             ping_timeout: config.node.pong_timeout,
+            recovery: config.socketio.recovery,
         }
     }
 }
@@ -109,6 +118,11 @@ impl Settings {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct SioSessions {
     inner: Arc<Mutex<HashMap<String, Arc<Shared>>>>,
+    /// Live sessions by their recovery `pid` (`[socketio] recovery`), so a reconnection that
+    /// arrives before this node noticed the old connection is gone can take its place.
+    pub(crate) pids: Arc<Mutex<HashMap<String, Arc<Shared>>>>,
+    /// Polls forwarded to the nodes owning their sessions, waiting for the answer.
+    pub(crate) forwarded: Arc<cluster::Forwarded>,
 }
 
 /// What the HTTP handlers and a session's task share.
@@ -117,6 +131,8 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<SharedState>,
     /// Wakes the session task: packets posted, a poll arrived, an upgrade completed, closed.
     pub(crate) changed: Notify,
+    /// Wakes whoever waits for the ended session's recovery state to be kept.
+    pub(crate) stored: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +145,9 @@ pub(crate) struct SharedState {
     pub(crate) upgraded: Option<WsConnection<WsIo>>,
     /// A WebSocket probe is under way (a second one is refused).
     pub(crate) probing: bool,
+    /// The probe was answered (`3probe`): the client pauses polling before it sends `5`, so a
+    /// poll arriving now is answered with a noop at once (not held until the next packet).
+    pub(crate) probed: bool,
     /// The session runs on WebSocket (opened there or upgraded): polls, posts and further
     /// upgrades are refused.
     pub(crate) on_websocket: bool,
@@ -136,6 +155,8 @@ pub(crate) struct SharedState {
     pub(crate) refused: Option<Disconnect>,
     /// The session is over.
     pub(crate) closed: bool,
+    /// The session is over and its recovery state (if any) is kept.
+    pub(crate) stored: bool,
 }
 
 impl Shared {
@@ -226,7 +247,9 @@ async fn route(state: &AppState, request: Request) -> Response {
         (Some("polling"), Some(sid)) => {
             let shared = state.sio_sessions.inner.lock().get(&sid).cloned();
             let Some(shared) = shared else {
-                return unknown_sid();
+                // Another node's session (no sticky sessions), or none.
+                let method = request.method().clone();
+                return cluster::forward(state, sid, &method, request.into_body()).await;
             };
             match *request.method() {
                 Method::GET => poll(shared).await,
@@ -283,7 +306,8 @@ async fn open(
 ) -> Result<(String, String), Response> {
     // The admission step every transport takes (draining, origin, limits, connection slot).
     let admission = admission::admit(state, headers, peer).map_err(admission::refusal_response)?;
-    let id = session_id();
+    // The owner node's id first, so another node can forward polls to it (`cluster`).
+    let id = format!("{}{}", state.node.id(), session_id());
     let shared = Arc::new(Shared::default());
     shared.state.lock().on_websocket = ws.is_some();
     state
@@ -322,7 +346,13 @@ async fn open(
         id: id.clone(),
         _permit: permit,
     };
-    let wire = wire::SioWire::new(registration, settings.events, ws);
+    let wire = wire::SioWire::new(
+        registration,
+        settings.events,
+        settings.max_http_buffer_size,
+        settings.recovery.then(|| state.node.clone()),
+        ws,
+    );
     tracing::debug!("socket.io session opened");
     state.tasks.spawn(driver::drive(wire, session, outbox));
     Ok((open_packet, id))
@@ -330,7 +360,7 @@ async fn open(
 
 /// A new Engine.IO session id: 128 bits from the operating system's CSPRNG (whoever knows it
 /// can read and write as the session), as 32 hex digits.
-fn session_id() -> String {
+pub(crate) fn session_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the operating system's random source works");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -346,6 +376,9 @@ async fn poll(shared: Arc<Shared>) -> Response {
         }
         if state.upgraded.is_some() || state.on_websocket {
             return engine_error(StatusCode::BAD_REQUEST, 3, "Bad request");
+        }
+        if state.probed {
+            return ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], "6").into_response();
         }
         if state.poll.as_ref().is_some_and(|p| !p.is_closed()) {
             // Two polls at once: the reference server closes the session ("overlap from
@@ -387,7 +420,13 @@ async fn post(state: &AppState, shared: Arc<Shared>, body: Body) -> Response {
             return (refused.status, format!("{}\n", refused.reason)).into_response();
         }
     };
-    let refusal = match std::str::from_utf8(&body) {
+    posted(&shared, &body)
+}
+
+/// Packets posted for a session (here or on another node, `cluster`): queued for its task, or
+/// the session refused on a malformed payload; the answer to the `POST`.
+fn posted(shared: &Shared, body: &[u8]) -> Response {
+    let refusal = match std::str::from_utf8(body) {
         Err(_) => Some("payload is not UTF-8"),
         Ok(text) => match packet::decode_payload(text) {
             Err(malformed) => Some(malformed.0),
@@ -486,7 +525,11 @@ async fn probe(shared: Arc<Shared>, mut conn: WsConnection<WsIo>) {
             match conn.read_message().await {
                 Ok(Message::Text(text)) if &text[..] == b"2probe" => {
                     conn.send_text(b"3probe").await.map_err(|_| ())?;
-                    let poll = shared.state.lock().poll.take();
+                    let poll = {
+                        let mut state = shared.state.lock();
+                        state.probed = true;
+                        state.poll.take()
+                    };
                     if let Some(poll) = poll {
                         let _ = poll.send(Bytes::from_static(b"6"));
                     }
@@ -500,6 +543,7 @@ async fn probe(shared: Arc<Shared>, mut conn: WsConnection<WsIo>) {
     let mut conn = {
         let mut state = shared.state.lock();
         state.probing = false;
+        state.probed = false;
         match result {
             Ok(Ok(())) if !state.closed => {
                 state.upgraded = Some(conn);
@@ -528,8 +572,16 @@ pub(crate) fn fuzz_packets(bytes: &[u8]) {
                 }
             }
         }
-        let _ = packet::decode_socket(text);
+        if let Ok(packet) = packet::decode_socket(text)
+            && let Some(args) = packet.data
+        {
+            let _ = packet::check_placeholders(args.get(), packet.attachments.max(1));
+        }
         let _ = wire::shared_packets(bytes, false);
+        let _ = wire::shared_packets_with(bytes, true, true);
+        if let Ok(data) = serde_json::from_str::<Box<serde_json::value::RawValue>>(text) {
+            let _ = wire::binary_ack("/", 1, &data);
+        }
     }
 }
 
@@ -559,7 +611,7 @@ mod tests {
                     .expect("permit"),
             ),
         };
-        let wire = wire::SioWire::new(registration, EventMode::Publish, None);
+        let wire = wire::SioWire::new(registration, EventMode::Publish, 1_000_000, None, None);
         let task = driver::drive(wire, session, outbox);
         let size = std::mem::size_of_val(&task);
         println!("idle socket.io connection task: {size} bytes");

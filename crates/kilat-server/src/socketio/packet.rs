@@ -15,6 +15,9 @@ pub(crate) const RECORD_SEPARATOR: u8 = 0x1e;
 const MAX_NAMESPACE: usize = 128;
 /// Most digits of an ack id (ids stay far below 2^53, JavaScript's safe integers).
 const MAX_ACK_DIGITS: usize = 15;
+/// Most binary attachments one BINARY_EVENT or BINARY_ACK may announce (checked before any
+/// attachment is kept; their total size is bounded by the wire, docs/socketio.md).
+pub(crate) const MAX_ATTACHMENTS: usize = 64;
 
 /// An input the protocol does not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +38,9 @@ pub(crate) enum EnginePacket<'a> {
     Upgrade,
     /// `6`: nothing (sent by clients to end a pending poll on upgrade).
     Noop,
+    /// `b` with base64 data: a binary message (a Socket.IO attachment) on long polling, still
+    /// encoded (the wire checks and keeps it as base64).
+    Binary(&'a str),
 }
 
 /// Decodes one Engine.IO text packet.
@@ -51,9 +57,8 @@ pub(crate) fn decode_engine(text: &str) -> Result<EnginePacket<'_>, Malformed> {
         '4' => Ok(EnginePacket::Message(data)),
         '5' => Ok(EnginePacket::Upgrade),
         '6' => Ok(EnginePacket::Noop),
-        // `0` (open) is only sent by servers; `b` (base64 binary) carries Socket.IO attachments,
-        // which this server does not accept yet (docs/socketio.md).
-        'b' => Err(Malformed("binary packets are not supported")),
+        'b' => Ok(EnginePacket::Binary(data)),
+        // `0` (open) is only sent by servers.
         _ => Err(Malformed("unknown packet type")),
     }
 }
@@ -86,21 +91,43 @@ pub(crate) struct SocketPacket<'a> {
     pub(crate) head: Option<String>,
     /// CONNECT: the `auth` object as JSON. EVENT and ACK: the arguments as a JSON array.
     pub(crate) data: Option<Box<RawValue>>,
+    /// BINARY_EVENT and BINARY_ACK: how many binary attachments follow (each placeholder
+    /// `{"_placeholder":true,"num":N}` in the arguments has `N` below it); 0 otherwise.
+    pub(crate) attachments: usize,
 }
 
 /// Decodes a Socket.IO packet (the data of an Engine.IO message packet).
 pub(crate) fn decode_socket(text: &str) -> Result<SocketPacket<'_>, Malformed> {
     let bytes = text.as_bytes();
-    let kind = match bytes.first() {
-        Some(b'0') => SocketKind::Connect,
-        Some(b'1') => SocketKind::Disconnect,
-        Some(b'2') => SocketKind::Event,
-        Some(b'3') => SocketKind::Ack,
-        Some(b'5' | b'6') => return Err(Malformed("binary attachments are not supported")),
+    let (kind, binary) = match bytes.first() {
+        Some(b'0') => (SocketKind::Connect, false),
+        Some(b'1') => (SocketKind::Disconnect, false),
+        Some(b'2') => (SocketKind::Event, false),
+        Some(b'3') => (SocketKind::Ack, false),
+        Some(b'5') => (SocketKind::Event, true),
+        Some(b'6') => (SocketKind::Ack, true),
         Some(_) => return Err(Malformed("unknown or server-only packet type")),
         None => return Err(Malformed("empty packet")),
     };
     let mut rest = &text[1..];
+    let mut attachments = 0;
+    if binary {
+        // `<count>-` before the namespace; the count is bounded before anything is kept.
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || rest.as_bytes().get(digits) != Some(&b'-') {
+            return Err(Malformed("binary packet without its attachment count"));
+        }
+        if digits > 3 {
+            return Err(Malformed("too many attachments"));
+        }
+        attachments = rest[..digits]
+            .parse::<usize>()
+            .map_err(|_| Malformed("bad attachment count"))?;
+        if attachments == 0 || attachments > MAX_ATTACHMENTS {
+            return Err(Malformed("attachment count out of range"));
+        }
+        rest = &rest[digits + 1..];
+    }
     let mut namespace = "/";
     if rest.starts_with('/') {
         let end = rest.find(',').unwrap_or(rest.len());
@@ -133,6 +160,7 @@ pub(crate) fn decode_socket(text: &str) -> Result<SocketPacket<'_>, Malformed> {
         ack,
         head: None,
         data: None,
+        attachments,
     };
     match kind {
         SocketKind::Connect => {
@@ -175,7 +203,36 @@ pub(crate) fn decode_socket(text: &str) -> Result<SocketPacket<'_>, Malformed> {
             packet.data = Some(data);
         }
     }
+    if attachments > 0 {
+        let args = packet.data.as_deref().map(RawValue::get).unwrap_or("[]");
+        check_placeholders(args, attachments)?;
+    }
     Ok(packet)
+}
+
+/// Checks that every placeholder in `args` (`{"_placeholder":true,"num":N}`) names one of
+/// `count` attachments: a Socket.IO client given a placeholder past its attachments drops the
+/// whole connection ("illegal attachments"), so such a packet is refused before anyone gets it.
+pub(crate) fn check_placeholders(args: &str, count: usize) -> Result<(), Malformed> {
+    fn walk(value: &serde_json::Value, count: usize) -> Result<(), Malformed> {
+        match value {
+            serde_json::Value::Array(items) => items.iter().try_for_each(|v| walk(v, count)),
+            serde_json::Value::Object(map) => {
+                if map.get("_placeholder") == Some(&serde_json::Value::Bool(true)) {
+                    let num = map.get("num").and_then(serde_json::Value::as_f64);
+                    return match num {
+                        Some(n) if n >= 0.0 && n < count as f64 => Ok(()),
+                        _ => Err(Malformed("placeholder names no attachment")),
+                    };
+                }
+                map.values().try_for_each(|v| walk(v, count))
+            }
+            _ => Ok(()),
+        }
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(args).map_err(|_| Malformed("payload is not JSON"))?;
+    walk(&value, count)
 }
 
 /// The JSON array of `items`, re-joined without re-encoding them.
@@ -219,6 +276,43 @@ pub(crate) fn socket_message(kind: char, namespace: &str, ack: Option<u64>, body
     out
 }
 
+/// An Engine.IO message carrying a BINARY_EVENT (`5`) or BINARY_ACK (`6`) with `count`
+/// attachments, which the caller sends right after it.
+pub(crate) fn binary_message(
+    kind: char,
+    namespace: &str,
+    ack: Option<u64>,
+    count: usize,
+    body: &str,
+) -> String {
+    let mut out = String::with_capacity(body.len() + namespace.len() + 28);
+    out.push('4');
+    out.push(kind);
+    out.push_str(&count.to_string());
+    out.push('-');
+    push_namespace(&mut out, namespace);
+    if let Some(ack) = ack {
+        out.push_str(&ack.to_string());
+    }
+    out.push_str(body);
+    out
+}
+
+/// Decodes the base64 attachments of a publication or rpc reply whose arguments (`body`, a JSON
+/// array) carry their placeholders; `None` when they are too many, not base64, or do not match
+/// the placeholders (then they are not sent as attachments at all).
+pub(crate) fn decode_attachments(attachments: &[String], body: &str) -> Option<Vec<Vec<u8>>> {
+    use base64::Engine as _;
+    if attachments.is_empty() || attachments.len() > MAX_ATTACHMENTS {
+        return None;
+    }
+    check_placeholders(body, attachments.len()).ok()?;
+    attachments
+        .iter()
+        .map(|a| base64::engine::general_purpose::STANDARD.decode(a).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,7 +327,7 @@ mod tests {
         assert!(decode_engine("0").is_err());
         assert!(decode_engine("9x").is_err());
         assert!(decode_engine("é").is_err());
-        assert!(decode_engine("bAQID").is_err());
+        assert_eq!(decode_engine("bAQID"), Ok(EnginePacket::Binary("AQID")));
         let payload = decode_payload("3\u{1e}42[\"a\"]\u{1e}1").expect("payload");
         assert_eq!(payload.len(), 3);
         assert!(decode_payload("3\u{1e}\u{1e}3").is_err());
@@ -277,11 +371,30 @@ mod tests {
             "3[]",
             "31{}",
             "1[1]",
-            "51-[\"a\",{\"_placeholder\":true,\"num\":0}]",
+            "5-[\"a\"]",
+            "50-[\"a\"]",
+            "565-[\"a\"]",
+            "51[\"a\"]",
+            "51-[\"a\",{\"_placeholder\":true,\"num\":1}]",
+            "51-[\"a\",{\"_placeholder\":true,\"num\":-1}]",
+            "51-[\"a\",{\"_placeholder\":true}]",
+            "62-/x,1[{\"k\":[{\"_placeholder\":true,\"num\":2}]}]",
             "2999999999999999999[\"a\"]",
         ] {
             assert!(decode_socket(bad).is_err(), "{bad:?} was accepted");
         }
+        let p = decode_socket("52-/chat,3[\"up\",{\"_placeholder\":true,\"num\":1},[{\"_placeholder\":true,\"num\":0}]]")
+            .expect("binary event");
+        assert_eq!(
+            (p.kind, p.attachments, p.ack),
+            (SocketKind::Event, 2, Some(3))
+        );
+        assert_eq!(p.namespace, "/chat");
+        let p = decode_socket("61-4[{\"_placeholder\":true,\"num\":0}]").expect("binary ack");
+        assert_eq!(
+            (p.kind, p.attachments, p.ack),
+            (SocketKind::Ack, 1, Some(4))
+        );
         let long = format!("0/{},", "a".repeat(200));
         assert!(decode_socket(&long).is_err());
     }

@@ -14,6 +14,7 @@
 //! - the hub's `{}` ping is the Engine.IO ping, the client's pong the hub's `{}`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use kilat_protocol::{Disconnect, DisconnectCode, EncodingSlot, SharedFrame};
@@ -22,6 +23,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::packet::{self, EnginePacket, SocketKind};
+use super::recovery::{self, Recovery};
 use super::{EventMode, Registration, WsIo};
 use crate::transport::driver::{Inbound, Wire};
 
@@ -64,6 +66,8 @@ pub(crate) struct SioWire {
     mode: Mode,
     pub(crate) registration: Registration,
     events: EventMode,
+    /// Largest total size of one packet's binary attachments (`max_http_buffer_size`).
+    max_attachment_bytes: usize,
     connect: Connect,
     next_id: u32,
     /// The Socket.IO state, boxed: an idle session's task stays small (the guard in `mod.rs`).
@@ -79,12 +83,34 @@ struct SocketState {
     namespaces: Vec<String>,
     /// Commands sent to the session and what their replies answer.
     pending: HashMap<u32, Pending>,
+    /// A BINARY_EVENT or BINARY_ACK waiting for its attachments.
+    partial: Option<Box<Partial>>,
+    /// Connection state recovery, when `[socketio] recovery` is on.
+    recovery: Option<Recovery>,
+}
+
+/// A binary packet whose attachments are still arriving (the next Engine.IO messages).
+struct Partial {
+    kind: SocketKind,
+    namespace: String,
+    ack: Option<u64>,
+    /// The event name (BINARY_EVENT).
+    name: String,
+    /// The arguments, with their placeholders.
+    args: Box<RawValue>,
+    expected: usize,
+    /// The attachments so far, base64 (the form kept in publications, docs/socketio.md).
+    attachments: Vec<String>,
+    /// Their decoded size so far.
+    bytes: usize,
 }
 
 impl SioWire {
     pub(crate) fn new(
         registration: Registration,
         events: EventMode,
+        max_attachment_bytes: usize,
+        recovery: Option<kilat_core::Node>,
         ws: Option<WsConnection<WsIo>>,
     ) -> Self {
         SioWire {
@@ -94,9 +120,13 @@ impl SioWire {
             },
             registration,
             events,
+            max_attachment_bytes,
             connect: Connect::None,
             next_id: 1,
-            sio: Box::default(),
+            sio: Box::new(SocketState {
+                recovery: recovery.map(Recovery::new),
+                ..SocketState::default()
+            }),
         }
     }
 
@@ -132,11 +162,128 @@ impl SioWire {
             EnginePacket::Pong(_) => push_line(out, "{}"),
             EnginePacket::Ping(_) | EnginePacket::Noop | EnginePacket::Upgrade => {}
             EnginePacket::Message(text) => {
+                if self.sio.partial.is_some() {
+                    // As Socket.IO's own decoder: no text packet while attachments are due.
+                    return Err(parse_error(packet::Malformed(
+                        "a packet arrived before the attachments of the one before",
+                    )));
+                }
                 let packet = packet::decode_socket(text).map_err(parse_error)?;
                 self.translate_socket(packet, out)?;
             }
+            EnginePacket::Binary(encoded) => {
+                use base64::Engine as _;
+                // The size is bounded from the encoded length before anything is decoded.
+                self.check_attachment(encoded.len() / 4 * 3)?;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|_| parse_error(packet::Malformed("attachment is not base64")))?;
+                self.attachment(encoded.to_owned(), decoded.len(), out)?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether an attachment of `len` bytes may join the packet waiting for it.
+    fn check_attachment(&self, len: usize) -> Result<(), Inbound> {
+        let Some(partial) = &self.sio.partial else {
+            return Err(parse_error(packet::Malformed(
+                "binary data outside a binary packet",
+            )));
+        };
+        if partial.bytes.saturating_add(len) > self.max_attachment_bytes {
+            return Err(parse_error(packet::Malformed(
+                "attachments over max_http_buffer_size",
+            )));
+        }
+        Ok(())
+    }
+
+    /// A binary WebSocket message: the next attachment of the packet waiting for it.
+    fn binary_message(&mut self, bytes: &[u8], out: &mut String) -> Result<(), Inbound> {
+        use base64::Engine as _;
+        self.check_attachment(bytes.len())?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        self.attachment(encoded, bytes.len(), out)
+    }
+
+    /// Adds one attachment (checked by [`Self::check_attachment`]); the last one completes
+    /// its packet.
+    fn attachment(&mut self, encoded: String, len: usize, out: &mut String) -> Result<(), Inbound> {
+        let Some(partial) = self.sio.partial.as_mut() else {
+            return Err(parse_error(packet::Malformed(
+                "binary data outside a binary packet",
+            )));
+        };
+        partial.bytes += len;
+        partial.attachments.push(encoded);
+        if partial.attachments.len() < partial.expected {
+            return Ok(());
+        }
+        let Some(partial) = self.sio.partial.take() else {
+            return Ok(());
+        };
+        let partial = *partial;
+        // Server emits never ask for acks, so a client's BINARY_ACK answers nothing.
+        if partial.kind == SocketKind::Event {
+            self.event(
+                partial.namespace,
+                &partial.name,
+                &partial.args,
+                &partial.attachments,
+                partial.ack,
+                out,
+            );
+        }
+        Ok(())
+    }
+
+    /// A client EVENT (with its attachments, base64, if it was a BINARY_EVENT): a publication
+    /// to the namespace's channel or an rpc.
+    fn event(
+        &mut self,
+        namespace: String,
+        name: &str,
+        args: &RawValue,
+        attachments: &[String],
+        ack: Option<u64>,
+        out: &mut String,
+    ) {
+        let name_json = serde_json::to_string(name).unwrap_or_default();
+        let attachments = if attachments.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ",\"attachments\":{}",
+                serde_json::to_string(attachments).unwrap_or_default()
+            )
+        };
+        let id = self.id();
+        match self.events {
+            EventMode::Publish => {
+                let channel = channel_json(&namespace);
+                push_line(
+                    out,
+                    &format!(
+                        "{{\"id\":{id},\"publish\":{{\"channel\":{channel},\"data\":{{\"event\":{name_json},\"args\":{}{attachments}}}}}}}",
+                        args.get()
+                    ),
+                );
+            }
+            EventMode::Rpc => {
+                let ns_json = serde_json::to_string(&namespace).unwrap_or_default();
+                push_line(
+                    out,
+                    &format!(
+                        "{{\"id\":{id},\"rpc\":{{\"method\":{name_json},\"data\":{{\"namespace\":{ns_json},\"args\":{}{attachments}}}}}}}",
+                        args.get()
+                    ),
+                );
+            }
+        }
+        self.sio
+            .pending
+            .insert(id, Pending::Event { namespace, ack });
     }
 
     fn translate_socket(
@@ -146,6 +293,23 @@ impl SioWire {
     ) -> Result<(), Inbound> {
         let namespace = packet.namespace.to_owned();
         let connected = self.sio.namespaces.contains(&namespace);
+        if packet.attachments > 0 {
+            if !connected {
+                return Err(parse_error(packet::Malformed("event before CONNECT")));
+            }
+            // Nothing is kept per attachment yet: they are counted and sized as they come.
+            self.sio.partial = Some(Box::new(Partial {
+                kind: packet.kind,
+                namespace,
+                ack: packet.ack,
+                name: packet.head.unwrap_or_default(),
+                args: packet.data.unwrap_or_else(packet::empty_array),
+                expected: packet.attachments,
+                attachments: Vec::new(),
+                bytes: 0,
+            }));
+            return Ok(());
+        }
         match packet.kind {
             SocketKind::Connect => {
                 if connected {
@@ -157,11 +321,40 @@ impl SioWire {
                     Connect::None => {
                         self.connect = Connect::Sent;
                         let id = self.id();
-                        let params = connect_params(packet.data.as_deref(), &namespace);
-                        push_line(out, &format!("{{\"id\":{id},\"connect\":{params}}}"));
                         self.sio
                             .pending
-                            .insert(id, Pending::Connect(vec![namespace]));
+                            .insert(id, Pending::Connect(vec![namespace.clone()]));
+                        let pid = packet.data.as_deref().and_then(auth_pid);
+                        match (&mut self.sio.recovery, pid) {
+                            (Some(recovery), Some(pid)) => {
+                                // A reconnection: its positions are read first (in `recv`).
+                                let read = recovery.load(
+                                    &pid,
+                                    &self.registration.sessions,
+                                    &self.registration.shared,
+                                );
+                                recovery.lookup = Some(recovery::Lookup {
+                                    id,
+                                    auth: packet.data,
+                                    namespace,
+                                    pid,
+                                    read,
+                                });
+                            }
+                            (recovery, _) => {
+                                if let Some(recovery) = recovery {
+                                    recovery.recovering = false;
+                                    recovery.positions.clear();
+                                }
+                                let params = connect_params(
+                                    packet.data.as_deref(),
+                                    &namespace,
+                                    self.sio.recovery.is_some(),
+                                    &[],
+                                );
+                                push_line(out, &format!("{{\"id\":{id},\"connect\":{params}}}"));
+                            }
+                        }
                     }
                     Connect::Sent => {
                         // Answered with the connect that is under way.
@@ -177,9 +370,17 @@ impl SioWire {
                     Connect::Done => {
                         let id = self.id();
                         let channel = channel_json(&namespace);
+                        // Positioned when recovery follows it.
+                        let recover = if self.sio.recovery.is_some() {
+                            ",\"recover\":true"
+                        } else {
+                            ""
+                        };
                         push_line(
                             out,
-                            &format!("{{\"id\":{id},\"subscribe\":{{\"channel\":{channel}}}}}"),
+                            &format!(
+                                "{{\"id\":{id},\"subscribe\":{{\"channel\":{channel}{recover}}}}}"
+                            ),
                         );
                         self.sio.pending.insert(id, Pending::Namespace(namespace));
                     }
@@ -188,6 +389,12 @@ impl SioWire {
             SocketKind::Disconnect => {
                 if connected {
                     self.sio.namespaces.retain(|n| *n != namespace);
+                    if let Some(recovery) = &mut self.sio.recovery {
+                        let channel = format!("{CHANNEL_PREFIX}{namespace}");
+                        recovery.positions.retain(|p| p.channel != channel);
+                        // The client left: its state is not kept.
+                        recovery.ended = self.sio.namespaces.is_empty();
+                    }
                     let id = self.id();
                     let channel = channel_json(&namespace);
                     push_line(
@@ -204,37 +411,7 @@ impl SioWire {
                 }
                 let name = packet.head.unwrap_or_default();
                 let args = packet.data.unwrap_or_else(packet::empty_array);
-                let name_json = serde_json::to_string(&name).unwrap_or_default();
-                let id = self.id();
-                match self.events {
-                    EventMode::Publish => {
-                        let channel = channel_json(&namespace);
-                        push_line(
-                            out,
-                            &format!(
-                                "{{\"id\":{id},\"publish\":{{\"channel\":{channel},\"data\":{{\"event\":{name_json},\"args\":{}}}}}}}",
-                                args.get()
-                            ),
-                        );
-                    }
-                    EventMode::Rpc => {
-                        let ns_json = serde_json::to_string(&namespace).unwrap_or_default();
-                        push_line(
-                            out,
-                            &format!(
-                                "{{\"id\":{id},\"rpc\":{{\"method\":{name_json},\"data\":{{\"namespace\":{ns_json},\"args\":{}}}}}}}",
-                                args.get()
-                            ),
-                        );
-                    }
-                }
-                self.sio.pending.insert(
-                    id,
-                    Pending::Event {
-                        namespace,
-                        ack: packet.ack,
-                    },
-                );
+                self.event(namespace, &name, &args, &[], packet.ack, out);
             }
             // Server emits never ask for acks (publications are not acknowledged), so a client
             // ACK answers nothing and is dropped.
@@ -246,23 +423,34 @@ impl SioWire {
     /// The Engine.IO packets for the frames (replies translated here, per client; pushes from
     /// the shared frame's cached encoding).
     fn outgoing(&mut self, frames: &[SharedFrame], websocket: bool) -> Vec<Bytes> {
+        // Every Socket.IO session of a node has the same setting, so the cached encodings agree.
+        let offsets = self.sio.recovery.is_some();
         let mut chunks = Vec::with_capacity(frames.len());
         for frame in frames {
             if frame.is_reply() {
                 for line in frame.json().split(|b| *b == b'\n') {
                     if let Some(text) = self.reply(line) {
-                        chunks.push(if websocket {
-                            ws::frame::encode_frame(ws::frame::OP_TEXT, false, text.as_bytes())
+                        if websocket {
+                            // One Engine.IO packet per WebSocket message.
+                            for packet in text.split('\u{1e}') {
+                                chunks.push(ws::frame::encode_frame(
+                                    ws::frame::OP_TEXT,
+                                    false,
+                                    packet.as_bytes(),
+                                ));
+                            }
                         } else {
-                            Bytes::from(text)
-                        });
+                            chunks.push(Bytes::from(text));
+                        }
                     }
                 }
             } else {
                 let encoded = if websocket {
-                    frame.encoded(SLOT_SIO_WS, |json| shared_packets(json, true))
+                    frame.encoded(SLOT_SIO_WS, |json| shared_packets_with(json, true, offsets))
                 } else {
-                    frame.encoded(SLOT_SIO_TEXT, |json| shared_packets(json, false))
+                    frame.encoded(SLOT_SIO_TEXT, |json| {
+                        shared_packets_with(json, false, offsets)
+                    })
                 };
                 if !encoded.is_empty() {
                     chunks.push(encoded);
@@ -276,7 +464,7 @@ impl SioWire {
     fn reply(&mut self, line: &[u8]) -> Option<String> {
         let Ok(reply) = serde_json::from_slice::<Reply<'_>>(line) else {
             // A push or a pong batched with a reply: shared translation works per line too.
-            let packets = shared_packets(line, false);
+            let packets = shared_packets_with(line, false, self.sio.recovery.is_some());
             return (!packets.is_empty()).then(|| String::from_utf8_lossy(&packets).into_owned());
         };
         let pending = self.sio.pending.remove(&reply.id)?;
@@ -285,10 +473,36 @@ impl SioWire {
             Pending::Connect(namespaces) => match error {
                 None => {
                     self.connect = Connect::Done;
-                    self.sio.client = reply.connect.map(|c| c.client.into_owned());
+                    let (client, subs) = match reply.connect {
+                        Some(c) => (Some(c.client.into_owned()), c.subs.unwrap_or_default()),
+                        None => (None, Default::default()),
+                    };
+                    self.sio.client = client;
+                    let recovered = self.recovered(&subs);
                     let mut out = Vec::new();
                     for namespace in namespaces {
                         out.push(self.connected(namespace));
+                    }
+                    if recovered {
+                        // The missed publications, each channel's in order, after the CONNECT.
+                        let mut events = Packets {
+                            websocket: false,
+                            offsets: true,
+                            bytes: Vec::new(),
+                        };
+                        for (channel, result) in &subs {
+                            for publication in &result.publications {
+                                event_packets(
+                                    channel,
+                                    &publication.data,
+                                    publication.offset,
+                                    &mut events,
+                                );
+                            }
+                        }
+                        if !events.bytes.is_empty() {
+                            out.push(String::from_utf8_lossy(&events.bytes).into_owned());
+                        }
                     }
                     Some(out.join("\u{1e}"))
                 }
@@ -303,6 +517,9 @@ impl SioWire {
                 }
             },
             Pending::Namespace(namespace) => {
+                if let (Some(recovery), Some(result)) = (&mut self.sio.recovery, &reply.subscribe) {
+                    recovery.follow(&format!("{CHANNEL_PREFIX}{namespace}"), result);
+                }
                 // Like the first namespace's (a `connect.subs` entry that fails does not fail
                 // the connect), the channel is best effort: where the kilat namespace `sio`
                 // does not allow it, the socket connects without the namespace's broadcasts.
@@ -316,6 +533,15 @@ impl SioWire {
                     tracing::debug!(%namespace, %message, "socket.io event refused");
                 }
                 let ack = ack?;
+                if error.is_none()
+                    && let Some(packets) = reply
+                        .rpc
+                        .as_ref()
+                        .and_then(|rpc| rpc.data)
+                        .and_then(|data| binary_ack(&namespace, ack, data))
+                {
+                    return Some(packets);
+                }
                 let args = match (&error, reply.rpc) {
                     (Some(message), _) => serde_json::json!([{ "error": message }]).to_string(),
                     (None, Some(rpc)) => match rpc.data {
@@ -332,9 +558,46 @@ impl SioWire {
         }
     }
 
+    /// After a successful kilat connect: whether it recovered every position asked for (then
+    /// the session keeps its `pid`; otherwise it gets a new one), and the positions followed
+    /// from now on.
+    fn recovered(
+        &mut self,
+        subs: &std::collections::BTreeMap<String, recovery::SubResult>,
+    ) -> bool {
+        let Some(recovery) = &mut self.sio.recovery else {
+            return false;
+        };
+        let recovered = recovery.recovering
+            && recovery
+                .positions
+                .iter()
+                .all(|p| subs.get(&p.channel).is_some_and(|r| r.recovered));
+        if recovered {
+            tracing::debug!("socket.io connection state recovered");
+        } else {
+            recovery.pid = super::session_id();
+        }
+        self.registration
+            .sessions
+            .pids
+            .lock()
+            .insert(recovery.pid.clone(), self.registration.shared.clone());
+        recovery.recovering = false;
+        recovery.ended = false;
+        recovery.positions.clear();
+        for (channel, result) in subs {
+            recovery.follow(channel, result);
+        }
+        recovered
+    }
+
     fn connected(&mut self, namespace: String) -> String {
         let sid = self.sio.client.clone().unwrap_or_default();
-        let body = serde_json::json!({ "sid": sid }).to_string();
+        let body = match &self.sio.recovery {
+            Some(recovery) => serde_json::json!({ "sid": sid, "pid": recovery.pid }).to_string(),
+            None => serde_json::json!({ "sid": sid }).to_string(),
+        };
         let packet = packet::socket_message('0', &namespace, None, &body);
         self.sio.namespaces.push(namespace);
         packet
@@ -389,9 +652,65 @@ impl SioWire {
     }
 }
 
+impl SioWire {
+    /// Finishes a reconnecting CONNECT's read of its stored positions (resumed where a
+    /// cancelled `recv` left it): the kilat connect command, recovering them if found.
+    async fn finish_lookup(&mut self) -> Option<String> {
+        let lookup = self.sio.recovery.as_mut()?.lookup.as_mut()?;
+        let positions = lookup.read.as_mut().await;
+        let recovery = self.sio.recovery.as_mut()?;
+        let lookup = recovery.lookup.take()?;
+        let mut positions = positions.unwrap_or_default();
+        // The server knows what it sent; the client says what it got (the last event of the
+        // namespace that reconnects): that channel recovers from the client's word.
+        if let Some((channel, offset)) = lookup.auth.as_deref().and_then(auth_offset)
+            && let Some(position) = positions.iter_mut().find(|p| p.channel == channel)
+        {
+            position.offset = position.offset.min(offset);
+        }
+        recovery.recovering = !positions.is_empty();
+        if recovery.recovering {
+            recovery.pid = lookup.pid;
+        }
+        recovery.positions = positions;
+        let params = connect_params(
+            lookup.auth.as_deref(),
+            &lookup.namespace,
+            true,
+            &recovery.positions,
+        );
+        Some(format!("{{\"id\":{},\"connect\":{params}}}", lookup.id))
+    }
+}
+
+impl Drop for SioWire {
+    fn drop(&mut self) {
+        let Some(recovery) = &mut self.sio.recovery else {
+            return;
+        };
+        let shared = self.registration.shared.clone();
+        {
+            let mut pids = self.registration.sessions.pids.lock();
+            if pids
+                .get(&recovery.pid)
+                .is_some_and(|s| Arc::ptr_eq(s, &shared))
+            {
+                pids.remove(&recovery.pid);
+            }
+        }
+        if self.connect != Connect::Done {
+            recovery.positions.clear();
+        }
+        recovery.store(shared);
+    }
+}
+
 impl Wire for SioWire {
     async fn recv(&mut self) -> Inbound {
         loop {
+            if let Some(line) = self.finish_lookup().await {
+                return Inbound::Message(Bytes::from(line));
+            }
             self.take_upgrade();
             let shared = self.registration.shared.clone();
             let changed = shared.changed.notified();
@@ -430,8 +749,15 @@ impl Wire for SioWire {
                         message = conn.read_message() => {
                             let text = match message {
                                 Ok(Message::Text(text)) => text,
-                                Ok(Message::Binary(_)) => {
-                                    return parse_error(packet::Malformed("binary attachments are not supported"));
+                                Ok(Message::Binary(bytes)) => {
+                                    let mut out = String::new();
+                                    if let Err(end) = self.binary_message(&bytes, &mut out) {
+                                        return end;
+                                    }
+                                    if !out.is_empty() {
+                                        return Inbound::Message(Bytes::from(out));
+                                    }
+                                    continue;
                                 }
                                 Ok(Message::Close { .. }) | Err(_) => return Inbound::Gone,
                             };
@@ -466,10 +792,24 @@ impl Wire for SioWire {
         if chunks.is_empty() {
             return Ok(());
         }
-        self.deliver(chunks, websocket).await
+        self.deliver(chunks, websocket).await?;
+        // Recovery follows what was handed to the client (one parse of each push's channel and
+        // offset per delivery, only with `[socketio] recovery` on).
+        if let Some(recovery) = &mut self.sio.recovery {
+            for frame in frames.iter().filter(|f| !f.is_reply()) {
+                recovery.advance(frame.json());
+            }
+        }
+        Ok(())
     }
 
     async fn close(&mut self, disconnect: &Disconnect) {
+        if !disconnect.reconnect
+            && let Some(recovery) = &mut self.sio.recovery
+        {
+            // A final close (kicked, token expired): the client does not come back for it.
+            recovery.ended = true;
+        }
         tracing::debug!(code = disconnect.code, reason = %disconnect.reason, "closing socket.io session");
         // A reconnectable close (drain, slow consumer, no pong) ends only the Engine.IO
         // session, so the client reconnects; a final one first disconnects every namespace,
@@ -535,7 +875,12 @@ fn channel_json(namespace: &str) -> String {
 
 /// The kilat connect params for a CONNECT with `auth`: `auth.token` is the token, the whole
 /// `auth` object the connect hook's `data`, and the namespace's channel is subscribed at once.
-fn connect_params(auth: Option<&RawValue>, namespace: &str) -> String {
+fn connect_params(
+    auth: Option<&RawValue>,
+    namespace: &str,
+    recover: bool,
+    positions: &[recovery::Position],
+) -> String {
     #[derive(Deserialize)]
     struct Auth<'a> {
         #[serde(borrow, default)]
@@ -555,10 +900,49 @@ fn connect_params(auth: Option<&RawValue>, namespace: &str) -> String {
         json.push_str(",\"data\":");
         json.push_str(auth.get());
     }
-    json.push_str(",\"subs\":{");
-    json.push_str(&channel_json(namespace));
-    json.push_str(":{}}}");
+    // The namespace's channel, positioned when recovery follows it, and the channels a
+    // reconnecting session recovers.
+    let mut subs = serde_json::Map::new();
+    let namespace_sub = if recover {
+        serde_json::json!({ "recover": true })
+    } else {
+        serde_json::json!({})
+    };
+    subs.insert(format!("{CHANNEL_PREFIX}{namespace}"), namespace_sub);
+    for position in positions {
+        subs.insert(
+            position.channel.clone(),
+            serde_json::json!({ "recover": true, "offset": position.offset, "epoch": position.epoch }),
+        );
+    }
+    json.push_str(",\"subs\":");
+    json.push_str(&serde_json::Value::Object(subs).to_string());
+    json.push('}');
     json
+}
+
+/// The `pid` of a reconnecting client's CONNECT (`auth.pid`), if it has kilat's form.
+fn auth_pid(auth: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Pid {
+        #[serde(default)]
+        pid: Option<String>,
+    }
+    let pid = serde_json::from_str::<Pid>(auth.get()).ok()?.pid?;
+    recovery::valid_pid(&pid).then_some(pid)
+}
+
+/// The last position a reconnecting client saw (`auth.offset`, `"<offset>:<channel>"` as the
+/// events carried it).
+fn auth_offset(auth: &RawValue) -> Option<(String, u64)> {
+    #[derive(Deserialize)]
+    struct Offset {
+        #[serde(default)]
+        offset: Option<String>,
+    }
+    let offset = serde_json::from_str::<Offset>(auth.get()).ok()?.offset?;
+    let (offset, channel) = offset.split_once(':')?;
+    Some((channel.to_owned(), offset.parse().ok()?))
 }
 
 /// A reply of the session, as much as the wire reads of it.
@@ -571,6 +955,8 @@ struct Reply<'a> {
     connect: Option<ConnectResult<'a>>,
     #[serde(borrow, default)]
     rpc: Option<RpcResult<'a>>,
+    #[serde(default)]
+    subscribe: Option<recovery::SubResult>,
 }
 
 #[derive(Deserialize)]
@@ -583,6 +969,8 @@ struct ReplyError<'a> {
 struct ConnectResult<'a> {
     #[serde(borrow)]
     client: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    subs: Option<std::collections::BTreeMap<String, recovery::SubResult>>,
 }
 
 #[derive(Deserialize)]
@@ -610,6 +998,8 @@ struct Push<'a> {
 struct Publication<'a> {
     #[serde(borrow)]
     data: &'a RawValue,
+    #[serde(default)]
+    offset: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -618,20 +1008,33 @@ struct EventData<'a> {
     event: std::borrow::Cow<'a, str>,
     #[serde(borrow, default)]
     args: Option<&'a RawValue>,
+    /// Binary arguments, base64, for the placeholders in `args` (docs/socketio.md).
+    #[serde(default)]
+    attachments: Option<Vec<String>>,
 }
 
 /// The Engine.IO packets of a shared frame (pushes and pings; one or more `\n`-separated), as
 /// one polling payload part (`\x1e`-joined) or as WebSocket frames: computed once per frame
 /// and transport, whoever receives it.
 pub(crate) fn shared_packets(json: &[u8], websocket: bool) -> Bytes {
-    let mut packets: Vec<String> = Vec::new();
+    shared_packets_with(json, websocket, false)
+}
+
+/// [`shared_packets`], with each event's stream position as its last argument when `offsets`
+/// (connection state recovery on, as Socket.IO servers do it).
+pub(crate) fn shared_packets_with(json: &[u8], websocket: bool, offsets: bool) -> Bytes {
+    let mut out = Packets {
+        websocket,
+        offsets,
+        bytes: Vec::new(),
+    };
     for line in json.split(|b| *b == b'\n') {
         let line = line.trim_ascii();
         if line.is_empty() {
             continue;
         }
         if line == b"{}" {
-            packets.push("2".to_owned());
+            out.text("2");
             continue;
         }
         let Ok(frame) = serde_json::from_slice::<PushFrame<'_>>(line) else {
@@ -640,20 +1043,54 @@ pub(crate) fn shared_packets(json: &[u8], websocket: bool) -> Bytes {
         let (Some(channel), Some(publication)) = (frame.push.channel, frame.push.r#pub) else {
             continue;
         };
-        packets.push(event_packet(&channel, publication.data));
+        event_packets(&channel, publication.data, publication.offset, &mut out);
     }
-    if websocket {
-        let mut out = Vec::new();
-        for packet in &packets {
-            out.extend_from_slice(&ws::frame::encode_frame(
+    Bytes::from(out.bytes)
+}
+
+/// Engine.IO packets being encoded for one transport: WebSocket frames (text, or binary for
+/// attachments), or one long-polling payload part (`\x1e`-joined, attachments as `b` + base64).
+struct Packets {
+    websocket: bool,
+    /// Events end with their position (`"<offset>:<channel>"`), which a Socket.IO client with
+    /// a `pid` keeps as its last offset and sends back when it reconnects.
+    offsets: bool,
+    bytes: Vec<u8>,
+}
+
+impl Packets {
+    fn separate(&mut self) {
+        if !self.bytes.is_empty() {
+            self.bytes.push(packet::RECORD_SEPARATOR);
+        }
+    }
+
+    fn text(&mut self, packet: &str) {
+        if self.websocket {
+            self.bytes.extend_from_slice(&ws::frame::encode_frame(
                 ws::frame::OP_TEXT,
                 false,
                 packet.as_bytes(),
             ));
+        } else {
+            self.separate();
+            self.bytes.extend_from_slice(packet.as_bytes());
         }
-        Bytes::from(out)
-    } else {
-        Bytes::from(packets.join("\u{1e}"))
+    }
+
+    /// An attachment: `encoded` is its base64, `raw` its bytes.
+    fn binary(&mut self, encoded: &str, raw: &[u8]) {
+        if self.websocket {
+            self.bytes.extend_from_slice(&ws::frame::encode_frame(
+                ws::frame::OP_BINARY,
+                false,
+                raw,
+            ));
+        } else {
+            self.separate();
+            self.bytes.push(b'b');
+            self.bytes.extend_from_slice(encoded.as_bytes());
+        }
     }
 }
 
@@ -667,29 +1104,79 @@ fn namespace_of(channel: &str) -> &str {
     }
 }
 
-/// The EVENT packet of one publication.
-fn event_packet(channel: &str, data: &RawValue) -> String {
+/// The EVENT packet of one publication, or its BINARY_EVENT and attachments when its data
+/// carries `attachments` (base64) matching the placeholders in its `args`.
+fn event_packets(channel: &str, data: &RawValue, offset: Option<u64>, out: &mut Packets) {
     let namespace = namespace_of(channel);
-    let body = match serde_json::from_str::<EventData<'_>>(data.get()) {
-        Ok(event) => {
-            let name = serde_json::to_string(&event.event).unwrap_or_default();
-            match event.args {
-                Some(args) if args.get().trim_start().starts_with('[') => {
-                    let inner = args.get().trim();
-                    let inner = &inner[1..inner.len() - 1];
-                    if inner.trim().is_empty() {
-                        format!("[{name}]")
-                    } else {
-                        format!("[{name},{inner}]")
-                    }
-                }
-                Some(arg) => format!("[{name},{}]", arg.get()),
-                None => format!("[{name}]"),
+    // Channel names need no JSON escaping (docs/protocol.md: [A-Za-z0-9_@.,=;/:#-]).
+    let position = match offset {
+        Some(offset) if out.offsets => format!(",\"{offset}:{channel}\""),
+        _ => String::new(),
+    };
+    let Ok(event) = serde_json::from_str::<EventData<'_>>(data.get()) else {
+        let body = format!("[\"message\",{}{position}]", data.get());
+        out.text(&packet::socket_message('2', namespace, None, &body));
+        return;
+    };
+    let name = serde_json::to_string(&event.event).unwrap_or_default();
+    let body = match event.args {
+        Some(args) if args.get().trim_start().starts_with('[') => {
+            let inner = args.get().trim();
+            let inner = &inner[1..inner.len() - 1];
+            if inner.trim().is_empty() {
+                format!("[{name}{position}]")
+            } else {
+                format!("[{name},{inner}{position}]")
             }
         }
-        Err(_) => format!("[\"message\",{}]", data.get()),
+        Some(arg) => format!("[{name},{}{position}]", arg.get()),
+        None => format!("[{name}{position}]"),
     };
-    packet::socket_message('2', namespace, None, &body)
+    if let Some(attachments) = event.attachments.filter(|a| !a.is_empty()) {
+        if let Some(raw) = packet::decode_attachments(&attachments, &body) {
+            out.text(&packet::binary_message(
+                '5',
+                namespace,
+                None,
+                raw.len(),
+                &body,
+            ));
+            for (encoded, raw) in attachments.iter().zip(&raw) {
+                out.binary(encoded, raw);
+            }
+            return;
+        }
+        tracing::debug!(
+            channel,
+            "publication's attachments are not base64 or do not match its placeholders; sent without them"
+        );
+    }
+    out.text(&packet::socket_message('2', namespace, None, &body));
+}
+
+/// The BINARY_ACK for an rpc reply whose data is exactly `{"args": [...], "attachments":
+/// [base64, ...]}` with matching placeholders; `None` for any other data (a plain ACK).
+/// Attachments go as `b` + base64 packets, which Engine.IO clients read on both transports.
+pub(crate) fn binary_ack(namespace: &str, ack: u64, data: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct BinaryAck<'a> {
+        #[serde(borrow)]
+        args: &'a RawValue,
+        attachments: Vec<String>,
+    }
+    let reply = serde_json::from_str::<BinaryAck<'_>>(data.get()).ok()?;
+    if !reply.args.get().trim_start().starts_with('[') {
+        return None;
+    }
+    let raw = packet::decode_attachments(&reply.attachments, reply.args.get())?;
+    let mut out = packet::binary_message('6', namespace, Some(ack), raw.len(), reply.args.get());
+    for encoded in &reply.attachments {
+        out.push('\u{1e}');
+        out.push('b');
+        out.push_str(encoded);
+    }
+    Some(out)
 }
 
 /// One polling payload from packet groups.
@@ -732,15 +1219,57 @@ mod tests {
     }
 
     #[test]
+    fn publications_with_attachments_become_binary_events() {
+        let push = br#"{"push":{"channel":"sio:/chat","pub":{"data":{"event":"f","args":[{"_placeholder":true,"num":0},"x"],"attachments":["AQID"]}}}}"#;
+        assert_eq!(
+            &shared_packets(push, false)[..],
+            b"451-/chat,[\"f\",{\"_placeholder\":true,\"num\":0},\"x\"]\x1ebAQID"
+        );
+        let frames = shared_packets(push, true);
+        let text = ws::frame::encode_frame(
+            ws::frame::OP_TEXT,
+            false,
+            b"451-/chat,[\"f\",{\"_placeholder\":true,\"num\":0},\"x\"]",
+        );
+        let binary = ws::frame::encode_frame(ws::frame::OP_BINARY, false, &[1, 2, 3]);
+        assert_eq!(&frames[..], [&text[..], &binary[..]].concat());
+        // Not base64, or a placeholder past the attachments: a plain event, never binary.
+        for data in [
+            r#"{"event":"f","args":[{"_placeholder":true,"num":0}],"attachments":["@@"]}"#,
+            r#"{"event":"f","args":[{"_placeholder":true,"num":1}],"attachments":["AQID"]}"#,
+        ] {
+            let push = format!(r#"{{"push":{{"channel":"sio:/","pub":{{"data":{data}}}}}}}"#);
+            let packets = shared_packets(push.as_bytes(), false);
+            assert!(packets.starts_with(b"42[\"f\""), "{data}");
+        }
+    }
+
+    #[test]
+    fn an_rpc_reply_with_attachments_is_a_binary_ack() {
+        let data = RawValue::from_string(
+            r#"{"args":["ok",{"_placeholder":true,"num":0}],"attachments":["BAMCAQ=="]}"#
+                .to_owned(),
+        )
+        .expect("json");
+        assert_eq!(
+            binary_ack("/", 7, &data).as_deref(),
+            Some("461-7[\"ok\",{\"_placeholder\":true,\"num\":0}]\u{1e}bBAMCAQ==")
+        );
+        let other = RawValue::from_string(r#"{"args":[1],"extra":2}"#.to_owned()).expect("json");
+        assert!(binary_ack("/", 7, &other).is_none());
+    }
+
+    #[test]
     fn connect_params_take_the_token_from_auth() {
         let auth = RawValue::from_string(r#"{"token":"abc","x":1}"#.to_owned()).expect("json");
-        let params = connect_params(Some(&auth), "/");
+        let params = connect_params(Some(&auth), "/", false, &[]);
         let value: serde_json::Value = serde_json::from_str(&params).expect("params are JSON");
         assert_eq!(value["token"], "abc");
         assert_eq!(value["data"]["x"], 1);
         assert!(value["subs"]["sio:/"].is_object());
         let value: serde_json::Value =
-            serde_json::from_str(&connect_params(None, "/chat")).expect("params are JSON");
+            serde_json::from_str(&connect_params(None, "/chat", false, &[]))
+                .expect("params are JSON");
         assert!(value.get("token").is_none());
         assert!(value["subs"]["sio:/chat"].is_object());
     }

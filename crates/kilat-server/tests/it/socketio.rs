@@ -58,7 +58,8 @@ async fn chats(addr: SocketAddr, sid: &str, text: &str) {
 async fn the_open_packet_announces_an_unguessable_sid_and_the_settings() {
     let server = TestServer::start(|c| c.socketio.max_http_buffer_size = 4096).await;
     let (sid, open) = handshake(server.addr).await;
-    assert_eq!(sid.len(), 32);
+    // The owner node's id (16 hex digits, for forwarding polls) and 128 random bits.
+    assert_eq!(sid.len(), 48);
     assert!(sid.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_ne!(sid, handshake(server.addr).await.0);
     assert_eq!(open["upgrades"], serde_json::json!(["websocket"]));
@@ -163,8 +164,14 @@ async fn malformed_packets_close_their_session_and_nobody_elses() {
         "42[1]",
         "42[\"unterminated",
         "44{\"message\":\"from a client\"}",
-        "451-[\"bin\",{\"_placeholder\":true,\"num\":0}]",
+        // Binary packets: a placeholder past the attachments, a text packet where an
+        // attachment is due, an attachment that is not base64, one with no packet before it,
+        // more attachments than allowed.
+        "451-[\"bin\",{\"_placeholder\":true,\"num\":1}]",
+        "451-[\"bin\",{\"_placeholder\":true,\"num\":0}]\u{1e}42[\"x\"]",
+        "451-[\"bin\",{\"_placeholder\":true,\"num\":0}]\u{1e}b@@@@",
         "bAQID",
+        "4565-[\"bin\"]",
         "3\u{1e}\u{1e}3",
         "42/never-connected,[\"x\"]",
         "40\u{1e}40",
