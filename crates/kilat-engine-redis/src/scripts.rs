@@ -217,6 +217,30 @@ const PRESENCE_LIST: &str = r"
 return redis.call('HVALS', KEYS[1])
 ";
 
+/// One page of entries. KEYS: hash, zset, users hash. ARGV: HSCAN cursor, most entries, most
+/// bytes (of entry JSON) beyond the first batch. Returns `{next cursor ("0": done), entries}`.
+///
+/// Whole HSCAN batches only (a batch cannot be resumed half-way): a batch that would pass the
+/// entry or byte limit is left for the next page, which starts at its cursor. HSCAN returns
+/// every entry present throughout the scan, once while the hash only grows (its cursor walks
+/// buckets in reverse-bit order, which growing keeps); a hash that shrinks meanwhile may repeat
+/// some. A compact (listpack) hash, at most 512 entries of at most 64 bytes by Redis's defaults
+/// (32 KiB), comes whole in one batch.
+const PRESENCE_PAGE: &str = r"
+local cursor, limit, budget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out, bytes = {}, 0
+repeat
+  local r = redis.call('HSCAN', h, cursor, 'COUNT', math.min(limit - #out, 100))
+  local items, size = r[2], 0
+  for i = 2, #items, 2 do size = size + #items[i] end
+  if #out > 0 and (#out + #items / 2 > limit or bytes + size > budget) then break end
+  for i = 2, #items, 2 do out[#out + 1] = items[i] end
+  bytes = bytes + size
+  cursor = r[1]
+until cursor == '0' or #out >= limit
+return {cursor, out}
+";
+
 /// Counts. KEYS: hash, zset, users hash. Returns `{clients, users}`: two lengths, O(1) after
 /// the expired entries are dropped. Without the users hash, a scan of the entries.
 const PRESENCE_STATS: &str = r"
@@ -252,6 +276,9 @@ pub(crate) static PRESENCE_REMOVE_SCRIPT: LazyLock<Script> =
 /// See [`PRESENCE_LIST`].
 pub(crate) static PRESENCE_LIST_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_LIST]));
+/// See [`PRESENCE_PAGE`].
+pub(crate) static PRESENCE_PAGE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_PAGE]));
 /// See [`PRESENCE_STATS`].
 pub(crate) static PRESENCE_STATS_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_STATS]));
