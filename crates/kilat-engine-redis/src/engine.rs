@@ -20,6 +20,7 @@ use crate::config::RedisConfig;
 use crate::conn::Conn;
 use crate::error::{RedisEngineError, bounded};
 use crate::keys::ChannelKeys;
+use crate::owners::{OwnerSlot, owned_key};
 use crate::pubsub::{HandlerSlot, Shard, ShardTask};
 use crate::scripts::{
     HISTORY_SCRIPT, LATEST_SCRIPT, PRESENCE_ADD_SCRIPT, PRESENCE_LIST_SCRIPT, PRESENCE_PAGE_SCRIPT,
@@ -44,6 +45,8 @@ pub struct RedisEngine {
     pub(crate) cluster_inbox: InboxSlot,
     /// The pub/sub tasks, aborted on drop.
     tasks: Vec<JoinHandle<()>>,
+    /// The node owning this engine's presence entries (see `owners.rs`).
+    pub(crate) owners: OwnerSlot,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -132,6 +135,7 @@ impl RedisEngine {
             handler,
             cluster_inbox: InboxSlot::default(),
             tasks,
+            owners: OwnerSlot::default(),
         })
     }
 
@@ -164,6 +168,7 @@ impl RedisEngine {
             handler,
             cluster_inbox,
             tasks: Vec::new(),
+            owners: OwnerSlot::default(),
         })
     }
 
@@ -383,12 +388,18 @@ impl RedisEngine {
         ttl: Duration,
     ) -> Result<(), RedisEngineError> {
         let keys = self.keys(channel);
+        // The channel is in the owning node's set before its entry exists (`owners.rs`).
+        self.register_owned_channel(channel).await?;
         let mut conn = self.commands.clone();
         let mut invocation = PRESENCE_ADD_SCRIPT.prepare_invoke();
         invocation
             .key(&keys.presence)
             .key(&keys.presence_expiry)
-            .key(&keys.presence_users)
+            .key(&keys.presence_users);
+        if let Some(node) = self.owners.node() {
+            invocation.key(owned_key(&keys.presence, node));
+        }
+        invocation
             .arg(&info.client)
             .arg(serde_json::to_string(info)?)
             .arg(millis(ttl))
@@ -408,8 +419,11 @@ impl RedisEngine {
         invocation
             .key(&keys.presence)
             .key(&keys.presence_expiry)
-            .key(&keys.presence_users)
-            .arg(client);
+            .key(&keys.presence_users);
+        if let Some(node) = self.owners.node() {
+            invocation.key(owned_key(&keys.presence, node));
+        }
+        invocation.arg(client);
         bounded(
             self.config.command_timeout,
             invocation.invoke_async::<i64>(&mut conn),

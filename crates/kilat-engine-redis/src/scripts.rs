@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// `now`: Redis time in ms.
-const NOW: &str = r"
+pub(crate) const NOW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
@@ -169,7 +169,7 @@ return {epoch, top, out}
 /// Drop expired presence entries (and, with a third key, their users' counts).
 ///
 /// KEYS: presence hash, expiry zset, users hash (channels only: user -> entries).
-const PRESENCE_CLEAN: &str = r"
+pub(crate) const PRESENCE_CLEAN: &str = r"
 local h, z, u = KEYS[1], KEYS[2], KEYS[3]
 local function forget_user(v)
   if not u or not v then return end
@@ -186,12 +186,14 @@ end
 if #dead > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', now) end
 ";
 
-/// Add or refresh a presence entry. KEYS: hash, zset, users hash (channels only). ARGV: client,
-/// info JSON, TTL ms, user (channels only).
+/// Add or refresh a presence entry. KEYS: hash, zset, users hash (channels only), the owning
+/// node's client set (when the engine has an owner, `owners.rs`). ARGV: client, info JSON,
+/// TTL ms, user (channels only).
 const PRESENCE_ADD: &str = r"
 local ttl = tonumber(ARGV[3])
 local old = u and redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if KEYS[4] then redis.call('SADD', KEYS[4], ARGV[1]) end
 if u then
   forget_user(old or nil)
   redis.call('HINCRBY', u, ARGV[4], 1)
@@ -204,9 +206,11 @@ end
 return 1
 ";
 
-/// Remove an entry. KEYS: hash, zset, users hash (channels only). ARGV: client.
+/// Remove an entry. KEYS: hash, zset, users hash (channels only), the owning node's client set
+/// (when the engine has an owner). ARGV: client.
 const PRESENCE_REMOVE: &str = r"
 if u then forget_user(redis.call('HGET', KEYS[1], ARGV[1]) or nil) end
+if KEYS[4] then redis.call('SREM', KEYS[4], ARGV[1]) end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1

@@ -287,6 +287,19 @@ pub trait NodeRegistry: Send + Sync + fmt::Debug {
 
     /// The info of every node whose last heartbeat has not expired, in no particular order.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<RawJson>, EngineError>>;
+
+    /// Removes the presence entries of nodes that left the registry without deregistering
+    /// (they died), publishing a leave for each entry so every node sends its subscribers the
+    /// leave; `node_id` is the caller, never removed. Returns how many entries went. Called
+    /// by every node with its heartbeat; one caller handles each dead node. The default, for
+    /// engines with one node, removes nothing.
+    fn reap_dead_nodes<'a>(
+        &'a self,
+        node_id: &'a str,
+    ) -> BoxFuture<'a, Result<usize, EngineError>> {
+        let _ = node_id;
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// One inbox per node: a message sent to a node id reaches the node that opened that inbox.
