@@ -5,14 +5,16 @@
 //! - `{<prefix>:ch:<channel>}:presence:node:<node id>`: a set of the client ids that node added
 //!   to the channel's presence; in the channel's slot, so the add and remove scripts keep it
 //!   atomically with the entry (and it expires with the channel's other presence keys).
-//! - `{<prefix>:nodes}:presence`: the ids of the nodes that own presence entries.
+//! - `{<prefix>:nodes}:presence`: a hash of the nodes that own presence entries, each with when
+//!   (Redis time, ms) it last registered a channel.
 //! - `{<prefix>:nodes}:presence:<node id>`: the channels where that node has added entries.
 //!   Registered before the node's first add in a channel (cached in the node, renewed every
 //!   [`REREGISTER`]), so a channel with an entry of the node is always in the node's set.
 //!
 //! Every node runs [`RedisEngine::reap_dead_nodes`] with its heartbeat. A node that owns
 //! entries but has no live entry in the node registry (its heartbeats stopped: killed, lost
-//! its network) is claimed by one survivor (`SET NX` with a TTL), which removes its entries
+//! its network) and registered no channel for [`GRACE`] (so a node that is just starting, whose
+//! first heartbeat may land after its first entries, is left alone) is claimed by one survivor (`SET NX` with a TTL), which removes its entries
 //! channel by channel, publishes a leave for each removed entry (every node then sends its
 //! subscribers the leave diffs), and forgets the node. A node that stops gracefully has no
 //! entries left, so its sets are forgotten without leaves. A node that was judged dead wrongly
@@ -39,24 +41,30 @@ const REREGISTER: Duration = Duration::from_secs(30);
 const REGISTERED_MAX: usize = 100_000;
 /// Entries removed per script call while reaping (keeps each call short on a big channel).
 const REAP_BATCH: usize = 1000;
+/// How long after its last channel registration a node missing from the registry is left
+/// alone: the registry's TTL (three heartbeats), so a starting node is never taken for dead.
+const GRACE: Duration = Duration::from_secs(15);
 /// How long a survivor's claim on a dead node lasts: another survivor retries after it if
 /// this one died while reaping.
 const CLAIM_TTL: Duration = Duration::from_secs(60);
 
-/// Registers a channel for a node. KEYS: owners set, the node's channels set. ARGV: node id,
+/// Registers a channel for a node. KEYS: owners hash, the node's channels set. ARGV: node id,
 /// channel.
 const REGISTER: &str = r"
-redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], now)
 redis.call('SADD', KEYS[2], ARGV[2])
 return 1
 ";
 
-/// Nodes that own presence but have no live registry entry. KEYS: registry hash, registry
-/// expiry zset, owners set. ARGV: the caller's node id.
+/// Nodes that own presence but have no live registry entry and registered nothing for the
+/// grace period. KEYS: registry hash, registry expiry zset, owners hash. ARGV: the caller's
+/// node id, grace ms.
 const DEAD: &str = r"
 local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  if id ~= ARGV[1] then
+local owners = redis.call('HGETALL', KEYS[3])
+for i = 1, #owners, 2 do
+  local id, at = owners[i], tonumber(owners[i + 1])
+  if id ~= ARGV[1] and now - at > tonumber(ARGV[2]) then
     local exp = redis.call('ZSCORE', KEYS[2], id)
     if not exp or tonumber(exp) <= now or redis.call('HEXISTS', KEYS[1], id) == 0 then
       out[#out + 1] = id
@@ -83,7 +91,7 @@ end
 return gone
 ";
 
-static REGISTER_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REGISTER));
+static REGISTER_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[NOW, REGISTER].concat()));
 static DEAD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[NOW, DEAD].concat()));
 static REAP_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&[NOW, PRESENCE_CLEAN, REAP].concat()));
@@ -183,7 +191,8 @@ impl RedisEngine {
             .key(&registry)
             .key(format!("{registry}:exp"))
             .key(&owners)
-            .arg(self_id);
+            .arg(self_id)
+            .arg(u64::try_from(GRACE.as_millis()).unwrap_or(u64::MAX));
         let mut conn = self.commands();
         let dead: Vec<String> = bounded(
             self.config().command_timeout,
@@ -235,7 +244,7 @@ impl RedisEngine {
             )
             .await?;
         }
-        let mut forget = redis::cmd("SREM");
+        let mut forget = redis::cmd("HDEL");
         forget.arg(&owners).arg(node);
         bounded(
             self.config().command_timeout,
