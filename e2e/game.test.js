@@ -1,6 +1,8 @@
 // The arena demo (/demo/game) in real headless Chromium against a real `kilat serve --dev`:
 // two players see each other move, and with `kilat demo bots` (separate processes on the Rust
-// client) in the room every player still arrives at about 20 updates a second.
+// client) in the room every player still arrives at about 20 updates a second. The player
+// count and list come from the subscription's member map (presence diffs): the bots' joins
+// raise it to 12 and their leaves, when their process ends, bring it back to 2.
 // Screenshots: target/e2e/game-*.png (desktop light, phone dark).
 
 import { describe, test } from 'node:test';
@@ -67,8 +69,15 @@ describe('game demo', { timeout: 120000 }, () => {
       }
       const best = Math.max(...rates.slice(1));
       assert.ok(best >= 18 && best <= 22, `updates/s per player: ${rates.join(', ')}`);
+      assert.equal(await ana.page.evaluate(() => window.kilatGame.members.size), 12, 'the member map holds the room');
       await screenshot(ana.page, 'game-desktop-light');
       await screenshot(bo.page, 'game-phone-dark');
+      // The bots' process ends: their leaves (not silence) take them off both lists.
+      bots.kill();
+      for (const p of [ana.page, bo.page]) {
+        await eventually(async () => Number(await p.textContent('#players')) === 2, { timeout: 20000, message: `${p.label}: the bots leave` });
+        assert.equal(await p.locator('#roster li').count(), 2, `${p.label}: two players listed`);
+      }
     } catch (err) {
       for (const { page } of opened) await screenshot(page, `game-FAILED-${page.label}`).catch(() => {});
       dumpLogs(...opened.map((o) => o.page));

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kilat_protocol::command::{
-    ChannelRequest, HistoryRequest, PublishRequest, RefreshRequest, RpcRequest, SubRefreshRequest,
+    ChannelRequest, HistoryRequest, PresenceRequest, PublishRequest, RefreshRequest, RpcRequest,
+    SubRefreshRequest,
 };
 use kilat_protocol::reply::{
     HistoryResult, PresenceResult, PresenceStatsResult, PublishResult, RefreshResult,
@@ -160,13 +161,42 @@ impl Client {
         expect_reply!(self.call(command).await?, Publish)
     }
 
-    /// Who is in `channel` now, by client id.
+    /// Who is in `channel` now, by client id: every page of [`Client::presence_page`], merged
+    /// (a member the server lists on two pages, which a shrinking Redis channel can cause,
+    /// appears once). The result's `cursor` is `None`.
     ///
     /// # Errors
     /// 403 when presence is not allowed, or a transport error.
     pub async fn presence(&self, channel: impl Into<String>) -> Result<PresenceResult> {
-        let command = Command::Presence(ChannelRequest {
+        let channel = channel.into();
+        let mut all = PresenceResult::default();
+        let mut cursor = None;
+        loop {
+            let page = self.presence_page(channel.clone(), cursor, None).await?;
+            all.clients.extend(page.clients);
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of who is in `channel`: at most `limit` members (`None`: the server's default,
+    /// 1000) from `cursor` (`None`: the first page; then the previous page's `cursor`). The
+    /// reply's `cursor` is `None` on the last page.
+    ///
+    /// # Errors
+    /// As [`Client::presence`]; 400 for a cursor the server did not hand out.
+    pub async fn presence_page(
+        &self,
+        channel: impl Into<String>,
+        cursor: Option<String>,
+        limit: Option<u32>,
+    ) -> Result<PresenceResult> {
+        let command = Command::Presence(PresenceRequest {
             channel: channel.into(),
+            cursor,
+            limit,
         });
         expect_reply!(self.call(command).await?, Presence)
     }

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use kilat_protocol::command::{
-    ChannelRequest, ConnectRequest, HistoryRequest, PublishRequest, RefreshRequest, RpcRequest,
-    SubRecovery, SubRefreshRequest, SubscribeRequest,
+    ChannelRequest, ConnectRequest, HistoryRequest, PresenceRequest, PublishRequest,
+    RefreshRequest, RpcRequest, SubRecovery, SubRefreshRequest, SubscribeRequest,
 };
 use kilat_protocol::reply::{
     ConnectResult, EmptyResult, PublishResult, RefreshResult, RpcResult, SubscribeResult,
@@ -455,11 +455,15 @@ impl Session {
         }))
     }
 
-    async fn presence(&mut self, request: ChannelRequest) -> Result<Reply, CoreError> {
+    async fn presence(&mut self, request: PresenceRequest) -> Result<Reply, CoreError> {
         let info = self.info()?;
         let ns = resolve(self.node.config(), &request.channel)?;
         check_presence(&ns, &request.channel, &info.user)?;
-        Ok(Reply::Presence(self.node.presence(&request.channel).await?))
+        Ok(Reply::Presence(
+            self.node
+                .presence_page(&request.channel, request.cursor.as_deref(), request.limit)
+                .await?,
+        ))
     }
 
     async fn presence_stats(&mut self, request: ChannelRequest) -> Result<Reply, CoreError> {

@@ -77,6 +77,10 @@ impl CoreError {
                     temporary: false,
                 };
             }
+            CoreError::Engine(EngineError::BadCursor) => (
+                ErrorCode::BAD_REQUEST,
+                "bad presence cursor: pass back the cursor of the previous reply".into(),
+            ),
             CoreError::Engine(error) => {
                 tracing::warn!(%error, source = ?std::error::Error::source(error), "engine error");
                 (ErrorCode::UNAVAILABLE, "engine unavailable".into())

@@ -437,4 +437,97 @@ pub async fn presence_conformance(store: Arc<dyn PresenceStore>) {
         (2, 1),
         "counted again"
     );
+    presence_paging(&*store).await;
+}
+
+/// Pages through a channel of 300 members, 7 at a time, while 150 others join between pages
+/// and 50 of the joiners leave again: every original member comes exactly once, nothing
+/// comes that was never there, and the last page says so with an empty cursor. Then a byte
+/// budget smaller than one entry still makes progress, one small batch at a time. Client ids
+/// are as long as the server's UUIDs (a Redis hash of short entries is scanned whole).
+async fn presence_paging(store: &dyn PresenceStore) {
+    const PAD: &str = "-0000-4000-8000-000000000000";
+    let ch = channel("paging");
+    let ttl = Duration::from_secs(60);
+    let empty = store.page(&ch, "", 10, 1 << 20).await.expect("page");
+    assert!(
+        empty.entries.is_empty() && empty.cursor.is_empty(),
+        "an empty channel is one empty last page"
+    );
+    for i in 0..300 {
+        let user = format!("user-{:06}", i % 40);
+        store
+            .add(&ch, info(&format!("m{i:07}{PAD}"), &user), ttl)
+            .await
+            .expect("add");
+    }
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut cursor = String::new();
+    let mut joined = 0;
+    let mut pages = 0;
+    loop {
+        let page = store.page(&ch, &cursor, 7, 1 << 20).await.expect("page");
+        pages += 1;
+        assert!(pages < 1000, "paging does not end");
+        for entry in page.entries {
+            *seen.entry(entry.client).or_default() += 1;
+        }
+        // Concurrent joins (new ids sort before, among and after the others), and leaves of
+        // some of those joiners.
+        for _ in 0..3 {
+            if joined < 150 {
+                let id = format!("j{joined:07}{PAD}");
+                store
+                    .add(&ch, info(&id, "late-joiner"), ttl)
+                    .await
+                    .expect("add");
+                if joined % 3 == 0 {
+                    store.remove(&ch, &id).await.expect("remove");
+                }
+                joined += 1;
+            }
+        }
+        if page.cursor.is_empty() {
+            break;
+        }
+        cursor = page.cursor;
+    }
+    for i in 0..300 {
+        let id = format!("m{i:07}{PAD}");
+        assert_eq!(
+            seen.get(&id).copied(),
+            Some(1),
+            "{id}, present throughout, on exactly one page"
+        );
+    }
+    assert!(
+        seen.keys()
+            .all(|id| id.starts_with('m') || id.starts_with('j')),
+        "only members that were there"
+    );
+    assert!(
+        pages > 300 / 7 / 2,
+        "pages of a few entries, not one reply: {pages}"
+    );
+
+    // A budget below one entry's size: each page still holds at least one entry.
+    let mut cursor = String::new();
+    let mut total = 0;
+    let mut pages = 0;
+    loop {
+        let page = store.page(&ch, &cursor, 1000, 1).await.expect("page");
+        assert!(!page.entries.is_empty(), "every page makes progress");
+        pages += 1;
+        total += page.entries.len();
+        if page.cursor.is_empty() {
+            break;
+        }
+        cursor = page.cursor;
+    }
+    let stats = store.stats(&ch).await.expect("stats");
+    assert!(
+        total >= stats.num_clients as usize && pages > 1,
+        "a tight byte budget pages through all {} in small pages ({pages} pages, {total} entries)",
+        stats.num_clients
+    );
 }

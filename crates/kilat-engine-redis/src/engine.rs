@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kilat_core::engine::{
     BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave, Latest,
-    PresenceStats, PresenceStore, PublishOptions, shard_of,
+    PresencePage, PresenceStats, PresenceStore, PublishOptions, shard_of,
 };
 use kilat_core::new_epoch;
 use kilat_protocol::{ClientInfo, Publication, StreamPosition};
@@ -20,9 +20,10 @@ use crate::config::RedisConfig;
 use crate::conn::Conn;
 use crate::error::{RedisEngineError, bounded};
 use crate::keys::ChannelKeys;
+use crate::owners::{OwnerSlot, owned_key};
 use crate::pubsub::{HandlerSlot, Shard, ShardTask};
 use crate::scripts::{
-    HISTORY_SCRIPT, LATEST_SCRIPT, PRESENCE_ADD_SCRIPT, PRESENCE_LIST_SCRIPT,
+    HISTORY_SCRIPT, LATEST_SCRIPT, PRESENCE_ADD_SCRIPT, PRESENCE_LIST_SCRIPT, PRESENCE_PAGE_SCRIPT,
     PRESENCE_REMOVE_SCRIPT, PRESENCE_STATS_SCRIPT, PUBLISH_LATEST_SCRIPT, PUBLISH_SCRIPT,
 };
 
@@ -44,6 +45,8 @@ pub struct RedisEngine {
     pub(crate) cluster_inbox: InboxSlot,
     /// The pub/sub tasks, aborted on drop.
     tasks: Vec<JoinHandle<()>>,
+    /// The node owning this engine's presence entries (see `owners.rs`).
+    pub(crate) owners: OwnerSlot,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -132,6 +135,7 @@ impl RedisEngine {
             handler,
             cluster_inbox: InboxSlot::default(),
             tasks,
+            owners: OwnerSlot::default(),
         })
     }
 
@@ -164,6 +168,7 @@ impl RedisEngine {
             handler,
             cluster_inbox,
             tasks: Vec::new(),
+            owners: OwnerSlot::default(),
         })
     }
 
@@ -383,12 +388,18 @@ impl RedisEngine {
         ttl: Duration,
     ) -> Result<(), RedisEngineError> {
         let keys = self.keys(channel);
+        // The channel is in the owning node's set before its entry exists (`owners.rs`).
+        self.register_owned_channel(channel).await?;
         let mut conn = self.commands.clone();
         let mut invocation = PRESENCE_ADD_SCRIPT.prepare_invoke();
         invocation
             .key(&keys.presence)
             .key(&keys.presence_expiry)
-            .key(&keys.presence_users)
+            .key(&keys.presence_users);
+        if let Some(node) = self.owners.node() {
+            invocation.key(owned_key(&keys.presence, node));
+        }
+        invocation
             .arg(&info.client)
             .arg(serde_json::to_string(info)?)
             .arg(millis(ttl))
@@ -408,8 +419,11 @@ impl RedisEngine {
         invocation
             .key(&keys.presence)
             .key(&keys.presence_expiry)
-            .key(&keys.presence_users)
-            .arg(client);
+            .key(&keys.presence_users);
+        if let Some(node) = self.owners.node() {
+            invocation.key(owned_key(&keys.presence, node));
+        }
+        invocation.arg(client);
         bounded(
             self.config.command_timeout,
             invocation.invoke_async::<i64>(&mut conn),
@@ -435,6 +449,38 @@ impl RedisEngine {
             .iter()
             .map(|e| serde_json::from_str(e).map_err(RedisEngineError::from))
             .collect()
+    }
+
+    async fn presence_page(
+        &self,
+        channel: &str,
+        scan: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<PresencePage, RedisEngineError> {
+        let keys = self.keys(channel);
+        let mut conn = self.commands.clone();
+        let mut invocation = PRESENCE_PAGE_SCRIPT.prepare_invoke();
+        invocation
+            .key(&keys.presence)
+            .key(&keys.presence_expiry)
+            .key(&keys.presence_users)
+            .arg(scan)
+            .arg(limit.max(1))
+            .arg(max_bytes);
+        let (next, entries): (String, Vec<String>) = bounded(
+            self.config.command_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        let entries = entries
+            .iter()
+            .map(|e| serde_json::from_str(e).map_err(RedisEngineError::from))
+            .collect::<Result<Vec<ClientInfo>, _>>()?;
+        Ok(PresencePage {
+            entries,
+            cursor: if next == "0" { String::new() } else { next },
+        })
     }
 
     async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, RedisEngineError> {
@@ -592,5 +638,25 @@ impl PresenceStore for RedisEngine {
 
     fn stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<PresenceStats, EngineError>> {
         Box::pin(async move { Ok(self.presence_stats(channel).await?) })
+    }
+
+    fn page<'a>(
+        &'a self,
+        channel: &'a str,
+        cursor: &'a str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<PresencePage, EngineError>> {
+        Box::pin(async move {
+            // The cursor is HSCAN's, in decimal; anything else never came from here.
+            let scan: u64 = if cursor.is_empty() {
+                0
+            } else if cursor.len() <= 20 && cursor.bytes().all(|b| b.is_ascii_digit()) {
+                cursor.parse().map_err(|_| EngineError::BadCursor)?
+            } else {
+                return Err(EngineError::BadCursor);
+            };
+            Ok(self.presence_page(channel, scan, limit, max_bytes).await?)
+        })
     }
 }

@@ -103,6 +103,7 @@ mod engine;
 pub mod error;
 mod inbox;
 mod keys;
+mod owners;
 mod pubsub;
 mod registry;
 mod scripts;

@@ -105,4 +105,11 @@ impl NodeRegistry for RedisEngine {
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<RawJson>, EngineError>> {
         Box::pin(async move { Ok(RedisEngine::nodes(self).await?) })
     }
+
+    fn reap_dead_nodes<'a>(
+        &'a self,
+        node_id: &'a str,
+    ) -> BoxFuture<'a, Result<usize, EngineError>> {
+        Box::pin(async move { Ok(RedisEngine::reap_dead_nodes(self, node_id).await?) })
+    }
 }

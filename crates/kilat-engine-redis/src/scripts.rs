@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// `now`: Redis time in ms.
-const NOW: &str = r"
+pub(crate) const NOW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
@@ -169,7 +169,7 @@ return {epoch, top, out}
 /// Drop expired presence entries (and, with a third key, their users' counts).
 ///
 /// KEYS: presence hash, expiry zset, users hash (channels only: user -> entries).
-const PRESENCE_CLEAN: &str = r"
+pub(crate) const PRESENCE_CLEAN: &str = r"
 local h, z, u = KEYS[1], KEYS[2], KEYS[3]
 local function forget_user(v)
   if not u or not v then return end
@@ -186,12 +186,14 @@ end
 if #dead > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', now) end
 ";
 
-/// Add or refresh a presence entry. KEYS: hash, zset, users hash (channels only). ARGV: client,
-/// info JSON, TTL ms, user (channels only).
+/// Add or refresh a presence entry. KEYS: hash, zset, users hash (channels only), the owning
+/// node's client set (when the engine has an owner, `owners.rs`). ARGV: client, info JSON,
+/// TTL ms, user (channels only).
 const PRESENCE_ADD: &str = r"
 local ttl = tonumber(ARGV[3])
 local old = u and redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if KEYS[4] then redis.call('SADD', KEYS[4], ARGV[1]) end
 if u then
   forget_user(old or nil)
   redis.call('HINCRBY', u, ARGV[4], 1)
@@ -204,9 +206,11 @@ end
 return 1
 ";
 
-/// Remove an entry. KEYS: hash, zset, users hash (channels only). ARGV: client.
+/// Remove an entry. KEYS: hash, zset, users hash (channels only), the owning node's client set
+/// (when the engine has an owner). ARGV: client.
 const PRESENCE_REMOVE: &str = r"
 if u then forget_user(redis.call('HGET', KEYS[1], ARGV[1]) or nil) end
+if KEYS[4] then redis.call('SREM', KEYS[4], ARGV[1]) end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
@@ -215,6 +219,30 @@ return 1
 /// Unexpired entries. KEYS: hash, zset. Returns the ClientInfo JSONs.
 const PRESENCE_LIST: &str = r"
 return redis.call('HVALS', KEYS[1])
+";
+
+/// One page of entries. KEYS: hash, zset, users hash. ARGV: HSCAN cursor, most entries, most
+/// bytes (of entry JSON) beyond the first batch. Returns `{next cursor ("0": done), entries}`.
+///
+/// Whole HSCAN batches only (a batch cannot be resumed half-way): a batch that would pass the
+/// entry or byte limit is left for the next page, which starts at its cursor. HSCAN returns
+/// every entry present throughout the scan, once while the hash only grows (its cursor walks
+/// buckets in reverse-bit order, which growing keeps); a hash that shrinks meanwhile may repeat
+/// some. A compact (listpack) hash, at most 512 entries of at most 64 bytes by Redis's defaults
+/// (32 KiB), comes whole in one batch.
+const PRESENCE_PAGE: &str = r"
+local cursor, limit, budget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out, bytes = {}, 0
+repeat
+  local r = redis.call('HSCAN', h, cursor, 'COUNT', math.min(limit - #out, 100))
+  local items, size = r[2], 0
+  for i = 2, #items, 2 do size = size + #items[i] end
+  if #out > 0 and (#out + #items / 2 > limit or bytes + size > budget) then break end
+  for i = 2, #items, 2 do out[#out + 1] = items[i] end
+  bytes = bytes + size
+  cursor = r[1]
+until cursor == '0' or #out >= limit
+return {cursor, out}
 ";
 
 /// Counts. KEYS: hash, zset, users hash. Returns `{clients, users}`: two lengths, O(1) after
@@ -252,6 +280,9 @@ pub(crate) static PRESENCE_REMOVE_SCRIPT: LazyLock<Script> =
 /// See [`PRESENCE_LIST`].
 pub(crate) static PRESENCE_LIST_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_LIST]));
+/// See [`PRESENCE_PAGE`].
+pub(crate) static PRESENCE_PAGE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_PAGE]));
 /// See [`PRESENCE_STATS`].
 pub(crate) static PRESENCE_STATS_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_STATS]));

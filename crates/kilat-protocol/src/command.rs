@@ -167,6 +167,20 @@ pub struct HistoryRequest {
     pub reverse: bool,
 }
 
+/// `presence` params: a channel and, for big channels, a page of its members.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PresenceRequest {
+    /// The channel.
+    pub channel: String,
+    /// Where this page starts: the `cursor` of the previous page's reply (absent: the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Most members in this page (absent: the server's default page size; clamped to its
+    /// maximum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
 /// `rpc` params.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RpcRequest {
@@ -215,7 +229,7 @@ pub enum Command {
     /// `publish`
     Publish(PublishRequest),
     /// `presence`
-    Presence(ChannelRequest),
+    Presence(PresenceRequest),
     /// `presence_stats`
     PresenceStats(ChannelRequest),
     /// `history`

@@ -86,8 +86,12 @@ pub struct PresenceEntry {
 /// `presence` result.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PresenceResult {
-    /// Present connections by client id.
+    /// Present connections by client id (one page of them).
     pub clients: BTreeMap<String, PresenceEntry>,
+    /// Where the next page starts (pass it back as the request's `cursor`); absent on the last
+    /// page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// `presence_stats` result.

@@ -207,8 +207,13 @@ pub(crate) async fn run(state: &AppState, method: &str, bytes: axum::body::Bytes
             .await
         }
         "presence" => {
-            with(&bytes, |r: ChannelRequest| async move {
-                to_value(state.node.presence(&r.channel).await?)
+            with(&bytes, |r: PresencePageRequest| async move {
+                to_value(
+                    state
+                        .node
+                        .presence_page(&r.channel, r.cursor.as_deref(), r.limit)
+                        .await?,
+                )
             })
             .await
         }
@@ -324,6 +329,16 @@ struct Empty {}
 #[derive(Deserialize)]
 struct ChannelRequest {
     channel: String,
+}
+
+/// `presence`: a channel and, for big channels, a page (as the client protocol's `presence`).
+#[derive(Deserialize)]
+struct PresencePageRequest {
+    channel: String,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
 }
 
 #[derive(Deserialize)]

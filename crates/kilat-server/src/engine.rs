@@ -72,13 +72,16 @@ pub(crate) async fn start(
             let engine = Arc::new(kilat_engine_redis::RedisEngine::connect(config.redis()).await?);
             tracing::info!(redis = %config.redis_target(), "connected to Redis");
             let (broker, presence) = wrap("redis", engine.clone(), engine.clone());
+            let node = Node::with_engine(node, broker, presence);
+            // Entries this node adds are its own, so survivors remove them if it dies.
+            engine.set_presence_owner(node.id());
             let cluster = Cluster {
                 registry: engine.clone(),
                 inbox: engine,
                 engine: "redis",
                 shared: true,
             };
-            Ok((Node::with_engine(node, broker, presence), cluster))
+            Ok((node, cluster))
         }
     }
 }

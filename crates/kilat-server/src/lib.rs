@@ -389,6 +389,7 @@ pub async fn run(
     log_origins(&config, &state.origins);
     if cluster.shared {
         tokio::spawn(heartbeat(cluster.registry.clone(), state.clone()));
+        tokio::spawn(reap_dead_nodes(cluster.registry.clone(), state.clone()));
         // Emulation POSTs that land on another node come here through the engine.
         match cluster.inbox.open(node.id()).await {
             Ok(inbox) => {
@@ -617,6 +618,20 @@ pub(crate) async fn publish_heartbeat(
         .await
     {
         tracing::warn!(error = %error_chain(&error), "node registry heartbeat failed");
+    }
+}
+
+/// Removes the presence of nodes that died, with a leave for each member: a dead node is out
+/// of the registry within `HEARTBEAT * 3`, and the first survivor to tick after that removes
+/// its members (docs/protocol.md, presence). A task of its own, so a big removal never delays
+/// this node's heartbeat.
+async fn reap_dead_nodes(registry: Arc<dyn kilat_core::NodeRegistry>, state: AppState) {
+    let mut ticker = tokio::time::interval(HEARTBEAT);
+    while !state.draining.load(Ordering::SeqCst) {
+        ticker.tick().await;
+        if let Err(error) = registry.reap_dead_nodes(state.node.id()).await {
+            tracing::warn!(error = %error_chain(&error), "removing a dead node's presence failed");
+        }
     }
 }
 

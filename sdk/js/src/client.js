@@ -8,6 +8,7 @@ import { reconnectDelay, ttlDelay } from './backoff.js';
 import { createTransport, resolveEndpoints, TRANSPORTS } from './transports.js';
 import { createSubscription } from './subscription.js';
 import { VERSION } from './version.js';
+import { presenceAll, presencePage } from './presence.js';
 import { ServerSubscriptions, publicationContext } from './server-subs.js';
 
 /** @typedef {'disconnected' | 'connecting' | 'connected'} State */
@@ -219,8 +220,18 @@ export class Kilat extends EventEmitter {
     return this._call('publish', { channel, data });
   }
 
+  /** Every member of `channel`, all pages merged: `{clients}`. */
   presence(channel) {
-    return this._call('presence', { channel });
+    return presenceAll((method, params) => this._call(method, params), channel);
+  }
+
+  /**
+   * One page of `channel`'s members: `{clients, cursor?}` (pass `cursor` back for the next).
+   * @param {string} channel
+   * @param {{cursor?: string, limit?: number}} [opts]
+   */
+  presencePage(channel, opts) {
+    return presencePage((method, params) => this._call(method, params), channel, opts);
   }
 
   presenceStats(channel) {

@@ -230,6 +230,18 @@ export interface PresenceResult {
   clients: Record<string, { user: string; info?: unknown }>;
 }
 
+/** One page of a channel's members; `cursor` (absent on the last page) asks for the next. */
+export interface PresencePage extends PresenceResult {
+  cursor?: string;
+}
+
+export interface PresencePageOptions {
+  /** The previous page's `cursor` (absent: the first page). */
+  cursor?: string;
+  /** Most members in the page (server default 1000, at most 5000). */
+  limit?: number;
+}
+
 export interface PresenceStatsResult {
   num_clients: number;
   num_users: number;
@@ -256,7 +268,9 @@ export class Kilat extends EventEmitter<ClientEvents> {
   removeSubscription(sub: Subscription): void;
   subscriptions(): Record<string, Subscription>;
   publish(channel: string, data: unknown): Promise<PublishResult>;
+  /** Every member, all pages merged. */
   presence(channel: string): Promise<PresenceResult>;
+  presencePage(channel: string, options?: PresencePageOptions): Promise<PresencePage>;
   presenceStats(channel: string): Promise<PresenceStatsResult>;
   history<T = any>(channel: string, options?: HistoryOptions): Promise<HistoryResult<T>>;
   rpc<T = any>(method: string, data?: unknown): Promise<RpcResult<T>>;
@@ -279,7 +293,9 @@ export class Subscription extends EventEmitter<SubscriptionEvents> {
   unsubscribe(): void;
   ready(timeout?: number): Promise<void>;
   publish(data: unknown): Promise<PublishResult>;
+  /** Every member, all pages merged. */
   presence(): Promise<PresenceResult>;
+  presencePage(options?: PresencePageOptions): Promise<PresencePage>;
   presenceStats(): Promise<PresenceStatsResult>;
   /** Loads the current member list into `members`; joins and leaves meanwhile win. */
   syncMembers(): Promise<Map<string, ClientInfo>>;

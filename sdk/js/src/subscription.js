@@ -5,6 +5,7 @@ import { DisconnectCode, ErrorCode, KilatError } from './errors.js';
 import { backoff, ttlDelay } from './backoff.js';
 import { publicationContext } from './server-subs.js';
 import { historyParams } from './codec.js';
+import { presenceAll, presencePage } from './presence.js';
 
 /**
  * All a Subscription uses of its client, built by the client (`Kilat`); the subscription never
@@ -149,8 +150,17 @@ export class Subscription extends EventEmitter {
     return this._link.call('publish', { channel: this.channel, data });
   }
 
+  /** Every member of the channel, all pages merged: `{clients}`. */
   presence() {
-    return this._link.call('presence', { channel: this.channel });
+    return presenceAll((method, params) => this._link.call(method, params), this.channel);
+  }
+
+  /**
+   * One page of the channel's members: `{clients, cursor?}`.
+   * @param {{cursor?: string, limit?: number}} [opts]
+   */
+  presencePage(opts) {
+    return presencePage((method, params) => this._link.call(method, params), this.channel, opts);
   }
 
   /**

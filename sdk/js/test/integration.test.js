@@ -168,6 +168,32 @@ describe('kilat server (websocket)', { skip: skip ?? false }, () => {
     await until(() => !lateSub.members.has(others[6].clientId), 5000, 'the leave reaches the late member map');
   });
 
+  test('presence pages: 3 members at a time while others join, every member once; presence() merges every page', async () => {
+    const ch = channel();
+    const members = await Promise.all(Array.from({ length: 10 }, () => connected()));
+    await Promise.all(members.map((c) => subscribed(c, ch)));
+    const seen = new Map();
+    let cursor;
+    let pages = 0;
+    const late = [];
+    do {
+      const page = await members[0].presencePage(ch, { cursor, limit: 3 });
+      pages += 1;
+      assert.ok(Object.keys(page.clients).length <= 3, 'at most the limit');
+      for (const id of Object.keys(page.clients)) seen.set(id, (seen.get(id) ?? 0) + 1);
+      // a join between pages
+      const c = await connected();
+      await subscribed(c, ch);
+      late.push(c.clientId);
+      cursor = page.cursor;
+    } while (cursor);
+    assert.ok(pages >= 4, `10 members in pages of 3: ${pages} pages`);
+    for (const c of members) assert.equal(seen.get(c.clientId), 1, `${c.clientId} once`);
+    const all = await members[0].presence(ch);
+    assert.deepEqual(Object.keys(all.clients).sort(), [...members.map((c) => c.clientId), ...late].sort());
+    await assert.rejects(members[0].presencePage(ch, { cursor: 'x'.repeat(300) }), (e) => e instanceof KilatError && e.code === 400);
+  });
+
   test('history: limit, since, reverse, limit 0', async () => {
     const ch = channel();
     const c = await connected();

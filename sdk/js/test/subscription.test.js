@@ -238,9 +238,25 @@ test('join and leave events; sub.publish/presence/history go to the channel', as
   assert.deepEqual(await join, { channel: 'room', info: { client: 'c9', user: 'u9' } });
   assert.deepEqual((await leave).info.user, 'u9');
   assert.deepEqual(await sub.publish({ t: 1 }), { echo: { channel: 'room', data: { t: 1 } } });
-  assert.deepEqual(await sub.presence(), { echo: { channel: 'room' } });
+  assert.deepEqual(await sub.presencePage({ cursor: 'k1', limit: 5 }), { echo: { channel: 'room', cursor: 'k1', limit: 5 } });
   assert.deepEqual(await sub.presenceStats(), { echo: { channel: 'room' } });
   assert.deepEqual(await sub.history({ limit: 2 }), { echo: { channel: 'room', limit: 2 } });
+});
+
+test('presence() walks every page with the cursor and merges them', async (t) => {
+  const pages = { '': { clients: { a: { user: 'u' }, b: { user: 'u' } }, cursor: 'p2' }, p2: { clients: { b: { user: 'u' }, c: { user: 'v' } } } };
+  const asked = [];
+  const { client } = await setup(t, scripted({
+    onOther: (f, s) => {
+      asked.push(f.presence);
+      s.push({ id: f.id, presence: pages[f.presence.cursor ?? ''] });
+    },
+  }));
+  const sub = client.newSubscription('room');
+  sub.subscribe();
+  await sub.ready(1000);
+  assert.deepEqual(await sub.presence(), { clients: { a: { user: 'u' }, b: { user: 'u' }, c: { user: 'v' } } });
+  assert.deepEqual(asked, [{ channel: 'room' }, { channel: 'room', cursor: 'p2' }]);
 });
 
 test('presence_diff: one event per change in order, members kept; syncMembers lets newer diffs win', async (t) => {

@@ -1,7 +1,9 @@
 // kilat arena demo: every player publishes its state 20 times a second into `game:<room>`
 // (dev mode's `game` namespace: conflate_key = "player", latest = true), so per-key conflation
 // keeps every player current and a joiner sees everyone at once. Remote players are drawn
-// 100 ms in the past, interpolated between their last two states. Only the public SDK is used.
+// 100 ms in the past, interpolated between their last two states. Who is in the room (the
+// player count and list) is the subscription's member map, kept from presence diffs: loaded
+// once with syncMembers(), then every join and leave. Only the public SDK is used.
 import { Kilat } from '/sdk/kilat.js';
 
 const W = 800, H = 600, R = 14, SPEED = 220, TICK = 50, DELAY = 100;
@@ -18,13 +20,14 @@ let target = null;
 let updates = 0;
 const shots = []; // {x, y, a, until}
 
-function remote(data) {
+/** `client` is the publisher's connection id, set by the server on client publications. */
+function remote(data, client) {
   if (!data || typeof data.player !== 'string' || data.player === me.player) return;
   if (typeof data.x !== 'number' || typeof data.y !== 'number') return;
   let o = others.get(data.player);
   if (!o) { o = { states: [], lastShot: data.shot ?? 0 }; others.set(data.player, o); }
   o.name = String(data.name ?? data.player).slice(0, 24);
-  o.client = typeof data.client === "string" ? data.client : null;
+  o.client = typeof client === 'string' ? client : null;
   o.score = Number(data.score) || 0;
   o.states.push({ x: data.x, y: data.y, t: performance.now() });
   if (o.states.length > 3) o.states.shift();
@@ -107,6 +110,7 @@ function frame(now) {
     ctx.fillStyle = dark ? '#e8e9f4' : '#1b1d2e'; ctx.fillText(name, p.x, p.y - R - 4);
   };
   for (const [id, o] of others) {
+    if (!present(o)) continue;
     const hue = ([...id].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 7) * 137) % 360;
     draw(positionOf(o, now), o.name, `hsl(${hue} 65% 55%)`);
   }
@@ -121,37 +125,58 @@ function frame(now) {
 }
 requestAnimationFrame(frame);
 
+/** Whether the player of state `o` is in the room (by the member map, once it is loaded). */
+function present(o) {
+  return !synced || (o.client !== null && sub.members.has(o.client));
+}
+
 function roster() {
-  $('players').textContent = String(others.size + 1);
-  const rows = [[me.name + ' (you)', me.score], ...[...others.values()].map((o) => [o.name, o.score])]
-    .sort((a, b) => b[1] - a[1]).slice(0, 30);
-  $('roster').replaceChildren(...rows.map(([n, sc]) => { const li = document.createElement('li'); li.textContent = `${n} · ${sc}`; return li; }));
+  // Above the namespace's presence_diff_max the server sends counts instead of changes.
+  const count = crowd ?? (synced ? sub.members.size : others.size + 1);
+  $('players').textContent = String(count);
+  const byClient = new Map([...others.values()].filter((o) => o.client).map((o) => [o.client, o]));
+  const rows = synced
+    ? [...sub.members.values()].map((m) => {
+      if (m.client === client.clientId) return [me.name + ' (you)', me.score];
+      const o = byClient.get(m.client);
+      return [o?.name ?? 'joining…', o?.score ?? 0];
+    })
+    : [[me.name + ' (you)', me.score], ...[...others.values()].map((o) => [o.name, o.score])];
+  rows.sort((a, b) => b[1] - a[1]);
+  $('roster').replaceChildren(...rows.slice(0, 30).map(([n, sc]) => { const li = document.createElement('li'); li.textContent = `${n} · ${sc}`; return li; }));
 }
 
 const client = new Kilat(location.origin, { name: 'game-demo' });
 client.on('state', (c) => { $('status').textContent = c.newState === 'connected' ? 'live' : c.newState; });
 const channel = `game:${room}`;
 const sub = client.newSubscription(channel, { joinLeave: true, recoverable: false });
-sub.on('publication', (c) => remote(c.data));
+let synced = false;
+let crowd = null;
+sub.on('publication', (c) => remote(c.data, c.info?.client));
+// The member map follows every join and leave (presence diffs); a (re)subscribe loads it.
+sub.on('subscribed', () => {
+  sub.syncMembers().then(() => { synced = true; roster(); }).catch(() => {});
+});
+sub.on('join', () => roster());
 sub.on('leave', (c) => {
-  // A leave carries the client id; players are keyed by our own id, so match on the client.
+  // A leave carries the client id; players are keyed by their own id, so match on the client.
   for (const [id, o] of others) if (o.client === c.info?.client) others.delete(id);
   roster();
 });
+sub.on('count', (c) => { crowd = c.num_clients; roster(); });
 sub.subscribe();
 client.connect();
-// 20 states a second; the client id rides along so a leave can remove the right player.
+// 20 states a second (the server adds our client id as the publication's info).
 setInterval(() => {
   if (client.state !== 'connected') return;
-  client.publish(channel, { player: me.player, name: me.name, x: Math.round(me.x), y: Math.round(me.y), score: me.score, shot: me.shot, aim: Number(me.aim.toFixed(2)), client: client.clientId }).catch(() => {});
+  client.publish(channel, { player: me.player, name: me.name, x: Math.round(me.x), y: Math.round(me.y), score: me.score, shot: me.shot, aim: Number(me.aim.toFixed(2)) }).catch(() => {});
 }, TICK);
 setInterval(() => {
-  // updates/s per remote player, over the last second; players silent for 3 s are gone
-  const n = others.size;
+  // updates/s per remote player, over the last second (players who left are gone with
+  // their leave, so they do not dilute it)
+  const n = [...others.values()].filter(present).length;
   $('rate').textContent = n ? (updates / n).toFixed(1) : '0';
   updates = 0;
-  const now = performance.now();
-  for (const [id, o] of others) if (now - o.states[o.states.length - 1].t > 3000) others.delete(id);
   roster();
 }, 1000);
-window.kilatGame = { me, others };
+window.kilatGame = { me, others, members: sub.members };

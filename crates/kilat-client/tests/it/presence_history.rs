@@ -117,6 +117,52 @@ async fn presence_lists_subscribers() {
 }
 
 #[tokio::test]
+async fn presence_pages_list_every_member_once_and_presence_merges_them() {
+    let server = TestServer::start().await;
+    let mut ids = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..7 {
+        let (client, mut events) = connect(server.url()).await;
+        ids.push(connected(&mut events).await);
+        client
+            .subscribe("room", SubscribeOptions::default())
+            .await
+            .expect("subscribe");
+        clients.push((client, events));
+    }
+    let asker = &clients[0].0;
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = asker
+            .presence_page("room", cursor, Some(2))
+            .await
+            .expect("page");
+        pages += 1;
+        assert!(page.clients.len() <= 2, "at most the limit");
+        seen.extend(page.clients.into_keys());
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 4, "7 members in pages of 2");
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids, "every member once");
+    let mut all: Vec<_> = asker
+        .presence("room")
+        .await
+        .expect("presence")
+        .clients
+        .into_keys()
+        .collect();
+    all.sort();
+    assert_eq!(all, ids);
+}
+
+#[tokio::test]
 async fn join_and_leave_reach_subscribers_who_asked() {
     let server = TestServer::start().await;
     let (watcher, mut events) = connect(server.url()).await;

@@ -6,7 +6,8 @@
 //! order is offset order and no publication can slip between a history read and the live
 //! stream. Time is `tokio::time::Instant`, so tests drive TTLs with a paused clock.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use tokio::time::Instant;
 use super::shard_of;
 use super::{
     BoxFuture, Broker, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave, Latest,
-    NodeInbox, NodeRegistry, PresenceStats, PresenceStore, PublishOptions,
+    NodeInbox, NodeRegistry, PresencePage, PresenceStats, PresenceStore, PublishOptions,
+    presence_entry_len,
 };
 use crate::util::{lock, new_epoch};
 
@@ -299,8 +301,9 @@ impl Broker for MemoryBroker {
 
 /// One client's presence entry in a channel, with its expiry.
 ///
-/// Hashed and compared by client id (and found by it through `Borrow<str>`), so the id is held
-/// once, inside the info, instead of again as a map key: this is memory per subscriber.
+/// Ordered and compared by client id (and found by it through `Borrow<str>`), so the id is held
+/// once, inside the info, instead of again as a map key: this is memory per subscriber. The
+/// order is what pages follow: a page's cursor is the last client id it returned.
 #[derive(Debug)]
 struct Present {
     info: ClientInfo,
@@ -315,9 +318,15 @@ impl PartialEq for Present {
 
 impl Eq for Present {}
 
-impl std::hash::Hash for Present {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.info.client.as_str().hash(state);
+impl PartialOrd for Present {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Present {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.info.client.cmp(&other.info.client)
     }
 }
 
@@ -327,8 +336,87 @@ impl std::borrow::Borrow<str> for Present {
     }
 }
 
-/// Presence entries of one channel, by client id.
-type ChannelPresence = HashSet<Present>;
+/// Presence of one channel: the entries by client id, and the counts kept with every add and
+/// remove so [`PresenceStore::stats`] is two lengths.
+#[derive(Debug)]
+struct ChannelPresence {
+    /// Entries ordered by client id (pages walk this order).
+    entries: BTreeSet<Present>,
+    /// Entries per user id (a user's last entry leaving removes the user).
+    users: HashMap<Box<str>, u32>,
+    /// No entry expires before this (a lower bound: refreshes do not raise it). Until then a
+    /// read skips the sweep, so reads are O(1) (stats) or O(page) (page); a sweep recomputes
+    /// it from the entries, so with live sessions refreshing on every ping a channel is swept
+    /// about once per `presence_ttl` minus the ping interval, not per read.
+    earliest: Instant,
+}
+
+impl ChannelPresence {
+    fn new(now: Instant) -> Self {
+        ChannelPresence {
+            entries: BTreeSet::new(),
+            users: HashMap::new(),
+            earliest: now,
+        }
+    }
+
+    fn forget_user(&mut self, user: &str) {
+        if let Some(n) = self.users.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                self.users.remove(user);
+            }
+        }
+    }
+
+    fn insert(&mut self, present: Present) {
+        self.earliest = self.earliest.min(present.expires);
+        let user = present.info.user.as_str();
+        match self.users.get_mut(user) {
+            Some(n) => *n += 1,
+            None => {
+                self.users.insert(user.into(), 1);
+            }
+        }
+        if let Some(old) = self.entries.replace(present) {
+            self.forget_user(&old.info.user);
+        }
+    }
+
+    fn remove(&mut self, client: &str) {
+        if let Some(old) = self.entries.take(client) {
+            self.forget_user(&old.info.user);
+        }
+    }
+
+    /// Drops the expired entries, when any can be expired.
+    fn sweep(&mut self, now: Instant) {
+        if now < self.earliest {
+            return;
+        }
+        let mut earliest = None::<Instant>;
+        let mut dead = Vec::new();
+        for entry in &self.entries {
+            if entry.expires <= now {
+                dead.push(entry.info.client.clone());
+            } else {
+                earliest = Some(earliest.map_or(entry.expires, |e| e.min(entry.expires)));
+            }
+        }
+        for client in dead {
+            self.remove(&client);
+        }
+        // Nothing left: the channel is removed by the caller; any future add lowers it.
+        self.earliest = earliest.unwrap_or(now + Duration::from_secs(3600));
+    }
+
+    fn stats(&self) -> PresenceStats {
+        PresenceStats {
+            num_clients: u32::try_from(self.entries.len()).unwrap_or(u32::MAX),
+            num_users: u32::try_from(self.users.len()).unwrap_or(u32::MAX),
+        }
+    }
+}
 
 /// Single-node presence in memory.
 #[derive(Debug)]
@@ -355,19 +443,20 @@ impl MemoryPresence {
         &self.shards[shard_of(channel, self.shards.len())]
     }
 
-    /// Unexpired entries of `channel`, dropping the expired ones.
-    fn live(&self, channel: &str) -> Vec<ClientInfo> {
+    /// Runs `f` on `channel`'s presence after sweeping its expired entries (`None` when the
+    /// channel has none), and forgets the channel if it is left empty.
+    fn with_live<T>(&self, channel: &str, f: impl FnOnce(Option<&ChannelPresence>) -> T) -> T {
         let now = Instant::now();
         let mut map = lock(self.shard(channel));
-        let Some(entries) = map.get_mut(channel) else {
-            return Vec::new();
+        let Some(presence) = map.get_mut(channel) else {
+            return f(None);
         };
-        entries.retain(|entry| entry.expires > now);
-        let out = entries.iter().map(|entry| entry.info.clone()).collect();
-        if entries.is_empty() {
+        presence.sweep(now);
+        if presence.entries.is_empty() {
             map.remove(channel);
+            return f(None);
         }
-        out
+        f(Some(presence))
     }
 }
 
@@ -379,11 +468,19 @@ impl PresenceStore for MemoryPresence {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
-            let expires = Instant::now() + ttl;
-            lock(self.shard(channel))
-                .entry(channel.to_owned())
-                .or_default()
-                .replace(Present { info, expires });
+            let now = Instant::now();
+            let mut map = lock(self.shard(channel));
+            let presence = match map.get_mut(channel) {
+                Some(presence) => presence,
+                None => map
+                    .entry(channel.to_owned())
+                    .or_insert_with(|| ChannelPresence::new(now + ttl)),
+            };
+            presence.sweep(now);
+            presence.insert(Present {
+                info,
+                expires: now + ttl,
+            });
             Ok(())
         })
     }
@@ -395,9 +492,9 @@ impl PresenceStore for MemoryPresence {
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let mut map = lock(self.shard(channel));
-            if let Some(entries) = map.get_mut(channel) {
-                entries.remove(client);
-                if entries.is_empty() {
+            if let Some(presence) = map.get_mut(channel) {
+                presence.remove(client);
+                if presence.entries.is_empty() {
                     map.remove(channel);
                 }
             }
@@ -406,24 +503,70 @@ impl PresenceStore for MemoryPresence {
     }
 
     fn list<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<ClientInfo>, EngineError>> {
-        Box::pin(async move { Ok(self.live(channel)) })
+        Box::pin(async move {
+            Ok(self.with_live(channel, |presence| {
+                presence.map_or_else(Vec::new, |p| {
+                    p.entries.iter().map(|e| e.info.clone()).collect()
+                })
+            }))
+        })
     }
 
     fn stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<PresenceStats, EngineError>> {
         Box::pin(async move {
-            // Counted in place, without copying the entries (a big channel's counts are read
-            // once per join/leave window above `presence_diff_max`).
-            let now = Instant::now();
-            let mut map = lock(self.shard(channel));
-            let Some(entries) = map.get_mut(channel) else {
-                return Ok(PresenceStats::default());
-            };
-            entries.retain(|entry| entry.expires > now);
-            let users: HashSet<&str> = entries.iter().map(|e| e.info.user.as_str()).collect();
-            Ok(PresenceStats {
-                num_clients: u32::try_from(entries.len()).unwrap_or(u32::MAX),
-                num_users: u32::try_from(users.len()).unwrap_or(u32::MAX),
-            })
+            // Two lengths (a big channel's counts are read once per join/leave window above
+            // `presence_diff_max`, on every node).
+            Ok(self.with_live(channel, |presence| {
+                presence.map_or_else(PresenceStats::default, ChannelPresence::stats)
+            }))
+        })
+    }
+
+    fn page<'a>(
+        &'a self,
+        channel: &'a str,
+        cursor: &'a str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<PresencePage, EngineError>> {
+        Box::pin(async move {
+            // The cursor is the last client id of the previous page: the next page starts
+            // after it in id order, so a member present throughout is on exactly one page
+            // whatever joins and leaves meanwhile. Any string is a valid place to start.
+            Ok(self.with_live(channel, |presence| {
+                let Some(presence) = presence else {
+                    return PresencePage::default();
+                };
+                let start = if cursor.is_empty() {
+                    Bound::Unbounded
+                } else {
+                    Bound::Excluded(cursor)
+                };
+                let mut entries = Vec::new();
+                let mut bytes = 0;
+                let mut rest = presence.entries.range::<str, _>((start, Bound::Unbounded));
+                for entry in rest.by_ref() {
+                    let len = presence_entry_len(&entry.info);
+                    if !entries.is_empty() && bytes + len > max_bytes {
+                        // Not taken: the next page starts before it.
+                        let last: &ClientInfo = entries.last().expect("not empty");
+                        return PresencePage {
+                            cursor: last.client.clone(),
+                            entries,
+                        };
+                    }
+                    bytes += len;
+                    entries.push(entry.info.clone());
+                    if entries.len() >= limit.max(1) {
+                        break;
+                    }
+                }
+                let cursor = match (rest.next(), entries.last()) {
+                    (Some(_), Some(last)) => last.client.clone(),
+                    _ => String::new(),
+                };
+                PresencePage { entries, cursor }
+            }))
         })
     }
 }

@@ -40,6 +40,10 @@ pub enum EngineError {
     /// The backing store cannot be reached or refused the operation.
     #[error("engine unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A [`PresenceStore::page`] cursor this engine never handed out (error 400 for the
+    /// client: cursors are opaque and come from the client).
+    #[error("bad presence cursor")]
+    BadCursor,
 }
 
 /// Receives what the broker delivers to this node. Implemented by the hub.
@@ -193,6 +197,22 @@ pub struct PresenceStats {
     pub num_users: u32,
 }
 
+/// One page of a channel's presence ([`PresenceStore::page`]).
+#[derive(Debug, Clone, Default)]
+pub struct PresencePage {
+    /// Entries of this page.
+    pub entries: Vec<ClientInfo>,
+    /// Where the next page starts; `""` when this page is the last.
+    pub cursor: String,
+}
+
+/// The size of `info` counted against a presence page's byte budget: its strings and a fixed
+/// allowance for the JSON around them (`{"<client>":{"user":"","info":}}`).
+pub fn presence_entry_len(info: &ClientInfo) -> usize {
+    const FIXED: usize = 32;
+    FIXED + info.client.len() + info.user.len() + info.info.as_ref().map_or(0, |i| i.get().len())
+}
+
 /// Who is subscribed to a channel, across nodes.
 ///
 /// Entries expire `ttl` after their last [`PresenceStore::add`]; sessions refresh them
@@ -218,6 +238,25 @@ pub trait PresenceStore: Send + Sync + fmt::Debug {
 
     /// Counts of unexpired entries.
     fn stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<PresenceStats, EngineError>>;
+
+    /// One page of `channel`'s unexpired entries, starting at `cursor` (`""`: the first page;
+    /// otherwise a [`PresencePage::cursor`] this store returned): at most `limit` entries
+    /// (at least 1) and, beyond the page's first entry, at most `max_bytes` of
+    /// [`presence_entry_len`]. The Redis engine returns whole scan batches, so it may go over
+    /// by one batch of a few entries, and a small channel stored compactly (at most 512
+    /// entries of at most 64 bytes: 32 KiB) comes whole.
+    ///
+    /// Contract: paging from `""` until the cursor comes back `""` returns every entry present
+    /// throughout the paging at least once, and exactly once while the channel's entries only
+    /// grow or stay (concurrent joins); entries added or removed meanwhile may or may not
+    /// appear. A cursor this store cannot have made is [`EngineError::BadCursor`].
+    fn page<'a>(
+        &'a self,
+        channel: &'a str,
+        cursor: &'a str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<PresencePage, EngineError>>;
 }
 
 // What a server needs from an engine shared by several nodes, beyond the hub's traits: which
@@ -248,6 +287,19 @@ pub trait NodeRegistry: Send + Sync + fmt::Debug {
 
     /// The info of every node whose last heartbeat has not expired, in no particular order.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<RawJson>, EngineError>>;
+
+    /// Removes the presence entries of nodes that left the registry without deregistering
+    /// (they died), publishing a leave for each entry so every node sends its subscribers the
+    /// leave; `node_id` is the caller, never removed. Returns how many entries went. Called
+    /// by every node with its heartbeat; one caller handles each dead node. The default, for
+    /// engines with one node, removes nothing.
+    fn reap_dead_nodes<'a>(
+        &'a self,
+        node_id: &'a str,
+    ) -> BoxFuture<'a, Result<usize, EngineError>> {
+        let _ = node_id;
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// One inbox per node: a message sent to a node id reaches the node that opened that inbox.

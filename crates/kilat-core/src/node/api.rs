@@ -149,26 +149,52 @@ impl Node {
         Ok(self.inner.broker.remove_history(channel).await?)
     }
 
-    /// Who is present in `channel`.
+    /// Everyone present in `channel`, in one list (for callers whose channels are small by
+    /// design, such as Pusher's presence channels; clients page with [`Node::presence_page`]).
     ///
     /// # Errors
     /// 400 bad channel, 503 engine.
     pub async fn presence(&self, channel: &str) -> Result<PresenceResult, CoreError> {
         kilat_protocol::validate_channel(channel)?;
         let entries = self.inner.presence.list(channel).await?;
-        let clients: BTreeMap<String, PresenceEntry> = entries
-            .into_iter()
-            .map(|info| {
-                (
-                    info.client,
-                    PresenceEntry {
-                        user: info.user,
-                        info: info.info,
-                    },
-                )
-            })
-            .collect();
-        Ok(PresenceResult { clients })
+        Ok(PresenceResult {
+            clients: presence_map(entries),
+            cursor: None,
+        })
+    }
+
+    /// One page of who is present in `channel`: at most `limit` members (absent:
+    /// [`PRESENCE_PAGE_DEFAULT`]; clamped to [`PRESENCE_PAGE_MAX`]) starting at `cursor`
+    /// (absent or `""`: the first page; otherwise the previous reply's `cursor`), and at most
+    /// about a quarter of `client_queue_max_bytes` (at most 256 KiB), so no reply can fill a
+    /// client's queue. The reply's `cursor` is absent on the last page.
+    ///
+    /// # Errors
+    /// 400 bad channel or a cursor the engine never handed out, 503 engine.
+    pub async fn presence_page(
+        &self,
+        channel: &str,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<PresenceResult, CoreError> {
+        kilat_protocol::validate_channel(channel)?;
+        let cursor = cursor.unwrap_or("");
+        if cursor.len() > PRESENCE_CURSOR_MAX {
+            return Err(CoreError::BadRequest("presence cursor is too long".into()));
+        }
+        let limit = limit.map_or(PRESENCE_PAGE_DEFAULT, |l| {
+            (l as usize).clamp(1, PRESENCE_PAGE_MAX)
+        });
+        let max_bytes = (self.inner.config.client_queue_max_bytes / 4).min(PRESENCE_PAGE_BYTES);
+        let page = self
+            .inner
+            .presence
+            .page(channel, cursor, limit, max_bytes)
+            .await?;
+        Ok(PresenceResult {
+            clients: presence_map(page.entries),
+            cursor: (!page.cursor.is_empty()).then_some(page.cursor),
+        })
     }
 
     /// Presence counts of `channel`.
@@ -183,4 +209,31 @@ impl Node {
             num_users: stats.num_users,
         })
     }
+}
+
+/// Members in a `presence` page when the request names no `limit`: a channel this small comes
+/// whole, as before pages.
+pub const PRESENCE_PAGE_DEFAULT: usize = 1000;
+/// Most members in a `presence` page (a request's `limit` above it is clamped).
+pub const PRESENCE_PAGE_MAX: usize = 5000;
+/// Most bytes of member entries in a `presence` page beyond its first entry (also at most a
+/// quarter of the client queue).
+pub const PRESENCE_PAGE_BYTES: usize = 256 * 1024;
+/// Longest `presence` cursor accepted (engines hand out ids and numbers far shorter).
+const PRESENCE_CURSOR_MAX: usize = 256;
+
+/// `entries` by client id, as a `presence` reply lists them.
+fn presence_map(entries: Vec<ClientInfo>) -> BTreeMap<String, PresenceEntry> {
+    entries
+        .into_iter()
+        .map(|info| {
+            (
+                info.client,
+                PresenceEntry {
+                    user: info.user,
+                    info: info.info,
+                },
+            )
+        })
+        .collect()
 }

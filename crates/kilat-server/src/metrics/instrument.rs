@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kilat_core::engine::{
     BoxFuture, BrokerHandler, EngineError, HistoryPage, HistoryQuery, JoinLeave, Latest,
-    PresenceStats, PublishOptions,
+    PresencePage, PresenceStats, PublishOptions,
 };
 use kilat_core::proxy::{
     ConnectEvent, ConnectReply, PublishEvent, PublishReply, RefreshEvent, RefreshReply, RpcEvent,
@@ -157,6 +157,17 @@ impl PresenceStore for InstrumentedPresence {
     fn stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<PresenceStats, EngineError>> {
         let call = self.inner.stats(channel);
         timed_engine(&self.detail, self.engine, "presence_stats", call)
+    }
+
+    fn page<'a>(
+        &'a self,
+        channel: &'a str,
+        cursor: &'a str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<PresencePage, EngineError>> {
+        let call = self.inner.page(channel, cursor, limit, max_bytes);
+        timed_engine(&self.detail, self.engine, "presence_page", call)
     }
 }
 

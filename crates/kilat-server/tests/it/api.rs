@@ -145,3 +145,50 @@ async fn openapi_document_is_served() {
     let doc: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(doc["openapi"], "3.0.3");
 }
+
+#[tokio::test]
+async fn api_presence_pages_list_every_member_once_and_refuse_a_made_up_cursor() {
+    let server = keyed_server().await;
+    let mut sockets = Vec::new();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let (mut ws, connected) = connect(&server).await;
+        ids.push(
+            connected["connect"]["client"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+        ws.send(Message::text(format!(
+            r#"{{"id":{},"subscribe":{{"channel":"room"}}}}"#,
+            n + 2
+        )))
+        .await
+        .expect("subscribe");
+        next_non_presence(&mut ws).await;
+        sockets.push(ws);
+    }
+    let mut seen = Vec::new();
+    let mut body = json!({"channel": "room", "limit": 2});
+    let mut pages = 0;
+    loop {
+        let (status, answer) = call(server.addr, "presence", Some(KEY), &body.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        let result = &answer["result"];
+        let clients = result["clients"].as_object().expect("clients");
+        assert!(clients.len() <= 2, "at most the limit: {answer}");
+        seen.extend(clients.keys().cloned());
+        pages += 1;
+        match result.get("cursor").and_then(Value::as_str) {
+            Some(cursor) => body["cursor"] = json!(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3, "5 members in pages of 2");
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids, "every member once");
+    let long = json!({"channel": "room", "cursor": "x".repeat(300)}).to_string();
+    let (_, answer) = call(server.addr, "presence", Some(KEY), &long).await;
+    assert_eq!(answer["error"]["code"], 400, "{answer}");
+}
