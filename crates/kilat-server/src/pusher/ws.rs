@@ -23,7 +23,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::protocol::{self, ChannelKind, ClientMessage, Decoded, Published, own_frame};
-use super::{App, auth, webhooks};
+use super::{App, auth, occupancy, webhooks};
 use crate::AppState;
 use crate::transport::admission::{self, Admission};
 use crate::transport::driver::{self, Handler, Inbound, Wire};
@@ -332,11 +332,13 @@ impl Handler for PusherConn {
     }
 
     async fn close(self) {
-        // Presence channels always (member_removed), the others for webhooks only.
+        // Presence channels always (member_removed), the others for webhooks and the channel
+        // index only.
+        let all = self.app.webhooks.is_some() || self.app.index.is_some();
         let channels: Vec<String> = self
             .session
             .channels()
-            .filter(|c| self.app.webhooks.is_some() || c.contains(":presence-"))
+            .filter(|c| all || c.contains(":presence-"))
             .map(str::to_owned)
             .collect();
         self.session.close().await;
@@ -510,7 +512,13 @@ impl PusherConn {
         if let Some(cached) = cached {
             self.outbox.push(own_frame(cached));
         }
-        if self.node.subscriber_count(&native) == 1 {
+        if self.node.subscriber_count(&native) == 1
+            && let Some(index) = &self.app.index
+        {
+            index.add(&self.app.namespace, &native).await;
+        }
+        // Counted on every node (the engine's presence), so one node sends it, not each.
+        if self.app.webhooks.is_some() && occupancy::just_occupied(&self.node, &native).await {
             self.app
                 .webhook(|| webhooks::Event::new("channel_occupied", channel));
         }
@@ -724,8 +732,8 @@ async fn publish_member(
 }
 
 /// After a connection left `native`: `member_removed` (event and webhook) when its user has no
-/// other connection in the presence channel, the `channel_vacated` webhook when this node has
-/// no subscriber left.
+/// other connection in the presence channel, the `channel_vacated` webhook when no node has a
+/// subscriber left, and this node's entry out of the channel index when it has none.
 async fn after_leave(node: &Node, app: &App, native: &str, user: Option<&str>) {
     let Some(name) = app.pusher_name(native) else {
         return;
@@ -754,7 +762,12 @@ async fn after_leave(node: &Node, app: &App, native: &str, user: Option<&str>) {
             });
         }
     }
-    if node.subscriber_count(native) == 0 {
+    if node.subscriber_count(native) == 0
+        && let Some(index) = &app.index
+    {
+        index.remove(&app.namespace, native).await;
+    }
+    if app.webhooks.is_some() && occupancy::vacated(node, native).await {
         app.webhook(|| webhooks::Event::new("channel_vacated", &name));
     }
 }
@@ -863,6 +876,7 @@ mod tests {
             namespace: "pusher.app-id".into(),
             cache_namespace: "pusher.app-id.cache".into(),
             webhooks: None,
+            index: None,
         });
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
