@@ -509,8 +509,12 @@ impl PusherConn {
             None
         };
         self.session.go_live_granted(join, own_frame(first)).await;
-        if let Some(cached) = cached {
+        if let Some((cached, miss)) = cached {
             self.outbox.push(own_frame(cached));
+            if miss {
+                self.app
+                    .webhook(|| webhooks::Event::new("cache_miss", channel));
+            }
         }
         if self.node.subscriber_count(&native) == 1
             && let Some(index) = &self.app.index
@@ -544,8 +548,9 @@ impl PusherConn {
         Ok(())
     }
 
-    /// The last event of a cache channel as a Pusher event, or `pusher:cache_miss`.
-    async fn last_event(&self, native: &str, channel: &str) -> Vec<u8> {
+    /// The last event of a cache channel as a Pusher event, or `pusher:cache_miss` (then
+    /// `true`: a miss, which also goes to the `cache_miss` webhook).
+    async fn last_event(&self, native: &str, channel: &str) -> (Vec<u8>, bool) {
         let last = self
             .node
             .history(
@@ -567,13 +572,17 @@ impl PusherConn {
                 published.data,
             ))
         });
-        event.unwrap_or_else(|| {
-            protocol::event(
-                "pusher:cache_miss",
-                Some(channel),
-                &RawValue::from_string("\"{}\"".into()).expect("a JSON string"),
-            )
-        })
+        match event {
+            Some(event) => (event, false),
+            None => (
+                protocol::event(
+                    "pusher:cache_miss",
+                    Some(channel),
+                    &RawValue::from_string("\"{}\"".into()).expect("a JSON string"),
+                ),
+                true,
+            ),
+        }
     }
 
     fn signin(&mut self, auth: &str, user_data: &str) -> Result<(), Refusal> {
