@@ -12,6 +12,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::future::Either;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use kilat_core::{Node, Outbox, Session, TransportInfo};
@@ -115,7 +116,7 @@ impl OnSocket for StartPusher<'_> {
         let conn = WsConnection::new(io, self.handshake, self.ws_config);
         self.state
             .tasks
-            .spawn(serve(conn, self.state.node.clone(), self.app, self.permit));
+            .spawn(serve(conn, &self.state.node, self.app, self.permit));
     }
 }
 
@@ -172,66 +173,86 @@ impl Ident {
     }
 }
 
-/// Not an `async fn`, like `driver::drive`: the arguments would be kept in the future twice.
-#[allow(clippy::manual_async_fn)] // on purpose, see above
+/// The future of one Pusher connection. Not an `async fn` nor an `async` block around
+/// [`driver::drive`]: either would keep its captured arguments (the socket's `WsConnection`,
+/// the admission's headers, ...) in the future beside the driver's own copies for the whole
+/// connection, some 600 bytes of every idle Pusher connection (`kilat bench idle --protocol
+/// pusher`). The setup runs here, synchronously, and the connection's task is the driver's
+/// future itself; a session refused at connect (rare) gets a boxed future of its own.
 fn serve<IO>(
-    mut conn: WsConnection<IO>,
-    node: Node,
+    conn: WsConnection<IO>,
+    node: &Node,
     app: Arc<App>,
     admission: Admission,
-) -> impl Future<Output = ()>
+) -> impl Future<Output = ()> + use<IO>
 where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    async move {
-        let (mut session, outbox, permit) = admission.open(
-            &node,
-            TransportInfo {
-                name: "pusher",
-                emulated: false,
-            },
-        );
-        if let Err(disconnect) = session.connect_as("", None) {
+    let (session, outbox, permit) = admission.open(
+        node,
+        TransportInfo {
+            name: "pusher",
+            emulated: false,
+        },
+    );
+    connected(conn, node, app, session, outbox, permit)
+}
+
+/// [`serve`] once the session exists: `pusher:connection_established` queued, then the driver.
+fn connected<IO>(
+    mut conn: WsConnection<IO>,
+    node: &Node,
+    app: Arc<App>,
+    mut session: Session,
+    outbox: Outbox,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + use<IO>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if let Err(disconnect) = session.connect_as("", None) {
+        let refused = async move {
             let (code, message) = pusher_close(&disconnect);
             let _ = conn.send_text(&protocol::error(Some(code), &message)).await;
             let _ = conn.close(code, &message).await;
             session.close().await;
-            return;
-        }
-        let ident = Arc::new(Ident {
-            socket_id: new_socket_id().into(),
-            user: OnceLock::new(),
-        });
-        #[derive(Serialize)]
-        struct Established<'a> {
-            socket_id: &'a str,
-            activity_timeout: u64,
-        }
-        let activity_timeout = node.config().ping_interval.as_secs().clamp(1, 120);
-        outbox.push(own_frame(protocol::event_with_string_data(
-            "pusher:connection_established",
-            None,
-            &Established {
-                socket_id: &ident.socket_id,
-                activity_timeout,
-            },
-        )));
-        let handler = PusherConn {
-            session,
-            node,
-            outbox: outbox.clone(),
-            app,
-            ident: ident.clone(),
-            window_start: Instant::now(),
-            events_in_window: 0,
+            drop(permit);
         };
-        let wire = PusherWire {
-            conn,
-            ident,
-            _permit: permit,
-        };
-        driver::drive(wire, handler, outbox).await;
+        return Either::Left(Box::pin(refused));
     }
+    let ident = Arc::new(Ident {
+        socket_id: new_socket_id().into(),
+        user: OnceLock::new(),
+    });
+    #[derive(Serialize)]
+    struct Established<'a> {
+        socket_id: &'a str,
+        activity_timeout: u64,
+    }
+    let activity_timeout = node.config().ping_interval.as_secs().clamp(1, 120);
+    outbox.push(own_frame(protocol::event_with_string_data(
+        "pusher:connection_established",
+        None,
+        &Established {
+            socket_id: &ident.socket_id,
+            activity_timeout,
+        },
+    )));
+    let handler = PusherConn {
+        session,
+        node: node.clone(),
+        outbox: outbox.clone(),
+        app,
+        ident: ident.clone(),
+        window_start: Instant::now(),
+        events_in_window: 0,
+    };
+    let wire = PusherWire {
+        conn,
+        ident,
+        _permit: permit,
+    };
+    Either::Right(driver::drive(wire, handler, outbox))
 }
 
 /// Pusher's close code and message for a kilat disconnect: 4200 (reconnect at once) for a
@@ -876,10 +897,6 @@ mod tests {
         let handshake = kilat_transport::ws::Handshake::for_offer(None, &config);
         let io = tokio::io::duplex(64).0;
         let conn = WsConnection::new(io, &handshake, &config);
-        let ident = Arc::new(Ident {
-            socket_id: "1.2".into(),
-            user: OnceLock::new(),
-        });
         let app = Arc::new(App {
             config: super::super::PusherApp::dev(),
             namespace: "pusher.app-id".into(),
@@ -890,21 +907,8 @@ mod tests {
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .expect("a permit");
-        let handler = PusherConn {
-            session,
-            node: node.clone(),
-            outbox: outbox.clone(),
-            app,
-            ident: ident.clone(),
-            window_start: Instant::now(),
-            events_in_window: 0,
-        };
-        let wire = PusherWire {
-            conn,
-            ident,
-            _permit: permit,
-        };
-        let task = driver::drive(wire, handler, outbox);
+        // What `serve` spawns for every connection.
+        let task = connected(conn, &node, app, session, outbox, permit);
         let size = std::mem::size_of_val(&task);
         println!("idle pusher connection task: {size} bytes");
         assert!(
