@@ -113,3 +113,23 @@ test('signed webhooks for occupied, member_added, client_event, member_removed, 
   assert.equal(posts.refused, 1);
   assert.equal(posts.invalid, 0);
 });
+
+test('cache_miss: a subscription to a cache channel with no cached event, signed; none once an event is cached', { skip }, async () => {
+  const c = await connect(kilat, auth, '7');
+  const { channel } = await subscribe(c, 'cache-quotes');
+  await hook((e) => e.name === 'cache_miss' && e.channel === 'cache-quotes');
+  channel.unbind_all();
+  // Once the channel keeps an event, a new subscriber gets it and no webhook is sent.
+  await sdk.trigger('cache-quotes', 'quote', { q: 1 });
+  const d = await connect(kilat, auth, '8');
+  const cached = new Promise((resolve) => d.subscribe('cache-quotes').bind('quote', resolve));
+  assert.deepEqual(await cached, { q: 1 });
+  // Order: a marker webhook after the second subscription (occupied of a new channel) proves
+  // no second cache_miss was queued before it.
+  await subscribe(d, 'marker-after-cache');
+  await hook((e) => e.name === 'channel_occupied' && e.channel === 'marker-after-cache');
+  assert.equal(received.filter((e) => e.name === 'cache_miss' && e.channel === 'cache-quotes').length, 1);
+  assert.equal(posts.invalid, 0);
+  c.disconnect();
+  d.disconnect();
+});

@@ -42,7 +42,8 @@ pub(crate) struct IdleArgs {
     /// Seconds to wait after the last connection before measuring (lets the allocator settle).
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
-    /// Subscribe connection i to channel `idle<i mod N>` after connecting (kilat only; 0: none).
+    /// Subscribe connection i to channel `idle<i mod N>` after connecting (kilat and Pusher; 0:
+    /// none).
     #[arg(long, default_value_t = 0)]
     subscribe: usize,
     /// After measuring memory, keep the connections for this many seconds, answering the

@@ -33,6 +33,7 @@ mod echo;
 mod fanout;
 mod idle;
 mod proto;
+mod pusher;
 mod stats;
 mod workers;
 

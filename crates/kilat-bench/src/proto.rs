@@ -1,5 +1,6 @@
 //! Protocol adapters: how a bench client connects, subscribes, publishes and answers pings on
-//! kilat, on a raw broadcast server and on Socket.IO (Engine.IO v4, websocket transport).
+//! kilat, on a raw broadcast server, on Socket.IO (Engine.IO v4, websocket transport) and on
+//! Pusher Channels servers (protocol 7; publishing through the signed HTTP API, `pusher.rs`).
 
 use std::time::Duration;
 
@@ -19,6 +20,10 @@ pub(crate) enum Protocol {
     /// Socket.IO 4 (Engine.IO v4 over WebSocket): `40` connect, `42["msg",...]` events,
     /// `2` pings answered with `3`; the server is expected to re-emit `msg` to everyone.
     Socketio,
+    /// Pusher Channels protocol 7 (kilat's `/app/{key}`, Soketi, ...): `pusher:subscribe` to
+    /// public channels, `pusher:ping` answered with `pusher:pong`; publishers trigger events
+    /// through the Pusher HTTP API, signed (`--publish-via http`).
+    Pusher,
 }
 
 impl Protocol {
@@ -28,12 +33,13 @@ impl Protocol {
             Protocol::Kilat => "/connection/websocket",
             Protocol::Broadcast => "/",
             Protocol::Socketio => "/socket.io/?EIO=4&transport=websocket",
+            Protocol::Pusher => "/app/app-key?protocol=7",
         }
     }
 
     /// Whether the server has channels (the others deliver everything to everyone).
     pub(crate) fn has_channels(self) -> bool {
-        self == Protocol::Kilat
+        matches!(self, Protocol::Kilat | Protocol::Pusher)
     }
 }
 
@@ -112,6 +118,16 @@ async fn handshake(conn: &mut Conn, protocol: Protocol) -> Result<()> {
                 }
             }
         }
+        Protocol::Pusher => {
+            let established = conn.read_text().await?;
+            if !contains(&established, b"pusher:connection_established") {
+                bail!(
+                    "expected pusher:connection_established, got {}",
+                    String::from_utf8_lossy(&established)
+                );
+            }
+            Ok(())
+        }
         Protocol::Socketio => {
             let open = conn.read_text().await?;
             if !open.starts_with(b"0") {
@@ -137,8 +153,25 @@ async fn handshake(conn: &mut Conn, protocol: Protocol) -> Result<()> {
     }
 }
 
-/// Subscribes to `channel` (kilat only; the others deliver everything to every connection).
+/// Subscribes to `channel` (kilat and Pusher; the others deliver everything to every
+/// connection).
 pub(crate) async fn subscribe(conn: &mut Conn, protocol: Protocol, channel: &str) -> Result<()> {
+    if protocol == Protocol::Pusher {
+        let cmd = format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}"}}}}"#);
+        conn.send_text(cmd.as_bytes()).await?;
+        loop {
+            let reply = conn.read_text().await?;
+            if contains(&reply, b"pusher_internal:subscription_succeeded") {
+                return Ok(());
+            }
+            if contains(&reply, b"pusher:error") || contains(&reply, b"subscription_error") {
+                bail!("subscribe refused: {}", String::from_utf8_lossy(&reply));
+            }
+            if let Some(pong) = answer_ping(protocol, OP_TEXT, &reply) {
+                conn.send_text(pong).await?;
+            }
+        }
+    }
     if protocol != Protocol::Kilat {
         return Ok(());
     }
@@ -169,6 +202,8 @@ pub(crate) fn answer_ping(protocol: Protocol, opcode: u8, payload: &[u8]) -> Opt
             .any(|l| l == b"{}")
             .then_some(b"{}".as_slice()),
         Protocol::Socketio => (payload == b"2").then_some(b"3".as_slice()),
+        Protocol::Pusher => contains(payload, b"\"pusher:ping\"")
+            .then_some(br#"{"event":"pusher:pong","data":{}}"#.as_slice()),
         Protocol::Broadcast => None,
     }
 }
@@ -181,6 +216,8 @@ pub(crate) fn publish_text(protocol: Protocol, id: u32, channel: &str, data: &st
         }
         Protocol::Broadcast => data.to_owned(),
         Protocol::Socketio => format!(r#"42["msg",{data}]"#),
+        // Pusher publishers use the HTTP API (`pusher::event_body`), never the socket.
+        Protocol::Pusher => String::new(),
     }
 }
 
@@ -193,12 +230,21 @@ pub(crate) fn payload(publisher: u32, seq: u64, sent_us: u64, size: usize) -> St
     s
 }
 
-/// Every `(publisher, seq, sent_us)` marker in a received message (batches carry several).
+/// Every `(publisher, seq, sent_us)` marker in a received message (batches carry several),
+/// also inside a JSON string (Pusher event data is a string: `"{\"kb\":[...]...}"`).
 pub(crate) fn markers(payload: &[u8], mut f: impl FnMut(u32, u64, u64)) {
-    const TAG: &[u8] = b"\"kb\":[";
+    const TAG: &[u8] = b"\"kb";
     let mut rest = payload;
     while let Some(i) = find(rest, TAG) {
         rest = &rest[i + TAG.len()..];
+        let skip = if rest.starts_with(b"\":[") {
+            3
+        } else if rest.starts_with(b"\\\":[") {
+            4
+        } else {
+            continue;
+        };
+        rest = &rest[skip..];
         let mut nums = [0u64; 3];
         let mut k = 0;
         let mut at = 0;
@@ -254,6 +300,18 @@ mod tests {
     }
 
     #[test]
+    fn markers_are_found_inside_pusher_string_data() {
+        let p = payload(2, 9, 77, 60);
+        let event = format!(
+            r#"{{"event":"bench","channel":"bench0","data":{}}}"#,
+            serde_json::to_string(&p).unwrap()
+        );
+        let mut seen = Vec::new();
+        markers(event.as_bytes(), |a, b, c| seen.push((a, b, c)));
+        assert_eq!(seen, vec![(2, 9, 77)]);
+    }
+
+    #[test]
     fn pings_are_recognised() {
         assert!(answer_ping(Protocol::Kilat, OP_TEXT, b"{}").is_some());
         assert!(answer_ping(Protocol::Kilat, OP_TEXT, b"{\"push\":{}}").is_none());
@@ -262,5 +320,14 @@ mod tests {
             Some(&b"3"[..])
         );
         assert!(answer_ping(Protocol::Broadcast, OP_TEXT, b"{}").is_none());
+        assert_eq!(
+            answer_ping(
+                Protocol::Pusher,
+                OP_TEXT,
+                br#"{"event":"pusher:ping","data":{}}"#
+            ),
+            Some(&br#"{"event":"pusher:pong","data":{}}"#[..])
+        );
+        assert!(answer_ping(Protocol::Pusher, OP_TEXT, br#"{"event":"x","data":"{}"}"#).is_none());
     }
 }

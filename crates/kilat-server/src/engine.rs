@@ -23,6 +23,9 @@ pub(crate) struct Cluster {
     /// Other nodes may share the engine: heartbeat into the registry and listen on the inbox.
     /// False for the memory engine, where both would only wake the node up for nothing.
     pub(crate) shared: bool,
+    /// The engine's presence store when other nodes share it (the Pusher endpoint keeps its
+    /// cluster-wide index of occupied channels there); `None` on the memory engine.
+    pub(crate) shared_presence: Option<Arc<dyn PresenceStore>>,
 }
 
 impl Cluster {
@@ -33,6 +36,7 @@ impl Cluster {
             inbox: Arc::new(SingleNode),
             engine: "memory",
             shared: false,
+            shared_presence: None,
         }
     }
 }
@@ -77,9 +81,10 @@ pub(crate) async fn start(
             engine.set_presence_owner(node.id());
             let cluster = Cluster {
                 registry: engine.clone(),
-                inbox: engine,
+                inbox: engine.clone(),
                 engine: "redis",
                 shared: true,
+                shared_presence: Some(engine),
             };
             Ok((node, cluster))
         }

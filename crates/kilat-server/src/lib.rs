@@ -371,6 +371,8 @@ pub async fn run(
         pusher: Arc::new(pusher::Pusher::new(
             pusher_apps,
             &config.websocket.transport(),
+            &node,
+            cluster.shared_presence.clone(),
         )),
         sio_sessions: socketio::SioSessions::default(),
         sio: Arc::new(socketio::Settings::new(&config)),

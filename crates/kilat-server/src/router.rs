@@ -113,8 +113,9 @@ mod tests {
     use super::*;
 
     fn state() -> AppState {
+        let node = kilat_core::Node::new(kilat_core::NodeConfig::default());
         AppState {
-            node: kilat_core::Node::new(kilat_core::NodeConfig::default()),
+            node: node.clone(),
             ws: Arc::new(kilat_transport::ws::WsConfig::default()),
             connections: Arc::new(tokio::sync::Semaphore::new(10)),
             max_connections: 10,
@@ -136,6 +137,8 @@ mod tests {
             pusher: Arc::new(crate::pusher::Pusher::new(
                 Vec::new(),
                 &kilat_transport::ws::WsConfig::default(),
+                &node,
+                None,
             )),
             sio_sessions: crate::socketio::SioSessions::default(),
             sio: Arc::new(crate::socketio::Settings::new(&crate::Config::default())),

@@ -27,9 +27,19 @@ impl HttpConn {
 
     /// POSTs `body` to the target path and returns the status and response body.
     pub(crate) async fn post(&mut self, headers: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        let path = self.target.path.clone();
+        self.post_to(&path, headers, body).await
+    }
+
+    /// POSTs `body` to `path` (and query) on the target's host.
+    pub(crate) async fn post_to(
+        &mut self,
+        path: &str,
+        headers: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>)> {
         let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n",
-            self.target.path,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n",
             self.target.addr,
             body.len()
         );

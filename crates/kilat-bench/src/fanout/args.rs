@@ -11,7 +11,8 @@ use crate::workers::WorkerOpts;
 pub(crate) enum Via {
     /// Over their own WebSocket connections (kilat `publish` command, or a plain message).
     Ws,
-    /// Through kilat's server HTTP API, `POST /api/publish` (kilat only).
+    /// Through an HTTP API: kilat's `POST /api/publish`, or with `--protocol pusher` the
+    /// Pusher HTTP API's `POST /apps/{id}/events`, signed.
     Http,
 }
 
@@ -27,7 +28,7 @@ pub(crate) struct FanoutArgs {
     /// Subscriber connections.
     #[arg(long, short = 'n', default_value_t = 1000)]
     pub(super) subscribers: usize,
-    /// Channels; subscriber i joins channel i mod C (kilat only; other servers have one).
+    /// Channels; subscriber i joins channel i mod C (kilat and Pusher; other servers have one).
     #[arg(long, short = 'c', default_value_t = 1)]
     pub(super) channels: usize,
     /// Publishers; each publishes R/P messages/s, round-robin over the channels.
@@ -45,9 +46,12 @@ pub(crate) struct FanoutArgs {
     /// Publish over WebSocket connections or through the HTTP API.
     #[arg(long, value_enum, default_value_t = Via::Ws)]
     pub(super) publish_via: Via,
-    /// HTTP API publish URL [default: http://<host of --url>/api/publish].
+    /// HTTP API publish URL [default: http://<host of --url>/api/publish, or with --protocol
+    /// pusher http://<host of --url>/apps/<--pusher-app-id>/events].
     #[arg(long)]
     pub(super) api_url: Option<String>,
+    #[command(flatten)]
+    pub(super) pusher: crate::pusher::PusherOpts,
     /// API key for --publish-via http (not needed with `kilat serve --dev`).
     #[arg(long)]
     pub(super) api_key: Option<String>,

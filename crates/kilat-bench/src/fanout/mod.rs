@@ -36,8 +36,16 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<()> {
         bail!("need at least one subscriber, one publisher and a positive --rate");
     }
     client::configure(&args.client)?;
-    if args.publish_via == Via::Http && args.protocol != Protocol::Kilat {
-        bail!("--publish-via http is kilat's server API; use --publish-via ws for other servers");
+    if args.publish_via == Via::Http && !matches!(args.protocol, Protocol::Kilat | Protocol::Pusher)
+    {
+        bail!(
+            "--publish-via http is kilat's server API or the Pusher HTTP API; use --publish-via ws for other servers"
+        );
+    }
+    if args.protocol == Protocol::Pusher && args.publish_via != Via::Http {
+        bail!(
+            "Pusher clients cannot publish to public channels: use --publish-via http (events triggered through the signed Pusher HTTP API)"
+        );
     }
     if args.workers.is_worker() {
         let prepared = prepare(&args).await?;
@@ -165,6 +173,7 @@ impl Prepared {
             let prefix = args.channel_prefix.clone();
             let size = args.size;
             let api_key = args.api_key.clone();
+            let pusher = (protocol == Protocol::Pusher).then(|| args.pusher.clone());
             let (done, result) = oneshot::channel();
             results.push(result);
             let stop = self.stop.subscribe();
@@ -179,6 +188,7 @@ impl Prepared {
                 size,
                 duration,
                 api_key,
+                pusher,
                 publisher,
                 stop,
                 done,

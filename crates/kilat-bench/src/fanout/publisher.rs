@@ -34,7 +34,11 @@ pub(super) async fn connect(args: &FanoutArgs) -> Result<Vec<(u32, Publisher)>> 
             Via::Http => {
                 let url = args.api_url.clone().unwrap_or_else(|| {
                     let scheme = if pub_target.tls { "https" } else { "http" };
-                    format!("{scheme}://{}/api/publish", pub_target.addr)
+                    let path = match args.protocol {
+                        Protocol::Pusher => args.pusher.events_path(),
+                        _ => "/api/publish".to_owned(),
+                    };
+                    format!("{scheme}://{}{path}", pub_target.addr)
                 });
                 Publisher::Http(HttpConn::connect(&Target::parse(&url)?).await?)
             }
@@ -54,6 +58,8 @@ pub(super) struct PublisherTask {
     pub(super) size: usize,
     pub(super) duration: Duration,
     pub(super) api_key: Option<String>,
+    /// The app to sign Pusher HTTP API calls for (`--protocol pusher`).
+    pub(super) pusher: Option<crate::pusher::PusherOpts>,
     pub(super) publisher: Publisher,
     /// Ends the reading after the drain.
     pub(super) stop: watch::Receiver<bool>,
@@ -108,6 +114,7 @@ impl PublisherTask {
             size,
             duration,
             api_key,
+            pusher,
             mut publisher,
             mut stop,
             done,
@@ -150,8 +157,11 @@ impl PublisherTask {
                         client::encode_text(&mut batch, text.as_bytes());
                     }
                     Publisher::Http(_) => {
-                        http_bodies
-                            .push((c, format!(r#"{{"channel":"{channel}","data":{data}}}"#)));
+                        let body = match &pusher {
+                            Some(_) => crate::pusher::event_body(&channel, &data),
+                            None => format!(r#"{{"channel":"{channel}","data":{data}}}"#),
+                        };
+                        http_bodies.push((c, body));
                     }
                 }
                 counts[c] += 1;
@@ -196,7 +206,14 @@ impl PublisherTask {
                 }
                 Publisher::Http(http) => {
                     for (c, body) in &http_bodies {
-                        match http.post(&headers, body.as_bytes()).await {
+                        let posted = match &pusher {
+                            Some(app) => {
+                                let path = app.signed(&app.events_path(), body.as_bytes());
+                                http.post_to(&path, "", body.as_bytes()).await
+                            }
+                            None => http.post(&headers, body.as_bytes()).await,
+                        };
+                        match posted {
                             Ok((200, reply)) if !reply.windows(8).any(|w| w == b"\"error\":") => {}
                             Ok((status, reply)) => {
                                 counts[*c] = counts[*c].saturating_sub(1);

@@ -245,11 +245,16 @@ async fn batch_events(state: &AppState, app: &App, body: &[u8]) -> Answer {
     )
 }
 
-/// The Pusher names of this app's occupied channels on this node.
-fn app_channels(state: &AppState, app: &App) -> Vec<String> {
-    state
-        .node
-        .channels()
+/// The Pusher names of this app's channels occupied on any node: this node's, and with an
+/// engine other nodes share, those in the channel index (`occupancy.rs`).
+async fn app_channels(state: &AppState, app: &App) -> Vec<String> {
+    let mut natives = state.node.channels();
+    if let Some(index) = &app.index {
+        natives.extend(index.channels(&app.namespace).await);
+        natives.sort_unstable();
+        natives.dedup();
+    }
+    natives
         .iter()
         .filter_map(|native| app.pusher_name(native).map(std::borrow::Cow::into_owned))
         .collect()
@@ -269,7 +274,7 @@ async fn channels(state: &AppState, app: &App, prefix: Option<&str>, info: Optio
         ));
     }
     let mut out: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for name in app_channels(state, app) {
+    for name in app_channels(state, app).await {
         if !name.starts_with(prefix) || name.starts_with('#') {
             continue;
         }
@@ -285,13 +290,13 @@ async fn channels(state: &AppState, app: &App, prefix: Option<&str>, info: Optio
     json(&serde_json::json!({ "channels": out }))
 }
 
+/// One channel's state across every node: each subscription of an app's channel has an entry in
+/// the engine's presence (the app namespaces have presence on), so the presence counts are the
+/// cluster's subscriptions and users, not this node's.
 async fn channel_info(state: &AppState, app: &App, channel: &str, info: Option<&str>) -> Answer {
     let kind = protocol::channel_kind(channel)
         .map_err(|protocol::Decoded(m)| refuse(StatusCode::BAD_REQUEST, m))?;
     let native = app.native_channel(channel, kind);
-    let occupied = state.node.channels().binary_search(&native).is_ok();
-    let mut out = serde_json::Map::new();
-    out.insert("occupied".into(), occupied.into());
     let user_count = wants(info, "user_count");
     if user_count && kind != ChannelKind::Presence {
         return Err(refuse(
@@ -299,22 +304,19 @@ async fn channel_info(state: &AppState, app: &App, channel: &str, info: Option<&
             "info=user_count is for presence- channels only",
         ));
     }
-    if kind == ChannelKind::Presence {
-        let stats = state.node.presence_stats(&native).await.map_err(|e| {
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                e.to_client_error().message.to_string(),
-            )
-        })?;
-        if user_count {
-            out.insert("user_count".into(), stats.num_users.into());
-        }
-        if wants(info, "subscription_count") {
-            out.insert("subscription_count".into(), stats.num_clients.into());
-        }
-    } else if wants(info, "subscription_count") {
-        let count = state.node.subscriber_count(&native);
-        out.insert("subscription_count".into(), count.into());
+    let stats = state.node.presence_stats(&native).await.map_err(|e| {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_client_error().message.to_string(),
+        )
+    })?;
+    let mut out = serde_json::Map::new();
+    out.insert("occupied".into(), (stats.num_clients > 0).into());
+    if user_count {
+        out.insert("user_count".into(), stats.num_users.into());
+    }
+    if wants(info, "subscription_count") {
+        out.insert("subscription_count".into(), stats.num_clients.into());
     }
     json(&out)
 }

@@ -7,6 +7,7 @@
 pub(crate) mod api;
 pub(crate) mod auth;
 pub mod config;
+pub(crate) mod occupancy;
 pub(crate) mod protocol;
 pub(crate) mod webhooks;
 pub(crate) mod ws;
@@ -33,6 +34,8 @@ pub(crate) struct App {
     pub(crate) cache_namespace: String,
     /// The webhook queue, when the app has webhooks.
     pub(crate) webhooks: Option<webhooks::Webhooks>,
+    /// The occupied-channel index, when the engine is shared by several nodes.
+    pub(crate) index: Option<Arc<occupancy::Index>>,
 }
 
 impl App {
@@ -74,21 +77,36 @@ pub(crate) struct Pusher {
 }
 
 impl Pusher {
-    pub(crate) fn new(apps: Vec<PusherApp>, ws: &kilat_transport::ws::WsConfig) -> Self {
+    /// The apps of the node; `shared` is the presence store of an engine other nodes share
+    /// (the occupied-channel index goes there, refreshed by a task of this node).
+    pub(crate) fn new(
+        apps: Vec<PusherApp>,
+        ws: &kilat_transport::ws::WsConfig,
+        node: &kilat_core::Node,
+        shared: Option<Arc<dyn kilat_core::PresenceStore>>,
+    ) -> Self {
         let mut ws = ws.clone();
         ws.deflate = false;
-        Pusher {
-            apps: apps
-                .into_iter()
-                .map(|config| {
-                    Arc::new(App {
-                        namespace: config.namespace(),
-                        cache_namespace: config.cache_namespace(),
-                        webhooks: webhooks::Webhooks::start(&config),
-                        config,
-                    })
+        let index = shared.map(|store| Arc::new(occupancy::Index::new(store, node)));
+        let apps: Vec<Arc<App>> = apps
+            .into_iter()
+            .map(|config| {
+                Arc::new(App {
+                    namespace: config.namespace(),
+                    cache_namespace: config.cache_namespace(),
+                    webhooks: webhooks::Webhooks::start(&config),
+                    index: index.clone(),
+                    config,
                 })
-                .collect(),
+            })
+            .collect();
+        if let Some(index) = index
+            && !apps.is_empty()
+        {
+            tokio::spawn(index.refresh(node.clone(), apps.clone()));
+        }
+        Pusher {
+            apps,
             ws: Arc::new(ws),
         }
     }

@@ -1,5 +1,5 @@
-//! Pusher webhooks: `channel_occupied`, `channel_vacated`, `member_added`, `member_removed` and
-//! `client_event`, POSTed as `{"time_ms", "events": [...]}` and signed with `X-Pusher-Key` and
+//! Pusher webhooks: `channel_occupied`, `channel_vacated`, `member_added`, `member_removed`,
+//! `client_event` and `cache_miss`, POSTed as `{"time_ms", "events": [...]}` and signed with `X-Pusher-Key` and
 //! `X-Pusher-Signature` (hex HMAC-SHA256 of the body with the app secret).
 //!
 //! Connections only queue an event (`try_send` on a bounded queue): a slow or dead receiver
@@ -24,7 +24,7 @@ pub struct WebhookConfig {
     /// `http://host:port/path` of the receiver.
     pub url: String,
     /// Which events (`channel_occupied`, `channel_vacated`, `member_added`, `member_removed`,
-    /// `client_event`); empty: all.
+    /// `client_event`, `cache_miss`); empty: all.
     #[serde(default)]
     pub event_types: Vec<String>,
 }

@@ -12,6 +12,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::future::Either;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use kilat_core::{Node, Outbox, Session, TransportInfo};
@@ -22,7 +23,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::protocol::{self, ChannelKind, ClientMessage, Decoded, Published, own_frame};
-use super::{App, auth, webhooks};
+use super::{App, auth, occupancy, webhooks};
 use crate::AppState;
 use crate::transport::admission::{self, Admission};
 use crate::transport::driver::{self, Handler, Inbound, Wire};
@@ -115,7 +116,7 @@ impl OnSocket for StartPusher<'_> {
         let conn = WsConnection::new(io, self.handshake, self.ws_config);
         self.state
             .tasks
-            .spawn(serve(conn, self.state.node.clone(), self.app, self.permit));
+            .spawn(serve(conn, &self.state.node, self.app, self.permit));
     }
 }
 
@@ -172,66 +173,86 @@ impl Ident {
     }
 }
 
-/// Not an `async fn`, like `driver::drive`: the arguments would be kept in the future twice.
-#[allow(clippy::manual_async_fn)] // on purpose, see above
+/// The future of one Pusher connection. Not an `async fn` nor an `async` block around
+/// [`driver::drive`]: either would keep its captured arguments (the socket's `WsConnection`,
+/// the admission's headers, ...) in the future beside the driver's own copies for the whole
+/// connection, some 600 bytes of every idle Pusher connection (`kilat bench idle --protocol
+/// pusher`). The setup runs here, synchronously, and the connection's task is the driver's
+/// future itself; a session refused at connect (rare) gets a boxed future of its own.
 fn serve<IO>(
-    mut conn: WsConnection<IO>,
-    node: Node,
+    conn: WsConnection<IO>,
+    node: &Node,
     app: Arc<App>,
     admission: Admission,
-) -> impl Future<Output = ()>
+) -> impl Future<Output = ()> + use<IO>
 where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    async move {
-        let (mut session, outbox, permit) = admission.open(
-            &node,
-            TransportInfo {
-                name: "pusher",
-                emulated: false,
-            },
-        );
-        if let Err(disconnect) = session.connect_as("", None) {
+    let (session, outbox, permit) = admission.open(
+        node,
+        TransportInfo {
+            name: "pusher",
+            emulated: false,
+        },
+    );
+    connected(conn, node, app, session, outbox, permit)
+}
+
+/// [`serve`] once the session exists: `pusher:connection_established` queued, then the driver.
+fn connected<IO>(
+    mut conn: WsConnection<IO>,
+    node: &Node,
+    app: Arc<App>,
+    mut session: Session,
+    outbox: Outbox,
+    permit: admission::ConnectionSlot,
+) -> impl Future<Output = ()> + use<IO>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if let Err(disconnect) = session.connect_as("", None) {
+        let refused = async move {
             let (code, message) = pusher_close(&disconnect);
             let _ = conn.send_text(&protocol::error(Some(code), &message)).await;
             let _ = conn.close(code, &message).await;
             session.close().await;
-            return;
-        }
-        let ident = Arc::new(Ident {
-            socket_id: new_socket_id().into(),
-            user: OnceLock::new(),
-        });
-        #[derive(Serialize)]
-        struct Established<'a> {
-            socket_id: &'a str,
-            activity_timeout: u64,
-        }
-        let activity_timeout = node.config().ping_interval.as_secs().clamp(1, 120);
-        outbox.push(own_frame(protocol::event_with_string_data(
-            "pusher:connection_established",
-            None,
-            &Established {
-                socket_id: &ident.socket_id,
-                activity_timeout,
-            },
-        )));
-        let handler = PusherConn {
-            session,
-            node,
-            outbox: outbox.clone(),
-            app,
-            ident: ident.clone(),
-            window_start: Instant::now(),
-            events_in_window: 0,
+            drop(permit);
         };
-        let wire = PusherWire {
-            conn,
-            ident,
-            _permit: permit,
-        };
-        driver::drive(wire, handler, outbox).await;
+        return Either::Left(Box::pin(refused));
     }
+    let ident = Arc::new(Ident {
+        socket_id: new_socket_id().into(),
+        user: OnceLock::new(),
+    });
+    #[derive(Serialize)]
+    struct Established<'a> {
+        socket_id: &'a str,
+        activity_timeout: u64,
+    }
+    let activity_timeout = node.config().ping_interval.as_secs().clamp(1, 120);
+    outbox.push(own_frame(protocol::event_with_string_data(
+        "pusher:connection_established",
+        None,
+        &Established {
+            socket_id: &ident.socket_id,
+            activity_timeout,
+        },
+    )));
+    let handler = PusherConn {
+        session,
+        node: node.clone(),
+        outbox: outbox.clone(),
+        app,
+        ident: ident.clone(),
+        window_start: Instant::now(),
+        events_in_window: 0,
+    };
+    let wire = PusherWire {
+        conn,
+        ident,
+        _permit: permit,
+    };
+    Either::Right(driver::drive(wire, handler, outbox))
 }
 
 /// Pusher's close code and message for a kilat disconnect: 4200 (reconnect at once) for a
@@ -332,11 +353,13 @@ impl Handler for PusherConn {
     }
 
     async fn close(self) {
-        // Presence channels always (member_removed), the others for webhooks only.
+        // Presence channels always (member_removed), the others for webhooks and the channel
+        // index only.
+        let all = self.app.webhooks.is_some() || self.app.index.is_some();
         let channels: Vec<String> = self
             .session
             .channels()
-            .filter(|c| self.app.webhooks.is_some() || c.contains(":presence-"))
+            .filter(|c| all || c.contains(":presence-"))
             .map(str::to_owned)
             .collect();
         self.session.close().await;
@@ -507,10 +530,20 @@ impl PusherConn {
             None
         };
         self.session.go_live_granted(join, own_frame(first)).await;
-        if let Some(cached) = cached {
+        if let Some((cached, miss)) = cached {
             self.outbox.push(own_frame(cached));
+            if miss {
+                self.app
+                    .webhook(|| webhooks::Event::new("cache_miss", channel));
+            }
         }
-        if self.node.subscriber_count(&native) == 1 {
+        if self.node.subscriber_count(&native) == 1
+            && let Some(index) = &self.app.index
+        {
+            index.add(&self.app.namespace, &native).await;
+        }
+        // Counted on every node (the engine's presence), so one node sends it, not each.
+        if self.app.webhooks.is_some() && occupancy::just_occupied(&self.node, &native).await {
             self.app
                 .webhook(|| webhooks::Event::new("channel_occupied", channel));
         }
@@ -536,8 +569,9 @@ impl PusherConn {
         Ok(())
     }
 
-    /// The last event of a cache channel as a Pusher event, or `pusher:cache_miss`.
-    async fn last_event(&self, native: &str, channel: &str) -> Vec<u8> {
+    /// The last event of a cache channel as a Pusher event, or `pusher:cache_miss` (then
+    /// `true`: a miss, which also goes to the `cache_miss` webhook).
+    async fn last_event(&self, native: &str, channel: &str) -> (Vec<u8>, bool) {
         let last = self
             .node
             .history(
@@ -559,13 +593,17 @@ impl PusherConn {
                 published.data,
             ))
         });
-        event.unwrap_or_else(|| {
-            protocol::event(
-                "pusher:cache_miss",
-                Some(channel),
-                &RawValue::from_string("\"{}\"".into()).expect("a JSON string"),
-            )
-        })
+        match event {
+            Some(event) => (event, false),
+            None => (
+                protocol::event(
+                    "pusher:cache_miss",
+                    Some(channel),
+                    &RawValue::from_string("\"{}\"".into()).expect("a JSON string"),
+                ),
+                true,
+            ),
+        }
     }
 
     fn signin(&mut self, auth: &str, user_data: &str) -> Result<(), Refusal> {
@@ -724,8 +762,8 @@ async fn publish_member(
 }
 
 /// After a connection left `native`: `member_removed` (event and webhook) when its user has no
-/// other connection in the presence channel, the `channel_vacated` webhook when this node has
-/// no subscriber left.
+/// other connection in the presence channel, the `channel_vacated` webhook when no node has a
+/// subscriber left, and this node's entry out of the channel index when it has none.
 async fn after_leave(node: &Node, app: &App, native: &str, user: Option<&str>) {
     let Some(name) = app.pusher_name(native) else {
         return;
@@ -754,7 +792,12 @@ async fn after_leave(node: &Node, app: &App, native: &str, user: Option<&str>) {
             });
         }
     }
-    if node.subscriber_count(native) == 0 {
+    if node.subscriber_count(native) == 0
+        && let Some(index) = &app.index
+    {
+        index.remove(&app.namespace, native).await;
+    }
+    if app.webhooks.is_some() && occupancy::vacated(node, native).await {
         app.webhook(|| webhooks::Event::new("channel_vacated", &name));
     }
 }
@@ -854,34 +897,25 @@ mod tests {
         let handshake = kilat_transport::ws::Handshake::for_offer(None, &config);
         let io = tokio::io::duplex(64).0;
         let conn = WsConnection::new(io, &handshake, &config);
-        let ident = Arc::new(Ident {
-            socket_id: "1.2".into(),
-            user: OnceLock::new(),
-        });
         let app = Arc::new(App {
             config: super::super::PusherApp::dev(),
             namespace: "pusher.app-id".into(),
             cache_namespace: "pusher.app-id.cache".into(),
             webhooks: None,
+            index: None,
         });
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .expect("a permit");
-        let handler = PusherConn {
-            session,
-            node: node.clone(),
-            outbox: outbox.clone(),
-            app,
-            ident: ident.clone(),
-            window_start: Instant::now(),
-            events_in_window: 0,
-        };
-        let wire = PusherWire {
+        // What `serve` spawns for every connection.
+        let task = connected(
             conn,
-            ident,
-            _permit: admission::ConnectionSlot::from_permit(permit),
-        };
-        let task = driver::drive(wire, handler, outbox);
+            &node,
+            app,
+            session,
+            outbox,
+            admission::ConnectionSlot::from_permit(permit),
+        );
         let size = std::mem::size_of_val(&task);
         println!("idle pusher connection task: {size} bytes");
         assert!(
