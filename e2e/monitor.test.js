@@ -3,13 +3,14 @@
 // figures to monitor:node and evaluates the alert rules of alerts:ops. Two users (two browser
 // contexts): a rule set in one page fires on the node's real connection count and shows in both
 // pages at once (a toast, a browser Notification where granted, the alert list); acknowledging it
-// in one shows it acknowledged, with who did it, in the other; a dashboard that was away when an
-// alert was raised sees it when it comes back; a malformed rule is refused with the reason on
+// in one shows it acknowledged, with who did it, in the other; a dashboard whose network was down
+// when an alert was raised recovers it when it comes back, and a reloaded one gets every rule and
+// alert's newest record at once; a malformed rule is refused with the reason on
 // every page. Screenshots: target/e2e/monitor-*.png (desktop light, phone dark).
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom } from './lib/browser.js';
+import { DESKTOP, Network, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom } from './lib/browser.js';
 import { setup, skipReason } from './lib/harness.js';
 
 const skip = skipReason();
@@ -33,6 +34,8 @@ async function openMonitor(h, { viewport = DESKTOP, colorScheme = 'light', name 
     Recorded.requestPermission = Real.requestPermission.bind(Real);
     window.Notification = Recorded;
   });
+  const network = new Network();
+  await network.attach(context);
   context.setDefaultTimeout(WAIT);
   const page = await context.newPage();
   page.logs = [];
@@ -41,7 +44,7 @@ async function openMonitor(h, { viewport = DESKTOP, colorScheme = 'light', name 
   page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
   page.url0 = `${h.server.url}/demo/monitor?name=${name}`;
   await page.goto(page.url0, { waitUntil: 'domcontentloaded' });
-  return { context, page };
+  return { context, page, network };
 }
 
 const alertOf = (page, rule) => page.locator(`#alerts li[data-rule="${rule}"]`).first();
@@ -79,7 +82,8 @@ describe('monitor demo', { timeout: 120000 }, () => {
       assert.match(await a.page.textContent('#rule-error'), /Threshold: a number/);
 
       const rule = uniqueRoom('conns');
-      await addRule(a.page, { name: rule, metric: 'connections', op: '>', threshold: 1, forS: 1 });
+      // Above 0 holds while any dashboard is connected, so the alert stays open throughout.
+      await addRule(a.page, { name: rule, metric: 'connections', op: '>', threshold: 0, forS: 1 });
       for (const { page } of opened) {
         await page.locator(`#rules li[data-rule="${rule}"]`).waitFor();
         await alertOf(page, rule).and(page.locator('[data-state="firing"]')).waitFor({ timeout: 20000 });
@@ -101,19 +105,26 @@ describe('monitor demo', { timeout: 120000 }, () => {
       await eventually(async () => (await b.page.locator('.toast').count()) === 0, { message: 'bob: the toast gone after the ack' });
       await screenshot(b.page, 'monitor-phone-dark-acked');
 
-      // Bob is away while a second alert is raised; back, he sees it (the latest record of
-      // every alert is in his subscribe reply), with its toast, and acknowledges it for alice.
-      await b.page.goto('about:blank');
+      // Bob's network drops while a second alert is raised; when it comes back his dashboard
+      // recovers what it missed from history, with its toast, and he acknowledges it for alice.
+      await b.network.drop();
+      await eventually(async () => (await b.page.textContent('#status')) !== 'live', { message: 'bob: offline' });
       const away = uniqueRoom('mem');
       await addRule(a.page, { name: away, metric: 'memory_mb', op: '>', threshold: 1, forS: 0 });
       await alertOf(a.page, away).and(a.page.locator('[data-state="firing"]')).waitFor({ timeout: 20000 });
-      await b.page.goto(b.page.url0, { waitUntil: 'domcontentloaded' });
-      await alertOf(b.page, away).and(b.page.locator('[data-state="firing"]')).waitFor();
+      assert.equal(await alertOf(b.page, away).count(), 0, 'bob cannot know yet');
+      await b.network.restore();
+      await alertOf(b.page, away).and(b.page.locator('[data-state="firing"]')).waitFor({ timeout: 30000 });
       await b.page.locator(`.toast[data-alert^="alert:${away}:"]`).waitFor();
-      assert.match(await alertOf(b.page, rule).textContent(), /acknowledged by alice/);
       await alertOf(b.page, away).locator('[data-testid="ack"]').click();
       await eventually(async () => /acknowledged by bob/.test(await alertOf(a.page, away).textContent()),
         { message: 'alice: the second alert acknowledged by bob' });
+      // A dashboard opened now gets every rule and alert's newest record in its subscribe reply.
+      await b.page.reload({ waitUntil: 'domcontentloaded' });
+      await eventually(async () => /acknowledged by alice/.test(await alertOf(b.page, rule).textContent({ timeout: 1000 }))
+        && /acknowledged by bob/.test(await alertOf(b.page, away).textContent({ timeout: 1000 })),
+      { message: 'bob after a reload: both alerts with who acknowledged them' });
+      assert.equal(await b.page.locator('.toast').count(), 0, 'acknowledged alerts raise no toast');
 
       // Deleting the rule resolves its alert (the feed stops evaluating it): both pages see it.
       await a.page.click(`#rules li[data-rule="${rule}"] button`);

@@ -177,7 +177,7 @@ function renderAlerts() {
     what.textContent = `${a.rule}: ${describe(a)} (${a.value ?? '?'})`;
     const meta = document.createElement('span');
     meta.className = 'meta';
-    meta.textContent = `${a.state === 'resolved' ? `resolved ${fmtTime(a.resolved_at)}, ` : 'firing, '}raised ${fmtTime(a.raised_at)} on ${a.node ?? 'node'}`;
+    meta.textContent = `${a.state === 'resolved' ? `resolved ${fmtTime(a.resolved_at)}${a.resolved_why ? ` (${a.resolved_why})` : ''}, ` : 'firing, '}raised ${fmtTime(a.raised_at)} on ${a.node ?? 'node'}`;
     li.append(what, meta);
     if (a.acked_by) {
       const by = document.createElement('span');

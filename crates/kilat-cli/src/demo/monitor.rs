@@ -188,6 +188,8 @@ struct Alerts {
     /// The newest record of each alert id (to keep `acked_by` when resolving).
     records: HashMap<String, Value>,
     position: Option<Value>,
+    /// Open alerts of rules deleted or rejected: resolved at the next evaluation.
+    closed: Vec<(String, String)>,
 }
 
 impl Alerts {
@@ -216,7 +218,7 @@ impl Alerts {
         let name = id.strip_prefix("rule:")?;
         if data.get("error").is_some() {
             // A rejection (ours): the rule is not evaluated.
-            self.rules.remove(name);
+            self.close(name, "rule rejected");
             return None;
         }
         match parse_rule(data) {
@@ -237,16 +239,23 @@ impl Alerts {
                 None
             }
             Ok(None) => {
-                self.rules.remove(name);
+                self.close(name, "rule deleted");
                 None
             }
             Err(error) => {
-                self.rules.remove(name);
+                self.close(name, "rule rejected");
                 tracing::info!(rule = %id, %error, "alert rule rejected");
                 Some(
                     json!({"id": id, "kind": "rule", "error": error, "by": data.get("by"), "rejected": data}),
                 )
             }
+        }
+    }
+
+    /// Stops evaluating rule `name`; its open alert is resolved at the next evaluation.
+    fn close(&mut self, name: &str, why: &str) {
+        if let Some(alert) = self.rules.remove(name).and_then(|w| w.alert) {
+            self.closed.push((alert, why.to_owned()));
         }
     }
 
@@ -265,6 +274,17 @@ impl Alerts {
     fn evaluate(&mut self, figures: &Value, now: Instant) -> Vec<Value> {
         let ms = figures.get("t").and_then(Value::as_u64).unwrap_or(0);
         let mut out = Vec::new();
+        for (id, why) in self.closed.drain(..) {
+            let mut record = self
+                .records
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| json!({"id": id, "kind": "alert"}));
+            record["state"] = json!("resolved");
+            record["resolved_at"] = json!(ms);
+            record["resolved_why"] = json!(why);
+            out.push(record);
+        }
         for watch in self.rules.values_mut() {
             let rule = &watch.rule;
             let value = figures.get(&rule.metric).and_then(Value::as_f64);
@@ -495,6 +515,27 @@ mod tests {
         assert_eq!(resolved.len(), 1);
         assert_eq!(resolved[0]["state"], "resolved");
         assert_eq!(resolved[0]["acked_by"], "alice");
+        // Fires again; deleting the rule resolves the open alert.
+        assert!(
+            alerts
+                .evaluate(&fig(5.0, 6), t0 + Duration::from_secs(5))
+                .is_empty()
+        );
+        assert_eq!(
+            alerts.evaluate(&fig(5.0, 7), t0 + Duration::from_secs(7))[0]["state"],
+            "firing"
+        );
+        alerts.apply(&json!({"id": "rule:busy", "deleted": true}));
+        let closed = alerts.evaluate(&fig(5.0, 8), t0 + Duration::from_secs(8));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            (
+                closed[0]["state"].as_str(),
+                closed[0]["resolved_why"].as_str()
+            ),
+            (Some("resolved"), Some("rule deleted"))
+        );
+        alerts.apply(&json!({"id": "rule:busy", "kind": "rule", "metric": "connections", "op": ">", "threshold": 1, "for_s": 2}));
         // A malformed rule is rejected with its reason, and not evaluated.
         let rejection = alerts
             .apply(&json!({"id": "rule:busy", "kind": "rule", "metric": "connections", "op": "~", "threshold": 1, "for_s": 0}))
