@@ -419,6 +419,8 @@ pub(crate) async fn monitor(addr: String, key: Option<String>, node: String) -> 
         prev = Some(now);
         let mut out = match alerts.read(&mut api).await {
             Ok(rejections) => rejections,
+            // At start a refusal (a wrong key, no such namespace) ends the feed with its reason.
+            Err(error) if ticks == 1 => return Err(error),
             Err(error) => {
                 tracing::warn!(%error, "monitor feed: reading {ALERTS} failed");
                 api.sender = None;
