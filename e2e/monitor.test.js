@@ -67,6 +67,11 @@ describe('monitor demo', { timeout: 120000 }, () => {
       const a = await openMonitor(h, { name: 'alice' });
       const b = await openMonitor(h, { viewport: PHONE, colorScheme: 'dark', name: 'bob' });
       opened.push(a, b);
+      // The demo index links to it.
+      await a.page.goto(`${h.server.url}/demo/`);
+      await a.page.click('[data-demo="monitor"] a');
+      await a.page.waitForURL(/\/demo\/monitor$/);
+      await a.page.goto(a.page.url0, { waitUntil: 'domcontentloaded' });
       // Real figures from /metrics: both pages are connected, so the node counts at least 2.
       for (const { page } of opened) {
         await eventually(async () => Number(await page.textContent('[data-metric="connections"] .value')) >= 2,
