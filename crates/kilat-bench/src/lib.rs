@@ -9,6 +9,7 @@
 //! - `fanout`: subscribers, channels and publishers; deliveries/s, publish-to-deliver latency,
 //!   lost and duplicated messages, server CPU-seconds per million deliveries.
 //! - `echo`: round-trip latency against an echo endpoint (`kilat echo`).
+//! - `ticker`: subscribers of the ticker demo's feed; deliveries/s and feed-to-arrival latency.
 //!
 //! Modules: `proto` (what each protocol sends and expects), `client` (the load clients:
 //! WebSocket, SSE, HTTP), `stats` (histograms, /proc readings, tables), `workers` (spreading
@@ -35,6 +36,7 @@ mod idle;
 mod proto;
 mod pusher;
 mod stats;
+mod ticker;
 mod workers;
 
 use clap::{Args, Subcommand};
@@ -87,6 +89,16 @@ enum Scenario {
     /// Each of --connections keeps one message of --size bytes in flight, sending the next when
     /// the echo arrives, for --duration seconds; reports round trips/s and RTT percentiles.
     Echo(echo::EchoArgs),
+    /// Subscribers of the ticker demo's channel: deliveries/s and feed-to-arrival latency.
+    ///
+    /// Connects --subscribers to --channel (ticker:all), lets the feed run for --warmup
+    /// seconds, then counts the prices every subscriber receives for --duration seconds and
+    /// times each from the feed's stamp (`t`, Unix ms) to its arrival. Run it with the feed
+    /// (`kilat demo feed ticker`) against a server with and without per-key conflation on the
+    /// namespace: bench/ticker.sh does both in one invocation.
+    ///
+    /// Example: kilat bench ticker -n 1000 -d 20 --server-pid $(pgrep -n kilat)
+    Ticker(ticker::TickerArgs),
 }
 
 /// `kilat bench` arguments.
@@ -103,5 +115,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Idle(a) => idle::run(a).await,
         Scenario::Fanout(a) => fanout::run(a).await,
         Scenario::Echo(a) => echo::run(a).await,
+        Scenario::Ticker(a) => ticker::run(a).await,
     }
 }

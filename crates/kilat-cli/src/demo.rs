@@ -16,6 +16,8 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
+pub(crate) mod monitor;
+
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     #[command(subcommand)]
@@ -77,7 +79,9 @@ struct BotsArgs {
 
 #[derive(Debug, Args)]
 struct FeedArgs {
-    /// Which feed: `ticker` (500 symbols with bursts, in ticker:all and ticker:book).
+    /// Which feed: `ticker` (500 symbols with bursts, in ticker:all and ticker:book), or
+    /// `monitor` (this kilat's /metrics as figures in monitor:<node> every second, and the
+    /// alert rules of alerts:ops evaluated against them; /demo/monitor).
     name: String,
     /// The server's HTTP address.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
@@ -85,6 +89,9 @@ struct FeedArgs {
     /// The server API key (api.key); not needed against `kilat serve --dev`.
     #[arg(long, env = "KILAT_API_KEY")]
     api_key: Option<String>,
+    /// The monitor feed's node name: figures go to monitor:<node>.
+    #[arg(long, default_value = "node")]
+    node: String,
 }
 
 pub(crate) async fn run(args: DemoArgs) -> Result<()> {
@@ -92,8 +99,16 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         DemoCommand::Bots(bots) => run_bots(bots).await,
         DemoCommand::Device(device) => run_device(device).await,
         DemoCommand::Feed(feed) => {
-            if feed.name != "ticker" {
-                bail!("unknown feed `{}` (hint: the feeds are: ticker)", feed.name);
+            if feed.name != "ticker" && feed.name != "monitor" {
+                bail!(
+                    "unknown feed `{}` (hint: the feeds are: ticker, monitor)",
+                    feed.name
+                );
+            }
+            if !monitor::valid_node(&feed.node) {
+                bail!(
+                    "--node must be 1-40 letters, digits, - or _ (it names the channel monitor:<node>)"
+                );
             }
             let addr = feed
                 .url
@@ -101,6 +116,14 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
                 .context("--url must start with http:// (e.g. http://127.0.0.1:8000)")?
                 .trim_end_matches('/')
                 .to_owned();
+            if feed.name == "monitor" {
+                tracing::info!(
+                    "monitor feed: figures from http://{addr}/metrics to monitor:{} while watched, alert rules of {} evaluated every second",
+                    feed.node,
+                    monitor::ALERTS
+                );
+                return monitor::monitor(addr, feed.api_key, feed.node).await;
+            }
             ticker(addr, feed.api_key).await
         }
     }
@@ -124,6 +147,24 @@ impl Api {
             self.sender = Some(sender);
         }
         Ok(self.sender.as_mut().expect("set above"))
+    }
+
+    /// `GET path` (the body as text), e.g. `/metrics`.
+    async fn get(&mut self, path: &str) -> Result<String> {
+        let request = hyper::Request::get(path)
+            .header("host", self.addr.clone())
+            .body(Full::new(Bytes::new()))?;
+        let sender = self.connect().await?;
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!(
+                "GET {path} answered {status} (hint: /metrics is off with server.metrics = false)"
+            );
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     async fn publish(&mut self, channel: &str, data: serde_json::Value) -> Result<()> {

@@ -473,6 +473,24 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
             }
         });
+        if config.server.metrics {
+            tracing::info!(
+                "DEV MODE: the monitor demo feed runs in-process (this node's /metrics as figures \
+                 in monitor:node each second while watched, alert rules of alerts:ops evaluated; \
+                 open /demo/monitor)"
+            );
+            let key = config.api.key.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(error) =
+                        demo::monitor::monitor(local.to_string(), key.clone(), "node".into()).await
+                    {
+                        tracing::warn!(%error, "monitor demo feed stopped; restarting in 5 s");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+            });
+        }
     }
     kilat_server::run(listener, config, shutdown).await?;
     Ok(())

@@ -264,7 +264,9 @@ impl NamespaceOptions {
     /// The dev options of namespace `ns`: [`NamespaceOptions::dev`], except for the demos'
     /// keyed namespaces (web/demo/, docs/use-cases.md): `ticker` is conflated per `sym` every
     /// 100 ms and keeps the latest price of each symbol; `game` is conflated per `player`
-    /// every 25 ms (twice the demo's 20 states a second, so a steady player loses no state) and keeps each player's latest state.
+    /// every 25 ms (twice the demo's 20 states a second, so a steady player loses no state) and keeps each player's latest state;
+    /// `alerts` keeps the latest record of each `id` (rules and alerts of /demo/monitor) for a
+    /// day.
     pub fn dev_for(ns: &str) -> Self {
         let keyed = |key: &str, conflate_ms: u64| NamespaceOptions {
             conflate_ms,
@@ -275,6 +277,12 @@ impl NamespaceOptions {
         match ns {
             "ticker" => keyed("sym", 100),
             "game" => keyed("player", 25),
+            // The monitoring demo's rules and alerts, keyed by id: the newest record of each is
+            // kept for a day, so a dashboard opening later still sees every rule and alert.
+            "alerts" => NamespaceOptions {
+                history_ttl: Duration::from_secs(86_400),
+                ..keyed("id", 0)
+            },
             _ => NamespaceOptions::dev(),
         }
     }

@@ -90,3 +90,16 @@ pub use outbox::Outbox;
 pub use proxy::{Backend, Hook, RequestHeaders};
 pub use session::{Session, TransportInfo};
 pub use util::new_epoch;
+
+/// Entry points for the fuzz targets in `fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The conflation key of `data` (raw JSON) under `field`, or why there is none: `NotObject`,
+    /// `Missing`, `BadType` or `TooLong`.
+    ///
+    /// # Errors
+    /// When `data` has no usable key, as above.
+    pub fn publication_key(data: &str, field: &str) -> Result<Box<str>, String> {
+        crate::keys::publication_key(data, field).map_err(|e| format!("{e:?}"))
+    }
+}

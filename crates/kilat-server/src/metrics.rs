@@ -20,6 +20,7 @@
 //! hub, no engine or proxy wrappers (the build that `docs/benchmarks.md` compares against).
 
 mod instrument;
+mod process;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -566,6 +567,8 @@ impl Metrics {
             env!("CARGO_PKG_VERSION"),
         )]);
         registry.register("kilat_build", "The running kilat version", build);
+        // Process and host figures, read from /proc at scrape time (metrics/process.rs).
+        registry.register_collector(Box::new(process::ProcessCollector));
         let detail = detailed.then(|| Arc::new(Detail::new(namespaces, &mut registry)));
         Metrics { registry, detail }
     }

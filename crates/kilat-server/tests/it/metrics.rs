@@ -157,3 +157,46 @@ async fn metrics_off_keeps_the_hub_counters_only() {
     assert!(!body.contains("kilat_command_duration"), "{body}");
     assert!(!body.contains("kilat_transport_connections"), "{body}");
 }
+
+/// The process and host figures come from /proc at scrape time: open sockets show in
+/// `process_open_fds`, CPU seconds grow with work, and the host's memory and load are there.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn process_and_host_figures_follow_the_process() {
+    let server = TestServer::start(|_| {}).await;
+    let before = metrics(&server).await;
+    let fds = sample(&before, "process_open_fds").expect("process_open_fds");
+    let cpu = sample(&before, "process_cpu_seconds_total").expect("process_cpu_seconds_total");
+    // 100 connections: each is a client and a server socket in this (test) process.
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        clients.push(connect(&server).await.0);
+    }
+    let mut x = 0u64;
+    for i in 0..30_000_000u64 {
+        x = x.wrapping_mul(31).wrapping_add(i);
+    }
+    std::hint::black_box(x);
+    let after = metrics(&server).await;
+    assert_eq!(sample(&after, "kilat_connections"), Some(100.0), "{after}");
+    let fds_after = sample(&after, "process_open_fds").unwrap();
+    assert!(fds_after >= fds + 200.0, "{fds} -> {fds_after}");
+    let cpu_after = sample(&after, "process_cpu_seconds_total").unwrap();
+    assert!(cpu_after > cpu, "{cpu} -> {cpu_after}");
+    let rss = sample(&after, "process_resident_memory_bytes").unwrap();
+    assert!(rss > 1e6, "{rss}");
+    let total = sample(&after, "kilat_host_memory_total_bytes").unwrap();
+    let available = sample(&after, "kilat_host_memory_available_bytes").unwrap();
+    assert!(
+        available > 0.0 && available <= total && rss < total,
+        "{after}"
+    );
+    for load in ["kilat_host_load1", "kilat_host_load5", "kilat_host_load15"] {
+        let value = sample(&after, load).unwrap_or_else(|| panic!("{load} in {after}"));
+        assert!(value >= 0.0, "{load} {value}");
+    }
+    assert!(sample(&after, "kilat_host_cpus").unwrap() >= 1.0);
+    let start = sample(&after, "process_start_time_seconds").unwrap();
+    assert!(start > 1.7e9, "{start}");
+    drop(clients);
+}
