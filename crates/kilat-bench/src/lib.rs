@@ -66,7 +66,10 @@ enum Scenario {
     /// over the channels. Each payload carries the publisher, a per-channel sequence number and
     /// the send time (this process's clock, which is also the receiving clock), so the report
     /// has publish-to-deliver latency (HDR histogram: p50/p90/p99/p99.9/max), deliveries/s,
-    /// lost (expected minus delivered) and duplicated messages. With --server-pid the server's
+    /// lost (expected minus delivered) and duplicated messages. Latency is reported twice: from
+    /// the actual send time, and from the time the publication was due by the schedule
+    /// (--rate), so a stall that holds a publisher back shows instead of hiding (no coordinated
+    /// omission). With --server-pid the server's
     /// CPU time (utime+stime) over the run is reported, also per million deliveries.
     ///
     /// Publishing goes over the publishers' own WebSocket connections (kilat `publish`, which
