@@ -9,6 +9,8 @@
 //! - `fanout`: subscribers, channels and publishers; deliveries/s, publish-to-deliver latency,
 //!   lost and duplicated messages, server CPU-seconds per million deliveries.
 //! - `echo`: round-trip latency against an echo endpoint (`kilat echo`).
+//! - `soak`: a long run with churn on every axis; trends of the server's memory, files, tasks
+//!   and hub sizes, and end-to-end checks of delivery and presence.
 //!
 //! Modules: `proto` (what each protocol sends and expects), `client` (the load clients:
 //! WebSocket, SSE, HTTP), `stats` (histograms, /proc readings, tables), `workers` (spreading
@@ -33,6 +35,7 @@ mod echo;
 mod fanout;
 mod idle;
 mod proto;
+mod soak;
 mod stats;
 mod workers;
 
@@ -89,6 +92,34 @@ enum Scenario {
     /// Each of --connections keeps one message of --size bytes in flight, sending the next when
     /// the echo arrives, for --duration seconds; reports round trips/s and RTT percentiles.
     Echo(echo::EchoArgs),
+    /// A long run with churn on every axis at once; samples the server and checks that nothing
+    /// grows, nothing is lost and presence stays true.
+    ///
+    /// Keeps --clients well-behaved clients connected: each subscribes to --subs of --channels
+    /// channels, acts every --action-every seconds on average (moves a subscription, asks
+    /// presence or presence_stats, reads history, refreshes its token) and leaves after about
+    /// --life seconds, half with a close frame and half by dropping the TCP connection, when a
+    /// new client takes its place. Meanwhile --rate publications/s go through the HTTP API,
+    /// each carrying its channel's sequence number, and abusive clients flood commands, send
+    /// oversized frames and ask for history they never read (--abusive of each kind).
+    ///
+    /// Every --sample seconds it reads the server's RSS and open file descriptors (/proc, with
+    /// --pid or for a server it spawned), and from /metrics its connections, sessions,
+    /// subscriptions, channels, runtime and background task counts and queued bytes, plus the
+    /// presence entries on its channels. After --duration it reports each quantity's trend
+    /// after the warm-up (least-squares slope as % per hour of the mean); with --assert-flat
+    /// PERCENT a faster growth fails the run. It then stops the churn and checks that every
+    /// well-behaved client got every publication on its channels once and in order, and that
+    /// the server's presence equals the clients connected. Any loss, duplicate, error reply,
+    /// disconnect of a well-behaved client or presence difference fails the run (exit 1).
+    ///
+    /// Without --url it starts `kilat serve --dev` itself on a free port (with a token secret,
+    /// so half the clients use tokens) and stops it at the end.
+    ///
+    /// Examples:
+    ///   kilat bench soak -d 120 --assert-flat 50
+    ///   kilat bench soak --url ws://127.0.0.1:8000 --pid $(pgrep -n kilat) -d 3600 --samples soak.csv
+    Soak(soak::SoakArgs),
 }
 
 /// `kilat bench` arguments.
@@ -105,5 +136,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Idle(a) => idle::run(a).await,
         Scenario::Fanout(a) => fanout::run(a).await,
         Scenario::Echo(a) => echo::run(a).await,
+        Scenario::Soak(a) => soak::run(a).await,
     }
 }
