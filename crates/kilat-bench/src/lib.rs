@@ -35,6 +35,7 @@ mod echo;
 mod fanout;
 mod idle;
 mod proto;
+mod reconnect;
 mod soak;
 mod stats;
 mod workers;
@@ -120,6 +121,20 @@ enum Scenario {
     ///   kilat bench soak -d 120 --assert-flat 50
     ///   kilat bench soak --url ws://127.0.0.1:8000 --pid $(pgrep -n kilat) -d 3600 --samples soak.csv
     Soak(soak::SoakArgs),
+    /// Clients that stay subscribed with recovery through connection losses (the client side
+    /// of bench/storm.sh).
+    ///
+    /// Each client connects to --url, subscribes to PREFIX(i mod --channels) with recovery and
+    /// checks every publication's offset. After a loss it reconnects to --reconnect-url (the
+    /// load balancer) with jittered, growing backoff and resubscribes from its last offset and
+    /// epoch. After --duration seconds it reports (JSON with --json): when the first client lost
+    /// its connection and the last one recovered (Unix µs, so reports of several processes
+    /// combine), failed reconnect attempts, losses and duplicates (each client's end offset is
+    /// checked against its channel's top). Keep -n under `ulimit -n` and run several processes
+    /// (--first numbers their clients apart) for more.
+    ///
+    /// Example: kilat bench reconnect --url ws://127.0.0.1:8001 --reconnect-url ws://127.0.0.1:8000 -n 5000 -c 300 -d 120
+    Reconnect(reconnect::ReconnectArgs),
 }
 
 /// `kilat bench` arguments.
@@ -137,5 +152,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Fanout(a) => fanout::run(a).await,
         Scenario::Echo(a) => echo::run(a).await,
         Scenario::Soak(a) => soak::run(a).await,
+        Scenario::Reconnect(a) => reconnect::run(a).await,
     }
 }

@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 pub(crate) use args::SoakArgs;
 use clients::{Phase, Shared, Tally};
 use sample::{Sample, Trend};
+pub(crate) use token::Rng;
 
 use crate::client::{self, Conn, HttpConn, OP_TEXT, Target};
 use crate::proto::{self, Protocol};

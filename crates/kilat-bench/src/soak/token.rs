@@ -25,14 +25,14 @@ pub(super) fn mint(secret: &str, user: &str, ttl_s: u64) -> String {
 
 /// A small xorshift generator: the soak's choices need not be unpredictable, only varied.
 #[derive(Debug, Clone)]
-pub(super) struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub(super) fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub(super) fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -42,12 +42,12 @@ impl Rng {
     }
 
     /// Uniform in [0, n).
-    pub(super) fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 
     /// Exponentially distributed with the given mean (seconds), capped at 4 means.
-    pub(super) fn exp(&mut self, mean: f64) -> f64 {
+    pub(crate) fn exp(&mut self, mean: f64) -> f64 {
         let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
         (-(1.0 - u).ln() * mean).min(4.0 * mean)
     }
