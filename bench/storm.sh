@@ -99,7 +99,7 @@ for k in $(seq 0 $((PROCS - 1))); do
   pids+=($!)
 done
 for _ in $(seq 1 1200); do
-  ready=$(ls "$work"/ready* 2>/dev/null | wc -l)
+  ready=$(find "$work" -maxdepth 1 -name "ready*" | wc -l)
   [ "$ready" = "$PROCS" ] && break
   sleep 0.1
 done

@@ -3,9 +3,10 @@
 //! own checks (nothing lost or duplicated, presence equal to the connected clients, no error
 //! replies) with --assert-flat on every sampled quantity.
 //!
-//! The limit is 250 % per hour: a two-minute window resolves RSS to about +-80 % per hour
-//! (the never-reader's queue alone moves RSS by 1-2 %), so this catches gross leaks (a couple
-//! of KiB per churned connection); the one-hour run in docs/reliability.md resolves a few %.
+//! The limit is 400 % per hour of RSS (and of every other quantity) after a 40 s warm-up: over
+//! two minutes on a loaded machine RSS still rises by up to ~150 % per hour while allocator
+//! pools settle (docs/reliability.md), so this catches gross leaks (about 2 KiB per churned
+//! connection: 9 % of RSS in 80 s); the one-hour run in docs/reliability.md resolves a few %.
 
 mod common;
 
@@ -24,8 +25,10 @@ fn two_minutes_of_churn_leave_nothing_behind() {
             "120",
             "--sample",
             "3",
+            "--warmup",
+            "40",
             "--assert-flat",
-            "250",
+            "400",
             "--json",
         ])
         .env("KILAT_LOG", "warn")
