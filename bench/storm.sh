@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The reconnect storm, end to end with real processes: one redis-server, three
-# `kilat serve --engine redis` nodes (A, B, C), two haproxy processes with deploy/haproxy.cfg
-# as shipped (ports, the third server and a higher maxconn changed; two of them because one
-# process may hold at most `ulimit -n` sockets and each proxied client takes two), and PROCS
+# `kilat serve --engine redis` nodes (A, B, C), one haproxy per client process with
+# deploy/haproxy.cfg as shipped (ports and the third server changed; one each because a process
+# may hold at most `ulimit -n` sockets, each proxied client takes two, and the shipped
+# maxconn is 9000), and PROCS
 # `kilat bench reconnect` processes holding CLIENTS clients in total. Every client connects to
 # A directly and subscribes with recovery to one of CHANNELS channels while a publisher posts
 # RATE publications/s to B's /api/publish. Then A gets SIGKILL: every client reconnects
@@ -68,13 +69,12 @@ done
 for n in A B C; do wait_http "http://127.0.0.1:${port[$n]}/ready" "node $n"; done
 
 lbs=()
-for h in 1 2; do
+for h in $(seq 1 "$PROCS"); do
   lb_port=$(free_port)
   python3 - "$lb_port" "${port[A]}" "${port[B]}" "${port[C]}" >"$work/haproxy$h.cfg" <<'PY'
 import sys
 lb, a, b, c = sys.argv[1:]
 cfg = open("deploy/haproxy.cfg").read()
-cfg = cfg.replace("maxconn 9000", "maxconn 9500")
 cfg = cfg.replace("127.0.0.1:8000", f"127.0.0.1:{lb}")
 cfg = cfg.replace("server node1 127.0.0.1:8001", f"server nodeA 127.0.0.1:{a}")
 cfg = cfg.replace("server node2 127.0.0.1:8002", f"server nodeB 127.0.0.1:{b}\n    server nodeC 127.0.0.1:{c}")
@@ -90,7 +90,7 @@ prefix="storm$(date +%s)-"
 per=$((CLIENTS / PROCS))
 echo "storm: $CLIENTS clients in $PROCS processes on node A, $CHANNELS channels, $RATE publications/s"
 for k in $(seq 0 $((PROCS - 1))); do
-  lb=${lbs[$((k % 2))]}
+  lb=${lbs[$k]}
   "$KILAT" bench reconnect --url "ws://127.0.0.1:${port[A]}/connection/websocket" \
     --reconnect-url "ws://$lb/connection/websocket" -n "$per" --first $((k * per)) \
     -c "$CHANNELS" --channel-prefix "$prefix" --connect-rate 1500 -d "$FOLLOW" \
