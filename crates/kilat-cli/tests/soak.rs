@@ -8,12 +8,11 @@
 //! pools settle (docs/reliability.md), so this catches gross leaks (about 2 KiB per churned
 //! connection: 9 % of RSS in 80 s); the one-hour run in docs/reliability.md resolves a few %.
 
-mod common;
-
 use std::process::Command;
 
-use common::KILAT;
 use serde_json::Value;
+
+const KILAT: &str = env!("CARGO_BIN_EXE_kilat");
 
 #[test]
 fn two_minutes_of_churn_leave_nothing_behind() {
