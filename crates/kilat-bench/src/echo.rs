@@ -89,7 +89,8 @@ pub(crate) async fn run(args: EchoArgs) -> Result<()> {
                 let t0 = Instant::now();
                 while t0.elapsed() < duration && (limit == 0 || n < limit) {
                     n += 1;
-                    let msg = proto::payload(i as u32, n, proto::now_us(), size);
+                    let now = proto::now_us();
+                    let msg = proto::payload(i as u32, n, now, now, size);
                     let sent = Instant::now();
                     conn.send_text(msg.as_bytes()).await?;
                     let (op, back) = tokio::time::timeout(Duration::from_secs(10), conn.next())

@@ -10,6 +10,8 @@
 //!   lost and duplicated messages, server CPU-seconds per million deliveries.
 //! - `echo`: round-trip latency against an echo endpoint (`kilat echo`).
 //! - `ticker`: subscribers of the ticker demo's feed; deliveries/s and feed-to-arrival latency.
+//! - `soak`: a long run with churn on every axis; trends of the server's memory, files, tasks
+//!   and hub sizes, and end-to-end checks of delivery and presence.
 //!
 //! Modules: `proto` (what each protocol sends and expects), `client` (the load clients:
 //! WebSocket, SSE, HTTP), `stats` (histograms, /proc readings, tables), `workers` (spreading
@@ -35,6 +37,8 @@ mod fanout;
 mod idle;
 mod proto;
 mod pusher;
+mod reconnect;
+mod soak;
 mod stats;
 mod ticker;
 mod workers;
@@ -69,7 +73,10 @@ enum Scenario {
     /// over the channels. Each payload carries the publisher, a per-channel sequence number and
     /// the send time (this process's clock, which is also the receiving clock), so the report
     /// has publish-to-deliver latency (HDR histogram: p50/p90/p99/p99.9/max), deliveries/s,
-    /// lost (expected minus delivered) and duplicated messages. With --server-pid the server's
+    /// lost (expected minus delivered) and duplicated messages. Latency is reported twice: from
+    /// the actual send time, and from the time the publication was due by the schedule
+    /// (--rate), so a stall that holds a publisher back shows instead of hiding (no coordinated
+    /// omission). With --server-pid the server's
     /// CPU time (utime+stime) over the run is reported, also per million deliveries.
     ///
     /// Publishing goes over the publishers' own WebSocket connections (kilat `publish`, which
@@ -99,6 +106,48 @@ enum Scenario {
     ///
     /// Example: kilat bench ticker -n 1000 -d 20 --server-pid $(pgrep -n kilat)
     Ticker(ticker::TickerArgs),
+    /// A long run with churn on every axis at once; samples the server and checks that nothing
+    /// grows, nothing is lost and presence stays true.
+    ///
+    /// Keeps --clients well-behaved clients connected: each subscribes to --subs of --channels
+    /// channels, acts every --action-every seconds on average (moves a subscription, asks
+    /// presence or presence_stats, reads history, refreshes its token) and leaves after about
+    /// --life seconds, half with a close frame and half by dropping the TCP connection, when a
+    /// new client takes its place. Meanwhile --rate publications/s go through the HTTP API,
+    /// each carrying its channel's sequence number, and abusive clients flood commands, send
+    /// oversized frames and ask for history they never read (--abusive of each kind).
+    ///
+    /// Every --sample seconds it reads the server's RSS and open file descriptors (/proc, with
+    /// --pid or for a server it spawned), and from /metrics its connections, sessions,
+    /// subscriptions, channels, runtime and background task counts and queued bytes, plus the
+    /// presence entries on its channels. After --duration it reports each quantity's trend
+    /// after the warm-up (least-squares slope as % per hour of the mean); with --assert-flat
+    /// PERCENT a faster growth fails the run. It then stops the churn and checks that every
+    /// well-behaved client got every publication on its channels once and in order, and that
+    /// the server's presence equals the clients connected. Any loss, duplicate, error reply,
+    /// disconnect of a well-behaved client or presence difference fails the run (exit 1).
+    ///
+    /// Without --url it starts `kilat serve --dev` itself on a free port (with a token secret,
+    /// so half the clients use tokens) and stops it at the end.
+    ///
+    /// Examples:
+    ///   kilat bench soak -d 120 --assert-flat 50
+    ///   kilat bench soak --url ws://127.0.0.1:8000 --pid $(pgrep -n kilat) -d 3600 --samples soak.csv
+    Soak(soak::SoakArgs),
+    /// Clients that stay subscribed with recovery through connection losses (the client side
+    /// of bench/storm.sh).
+    ///
+    /// Each client connects to --url, subscribes to PREFIX(i mod --channels) with recovery and
+    /// checks every publication's offset. After a loss it reconnects to --reconnect-url (the
+    /// load balancer) with jittered, growing backoff and resubscribes from its last offset and
+    /// epoch. After --duration seconds it reports (JSON with --json): when the first client lost
+    /// its connection and the last one recovered (Unix µs, so reports of several processes
+    /// combine), failed reconnect attempts, losses and duplicates (each client's end offset is
+    /// checked against its channel's top). Keep -n under `ulimit -n` and run several processes
+    /// (--first numbers their clients apart) for more.
+    ///
+    /// Example: kilat bench reconnect --url ws://127.0.0.1:8001 --reconnect-url ws://127.0.0.1:8000 -n 5000 -c 300 -d 120
+    Reconnect(reconnect::ReconnectArgs),
 }
 
 /// `kilat bench` arguments.
@@ -116,5 +165,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Fanout(a) => fanout::run(a).await,
         Scenario::Echo(a) => echo::run(a).await,
         Scenario::Ticker(a) => ticker::run(a).await,
+        Scenario::Soak(a) => soak::run(a).await,
+        Scenario::Reconnect(a) => reconnect::run(a).await,
     }
 }

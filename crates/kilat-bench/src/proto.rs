@@ -221,18 +221,27 @@ pub(crate) fn publish_text(protocol: Protocol, id: u32, channel: &str, data: &st
     }
 }
 
-/// A bench payload: `{"kb":[publisher,seq,send_time_us],"x":"..."}` padded to about `size` bytes.
-pub(crate) fn payload(publisher: u32, seq: u64, sent_us: u64, size: usize) -> String {
-    let mut s = format!(r#"{{"kb":[{publisher},{seq},{sent_us}],"x":""#);
+/// A bench payload: `{"kb":[publisher,seq,send_time_us,intended_us],"x":"..."}` padded to
+/// about `size` bytes. `intended_us` is when the publication was due by the schedule (equal to
+/// the send time when the publisher keeps up; earlier when it stalled).
+pub(crate) fn payload(
+    publisher: u32,
+    seq: u64,
+    sent_us: u64,
+    intended_us: u64,
+    size: usize,
+) -> String {
+    let mut s = format!(r#"{{"kb":[{publisher},{seq},{sent_us},{intended_us}],"x":""#);
     let pad = size.saturating_sub(s.len() + 2);
     s.extend(std::iter::repeat_n('a', pad));
     s.push_str("\"}");
     s
 }
 
-/// Every `(publisher, seq, sent_us)` marker in a received message (batches carry several),
-/// also inside a JSON string (Pusher event data is a string: `"{\"kb\":[...]...}"`).
-pub(crate) fn markers(payload: &[u8], mut f: impl FnMut(u32, u64, u64)) {
+/// Every `(publisher, seq, sent_us, intended_us)` marker in a received message (batches carry
+/// several), also inside a JSON string (Pusher event data is a string: `"{\"kb\":[...]...}"`).
+/// A marker without the intended time (three numbers) reports its send time for it.
+pub(crate) fn markers(payload: &[u8], mut f: impl FnMut(u32, u64, u64, u64)) {
     const TAG: &[u8] = b"\"kb";
     let mut rest = payload;
     while let Some(i) = find(rest, TAG) {
@@ -245,10 +254,10 @@ pub(crate) fn markers(payload: &[u8], mut f: impl FnMut(u32, u64, u64)) {
             continue;
         };
         rest = &rest[skip..];
-        let mut nums = [0u64; 3];
+        let mut nums = [0u64; 4];
         let mut k = 0;
         let mut at = 0;
-        while k < 3 && at < rest.len() {
+        while k < 4 && at < rest.len() {
             let mut v = 0u64;
             let begin = at;
             while at < rest.len() && rest[at].is_ascii_digit() {
@@ -260,10 +269,16 @@ pub(crate) fn markers(payload: &[u8], mut f: impl FnMut(u32, u64, u64)) {
             }
             nums[k] = v;
             k += 1;
+            let sep = rest.get(at).copied();
             at += 1; // the ',' or ']'
+            if sep != Some(b',') {
+                break;
+            }
         }
-        if k == 3 {
-            f(nums[0] as u32, nums[1], nums[2]);
+        match k {
+            3 => f(nums[0] as u32, nums[1], nums[2], nums[2]),
+            4 => f(nums[0] as u32, nums[1], nums[2], nums[3]),
+            _ => {}
         }
     }
 }
@@ -290,25 +305,34 @@ mod tests {
 
     #[test]
     fn payload_round_trips_through_markers() {
-        let p = payload(3, 17, 123_456, 100);
+        let p = payload(3, 17, 123_456, 120_000, 100);
         assert_eq!(p.len(), 100);
         let push = format!(r#"{{"push":{{"channel":"c","pub":{{"data":{p},"offset":4}}}}}}"#);
         let batch = format!("{push}\n{push}");
         let mut seen = Vec::new();
-        markers(batch.as_bytes(), |a, b, c| seen.push((a, b, c)));
-        assert_eq!(seen, vec![(3, 17, 123_456), (3, 17, 123_456)]);
+        markers(batch.as_bytes(), |a, b, c, d| seen.push((a, b, c, d)));
+        assert_eq!(
+            seen,
+            vec![(3, 17, 123_456, 120_000), (3, 17, 123_456, 120_000)]
+        );
+        // A three-number marker (an older bench) has its send time as the intended time.
+        let mut old = Vec::new();
+        markers(br#"{"kb":[1,2,30],"x":""}"#, |a, b, c, d| {
+            old.push((a, b, c, d))
+        });
+        assert_eq!(old, vec![(1, 2, 30, 30)]);
     }
 
     #[test]
     fn markers_are_found_inside_pusher_string_data() {
-        let p = payload(2, 9, 77, 60);
+        let p = payload(2, 9, 77, 70, 60);
         let event = format!(
             r#"{{"event":"bench","channel":"bench0","data":{}}}"#,
             serde_json::to_string(&p).unwrap()
         );
         let mut seen = Vec::new();
-        markers(event.as_bytes(), |a, b, c| seen.push((a, b, c)));
-        assert_eq!(seen, vec![(2, 9, 77)]);
+        markers(event.as_bytes(), |a, b, c, d| seen.push((a, b, c, d)));
+        assert_eq!(seen, vec![(2, 9, 77, 70)]);
     }
 
     #[test]

@@ -242,6 +242,17 @@ fn fanout_delivers_everything_once() {
     let r = bench(&args);
     check_clean_fanout(&r, 20, 1);
     assert!(r["server_cpu_s"].as_f64().is_some(), "{r}");
+    // Latency from the schedule covers every delivery too, and a publication is never sent
+    // before it is due, so it is never below latency from the send.
+    let (sent, due) = (&r["latency"], &r["latency_vs_schedule"]);
+    assert_eq!(u(sent, "samples"), u(due, "samples"), "{r}");
+    assert!(u(due, "samples") > 0, "{r}");
+    for q in ["p50_ms", "max_ms"] {
+        assert!(
+            due[q].as_f64().unwrap() >= sent[q].as_f64().unwrap() * 0.99,
+            "{q}: {r}"
+        );
+    }
 
     // The same through the HTTP API, over two channels and two worker processes.
     let r = bench(&[

@@ -507,6 +507,20 @@ impl Collector for NodeCollector {
             "1 while the server is shutting down.",
             i64::from(self.draining.load(Ordering::SeqCst)),
         )?;
+        gauge(
+            e,
+            "kilat_background_tasks",
+            "Background tasks the node tracks that are running (timer-started engine calls, gap repairs, conflation windows, hook calls).",
+            clamp(stats.background_tasks),
+        )?;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            gauge(
+                e,
+                "kilat_runtime_alive_tasks",
+                "Tasks alive on the server's tokio runtime (connections, timers, background work); a leak shows as growth.",
+                clamp(runtime.metrics().num_alive_tasks()),
+            )?;
+        }
         // Per namespace: one pass over the hub's shards.
         let by_namespace = self.node.channels_by(|channel| {
             channel

@@ -94,6 +94,18 @@ impl Conn {
         Ok(())
     }
 
+    /// Sends a close frame with `code` (a clean WebSocket close; the caller then drops the
+    /// connection without waiting for the server's close).
+    pub(crate) async fn send_close(&mut self, code: u16) -> Result<()> {
+        if self.sse.is_some() {
+            bail!("a close frame needs a WebSocket connection");
+        }
+        let mut frame = Vec::with_capacity(8);
+        encode_frame(&mut frame, OP_CLOSE, &code.to_be_bytes());
+        self.stream.write_all(&frame).await?;
+        Ok(())
+    }
+
     /// Sends bytes already framed with [`encode_text`] (several frames in one write).
     pub(crate) async fn send_raw(&mut self, frames: &[u8]) -> Result<()> {
         if self.sse.is_some() {

@@ -6,11 +6,14 @@
 //! - this file: one process's run (prepare, publish, drain) and the workers.
 //! - `subscribers.rs`: connecting subscribers and checking what they receive.
 //! - `publisher.rs`: the publisher task.
+//! - `schedule.rs`: when each publication is due, and latency against that (no coordinated
+//!   omission).
 //! - `report.rs`: merging the processes' parts and printing the result.
 
 mod args;
 mod publisher;
 mod report;
+mod schedule;
 mod subscribers;
 
 use std::sync::Arc;
@@ -235,7 +238,10 @@ impl Prepared {
         let _ = self.stop.send(true);
         while self.readers.join_next().await.is_some() {}
         let c = &self.counters;
-        let histogram = stats::encode(&c.histogram.lock().unwrap_or_else(|p| p.into_inner()));
+        let (histogram, histogram_intended) = {
+            let l = c.latencies.lock().unwrap_or_else(|p| p.into_inner());
+            (stats::encode(&l.sent), stats::encode(&l.intended))
+        };
         let first_error = c
             .first_error
             .lock()
@@ -256,6 +262,7 @@ impl Prepared {
             start_us,
             last_delivery_us: c.last_delivery_us.load(Ordering::Relaxed),
             histogram,
+            histogram_intended,
             client_cpu_s: own_cpu() - cpu0,
         })
     }

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use tokio::sync::{oneshot, watch};
 
 use super::args::{FanoutArgs, Via};
+use super::schedule;
 use crate::client::{self, Conn, HttpConn, Target, Transport};
 use crate::proto::{self, Protocol};
 
@@ -127,6 +128,7 @@ impl PublisherTask {
         let mut sent = 0u64;
         let mut next_id = 10u32;
         let start = Instant::now();
+        let start_us = proto::now_us();
         let mut ticker = tokio::time::interval(Duration::from_millis(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let headers = api_key
@@ -139,13 +141,14 @@ impl PublisherTask {
             if elapsed >= duration {
                 break;
             }
-            let due = (elapsed.as_secs_f64() * rate) as u64 + 1;
+            let due = schedule::due(elapsed.as_secs_f64(), rate);
             batch.clear();
             let mut http_bodies = Vec::new();
             while sent < due {
                 let c = (j as usize + sent as usize) % nchan;
                 seq[c] += 1;
-                let data = proto::payload(j, seq[c], proto::now_us(), size);
+                let intended = schedule::intended_us(start_us, sent, rate);
+                let data = proto::payload(j, seq[c], proto::now_us(), intended, size);
                 let channel = format!("{prefix}{c}");
                 match publisher {
                     Publisher::Ws(_) => {

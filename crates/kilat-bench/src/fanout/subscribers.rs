@@ -11,6 +11,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::args::{FanoutArgs, channels};
+use super::schedule::Latencies;
 use crate::proto;
 use crate::stats;
 
@@ -23,7 +24,8 @@ pub(super) struct Counters {
     pub(super) disconnects: AtomicU64,
     pub(super) compressed: AtomicU64,
     pub(super) last_delivery_us: AtomicU64,
-    pub(super) histogram: Mutex<hdrhistogram::Histogram<u64>>,
+    /// Latency against the actual send time and against the schedule.
+    pub(super) latencies: Mutex<Latencies>,
     pub(super) first_error: Mutex<Option<String>>,
 }
 
@@ -36,7 +38,7 @@ impl Counters {
             disconnects: AtomicU64::new(0),
             compressed: AtomicU64::new(0),
             last_delivery_us: AtomicU64::new(0),
-            histogram: Mutex::new(stats::histogram()),
+            latencies: Mutex::new(Latencies::new()),
             first_error: Mutex::new(None),
         }
     }
@@ -161,7 +163,7 @@ pub(super) async fn connect(
 /// Accounts for one received message on a subscriber.
 fn receive(counters: &Counters, last: &mut [u64], payload: &[u8]) {
     let now = proto::now_us();
-    proto::markers(payload, |publisher, seq, sent| {
+    proto::markers(payload, |publisher, seq, sent, intended| {
         let Some(prev) = last.get_mut(publisher as usize) else {
             return;
         };
@@ -177,7 +179,7 @@ fn receive(counters: &Counters, last: &mut [u64], payload: &[u8]) {
         *prev = seq;
         counters.delivered.fetch_add(1, Ordering::Relaxed);
         counters.last_delivery_us.fetch_max(now, Ordering::Relaxed);
-        let mut h = counters.histogram.lock().unwrap_or_else(|p| p.into_inner());
-        h.saturating_record(now.saturating_sub(sent).max(1));
+        let mut h = counters.latencies.lock().unwrap_or_else(|p| p.into_inner());
+        h.record(now, sent, intended);
     });
 }

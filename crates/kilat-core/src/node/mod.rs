@@ -55,6 +55,9 @@ pub struct NodeStats {
     pub publications: u64,
     /// Frames queued to subscribers by this node's fan-out.
     pub deliveries: u64,
+    /// Background tasks the node tracks that are running (engine calls started by timers, gap
+    /// repairs, conflation windows, hook calls): a count that must not grow over time.
+    pub background_tasks: usize,
 }
 
 /// History read options for [`Node::history`].
@@ -260,6 +263,7 @@ impl Node {
             channels: self.inner.hub.channel_count(),
             publications: self.inner.publications.load(Ordering::Relaxed),
             deliveries: self.inner.hub.deliveries(),
+            background_tasks: self.inner.tasks.len(),
         }
     }
 

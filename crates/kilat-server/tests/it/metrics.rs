@@ -200,3 +200,32 @@ async fn process_and_host_figures_follow_the_process() {
     assert!(start > 1.7e9, "{start}");
     drop(clients);
 }
+
+#[tokio::test]
+async fn task_gauges_follow_the_connections() {
+    let server = TestServer::start(|_| {}).await;
+    let body = metrics(&server).await;
+    let before = sample(&body, "kilat_runtime_alive_tasks").expect("runtime task gauge");
+    assert_eq!(sample(&body, "kilat_background_tasks"), Some(0.0), "{body}");
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(connect(&server).await.0);
+    }
+    let during = sample(&metrics(&server).await, "kilat_runtime_alive_tasks").unwrap();
+    // At least one task per connection.
+    assert!(during >= before + 20.0, "{before} -> {during}");
+    drop(clients);
+    // The connections' tasks end: the count comes back down (bounded wait for it).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = sample(&metrics(&server).await, "kilat_runtime_alive_tasks").unwrap();
+        if now <= before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tasks stayed at {now} (before the clients: {before})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
