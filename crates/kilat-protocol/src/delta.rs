@@ -400,6 +400,15 @@ mod tests {
     }
 
     #[test]
+    fn the_protocol_docs_example_is_what_the_encoder_makes() {
+        let delta = encode(
+            br#"{"title":"Report","revision":8}"#,
+            br#"{"title":"Report","revision":9}"#,
+        );
+        assert_eq!(String::from_utf8_lossy(&delta), "V\nT@0,2:9}35R1Lg;");
+    }
+
+    #[test]
     fn a_small_change_makes_a_small_delta() {
         let old = ticker(105, 1_200_300);
         let new = ticker(106, 1_200_400);

@@ -10,6 +10,8 @@ mod auth;
 mod concurrency;
 /// Conflation (`conflate_ms`): one publication per window, the newest.
 mod conflation;
+/// `delta: "fossil"` subscriptions: same documents, full after recovery, errors.
+mod delta;
 /// The engine conformance suite against the memory engine, and memory-engine TTLs.
 mod engine;
 /// Outbox limits, drain, ping/pong and timers.
