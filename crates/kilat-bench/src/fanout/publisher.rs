@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::{oneshot, watch};
 
-use super::args::{FanoutArgs, Via};
+use super::args::{FanoutArgs, Feed, Via};
 use crate::client::{self, Conn, HttpConn, Target, Transport};
 use crate::proto::{self, Protocol};
 
@@ -52,6 +52,7 @@ pub(super) struct PublisherTask {
     pub(super) nchan: usize,
     pub(super) rate: f64,
     pub(super) size: usize,
+    pub(super) feed: Feed,
     pub(super) duration: Duration,
     pub(super) api_key: Option<String>,
     pub(super) publisher: Publisher,
@@ -106,6 +107,7 @@ impl PublisherTask {
             nchan,
             rate,
             size,
+            feed,
             duration,
             api_key,
             mut publisher,
@@ -138,7 +140,10 @@ impl PublisherTask {
             while sent < due {
                 let c = (j as usize + sent as usize) % nchan;
                 seq[c] += 1;
-                let data = proto::payload(j, seq[c], proto::now_us(), size);
+                let data = match feed {
+                    Feed::Padded => proto::payload(j, seq[c], proto::now_us(), size),
+                    Feed::Ticker => super::delta::ticker_payload(j, seq[c], proto::now_us(), size),
+                };
                 let channel = format!("{prefix}{c}");
                 match publisher {
                     Publisher::Ws(_) => {
