@@ -1217,6 +1217,12 @@ mod tests {
     }
 
     #[test]
+    fn the_delta_flags_fit_in_a_subscribers_padding() {
+        // Every subscription of every connection holds one: the two delta flags cost nothing.
+        assert!(std::mem::size_of::<Subscriber>() <= 48);
+    }
+
+    #[test]
     fn channels_without_delta_subscribers_build_no_delta_and_keep_no_payload() {
         let hub = Hub::new();
         let outbox = Outbox::new(1 << 20);
