@@ -13,7 +13,7 @@ import { createDelta } from 'fossil-delta';
 import { Kilat } from '../src/kilat.js';
 import { applyDelta, applyTextDelta, DeltaError } from '../src/fossil.js';
 import { KilatServer, skipReason } from './server.js';
-import { until } from './fake.js';
+import { fakeWebSocket, until } from './fake.js';
 
 const enc = new TextEncoder();
 
@@ -86,6 +86,50 @@ describe('fossil delta applier', () => {
     }
     assert.throws(() => applyDelta(source, enc.encode('Z\n'), 10), /larger than allowed/);
   });
+});
+
+test('a delta that cannot be applied is an error event and a resubscribe that recovers', async (t) => {
+  // an in-memory server: it grants deltas, then sends a delta with no base before it
+  const server = (frame, socket) => {
+    if (frame.connect) socket.push({ id: frame.id, connect: { client: 'c1', ping: 25 } });
+    else if (frame.unsubscribe) socket.push({ id: frame.id, unsubscribe: {} });
+    else if (frame.subscribe) {
+      const again = frame.subscribe.offset === 1;
+      socket.push({
+        id: frame.id,
+        subscribe: {
+          recoverable: true, epoch: 'e', offset: again ? 2 : 0, recovered: again, positioned: true, delta: true,
+          publications: again ? [{ data: documentAt(2), offset: 2 }] : [],
+        },
+      });
+    }
+  };
+  const WS = fakeWebSocket({ server });
+  const client = new Kilat('ws://test.invalid/connection/websocket', { websocket: WS, minReconnectDelay: 5, maxReconnectDelay: 20 });
+  t.after(() => client.disconnect());
+  client.connect();
+  await client.ready(2000);
+  const sub = client.newSubscription('doc', { delta: 'fossil' });
+  const seen = [];
+  const errors = [];
+  sub.on('publication', (p) => seen.push(p));
+  sub.on('error', (e) => errors.push(e));
+  sub.subscribe();
+  await sub.ready(2000);
+  const socket = WS.last();
+  socket.push({ push: { channel: 'doc', pub: { data: JSON.stringify(documentAt(1)), offset: 1, delta: false } } });
+  socket.push({ push: { channel: 'doc', pub: { data: '9\n9@0,0;', offset: 2, delta: true } } });
+  await until(() => seen.length === 2, 2000, 'the recovered publication');
+  assert.deepEqual(seen.map((p) => [p.offset, p.data]), [[1, documentAt(1)], [2, documentAt(2)]]);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].type, 'delta');
+  assert.ok(errors[0].error instanceof DeltaError, String(errors[0].error));
+  const commands = socket.frames().filter((f) => f.subscribe || f.unsubscribe);
+  assert.deepEqual(
+    commands.map((f) => (f.subscribe ? ['subscribe', f.subscribe.delta, f.subscribe.offset] : ['unsubscribe'])),
+    [['subscribe', 'fossil', undefined], ['unsubscribe'], ['subscribe', 'fossil', 1]],
+    'unsubscribed, then subscribed again recovering from offset 1',
+  );
 });
 
 const skip = skipReason();
