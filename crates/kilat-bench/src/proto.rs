@@ -71,10 +71,25 @@ pub(crate) async fn open_subscribed(
     channel: Option<&str>,
     timeout: Duration,
 ) -> Result<Conn> {
+    open_subscribed_with(target, protocol, transport, channel, false, timeout).await
+}
+
+/// [`open_subscribed`], with `delta` asking for `delta: "fossil"` (kilat over WebSocket only).
+pub(crate) async fn open_subscribed_with(
+    target: &Target,
+    protocol: Protocol,
+    transport: Transport,
+    channel: Option<&str>,
+    delta: bool,
+    timeout: Duration,
+) -> Result<Conn> {
+    if delta && (protocol != Protocol::Kilat || transport != Transport::Ws) {
+        bail!("delta subscriptions need the kilat protocol over WebSocket");
+    }
     if transport == Transport::Ws {
         let mut conn = open(target, protocol, timeout).await?;
         if let Some(channel) = channel {
-            tokio::time::timeout(timeout, subscribe(&mut conn, protocol, channel))
+            tokio::time::timeout(timeout, subscribe(&mut conn, protocol, channel, delta))
                 .await
                 .map_err(|_| anyhow::anyhow!("subscribe timed out"))??;
         }
@@ -154,8 +169,13 @@ async fn handshake(conn: &mut Conn, protocol: Protocol) -> Result<()> {
 }
 
 /// Subscribes to `channel` (kilat and Pusher; the others deliver everything to every
-/// connection).
-pub(crate) async fn subscribe(conn: &mut Conn, protocol: Protocol, channel: &str) -> Result<()> {
+/// connection). `delta` asks a kilat subscription for fossil deltas.
+pub(crate) async fn subscribe(
+    conn: &mut Conn,
+    protocol: Protocol,
+    channel: &str,
+    delta: bool,
+) -> Result<()> {
     if protocol == Protocol::Pusher {
         let cmd = format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}"}}}}"#);
         conn.send_text(cmd.as_bytes()).await?;
@@ -175,7 +195,8 @@ pub(crate) async fn subscribe(conn: &mut Conn, protocol: Protocol, channel: &str
     if protocol != Protocol::Kilat {
         return Ok(());
     }
-    let cmd = format!(r#"{{"id":2,"subscribe":{{"channel":"{channel}"}}}}"#);
+    let delta = if delta { r#","delta":"fossil""# } else { "" };
+    let cmd = format!(r#"{{"id":2,"subscribe":{{"channel":"{channel}"{delta}}}}}"#);
     conn.send_text(cmd.as_bytes()).await?;
     loop {
         let reply = conn.read_text().await?;

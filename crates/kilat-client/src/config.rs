@@ -93,6 +93,9 @@ pub struct SubscribeOptions {
     pub token: Option<String>,
     /// Custom data for the server's subscribe handler.
     pub data: Option<RawJson>,
+    /// Receive publications as fossil deltas against the previous one (`delta: "fossil"`,
+    /// channels with history only). The client applies them: events carry full payloads.
+    pub delta: bool,
 }
 
 impl SubscribeOptions {

@@ -55,6 +55,7 @@ mod backoff;
 mod client;
 pub mod commands;
 mod config;
+mod delta;
 mod error;
 mod event;
 mod task;

@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::backoff::Backoff;
 use crate::config::{ClientConfig, SubscribeOptions};
+use crate::delta::Bases;
 use crate::error::{Error, ProtocolError, Result};
 use crate::event::{CODE_CLOSED, Event};
 use crate::tracker::Tracker;
@@ -97,6 +98,8 @@ pub(crate) struct ConnectionTask {
     closed: watch::Receiver<bool>,
     /// Subscriptions and their positions, kept across reconnects for recovery.
     tracker: Tracker,
+    /// The base payloads of `delta: "fossil"` subscriptions.
+    bases: Bases,
     backoff: Backoff,
 }
 
@@ -130,6 +133,7 @@ impl ConnectionTask {
             events,
             closed,
             tracker: Tracker::default(),
+            bases: Bases::default(),
             backoff,
         }
     }
@@ -338,16 +342,30 @@ impl ConnectionTask {
         message: Message,
     ) -> Result<(), Ended> {
         let frames = match &message {
-            Message::Text(text) => transport::decode_batch(text.as_bytes()),
-            Message::Binary(bytes) => transport::decode_batch(bytes),
+            Message::Text(text) => transport::decode_batch_raw(text.as_bytes()),
+            Message::Binary(bytes) => transport::decode_batch_raw(bytes),
             Message::Close(close) => {
                 return Err(Ended::Lost(close_to_disconnect(close.clone())));
             }
             // WebSocket-level pings are answered by tungstenite itself.
             _ => return Ok(()),
         };
-        for frame in frames {
+        for (raw, frame) in frames {
             match frame {
+                Ok(ServerFrame::Push(Push {
+                    channel: Some(channel),
+                    body: PushBody::Pub(mut publication),
+                })) => {
+                    if let Err(error) = self.bases.resolve(&channel, raw, &mut publication) {
+                        self.delta_failed(sink, session, channel, error).await?;
+                        continue;
+                    }
+                    let push = Push {
+                        channel: Some(channel),
+                        body: PushBody::Pub(publication),
+                    };
+                    self.on_push(sink, session, push).await?;
+                }
                 Ok(frame) => self.on_frame(sink, session, frame).await?,
                 // A frame this client cannot read is skipped, not fatal: newer servers may
                 // send kinds this version does not know.
@@ -355,6 +373,28 @@ impl ConnectionTask {
             }
         }
         Ok(())
+    }
+
+    /// A delta that cannot be applied (no base, a bad checksum): the publication is lost to
+    /// this client, so it subscribes again, recovering from the last payload it delivered;
+    /// recovery brings full payloads.
+    async fn delta_failed(
+        &mut self,
+        sink: &mut Sink,
+        session: &mut Session,
+        channel: String,
+        error: crate::delta::DeltaFailure,
+    ) -> Result<(), Ended> {
+        tracing::warn!(%error, channel, "a delta publication could not be applied; resubscribing");
+        self.bases.forget(&channel);
+        let Some(request) = self.tracker.resubscribe_one(&channel) else {
+            return Ok(());
+        };
+        // The reply is not awaited: the subscribe right after it is handled in order.
+        let (unsubscribed, _) = oneshot::channel();
+        let command = Command::Unsubscribe(ChannelRequest { channel });
+        send_command(sink, session, command, Pending::Reply(unsubscribed)).await?;
+        self.send_subscribe(sink, session, request, None).await
     }
 
     async fn on_frame(
@@ -543,6 +583,7 @@ impl ConnectionTask {
             },
             Request::Unsubscribe { channel, reply } => {
                 self.tracker.remove(&channel);
+                self.bases.forget(&channel);
                 let command = Command::Unsubscribe(ChannelRequest { channel });
                 send_command(sink, session, command, Pending::Reply(reply)).await
             }

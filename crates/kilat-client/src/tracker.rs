@@ -229,6 +229,7 @@ impl ChannelState {
             epoch: self.position.as_ref().map(|p| p.epoch.clone()),
             join_leave: options.join_leave,
             data: options.data,
+            delta: options.delta.then(|| "fossil".to_owned()),
         }
     }
 

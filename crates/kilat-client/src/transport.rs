@@ -135,16 +135,25 @@ async fn handshake(
 
 /// Decodes one WebSocket message: one frame, or several separated by `\n` (blank lines skipped).
 pub(crate) fn decode_batch(payload: &[u8]) -> Vec<Result<ServerFrame>> {
+    decode_batch_raw(payload)
+        .into_iter()
+        .map(|(_, frame)| frame)
+        .collect()
+}
+
+/// [`decode_batch`], each frame with its text (a delta publication is read from it again).
+pub(crate) fn decode_batch_raw(payload: &[u8]) -> Vec<(&[u8], Result<ServerFrame>)> {
     payload
         .split(|&b| b == b'\n')
         .filter(|frame| !frame.iter().all(u8::is_ascii_whitespace))
         .map(|frame| {
-            ServerFrame::decode(frame).map_err(|source| {
+            let decoded = ServerFrame::decode(frame).map_err(|source| {
                 Error::Protocol(ProtocolError::Undecodable {
                     frame: String::from_utf8_lossy(&frame[..frame.len().min(200)]).into_owned(),
                     source,
                 })
-            })
+            });
+            (frame, decoded)
         })
         .collect()
 }

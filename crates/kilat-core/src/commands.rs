@@ -18,6 +18,7 @@ use kilat_protocol::{
 };
 
 use crate::auth::Credentials;
+use crate::config::NamespaceOptions;
 use crate::error::CoreError;
 use crate::node::HistoryOptions;
 use crate::permissions::{
@@ -347,6 +348,7 @@ impl Session {
             ns.force_recovery,
         );
         let wants_join_leave = ns.join_leave && request.join_leave.unwrap_or(true);
+        let delta = check_delta(request.delta.as_deref(), &ns)?;
         let prepared = self
             .node
             .prepare_subscribe(
@@ -358,7 +360,11 @@ impl Session {
                 &recovery,
             )
             .await?;
+        if delta {
+            self.node.enable_delta(channel, self.key);
+        }
         let mut result = prepared.result;
+        result.delta = delta;
         if matches!(recovery, Recovery::From { .. })
             && let Some(observer) = self.node.observer()
         {
@@ -566,5 +572,21 @@ fn refresh_result(credentials: &Credentials) -> RefreshResult {
     RefreshResult {
         expires: Some(credentials.expires_at.is_some()),
         ttl: credentials.expires_at.map(ttl_from),
+    }
+}
+
+/// Whether a subscribe asked for deltas, and may have them: `"fossil"` is the one delta type,
+/// and a delta needs the channel's offsets to know what each subscriber got last (history).
+fn check_delta(delta: Option<&str>, ns: &NamespaceOptions) -> Result<bool, CoreError> {
+    match delta {
+        None => Ok(false),
+        Some("fossil") if ns.has_history() => Ok(true),
+        Some("fossil") => Err(CoreError::BadRequest(
+            "delta needs a channel with history: set history_size and history_ttl in its namespace"
+                .into(),
+        )),
+        Some(_) => Err(CoreError::BadRequest(
+            "unknown delta type: the one supported is \"fossil\"".into(),
+        )),
     }
 }

@@ -53,6 +53,13 @@ struct Subscriber {
     join_leave: bool,
     /// Whether offsets are tracked (the channel keeps history).
     recoverable: bool,
+    /// The subscription asked for `delta: "fossil"`: its live publications come in the delta
+    /// form (see [`DeltaFrames`]).
+    delta: bool,
+    /// For a delta subscriber: the publication at `last_offset` went to it in the delta form,
+    /// so the client holds its text and a delta against it can follow. Cleared by anything
+    /// else it receives (a reply, a repair, a conflated frame).
+    delta_base: bool,
     /// The stream epoch the subscriber is positioned in; shared with the channel's other
     /// subscribers in the same epoch (see [`Channel::epoch`]).
     epoch: Arc<str>,
@@ -73,6 +80,60 @@ struct Channel {
     conflation: Option<Box<Conflation>>,
     /// Set for channels of a namespace with join/leave and `presence_diff_ms`.
     diff: Option<Box<DiffWindow>>,
+    /// Set while the channel has delta subscribers: the previous publication's payload.
+    delta: Option<Box<DeltaChannel>>,
+}
+
+/// What a channel with `delta: "fossil"` subscribers keeps: the payload deltas are made from.
+/// Only such channels pay for it (one copy of the last payload per channel, not per subscriber).
+#[derive(Debug, Default)]
+struct DeltaChannel {
+    /// Local delta subscribers; the state goes with the last of them.
+    subscribers: usize,
+    /// The offset and JSON text of the last publication fanned out in the delta form.
+    prev: Option<(u64, String)>,
+}
+
+/// The delta-form frames of one publication, each built at most once, and only when a
+/// delta subscriber needs it: the full payload as a string, and a fossil delta against the
+/// channel's previous publication when that is smaller (and valid UTF-8, since it travels as a
+/// JSON string).
+pub(crate) struct DeltaFrames<'a> {
+    data: &'a str,
+    encode: &'a dyn Fn(&str, bool) -> SharedFrame,
+    full: Option<SharedFrame>,
+    delta: Option<Option<SharedFrame>>,
+}
+
+impl<'a> DeltaFrames<'a> {
+    /// `encode(text, is_delta)` builds a delta-form push of this publication.
+    pub(crate) fn new(data: &'a str, encode: &'a dyn Fn(&str, bool) -> SharedFrame) -> Self {
+        DeltaFrames {
+            data,
+            encode,
+            full: None,
+            delta: None,
+        }
+    }
+
+    fn full(&mut self) -> SharedFrame {
+        self.full
+            .get_or_insert_with(|| (self.encode)(self.data, false))
+            .clone()
+    }
+
+    fn delta(&mut self, prev: &str) -> Option<SharedFrame> {
+        self.delta
+            .get_or_insert_with(|| {
+                let delta = kilat_protocol::delta::encode(prev.as_bytes(), self.data.as_bytes());
+                if delta.len() >= self.data.len() {
+                    return None;
+                }
+                let text = std::str::from_utf8(&delta).ok()?;
+                Some((self.encode)(text, true))
+            })
+            .clone()
+    }
 }
 
 /// The join/leave batching state of one channel (`presence_diff_ms`).
@@ -307,6 +368,8 @@ impl Hub {
                 outbox,
                 join_leave,
                 recoverable,
+                delta: false,
+                delta_base: false,
                 epoch: entry.epoch.clone(),
                 last_offset: 0,
                 delivery: Delivery::Buffering(Box::default()),
@@ -319,6 +382,22 @@ impl Hub {
             self.channels.fetch_add(1, Ordering::Relaxed);
         }
         first
+    }
+
+    /// Turns `key`'s subscription to `channel` (just added) into a delta subscription: its live
+    /// publications come in the delta form, and the channel keeps its last payload from now on.
+    pub(crate) fn enable_delta(&self, channel: &str, key: u64) {
+        let mut map = lock(self.shard(channel));
+        let Some(entry) = map.get_mut(channel) else {
+            return;
+        };
+        let Some(sub) = entry.subs.get_mut(&key) else {
+            return;
+        };
+        if !sub.delta {
+            sub.delta = true;
+            entry.delta.get_or_insert_with(Box::default).subscribers += 1;
+        }
     }
 
     /// How many local subscribers `channel` has.
@@ -359,8 +438,16 @@ impl Hub {
         let Some(entry) = map.get_mut(channel) else {
             return false;
         };
-        if entry.subs.remove(&key).is_some() {
+        if let Some(sub) = entry.subs.remove(&key) {
             self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            if sub.delta
+                && let Some(state) = entry.delta.as_deref_mut()
+            {
+                state.subscribers -= 1;
+                if state.subscribers == 0 {
+                    entry.delta = None;
+                }
+            }
         }
         if entry.subs.is_empty() {
             map.remove(channel);
@@ -424,6 +511,9 @@ impl Hub {
                 _ => sub.outbox.push(item.frame),
             }
         }
+        // The reply, repaired publications and held frames are no base for a delta: the first
+        // live publication goes out in full.
+        sub.delta_base = false;
         if stale {
             sub.outbox.push(stale_frame(channel));
             self.remove_locked(&mut map, channel, key);
@@ -448,6 +538,7 @@ impl Hub {
 
     /// [`Hub::deliver_publication`] with the publication's raw `data`, read only in a channel
     /// conflated per key (for its key) while a window runs.
+    #[cfg(test)]
     pub(crate) fn deliver(
         &self,
         channel: &str,
@@ -456,6 +547,23 @@ impl Hub {
         data: &str,
         encode: impl FnOnce() -> SharedFrame,
     ) -> Delivered {
+        self.deliver_delta(channel, offset, epoch, data, encode, &|_, _| {
+            unreachable!("delta frames are built only by deliver_delta's callers")
+        })
+    }
+
+    /// [`Hub::deliver`], with `encode_delta(text, is_delta)` building the publication's push in
+    /// the delta form for `delta: "fossil"` subscribers (called only when the channel has some).
+    pub(crate) fn deliver_delta(
+        &self,
+        channel: &str,
+        offset: Option<u64>,
+        epoch: &str,
+        data: &str,
+        encode: impl FnOnce() -> SharedFrame,
+        encode_delta: &dyn Fn(&str, bool) -> SharedFrame,
+    ) -> Delivered {
+        let mut frames = DeltaFrames::new(data, encode_delta);
         let mut map = lock(self.shard(channel));
         let Some(entry) = map.get_mut(channel) else {
             return Delivered::default();
@@ -481,8 +589,14 @@ impl Hub {
                     return Delivered::default();
                 }
                 // Too many keys in this window: deliver this one now rather than drop it.
-                let (repairs, delivered) =
-                    self.fan_out(&mut map, channel, offset, epoch, &held.frame);
+                let (repairs, delivered) = self.fan_out(
+                    &mut map,
+                    channel,
+                    offset,
+                    epoch,
+                    &held.frame,
+                    Some(&mut frames),
+                );
                 return Delivered {
                     repairs,
                     window: None,
@@ -496,7 +610,14 @@ impl Hub {
                 length: conflation.length,
             });
         }
-        let (repairs, delivered) = self.fan_out(&mut map, channel, offset, epoch, &encode());
+        let (repairs, delivered) = self.fan_out(
+            &mut map,
+            channel,
+            offset,
+            epoch,
+            &encode(),
+            Some(&mut frames),
+        );
         Delivered {
             repairs,
             window,
@@ -526,8 +647,14 @@ impl Hub {
             let mut pending: Vec<(u64, Held)> = keyed.pending.drain().map(|(_, v)| v).collect();
             pending.sort_unstable_by_key(|(arrival, _)| *arrival);
             for (_, held) in pending {
-                let (repairs, _) =
-                    self.fan_out(&mut map, channel, held.offset, &held.epoch, &held.frame);
+                let (repairs, _) = self.fan_out(
+                    &mut map,
+                    channel,
+                    held.offset,
+                    &held.epoch,
+                    &held.frame,
+                    None,
+                );
                 debug_assert!(repairs.is_empty());
             }
             return true;
@@ -537,7 +664,14 @@ impl Hub {
             return false;
         };
         // Conflated subscribers accept skipped offsets, so this never asks for a repair.
-        let (repairs, _) = self.fan_out(&mut map, channel, held.offset, &held.epoch, &held.frame);
+        let (repairs, _) = self.fan_out(
+            &mut map,
+            channel,
+            held.offset,
+            &held.epoch,
+            &held.frame,
+            None,
+        );
         debug_assert!(repairs.is_empty());
         true
     }
@@ -551,11 +685,21 @@ impl Hub {
         offset: Option<u64>,
         epoch: &str,
         frame: &SharedFrame,
+        mut frames: Option<&mut DeltaFrames<'_>>,
     ) -> (Vec<Repair>, u64) {
         let Some(entry) = map.get_mut(channel) else {
             return (Vec::new(), 0);
         };
         let skips = entry.conflation.is_some();
+        // Without delta subscribers, or without the payload (a conflation window's end), the
+        // delta form is not built: delta subscribers get the plain frame and lose their base.
+        if entry.delta.is_none() {
+            frames = None;
+        }
+        let prev = entry
+            .delta
+            .as_deref_mut()
+            .and_then(|state| state.prev.take());
         let subs = &mut entry.subs;
         let mut repairs = Vec::new();
         let mut stale = Vec::new();
@@ -565,7 +709,10 @@ impl Hub {
                 Delivery::Buffering(held) => held.push(Held {
                     offset,
                     epoch: epoch.into(),
-                    frame: frame.clone(),
+                    frame: match frames.as_deref_mut() {
+                        Some(frames) if sub.delta => frames.full(),
+                        _ => frame.clone(),
+                    },
                 }),
                 Delivery::Live => match offset {
                     Some(offset) if sub.recoverable => {
@@ -574,8 +721,24 @@ impl Hub {
                         } else if offset <= sub.last_offset {
                             // A duplicate (e.g. redelivered after a repair): dropped by offset.
                         } else if offset == sub.last_offset + 1 || skips {
+                            let frame = if sub.delta {
+                                // A delta only against what this subscriber got last.
+                                let base = prev
+                                    .as_ref()
+                                    .filter(|(prev, _)| sub.delta_base && *prev == sub.last_offset);
+                                sub.delta_base = frames.is_some();
+                                match (frames.as_deref_mut(), base) {
+                                    (Some(frames), Some((_, text))) => {
+                                        frames.delta(text).unwrap_or_else(|| frames.full())
+                                    }
+                                    (Some(frames), None) => frames.full(),
+                                    (None, _) => frame.clone(),
+                                }
+                            } else {
+                                frame.clone()
+                            };
                             sub.last_offset = offset;
-                            sub.outbox.push(frame.clone());
+                            sub.outbox.push(frame);
                             delivered += 1;
                         } else {
                             repairs.push(Repair {
@@ -587,16 +750,32 @@ impl Hub {
                             sub.delivery = Delivery::Buffering(Box::new(vec![Held {
                                 offset: Some(offset),
                                 epoch: epoch.into(),
-                                frame: frame.clone(),
+                                frame: match frames.as_deref_mut() {
+                                    Some(frames) if sub.delta => frames.full(),
+                                    _ => frame.clone(),
+                                },
                             }]));
                         }
                     }
                     _ => {
+                        sub.delta_base = false;
                         sub.outbox.push(frame.clone());
                         delivered += 1;
                     }
                 },
             }
+        }
+        if let Some(state) = entry.delta.as_deref_mut() {
+            state.prev = match (frames.as_deref(), offset) {
+                (Some(frames), Some(offset)) => {
+                    // The next publication's delta base, in the previous one's buffer.
+                    let mut text = prev.map(|(_, text)| text).unwrap_or_default();
+                    text.clear();
+                    text.push_str(frames.data);
+                    Some((offset, text))
+                }
+                _ => prev,
+            };
         }
         for key in stale {
             if let Some(sub) = map.get(channel).and_then(|entry| entry.subs.get(&key)) {
@@ -918,6 +1097,165 @@ mod tests {
         hub.deliver_publication("t", Some(9), "e", || frame(9));
         assert_eq!(hub.go_live("t", 1, None, 5, "e"), GoLive::Live);
         assert_eq!(drained(&outbox), ["{\"n\":9}"]);
+    }
+
+    /// A ticker payload that changes a little with `n`.
+    fn tick(n: u64) -> String {
+        format!(
+            r#"{{"symbol":"ACME","exchange":"XNAS","currency":"USD","status":"trading","open":101.5,"high":109.75,"price":{n}.25,"volume":{}}}"#,
+            1_000_000 + n
+        )
+    }
+
+    /// Delivers publication `n` of channel "d" and returns how many deltas were built.
+    fn deliver_tick(hub: &Hub, n: u64) -> usize {
+        let data = tick(n);
+        let deltas = std::cell::Cell::new(0);
+        let encode_delta = |text: &str, delta: bool| {
+            deltas.set(deltas.get() + usize::from(delta));
+            let tag = if delta { "delta" } else { "full" };
+            SharedFrame::new(format!("{tag} {n} {text}"))
+        };
+        hub.deliver_delta("d", Some(n), "e", &data, || frame(n), &encode_delta);
+        deltas.get()
+    }
+
+    /// Turns the delta-form frames drained from a delta subscriber back into payloads, the way
+    /// a client does: a full one is the new base, a delta applies to the base.
+    fn apply_frames(frames: &[String], base: &mut Option<String>) -> Vec<(String, String)> {
+        frames
+            .iter()
+            .map(|frame| {
+                let Some((tag, rest)) = frame.split_once(' ') else {
+                    // A plain frame: no base for a delta.
+                    *base = None;
+                    return (frame.clone(), String::new());
+                };
+                let (_, text) = rest.split_once(' ').expect("numbered");
+                let payload = match tag {
+                    "full" => text.to_owned(),
+                    "delta" => {
+                        let source = base.as_deref().expect("a delta only after a base");
+                        let out = kilat_protocol::delta::apply(
+                            source.as_bytes(),
+                            text.as_bytes(),
+                            1 << 20,
+                        )
+                        .expect("the delta applies to the subscriber's base");
+                        String::from_utf8(out).expect("utf8")
+                    }
+                    _ => unreachable!("only full and delta frames are tagged"),
+                };
+                *base = Some(payload.clone());
+                (tag.to_owned(), payload)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn delta_subscribers_get_the_same_payloads_from_one_delta_per_publication() {
+        let hub = Hub::new();
+        let plain = Outbox::new(1 << 20);
+        let deltas = [Outbox::new(1 << 20), Outbox::new(1 << 20)];
+        hub.add("d", 1, plain.clone(), false, true, Windows::default());
+        for (key, outbox) in (2..).zip(&deltas) {
+            hub.add("d", key, outbox.clone(), false, true, Windows::default());
+            hub.enable_delta("d", key);
+        }
+        for key in 1..=3 {
+            hub.go_live("d", key, None, 0, "e");
+        }
+        assert_eq!(deliver_tick(&hub, 1), 0, "nothing to make a delta from");
+        for n in 2..=5 {
+            assert_eq!(deliver_tick(&hub, n), 1, "one delta for both subscribers");
+        }
+        assert_eq!(
+            drained(&plain),
+            (1..=5)
+                .map(|n| format!("{{\"n\":{n}}}"))
+                .collect::<Vec<_>>()
+        );
+        for outbox in &deltas {
+            let mut base = None;
+            let got = apply_frames(&drained(outbox), &mut base);
+            let tags: Vec<_> = got.iter().map(|(tag, _)| tag.as_str()).collect();
+            assert_eq!(tags, ["full", "delta", "delta", "delta", "delta"]);
+            let payloads: Vec<_> = got.into_iter().map(|(_, payload)| payload).collect();
+            assert_eq!(payloads, (1..=5).map(tick).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn after_a_gap_a_delta_subscriber_gets_a_full_payload_first() {
+        let hub = Hub::new();
+        let outbox = Outbox::new(1 << 20);
+        hub.add("d", 1, outbox.clone(), false, true, Windows::default());
+        hub.enable_delta("d", 1);
+        hub.go_live("d", 1, None, 0, "e");
+        deliver_tick(&hub, 1);
+        deliver_tick(&hub, 2);
+        // 3 never arrives live: 4 opens a gap, repaired from history (plain frames).
+        let data = tick(4);
+        let delivered = hub.deliver_delta(
+            "d",
+            Some(4),
+            "e",
+            &data,
+            || frame(4),
+            &|text: &str, delta: bool| {
+                SharedFrame::new(format!("{} 4 {text}", if delta { "delta" } else { "full" }))
+            },
+        );
+        assert_eq!(delivered.repairs.len(), 1);
+        hub.go_live("d", 1, [frame(3)], 3, "e");
+        deliver_tick(&hub, 5);
+        let mut base = None;
+        let got = apply_frames(&drained(&outbox), &mut base);
+        let tags: Vec<_> = got.iter().map(|(tag, _)| tag.as_str()).collect();
+        assert_eq!(tags, ["full", "delta", "{\"n\":3}", "full", "full"]);
+        assert_eq!(got[4].1, tick(5));
+    }
+
+    #[test]
+    fn the_delta_flags_fit_in_a_subscribers_padding() {
+        // Every subscription of every connection holds one: the two delta flags cost nothing.
+        assert!(std::mem::size_of::<Subscriber>() <= 48);
+    }
+
+    #[test]
+    fn channels_without_delta_subscribers_build_no_delta_and_keep_no_payload() {
+        let hub = Hub::new();
+        let outbox = Outbox::new(1 << 20);
+        hub.add("d", 1, outbox.clone(), false, true, Windows::default());
+        hub.go_live("d", 1, None, 0, "e");
+        hub.deliver_delta("d", Some(1), "e", "{}", || frame(1), &|_: &str, _: bool| {
+            unreachable!("no delta subscriber")
+        });
+        hub.add(
+            "d",
+            2,
+            Outbox::new(1 << 20),
+            false,
+            true,
+            Windows::default(),
+        );
+        hub.enable_delta("d", 2);
+        hub.go_live("d", 2, None, 1, "e");
+        deliver_tick(&hub, 2);
+        assert!(
+            lock(hub.shard("d"))["d"]
+                .delta
+                .as_ref()
+                .is_some_and(|d| d.prev.is_some())
+        );
+        hub.remove("d", 2);
+        assert!(
+            lock(hub.shard("d"))["d"].delta.is_none(),
+            "the payload goes with the last delta subscriber"
+        );
+        hub.deliver_delta("d", Some(3), "e", "{}", || frame(3), &|_: &str, _: bool| {
+            unreachable!("no delta subscriber")
+        });
     }
 
     fn keyed(n: u64, key: &str) -> (String, SharedFrame) {

@@ -133,6 +133,10 @@ pub struct SubscribeRequest {
     /// Custom data for a subscribe handler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<RawJson>,
+    /// `"fossil"`: receive publications as fossil deltas against the previous one when smaller
+    /// (channels with history only; docs/protocol.md, "Delta compression").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<String>,
 }
 
 /// Params that only name a channel (`unsubscribe`, `presence`, `presence_stats`).

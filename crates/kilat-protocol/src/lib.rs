@@ -6,6 +6,7 @@
 //! - [`reply`]: command results and error replies.
 //! - [`push`]: server-initiated pushes (`pub`, `join`, `leave`, `disconnect`, ...).
 //! - [`server`]: decoding server frames (for clients and golden-frame tests).
+//! - [`delta`]: the fossil delta codec behind `delta: "fossil"` subscriptions.
 //! - [`codes`]: [`ErrorCode`], [`DisconnectCode`], [`ClientError`] and [`Disconnect`].
 //! - [`channel`]: channel name validation, namespaces and user-limited channels.
 //! - [`types`]: [`Publication`], [`ClientInfo`], [`StreamPosition`].
@@ -25,6 +26,7 @@
 pub mod channel;
 pub mod codes;
 pub mod command;
+pub mod delta;
 pub mod frame;
 pub mod push;
 pub mod reply;

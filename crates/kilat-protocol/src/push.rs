@@ -118,6 +118,57 @@ pub fn encode_publication(channel: &str, publication: &Publication) -> Vec<u8> {
     encode_push_kind(Some(channel), "pub", publication)
 }
 
+/// Serialises the `pub` push a `delta: "fossil"` subscriber gets: `data` is `text` as a JSON
+/// string (the payload's JSON text, or with `delta` a fossil delta against the subscriber's
+/// previous publication), then `offset`, `info` and `"delta": true|false`. Built at most twice
+/// per publication (full and delta), shared by every delta subscriber.
+pub fn encode_delta_publication(
+    channel: &str,
+    publication: &Publication,
+    text: &str,
+    delta: bool,
+) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct DeltaPub<'a> {
+        data: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: Option<&'a ClientInfo>,
+        delta: bool,
+    }
+    encode_push_kind(
+        Some(channel),
+        "pub",
+        &DeltaPub {
+            data: text,
+            offset: publication.offset,
+            info: publication.info.as_ref(),
+            delta,
+        },
+    )
+}
+
+/// The `data` and `delta` fields of a `pub` push body sent to a `delta: "fossil"` subscriber
+/// (see [`encode_delta_publication`]); `None` for a body in the plain form (raw JSON `data`,
+/// no `delta`), such as a publication repaired from history.
+///
+/// # Errors
+/// When `body` (the raw `pub` object) is not JSON.
+pub fn decode_delta_fields(body: &str) -> Result<Option<(String, bool)>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Fields<'a> {
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
+        delta: Option<bool>,
+    }
+    let fields: Fields<'_> = serde_json::from_str(body)?;
+    match fields.delta {
+        None => Ok(None),
+        Some(delta) => Ok(Some((serde_json::from_str(fields.data.get())?, delta))),
+    }
+}
+
 /// Serialises `{"push": {"channel"?, kind: value}}` for any serialisable body.
 pub fn encode_push_kind(channel: Option<&str>, kind: &str, value: &impl Serialize) -> Vec<u8> {
     let mut tagged = Vec::with_capacity(64);
@@ -197,6 +248,29 @@ mod tests {
         assert_eq!(
             String::from_utf8(encode_disconnect(&Disconnect::SHUTDOWN)).expect("utf8"),
             r#"{"push":{"disconnect":{"code":3000,"reason":"shutdown","reconnect":true}}}"#
+        );
+    }
+
+    #[test]
+    fn delta_publications_carry_their_data_as_a_string() {
+        let publication = Publication {
+            data: crate::types::raw_json("{\"a\":1}").expect("json"),
+            offset: Some(3),
+            info: None,
+        };
+        let full = encode_delta_publication("c", &publication, publication.data.get(), false);
+        assert_eq!(
+            String::from_utf8(full.clone()).expect("utf8"),
+            r#"{"push":{"channel":"c","pub":{"data":"{\"a\":1}","offset":3,"delta":false}}}"#
+        );
+        let body = r#"{"data":"{\"a\":1}","offset":3,"delta":true}"#;
+        assert_eq!(
+            decode_delta_fields(body).expect("json"),
+            Some(("{\"a\":1}".to_owned(), true))
+        );
+        assert_eq!(
+            decode_delta_fields(r#"{"data":{"a":1},"offset":3}"#).expect("json"),
+            None
         );
     }
 

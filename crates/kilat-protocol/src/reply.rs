@@ -53,6 +53,10 @@ pub struct SubscribeResult {
     /// `latest`), not recovered ones: the state to start from (kilat addition).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub latest: bool,
+    /// True when the subscription asked for `delta: "fossil"` and got it: its live `pub` pushes
+    /// carry `data` as a JSON string (the payload's text, or a delta with `"delta": true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delta: bool,
     /// `true` when the subscription token expires (kilat addition, as in the connect result).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<bool>,

@@ -67,6 +67,11 @@ export interface SubscriptionOptions {
   joinLeave?: boolean;
   /** Custom data sent in `subscribe`. */
   data?: unknown;
+  /**
+   * `'fossil'`: receive publications as fossil deltas against the previous one when smaller
+   * (channels with history only); the SDK applies them, `publication` events carry full data.
+   */
+  delta?: 'fossil';
   minResubscribeDelay?: number;
   maxResubscribeDelay?: number;
 }

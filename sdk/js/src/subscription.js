@@ -5,6 +5,7 @@ import { DisconnectCode, ErrorCode, KilatError } from './errors.js';
 import { backoff, ttlDelay } from './backoff.js';
 import { publicationContext } from './server-subs.js';
 import { historyParams } from './codec.js';
+import { applyTextDelta } from './fossil.js';
 import { presenceAll, presencePage } from './presence.js';
 
 /**
@@ -65,6 +66,16 @@ export class Subscription extends EventEmitter {
     this._getToken = options.getToken ?? null;
     this._recoverable = options.recoverable !== false;
     this._joinLeave = options.joinLeave;
+    if (options.delta !== undefined && options.delta !== 'fossil') {
+      throw new KilatError(ErrorCode.BAD_REQUEST, `unknown delta type ${JSON.stringify(options.delta)}: the one supported is 'fossil'`);
+    }
+    this._delta = options.delta;
+    /**
+     * With `delta: 'fossil'`: the text of the last payload received in the delta form, what
+     * the next delta applies to; `null` when there is none.
+     * @type {string | null}
+     */
+    this._deltaBase = null;
     this._data = options.data;
     this._minDelay = options.minResubscribeDelay ?? link.minDelay;
     this._maxDelay = options.maxResubscribeDelay ?? link.maxDelay;
@@ -281,6 +292,7 @@ export class Subscription extends EventEmitter {
     if (this._token) params.token = this._token;
     if (this._data !== undefined) params.data = this._data;
     if (this._joinLeave !== undefined) params.join_leave = this._joinLeave;
+    if (this._delta) params.delta = this._delta;
     const wasRecovering = this._recoverable && this._serverRecoverable && this.offset != null && this.epoch != null;
     if (this._recoverable && this._serverRecoverable) {
       params.recover = true;
@@ -328,6 +340,8 @@ export class Subscription extends EventEmitter {
 
   _onSubscribeResult(result, wasRecovering) {
     this._retries = 0;
+    // the server sends the first live publication in full
+    this._deltaBase = null;
     const sameEpoch = result.epoch != null && result.epoch === this.epoch;
     // de-duplicate recovered publications against what this subscription already delivered,
     // but only while the stream is the same one (a new epoch restarts offsets)
@@ -395,12 +409,60 @@ export class Subscription extends EventEmitter {
   }
 
   _emitPublication(pub) {
+    if (this._delta) {
+      try {
+        pub = this._resolveDelta(pub);
+      } catch (error) {
+        this._deltaFailed(error);
+        return;
+      }
+    }
     if (typeof pub?.offset === 'number') {
       if (this.offset != null && pub.offset <= this.offset) return; // duplicate
       this.offset = pub.offset;
     }
     const ctx = publicationContext(this.channel, pub);
     this.emit('publication', ctx);
+  }
+
+  /**
+   * A publication of a delta subscription in its payload form: `delta: false` carries the
+   * payload's JSON text, `delta: true` a fossil delta against the last one; a plain publication
+   * (from a subscribe result, a repair) leaves no base. Applied before de-duplication, since
+   * the server's base is the last publication it sent, duplicate or not.
+   */
+  _resolveDelta(pub) {
+    if (pub?.delta === undefined) {
+      this._deltaBase = null;
+      return pub;
+    }
+    if (typeof pub.data !== 'string') throw new Error('a delta-form publication without string data');
+    let text = pub.data;
+    if (pub.delta === true) {
+      if (this._deltaBase == null) throw new Error('a delta without a previous payload');
+      text = applyTextDelta(this._deltaBase, pub.data);
+    }
+    const data = JSON.parse(text);
+    this._deltaBase = text;
+    const { delta: _, ...rest } = pub;
+    return { ...rest, data };
+  }
+
+  /**
+   * A delta that cannot be applied: that publication is lost here, so subscribe again,
+   * recovering from the last delivered offset (recovery sends full payloads).
+   */
+  _deltaFailed(error) {
+    this._deltaBase = null;
+    this.emit('error', { channel: this.channel, type: 'delta', error });
+    this._attempt++;
+    this._sentOn = 0;
+    this._setState('subscribing');
+    this.emit('subscribing', { channel: this.channel, code: 0, reason: 'delta could not be applied' });
+    if (!this._link.connection()) return;
+    // commands run in order on the connection: the subscribe follows the unsubscribe
+    this._link.call('unsubscribe', { channel: this.channel }).catch(() => {});
+    this._sendSubscribe();
   }
 
   /** A push for this channel. */

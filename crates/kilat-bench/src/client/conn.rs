@@ -25,6 +25,8 @@ pub(crate) struct Conn {
     pub(super) inflate: bool,
     /// Compressed messages received (to show that compression was really in use).
     pub(crate) compressed: u64,
+    /// Bytes read from the socket (frames and all: what the server put on the wire).
+    pub(crate) read_bytes: u64,
     /// The message returned last when it is not a slice of `buf` (inflated, or an SSE event).
     pub(super) scratch: Vec<u8>,
     /// Set for an SSE connection.
@@ -60,6 +62,7 @@ impl Conn {
             self.buf.reserve(4096);
         }
         let n = self.stream.read_buf(&mut self.buf).await?;
+        self.read_bytes += n as u64;
         if n == 0 {
             bail!("server closed the TCP connection");
         }

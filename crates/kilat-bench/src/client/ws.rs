@@ -42,6 +42,7 @@ pub(crate) async fn open(target: &Target, timeout: Duration) -> Result<Conn> {
             consumed: 0,
             inflate,
             compressed: 0,
+            read_bytes: 0,
             scratch: Vec::new(),
             sse: None,
         })

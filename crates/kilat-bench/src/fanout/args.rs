@@ -16,6 +16,16 @@ pub(crate) enum Via {
     Http,
 }
 
+/// What publishers publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Feed {
+    /// The bench marker padded with filler to --size.
+    Padded,
+    /// A ticker snapshot of --size bytes (quotes) of which each publication changes one quote:
+    /// the kind of feed `--delta` is for.
+    Ticker,
+}
+
 /// Options of the fanout scenario.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct FanoutArgs {
@@ -40,6 +50,13 @@ pub(crate) struct FanoutArgs {
     /// Payload size in bytes (JSON carrying the publisher, a sequence number and a timestamp).
     #[arg(long, short = 's', default_value_t = 100)]
     pub(super) size: usize,
+    /// What each publication carries.
+    #[arg(long, value_enum, default_value_t = Feed::Padded)]
+    pub(super) feed: Feed,
+    /// Subscribe with `delta: "fossil"` (kilat over WebSocket): publications arrive as deltas
+    /// against the previous one, and subscribers apply them before checking what they got.
+    #[arg(long)]
+    pub(super) delta: bool,
     /// Seconds of publishing.
     #[arg(long, short = 'd', default_value_t = 10.0)]
     pub(super) duration: f64,

@@ -11,6 +11,7 @@
 //! - `report.rs`: merging the processes' parts and printing the result.
 
 mod args;
+mod delta;
 mod publisher;
 mod report;
 mod schedule;
@@ -175,6 +176,7 @@ impl Prepared {
             let protocol = args.protocol;
             let prefix = args.channel_prefix.clone();
             let size = args.size;
+            let feed = args.feed;
             let api_key = args.api_key.clone();
             let pusher = (protocol == Protocol::Pusher).then(|| args.pusher.clone());
             let (done, result) = oneshot::channel();
@@ -189,6 +191,7 @@ impl Prepared {
                 nchan,
                 rate: per_publisher,
                 size,
+                feed,
                 duration,
                 api_key,
                 pusher,
@@ -259,6 +262,7 @@ impl Prepared {
             gaps: c.gaps.load(Ordering::Relaxed),
             disconnects: c.disconnects.load(Ordering::Relaxed),
             compressed: c.compressed.load(Ordering::Relaxed),
+            received_bytes: c.received_bytes.load(Ordering::Relaxed),
             start_us,
             last_delivery_us: c.last_delivery_us.load(Ordering::Relaxed),
             histogram,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::{oneshot, watch};
 
-use super::args::{FanoutArgs, Via};
+use super::args::{FanoutArgs, Feed, Via};
 use super::schedule;
 use crate::client::{self, Conn, HttpConn, Target, Transport};
 use crate::proto::{self, Protocol};
@@ -57,6 +57,7 @@ pub(super) struct PublisherTask {
     pub(super) nchan: usize,
     pub(super) rate: f64,
     pub(super) size: usize,
+    pub(super) feed: Feed,
     pub(super) duration: Duration,
     pub(super) api_key: Option<String>,
     /// The app to sign Pusher HTTP API calls for (`--protocol pusher`).
@@ -113,6 +114,7 @@ impl PublisherTask {
             nchan,
             rate,
             size,
+            feed,
             duration,
             api_key,
             pusher,
@@ -148,7 +150,12 @@ impl PublisherTask {
                 let c = (j as usize + sent as usize) % nchan;
                 seq[c] += 1;
                 let intended = schedule::intended_us(start_us, sent, rate);
-                let data = proto::payload(j, seq[c], proto::now_us(), intended, size);
+                let data = match feed {
+                    Feed::Padded => proto::payload(j, seq[c], proto::now_us(), intended, size),
+                    Feed::Ticker => {
+                        super::delta::ticker_payload(j, seq[c], proto::now_us(), intended, size)
+                    }
+                };
                 let channel = format!("{prefix}{c}");
                 match publisher {
                     Publisher::Ws(_) => {

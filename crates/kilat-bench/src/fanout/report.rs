@@ -31,6 +31,8 @@ pub(super) struct Part {
     pub(super) client_cpu_s: f64,
     #[serde(default)]
     pub(super) compressed: u64,
+    #[serde(default)]
+    pub(super) received_bytes: u64,
 }
 
 /// What the fanout scenario measured.
@@ -59,6 +61,12 @@ pub(super) struct FanoutReport {
     transport: Transport,
     /// Messages subscribers received compressed (permessage-deflate; `--compression`).
     compressed_messages: u64,
+    /// Subscribers asked for `delta: "fossil"` (`--delta`).
+    delta: bool,
+    /// Bytes the subscribers read from their sockets, set-up included.
+    received_bytes: u64,
+    /// `received_bytes` per delivery.
+    bytes_per_delivery: f64,
     deliveries_per_s: f64,
     expected_deliveries_per_s: f64,
     /// Publish-to-deliver latency from the moment the publication was actually sent.
@@ -116,6 +124,9 @@ pub(super) fn merge(
         disconnects: 0,
         transport: args.client.transport,
         compressed_messages: 0,
+        delta: args.delta,
+        received_bytes: 0,
+        bytes_per_delivery: 0.0,
         deliveries_per_s: 0.0,
         expected_deliveries_per_s: 0.0,
         latency: Latency::default(),
@@ -145,6 +156,7 @@ pub(super) fn merge(
         r.gaps += p.gaps;
         r.disconnects += p.disconnects;
         r.compressed_messages += p.compressed;
+        r.received_bytes += p.received_bytes;
         r.bench_cpu_s += p.client_cpu_s;
         if r.first_error.is_none() {
             r.first_error.clone_from(&p.first_error);
@@ -168,6 +180,9 @@ pub(super) fn merge(
     r.expected_deliveries_per_s = args.rate * r.subscribers as f64 / nchan as f64;
     r.latency = Latency::of(&h);
     r.latency_vs_schedule = Latency::of(&hi);
+    if r.delivered > 0 {
+        r.bytes_per_delivery = r.received_bytes as f64 / r.delivered as f64;
+    }
     if let Some(cpu) = cpu
         && r.delivered > 0
     {
@@ -218,6 +233,15 @@ pub(super) fn print_table(r: &FanoutReport) {
         ),
         ("latency (from send)", r.latency.row()),
         ("latency (from schedule)", r.latency_vs_schedule.row()),
+        (
+            "received",
+            format!(
+                "{:.1} MiB, {:.0} B per delivery{}",
+                r.received_bytes as f64 / 1048576.0,
+                r.bytes_per_delivery,
+                if r.delta { " (delta: fossil)" } else { "" }
+            ),
+        ),
     ];
     rows.push((
         "setup",

@@ -11,6 +11,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::args::{FanoutArgs, channels};
+use super::delta::DeltaReader;
 use super::schedule::Latencies;
 use crate::proto;
 use crate::stats;
@@ -23,6 +24,7 @@ pub(super) struct Counters {
     pub(super) gaps: AtomicU64,
     pub(super) disconnects: AtomicU64,
     pub(super) compressed: AtomicU64,
+    pub(super) received_bytes: AtomicU64,
     pub(super) last_delivery_us: AtomicU64,
     /// Latency against the actual send time and against the schedule.
     pub(super) latencies: Mutex<Latencies>,
@@ -37,6 +39,7 @@ impl Counters {
             gaps: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             compressed: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
             last_delivery_us: AtomicU64::new(0),
             latencies: Mutex::new(Latencies::new()),
             first_error: Mutex::new(None),
@@ -91,11 +94,14 @@ pub(super) async fn connect(
         let target = target.clone();
         let channel = format!("{}{}", args.channel_prefix, i % nchan);
         let protocol = args.protocol;
+        let delta = args.delta;
         let bar = bar.clone();
         setups.spawn(async move {
             let r = async {
                 let timeout = Duration::from_secs(10);
-                proto::open_subscribed(&target, protocol, transport, Some(&channel), timeout).await
+                let channel = Some(channel.as_str());
+                proto::open_subscribed_with(&target, protocol, transport, channel, delta, timeout)
+                    .await
             }
             .await;
             drop(permit);
@@ -115,6 +121,7 @@ pub(super) async fn connect(
                 let mut stop = stop_rx.clone();
                 let protocol = args.protocol;
                 let npub = args.publishers;
+                let mut deltas = args.delta.then(DeltaReader::default);
                 readers.spawn(async move {
                     let mut last = vec![0u64; npub];
                     'read: loop {
@@ -122,7 +129,15 @@ pub(super) async fn connect(
                             r = conn.next() => match r {
                                 Ok((op, payload)) => {
                                     let pong = proto::answer_ping(protocol, op, payload);
-                                    receive(&counters, &mut last, payload);
+                                    match deltas.as_mut() {
+                                        None => receive(&counters, &mut last, payload),
+                                        Some(deltas) => {
+                                            let read = deltas.payloads(payload, |p| receive(&counters, &mut last, p));
+                                            if let Err(e) = read {
+                                                counters.error(format!("subscriber: {e}"));
+                                            }
+                                        }
+                                    }
                                     if let Some(p) = pong
                                         && let Err(e) = conn.send_text(p).await
                                     {
@@ -143,6 +158,9 @@ pub(super) async fn connect(
                     counters
                         .compressed
                         .fetch_add(conn.compressed, Ordering::Relaxed);
+                    counters
+                        .received_bytes
+                        .fetch_add(conn.read_bytes, Ordering::Relaxed);
                 });
             }
             (_, Err(e)) => {

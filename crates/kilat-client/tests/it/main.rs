@@ -7,6 +7,8 @@ mod support;
 
 /// Commands with acknowledgement: the Rust client as the device.
 mod commands;
+/// `delta: "fossil"` subscriptions: same documents, deltas on the wire, recovery in full.
+mod delta;
 /// History, presence, presence stats, join/leave.
 mod presence_history;
 /// Publish/subscribe round trips, ordering, unsubscribe, typed errors.

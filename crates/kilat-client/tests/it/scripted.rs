@@ -389,3 +389,66 @@ async fn issue_18_a_delay_hint_is_capped_at_max_reconnect_delay() {
     let (_, delay) = delay_after_hint(u32::MAX, Duration::from_millis(500)).await;
     assert!(delay <= Duration::from_millis(500), "{delay:?}");
 }
+
+#[tokio::test]
+async fn a_delta_that_does_not_apply_makes_the_client_resubscribe_and_recover() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = ws_url(listener.local_addr().expect("addr"));
+    let peer = tokio::spawn(async move {
+        let mut ws = accept(&listener).await;
+        let subscribe = read_json(&mut ws).await;
+        assert_eq!(subscribe["subscribe"]["delta"], "fossil", "{subscribe}");
+        let id = subscribe["id"].as_u64().expect("id");
+        // Granted; then a full payload, then a delta whose checksum is wrong.
+        let reply = format!(
+            "{{\"id\":{id},\"subscribe\":{{\"recoverable\":true,\"epoch\":\"e\",\"offset\":0,\"recovered\":false,\"publications\":[],\"positioned\":true,\"delta\":true}}}}\n\
+             {{\"push\":{{\"channel\":\"d\",\"pub\":{{\"data\":\"{{\\\"v\\\":1}}\",\"offset\":1,\"delta\":false}}}}}}\n\
+             {{\"push\":{{\"channel\":\"d\",\"pub\":{{\"data\":\"7\\n7@0,0;\",\"offset\":2,\"delta\":true}}}}}}"
+        );
+        ws.send(Message::text(reply)).await.expect("send");
+        let unsubscribe = read_json(&mut ws).await;
+        assert_eq!(unsubscribe["unsubscribe"]["channel"], "d", "{unsubscribe}");
+        let again = read_json(&mut ws).await;
+        assert_eq!(again["subscribe"]["recover"], true, "{again}");
+        assert_eq!(
+            again["subscribe"]["offset"], 1,
+            "recovers after the last payload: {again}"
+        );
+        let (uid, sid) = (
+            unsubscribe["id"].as_u64().expect("id"),
+            again["id"].as_u64().expect("id"),
+        );
+        let replies = format!(
+            "{{\"id\":{uid},\"unsubscribe\":{{}}}}\n\
+             {{\"id\":{sid},\"subscribe\":{{\"recoverable\":true,\"epoch\":\"e\",\"offset\":2,\"recovered\":true,\"publications\":[{{\"data\":{{\"v\":2}},\"offset\":2}}],\"positioned\":true,\"delta\":true}}}}"
+        );
+        ws.send(Message::text(replies)).await.expect("send");
+        let _ = ws.next().await;
+    });
+    let (client, mut events) = connect(url).await;
+    client
+        .subscribe(
+            "d",
+            SubscribeOptions {
+                delta: true,
+                ..SubscribeOptions::default()
+            },
+        )
+        .await
+        .expect("subscribe");
+    let got = publications(&mut events, "d", 2).await;
+    let data: Vec<_> = got
+        .iter()
+        .map(|p| (p.offset, p.data.get().to_owned()))
+        .collect();
+    assert_eq!(
+        data,
+        [
+            (Some(1), r#"{"v":1}"#.to_owned()),
+            (Some(2), r#"{"v":2}"#.to_owned())
+        ],
+        "the payload the bad delta carried comes back through recovery"
+    );
+    client.close();
+    peer.abort();
+}

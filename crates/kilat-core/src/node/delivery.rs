@@ -5,7 +5,9 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use kilat_protocol::push::{PresenceCount, encode_publication, encode_push_kind};
+use kilat_protocol::push::{
+    PresenceCount, encode_delta_publication, encode_publication, encode_push_kind,
+};
 use kilat_protocol::{ClientInfo, Publication, SharedFrame};
 use serde::Serialize;
 
@@ -39,19 +41,18 @@ impl BrokerHandler for HubHandler {
     fn on_publication(&self, channel: &str, publication: &Publication, epoch: &str) {
         let observer = self.hub.observer.get();
         let started = observer.map(|_| std::time::Instant::now());
-        let delivered = self.hub.deliver(
+        let stamp = |json: Vec<u8>| match started {
+            // Stamped only when measured, with the clock read the fan-out timing made.
+            Some(at) => SharedFrame::stamped(json, at),
+            None => SharedFrame::new(json),
+        };
+        let delivered = self.hub.deliver_delta(
             channel,
             publication.offset,
             epoch,
             publication.data.get(),
-            || {
-                let json = encode_publication(channel, publication);
-                // Stamped only when measured, with the clock read the fan-out timing made.
-                match started {
-                    Some(at) => SharedFrame::stamped(json, at),
-                    None => SharedFrame::new(json),
-                }
-            },
+            || stamp(encode_publication(channel, publication)),
+            &|text, delta| stamp(encode_delta_publication(channel, publication, text, delta)),
         );
         if let (Some(observer), Some(started)) = (observer, started) {
             observer.fanned_out(channel, delivered.delivered, started.elapsed());

@@ -82,6 +82,13 @@ impl Node {
         }
     }
 
+    /// Turns session `key`'s prepared subscription to `channel` into a `delta: "fossil"` one
+    /// (the caller checked that the namespace keeps history): live publications from now on go
+    /// out in the delta form, the ones held while joining stay plain.
+    pub(crate) fn enable_delta(&self, channel: &str, key: u64) {
+        self.inner.hub.enable_delta(channel, key);
+    }
+
     /// Sends `prefix` (the reply) then the publications held since `prepare_subscribe`, and
     /// turns the subscriber live at the prepared position.
     pub(crate) fn go_live(

@@ -12,6 +12,8 @@ mod coalesce;
 mod concurrency;
 /// Conflation (`conflate_ms`): one publication per window, the newest.
 mod conflation;
+/// `delta: "fossil"` subscriptions: same documents, full after recovery, errors.
+mod delta;
 /// The engine conformance suite against the memory engine, and memory-engine TTLs.
 mod engine;
 /// Outbox limits, drain, ping/pong and timers.
