@@ -312,3 +312,147 @@ async fn an_unknown_encoding_is_refused_with_a_readable_reason() {
         "{head}"
     );
 }
+
+/// Sends `POST path` with `body` on a new connection; the status and the response body.
+async fn post(
+    server: &TestServer,
+    path: &str,
+    body: Vec<u8>,
+) -> (u16, hyper::HeaderMap, hyper::body::Incoming) {
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("http handshake");
+    tokio::spawn(conn);
+    let request = hyper::Request::post(path)
+        .header("host", server.addr.to_string())
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("request");
+    let response = tokio::time::timeout(WAIT, sender.send_request(request))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.into_body())
+}
+
+/// Reads MessagePack frames from an HTTP stream body (values one after another).
+struct PackedStream {
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+    frames: std::collections::VecDeque<Value>,
+}
+
+impl PackedStream {
+    async fn next(&mut self) -> Value {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(frame) = self.frames.pop_front() {
+                if frame != json!({}) {
+                    return frame;
+                }
+                continue;
+            }
+            // Whole values only: a value cut by the chunking fails to decode until its rest
+            // arrives.
+            if !self.buffer.is_empty()
+                && let Ok(json) = msgpack_to_json(&self.buffer, 1 << 24)
+            {
+                self.buffer.clear();
+                let text = String::from_utf8(json).expect("utf8");
+                for line in text.split('\n') {
+                    self.frames
+                        .push_back(serde_json::from_str(line).expect("json"));
+                }
+                continue;
+            }
+            let frame = tokio::time::timeout(WAIT, self.body.frame())
+                .await
+                .expect("stream frame in time")
+                .expect("stream still open")
+                .expect("body frame");
+            if let Ok(data) = frame.into_data() {
+                self.buffer.extend_from_slice(&data);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn http_streaming_and_emulation_speak_msgpack_with_the_query_parameter() {
+    let server = start().await;
+    let connect = json_to_msgpack(br#"{"id":1,"connect":{}}"#).expect("pack");
+    let (status, headers, body) =
+        post(&server, "/connection/stream?encoding=msgpack", connect).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/vnd.kilat.msgpack");
+    let mut stream = PackedStream {
+        body,
+        buffer: Vec::new(),
+        frames: Default::default(),
+    };
+    let reply = stream.next().await;
+    let session = reply["connect"]["session"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    let node = reply["connect"]["node"].as_str().expect("node").to_owned();
+
+    // The emulation POST in MessagePack too.
+    let command = json!({"session": session, "node": node, "command": {"id": 2, "subscribe": {"channel": "feed:http"}}});
+    let packed = json_to_msgpack(command.to_string().as_bytes()).expect("pack");
+    let (status, _, _) = post(&server, "/connection/emulation?encoding=msgpack", packed).await;
+    assert_eq!(status, 204);
+    let reply = stream.next().await;
+    assert_eq!(reply["id"], 2);
+    assert_eq!(reply["subscribe"]["recoverable"], true, "{reply}");
+
+    let mut publisher = EncClient::connected(&server, Encoding::Json).await;
+    publisher
+        .send(json!({"id": 2, "publish": {"channel": "feed:http", "data": {"n": 1}}}))
+        .await;
+    publisher.reply(2).await;
+    let mut push = stream.next().await;
+    while push["push"].get("pub").is_none() {
+        push = stream.next().await;
+    }
+    assert_eq!(push["push"]["pub"]["data"], json!({"n": 1}));
+
+    // A malformed MessagePack POST is a 400; the stream goes on.
+    let (status, _, _) = post(
+        &server,
+        "/connection/emulation?encoding=msgpack",
+        vec![0x81, 0xa1],
+    )
+    .await;
+    assert_eq!(status, 400);
+    publisher
+        .send(json!({"id": 3, "publish": {"channel": "feed:http", "data": {"n": 2}}}))
+        .await;
+    let mut push = stream.next().await;
+    while push["push"].get("pub").is_none() {
+        push = stream.next().await;
+    }
+    assert_eq!(push["push"]["pub"]["data"], json!({"n": 2}));
+}
+
+#[tokio::test]
+async fn emulated_transports_refuse_what_they_cannot_speak() {
+    let server = start().await;
+    let connect = json_to_msgpack(br#"{"id":1,"connect":{}}"#).expect("pack");
+    let (status, _, _) = post(&server, "/connection/stream?encoding=cbor", connect.clone()).await;
+    assert_eq!(status, 400);
+    let (status, _, _) = post(&server, "/connection/stream?encoding=msgpack", vec![0xc1]).await;
+    assert_eq!(status, 400);
+    let (status, body) = crate::support::http_get(
+        server.addr,
+        "/connection/sse?encoding=msgpack&connect=%7B%22id%22%3A1%2C%22connect%22%3A%7B%7D%7D",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("SSE carries text"), "{body}");
+}
