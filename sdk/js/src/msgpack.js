@@ -18,7 +18,7 @@ const MAX_DEPTH = 128;
 
 class Writer {
   constructor() {
-    this.buf = new Uint8Array(256);
+    this.buf = new Uint8Array(4096);
     this.view = new DataView(this.buf.buffer);
     this.len = 0;
   }
@@ -99,6 +99,15 @@ class Writer {
         if (v <= 0xff) return this.head(0xcc, v, 1);
         if (v <= 0xffff) return this.head(0xcd, v, 2);
         if (v <= 0xffffffff) return this.head(0xce, v, 4);
+        if (v <= Number.MAX_SAFE_INTEGER) {
+          // uint 64 from two 32-bit halves (BigInt costs an allocation).
+          this.ensure(9);
+          this.buf[this.len++] = 0xcf;
+          this.view.setUint32(this.len, Math.floor(v / 2 ** 32));
+          this.view.setUint32(this.len + 4, v >>> 0);
+          this.len += 8;
+          return;
+        }
         if (v < 2 ** 64) return this.bigint(BigInt(v));
       } else {
         if (v >= -32) return this.u8(v & 0xff);
@@ -147,6 +156,32 @@ class Writer {
   }
 
   string(s) {
+    // Short ASCII strings (keys, channel names, ids) are written byte by byte: TextEncoder's
+    // per-call cost dominates below a few dozen characters.
+    const len = s.length;
+    if (len <= 64) {
+      this.ensure(2 + len);
+      const at = this.len;
+      let i = 0;
+      for (; i < len; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        this.buf[at + 1 + i] = c;
+      }
+      if (i === len) {
+        if (len < 32) {
+          this.buf[at] = 0xa0 | len;
+          this.len = at + 1 + len;
+        } else {
+          // str 8: one more header byte, so the characters move one place up.
+          this.buf.copyWithin(at + 2, at + 1, at + 1 + len);
+          this.buf[at] = 0xd9;
+          this.buf[at + 1] = len;
+          this.len = at + 2 + len;
+        }
+        return;
+      }
+    }
     const bytes = utf8Encoder.encode(s);
     const n = bytes.length;
     if (n < 32) this.u8(0xa0 | n);
@@ -165,15 +200,27 @@ class Writer {
   }
 }
 
+/** One writer reused by every call (encoding is synchronous); its buffer only grows. */
+const shared = new Writer();
+
 /**
  * Encodes values as MessagePack, one after another in one buffer (a batch of frames).
  * @param {any[]} values
  * @returns {Uint8Array}
  */
 export function encodeMsgpack(values) {
-  const w = new Writer();
-  for (const v of values) w.value(v);
-  return w.buf.slice(0, w.len);
+  const w = shared;
+  w.len = 0;
+  try {
+    for (const v of values) w.value(v);
+    return w.buf.slice(0, w.len);
+  } finally {
+    // A value that threw (a cycle) leaves nothing behind; an oversized buffer is let go.
+    if (w.buf.length > 1 << 20) {
+      w.buf = new Uint8Array(4096);
+      w.view = new DataView(w.buf.buffer);
+    }
+  }
 }
 
 class Reader {
@@ -193,6 +240,18 @@ class Reader {
 
   str(n) {
     const at = this.need(n);
+    if (n <= 64) {
+      // Short ASCII strings without TextDecoder's per-call cost.
+      const b = this.bytes;
+      let s = '';
+      let i = at;
+      for (; i < at + n; i++) {
+        const c = b[i];
+        if (c >= 0x80) break;
+        s += String.fromCharCode(c);
+      }
+      if (i === at + n) return s;
+    }
     try {
       return utf8Decoder.decode(this.bytes.subarray(at, at + n));
     } catch {
@@ -227,7 +286,10 @@ class Reader {
       case 0xcc: return v.getUint8(this.need(1));
       case 0xcd: return v.getUint16(this.need(2));
       case 0xce: return v.getUint32(this.need(4));
-      case 0xcf: return Number(v.getBigUint64(this.need(8)));
+      case 0xcf: {
+        const at = this.need(8);
+        return v.getUint32(at) * 2 ** 32 + v.getUint32(at + 4);
+      }
       case 0xd0: return v.getInt8(this.need(1));
       case 0xd1: return v.getInt16(this.need(2));
       case 0xd2: return v.getInt32(this.need(4));
