@@ -25,6 +25,9 @@ pub(crate) struct Conn {
     pub(super) inflate: bool,
     /// Compressed messages received (to show that compression was really in use).
     pub(crate) compressed: u64,
+    /// Bytes of data messages received as they came on the wire (WebSocket payloads before
+    /// inflating or transcoding).
+    pub(crate) wire_bytes: u64,
     /// The message returned last when it is not a slice of `buf` (inflated, or an SSE event).
     pub(super) scratch: Vec<u8>,
     /// Set for an SSE connection.

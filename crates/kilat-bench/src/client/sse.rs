@@ -46,6 +46,7 @@ pub(crate) async fn open_sse(
             consumed: 0,
             inflate: false,
             compressed: 0,
+            wire_bytes: 0,
             scratch: Vec::new(),
             sse: Some(Box::new(Sse {
                 chunked,

@@ -39,6 +39,13 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<()> {
     if args.publish_via == Via::Http && args.protocol != Protocol::Kilat {
         bail!("--publish-via http is kilat's server API; use --publish-via ws for other servers");
     }
+    if args.client.encoding == client::WireEncoding::Msgpack
+        && (args.protocol != Protocol::Kilat || args.client.transport != client::Transport::Ws)
+    {
+        bail!(
+            "--encoding msgpack is kilat's binary encoding over WebSocket: use --protocol kilat --transport ws"
+        );
+    }
     if args.workers.is_worker() {
         let prepared = prepare(&args).await?;
         workers::say("READY", "");
@@ -243,6 +250,7 @@ impl Prepared {
             gaps: c.gaps.load(Ordering::Relaxed),
             disconnects: c.disconnects.load(Ordering::Relaxed),
             compressed: c.compressed.load(Ordering::Relaxed),
+            wire_bytes: c.wire_bytes.load(Ordering::Relaxed),
             start_us,
             last_delivery_us: c.last_delivery_us.load(Ordering::Relaxed),
             histogram,

@@ -5,7 +5,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::args::{FanoutArgs, Via, channels};
-use crate::client::Transport;
+use crate::client::{Transport, WireEncoding};
 use crate::proto::Protocol;
 use crate::stats::{self, Latency};
 
@@ -28,6 +28,8 @@ pub(super) struct Part {
     pub(super) client_cpu_s: f64,
     #[serde(default)]
     pub(super) compressed: u64,
+    #[serde(default)]
+    pub(super) wire_bytes: u64,
 }
 
 /// What the fanout scenario measured.
@@ -56,6 +58,13 @@ pub(super) struct FanoutReport {
     transport: Transport,
     /// Messages subscribers received compressed (permessage-deflate; `--compression`).
     compressed_messages: u64,
+    /// The subscribers' protocol encoding (`--encoding`).
+    encoding: WireEncoding,
+    /// Bytes of messages subscribers received, as on the wire (WebSocket payloads, before
+    /// inflating or transcoding; without frame headers).
+    received_bytes: u64,
+    /// `received_bytes` per delivery.
+    bytes_per_delivery: Option<f64>,
     deliveries_per_s: f64,
     expected_deliveries_per_s: f64,
     latency: Latency,
@@ -107,6 +116,9 @@ pub(super) fn merge(
         disconnects: 0,
         transport: args.client.transport,
         compressed_messages: 0,
+        encoding: args.client.encoding,
+        received_bytes: 0,
+        bytes_per_delivery: None,
         deliveries_per_s: 0.0,
         expected_deliveries_per_s: 0.0,
         latency: Latency::default(),
@@ -135,6 +147,7 @@ pub(super) fn merge(
         r.gaps += p.gaps;
         r.disconnects += p.disconnects;
         r.compressed_messages += p.compressed;
+        r.received_bytes += p.wire_bytes;
         r.bench_cpu_s += p.client_cpu_s;
         if r.first_error.is_none() {
             r.first_error.clone_from(&p.first_error);
@@ -157,6 +170,9 @@ pub(super) fn merge(
         && r.delivered > 0
     {
         r.server_cpu_s_per_million_deliveries = Some(cpu / (r.delivered as f64 / 1e6));
+    }
+    if r.delivered > 0 {
+        r.bytes_per_delivery = Some(r.received_bytes as f64 / r.delivered as f64);
     }
     Ok(r)
 }
@@ -229,6 +245,12 @@ pub(super) fn print_table(r: &FanoutReport) {
     }
     if r.compressed_messages > 0 {
         rows.push(("compressed messages", r.compressed_messages.to_string()));
+    }
+    if let Some(per) = r.bytes_per_delivery {
+        rows.push((
+            "bytes received / delivery",
+            format!("{per:.1} ({:?}, {} B in all)", r.encoding, r.received_bytes),
+        ));
     }
     if let Some(e) = &r.first_error {
         rows.push(("first error", e.clone()));

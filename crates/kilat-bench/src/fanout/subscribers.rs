@@ -22,6 +22,7 @@ pub(super) struct Counters {
     pub(super) gaps: AtomicU64,
     pub(super) disconnects: AtomicU64,
     pub(super) compressed: AtomicU64,
+    pub(super) wire_bytes: AtomicU64,
     pub(super) last_delivery_us: AtomicU64,
     pub(super) histogram: Mutex<hdrhistogram::Histogram<u64>>,
     pub(super) first_error: Mutex<Option<String>>,
@@ -35,6 +36,7 @@ impl Counters {
             gaps: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             compressed: AtomicU64::new(0),
+            wire_bytes: AtomicU64::new(0),
             last_delivery_us: AtomicU64::new(0),
             histogram: Mutex::new(stats::histogram()),
             first_error: Mutex::new(None),
@@ -141,6 +143,9 @@ pub(super) async fn connect(
                     counters
                         .compressed
                         .fetch_add(conn.compressed, Ordering::Relaxed);
+                    counters
+                        .wire_bytes
+                        .fetch_add(conn.wire_bytes, Ordering::Relaxed);
                 });
             }
             (_, Err(e)) => {
