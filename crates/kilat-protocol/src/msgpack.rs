@@ -30,8 +30,10 @@ pub const SUBPROTOCOL_MSGPACK: &str = "kilat.msgpack";
 /// The WebSocket subprotocol naming the JSON encoding explicitly (the default when none is asked).
 pub const SUBPROTOCOL_JSON: &str = "kilat.json";
 
-/// Deepest nesting of arrays and maps accepted in a client frame (serde_json's own limit is 128).
-pub const MAX_DEPTH: usize = 128;
+/// Deepest nesting of arrays and maps accepted in a client frame. Below serde_json's own limit
+/// (128) with room to spare, so whatever the transcoder accepts the command decoder can parse
+/// (the fuzz target `msgpack_decoder` found 129 levels passing here and failing there).
+pub const MAX_DEPTH: usize = 100;
 
 /// The protocol encoding a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -626,6 +628,18 @@ mod tests {
         ] {
             assert!(msgpack_to_json(bad, 1 << 20).is_err(), "{bad:?}");
         }
+        // Found by the fuzz target: 129 nested arrays passed here and then failed serde_json's
+        // recursion limit in the command decoder.
+        let mut nested = vec![0x91u8; MAX_DEPTH + 1];
+        nested.push(0xc0);
+        assert_eq!(
+            msgpack_to_json(&nested, 1 << 20),
+            Err(TranscodeError::TooDeep)
+        );
+        let mut ok = vec![0x91u8; MAX_DEPTH];
+        ok.push(0xc0);
+        let json = msgpack_to_json(&ok, 1 << 20).expect("within the depth limit");
+        serde_json::from_slice::<serde_json::Value>(&json).expect("serde_json reads it");
         let deep = vec![0x91u8; 200];
         assert_eq!(
             msgpack_to_json(&deep, 1 << 20),

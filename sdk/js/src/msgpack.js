@@ -13,8 +13,8 @@
 const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
 
-/** Deepest nesting accepted when decoding (the server accepts 128 too). */
-const MAX_DEPTH = 128;
+/** Deepest nesting accepted when decoding (the server's limit too). */
+const MAX_DEPTH = 100;
 
 class Writer {
   constructor() {
