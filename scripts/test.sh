@@ -71,7 +71,7 @@ kilat_bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/kilat"
 step "JS SDK tests (node --test) against target/debug/kilat"
 cargo build -p kilat-cli
 # npm test type-checks src/kilat.d.ts with the typescript devDependency, then runs node --test
-(cd sdk/js && { { [ -d node_modules/ws ] && [ -d node_modules/typescript ] && [ -d node_modules/yjs ] && [ -d node_modules/y-protocols ] && [ -d node_modules/fossil-delta ]; } || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
+(cd sdk/js && { { [ -d node_modules/ws ] && [ -d node_modules/typescript ] && [ -d node_modules/yjs ] && [ -d node_modules/y-protocols ] && [ -d node_modules/fossil-delta ] && [ -d node_modules/@msgpack/msgpack ]; } || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)
 
 step "Pusher compatibility (pusher-js, laravel-echo, the pusher server SDK) against target/debug/kilat"
 (cd e2e/pusher && { { [ -d node_modules/pusher-js ] && [ -d node_modules/laravel-echo ] && [ -d node_modules/pusher ]; } || npm ci --no-audit --no-fund --loglevel=error; } && KILAT_BIN="$kilat_bin" npm test)

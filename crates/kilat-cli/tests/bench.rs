@@ -102,6 +102,33 @@ fn fanout_over_sse_and_with_compression() {
     assert!(u(&r, "compressed_messages") >= u(&r, "delivered"), "{r}");
 }
 
+/// The same feed in JSON and in the binary encoding: both clean, and the binary run receives
+/// fewer bytes per delivery (the bench reads the wire sizes before transcoding).
+#[test]
+fn fanout_in_json_and_msgpack() {
+    let s = server();
+    let base = [
+        "fanout", "--url", &s.url, "-n", "20", "-r", "50", "-d", "1", "-s", "200",
+    ];
+    let json = bench(&[&base[..], &["--encoding", "json"]].concat());
+    check_clean_fanout(&json, 20, 1);
+    let packed = bench(&[&base[..], &["--encoding", "msgpack"]].concat());
+    check_clean_fanout(&packed, 20, 1);
+    assert_eq!(packed["encoding"], "Msgpack", "{packed}");
+    let per = |r: &Value| {
+        r["bytes_per_delivery"]
+            .as_f64()
+            .expect("bytes_per_delivery")
+    };
+    assert!(per(&json) > 200.0, "{json}");
+    assert!(
+        per(&packed) < per(&json),
+        "msgpack {} vs json {}",
+        per(&packed),
+        per(&json)
+    );
+}
+
 /// `wss://` against a server with a self-signed certificate: refused without trust, clean with
 /// `--ca` naming the certificate and with `--insecure`.
 #[test]

@@ -4,6 +4,7 @@
 //! - [`frame`]: [`SharedFrame`], one server frame encoded once and shared by every receiver.
 //! - [`command`]: client frames (commands, `send`, ping) and the hostile-input-safe decoder.
 //! - [`reply`]: command results and error replies.
+//! - [`msgpack`]: the binary encoding (MessagePack), transcoded to and from the JSON frames.
 //! - [`push`]: server-initiated pushes (`pub`, `join`, `leave`, `disconnect`, ...).
 //! - [`server`]: decoding server frames (for clients and golden-frame tests).
 //! - [`delta`]: the fossil delta codec behind `delta: "fossil"` subscriptions.
@@ -28,6 +29,7 @@ pub mod codes;
 pub mod command;
 pub mod delta;
 pub mod frame;
+pub mod msgpack;
 pub mod push;
 pub mod reply;
 pub mod server;
@@ -42,6 +44,7 @@ pub use command::{
     ClientFrame, Command, DecodeError, DecodeErrorKind, Method, decode_frame, decode_frames,
 };
 pub use frame::{EncodingSlot, SharedFrame};
+pub use msgpack::Encoding;
 pub use push::{PresenceChange, PresenceCount, PresenceDiff, Push, PushBody};
 pub use reply::Reply;
 pub use server::ServerFrame;

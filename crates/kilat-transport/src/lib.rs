@@ -4,6 +4,7 @@
 //! - [`ws`]: handshake and extension negotiation, [`ws::WsConnection`] (read messages, write
 //!   shared frames, close), [`ws::frame`] (the pure frame parser/encoder) and [`ws::echo`] (an
 //!   echo server for conformance runs).
+//! - [`binary`]: the MessagePack encoding of a shared frame and its encoding slots.
 //! - [`text`]: the SSE event and NDJSON line encodings of the HTTP transports.
 //!
 //! Design decisions:
@@ -27,5 +28,6 @@
 //!   at the limit).
 #![warn(missing_docs)]
 
+pub mod binary;
 pub mod text;
 pub mod ws;

@@ -4,6 +4,7 @@
 import { EventEmitter } from './emitter.js';
 import { DisconnectCode, ErrorCode, KilatError, shouldReconnect } from './errors.js';
 import { decodeFrames, historyParams, isPing } from './codec.js';
+import { decodeMsgpack } from './msgpack.js';
 import { reconnectDelay, ttlDelay } from './backoff.js';
 import { createTransport, resolveEndpoints, TRANSPORTS } from './transports.js';
 import { createSubscription } from './subscription.js';
@@ -38,6 +39,7 @@ const DEFAULTS = {
   timeout: 5000,
   maxServerPingDelay: 10000,
   debug: false,
+  encoding: /** @type {'json' | 'msgpack'} */ ('json'),
 };
 
 /**
@@ -397,6 +399,7 @@ export class Kilat extends EventEmitter {
       transport = createTransport(spec, this._endpoints, {
         WebSocket: this._options.websocket,
         fetch: this._options.fetch,
+        encoding: this._options.encoding,
       });
     } catch (err) {
       this.emit('error', { type: 'transport', error: err });
@@ -706,10 +709,11 @@ export class Kilat extends EventEmitter {
 
   // ---------- inbound ----------
 
+  /** @param {string | Uint8Array} text JSON text, or MessagePack bytes on a binary connection */
   _onMessage(text) {
     let frames;
     try {
-      frames = decodeFrames(text);
+      frames = typeof text === 'string' ? decodeFrames(text) : decodeMsgpack(text);
     } catch (err) {
       this.emit('error', { type: 'protocol', error: new KilatError(ErrorCode.BAD_REQUEST, `malformed frame: ${err.message}`) });
       this._teardown(DisconnectCode.BAD_REQUEST, 'malformed frame from server', true, true);

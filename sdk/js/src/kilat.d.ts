@@ -54,6 +54,13 @@ export interface ClientOptions {
   maxServerPingDelay?: number;
   /** Log frames and state changes with console.debug. */
   debug?: boolean;
+  /**
+   * Protocol encoding on WebSocket (default `'json'`). `'msgpack'` asks for the `kilat.msgpack`
+   * subprotocol: frames travel as MessagePack in binary messages (smaller, and binary payloads
+   * travel as raw bytes). A server that does not agree makes the WebSocket fail over to the
+   * next transport; the emulated transports always speak JSON.
+   */
+  encoding?: 'json' | 'msgpack';
 }
 
 export interface SubscriptionOptions {
@@ -462,6 +469,10 @@ export function shouldReconnect(code: number, hint?: boolean): boolean;
 /** Reconnect delay in ms: uniform in [min, min(max, min * 2^attempt)]. */
 export function backoff(attempt: number, min: number, max: number, random?: () => number): number;
 export function encodeFrames(frames: object[]): string;
+/** Encodes frames as MessagePack values one after another (the binary encoding's batch). */
+export function encodeMsgpack(values: unknown[]): Uint8Array;
+/** Decodes MessagePack values written one after another; `bin` values become Uint8Array. */
+export function decodeMsgpack(input: Uint8Array | ArrayBuffer): any[];
 export function decodeFrames(text: string): any[];
 export const TRANSPORTS: readonly TransportName[];
 export const VERSION: string;

@@ -8,6 +8,7 @@ export { KilatError, ErrorCode, DisconnectCode, shouldReconnect } from './errors
 export { EventEmitter } from './emitter.js';
 export { backoff } from './backoff.js';
 export { encodeFrames, decodeFrames } from './codec.js';
+export { encodeMsgpack, decodeMsgpack } from './msgpack.js';
 export { TRANSPORTS } from './transports.js';
 export { KilatYjsProvider, toBase64, fromBase64 } from './yjs-provider.js';
 export { CommandSender, CommandReceiver, deviceChannel } from './commands.js';

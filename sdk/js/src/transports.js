@@ -12,6 +12,7 @@
 //                                   transport (see `transportClosed`)
 
 import { encodeFrames, LineSplitter, SseParser } from './codec.js';
+import { encodeMsgpack } from './msgpack.js';
 import { DisconnectCode } from './errors.js';
 
 /**
@@ -43,6 +44,14 @@ function transportClosed(reason, opened) {
   return { code: DisconnectCode.TRANSPORT_CLOSED, reason, opened };
 }
 
+/** A WebSocket message payload (Buffer, ArrayBuffer, typed array) as a Uint8Array. */
+function toBytes(data) {
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return null;
+}
+
 /** Converts a WebSocket message payload (string, Buffer, ArrayBuffer, typed array) to text. */
 function toText(data) {
   if (typeof data === 'string') return data;
@@ -53,12 +62,17 @@ function toText(data) {
 export class WebSocketTransport {
   /**
    * @param {string} endpoint
-   * @param {{WebSocket?: any}} opts
+   * @param {{WebSocket?: any, encoding?: 'json' | 'msgpack'}} opts
    */
   constructor(endpoint, opts) {
     this.name = 'websocket';
     this.emulated = false;
     this.endpoint = endpoint;
+    /** `msgpack`: the kilat.msgpack subprotocol, frames as MessagePack in binary messages. */
+    this.binary = opts.encoding === 'msgpack';
+    if (opts.encoding !== undefined && opts.encoding !== 'json' && !this.binary) {
+      throw new Error(`unknown encoding ${JSON.stringify(opts.encoding)}: use 'json' or 'msgpack'`);
+    }
     this._WebSocket = opts.WebSocket ?? globalThis.WebSocket;
     this._ws = null;
     this._closed = false;
@@ -74,7 +88,7 @@ export class WebSocketTransport {
     let opened = false;
     let ws;
     try {
-      ws = new WS(this.endpoint);
+      ws = this.binary ? new WS(this.endpoint, ['kilat.msgpack']) : new WS(this.endpoint);
     } catch (err) {
       queueMicrotask(() => handlers.onClose(transportClosed(String(err?.message ?? err), false)));
       return;
@@ -84,12 +98,29 @@ export class WebSocketTransport {
     let errorText = '';
     ws.onopen = () => {
       if (this._closed) return;
+      if (this.binary && ws.protocol !== 'kilat.msgpack') {
+        // A server that does not speak the binary encoding accepted the socket without it.
+        this._closed = true;
+        try {
+          ws.close(1000, 'no kilat.msgpack');
+        } catch {
+          /* already gone */
+        }
+        handlers.onClose(transportClosed(`the server did not agree to kilat.msgpack (got ${JSON.stringify(ws.protocol ?? '')})`, false));
+        return;
+      }
       opened = true;
-      ws.send(encodeFrames([connectFrame]));
+      this._write(ws, [connectFrame]);
       handlers.onOpen();
     };
     ws.onmessage = (ev) => {
-      if (!this._closed) handlers.onMessage(toText(ev.data));
+      if (this._closed) return;
+      if (!this.binary) {
+        handlers.onMessage(toText(ev.data));
+        return;
+      }
+      // Text on a binary connection is a protocol error: the decoder reports it.
+      handlers.onMessage(toBytes(ev.data) ?? new Uint8Array([0xc1]));
     };
     ws.onerror = (ev) => {
       errorText = String(ev?.message ?? ev?.error?.message ?? 'websocket error');
@@ -109,7 +140,11 @@ export class WebSocketTransport {
   /** @param {object[]} frames */
   send(frames) {
     const ws = this._ws;
-    if (ws && ws.readyState === 1) ws.send(encodeFrames(frames));
+    if (ws && ws.readyState === 1) this._write(ws, frames);
+  }
+
+  _write(ws, frames) {
+    ws.send(this.binary ? encodeMsgpack(frames) : encodeFrames(frames));
   }
 
   setSession() {}
@@ -366,7 +401,7 @@ export const TRANSPORTS = Object.freeze(['websocket', 'sse', 'http_stream']);
  * Builds a transport for one attempt.
  * @param {string | {transport: string, endpoint?: string}} spec
  * @param {{ws: string, http: string}} endpoints
- * @param {{WebSocket?: any, fetch?: typeof fetch}} opts
+ * @param {{WebSocket?: any, fetch?: typeof fetch, encoding?: 'json' | 'msgpack'}} opts
  */
 export function createTransport(spec, endpoints, opts) {
   const name = typeof spec === 'string' ? spec : spec.transport;

@@ -19,6 +19,6 @@ mod ws;
 pub(crate) use conn::Conn;
 pub(crate) use http::HttpConn;
 pub(crate) use kilat_transport::ws::frame::{OP_BINARY, OP_TEXT};
-pub(crate) use net::{ClientOpts, Target, Transport, configure};
+pub(crate) use net::{ClientOpts, Target, Transport, WireEncoding, configure};
 pub(crate) use sse::open_sse;
 pub(crate) use ws::{encode_text, open};

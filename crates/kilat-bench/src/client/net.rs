@@ -35,6 +35,11 @@ pub(crate) struct ClientOpts {
     /// messages are inflated before they are checked.
     #[arg(long)]
     pub(crate) compression: bool,
+    /// kilat protocol encoding over WebSocket: `msgpack` asks for the `kilat.msgpack`
+    /// subprotocol (binary MessagePack frames; the bench transcodes them to JSON to check
+    /// them, on its own CPU, not the server's).
+    #[arg(long, value_enum, default_value_t = WireEncoding::Json)]
+    pub(crate) encoding: WireEncoding,
     /// For wss:// and https:// URLs: trust the CA certificates in this PEM file instead of the
     /// Mozilla roots.
     #[arg(long, value_name = "PEM")]
@@ -44,10 +49,22 @@ pub(crate) struct ClientOpts {
     pub(crate) insecure: bool,
 }
 
+/// The kilat protocol encoding of WebSocket connections (docs/protocol.md section 2.1).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+pub(crate) enum WireEncoding {
+    /// JSON text frames.
+    Json,
+    /// MessagePack binary frames (`kilat.msgpack`).
+    Msgpack,
+}
+
 /// The process-wide client settings: a load generator has one configuration per run, and its
 /// worker processes are started with the same flags.
 pub(super) struct Settings {
     pub(super) compression: bool,
+    pub(super) msgpack: bool,
     tls: Arc<rustls::ClientConfig>,
 }
 
@@ -60,6 +77,7 @@ static SETTINGS: OnceLock<Settings> = OnceLock::new();
 pub(crate) fn configure(opts: &ClientOpts) -> Result<()> {
     let settings = Settings {
         compression: opts.compression,
+        msgpack: opts.encoding == WireEncoding::Msgpack,
         tls: Arc::new(tls_config(opts.ca.as_deref(), opts.insecure)?),
     };
     let _ = SETTINGS.set(settings);
@@ -69,6 +87,7 @@ pub(crate) fn configure(opts: &ClientOpts) -> Result<()> {
 pub(super) fn settings() -> &'static Settings {
     SETTINGS.get_or_init(|| Settings {
         compression: false,
+        msgpack: false,
         tls: Arc::new(tls_config(None, false).expect("the built-in roots always load")),
     })
 }

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use kilat_protocol::msgpack::{json_to_msgpack, msgpack_to_json};
 use kilat_transport::ws::frame::{
-    FrameHeader, HeaderError, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, apply_mask,
-    parse_close_payload,
+    FrameHeader, HeaderError, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
+    apply_mask, parse_close_payload,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -24,8 +25,14 @@ pub(crate) async fn open(target: &Target, timeout: Duration) -> Result<Conn> {
         } else {
             ""
         };
+        let msgpack = settings().msgpack;
+        let subprotocol = if msgpack {
+            "Sec-WebSocket-Protocol: kilat.msgpack\r\n"
+        } else {
+            ""
+        };
         let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2lsYXQtYmVuY2gta2V5IQ==\r\nSec-WebSocket-Version: 13\r\n{extension}\r\n",
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2lsYXQtYmVuY2gta2V5IQ==\r\nSec-WebSocket-Version: 13\r\n{extension}{subprotocol}\r\n",
             target.path, target.addr
         );
         stream.write_all(request.as_bytes()).await?;
@@ -35,6 +42,9 @@ pub(crate) async fn open(target: &Target, timeout: Duration) -> Result<Conn> {
         }
         let inflate = header(&head, "sec-websocket-extensions")
             .is_some_and(|v| v.contains("permessage-deflate"));
+        if msgpack && header(&head, "sec-websocket-protocol") != Some("kilat.msgpack") {
+            bail!("the server did not agree to the kilat.msgpack subprotocol (--encoding msgpack needs a kilat server that has it)");
+        }
         // Whatever follows the head (a server that speaks first) stays buffered.
         Ok(Conn {
             stream,
@@ -146,12 +156,28 @@ impl Conn {
                     }
                     opcode => {
                         self.consumed = end;
-                        if header.rsv1 {
+                        let inflated = header.rsv1;
+                        if inflated {
                             if !self.inflate {
                                 bail!("compressed message without permessage-deflate");
                             }
                             self.compressed += 1;
                             inflate_message(&self.buf[start..end], &mut self.scratch)?;
+                        }
+                        if opcode == OP_BINARY && settings().msgpack {
+                            // Checked as JSON, like every other message: the transcoding is
+                            // the bench's CPU, not the server's.
+                            let packed = if inflated {
+                                &self.scratch[..]
+                            } else {
+                                &self.buf[start..end]
+                            };
+                            let json = msgpack_to_json(packed, MAX_FRAME as usize)
+                                .context("malformed MessagePack from the server")?;
+                            self.scratch = json;
+                            return Ok((OP_TEXT, &self.scratch));
+                        }
+                        if inflated {
                             return Ok((opcode, &self.scratch));
                         }
                         return Ok((opcode, &self.buf[start..end]));
@@ -193,8 +219,16 @@ impl Conn {
     }
 }
 
-/// Appends one masked text frame carrying `text` to `out`.
+/// Appends one masked text frame carrying `text` to `out`; with `--encoding msgpack`, one
+/// binary frame carrying the same frames in MessagePack.
 pub(crate) fn encode_text(out: &mut Vec<u8>, text: &[u8]) {
+    if settings().msgpack {
+        match json_to_msgpack(text) {
+            Ok(packed) => return encode_frame(out, OP_BINARY, &packed),
+            // Not JSON (a raw broadcast payload): sent as it is.
+            Err(_) => return encode_frame(out, OP_TEXT, text),
+        }
+    }
     encode_frame(out, OP_TEXT, text);
 }
 

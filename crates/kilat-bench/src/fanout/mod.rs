@@ -51,6 +51,13 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<()> {
             "Pusher clients cannot publish to public channels: use --publish-via http (events triggered through the signed Pusher HTTP API)"
         );
     }
+    if args.client.encoding == client::WireEncoding::Msgpack
+        && (args.protocol != Protocol::Kilat || args.client.transport != client::Transport::Ws)
+    {
+        bail!(
+            "--encoding msgpack is kilat's binary encoding over WebSocket: use --protocol kilat --transport ws"
+        );
+    }
     if args.workers.is_worker() {
         let prepared = prepare(&args).await?;
         workers::say("READY", "");

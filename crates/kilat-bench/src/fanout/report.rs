@@ -5,7 +5,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::args::{FanoutArgs, Via, channels};
-use crate::client::Transport;
+use crate::client::{Transport, WireEncoding};
 use crate::proto::Protocol;
 use crate::stats::{self, Latency};
 
@@ -63,6 +63,8 @@ pub(super) struct FanoutReport {
     compressed_messages: u64,
     /// Subscribers asked for `delta: "fossil"` (`--delta`).
     delta: bool,
+    /// The subscribers' protocol encoding (`--encoding`).
+    encoding: WireEncoding,
     /// Bytes the subscribers read from their sockets, set-up included.
     received_bytes: u64,
     /// `received_bytes` per delivery.
@@ -125,6 +127,7 @@ pub(super) fn merge(
         transport: args.client.transport,
         compressed_messages: 0,
         delta: args.delta,
+        encoding: args.client.encoding,
         received_bytes: 0,
         bytes_per_delivery: 0.0,
         deliveries_per_s: 0.0,
@@ -236,10 +239,11 @@ pub(super) fn print_table(r: &FanoutReport) {
         (
             "received",
             format!(
-                "{:.1} MiB, {:.0} B per delivery{}",
+                "{:.1} MiB, {:.0} B per delivery ({:?}{})",
                 r.received_bytes as f64 / 1048576.0,
                 r.bytes_per_delivery,
-                if r.delta { " (delta: fossil)" } else { "" }
+                r.encoding,
+                if r.delta { ", delta: fossil" } else { "" }
             ),
         ),
     ];

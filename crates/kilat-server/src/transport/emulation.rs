@@ -17,7 +17,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use kilat_core::{Outbox, Session, TransportInfo};
-use kilat_protocol::{Disconnect, SharedFrame};
+use kilat_protocol::{Disconnect, Encoding, SharedFrame};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -114,6 +114,9 @@ impl Commands {
 enum Format {
     Sse,
     Ndjson,
+    /// HTTP streaming in the binary encoding (`?encoding=msgpack`): MessagePack values one
+    /// after another, no separator (each value is self-delimiting).
+    Msgpack,
 }
 
 impl Format {
@@ -121,7 +124,7 @@ impl Format {
         TransportInfo {
             name: match self {
                 Format::Sse => "sse",
-                Format::Ndjson => "http_stream",
+                Format::Ndjson | Format::Msgpack => "http_stream",
             },
             emulated: true,
         }
@@ -131,6 +134,7 @@ impl Format {
         match self {
             Format::Sse => "text/event-stream",
             Format::Ndjson => "application/x-ndjson",
+            Format::Msgpack => MSGPACK_CONTENT_TYPE,
         }
     }
 
@@ -139,7 +143,50 @@ impl Format {
         match self {
             Format::Sse => frame.encoded(SLOT_SSE, sse_event),
             Format::Ndjson => frame.encoded(SLOT_NDJSON, ndjson_line),
+            Format::Msgpack => kilat_transport::binary::msgpack(frame),
         }
+    }
+}
+
+/// Content type of an HTTP stream in the binary encoding.
+const MSGPACK_CONTENT_TYPE: &str = "application/vnd.kilat.msgpack";
+
+/// The `encoding` query parameter of an emulated transport (docs/protocol.md section 2.1):
+/// absent or `json` for JSON, `msgpack` for MessagePack; anything else is refused.
+fn query_encoding(uri: &Uri) -> Result<Encoding, Refusal> {
+    let Some(query) = uri.query() else {
+        return Ok(Encoding::Json);
+    };
+    let mut found = Encoding::Json;
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("encoding=") {
+            found = Encoding::from_name(value).ok_or((
+                StatusCode::BAD_REQUEST,
+                "unknown `encoding`: kilat speaks `json` (the default) and `msgpack`",
+            ))?;
+        }
+    }
+    Ok(found)
+}
+
+/// A MessagePack request body (connect command or emulation POST) as the JSON the rest of the
+/// path reads; malformed input is a 400 that touches nobody else.
+fn body_from_msgpack(body: &[u8]) -> Result<Bytes, Refusal> {
+    kilat_protocol::msgpack::msgpack_to_json(body, body.len() * 8 + 1024)
+        .map(Bytes::from)
+        .map_err(|_| {
+            (
+                StatusCode::BAD_REQUEST,
+                "malformed MessagePack body (`encoding=msgpack`)",
+            )
+        })
+}
+
+/// The stream format and the connect command (as JSON) of `POST /connection/stream`.
+fn stream_format(uri: &Uri, body: Bytes) -> Result<(Format, Bytes), Refusal> {
+    match query_encoding(uri)? {
+        Encoding::Json => Ok((Format::Ndjson, body)),
+        Encoding::Msgpack => Ok((Format::Msgpack, body_from_msgpack(&body)?)),
     }
 }
 
@@ -194,10 +241,13 @@ pub(crate) async fn serve_stream<IO>(
             Format::Sse,
             admit(state, &headers, peer).and_then(|a| Ok((a, sse_connect(&uri)?))),
         ),
-        StreamKind::Ndjson => (
-            Format::Ndjson,
-            admit(state, &headers, peer).map(|a| (a, body)),
-        ),
+        StreamKind::Ndjson => match stream_format(&uri, body) {
+            Ok((format, connect)) => (
+                format,
+                admit(state, &headers, peer).map(|a| (a, connect)),
+            ),
+            Err(refusal) => (Format::Ndjson, Err(refusal)),
+        },
     };
     let opened = match checked {
         Ok((admission, connect)) => open(state, admission, connect, format).await,
@@ -245,6 +295,13 @@ pub(crate) async fn serve_stream<IO>(
 
 /// The connect command of an SSE request, however it arrived (after its admission).
 fn sse_connect(uri: &Uri) -> Result<Bytes, Refusal> {
+    if query_encoding(uri)? != Encoding::Json {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "SSE carries text only: use `POST /connection/stream?encoding=msgpack` or the \
+             kilat.msgpack WebSocket subprotocol for the binary encoding",
+        ));
+    }
     let query = Query::<SseQuery>::try_from_uri(uri).map_err(|_| {
         (
             StatusCode::BAD_REQUEST,
@@ -267,6 +324,7 @@ fn sse_connect(uri: &Uri) -> Result<Bytes, Refusal> {
 pub(crate) async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     extensions: http::Extensions,
     body: Body,
 ) -> Response {
@@ -277,16 +335,20 @@ pub(crate) async fn stream(
         }
         Err(refused) => return refuse(refused.status, refused.reason),
     };
+    let (format, body) = match stream_format(&uri, body) {
+        Ok(checked) => checked,
+        Err((status, reason)) => return refuse(status, reason),
+    };
     let opened = match admit(
         &state,
         &headers,
         crate::transport::peer::peer_of(&extensions),
     ) {
-        Ok(admission) => open(&state, admission, body, Format::Ndjson).await,
+        Ok(admission) => open(&state, admission, body, format).await,
         Err(refusal) => Err(refusal),
     };
     match opened {
-        Ok(opened) => respond_with_body(&state, opened, Format::Ndjson),
+        Ok(opened) => respond_with_body(&state, opened, format),
         Err((status, reason)) => refuse(status, reason),
     }
 }
@@ -307,6 +369,7 @@ pub(crate) struct EmulationRequest {
 pub(crate) async fn emulation(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     body: Body,
 ) -> Response {
     if !state.origins.allows(&headers) {
@@ -318,6 +381,16 @@ pub(crate) async fn emulation(
             return refuse(refused.status, "emulation body too large");
         }
         Err(refused) => return refuse(refused.status, refused.reason),
+    };
+    // In the binary encoding the whole body is MessagePack; its JSON form is read below, so a
+    // command forwarded to another node travels as JSON whatever the client spoke.
+    let bytes = match query_encoding(&uri) {
+        Ok(Encoding::Json) => bytes,
+        Ok(Encoding::Msgpack) => match body_from_msgpack(&bytes) {
+            Ok(json) => json,
+            Err((status, reason)) => return refuse(status, reason),
+        },
+        Err((status, reason)) => return refuse(status, reason),
     };
     let request: EmulationRequest = match serde_json::from_slice(&bytes) {
         Ok(request) => request,
@@ -599,6 +672,7 @@ impl Format {
         let fixed = match self {
             Format::Sse => socket_head!("text/event-stream"),
             Format::Ndjson => socket_head!("application/x-ndjson"),
+            Format::Msgpack => socket_head!("application/vnd.kilat.msgpack"),
         };
         if extra.is_empty() {
             return Cow::Borrowed(fixed);

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use kilat_core::TransportInfo;
-use kilat_protocol::{Disconnect, DisconnectCode, SharedFrame};
+use kilat_protocol::{Disconnect, DisconnectCode, Encoding, SharedFrame};
 use kilat_transport::ws::{self, Message, WsConnection};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -26,13 +26,16 @@ pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> 
         Ok(admission) => admission,
         Err(refusal) => return admission::refusal_response(refusal),
     };
-    let handshake = match ws::negotiate(&parts, &state.ws) {
+    let mut handshake = match ws::negotiate(&parts, &state.ws) {
         Ok(handshake) => handshake,
         Err(refused) => {
             tracing::debug!(reason = %refused, "websocket upgrade refused");
             return refused.into_response::<Body>();
         }
     };
+    if let Err(response) = choose_encoding(&parts.headers, &mut handshake) {
+        return response;
+    }
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         return (
             StatusCode::BAD_REQUEST,
@@ -49,6 +52,46 @@ pub(crate) async fn upgrade(State(state): State<AppState>, request: Request) -> 
         }
     });
     response
+}
+
+/// Picks the protocol encoding from the client's `Sec-WebSocket-Protocol` offers: the first of
+/// `kilat.json` and `kilat.msgpack` it names (docs/protocol.md section 2.1); JSON when it names
+/// neither. An offer of another `kilat.*` subprotocol alone is refused with 400 and a readable
+/// reason, so a client asking for an encoding this server does not speak learns why at once
+/// instead of receiving frames it cannot read. Other subprotocols are ignored (RFC 6455 lets the
+/// server pick none).
+#[allow(clippy::result_large_err)] // the refusal is the response itself, built once
+fn choose_encoding(
+    headers: &axum::http::HeaderMap,
+    handshake: &mut ws::Handshake,
+) -> Result<(), Response> {
+    let mut unknown = None;
+    for offer in ws::offered_subprotocols(headers) {
+        for encoding in [Encoding::Json, Encoding::Msgpack] {
+            if offer == encoding.subprotocol() {
+                handshake.set_subprotocol(encoding.subprotocol(), encoding);
+                return Ok(());
+            }
+        }
+        if offer.starts_with("kilat.") {
+            unknown.get_or_insert_with(|| offer.to_owned());
+        }
+    }
+    match unknown {
+        None => Ok(()),
+        Some(offer) => {
+            tracing::debug!(%offer, "websocket upgrade refused: unknown encoding");
+            Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown encoding subprotocol {offer:?}: kilat speaks {:?} (the default) and {:?}\n",
+                    Encoding::Json.subprotocol(),
+                    Encoding::Msgpack.subprotocol()
+                ),
+            )
+                .into_response())
+        }
+    }
 }
 
 /// Starts the connection task of an upgraded socket. The connection runs in a task of its own:
@@ -143,6 +186,23 @@ where
     driver::drive(wire, session, outbox)
 }
 
+/// A client's MessagePack message as the JSON frames the session reads. The JSON form may be
+/// larger than the message (a one-byte `false` is five bytes of JSON): it is bounded at eight
+/// times the message, which is itself bounded by `max_message_size`. A malformed message closes
+/// the connection with 3500, like JSON that does not parse; nobody else is affected.
+pub(crate) fn from_msgpack(packed: &[u8]) -> Inbound {
+    match kilat_protocol::msgpack::msgpack_to_json(packed, packed.len() * 8 + 1024) {
+        Ok(json) => Inbound::Message(json.into()),
+        Err(error) => {
+            tracing::debug!(%error, "malformed binary message");
+            Inbound::Refused(Disconnect::new(
+                DisconnectCode::BAD_REQUEST,
+                error.to_string(),
+            ))
+        }
+    }
+}
+
 /// The WebSocket side of a connection for the shared [`driver`].
 pub(crate) struct WsWire<IO> {
     pub(crate) conn: WsConnection<IO>,
@@ -156,11 +216,17 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     async fn recv(&mut self) -> Inbound {
+        let binary = self.conn.encoding() == Encoding::Msgpack;
         match self.conn.read_message().await {
-            Ok(Message::Text(text)) => Inbound::Message(text),
+            Ok(Message::Text(text)) if !binary => Inbound::Message(text),
+            Ok(Message::Binary(packed)) if binary => from_msgpack(&packed),
+            Ok(Message::Text(_)) => Inbound::Refused(Disconnect::new(
+                DisconnectCode::BAD_REQUEST,
+                "text messages are not part of the kilat.msgpack encoding: send MessagePack in binary messages",
+            )),
             Ok(Message::Binary(_)) => Inbound::Refused(Disconnect::new(
                 DisconnectCode::BAD_REQUEST,
-                "binary messages are not part of the protocol",
+                "binary messages need the kilat.msgpack subprotocol (docs/protocol.md section 2.1)",
             )),
             // The codec has already answered the peer's close or sent its own error close.
             Ok(Message::Close { .. }) | Err(_) => Inbound::Gone,

@@ -11,6 +11,8 @@ mod abuse;
 mod admin;
 /// The server HTTP API with and without its key, checked against its OpenAPI document.
 mod api;
+/// The binary (MessagePack) encoding: the protocol over both encodings, bad binary input.
+mod binary;
 /// Several nodes on one real redis-server (skips loudly without one; fails under CI=true).
 mod cluster;
 /// CORS on the emulation endpoints for allowed cross-origin pages.

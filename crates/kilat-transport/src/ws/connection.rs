@@ -13,7 +13,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kilat_protocol::{EncodingSlot, SharedFrame};
+use kilat_protocol::{Encoding, EncodingSlot, SharedFrame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::decoder::{Decoder, Event};
@@ -75,6 +75,9 @@ pub struct WsConnection<IO> {
     decoder: Decoder,
     /// Window bits we compress with, when permessage-deflate was agreed.
     server_window_bits: Option<u8>,
+    /// The protocol encoding agreed in the handshake: JSON frames go out as text messages,
+    /// MessagePack frames as binary messages.
+    encoding: Encoding,
     /// Ping frames since the last message: past [`super::MAX_PINGS_BETWEEN_MESSAGES`] the peer is
     /// closed with 1008 (issue 20). Sits in what would be padding.
     pings_since_message: u16,
@@ -97,6 +100,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
             wbuf: Vec::new(),
             decoder: Decoder::new(handshake, config),
             server_window_bits: deflate.map(|p| p.server_window_bits),
+            encoding: handshake.encoding(),
             pings_since_message: 0,
             deflate_min_size: config.deflate_min_size,
             close_timeout: config.close_timeout,
@@ -267,8 +271,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
         self.io.flush().await
     }
 
+    /// The protocol encoding this connection speaks.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
     /// The cached wire encoding of a shared frame for this connection's settings.
     fn encode_shared(&self, frame: &SharedFrame) -> Bytes {
+        if self.encoding == Encoding::Msgpack {
+            return self.encode_shared_binary(frame);
+        }
         let plain = |json: &[u8]| encode_frame(OP_TEXT, false, json);
         match self.server_window_bits {
             Some(bits) if frame.len() >= self.deflate_min_size => {
@@ -283,6 +295,28 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WsConnection<IO> {
                 })
             }
             _ => frame.encoded(SLOT_PLAIN, plain),
+        }
+    }
+
+    /// The cached binary WebSocket frame of a shared frame's MessagePack encoding (itself cached
+    /// once per frame, see [`crate::binary::msgpack`]).
+    fn encode_shared_binary(&self, frame: &SharedFrame) -> Bytes {
+        use crate::binary::{SLOT_WS_BINARY, SLOT_WS_BINARY_DEFLATE_9, SLOT_WS_BINARY_DEFLATE_15};
+        let plain = |packed: &[u8]| encode_frame(OP_BINARY, false, packed);
+        match self.server_window_bits {
+            Some(bits) if frame.len() >= self.deflate_min_size => {
+                let (slot, bits) = if bits >= 15 {
+                    (SLOT_WS_BINARY_DEFLATE_15, 15)
+                } else {
+                    (SLOT_WS_BINARY_DEFLATE_9, 9)
+                };
+                frame.encoded(slot, |_| {
+                    let packed = crate::binary::msgpack(frame);
+                    compressed_frame(OP_BINARY, &packed, bits, self.deflate_min_size == 0)
+                        .unwrap_or_else(|| plain(&packed))
+                })
+            }
+            _ => frame.encoded(SLOT_WS_BINARY, |_| plain(&crate::binary::msgpack(frame))),
         }
     }
 
@@ -468,6 +502,60 @@ mod tests {
             deflate.then_some("permessage-deflate"),
             &WsConfig::default(),
         )
+    }
+
+    /// A frame sent to many MessagePack connections is transcoded once and framed once per
+    /// setting: every connection writes the same cached bytes, and JSON connections keep theirs.
+    #[tokio::test]
+    async fn binary_connections_share_one_encoding_per_frame() {
+        let frame = SharedFrame::new(
+            &br#"{"push":{"channel":"c","pub":{"data":{"x":[1,2,3]},"offset":7}}}"#[..],
+        );
+        let mut outputs = Vec::new();
+        for (encoding, deflate) in [
+            (Encoding::Msgpack, false),
+            (Encoding::Msgpack, false),
+            (Encoding::Json, false),
+            (Encoding::Msgpack, true),
+        ] {
+            let (server_io, mut client) = tokio::io::duplex(1 << 16);
+            let mut hs = handshake(deflate);
+            if encoding == Encoding::Msgpack {
+                hs.set_subprotocol("kilat.msgpack", Encoding::Msgpack);
+            }
+            let mut conn = WsConnection::new(server_io, &hs, &WsConfig::default());
+            assert_eq!(conn.encoding(), encoding);
+            conn.send_frames(std::slice::from_ref(&frame))
+                .await
+                .expect("send");
+            drop(conn);
+            let mut wire = Vec::new();
+            client.read_to_end(&mut wire).await.expect("read");
+            outputs.push(wire);
+        }
+        let packed = crate::binary::msgpack(&frame);
+        let mut expected = vec![0x82, packed.len() as u8];
+        expected.extend_from_slice(&packed);
+        assert_eq!(
+            outputs[0], expected,
+            "an unmasked binary frame of the MessagePack"
+        );
+        assert_eq!(outputs[1], outputs[0]);
+        assert_eq!(outputs[2][0], 0x81, "JSON connections still get text");
+        assert_eq!(&outputs[2][2..], frame.json().as_ref());
+        assert_eq!(
+            outputs[3][0] & 0x0f,
+            0x02,
+            "compressed binary is still binary"
+        );
+        // Cached: the slot hands out the same allocation every time.
+        let again = frame.encoded(crate::binary::SLOT_WS_BINARY, |_| unreachable!("cached"));
+        assert_eq!(again.as_ref(), &expected[..]);
+        assert_eq!(
+            crate::binary::msgpack(&frame).as_ptr(),
+            packed.as_ptr(),
+            "transcoded once"
+        );
     }
 
     fn client_frame(fin: bool, opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {

@@ -4,6 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
+use kilat_protocol::Encoding;
 use sha1::{Digest, Sha1};
 
 use super::WsConfig;
@@ -34,6 +35,10 @@ pub struct Handshake {
     deflate: Option<DeflateParams>,
     /// The `Sec-WebSocket-Extensions` response value matching `deflate`.
     extension_response: Option<HeaderValue>,
+    /// The agreed subprotocol (`Sec-WebSocket-Protocol` of the response), if any.
+    subprotocol: Option<&'static str>,
+    /// The protocol encoding that subprotocol selects.
+    encoding: Encoding,
 }
 
 /// Why an upgrade request was refused (answered with HTTP 400).
@@ -98,7 +103,31 @@ impl Handshake {
         if let Some(ext) = &self.extension_response {
             headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, ext.clone());
         }
+        if let Some(subprotocol) = self.subprotocol {
+            headers.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(subprotocol),
+            );
+        }
         response
+    }
+
+    /// Agrees on `subprotocol`, which selects `encoding` for the connection; the `101` response
+    /// then names it in `Sec-WebSocket-Protocol` (RFC 6455 4.2.2). Call it only with one of the
+    /// client's offers ([`offered_subprotocols`]).
+    pub fn set_subprotocol(&mut self, subprotocol: &'static str, encoding: Encoding) {
+        self.subprotocol = Some(subprotocol);
+        self.encoding = encoding;
+    }
+
+    /// The agreed subprotocol, if any.
+    pub fn subprotocol(&self) -> Option<&'static str> {
+        self.subprotocol
+    }
+
+    /// The protocol encoding agreed (JSON unless a subprotocol selected another).
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
     }
 
     /// The agreed permessage-deflate parameters, or `None` when messages are not compressed.
@@ -178,7 +207,21 @@ pub fn negotiate(
         accept: accept_key(key.as_bytes()),
         deflate: deflate.filter(|_| extension_response.is_some()),
         extension_response,
+        subprotocol: None,
+        encoding: Encoding::Json,
     })
+}
+
+/// The subprotocols a client offers (`Sec-WebSocket-Protocol`, comma-separated, possibly over
+/// several headers), in its order of preference.
+pub fn offered_subprotocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 /// `Sec-WebSocket-Accept` for a client key: base64(SHA-1(key + GUID)).

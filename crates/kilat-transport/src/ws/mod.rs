@@ -25,7 +25,7 @@ mod utf8;
 
 pub use connection::{SLOT_DEFLATE_9, SLOT_DEFLATE_15, SLOT_PLAIN, WsConnection};
 pub use decoder::{Decoder, Event};
-pub use handshake::{DeflateParams, Handshake, HandshakeError, negotiate};
+pub use handshake::{DeflateParams, Handshake, HandshakeError, negotiate, offered_subprotocols};
 
 /// Limits and options of WebSocket connections.
 #[derive(Debug, Clone)]
