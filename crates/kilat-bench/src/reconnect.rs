@@ -196,6 +196,7 @@ pub(crate) async fn run(args: ReconnectArgs) -> Result<()> {
         compression: false,
         ca: None,
         insecure: false,
+        encoding: client::WireEncoding::Json,
     })?;
     let first = Arc::new(proto::target(
         &args.url,

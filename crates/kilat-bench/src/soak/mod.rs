@@ -291,6 +291,7 @@ pub(crate) async fn run(args: SoakArgs) -> Result<()> {
         compression: false,
         ca: None,
         insecure: false,
+        encoding: client::WireEncoding::Json,
     })?;
     let nonce = proto::now_us();
     let (spawned, url, pid, secret) = match &args.url {

@@ -242,10 +242,7 @@ pub(crate) async fn serve_stream<IO>(
             admit(state, &headers, peer).and_then(|a| Ok((a, sse_connect(&uri)?))),
         ),
         StreamKind::Ndjson => match stream_format(&uri, body) {
-            Ok((format, connect)) => (
-                format,
-                admit(state, &headers, peer).map(|a| (a, connect)),
-            ),
+            Ok((format, connect)) => (format, admit(state, &headers, peer).map(|a| (a, connect))),
             Err(refusal) => (Format::Ndjson, Err(refusal)),
         },
     };
