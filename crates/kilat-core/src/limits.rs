@@ -1,4 +1,5 @@
-//! Rate limits as token buckets: commands per connection and publications per channel.
+//! Limits: rate limits as token buckets (commands per connection and publications per
+//! channel), and the sizes of a `presence` page.
 //!
 //! A bucket holds up to `burst` tokens and refills at `rate` per second; an action takes one
 //! token or is refused. Time is passed in, so the buckets are pure and tested without a clock.
@@ -9,6 +10,15 @@ use std::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::util::lock;
+
+/// Members in a `presence` page when the request names no `limit`: a channel this small comes
+/// whole, as before pages.
+pub const PRESENCE_PAGE_DEFAULT: usize = 1000;
+/// Most members in a `presence` page (a request's `limit` above it is clamped).
+pub const PRESENCE_PAGE_MAX: usize = 5000;
+/// Most bytes of member entries in a `presence` page beyond its first entry (also at most a
+/// quarter of the client queue).
+pub const PRESENCE_PAGE_BYTES: usize = 256 * 1024;
 
 /// One token bucket.
 #[derive(Debug, Clone)]

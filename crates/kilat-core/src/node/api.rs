@@ -11,6 +11,7 @@ use kilat_protocol::{ClientInfo, Disconnect, Publication, RawJson, StreamPositio
 use super::{HistoryOptions, Node};
 use crate::config::NamespaceOptions;
 use crate::engine::{HistoryQuery, Latest, PublishOptions};
+use crate::limits::{PRESENCE_PAGE_BYTES, PRESENCE_PAGE_DEFAULT, PRESENCE_PAGE_MAX};
 
 /// Most keys whose latest value a channel keeps (namespaces with `latest`).
 pub(crate) const MAX_LATEST_KEYS: usize = 10_000;
@@ -211,14 +212,6 @@ impl Node {
     }
 }
 
-/// Members in a `presence` page when the request names no `limit`: a channel this small comes
-/// whole, as before pages.
-pub const PRESENCE_PAGE_DEFAULT: usize = 1000;
-/// Most members in a `presence` page (a request's `limit` above it is clamped).
-pub const PRESENCE_PAGE_MAX: usize = 5000;
-/// Most bytes of member entries in a `presence` page beyond its first entry (also at most a
-/// quarter of the client queue).
-pub const PRESENCE_PAGE_BYTES: usize = 256 * 1024;
 /// Longest `presence` cursor accepted (engines hand out ids and numbers far shorter).
 const PRESENCE_CURSOR_MAX: usize = 256;
 

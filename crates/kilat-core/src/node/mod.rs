@@ -13,7 +13,7 @@
 //! built from (`plugins`, `registry`, `delivery`), so the node's files form no cycle.
 
 mod api;
-pub use api::{PRESENCE_PAGE_BYTES, PRESENCE_PAGE_DEFAULT, PRESENCE_PAGE_MAX};
+pub use crate::limits::{PRESENCE_PAGE_BYTES, PRESENCE_PAGE_DEFAULT, PRESENCE_PAGE_MAX};
 mod delivery;
 pub(crate) mod inspect;
 mod plugins;
