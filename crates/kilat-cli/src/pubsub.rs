@@ -481,6 +481,7 @@ mod tests {
     #[test]
     fn publication_lines_keep_data_raw_and_skip_missing_info() {
         let publication = Publication {
+            binary: None,
             data: parse_json(r#"{"a": 1}"#).expect("json"),
             offset: Some(3),
             info: None,
