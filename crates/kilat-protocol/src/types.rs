@@ -53,6 +53,11 @@ pub fn decode_b64data(text: &str) -> Result<Bytes, base64::DecodeError> {
     BASE64.decode(text).map(Bytes::from)
 }
 
+/// Encodes bytes as a `b64data` value (standard base64 with padding).
+pub fn encode_b64data(bytes: &[u8]) -> String {
+    BASE64.encode(bytes)
+}
+
 /// A publication as it travels: exactly one of `data` and `b64data`.
 #[derive(Deserialize)]
 struct WirePublication {
@@ -136,6 +141,11 @@ impl Publication {
             offset: None,
             info: None,
         }
+    }
+
+    /// A binary publication's bytes as its `b64data` text (standard base64); `None` for JSON.
+    pub fn b64data(&self) -> Option<String> {
+        self.binary.as_deref().map(encode_b64data)
     }
 
     /// The payload's size as the publication size limit counts it: the JSON text, or the
