@@ -420,7 +420,11 @@ fn print_line(out: &mut impl Write, line: &impl Serialize) -> std::io::Result<()
 struct PublicationLine<'a> {
     channel: &'a str,
     offset: Option<u64>,
-    data: &'a serde_json::value::RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a serde_json::value::RawValue>,
+    /// A binary publication's bytes, as base64 (the protocol's JSON form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    b64data: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     info: Option<&'a ClientInfo>,
 }
@@ -430,7 +434,8 @@ impl<'a> PublicationLine<'a> {
         PublicationLine {
             channel,
             offset: publication.offset,
-            data: &publication.data,
+            data: publication.binary.is_none().then_some(&*publication.data),
+            b64data: publication.b64data(),
             info: publication.info.as_ref(),
         }
     }
@@ -481,6 +486,7 @@ mod tests {
     #[test]
     fn publication_lines_keep_data_raw_and_skip_missing_info() {
         let publication = Publication {
+            binary: None,
             data: parse_json(r#"{"a": 1}"#).expect("json"),
             offset: Some(3),
             info: None,
@@ -490,6 +496,14 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
             "{\"channel\":\"c\",\"offset\":3,\"data\":{\"a\": 1}}\n"
+        );
+        let mut binary = Publication::bytes(vec![0, 1, 255].into());
+        binary.offset = Some(4);
+        let mut out = Vec::new();
+        print_line(&mut out, &PublicationLine::new("c", &binary)).expect("write");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "{\"channel\":\"c\",\"offset\":4,\"b64data\":\"AAH/\"}\n"
         );
     }
 

@@ -154,10 +154,22 @@ impl Client {
         channel: impl Into<String>,
         data: RawJson,
     ) -> Result<PublishResult> {
-        let command = Command::Publish(PublishRequest {
-            channel: channel.into(),
-            data,
-        });
+        let command = Command::Publish(PublishRequest::json(channel, data));
+        expect_reply!(self.call(command).await?, Publish)
+    }
+
+    /// Publishes raw bytes to `channel`: a binary publication, which subscribers receive as
+    /// [`Publication::binary`](kilat_protocol::Publication::binary). On JSON the bytes travel
+    /// as base64 (`b64data`), on MessagePack as `bin`.
+    ///
+    /// # Errors
+    /// As [`Client::publish`] (413 counts the bytes, not their base64).
+    pub async fn publish_bytes(
+        &self,
+        channel: impl Into<String>,
+        bytes: impl AsRef<[u8]>,
+    ) -> Result<PublishResult> {
+        let command = Command::Publish(PublishRequest::binary(channel, bytes.as_ref()));
         expect_reply!(self.call(command).await?, Publish)
     }
 

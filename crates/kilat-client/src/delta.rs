@@ -48,6 +48,11 @@ impl Bases {
         frame: &[u8],
         publication: &mut Publication,
     ) -> Result<(), DeltaFailure> {
+        if publication.binary.is_some() {
+            // Binary publications always come in full and are no base for a delta.
+            self.0.remove(channel);
+            return Ok(());
+        }
         if !self.0.contains_key(channel) && !contains(frame, b"\"delta\"") {
             return Ok(());
         }

@@ -264,6 +264,7 @@ mod tests {
 
     fn publication(offset: u64) -> Publication {
         Publication {
+            binary: None,
             data: kilat_protocol::types::raw_json(&offset.to_string()).expect("json"),
             offset: Some(offset),
             info: None,

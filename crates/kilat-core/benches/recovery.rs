@@ -67,6 +67,7 @@ fn engine_history(c: &mut Criterion) {
     for (channel, kept) in &channels {
         for i in 0..*kept {
             let publication = Publication {
+                binary: None,
                 data: raw_json(&payload(i)).expect("json"),
                 offset: None,
                 info: None,

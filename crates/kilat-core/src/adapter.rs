@@ -138,7 +138,12 @@ impl Session {
                 return Err(CoreError::TooLarge);
             }
             self.node
-                .publish_with(channel, data, Some(info), &ns)
+                .publish_with(
+                    channel,
+                    kilat_protocol::Payload::Json(data),
+                    Some(info),
+                    &ns,
+                )
                 .await
                 .map(|_| ())
         };

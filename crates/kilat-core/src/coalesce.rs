@@ -198,6 +198,7 @@ mod tests {
 
     fn publication(i: u64) -> Publication {
         Publication {
+            binary: None,
             data: raw_json(&i.to_string()).expect("json"),
             offset: None,
             info: None,

@@ -94,20 +94,23 @@ struct DeltaChannel {
     prev: Option<(u64, String)>,
 }
 
+/// Builds a publication's push in the delta form: `(text, is_delta)`.
+pub(crate) type EncodeDelta<'a> = dyn Fn(&str, bool) -> SharedFrame + 'a;
+
 /// The delta-form frames of one publication, each built at most once, and only when a
 /// delta subscriber needs it: the full payload as a string, and a fossil delta against the
 /// channel's previous publication when that is smaller (and valid UTF-8, since it travels as a
 /// JSON string).
 pub(crate) struct DeltaFrames<'a> {
     data: &'a str,
-    encode: &'a dyn Fn(&str, bool) -> SharedFrame,
+    encode: &'a EncodeDelta<'a>,
     full: Option<SharedFrame>,
     delta: Option<Option<SharedFrame>>,
 }
 
 impl<'a> DeltaFrames<'a> {
     /// `encode(text, is_delta)` builds a delta-form push of this publication.
-    pub(crate) fn new(data: &'a str, encode: &'a dyn Fn(&str, bool) -> SharedFrame) -> Self {
+    pub(crate) fn new(data: &'a str, encode: &'a EncodeDelta<'a>) -> Self {
         DeltaFrames {
             data,
             encode,
@@ -547,13 +550,13 @@ impl Hub {
         data: &str,
         encode: impl FnOnce() -> SharedFrame,
     ) -> Delivered {
-        self.deliver_delta(channel, offset, epoch, data, encode, &|_, _| {
-            unreachable!("delta frames are built only by deliver_delta's callers")
-        })
+        self.deliver_delta(channel, offset, epoch, data, encode, None)
     }
 
     /// [`Hub::deliver`], with `encode_delta(text, is_delta)` building the publication's push in
     /// the delta form for `delta: "fossil"` subscribers (called only when the channel has some).
+    /// Without `encode_delta` (a binary publication: full payloads only) delta subscribers get
+    /// the plain frame and the next publication is sent to them in full.
     pub(crate) fn deliver_delta(
         &self,
         channel: &str,
@@ -561,9 +564,9 @@ impl Hub {
         epoch: &str,
         data: &str,
         encode: impl FnOnce() -> SharedFrame,
-        encode_delta: &dyn Fn(&str, bool) -> SharedFrame,
+        encode_delta: Option<&EncodeDelta<'_>>,
     ) -> Delivered {
-        let mut frames = DeltaFrames::new(data, encode_delta);
+        let mut frames = encode_delta.map(|encode_delta| DeltaFrames::new(data, encode_delta));
         let mut map = lock(self.shard(channel));
         let Some(entry) = map.get_mut(channel) else {
             return Delivered::default();
@@ -595,7 +598,7 @@ impl Hub {
                     offset,
                     epoch,
                     &held.frame,
-                    Some(&mut frames),
+                    frames.as_mut(),
                 );
                 return Delivered {
                     repairs,
@@ -610,14 +613,8 @@ impl Hub {
                 length: conflation.length,
             });
         }
-        let (repairs, delivered) = self.fan_out(
-            &mut map,
-            channel,
-            offset,
-            epoch,
-            &encode(),
-            Some(&mut frames),
-        );
+        let (repairs, delivered) =
+            self.fan_out(&mut map, channel, offset, epoch, &encode(), frames.as_mut());
         Delivered {
             repairs,
             window,
@@ -1116,7 +1113,7 @@ mod tests {
             let tag = if delta { "delta" } else { "full" };
             SharedFrame::new(format!("{tag} {n} {text}"))
         };
-        hub.deliver_delta("d", Some(n), "e", &data, || frame(n), &encode_delta);
+        hub.deliver_delta("d", Some(n), "e", &data, || frame(n), Some(&encode_delta));
         deltas.get()
     }
 
@@ -1202,9 +1199,9 @@ mod tests {
             "e",
             &data,
             || frame(4),
-            &|text: &str, delta: bool| {
+            Some(&|text: &str, delta: bool| {
                 SharedFrame::new(format!("{} 4 {text}", if delta { "delta" } else { "full" }))
-            },
+            }),
         );
         assert_eq!(delivered.repairs.len(), 1);
         hub.go_live("d", 1, [frame(3)], 3, "e");
@@ -1228,9 +1225,14 @@ mod tests {
         let outbox = Outbox::new(1 << 20);
         hub.add("d", 1, outbox.clone(), false, true, Windows::default());
         hub.go_live("d", 1, None, 0, "e");
-        hub.deliver_delta("d", Some(1), "e", "{}", || frame(1), &|_: &str, _: bool| {
-            unreachable!("no delta subscriber")
-        });
+        hub.deliver_delta(
+            "d",
+            Some(1),
+            "e",
+            "{}",
+            || frame(1),
+            Some(&|_: &str, _: bool| unreachable!("no delta subscriber")),
+        );
         hub.add(
             "d",
             2,
@@ -1253,9 +1255,14 @@ mod tests {
             lock(hub.shard("d"))["d"].delta.is_none(),
             "the payload goes with the last delta subscriber"
         );
-        hub.deliver_delta("d", Some(3), "e", "{}", || frame(3), &|_: &str, _: bool| {
-            unreachable!("no delta subscriber")
-        });
+        hub.deliver_delta(
+            "d",
+            Some(3),
+            "e",
+            "{}",
+            || frame(3),
+            Some(&|_: &str, _: bool| unreachable!("no delta subscriber")),
+        );
     }
 
     fn keyed(n: u64, key: &str) -> (String, SharedFrame) {

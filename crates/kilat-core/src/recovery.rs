@@ -93,6 +93,7 @@ mod tests {
             publications: offsets
                 .iter()
                 .map(|&o| Publication {
+                    binary: None,
                     data: raw_json("1").expect("json"),
                     offset: Some(o),
                     info: None,

@@ -29,6 +29,7 @@ enum Event {
         offset: Option<u64>,
         epoch: String,
         data: String,
+        binary: Option<Vec<u8>>,
     },
     JoinLeave {
         channel: String,
@@ -47,6 +48,7 @@ impl BrokerHandler for Recorder {
             offset: publication.offset,
             epoch: epoch.to_owned(),
             data: publication.data.get().to_owned(),
+            binary: publication.binary.as_deref().map(<[u8]>::to_vec),
         });
     }
 
@@ -87,6 +89,7 @@ fn channel(name: &str) -> String {
 
 fn publication(data: &str) -> Publication {
     Publication {
+        binary: None,
         data: raw_json(data).expect("test data is JSON"),
         offset: None,
         info: None,
@@ -125,6 +128,107 @@ where
     epoch_is_stable_until_history_is_removed(factory()).await;
     join_and_leave_reach_the_handler(factory()).await;
     latest_values_are_kept_per_key_with_their_stream(factory()).await;
+    binary_publications_keep_their_bytes(factory()).await;
+}
+
+/// Every byte value, a NUL, a newline, invalid UTF-8, and text that looks like JSON: what a
+/// store keeping text or splitting on separators would corrupt.
+fn binary_payload() -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..=255).rev().collect();
+    bytes.extend_from_slice(b"\n{\"data\":1}\n\0p1:e:");
+    bytes
+}
+
+async fn binary_publications_keep_their_bytes(broker: Arc<dyn Broker>) {
+    let recorder = Arc::new(Recorder::default());
+    broker.set_handler(recorder.clone());
+    let ch = channel("binary");
+    broker.subscribe(&ch).await.expect("subscribe");
+    let bytes = binary_payload();
+    let mut binary = Publication::bytes(bytes.clone().into());
+    binary.info = Some(info("c1", "u1"));
+    broker
+        .publish(&ch, binary.clone(), HISTORY)
+        .await
+        .expect("publish binary");
+    broker
+        .publish(&ch, publication("{\"json\":true}"), HISTORY)
+        .await
+        .expect("publish json");
+    broker
+        .publish_latest(
+            &ch,
+            Publication::bytes(bytes[..3].to_vec().into()),
+            HISTORY,
+            "k",
+            3,
+        )
+        .await
+        .expect("publish_latest binary");
+    let events = recorder.wait_for(&ch, 3).await;
+    let delivered: Vec<_> = events
+        .iter()
+        .map(|e| match e {
+            Event::Publication { binary, .. } => binary.clone(),
+            Event::JoinLeave { .. } => panic!("unexpected join/leave"),
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        [Some(bytes.clone()), None, Some(bytes[..3].to_vec())],
+        "binary publications are delivered with their exact bytes, JSON ones without bytes"
+    );
+    let page = broker
+        .history(&ch, HistoryQuery::default())
+        .await
+        .expect("history");
+    let kept: Vec<_> = page
+        .publications
+        .iter()
+        .map(|p| (p.offset, p.binary.as_deref().map(<[u8]>::to_vec)))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (Some(1), Some(bytes.clone())),
+            (Some(2), None),
+            (Some(3), Some(bytes[..3].to_vec()))
+        ],
+        "history keeps binary publications as their bytes"
+    );
+    assert_eq!(
+        page.publications[0].info.as_ref().map(|i| i.user.as_str()),
+        Some("u1"),
+        "a binary publication keeps its publisher"
+    );
+    assert_eq!(page.publications[1].data.get(), "{\"json\":true}");
+    let latest = broker.latest(&ch).await.expect("latest");
+    assert_eq!(
+        latest.publications[0].binary.as_deref(),
+        Some(&bytes[..3]),
+        "a binary latest value keeps its bytes"
+    );
+    let unstored = channel("binary-unstored");
+    broker.subscribe(&unstored).await.expect("subscribe");
+    let no_history = PublishOptions {
+        history_size: 0,
+        history_ttl: Duration::ZERO,
+    };
+    broker
+        .publish(
+            &unstored,
+            Publication::bytes(bytes.clone().into()),
+            no_history,
+        )
+        .await
+        .expect("publish without history");
+    let events = recorder.wait_for(&unstored, 1).await;
+    assert!(
+        matches!(&events[0], Event::Publication { offset: None, binary: Some(b), .. } if *b == bytes),
+        "a binary publication without history is delivered with its bytes: {events:?}"
+    );
+    broker.unsubscribe(&ch).await.expect("unsubscribe");
+    broker.unsubscribe(&unstored).await.expect("unsubscribe");
 }
 
 async fn latest_values_are_kept_per_key_with_their_stream(broker: Arc<dyn Broker>) {

@@ -260,7 +260,7 @@ impl RedisEngine {
     ) -> Result<Option<StreamPosition>, RedisEngineError> {
         // The offset travels beside the JSON (it is assigned inside the script).
         publication.offset = None;
-        let json = serde_json::to_string(&publication)?;
+        let json = codec::encode_stored(&publication)?;
         let keys = self.keys(channel);
         let mut conn = self.commands.clone();
         if options.history_size == 0 || options.history_ttl.is_zero() {
@@ -303,7 +303,7 @@ impl RedisEngine {
             return Ok((position, Latest::Unstored));
         }
         publication.offset = None;
-        let json = serde_json::to_string(&publication)?;
+        let json = codec::encode_stored(&publication)?;
         let keys = self.keys(channel);
         let mut conn = self.commands.clone();
         let meta_ttl = self.config.meta_ttl.max(options.history_ttl);
@@ -344,17 +344,18 @@ impl RedisEngine {
             .key(&keys.latest)
             .arg(new_epoch())
             .arg(millis(self.config.meta_ttl));
-        let (epoch, top, items): (String, u64, Vec<String>) = bounded(
+        let (epoch, top, items): (String, u64, Vec<Vec<u8>>) = bounded(
             self.config.command_timeout,
             invocation.invoke_async(&mut conn),
         )
         .await?;
         let mut publications = Vec::with_capacity(items.len() / 2);
         for pair in items.chunks_exact(2) {
-            let offset = pair[0]
-                .parse::<u64>()
-                .map_err(|_| RedisEngineError::Malformed("latest value offset"))?;
-            let mut publication: Publication = serde_json::from_str(&pair[1])?;
+            let offset = std::str::from_utf8(&pair[0])
+                .ok()
+                .and_then(|o| o.parse::<u64>().ok())
+                .ok_or(RedisEngineError::Malformed("latest value offset"))?;
+            let mut publication = codec::decode_stored(&pair[1])?;
             publication.offset = Some(offset);
             publications.push(publication);
         }
@@ -525,15 +526,16 @@ pub(crate) async fn read_history(
                 .limit
                 .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
         );
-    let (epoch, top, items): (String, u64, Vec<String>) =
+    let (epoch, top, items): (String, u64, Vec<Vec<u8>>) =
         bounded(config.command_timeout, invocation.invoke_async(&mut conn)).await?;
     let mut publications = Vec::with_capacity(items.len() / 2);
     for pair in items.chunks_exact(2) {
-        let offset = pair[0]
-            .split_once('-')
+        let offset = std::str::from_utf8(&pair[0])
+            .ok()
+            .and_then(|id| id.split_once('-'))
             .and_then(|(o, _)| o.parse::<u64>().ok())
             .ok_or(RedisEngineError::Malformed("stream entry id"))?;
-        let mut publication: Publication = serde_json::from_str(&pair[1])?;
+        let mut publication = codec::decode_stored(&pair[1])?;
         publication.offset = Some(offset);
         publications.push(publication);
     }

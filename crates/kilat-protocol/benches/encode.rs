@@ -153,6 +153,7 @@ fn payload(size: usize) -> String {
 /// The push frame's JSON for a publication of `data`, as the hub builds it.
 fn push_json(data: &str) -> Bytes {
     let publication = Publication {
+        binary: None,
         data: raw_json(data).expect("json"),
         offset: Some(123_456),
         info: None,
@@ -170,6 +171,7 @@ fn encode(c: &mut Criterion) {
 
         // The hub's encode-once step: publication -> push JSON -> SharedFrame.
         let publication = Publication {
+            binary: None,
             data: raw_json(&data).expect("json"),
             offset: Some(123_456),
             info: None,

@@ -22,6 +22,7 @@ type MakeFrame = Box<dyn Fn() -> Vec<u8>>;
 
 fn ticker(i: u64) -> Publication {
     Publication {
+        binary: None,
         data: raw_json(&format!(
             r#"{{"symbol":"ACME","bid":{:.2},"ask":{:.2},"last":{:.2},"volume":{},"ts":{}}}"#,
             101.25 + i as f64 / 100.0,
@@ -54,6 +55,7 @@ fn document() -> Publication {
         data.insert_str(1, r#""pad":"xxxxxxxxxxxxxxxx","#);
     }
     Publication {
+        binary: None,
         data: raw_json(&data).expect("json"),
         offset: Some(7),
         info: None,

@@ -146,13 +146,126 @@ pub struct ChannelRequest {
     pub channel: String,
 }
 
-/// `publish` params.
+/// `publish` params: exactly one of `data` and `b64data` (a frame with neither or both does
+/// not decode: 400).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "PublishWire")]
 pub struct PublishRequest {
     /// The channel.
     pub channel: String,
-    /// The payload, kept raw.
-    pub data: RawJson,
+    /// The payload, kept raw (absent when `b64data` is given; `null` is a payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<RawJson>,
+    /// A binary payload instead of `data`: standard base64 (a MessagePack client sends a `bin`
+    /// `data`, which the transcoder turns into this). Decoded by [`PublishRequest::payload`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b64data: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PublishWire {
+    channel: String,
+    #[serde(default, deserialize_with = "present_raw")]
+    data: Option<RawJson>,
+    #[serde(default)]
+    b64data: Option<String>,
+}
+
+impl TryFrom<PublishWire> for PublishRequest {
+    type Error = PayloadError;
+
+    fn try_from(wire: PublishWire) -> Result<Self, PayloadError> {
+        match (&wire.data, &wire.b64data) {
+            (None, None) => Err(PayloadError::Missing),
+            (Some(_), Some(_)) => Err(PayloadError::Both),
+            _ => Ok(PublishRequest {
+                channel: wire.channel,
+                data: wire.data,
+                b64data: wire.b64data,
+            }),
+        }
+    }
+}
+
+/// A present member is `Some`, even a JSON `null` (which `Option`'s own impl makes `None`).
+fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RawJson>, D::Error> {
+    RawJson::deserialize(d).map(Some)
+}
+
+/// Why a `publish` payload was refused (error 400 in the protocol).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// Neither `data` nor `b64data`.
+    #[error("publish needs data (JSON) or b64data (base64 of binary data)")]
+    Missing,
+    /// Both `data` and `b64data`.
+    #[error("publish takes data or b64data, not both")]
+    Both,
+    /// `b64data` is not standard base64.
+    #[error(
+        "b64data is not valid base64 ({0}); send standard base64 with padding (RFC 4648 section 4), or binary data as MessagePack bin"
+    )]
+    BadBase64(String),
+}
+
+/// A `publish` payload, checked.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Application JSON, kept raw.
+    Json(RawJson),
+    /// Raw bytes (decoded from `b64data`).
+    Binary(bytes::Bytes),
+}
+
+impl Payload {
+    /// The size the publication size limit counts: the JSON text or the decoded bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(data) => data.get().len(),
+            Payload::Binary(bytes) => bytes.len(),
+        }
+    }
+
+    /// Whether the payload is empty (never true for JSON, which is at least one value).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl PublishRequest {
+    /// A JSON publish of `data` in `channel`.
+    pub fn json(channel: impl Into<String>, data: RawJson) -> Self {
+        PublishRequest {
+            channel: channel.into(),
+            data: Some(data),
+            b64data: None,
+        }
+    }
+
+    /// A binary publish of `bytes` in `channel` (sent as `b64data`).
+    pub fn binary(channel: impl Into<String>, bytes: &[u8]) -> Self {
+        use base64::Engine as _;
+        PublishRequest {
+            channel: channel.into(),
+            data: None,
+            b64data: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        }
+    }
+
+    /// Takes the payload out: exactly one of `data` and `b64data`, the latter decoded.
+    ///
+    /// # Errors
+    /// See [`PayloadError`].
+    pub fn payload(&mut self) -> Result<Payload, PayloadError> {
+        match (self.data.take(), self.b64data.take()) {
+            (Some(data), None) => Ok(Payload::Json(data)),
+            (None, Some(b64)) => crate::types::decode_b64data(&b64)
+                .map(Payload::Binary)
+                .map_err(|e| PayloadError::BadBase64(e.to_string())),
+            (None, None) => Err(PayloadError::Missing),
+            (Some(_), Some(_)) => Err(PayloadError::Both),
+        }
+    }
 }
 
 /// `history` params.
@@ -557,6 +670,37 @@ mod tests {
         decode_frame(text.as_bytes())
     }
 
+    fn publish_of(text: &str) -> PublishRequest {
+        match one(text) {
+            Ok(ClientFrame::Command {
+                command: Command::Publish(p),
+                ..
+            }) => p,
+            other => panic!("not a publish: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn publish_payload_is_data_or_b64data() {
+        let mut p = publish_of(r#"{"id":1,"publish":{"channel":"c","b64data":"AAEC/w=="}}"#);
+        match p.payload() {
+            Ok(Payload::Binary(bytes)) => assert_eq!(&bytes[..], &[0, 1, 2, 255]),
+            other => panic!("{other:?}"),
+        }
+        let mut p = publish_of(r#"{"id":1,"publish":{"channel":"c","data":null}}"#);
+        assert!(matches!(p.payload(), Ok(Payload::Json(d)) if d.get() == "null"));
+        let mut p = publish_of(r#"{"id":1,"publish":{"channel":"c","b64data":"AAE*"}}"#);
+        let err = p.payload().expect_err("not base64");
+        assert!(matches!(err, PayloadError::BadBase64(_)), "{err:?}");
+        assert!(err.to_string().contains("standard base64"), "a hint: {err}");
+        let mut p = PublishRequest::binary("c", b"");
+        p.data = Some(crate::types::null_json());
+        assert_eq!(p.payload().expect_err("both"), PayloadError::Both);
+        assert_eq!(p.payload().expect_err("none"), PayloadError::Missing);
+        let mut p = PublishRequest::binary("c", &[7; 5]);
+        assert!(matches!(p.payload(), Ok(Payload::Binary(b)) if b[..] == [7; 5]));
+    }
+
     #[test]
     fn decodes_a_publish_keeping_data_raw() {
         let frame = one(r#"{"id":7,"publish":{"channel":"chat:a","data":{"b": [1, 2]}},"x":1}"#)
@@ -569,7 +713,10 @@ mod tests {
             panic!("not a publish: {frame:?}");
         };
         assert_eq!(p.channel, "chat:a");
-        assert_eq!(p.data.get(), r#"{"b": [1, 2]}"#);
+        assert_eq!(
+            p.data.as_deref().map(RawValue::get),
+            Some(r#"{"b": [1, 2]}"#)
+        );
     }
 
     #[test]
@@ -597,6 +744,11 @@ mod tests {
             (r#"{"id":1,"subscribe":{"channel":5}}"#, Some(1), 400),
             (r#"{"id":1,"subscribe":{}}"#, Some(1), 400),
             (r#"{"id":1,"publish":{"channel":"a"}}"#, Some(1), 400),
+            (
+                r#"{"id":1,"publish":{"channel":"a","data":1,"b64data":"AA=="}}"#,
+                Some(1),
+                400,
+            ),
             (
                 r#"{"id":1,"history":{"channel":"a","limit":-1}}"#,
                 Some(1),

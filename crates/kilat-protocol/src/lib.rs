@@ -43,6 +43,7 @@ pub use codes::{
 pub use command::{
     ClientFrame, Command, DecodeError, DecodeErrorKind, Method, decode_frame, decode_frames,
 };
+pub use command::{Payload, PayloadError};
 pub use frame::{EncodingSlot, SharedFrame};
 pub use msgpack::Encoding;
 pub use push::{PresenceChange, PresenceCount, PresenceDiff, Push, PushBody};

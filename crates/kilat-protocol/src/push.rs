@@ -237,6 +237,7 @@ mod tests {
     #[test]
     fn pushes_are_wrapped_with_their_channel() {
         let publication = Publication {
+            binary: None,
             data: crate::types::raw_json("{\"a\" : 1}").expect("json"),
             offset: Some(3),
             info: None,
@@ -254,6 +255,7 @@ mod tests {
     #[test]
     fn delta_publications_carry_their_data_as_a_string() {
         let publication = Publication {
+            binary: None,
             data: crate::types::raw_json("{\"a\":1}").expect("json"),
             offset: Some(3),
             info: None,

@@ -74,3 +74,57 @@ fn a_batch_is_the_values_one_after_another() {
         text.as_bytes()
     );
 }
+
+/// The golden binary-payload frames through the protocol types: the publish command from
+/// MessagePack bytes decodes to the raw bytes, and the server's own encoding of a binary
+/// publication (the hub's `pub` push, a history reply) is exactly the golden JSON and so, by
+/// the transcoder, the golden MessagePack.
+#[test]
+fn binary_payload_frames_are_what_the_server_reads_and_writes() {
+    use kilat_protocol::command::{ClientFrame, Command, decode_frame};
+    use kilat_protocol::{Payload, Publication, ServerFrame};
+    let frames = frames();
+    let binary: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["source"] == "binary payloads")
+        .collect();
+    let publish = binary
+        .iter()
+        .find(|f| f["direction"] == "client")
+        .expect("a binary publish frame");
+    let json = msgpack_to_json(&unhex(publish["msgpack"].as_str().unwrap()), 1 << 20).unwrap();
+    let Ok(ClientFrame::Command {
+        command: Command::Publish(mut request),
+        ..
+    }) = decode_frame(&json)
+    else {
+        panic!("not a publish")
+    };
+    let Ok(Payload::Binary(bytes)) = request.payload() else {
+        panic!("not binary")
+    };
+    assert_eq!(&bytes[..], b"\x1a\x45\xdf\xa3\x00\xff\x0a\x7b\x22");
+    let mut pushes = 0;
+    for entry in binary.iter().filter(|f| f["direction"] == "server") {
+        let json = entry["json"].as_str().unwrap();
+        let Ok(ServerFrame::Push(push)) = ServerFrame::decode(json.as_bytes()) else {
+            continue;
+        };
+        let kilat_protocol::PushBody::Pub(publication) = push.body else {
+            continue;
+        };
+        assert!(publication.binary.is_some(), "{json}");
+        let mut fresh = Publication::bytes(publication.binary.clone().unwrap());
+        fresh.offset = publication.offset;
+        fresh.info = publication.info;
+        let encoded =
+            kilat_protocol::push::encode_publication(push.channel.as_deref().unwrap(), &fresh);
+        assert_eq!(String::from_utf8(encoded).unwrap(), json);
+        assert_eq!(
+            hex(&json_to_msgpack(json.as_bytes()).unwrap()),
+            entry["msgpack"].as_str().unwrap()
+        );
+        pushes += 1;
+    }
+    assert!(pushes >= 2, "only {pushes} binary pub pushes");
+}

@@ -14,7 +14,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kilat_core::{CoreError, HistoryOptions};
-use kilat_protocol::{ClientError, Disconnect, DisconnectCode, ErrorCode, RawJson, StreamPosition};
+use kilat_protocol::{
+    ClientError, Disconnect, DisconnectCode, ErrorCode, Payload, RawJson, StreamPosition,
+};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -344,9 +346,29 @@ struct PresencePageRequest {
 #[derive(Deserialize)]
 struct PublishRequest {
     channel: String,
-    data: RawJson,
+    #[serde(default, deserialize_with = "present_raw")]
+    data: Option<RawJson>,
+    /// Binary data instead of `data`, as standard base64.
+    #[serde(default)]
+    b64data: Option<String>,
     #[serde(default)]
     idempotency_key: Option<String>,
+}
+
+/// A present member is `Some`, even a JSON `null` (which `Option`'s own impl makes `None`).
+fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RawJson>, D::Error> {
+    RawJson::deserialize(d).map(Some)
+}
+
+/// Exactly one of `data` and `b64data`, the latter decoded (400 with a hint otherwise).
+fn payload(data: Option<RawJson>, b64data: Option<String>) -> Result<Payload, ApiError> {
+    kilat_protocol::command::PublishRequest {
+        channel: String::new(),
+        data,
+        b64data,
+    }
+    .payload()
+    .map_err(|error| ApiError::Core(CoreError::BadRequest(error.to_string().into())))
 }
 
 async fn publish(state: &AppState, request: PublishRequest) -> Result<Value, ApiError> {
@@ -357,7 +379,11 @@ async fn publish(state: &AppState, request: PublishRequest) -> Result<Value, Api
     {
         return Ok(result);
     }
-    let position = state.node.publish(&request.channel, request.data).await?;
+    let payload = payload(request.data, request.b64data)?;
+    let position = state
+        .node
+        .publish_payload(&request.channel, payload)
+        .await?;
     let result = position_value(position.as_ref());
     if let Some(key) = request.idempotency_key {
         state.api.remember(key, result.clone());
@@ -375,16 +401,20 @@ fn position_value(position: Option<&StreamPosition>) -> Value {
 #[derive(Deserialize)]
 struct BroadcastRequest {
     channels: Vec<String>,
-    data: RawJson,
+    #[serde(default, deserialize_with = "present_raw")]
+    data: Option<RawJson>,
+    /// Binary data instead of `data`, as standard base64.
+    #[serde(default)]
+    b64data: Option<String>,
 }
 
 /// Publishes to each channel independently; one failure does not stop the others, and the
 /// result lists each channel's outcome in order.
 async fn broadcast(state: &AppState, request: BroadcastRequest) -> Result<Value, ApiError> {
+    let payload = payload(request.data, request.b64data)?;
     let mut responses = Vec::with_capacity(request.channels.len());
     for channel in &request.channels {
-        let data = request.data.clone();
-        match state.node.publish(channel, data).await {
+        match state.node.publish_payload(channel, payload.clone()).await {
             Ok(position) => responses.push(json!({ "result": position_value(position.as_ref()) })),
             Err(error) => {
                 let e = error.to_client_error();

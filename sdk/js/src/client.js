@@ -3,7 +3,7 @@
 
 import { EventEmitter } from './emitter.js';
 import { DisconnectCode, ErrorCode, KilatError, shouldReconnect } from './errors.js';
-import { decodeFrames, historyParams, isPing } from './codec.js';
+import { asBytes, decodeFrames, historyParams, historyWithBytes, isBinary, isPing } from './codec.js';
 import { decodeMsgpack } from './msgpack.js';
 import { reconnectDelay, ttlDelay } from './backoff.js';
 import { createTransport, resolveEndpoints, TRANSPORTS } from './transports.js';
@@ -218,8 +218,13 @@ export class Kilat extends EventEmitter {
     return Object.fromEntries([...this._subs].map(([channel, control]) => [channel, control.subscription]));
   }
 
+  /**
+   * Publishes `data` to `channel`: any JSON value, or binary data (a Uint8Array, an ArrayBuffer
+   * or another typed array), sent as `b64data` on JSON and as bin on MessagePack; subscribers
+   * get a binary publication's `data` as a Uint8Array.
+   */
   publish(channel, data) {
-    return this._call('publish', { channel, data });
+    return this._call('publish', { channel, data: isBinary(data) ? asBytes(data) : data });
   }
 
   /** Every member of `channel`, all pages merged: `{clients}`. */
@@ -245,7 +250,7 @@ export class Kilat extends EventEmitter {
    * @param {{limit?: number, since?: {offset: number, epoch: string}, reverse?: boolean}} [opts]
    */
   history(channel, opts = {}) {
-    return this._call('history', historyParams(channel, opts));
+    return this._call('history', historyParams(channel, opts)).then(historyWithBytes);
   }
 
   rpc(method, data) {

@@ -7,7 +7,67 @@
  * @returns {string}
  */
 export function encodeFrames(frames) {
-  return frames.map((f) => JSON.stringify(f)).join('\n');
+  return frames.map((f) => toJson(f)).join('\n');
+}
+
+/** Whether `v` is binary data: a Uint8Array, an ArrayBuffer or another typed array / DataView. */
+export function isBinary(v) {
+  return v instanceof Uint8Array || v instanceof ArrayBuffer || ArrayBuffer.isView(v);
+}
+
+/** Binary data as a Uint8Array (a view, no copy). */
+export function asBytes(v) {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+}
+
+/** Bytes as standard base64 (btoa exists in browsers and Node). */
+export function toBase64(bytes) {
+  let s = '';
+  // In slices: String.fromCharCode takes its arguments on the stack.
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+/** Standard base64 as bytes; throws on text that is not base64. */
+export function fromBase64(text) {
+  const s = atob(text);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/**
+ * JSON.stringify replacer for the JSON encoding: an object whose `data` is binary (a publish
+ * with bytes) is written with `b64data` (base64) instead, the JSON form of MessagePack's bin
+ * `data` (docs/protocol.md, binary payloads).
+ */
+function binaryReplacer(key, value) {
+  if (value !== null && typeof value === 'object' && isBinary(value.data)) {
+    const { data, ...rest } = value;
+    return { ...rest, b64data: toBase64(asBytes(data)) };
+  }
+  return value;
+}
+
+/** One frame (or an emulation envelope) as JSON text, binary `data` as `b64data`. */
+export function toJson(value) {
+  return JSON.stringify(value, binaryReplacer);
+}
+
+/**
+ * A publication as the application sees it: a binary one (`b64data` in JSON, bin `data` in
+ * MessagePack, which the decoder already made a Uint8Array) has its bytes as `data`.
+ */
+export function withBytes(pub) {
+  if (pub && typeof pub.b64data === 'string') {
+    const { b64data, ...rest } = pub;
+    return { ...rest, data: fromBase64(b64data) };
+  }
+  return pub;
 }
 
 /**
@@ -108,4 +168,10 @@ export class SseParser {
     }
     return events;
   }
+}
+
+/** A history result with binary publications' bytes as `data` (see withBytes). */
+export function historyWithBytes(result) {
+  if (Array.isArray(result?.publications)) result.publications = result.publications.map(withBytes);
+  return result;
 }

@@ -102,6 +102,7 @@ export interface StreamPosition {
 
 export interface PublicationContext<T = any> {
   channel: string;
+  /** The payload: the JSON value, or for a binary publication its bytes as a Uint8Array. */
   data: T;
   offset?: number;
   info?: ClientInfo;
@@ -279,7 +280,8 @@ export class Kilat extends EventEmitter<ClientEvents> {
   getSubscription(channel: string): Subscription | null;
   removeSubscription(sub: Subscription): void;
   subscriptions(): Record<string, Subscription>;
-  publish(channel: string, data: unknown): Promise<PublishResult>;
+  /** JSON data, or binary data (Uint8Array, ArrayBuffer, typed array) sent as bytes. */
+  publish(channel: string, data: unknown | Uint8Array | ArrayBuffer | ArrayBufferView): Promise<PublishResult>;
   /** Every member, all pages merged. */
   presence(channel: string): Promise<PresenceResult>;
   presencePage(channel: string, options?: PresencePageOptions): Promise<PresencePage>;
@@ -304,7 +306,8 @@ export class Subscription extends EventEmitter<SubscriptionEvents> {
   subscribe(): void;
   unsubscribe(): void;
   ready(timeout?: number): Promise<void>;
-  publish(data: unknown): Promise<PublishResult>;
+  /** JSON data, or binary data (Uint8Array, ArrayBuffer, typed array) sent as bytes. */
+  publish(data: unknown | Uint8Array | ArrayBuffer | ArrayBufferView): Promise<PublishResult>;
   /** Every member, all pages merged. */
   presence(): Promise<PresenceResult>;
   presencePage(options?: PresencePageOptions): Promise<PresencePage>;

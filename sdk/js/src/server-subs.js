@@ -2,6 +2,8 @@
 // client did not ask for them, so it cannot resubscribe them; it keeps their stream positions
 // and recovers them through `connect.subs` (docs/protocol.md section 4).
 
+import { withBytes } from './codec.js';
+
 /**
  * @typedef {{offset: number | null, epoch: string | null, recoverable: boolean}} Position
  */
@@ -79,6 +81,7 @@ export class ServerSubscriptions extends Map {
  * @param {any} pub
  */
 export function publicationContext(channel, pub) {
+  pub = withBytes(pub);
   /** @type {any} */
   const ctx = { channel, data: pub?.data };
   if (pub?.offset !== undefined) ctx.offset = pub.offset;

@@ -4,7 +4,7 @@ import { EventEmitter } from './emitter.js';
 import { DisconnectCode, ErrorCode, KilatError } from './errors.js';
 import { backoff, ttlDelay } from './backoff.js';
 import { publicationContext } from './server-subs.js';
-import { historyParams } from './codec.js';
+import { asBytes, historyParams, historyWithBytes, isBinary } from './codec.js';
 import { applyTextDelta } from './fossil.js';
 import { presenceAll, presencePage } from './presence.js';
 
@@ -158,7 +158,7 @@ export class Subscription extends EventEmitter {
 
   /** @param {any} data */
   publish(data) {
-    return this._link.call('publish', { channel: this.channel, data });
+    return this._link.call('publish', { channel: this.channel, data: isBinary(data) ? asBytes(data) : data });
   }
 
   /** Every member of the channel, all pages merged: `{clients}`. */
@@ -208,7 +208,7 @@ export class Subscription extends EventEmitter {
 
   /** @param {{limit?: number, since?: {offset: number, epoch: string}, reverse?: boolean}} [opts] */
   history(opts) {
-    return this._link.call('history', historyParams(this.channel, opts));
+    return this._link.call('history', historyParams(this.channel, opts)).then(historyWithBytes);
   }
 
   // ---- internals driven by the client ----

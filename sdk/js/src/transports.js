@@ -11,7 +11,7 @@
 //                                   sent one, else DisconnectCode.TRANSPORT_CLOSED on every
 //                                   transport (see `transportClosed`)
 
-import { encodeFrames, LineSplitter, SseParser } from './codec.js';
+import { encodeFrames, LineSplitter, SseParser, toJson } from './codec.js';
 import { encodeMsgpack } from './msgpack.js';
 import { DisconnectCode } from './errors.js';
 
@@ -323,14 +323,14 @@ class EmulatedTransport {
    * @returns {string}
    */
   _takeBody() {
-    const envelope = (command) => JSON.stringify({ session: this._session, node: this._node, command });
+    const envelope = (command) => toJson({ session: this._session, node: this._node, command });
     if (this._outbox.length === 1) return envelope(this._outbox.shift());
     const lines = [];
     // bytes of the envelope around an empty string, then each frame as it is escaped inside
     // the string (its JSON string without the quotes), plus the escaped newline before it
     let size = utf8.encode(envelope('')).length;
     while (this._outbox.length > 0) {
-      const line = JSON.stringify(this._outbox[0]);
+      const line = toJson(this._outbox[0]);
       const cost = utf8.encode(JSON.stringify(line)).length - 2 + (lines.length > 0 ? 2 : 0);
       if (lines.length > 0 && size + cost > MAX_EMULATION_BODY) break;
       lines.push(line);

@@ -124,3 +124,55 @@ async fn errors_keep_the_server_code() {
     let denied = client.publish("readonly:news", &1).await;
     assert_eq!(code(denied.expect_err("no client publish")), Some(403));
 }
+
+/// `publish_bytes` sends a binary publication; plain and `delta` subscribers get its bytes in
+/// `Publication::binary`, history returns them, and a delta subscriber's next JSON publication
+/// still resolves (binary publications come in full and are no delta base).
+#[tokio::test]
+async fn binary_publications_arrive_as_bytes() {
+    let server = TestServer::start().await;
+    let (plain, mut plain_events) = connect(server.url()).await;
+    let (delta, mut delta_events) = connect(server.url()).await;
+    plain
+        .subscribe("media", SubscribeOptions::default())
+        .await
+        .expect("subscribe");
+    let granted = delta
+        .subscribe(
+            "media",
+            SubscribeOptions {
+                delta: true,
+                ..SubscribeOptions::default()
+            },
+        )
+        .await
+        .expect("subscribe with delta");
+    assert!(granted.delta);
+    let chunk: Vec<u8> = (0..=255u8).chain(*b"\n\0").collect();
+    let doc = json!({"title": "a document long enough for a delta", "rev": 1});
+    plain.publish("media", &doc).await.expect("publish json");
+    let published = plain
+        .publish_bytes("media", &chunk)
+        .await
+        .expect("publish bytes");
+    let mut doc2 = doc.clone();
+    doc2["rev"] = json!(2);
+    plain.publish("media", &doc2).await.expect("publish json");
+    for events in [&mut plain_events, &mut delta_events] {
+        let got = publications(events, "media", 3).await;
+        assert_eq!(got[1].binary.as_deref(), Some(&chunk[..]));
+        assert_eq!(got[1].offset, published.offset);
+        assert!(got[0].binary.is_none() && got[2].binary.is_none());
+        let last: serde_json::Value = serde_json::from_str(got[2].data.get()).expect("json");
+        assert_eq!(last, doc2);
+    }
+    let history = plain
+        .history("media", kilat_client::HistoryOptions::default())
+        .await
+        .expect("history");
+    assert_eq!(
+        history.publications[1].binary.as_deref(),
+        Some(&chunk[..]),
+        "history keeps the bytes"
+    );
+}

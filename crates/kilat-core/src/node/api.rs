@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use kilat_protocol::reply::{HistoryResult, PresenceEntry, PresenceResult, PresenceStatsResult};
-use kilat_protocol::{ClientInfo, Disconnect, Publication, RawJson, StreamPosition};
+use kilat_protocol::{ClientInfo, Disconnect, Payload, Publication, RawJson, StreamPosition};
 
 use super::{HistoryOptions, Node};
 use crate::config::NamespaceOptions;
@@ -51,25 +51,50 @@ impl Node {
         if data.get().len() > ns.max_message_size {
             return Err(CoreError::TooLarge);
         }
-        self.publish_with(channel, data, None, &ns).await
+        self.publish_with(channel, Payload::Json(data), None, &ns)
+            .await
+    }
+
+    /// Publishes `payload` (JSON or binary) to `channel` from the server, like
+    /// [`Node::publish`]; a binary payload's decoded size counts against `max_message_size`.
+    ///
+    /// # Errors
+    /// 400 bad channel, 404 unknown namespace, 413 too large, 503 engine.
+    pub async fn publish_payload(
+        &self,
+        channel: &str,
+        payload: Payload,
+    ) -> Result<Option<StreamPosition>, CoreError> {
+        let ns = resolve(&self.inner.config, channel)?;
+        if payload.len() > ns.max_message_size {
+            return Err(CoreError::TooLarge);
+        }
+        self.publish_with(channel, payload, None, &ns).await
     }
 
     pub(crate) async fn publish_with(
         &self,
         channel: &str,
-        data: RawJson,
+        payload: Payload,
         info: Option<ClientInfo>,
         ns: &NamespaceOptions,
     ) -> Result<Option<StreamPosition>, CoreError> {
-        let key = match &ns.conflate_key {
-            Some(field) => crate::keys::publication_key(data.get(), field)
-                .map_err(|error| CoreError::BadRequest(error.message(field).into()))?,
-            None => Box::default(),
+        let mut publication = match payload {
+            Payload::Json(data) => Publication::json(data),
+            Payload::Binary(bytes) => Publication::bytes(bytes),
         };
-        let publication = Publication {
-            data,
-            offset: None,
-            info,
+        publication.info = info;
+        let key = match (&ns.conflate_key, &publication.binary) {
+            (Some(_), Some(_)) => {
+                return Err(CoreError::BadRequest(
+                    "binary data has no key field: this channel's namespace sets conflate_key, \
+                     publish JSON data there"
+                        .into(),
+                ));
+            }
+            (Some(field), None) => crate::keys::publication_key(publication.data.get(), field)
+                .map_err(|error| CoreError::BadRequest(error.message(field).into()))?,
+            (None, _) => Box::default(),
         };
         let options = PublishOptions {
             history_size: ns.history_size,

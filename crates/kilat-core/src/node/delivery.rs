@@ -46,13 +46,20 @@ impl BrokerHandler for HubHandler {
             Some(at) => SharedFrame::stamped(json, at),
             None => SharedFrame::new(json),
         };
+        let encode_delta =
+            |text: &str, delta| stamp(encode_delta_publication(channel, publication, text, delta));
         let delivered = self.hub.deliver_delta(
             channel,
             publication.offset,
             epoch,
             publication.data.get(),
             || stamp(encode_publication(channel, publication)),
-            &|text, delta| stamp(encode_delta_publication(channel, publication, text, delta)),
+            // Binary publications go out as full payloads only, to delta subscribers too.
+            if publication.binary.is_some() {
+                None
+            } else {
+                Some(&encode_delta)
+            },
         );
         if let (Some(observer), Some(started)) = (observer, started) {
             observer.fanned_out(channel, delivered.delivered, started.elapsed());

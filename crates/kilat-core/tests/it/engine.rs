@@ -18,6 +18,7 @@ async fn memory_presence_conforms() {
 
 fn publication(n: u64) -> Publication {
     Publication {
+        binary: None,
         data: raw_json(&n.to_string()).expect("json"),
         offset: None,
         info: None,

@@ -303,6 +303,7 @@ impl Twist for Interleaving {
 
 pub(crate) fn test_publication(n: u64) -> Publication {
     Publication {
+        binary: None,
         data: raw_json(&n.to_string()).expect("json"),
         offset: None,
         info: None,

@@ -47,3 +47,55 @@ async fn conformance_holds_with_a_single_pubsub_connection() {
     })
     .await;
 }
+
+/// The conformance suite checks that binary publications come back with their bytes; this
+/// checks how Redis keeps them: the raw bytes in the stream entry, no base64 (a third larger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_publications_are_stored_as_raw_bytes() {
+    let Some(redis) = support::redis("binary_publications_are_stored_as_raw_bytes") else {
+        return;
+    };
+    let engine = support::engine(&redis).await;
+    let ch = support::channel("binary-raw");
+    let bytes: Vec<u8> = (0..=255).collect();
+    let mut publication = kilat_protocol::Publication::bytes(bytes.clone().into());
+    publication.info = Some(support::info("c1", "u1"));
+    let options = kilat_core::engine::PublishOptions {
+        history_size: 10,
+        history_ttl: std::time::Duration::from_secs(60),
+    };
+    engine
+        .publish(&ch, publication, options)
+        .await
+        .expect("publish");
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut admin = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    // Each entry: its id and its field/value pairs.
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(format!("{{kilat:ch:{ch}}}:stream"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut admin)
+        .await
+        .expect("XRANGE");
+    assert_eq!(entries.len(), 1, "one entry: {entries:?}");
+    let (_, stored) = entries[0]
+        .1
+        .iter()
+        .find(|(field, _)| field == "d")
+        .expect("the entry's publication field");
+    assert!(
+        stored.ends_with(&bytes),
+        "the stored publication ends with the raw bytes: {stored:?}"
+    );
+    assert!(
+        stored.len() < bytes.len() + 64,
+        "no base64 copy beside them ({} bytes stored for {})",
+        stored.len(),
+        bytes.len()
+    );
+}

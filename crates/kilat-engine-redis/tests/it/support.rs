@@ -206,6 +206,7 @@ pub(crate) fn channel(name: &str) -> String {
 /// A publication with `data`.
 pub(crate) fn publication(data: &str) -> Publication {
     Publication {
+        binary: None,
         data: kilat_protocol::types::raw_json(data).expect("JSON"),
         offset: None,
         info: None,

@@ -192,3 +192,50 @@ async fn api_presence_pages_list_every_member_once_and_refuse_a_made_up_cursor()
     let (_, answer) = call(server.addr, "presence", Some(KEY), &long).await;
     assert_eq!(answer["error"]["code"], 400, "{answer}");
 }
+
+#[tokio::test]
+async fn api_publish_and_broadcast_take_base64_binary_data() {
+    let server = keyed_server().await;
+    let (mut ws, _) = connect(&server).await;
+    ws.send(Message::text(r#"{"id":2,"subscribe":{"channel":"media"}}"#))
+        .await
+        .expect("subscribe");
+    next_json(&mut ws).await;
+    // 0x00 0x01 0xfe 0xff 0x0a: not UTF-8, with a NUL and a newline.
+    let body = json!({"channel": "media", "b64data": "AAH+/wo="}).to_string();
+    let (status, answer) = call(server.addr, "publish", Some(KEY), &body).await;
+    assert_eq!((status, answer.get("error")), (200, None), "{answer}");
+    let push = next_non_presence(&mut ws).await;
+    assert_eq!(push["push"]["pub"]["b64data"], "AAH+/wo=", "{push}");
+    let body = json!({"channels": ["media", "other"], "b64data": "BQ=="}).to_string();
+    let (_, answer) = call(server.addr, "broadcast", Some(KEY), &body).await;
+    assert_eq!(
+        answer["result"]["responses"].as_array().map(Vec::len),
+        Some(2),
+        "{answer}"
+    );
+    let push = next_non_presence(&mut ws).await;
+    assert_eq!(push["push"]["pub"]["b64data"], "BQ==", "{push}");
+    let (_, history) = call(server.addr, "history", Some(KEY), r#"{"channel":"media"}"#).await;
+    let pubs = &history["result"]["publications"];
+    assert_eq!(pubs[0]["b64data"], "AAH+/wo=", "{history}");
+    assert_eq!(pubs[1]["b64data"], "BQ==", "{history}");
+
+    let body = json!({"channel": "media", "b64data": "AAH+/w"}).to_string();
+    let (status, answer) = call(server.addr, "publish", Some(KEY), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["error"]["code"], 400, "{answer}");
+    let message = answer["error"]["message"].as_str().expect("message");
+    assert!(message.contains("padding"), "a hint: {message}");
+    let body = json!({"channel": "media", "b64data": "AA==", "data": 1}).to_string();
+    let (_, answer) = call(server.addr, "publish", Some(KEY), &body).await;
+    assert_eq!(answer["error"]["code"], 400, "both: {answer}");
+    let (_, answer) = call(
+        server.addr,
+        "broadcast",
+        Some(KEY),
+        r#"{"channels":["media"]}"#,
+    )
+    .await;
+    assert_eq!(answer["error"]["code"], 400, "neither: {answer}");
+}

@@ -456,3 +456,189 @@ async fn emulated_transports_refuse_what_they_cannot_speak() {
     assert_eq!(status, 400);
     assert!(body.contains("SSE carries text"), "{body}");
 }
+
+/// Bytes no text encoding would survive: every byte value, NUL, newline, invalid UTF-8.
+fn media_chunk() -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..=255u8).rev().collect();
+    bytes.extend_from_slice(b"\n\0{\"data\":1}");
+    bytes
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The pub push of `channel` among `early` (frames before a reply) or the next frames.
+async fn next_pub(client: &mut EncClient, early: &mut Vec<Value>) -> Value {
+    let frame = if early.is_empty() {
+        client.next().await
+    } else {
+        early.remove(0)
+    };
+    assert!(frame["push"]["pub"].is_object(), "not a pub push: {frame}");
+    frame
+}
+
+/// Binary publications both ways between a JSON and a MessagePack client: published as `bin`
+/// `data` over MessagePack and as `b64data` over JSON, received as `b64data` by the JSON client
+/// and as `bin` by the MessagePack one (its frames are transcoded back to JSON here, and the
+/// transcoder makes `b64data` only out of a `bin` value), in live pushes, history and recovery.
+#[tokio::test]
+async fn binary_publications_travel_as_bin_and_as_base64() {
+    let server = start().await;
+    let mut json_c = EncClient::connected(&server, Encoding::Json).await;
+    let mut bin_c = EncClient::connected(&server, Encoding::Msgpack).await;
+    for c in [&mut json_c, &mut bin_c] {
+        c.send(json!({"id": 2, "subscribe": {"channel": "feed:media"}}))
+            .await;
+        c.reply(2).await;
+    }
+    let chunk = media_chunk();
+    // The MessagePack client's frame carries the bytes as `bin` (json_to_msgpack turns the
+    // b64data member into a bin data member, as the golden frames show).
+    bin_c
+        .send(json!({"id": 3, "publish": {"channel": "feed:media", "b64data": b64(&chunk)}}))
+        .await;
+    let (reply, mut early) = bin_c.reply(3).await;
+    assert_eq!(reply["publish"]["offset"], 1, "{reply}");
+    let own = next_pub(&mut bin_c, &mut early).await;
+    let seen = next_pub(&mut json_c, &mut Vec::new()).await;
+    assert_eq!(own, seen, "the same publication in both encodings");
+    assert_eq!(seen["push"]["pub"]["b64data"], b64(&chunk));
+    assert!(seen["push"]["pub"].get("data").is_none(), "{seen}");
+
+    json_c
+        .send(json!({"id": 4, "publish": {"channel": "feed:media", "b64data": b64(b"\x00\x01")}}))
+        .await;
+    let (reply, mut early) = json_c.reply(4).await;
+    assert_eq!(reply["publish"]["offset"], 2, "{reply}");
+    let seen = next_pub(&mut bin_c, &mut Vec::new()).await;
+    assert_eq!(seen["push"]["pub"]["b64data"], "AAE=");
+    assert_eq!(next_pub(&mut json_c, &mut early).await, seen);
+
+    for c in [&mut json_c, &mut bin_c] {
+        c.send(json!({"id": 5, "history": {"channel": "feed:media"}}))
+            .await;
+        let (history, _) = c.reply(5).await;
+        let pubs = &history["history"]["publications"];
+        assert_eq!(pubs[0]["b64data"], b64(&chunk), "{history}");
+        assert_eq!(pubs[1]["b64data"], "AAE=", "{history}");
+    }
+
+    // Recovery from offset 0 brings both back, as bytes.
+    let mut late = EncClient::connected(&server, Encoding::Msgpack).await;
+    late.send(json!({"id": 2, "subscribe": {"channel": "feed:media", "recover": true, "offset": 0, "epoch": reply_epoch(&mut json_c).await}}))
+        .await;
+    let (reply, _) = late.reply(2).await;
+    assert_eq!(reply["subscribe"]["recovered"], true, "{reply}");
+    assert_eq!(
+        reply["subscribe"]["publications"][0]["b64data"],
+        b64(&chunk)
+    );
+}
+
+async fn reply_epoch(client: &mut EncClient) -> Value {
+    client
+        .send(json!({"id": 90, "history": {"channel": "feed:media", "limit": 0}}))
+        .await;
+    let (history, _) = client.reply(90).await;
+    history["history"]["epoch"].clone()
+}
+
+/// Malformed base64, both payload fields, and bytes over the limit get their error; the
+/// connection and a subscriber go on.
+#[tokio::test]
+async fn bad_binary_publishes_get_errors_and_disturb_nobody() {
+    let server = TestServer::start(|config| {
+        config.node.namespaces.insert(
+            "small".into(),
+            NamespaceOptions {
+                max_message_size: 64,
+                ..NamespaceOptions::dev()
+            },
+        );
+    })
+    .await;
+    for encoding in [Encoding::Json, Encoding::Msgpack] {
+        let mut sub = EncClient::connected(&server, Encoding::Json).await;
+        sub.send(json!({"id": 2, "subscribe": {"channel": "small:x"}}))
+            .await;
+        sub.reply(2).await;
+        let mut c = EncClient::connected(&server, encoding).await;
+        if encoding == Encoding::Json {
+            c.send(json!({"id": 3, "publish": {"channel": "small:x", "b64data": "not base64!"}}))
+                .await;
+            let (error, _) = c.reply(3).await;
+            assert_eq!(error["error"]["code"], 400, "{error}");
+            let message = error["error"]["message"].as_str().expect("message");
+            assert!(message.contains("standard base64"), "a hint: {message}");
+            c.send(
+                json!({"id": 4, "publish": {"channel": "small:x", "b64data": "AA==", "data": 1}}),
+            )
+            .await;
+            let (error, _) = c.reply(4).await;
+            assert_eq!(error["error"]["code"], 400, "{error}");
+        }
+        // The limit counts the decoded bytes: 64 pass (86 base64 characters), 65 do not.
+        c.send(json!({"id": 5, "publish": {"channel": "small:x", "b64data": b64(&[9; 65])}}))
+            .await;
+        let (error, _) = c.reply(5).await;
+        assert_eq!(error["error"]["code"], 413, "{error}");
+        c.send(json!({"id": 6, "publish": {"channel": "small:x", "b64data": b64(&[9; 64])}}))
+            .await;
+        let (ok, _) = c.reply(6).await;
+        assert!(ok.get("publish").is_some(), "{ok}");
+        let seen = sub.next().await;
+        assert_eq!(seen["push"]["pub"]["b64data"], b64(&[9; 64]), "{seen}");
+    }
+}
+
+/// A `delta: "fossil"` subscriber gets binary publications in full (no `delta` form), and the
+/// JSON publication after one in full too; a plain subscriber sees the same payloads.
+#[tokio::test]
+async fn delta_subscribers_get_binary_publications_in_full() {
+    let server = start().await;
+    let mut delta = EncClient::connected(&server, Encoding::Json).await;
+    delta
+        .send(json!({"id": 2, "subscribe": {"channel": "feed:doc", "delta": "fossil"}}))
+        .await;
+    let (reply, _) = delta.reply(2).await;
+    assert_eq!(reply["subscribe"]["delta"], true, "{reply}");
+    let mut publisher = EncClient::connected(&server, Encoding::Msgpack).await;
+    let doc = json!({"title": "a long enough title to make a delta worth it", "rev": 1});
+    let mut doc2 = doc.clone();
+    doc2["rev"] = json!(2);
+    let publishes = [
+        json!({"channel": "feed:doc", "data": doc}),
+        json!({"channel": "feed:doc", "b64data": b64(&media_chunk())}),
+        json!({"channel": "feed:doc", "data": doc2}),
+    ];
+    for (i, params) in publishes.into_iter().enumerate() {
+        let id = 10 + i as u64;
+        publisher.send(json!({"id": id, "publish": params})).await;
+        let (reply, _) = publisher.reply(id).await;
+        assert!(reply.get("publish").is_some(), "{reply}");
+    }
+    let first = delta.next().await;
+    assert_eq!(first["push"]["pub"]["delta"], false, "{first}");
+    let binary = delta.next().await;
+    assert_eq!(
+        binary["push"]["pub"]["b64data"],
+        b64(&media_chunk()),
+        "{binary}"
+    );
+    assert!(
+        binary["push"]["pub"].get("delta").is_none(),
+        "plain form: {binary}"
+    );
+    let after = delta.next().await;
+    assert_eq!(
+        after["push"]["pub"]["delta"], false,
+        "full after binary: {after}"
+    );
+    let text = after["push"]["pub"]["data"]
+        .as_str()
+        .expect("delta-form data");
+    assert_eq!(serde_json::from_str::<Value>(text).expect("json"), doc2);
+}
