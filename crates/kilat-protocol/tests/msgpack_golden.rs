@@ -1,7 +1,7 @@
 //! Golden frames of the binary encoding: `tests/fixtures/msgpack/frames.json` holds every frame
 //! of the JSON golden scenarios and some binary-payload frames, each with its MessagePack bytes
 //! as written by an independent implementation (@msgpack/msgpack, see
-//! `sdk/js/test/msgpack-golden-gen.mjs`). The server's transcoder must produce exactly those
+//! `sdk/js/scripts/msgpack-golden-gen.mjs`). The server's transcoder must produce exactly those
 //! bytes from the JSON and give back exactly the JSON from them; the JS SDK's codec is checked
 //! against the same file (`sdk/js/test/msgpack.test.js`).
 

@@ -11,7 +11,7 @@ import WebSocket from 'ws';
 import { decode as referenceDecode } from '@msgpack/msgpack';
 import { Kilat, encodeMsgpack, decodeMsgpack } from '../src/kilat.js';
 import { KilatServer, skipReason } from './server.js';
-import { toBinaryForm } from './msgpack-golden-gen.mjs';
+import { toBinaryForm } from '../scripts/msgpack-golden-gen.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const golden = JSON.parse(readFileSync(join(here, '../../../crates/kilat-protocol/tests/fixtures/msgpack/frames.json'), 'utf8'));

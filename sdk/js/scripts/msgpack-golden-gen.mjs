@@ -2,7 +2,8 @@
 // golden scenarios, plus binary-payload frames, with its MessagePack bytes as made by
 // @msgpack/msgpack (an implementation independent of both the server's transcoder and the SDK's
 // codec, which the Rust and JS tests then check against these bytes).
-// Run from sdk/js: `node test/msgpack-golden-gen.mjs` after changing a scenario fixture.
+// Run from sdk/js: `node scripts/msgpack-golden-gen.mjs` after changing a scenario fixture
+// (outside test/, so `node --test test/` never rewrites the fixture).
 import { readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
