@@ -189,32 +189,28 @@ impl HttpBackend {
             tls: None,
         };
         let mut backend = backend;
-        let https = [
-            &backend.connect,
-            &backend.subscribe,
-            &backend.publish,
-            &backend.rpc,
-            &backend.send,
-            &backend.refresh,
-            &backend.sub_refresh,
-        ]
-        .iter()
-        .any(|e| e.as_ref().is_some_and(|e| e.tls.is_some()));
+        let endpoints = backend.endpoints();
+        let https = endpoints
+            .iter()
+            .any(|e| e.as_ref().is_some_and(|e| e.tls.is_some()));
+        let any = endpoints.iter().any(|e| e.is_some());
         if https || config.ca_file.is_some() {
             backend.tls = Some(tls_client(config.ca_file.as_deref())?);
         }
-        let any = [
-            &backend.connect,
-            &backend.subscribe,
-            &backend.publish,
-            &backend.rpc,
-            &backend.send,
-            &backend.refresh,
-            &backend.sub_refresh,
-        ]
-        .iter()
-        .any(|e| e.is_some());
         Ok(any.then_some(backend))
+    }
+
+    /// Every hook's endpoint, configured or not.
+    fn endpoints(&self) -> [&Option<Endpoint>; 7] {
+        [
+            &self.connect,
+            &self.subscribe,
+            &self.publish,
+            &self.rpc,
+            &self.send,
+            &self.refresh,
+            &self.sub_refresh,
+        ]
     }
 
     fn endpoint(&self, hook: Hook) -> Option<&Endpoint> {
