@@ -43,7 +43,7 @@ impl Session {
     pub(crate) fn info(&self) -> Result<ClientInfo, CoreError> {
         match &self.state {
             State::Connected(info) => Ok(info.clone()),
-            State::Connecting => Err(CoreError::Unauthorized("connect first".into())),
+            State::Connecting(_) => Err(CoreError::Unauthorized("connect first".into())),
         }
     }
 
@@ -94,6 +94,9 @@ impl Session {
         id: u32,
         request: ConnectRequest,
     ) -> Result<(), Disconnect> {
+        // Held to the end of this command: released once the reply is queued, or when the
+        // handshake fails.
+        let _handshake = self.take_handshake_permit();
         if matches!(self.state, State::Connected(_)) {
             self.reply_error(
                 id,

@@ -35,8 +35,11 @@ pub struct TransportInfo {
 /// Where the session is in its life.
 #[derive(Debug)]
 pub(crate) enum State {
-    /// Waiting for `connect`.
-    Connecting,
+    /// Waiting for `connect`, holding the node's handshake permit (`server.max_handshakes`)
+    /// when the transport gave it one: the `connect` command takes it and drops it once its
+    /// reply is queued, so the permit lives for the handshake, not the connection (this variant
+    /// is smaller than `Connected`'s, so it costs an idle connection nothing).
+    Connecting(Option<tokio::sync::OwnedSemaphorePermit>),
     /// Connected as this client.
     Connected(ClientInfo),
 }
@@ -146,7 +149,7 @@ impl Session {
             transport,
             outbox,
             key,
-            state: State::Connecting,
+            state: State::Connecting(None),
             subs: Subscriptions::default(),
             handshake_deadline: now + node.config().handshake_timeout,
             next_ping: now + NO_DEADLINE,
@@ -175,6 +178,26 @@ impl Session {
         self.headers = headers;
     }
 
+    /// Holds `permit` (one of the node's concurrent handshakes) until this session's `connect`
+    /// has been answered, or until the session ends without connecting: the transport bounds
+    /// how many connections are between their upgrade and their connect reply at once, the
+    /// part of a connection's life that costs the engine (authentication, subscriptions,
+    /// presence, recovery reads).
+    pub fn hold_until_connected(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+        if let State::Connecting(held) = &mut self.state {
+            *held = Some(permit);
+        }
+    }
+
+    /// Takes the handshake permit out of the connecting state, for `connect` to drop once
+    /// answered.
+    pub(crate) fn take_handshake_permit(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &mut self.state {
+            State::Connecting(held) => held.take(),
+            State::Connected(_) => None,
+        }
+    }
+
     /// Emulated transports: the unguessable key this stream's emulation POSTs must present,
     /// sent to the client as `session` in the connect result (docs/protocol.md section 11, "Emulation"). The client
     /// id is visible to other users (presence, join/leave, publication info), so it must never
@@ -188,7 +211,7 @@ impl Session {
     pub fn client(&self) -> Option<&ClientInfo> {
         match &self.state {
             State::Connected(info) => Some(info),
-            State::Connecting => None,
+            State::Connecting(_) => None,
         }
     }
 
@@ -274,7 +297,7 @@ impl Session {
                             tracing::debug!("connected");
                         }
                     }
-                    _ if matches!(self.state, State::Connecting) => return Err(not_connected()),
+                    _ if matches!(self.state, State::Connecting(_)) => return Err(not_connected()),
                     command => self.dispatch(id, command).await,
                 },
             }
@@ -313,7 +336,7 @@ impl Session {
     /// connect, then the next ping, the pong deadline, the token expiry or the refresh deadline.
     pub fn next_deadline(&self) -> Instant {
         match self.state {
-            State::Connecting => self.handshake_deadline,
+            State::Connecting(_) => self.handshake_deadline,
             State::Connected(_) => {
                 let expiry = match self.refresh_deadline {
                     Some(deadline) => Some(deadline),
@@ -336,7 +359,7 @@ impl Session {
     pub fn on_timer(&mut self, now: Instant) -> Result<(), Disconnect> {
         self.absorb_server_changes();
         match &self.state {
-            State::Connecting => {
+            State::Connecting(_) => {
                 if now >= self.handshake_deadline {
                     return Err(Disconnect::HANDSHAKE_TIMEOUT);
                 }
@@ -671,4 +694,18 @@ impl Drop for Session {
 
 fn not_connected() -> Disconnect {
     Disconnect::new(DisconnectCode::UNAUTHORIZED, "connect first")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_permit_costs_a_connected_session_nothing() {
+        // The permit lives in the `Connecting` variant, which is smaller than `Connected`'s.
+        assert_eq!(
+            std::mem::size_of::<State>(),
+            std::mem::size_of::<ClientInfo>()
+        );
+    }
 }
