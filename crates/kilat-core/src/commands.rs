@@ -94,9 +94,9 @@ impl Session {
         id: u32,
         request: ConnectRequest,
     ) -> Result<(), Disconnect> {
-        // Held to the end of this command: released once the reply is queued, or when the
-        // handshake fails.
-        let _handshake = self.take_handshake_permit();
+        // Held to the end of this command when the handshake fails; on success kept for the
+        // client's first message after the reply (`Session::keep_permit_for_resubscribe`).
+        let handshake = self.take_handshake_permit();
         if matches!(self.state, State::Connected(_)) {
             self.reply_error(
                 id,
@@ -203,6 +203,9 @@ impl Session {
                 error.message,
                 false,
             ));
+        }
+        if let Some(permit) = handshake {
+            self.keep_permit_for_resubscribe(permit);
         }
         Ok(())
     }

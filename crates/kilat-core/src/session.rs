@@ -44,6 +44,10 @@ pub(crate) enum State {
     Connected(ClientInfo),
 }
 
+/// Longest a connected client keeps its handshake permit waiting for its first message (the
+/// resubscriptions) after the connect reply.
+const RESUBSCRIBE_GRACE: Duration = Duration::from_secs(1);
+
 /// When the backend's refresh hook fails, it is asked again this much later (the connection
 /// stays open meanwhile).
 const BACKEND_REFRESH_RETRY: Duration = Duration::from_secs(5);
@@ -67,8 +71,15 @@ pub struct Session {
     pub(crate) state: State,
     /// Subscriptions by channel.
     pub(crate) subs: Subscriptions,
-    /// Before connect: when the handshake times out (3003).
+    /// Before connect: when the handshake times out (3003). Just after connect, while
+    /// `resubscribe_permit` is held: when it is released at the latest.
     handshake_deadline: Instant,
+    /// Just after connect: the handshake permit (`server.max_handshakes`), kept until the
+    /// client's first message after the connect reply has been handled (the SDK resubscribes
+    /// in one message right after it, and those recovery reads are most of a reconnect's engine
+    /// work) or [`RESUBSCRIBE_GRACE`] passed. Boxed: 8 bytes in every session, `None` for the
+    /// connection's life after that.
+    resubscribe_permit: Option<Box<tokio::sync::OwnedSemaphorePermit>>,
     /// After connect: when the next ping `{}` is due.
     pub(crate) next_ping: Instant,
     /// After a ping: when the connection is closed (3002) unless the client sends something.
@@ -152,6 +163,7 @@ impl Session {
             state: State::Connecting(None),
             subs: Subscriptions::default(),
             handshake_deadline: now + node.config().handshake_timeout,
+            resubscribe_permit: None,
             next_ping: now + NO_DEADLINE,
             pong_deadline: None,
             awaiting_pong: false,
@@ -187,6 +199,17 @@ impl Session {
         if let State::Connecting(held) = &mut self.state {
             *held = Some(permit);
         }
+    }
+
+    /// Keeps the handshake permit after a successful `connect` until the client's next message
+    /// has been handled, or [`RESUBSCRIBE_GRACE`] (at most the handshake timeout) passed.
+    pub(crate) fn keep_permit_for_resubscribe(
+        &mut self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let grace = RESUBSCRIBE_GRACE.min(self.node.config().handshake_timeout);
+        self.handshake_deadline = Instant::now() + grace;
+        self.resubscribe_permit = Some(Box::new(permit));
     }
 
     /// Takes the handshake permit out of the connecting state, for `connect` to drop once
@@ -233,6 +256,16 @@ impl Session {
     /// 3500 for a frame that cannot be answered (not JSON, no valid id), 3501 for a command
     /// before `connect` or a failed authentication, 3000 while draining.
     pub async fn handle_message(&mut self, text: &[u8]) -> Result<(), Disconnect> {
+        // The first message after the connect reply ends the handshake's permit, once handled.
+        let release_permit = self.resubscribe_permit.is_some();
+        let result = self.handle_frames(text).await;
+        if release_permit {
+            self.resubscribe_permit = None;
+        }
+        result
+    }
+
+    async fn handle_frames(&mut self, text: &[u8]) -> Result<(), Disconnect> {
         // Any frame proves the client is alive; a late pong is as good as an early one.
         self.pong_deadline = None;
         self.absorb_server_changes();
@@ -342,7 +375,11 @@ impl Session {
                     Some(deadline) => Some(deadline),
                     None => self.expires_at,
                 };
-                [self.pong_deadline, expiry, self.sub_deadline]
+                let permit = self
+                    .resubscribe_permit
+                    .as_ref()
+                    .map(|_| self.handshake_deadline);
+                [self.pong_deadline, expiry, self.sub_deadline, permit]
                     .into_iter()
                     .flatten()
                     .fold(self.next_ping, Instant::min)
@@ -358,6 +395,9 @@ impl Session {
     /// The disconnect to close with.
     pub fn on_timer(&mut self, now: Instant) -> Result<(), Disconnect> {
         self.absorb_server_changes();
+        if self.resubscribe_permit.is_some() && now >= self.handshake_deadline {
+            self.resubscribe_permit = None;
+        }
         match &self.state {
             State::Connecting(_) => {
                 if now >= self.handshake_deadline {

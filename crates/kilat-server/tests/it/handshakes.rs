@@ -1,14 +1,15 @@
 //! The bound on concurrent handshakes (`server.max_handshakes`) over real sockets: clients that
 //! upgrade and delay their `connect` hold the permits, the attempts past the bound get 503 with
-//! `Retry-After` before the upgrade, and a permit comes back once a handshake is answered (or
-//! fails), not when the connection ends.
+//! `Retry-After` before the upgrade, and a permit comes back once the handshake is done (the
+//! connect reply and the client's first message after it, its resubscriptions) or failed, not
+//! when the connection ends.
 
 use std::time::Duration;
 
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::{Error, Message};
 
-use crate::support::{Client, TestServer, http_get, next_json};
+use crate::support::{Client, TestServer, http_get, next_json, next_non_presence};
 
 /// Upgrades without sending `connect`: a slow handshake, holding a permit. `Err` carries the
 /// refusal's status and `Retry-After`.
@@ -33,6 +34,19 @@ async fn send_connect(ws: &mut Client) {
         .expect("send connect");
     let reply = next_json(ws).await;
     assert!(reply["connect"]["client"].is_string(), "{reply}");
+}
+
+/// The client's first message after connect, as the SDK's batched resubscribe: the handshake
+/// permit is released once it is handled.
+async fn subscribe(ws: &mut Client, channel: &str) {
+    ws.send(Message::text(format!(
+        r#"{{"id":2,"subscribe":{{"channel":"{channel}","recover":true}}}}"#
+    )))
+    .await
+    .expect("send subscribe");
+    let reply = next_non_presence(ws).await;
+    assert_eq!(reply["id"], 2, "{reply}");
+    assert!(reply["subscribe"].is_object(), "{reply}");
 }
 
 async fn refused_total(server: &TestServer) -> String {
@@ -77,10 +91,12 @@ async fn handshakes_past_the_bound_get_503_with_retry_after_and_the_rest_succeed
         refused_total(&server).await,
         "kilat_handshakes_refused_total 3"
     );
-    // The slow clients finish their handshakes: their permits come back while their
-    // connections stay open, so as many new handshakes fit at once as before.
+    // The slow clients finish their handshakes (connect, then their resubscribe): their
+    // permits come back while their connections stay open, so as many new handshakes fit at
+    // once as before.
     for ws in &mut slow {
         send_connect(ws).await;
+        subscribe(ws, "feed").await;
     }
     let mut later = Vec::new();
     for _ in 0..BOUND {
@@ -88,16 +104,17 @@ async fn handshakes_past_the_bound_get_503_with_retry_after_and_the_rest_succeed
     }
     for ws in &mut later {
         send_connect(ws).await;
+        subscribe(ws, "feed").await;
     }
     // All six connected clients still work.
     for ws in slow.iter_mut().chain(later.iter_mut()) {
         ws.send(Message::text(
-            r#"{"id":2,"presence_stats":{"channel":"x"}}"#,
+            r#"{"id":3,"presence_stats":{"channel":"x"}}"#,
         ))
         .await
         .expect("send");
-        let reply = next_json(ws).await;
-        assert_eq!(reply["id"], 2, "{reply}");
+        let reply = next_non_presence(ws).await;
+        assert_eq!(reply["id"], 3, "{reply}");
     }
 }
 
