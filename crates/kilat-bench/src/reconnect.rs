@@ -234,9 +234,22 @@ pub(crate) async fn run(args: ReconnectArgs) -> Result<()> {
         let (min_ms, max_ms) = (args.min_delay_ms.max(1), args.max_delay_ms.max(1));
         tasks.spawn(async move {
             let mut rng = Rng::new(i as u64 + proto::now_us());
-            let permit = gate.acquire_owned().await;
-            let joined = join(&first, &channel, None).await;
-            drop(permit);
+            // The first join retries a refusal (503 past the node's `server.max_handshakes`)
+            // with the same jittered backoff, a few times, like a real client would.
+            let mut joined;
+            let mut attempt = 0u32;
+            loop {
+                let permit = gate.clone().acquire_owned().await;
+                joined = join(&first, &channel, None).await;
+                drop(permit);
+                if joined.is_ok() || attempt >= 20 {
+                    break;
+                }
+                let cap = max_ms.min(min_ms.saturating_mul(1 << attempt.min(16)));
+                let wait = min_ms + rng.below((cap.saturating_sub(min_ms) + 1) as usize) as u64;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                attempt += 1;
+            }
             let (mut conn, reply, early) = match joined {
                 Ok(j) => j,
                 Err(e) => {

@@ -86,7 +86,7 @@ impl Session {
     pub fn user(&self) -> &str {
         match &self.state {
             State::Connected(info) => &info.user,
-            State::Connecting => "",
+            State::Connecting(_) => "",
         }
     }
 

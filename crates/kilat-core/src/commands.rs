@@ -44,7 +44,7 @@ impl Session {
     pub(crate) fn info(&self) -> Result<ClientInfo, CoreError> {
         match &self.state {
             State::Connected(info) => Ok(info.clone()),
-            State::Connecting => Err(CoreError::Unauthorized("connect first".into())),
+            State::Connecting(_) => Err(CoreError::Unauthorized("connect first".into())),
         }
     }
 
@@ -95,6 +95,9 @@ impl Session {
         id: u32,
         request: ConnectRequest,
     ) -> Result<(), Disconnect> {
+        // Held to the end of this command when the handshake fails; on success kept for the
+        // client's first message after the reply (`Session::keep_permit_for_resubscribe`).
+        let handshake = self.take_handshake_permit();
         if matches!(self.state, State::Connected(_)) {
             self.reply_error(
                 id,
@@ -201,6 +204,9 @@ impl Session {
                 error.message,
                 false,
             ));
+        }
+        if let Some(permit) = handshake {
+            self.keep_permit_for_resubscribe(permit);
         }
         Ok(())
     }

@@ -35,11 +35,18 @@ pub struct TransportInfo {
 /// Where the session is in its life.
 #[derive(Debug)]
 pub(crate) enum State {
-    /// Waiting for `connect`.
-    Connecting,
+    /// Waiting for `connect`, holding the node's handshake permit (`server.max_handshakes`)
+    /// when the transport gave it one: the `connect` command takes it and drops it once its
+    /// reply is queued, so the permit lives for the handshake, not the connection (this variant
+    /// is smaller than `Connected`'s, so it costs an idle connection nothing).
+    Connecting(Option<tokio::sync::OwnedSemaphorePermit>),
     /// Connected as this client.
     Connected(ClientInfo),
 }
+
+/// Longest a connected client keeps its handshake permit waiting for its first message (the
+/// resubscriptions) after the connect reply.
+const RESUBSCRIBE_GRACE: Duration = Duration::from_secs(1);
 
 /// When the backend's refresh hook fails, it is asked again this much later (the connection
 /// stays open meanwhile).
@@ -64,8 +71,15 @@ pub struct Session {
     pub(crate) state: State,
     /// Subscriptions by channel.
     pub(crate) subs: Subscriptions,
-    /// Before connect: when the handshake times out (3003).
+    /// Before connect: when the handshake times out (3003). Just after connect, while
+    /// `resubscribe_permit` is held: when it is released at the latest.
     handshake_deadline: Instant,
+    /// Just after connect: the handshake permit (`server.max_handshakes`), kept until the
+    /// client's first message after the connect reply has been handled (the SDK resubscribes
+    /// in one message right after it, and those recovery reads are most of a reconnect's engine
+    /// work) or [`RESUBSCRIBE_GRACE`] passed. Boxed: 8 bytes in every session, `None` for the
+    /// connection's life after that.
+    resubscribe_permit: Option<Box<tokio::sync::OwnedSemaphorePermit>>,
     /// After connect: when the next ping `{}` is due.
     pub(crate) next_ping: Instant,
     /// After a ping: when the connection is closed (3002) unless the client sends something.
@@ -146,9 +160,10 @@ impl Session {
             transport,
             outbox,
             key,
-            state: State::Connecting,
+            state: State::Connecting(None),
             subs: Subscriptions::default(),
             handshake_deadline: now + node.config().handshake_timeout,
+            resubscribe_permit: None,
             next_ping: now + NO_DEADLINE,
             pong_deadline: None,
             awaiting_pong: false,
@@ -175,6 +190,37 @@ impl Session {
         self.headers = headers;
     }
 
+    /// Holds `permit` (one of the node's concurrent handshakes) until this session's `connect`
+    /// has been answered, or until the session ends without connecting: the transport bounds
+    /// how many connections are between their upgrade and their connect reply at once, the
+    /// part of a connection's life that costs the engine (authentication, subscriptions,
+    /// presence, recovery reads).
+    pub fn hold_until_connected(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+        if let State::Connecting(held) = &mut self.state {
+            *held = Some(permit);
+        }
+    }
+
+    /// Keeps the handshake permit after a successful `connect` until the client's next message
+    /// has been handled, or [`RESUBSCRIBE_GRACE`] (at most the handshake timeout) passed.
+    pub(crate) fn keep_permit_for_resubscribe(
+        &mut self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let grace = RESUBSCRIBE_GRACE.min(self.node.config().handshake_timeout);
+        self.handshake_deadline = Instant::now() + grace;
+        self.resubscribe_permit = Some(Box::new(permit));
+    }
+
+    /// Takes the handshake permit out of the connecting state, for `connect` to drop once
+    /// answered.
+    pub(crate) fn take_handshake_permit(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &mut self.state {
+            State::Connecting(held) => held.take(),
+            State::Connected(_) => None,
+        }
+    }
+
     /// Emulated transports: the unguessable key this stream's emulation POSTs must present,
     /// sent to the client as `session` in the connect result (docs/protocol.md section 11, "Emulation"). The client
     /// id is visible to other users (presence, join/leave, publication info), so it must never
@@ -188,7 +234,7 @@ impl Session {
     pub fn client(&self) -> Option<&ClientInfo> {
         match &self.state {
             State::Connected(info) => Some(info),
-            State::Connecting => None,
+            State::Connecting(_) => None,
         }
     }
 
@@ -210,6 +256,16 @@ impl Session {
     /// 3500 for a frame that cannot be answered (not JSON, no valid id), 3501 for a command
     /// before `connect` or a failed authentication, 3000 while draining.
     pub async fn handle_message(&mut self, text: &[u8]) -> Result<(), Disconnect> {
+        // The first message after the connect reply ends the handshake's permit, once handled.
+        let release_permit = self.resubscribe_permit.is_some();
+        let result = self.handle_frames(text).await;
+        if release_permit {
+            self.resubscribe_permit = None;
+        }
+        result
+    }
+
+    async fn handle_frames(&mut self, text: &[u8]) -> Result<(), Disconnect> {
         // Any frame proves the client is alive; a late pong is as good as an early one.
         self.pong_deadline = None;
         self.absorb_server_changes();
@@ -274,7 +330,7 @@ impl Session {
                             tracing::debug!("connected");
                         }
                     }
-                    _ if matches!(self.state, State::Connecting) => return Err(not_connected()),
+                    _ if matches!(self.state, State::Connecting(_)) => return Err(not_connected()),
                     command => self.dispatch(id, command).await,
                 },
             }
@@ -313,13 +369,17 @@ impl Session {
     /// connect, then the next ping, the pong deadline, the token expiry or the refresh deadline.
     pub fn next_deadline(&self) -> Instant {
         match self.state {
-            State::Connecting => self.handshake_deadline,
+            State::Connecting(_) => self.handshake_deadline,
             State::Connected(_) => {
                 let expiry = match self.refresh_deadline {
                     Some(deadline) => Some(deadline),
                     None => self.expires_at,
                 };
-                [self.pong_deadline, expiry, self.sub_deadline]
+                let permit = self
+                    .resubscribe_permit
+                    .as_ref()
+                    .map(|_| self.handshake_deadline);
+                [self.pong_deadline, expiry, self.sub_deadline, permit]
                     .into_iter()
                     .flatten()
                     .fold(self.next_ping, Instant::min)
@@ -335,8 +395,11 @@ impl Session {
     /// The disconnect to close with.
     pub fn on_timer(&mut self, now: Instant) -> Result<(), Disconnect> {
         self.absorb_server_changes();
+        if self.resubscribe_permit.is_some() && now >= self.handshake_deadline {
+            self.resubscribe_permit = None;
+        }
         match &self.state {
-            State::Connecting => {
+            State::Connecting(_) => {
                 if now >= self.handshake_deadline {
                     return Err(Disconnect::HANDSHAKE_TIMEOUT);
                 }
@@ -671,4 +734,18 @@ impl Drop for Session {
 
 fn not_connected() -> Disconnect {
     Disconnect::new(DisconnectCode::UNAUTHORIZED, "connect first")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_permit_costs_a_connected_session_nothing() {
+        // The permit lives in the `Connecting` variant, which is smaller than `Connected`'s.
+        assert_eq!(
+            std::mem::size_of::<State>(),
+            std::mem::size_of::<ClientInfo>()
+        );
+    }
 }

@@ -204,6 +204,13 @@ pub struct ServerConfig {
     /// Most connections held at once; further WebSocket upgrades are answered with HTTP 503.
     /// 0 (the default): as many as the open-files limit allows.
     pub max_connections: usize,
+    /// Most connections between their admission and their connect reply at once (0: no
+    /// bound): past it WebSocket upgrades, SSE and HTTP streams, Socket.IO and Pusher
+    /// handshakes get HTTP 503 with `Retry-After: 1` before any engine work, so a reconnect
+    /// storm is admitted at the rate the node can serve. A permit is held only during the
+    /// handshake (up to the connect reply and the client's first message after it, its
+    /// resubscriptions), not for the connection's life.
+    pub max_handshakes: usize,
     /// How long a graceful shutdown waits for connections to close after sending them 3000.
     #[serde(with = "kilat_core::config::seconds")]
     pub shutdown_timeout: Duration,
@@ -277,6 +284,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             max_connections: 0,
+            max_handshakes: Self::DEFAULT_MAX_HANDSHAKES,
             shutdown_timeout: Duration::from_secs(10),
             drain_grace: None,
             drain_spread: Duration::from_secs(2),
@@ -299,6 +307,11 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// `max_handshakes` by default: enough to keep an engine busy (each handshake is a few
+    /// engine calls), few enough that a reconnect storm queues in the clients' backoff rather
+    /// than in the engine's connection.
+    pub const DEFAULT_MAX_HANDSHAKES: usize = 512;
+
     /// The drain grace when `drain_grace` is not set.
     pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(5);
 

@@ -179,6 +179,8 @@ pub(crate) struct AppState {
     pub(crate) sio_path: Option<String>,
     /// Connection and handshake limits per client address (`transport/peer.rs`).
     pub(crate) per_ip: Arc<transport::peer::PerIp>,
+    /// The bound on concurrent handshakes (`server.max_handshakes`, `transport/handshakes.rs`).
+    pub(crate) handshakes: Arc<transport::handshakes::Handshakes>,
 }
 
 /// The endpoints served without authentication that a deployment may switch off.
@@ -335,12 +337,16 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(max_connections));
     let draining = Arc::new(AtomicBool::new(false));
     let started = std::time::Instant::now();
+    let handshakes = Arc::new(transport::handshakes::Handshakes::new(
+        config.server.max_handshakes,
+    ));
     metrics.watch(metrics::Sources {
         node: node.clone(),
         connections: connections.clone(),
         max_connections,
         draining: draining.clone(),
         started,
+        handshakes: handshakes.clone(),
     });
     let state = AppState {
         node: node.clone(),
@@ -387,6 +393,7 @@ pub async fn run(
             transport::peer::TrustedProxies::parse(&config.server.trusted_proxies)
                 .map_err(config::ConfigError::Contradiction)?,
         )),
+        handshakes,
     };
     log_origins(&config, &state.origins);
     if cluster.shared {

@@ -420,6 +420,7 @@ struct NodeCollector {
     max_connections: usize,
     draining: Arc<AtomicBool>,
     started: Instant,
+    handshakes: Arc<crate::transport::handshakes::Handshakes>,
 }
 
 fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> std::fmt::Result {
@@ -457,6 +458,24 @@ impl Collector for NodeCollector {
             "kilat_connections_limit",
             "Configured maximum of open connections.",
             clamp(self.max_connections),
+        )?;
+        gauge(
+            e,
+            "kilat_handshakes",
+            "Connections admitted and not yet answered their connect (server.max_handshakes bounds them).",
+            clamp(self.handshakes.in_progress()),
+        )?;
+        gauge(
+            e,
+            "kilat_handshakes_limit",
+            "Configured maximum of concurrent handshakes (0: no bound).",
+            clamp(self.handshakes.limit()),
+        )?;
+        counter(
+            e,
+            "kilat_handshakes_refused",
+            "Connection attempts refused with 503 and Retry-After because server.max_handshakes handshakes were in progress.",
+            self.handshakes.refused(),
         )?;
         gauge(
             e,
@@ -569,6 +588,7 @@ pub(crate) struct Sources {
     pub(crate) max_connections: usize,
     pub(crate) draining: Arc<AtomicBool>,
     pub(crate) started: Instant,
+    pub(crate) handshakes: Arc<crate::transport::handshakes::Handshakes>,
 }
 
 impl Metrics {
@@ -596,6 +616,7 @@ impl Metrics {
             max_connections: sources.max_connections,
             draining: sources.draining,
             started: sources.started,
+            handshakes: sources.handshakes,
         }));
     }
 

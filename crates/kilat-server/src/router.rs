@@ -149,6 +149,7 @@ mod tests {
                 0,
                 Default::default(),
             )),
+            handshakes: Arc::new(crate::transport::handshakes::Handshakes::new(0)),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The admission step every transport takes before a connection starts, in one place: the
 //! server is not draining (503), the browser origin is allowed (403), the client's address is
 //! under its connection and handshake limits (429, `peer.rs`), a connection slot is free under
-//! `max_connections` (503), and the handshake headers the backend hooks forward are picked. Then [`Admission::open`] creates the connection's [`Outbox`] and hub [`Session`].
+//! `max_connections` (503), a handshake permit is free under `max_handshakes` (503,
+//! `handshakes.rs`), and the handshake headers the backend hooks forward are picked. Then [`Admission::open`] creates the connection's [`Outbox`] and hub [`Session`].
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -25,6 +26,9 @@ pub(crate) struct Admission {
     ip: Option<Box<super::peer::IpSlot>>,
     /// The allowlisted handshake headers, kept for the backend hooks.
     headers: RequestHeaders,
+    /// One of the node's concurrent handshakes (`server.max_handshakes`; `None` unbounded),
+    /// handed to the session, which drops it once `connect` is answered.
+    handshake: Option<OwnedSemaphorePermit>,
 }
 
 /// What a connection holds for its life: its slot under `max_connections` and its count
@@ -52,7 +56,7 @@ impl ConnectionSlot {
 /// socket's peer address (`peer::peer_of` the request's extensions), `None` when unknown.
 ///
 /// # Errors
-/// 503 while draining or at the connection limit, 403 for a refused browser origin, 429 past
+/// 503 while draining, at the connection limit or at the handshake limit, 403 for a refused browser origin, 429 past
 /// a per-address limit.
 pub(crate) fn admit(
     state: &AppState,
@@ -77,10 +81,14 @@ pub(crate) fn admit(
             "connection limit reached, try another node or later",
         ));
     };
+    let Ok(handshake) = state.handshakes.try_start() else {
+        return Err(HANDSHAKES_FULL);
+    };
     Ok(Admission {
         permit,
         ip,
         headers: crate::proxy::pick_headers(&state.node, headers),
+        handshake,
     })
 }
 
@@ -97,6 +105,13 @@ pub(crate) fn refusal_response((status, reason): Refusal) -> axum::response::Res
     }
     response
 }
+
+/// The refusal of a connection while `server.max_handshakes` handshakes are in progress: the
+/// client retries after `Retry-After`, here or on another node.
+pub(crate) const HANDSHAKES_FULL: Refusal = (
+    StatusCode::SERVICE_UNAVAILABLE,
+    "too many connections starting at once, retry shortly",
+);
 
 /// The refusal of a connection while the node drains.
 pub(crate) const DRAINING: Refusal = (
@@ -116,6 +131,9 @@ impl Admission {
         let outbox = Outbox::new(node.config().client_queue_max_bytes);
         let mut session = Session::new(node, transport, outbox.clone());
         session.set_request_headers(self.headers);
+        if let Some(handshake) = self.handshake {
+            session.hold_until_connected(handshake);
+        }
         let slot = ConnectionSlot {
             _permit: self.permit,
             _ip: self.ip,

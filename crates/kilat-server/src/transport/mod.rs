@@ -5,6 +5,8 @@
 //! - `admission`: the checks every transport makes before a connection starts (draining,
 //!   origin, per-address limits, connection slot, forwarded headers) and the creation of its
 //!   session and outbox.
+//! - `handshakes`: the bound on connections between admission and connect reply
+//!   (`server.max_handshakes`).
 //! - `peer`: the peer address on each request, the client address behind trusted proxies
 //!   (`X-Forwarded-For`) and the per-address connection and handshake limits.
 //! - [`driver`]: the `Wire` trait and the connection loop every transport rides.
@@ -22,5 +24,6 @@ pub(crate) mod admission;
 pub(crate) mod driver;
 pub(crate) mod emulation;
 pub(crate) mod front;
+pub(crate) mod handshakes;
 pub(crate) mod peer;
 pub(crate) mod websocket;

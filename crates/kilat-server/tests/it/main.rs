@@ -21,6 +21,8 @@ mod cors;
 mod docs;
 /// SSE and HTTP streaming with the emulation endpoint.
 mod emulation;
+/// The bound on concurrent handshakes: 503 with Retry-After past it, permits back after connect.
+mod handshakes;
 /// Plain HTTP endpoints: health, readiness, metrics, the UI, unknown paths.
 mod http;
 /// Per-key conflation and latest values over a socket.
