@@ -918,8 +918,10 @@ mod tests {
         );
         let size = std::mem::size_of_val(&task);
         println!("idle pusher connection task: {size} bytes");
+        // 1,016 bytes before the connection slot gained its per-address entry (+8) and the
+        // session its handshake permit (+8); the guard is against growth nobody chose.
         assert!(
-            size <= 1024,
+            size <= 1040,
             "the pusher connection task grew to {size} bytes"
         );
     }
