@@ -270,8 +270,27 @@ impl RedisEngine {
             self.query::<i64>(&publish).await?;
             return Ok(None);
         }
+        let invocation = self.publish_invocation(&PUBLISH_SCRIPT, &keys, json, &options);
+        let (offset, epoch): (u64, String) = bounded(
+            self.config.command_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(Some(StreamPosition { offset, epoch }))
+    }
+
+    /// The keys and arguments both publish scripts start with: the channel's meta and stream
+    /// keys, then its pub/sub channel, the stored JSON, the history size and TTL, the meta TTL,
+    /// a fresh epoch (used when the stream is new) and the publish command to use.
+    fn publish_invocation<'a>(
+        &self,
+        script: &'a redis::Script,
+        keys: &ChannelKeys,
+        json: Vec<u8>,
+        options: &PublishOptions,
+    ) -> redis::ScriptInvocation<'a> {
         let meta_ttl = self.config.meta_ttl.max(options.history_ttl);
-        let mut invocation = PUBLISH_SCRIPT.prepare_invoke();
+        let mut invocation = script.prepare_invoke();
         invocation
             .key(&keys.meta)
             .key(&keys.stream)
@@ -282,12 +301,7 @@ impl RedisEngine {
             .arg(millis(meta_ttl))
             .arg(new_epoch())
             .arg(self.publish_command());
-        let (offset, epoch): (u64, String) = bounded(
-            self.config.command_timeout,
-            invocation.invoke_async(&mut conn),
-        )
-        .await?;
-        Ok(Some(StreamPosition { offset, epoch }))
+        invocation
     }
 
     async fn publish_latest_inner(
@@ -306,21 +320,8 @@ impl RedisEngine {
         let json = codec::encode_stored(&publication)?;
         let keys = self.keys(channel);
         let mut conn = self.commands.clone();
-        let meta_ttl = self.config.meta_ttl.max(options.history_ttl);
-        let mut invocation = PUBLISH_LATEST_SCRIPT.prepare_invoke();
-        invocation
-            .key(&keys.meta)
-            .key(&keys.stream)
-            .key(&keys.latest)
-            .arg(&keys.pubsub)
-            .arg(json)
-            .arg(options.history_size)
-            .arg(millis(options.history_ttl))
-            .arg(millis(meta_ttl))
-            .arg(new_epoch())
-            .arg(self.publish_command())
-            .arg(key)
-            .arg(max_keys);
+        let mut invocation = self.publish_invocation(&PUBLISH_LATEST_SCRIPT, &keys, json, &options);
+        invocation.key(&keys.latest).arg(key).arg(max_keys);
         let (offset, epoch, kept): (u64, String, u8) = bounded(
             self.config.command_timeout,
             invocation.invoke_async(&mut conn),
