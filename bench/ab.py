@@ -14,100 +14,27 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import time
 
-
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-class Server:
-    """`kilat serve --dev` on a free loopback port, ready when /health answers."""
-
-    def __init__(self, binary: str):
-        self.port = free_port()
-        env = dict(os.environ, KILAT_NODE_CLIENT_COMMAND_RATE="0", RUST_LOG="warn")
-        self.proc = subprocess.Popen(
-            [binary, "serve", "--dev", "--listen", f"127.0.0.1:{self.port}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=raise_nofile)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{binary} exited at start ({self.proc.returncode})")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    if s.recv(12).startswith(b"HTTP/1.1 200"):
-                        break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            self.stop()
-            raise RuntimeError(f"{binary} did not answer /health within 20 s")
-        self.url = f"ws://127.0.0.1:{self.port}/connection/websocket"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def bench(client: str, args: list[str]) -> dict:
-    out = subprocess.run([client, "bench", *args, "--json"], capture_output=True, text=True,
-                         timeout=300, preexec_fn=raise_nofile)
-    if out.returncode != 0:
-        raise RuntimeError(f"kilat bench {args[0]} failed: {out.stderr.strip()[-500:]}")
-    return json.loads(out.stdout)
+from _common import Process, bench_json, env_int, fanout_args, fanout_summary
 
 
 def fanout(client: str, binary: str) -> dict:
-    server = Server(binary)
+    server = Process.kilat_dev(binary)
     try:
-        r = bench(client, ["fanout", "--url", server.url,
-                           "-n", str(env_int("FANOUT_SUBS", 1000)),
-                           "-r", str(env_int("FANOUT_RATE", 200)),
-                           "-d", str(env_int("FANOUT_SECS", 5)),
-                           "-s", str(env_int("PAYLOAD", 100)),
-                           "--drain", "10", "--server-pid", str(server.proc.pid)])
+        r = bench_json(client, ["fanout", "--url", server.url, *fanout_args(),
+                                "--drain", "10", "--server-pid", str(server.pid)], timeout=300)
     finally:
         server.stop()
-    return {
-        "deliveries_per_s": r["deliveries_per_s"],
-        "lost": r["lost"],
-        "duplicated": r["duplicated"],
-        "p50_ms": r["latency"]["p50_ms"],
-        "p99_ms": r["latency"]["p99_ms"],
-        "cpu_s_per_m": r["server_cpu_s_per_million_deliveries"],
-    }
+    return fanout_summary(r)
 
 
 def idle(client: str, binary: str) -> dict:
-    server = Server(binary)
+    server = Process.kilat_dev(binary)
     try:
-        r = bench(client, ["idle", "--url", server.url, "-n", str(env_int("IDLE_N", 2000)),
-                           "--settle", "3", "--server-pid", str(server.proc.pid)])
+        r = bench_json(client, ["idle", "--url", server.url, "-n", str(env_int("IDLE_N", 2000)),
+                                "--settle", "3", "--server-pid", str(server.pid)], timeout=300)
     finally:
         server.stop()
     return {"kib_per_conn": r["server_rss_per_connection_kib"]}

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from _common import Process, env_int, free_port, raise_nofile
 
 CONFIG = """
 [server]
@@ -69,85 +68,24 @@ allow_presence = true
 """
 
 
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Server:
-    """`kilat serve --config` on a free loopback port, ready when /health answers."""
-
-    def __init__(self, binary: str, config_dir: str):
-        self.port = free_port()
-        path = os.path.join(config_dir, f"kilat-{self.port}.toml")
-        with open(path, "w") as f:
-            f.write(CONFIG.format(port=self.port))
-        env = dict(os.environ, RUST_LOG="warn")
-        self.proc = subprocess.Popen([binary, "serve", "--config", path], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=raise_nofile)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{binary} exited at start ({self.proc.returncode})")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    if s.recv(12).startswith(b"HTTP/1.1 200"):
-                        break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            self.stop()
-            raise RuntimeError(f"{binary} did not answer /health within 20 s")
-        self.url = f"ws://127.0.0.1:{self.port}/connection/websocket"
-
-    def quiet_cpu(self) -> float:
-        """The server's CPU seconds once it has stopped using CPU (0.5 s without a tick)."""
-        last = cpu_seconds(self.proc.pid)
-        while True:
-            time.sleep(0.5)
-            now = cpu_seconds(self.proc.pid)
-            if now - last < 0.02:
-                return now
-            last = now
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def start(binary: str, config_dir: str) -> Process:
+    """`kilat serve --config` with CONFIG on a free loopback port."""
+    port = free_port()
+    path = os.path.join(config_dir, f"kilat-{port}.toml")
+    with open(path, "w") as f:
+        f.write(CONFIG.format(port=port))
+    return Process([binary, "serve", "--config", path], port, dict(os.environ, RUST_LOG="warn"))
 
 
 def run(binary: str, mode: str, members: int, rate: int, config_dir: str) -> dict:
-    server = Server(binary, config_dir)
+    server = start(binary, config_dir)
     try:
-        cpu0 = cpu_seconds(server.proc.pid)
+        cpu0 = server.cpu()
         started = time.time()
         out = subprocess.run(
             [binary, "bench", "fanout", "--url", server.url, "-n", str(members), "-c", "1",
              "--channel-prefix", f"{mode}:bench", "-p", "1", "-r", "10", "-d", "1",
-             "--drain", "5", "--connect-rate", str(rate), "--server-pid", str(server.proc.pid),
+             "--drain", "5", "--connect-rate", str(rate), "--server-pid", str(server.pid),
              "--json"],
             capture_output=True, text=True, timeout=900, preexec_fn=raise_nofile)
         if out.returncode != 0:

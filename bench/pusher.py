@@ -24,85 +24,20 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import time
+
+from _common import Process, bench_json, env_int, fanout_args, fanout_summary, free_port
 
 
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+def kilat_server(binary: str) -> Process:
+    return Process.kilat_dev(binary, "--max-connections", "20000")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-class Server:
-    """A server process on a free loopback port, ready once the port accepts and (for kilat)
-    /health answers 200."""
-
-    def __init__(self, argv: list[str], port: int, env: dict[str, str], health: bool):
-        self.port = port
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, preexec_fn=raise_nofile)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{argv[0]} exited at start ({self.proc.returncode})")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                    if not health:
-                        break
-                    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    if s.recv(12).startswith(b"HTTP/1.1 200"):
-                        break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            self.stop()
-            raise RuntimeError(f"{argv[0]} did not come up within 30 s")
-
-    @staticmethod
-    def kilat(binary: str) -> "Server":
-        port = free_port()
-        env = dict(os.environ, KILAT_NODE_CLIENT_COMMAND_RATE="0", RUST_LOG="warn")
-        return Server([binary, "serve", "--dev", "--listen", f"127.0.0.1:{port}",
-                       "--max-connections", "20000"], port, env, True)
-
-    @staticmethod
-    def soketi(command: str) -> "Server":
-        port = free_port()
-        env = dict(os.environ, SOKETI_PORT=str(port), SOKETI_DEBUG="0")
-        return Server([*command.split(), "start"], port, env, False)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def bench(client: str, args: list[str]) -> dict:
-    out = subprocess.run([client, "bench", *args, "--json"], capture_output=True, text=True,
-                         timeout=600, preexec_fn=raise_nofile)
-    if out.returncode != 0:
-        raise RuntimeError(f"kilat bench {args[0]} failed: {out.stderr.strip()[-500:]}")
-    return json.loads(out.stdout)
+def soketi_server(command: str) -> Process:
+    port = free_port()
+    env = dict(os.environ, SOKETI_PORT=str(port), SOKETI_DEBUG="0")
+    return Process([*command.split(), "start"], port, env, health=False)
 
 
 def target_args(target: str, port: int) -> list[str]:
@@ -116,41 +51,30 @@ def target_args(target: str, port: int) -> list[str]:
             "--publish-via", "http"]
 
 
-def start(target: str, kilat: str) -> Server:
+def start(target: str, kilat: str) -> Process:
     if target == "soketi":
-        return Server.soketi(os.environ["SOKETI"])
+        return soketi_server(os.environ["SOKETI"])
     if target == "pusher-baseline":
-        return Server.kilat(os.environ["BASELINE"])
-    return Server.kilat(kilat)
+        return kilat_server(os.environ["BASELINE"])
+    return kilat_server(kilat)
 
 
 def fanout(client: str, kilat: str, target: str) -> dict:
     server = start(target, kilat)
     try:
-        r = bench(client, ["fanout", *target_args(target, server.port),
-                           "-n", str(env_int("FANOUT_SUBS", 1000)),
-                           "-r", str(env_int("FANOUT_RATE", 200)),
-                           "-d", str(env_int("FANOUT_SECS", 5)),
-                           "-s", str(env_int("PAYLOAD", 100)),
-                           "--drain", "10", "--server-pid", str(server.proc.pid)])
+        r = bench_json(client, ["fanout", *target_args(target, server.port), *fanout_args(),
+                                "--drain", "10", "--server-pid", str(server.pid)])
     finally:
         server.stop()
-    return {
-        "deliveries_per_s": r["deliveries_per_s"],
-        "lost": r["lost"],
-        "duplicated": r["duplicated"],
-        "p50_ms": r["latency"]["p50_ms"],
-        "p99_ms": r["latency"]["p99_ms"],
-        "cpu_s_per_m": r["server_cpu_s_per_million_deliveries"],
-    }
+    return fanout_summary(r)
 
 
 def idle(client: str, kilat: str, target: str) -> dict:
     server = start(target, kilat)
     try:
-        r = bench(client, ["idle", *target_args(target, server.port)[:4],
-                           "-n", str(env_int("IDLE_N", 5000)), "--subscribe", "100",
-                           "--settle", "3", "--server-pid", str(server.proc.pid)])
+        r = bench_json(client, ["idle", *target_args(target, server.port)[:4],
+                                "-n", str(env_int("IDLE_N", 5000)), "--subscribe", "100",
+                                "--settle", "3", "--server-pid", str(server.pid)])
     finally:
         server.stop()
     return {"kib_per_conn": r["server_rss_per_connection_kib"]}

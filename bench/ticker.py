@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from _common import Process, env_int, free_port, metric, raise_nofile, stop
 
 KEY = "bench-ticker"
 CONFIG = """
@@ -51,58 +50,15 @@ allow_subscribe = "public"
 """
 
 
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def http_get(port: int, path: str) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return data.decode(errors="replace").split("\r\n\r\n", 1)[-1]
-
-
-def metric(port: int, name: str) -> float:
-    for line in http_get(port, "/metrics").splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise RuntimeError(f"{name} not in /metrics")
-
-
 def run(binary: str, mode: str, conflate_ms: int, tmp: str) -> dict:
     port = free_port()
     path = os.path.join(tmp, f"ticker-{mode}.toml")
     with open(path, "w") as f:
         f.write(CONFIG.format(port=port, key=KEY, conflate_ms=conflate_ms))
     env = dict(os.environ, KILAT_LOG="warn")
-    server = subprocess.Popen([binary, "serve", "--config", path], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              preexec_fn=raise_nofile)
+    server = Process([binary, "serve", "--config", path], port, env, timeout=20)
     feed = None
     try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                if http_get(port, "/health") is not None:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise RuntimeError(f"{binary} did not start")
-            time.sleep(0.1)
         feed = subprocess.Popen([binary, "demo", "feed", "ticker", "--url", f"http://127.0.0.1:{port}",
                                  "--api-key", KEY], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -130,14 +86,8 @@ def run(binary: str, mode: str, conflate_ms: int, tmp: str) -> dict:
                       feed_publications_per_s=(pubs1 - pubs0) / (t1 - t0))
         return report
     finally:
-        for p in (feed, server):
-            if p and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop(feed)
+        server.stop()
 
 
 def main() -> int:
