@@ -107,7 +107,11 @@ function frame(now) {
   ctx.textAlign = 'center';
   const draw = (p, name, color) => {
     ctx.fillStyle = color; ctx.beginPath(); ctx.arc(p.x, p.y, R, 0, Math.PI * 2); ctx.fill();
-    ctx.fillStyle = dark ? '#e8e9f4' : '#1b1d2e'; ctx.fillText(name, p.x, p.y - R - 4);
+    // The name sits above the player, or below it at the top edge, and stays inside the arena.
+    const half = ctx.measureText(name).width / 2;
+    const x = Math.max(half + 2, Math.min(W - half - 2, p.x));
+    const y = p.y - R - 4 < 12 ? p.y + R + 14 : p.y - R - 4;
+    ctx.fillStyle = dark ? '#e8e9f4' : '#1b1d2e'; ctx.fillText(name, x, y);
   };
   for (const [id, o] of others) {
     if (!present(o)) continue;
