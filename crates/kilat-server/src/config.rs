@@ -55,7 +55,7 @@ pub struct Config {
     /// The application backend's HTTP hooks.
     pub proxy: ProxyConfig,
     /// Pusher Channels apps served at `/app/{key}` and `/apps/{app_id}` (docs/pusher.md).
-    pub pusher: crate::pusher::PusherConfig,
+    pub pusher: crate::pusher::config::PusherConfig,
     /// Socket.IO clients (Engine.IO v4, Socket.IO v5; docs/socketio.md).
     pub socketio: crate::socketio::SocketIoConfig,
 }

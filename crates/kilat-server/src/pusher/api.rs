@@ -14,8 +14,9 @@ use kilat_protocol::{Disconnect, DisconnectCode};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::app::App;
+use super::auth;
 use super::protocol::{self, ChannelKind, Published};
-use super::{App, auth};
 use crate::AppState;
 
 /// Largest request body (a batch of ten 10 KiB events fits several times).

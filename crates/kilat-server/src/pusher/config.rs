@@ -36,7 +36,7 @@ pub struct PusherApp {
     pub limits: PusherLimits,
     /// Webhook receivers (`[[pusher.apps.webhooks]]`).
     #[serde(default)]
-    pub webhooks: Vec<super::webhooks::WebhookConfig>,
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// Per-app limits.
@@ -161,6 +161,18 @@ impl PusherConfig {
         }
         Ok(())
     }
+}
+
+/// `[[pusher.apps.webhooks]]`: where to send which events.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host:port/path` of the receiver.
+    pub url: String,
+    /// Which events (`channel_occupied`, `channel_vacated`, `member_added`, `member_removed`,
+    /// `client_event`, `cache_miss`); empty: all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
 }
 
 #[cfg(test)]

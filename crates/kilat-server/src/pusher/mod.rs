@@ -5,6 +5,7 @@
 //! apply unchanged.
 
 pub(crate) mod api;
+pub(crate) mod app;
 pub(crate) mod auth;
 pub mod config;
 pub(crate) mod occupancy;
@@ -18,54 +19,10 @@ use axum::Router;
 use axum::routing::get;
 use kilat_core::{AllowPublish, AllowSubscribe, NamespaceOptions};
 
-pub use config::{PusherApp, PusherConfig, PusherLimits};
-use protocol::ChannelKind;
-pub use webhooks::WebhookConfig;
+use app::App;
+pub use config::{PusherApp, PusherConfig, PusherLimits, WebhookConfig};
 
 use crate::AppState;
-
-/// One app being served.
-#[derive(Debug)]
-pub(crate) struct App {
-    pub(crate) config: PusherApp,
-    /// `pusher.<id>`.
-    pub(crate) namespace: String,
-    /// `pusher.<id>.cache`.
-    pub(crate) cache_namespace: String,
-    /// The webhook queue, when the app has webhooks.
-    pub(crate) webhooks: Option<webhooks::Webhooks>,
-    /// The occupied-channel index, when the engine is shared by several nodes.
-    pub(crate) index: Option<Arc<occupancy::Index>>,
-}
-
-impl App {
-    /// The kilat channel of a Pusher channel: `pusher.<id>:<name>`; a user's
-    /// `#server-to-user-<id>` becomes `pusher.<app>:#<id>`.
-    pub(crate) fn native_channel(&self, channel: &str, kind: ChannelKind) -> String {
-        match kind {
-            ChannelKind::User => format!(
-                "{}:#{}",
-                self.namespace,
-                channel.trim_start_matches(protocol::USER_CHANNEL_PREFIX)
-            ),
-            _ if protocol::is_cache(channel) => format!("{}:{channel}", self.cache_namespace),
-            _ => format!("{}:{channel}", self.namespace),
-        }
-    }
-
-    /// The Pusher name of one of this app's kilat channels, if it is one.
-    /// Queues a webhook event (nothing without webhooks).
-    pub(crate) fn webhook(&self, event: impl FnOnce() -> webhooks::Event) {
-        if let Some(hooks) = &self.webhooks {
-            hooks.send(event());
-        }
-    }
-
-    pub(crate) fn pusher_name<'a>(&self, native: &'a str) -> Option<std::borrow::Cow<'a, str>> {
-        let (ns, name) = native.split_once(':')?;
-        (ns == self.namespace || ns == self.cache_namespace).then(|| protocol::pusher_channel(name))
-    }
-}
 
 /// The apps and the WebSocket settings of the Pusher endpoint.
 #[derive(Debug)]
@@ -103,7 +60,11 @@ impl Pusher {
         if let Some(index) = index
             && !apps.is_empty()
         {
-            tokio::spawn(index.refresh(node.clone(), apps.clone()));
+            let namespaces = apps
+                .iter()
+                .map(|app| (app.namespace.clone(), app.cache_namespace.clone()))
+                .collect();
+            tokio::spawn(index.refresh(node.clone(), namespaces));
         }
         Pusher {
             apps,

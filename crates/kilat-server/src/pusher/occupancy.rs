@@ -78,8 +78,9 @@ impl Index {
     }
 
     /// Refreshes this node's entries of every app, a third of the TTL apart, for as long as the
-    /// node runs.
-    pub(crate) async fn refresh(self: Arc<Self>, node: Node, apps: Vec<Arc<super::App>>) {
+    /// node runs. `apps` holds each app's namespace and cache namespace: a channel in either is
+    /// the app's, indexed under its namespace.
+    pub(crate) async fn refresh(self: Arc<Self>, node: Node, apps: Vec<(String, String)>) {
         let mut ticker = tokio::time::interval(self.ttl / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -88,11 +89,13 @@ impl Index {
                 return;
             }
             let channels = node.channels();
-            for app in &apps {
-                for native in &channels {
-                    if app.pusher_name(native).is_some() {
-                        self.add(&app.namespace, native).await;
-                    }
+            for native in &channels {
+                let Some((ns, _)) = native.split_once(':') else {
+                    continue;
+                };
+                if let Some((namespace, _)) = apps.iter().find(|(n, cache)| n == ns || cache == ns)
+                {
+                    self.add(namespace, native).await;
                 }
             }
         }

@@ -13,21 +13,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Request;
 use hyper::header::{CONTENT_TYPE, HOST};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-/// `[[pusher.apps.webhooks]]`: where to send which events.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// `http://host:port/path` of the receiver.
-    pub url: String,
-    /// Which events (`channel_occupied`, `channel_vacated`, `member_added`, `member_removed`,
-    /// `client_event`, `cache_miss`); empty: all.
-    #[serde(default)]
-    pub event_types: Vec<String>,
-}
+use super::auth;
+use super::config::PusherApp;
 
 /// One webhook event.
 #[derive(Debug, Clone, Serialize)]
@@ -91,7 +82,7 @@ struct Target {
 impl Webhooks {
     /// Starts the sender task of an app; `None` without webhooks or with none usable (a URL
     /// that is not `http://host[:port]/path` is logged and skipped).
-    pub(crate) fn start(app: &super::PusherApp) -> Option<Webhooks> {
+    pub(crate) fn start(app: &PusherApp) -> Option<Webhooks> {
         let targets: Vec<Target> = app
             .webhooks
             .iter()
@@ -190,7 +181,7 @@ async fn run(
                 events: &events,
             })
             .unwrap_or_default();
-            let signature = super::auth::sign(&secret, &body);
+            let signature = auth::sign(&secret, &body);
             let body = Bytes::from(body);
             let mut attempt = 0;
             loop {

@@ -22,8 +22,12 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+use super::app::App;
+use super::auth;
+use super::config::PusherApp;
+use super::occupancy;
 use super::protocol::{self, ChannelKind, ClientMessage, Decoded, Published, own_frame};
-use super::{App, auth, occupancy, webhooks};
+use super::webhooks;
 use crate::AppState;
 use crate::transport::admission::{self, Admission};
 use crate::transport::driver::{self, Handler, Inbound, Wire};
@@ -121,7 +125,7 @@ impl OnSocket for StartPusher<'_> {
 }
 
 /// Why a connection is refused at once: 4001 unknown key, 4003 disabled app, 4007 protocol.
-fn refusal(app: Option<&super::PusherApp>, query: Option<&str>) -> Option<(u16, String)> {
+fn refusal(app: Option<&PusherApp>, query: Option<&str>) -> Option<(u16, String)> {
     let Some(app) = app else {
         return Some((
             4001,
