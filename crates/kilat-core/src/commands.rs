@@ -401,7 +401,9 @@ impl Session {
             return;
         }
         let Ok(info) = self.info() else { return };
-        self.node.after_join(&join.channel, &info, join.state).await;
+        self.node
+            .after_join(&join.channel, self.key, &info, join.state)
+            .await;
         self.subs.insert(join.channel, join.state);
     }
 

@@ -55,7 +55,7 @@ impl Node {
                 self.remove_subscriber(channel, key).await;
                 continue;
             }
-            self.after_join(channel, &info, state).await;
+            self.after_join(channel, key, &info, state).await;
             subscribed += 1;
         }
         Ok(subscribed)

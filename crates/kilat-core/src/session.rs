@@ -526,7 +526,8 @@ impl Session {
         Ok(())
     }
 
-    /// Re-adds this connection's presence entries so they outlive `presence_ttl`.
+    /// Re-adds this connection's presence entries so they outlive `presence_ttl`, in a task
+    /// (see `Node::refresh_presence` for why a leave that overtakes it is safe).
     fn refresh_presence(&self, info: ClientInfo) {
         let channels: Vec<String> = self
             .subs
@@ -537,14 +538,10 @@ impl Session {
         if channels.is_empty() {
             return;
         }
-        let store = self.node.presence_store().clone();
-        let ttl = self.node.config().presence_ttl;
+        let node = self.node.clone();
+        let key = self.key;
         self.node.spawn(async move {
-            for channel in channels {
-                if let Err(error) = store.add(&channel, info.clone(), ttl).await {
-                    tracing::warn!(%error, channel, "presence refresh failed");
-                }
-            }
+            node.refresh_presence(key, &info, &channels).await;
         });
     }
 

@@ -6,17 +6,19 @@
 //! - `registry.rs`: the open sessions (drain, server-side disconnects and subscriptions).
 //! - `delivery.rs`: the broker handler: fan-out, gap repair and conflation timers.
 //! - `subscription.rs`: the subscription lifecycle (join, go live, leave, presence, join/leave).
+//! - `presence_order.rs`: the per-client order of presence writes (joins, leaves, refreshes).
 //! - `api.rs`: the server-side API the HTTP API calls (publish, history, presence, channels,
 //!   disconnect).
 //!
 //! The files below this one import it (for [`Node`]); this one imports only the parts it is
-//! built from (`plugins`, `registry`, `delivery`), so the node's files form no cycle.
+//! built from (`plugins`, `registry`, `delivery`, `presence_order`), so the node's files form no cycle.
 
 mod api;
 pub use crate::limits::{PRESENCE_PAGE_BYTES, PRESENCE_PAGE_DEFAULT, PRESENCE_PAGE_MAX};
 mod delivery;
 pub(crate) mod inspect;
 mod plugins;
+mod presence_order;
 mod registry;
 mod revocation;
 mod subscription;
@@ -82,6 +84,8 @@ struct NodeInner {
     /// reads reach the broker once (`coalesce.rs`).
     history_flights: Arc<HistoryFlights>,
     presence: Arc<dyn PresenceStore>,
+    /// Orders each client's presence adds and removes (`presence_order.rs`).
+    presence_order: presence_order::PresenceOrder,
     /// Local subscriptions; shared with the broker handler, which delivers into it.
     hub: Arc<Hub>,
     /// The authenticator and the backend, installed after construction.
@@ -146,6 +150,7 @@ impl Node {
                 broker,
                 history_flights,
                 presence,
+                presence_order: presence_order::PresenceOrder::default(),
                 hub,
                 plugins: Plugins::default(),
                 sessions,
@@ -189,10 +194,6 @@ impl Node {
     /// The backend, when it handles `hook`.
     pub(crate) fn backend_for(&self, hook: Hook) -> Option<Arc<dyn Backend>> {
         self.inner.plugins.backend_for(hook)
-    }
-
-    pub(crate) fn presence_store(&self) -> &Arc<dyn PresenceStore> {
-        &self.inner.presence
     }
 
     /// The open sessions of this node.

@@ -177,8 +177,23 @@ impl Node {
         }
     }
 
-    /// Presence and join after a subscription went live.
-    pub(crate) async fn after_join(&self, channel: &str, info: &ClientInfo, state: SubState) {
+    /// Presence and join after a subscription went live, unless session `key` has left the
+    /// channel meanwhile (a server-side subscribe racing the session's close): checked under
+    /// the client's presence lock, which the leave also takes (see `presence_order.rs`).
+    pub(crate) async fn after_join(
+        &self,
+        channel: &str,
+        key: u64,
+        info: &ClientInfo,
+        state: SubState,
+    ) {
+        if !state.presence && !state.join_leave {
+            return;
+        }
+        let _order = self.inner.presence_order.lock(&info.client).await;
+        if !self.is_subscribed(channel, key) {
+            return;
+        }
         if state.presence {
             let ttl = self.config().presence_ttl;
             if let Err(error) = self.inner.presence.add(channel, info.clone(), ttl).await {
@@ -191,8 +206,30 @@ impl Node {
         }
     }
 
-    /// Presence removal and leave after a subscription ended.
+    /// Re-adds session `key`'s presence entries in `channels` so they outlive `presence_ttl`
+    /// (started at each ping, in a task). A channel the session left since the refresh was
+    /// started is skipped: the check runs under the client's presence lock, so a leave either
+    /// came first (the hub no longer holds the subscription) or removes the entry after.
+    pub(crate) async fn refresh_presence(&self, key: u64, info: &ClientInfo, channels: &[String]) {
+        let ttl = self.config().presence_ttl;
+        for channel in channels {
+            let _order = self.inner.presence_order.lock(&info.client).await;
+            if !self.is_subscribed(channel, key) {
+                continue;
+            }
+            if let Err(error) = self.inner.presence.add(channel, info.clone(), ttl).await {
+                tracing::warn!(%error, channel, "presence refresh failed");
+            }
+        }
+    }
+
+    /// Presence removal and leave after a subscription ended (the caller removed it from the
+    /// hub first), under the client's presence lock (see `presence_order.rs`).
     pub(crate) async fn after_leave(&self, channel: &str, info: &ClientInfo, state: SubState) {
+        if !state.presence && !state.join_leave {
+            return;
+        }
+        let _order = self.inner.presence_order.lock(&info.client).await;
         if state.presence
             && let Err(error) = self.inner.presence.remove(channel, &info.client).await
         {

@@ -22,6 +22,8 @@ mod lifecycle;
 mod presence;
 /// Join/leave as batched `presence_diff` pushes: a property test.
 mod presence_diff;
+/// Presence equals the subscribed set under any interleaving, ping refreshes included.
+mod presence_props;
 /// Property test: random interleavings keep the delivery guarantee.
 mod property;
 /// Subscribe with recovery, `connect.subs`, positions and epochs.
