@@ -95,8 +95,8 @@ impl Session {
         id: u32,
         request: ConnectRequest,
     ) -> Result<(), Disconnect> {
-        // Held to the end of this command when the handshake fails; on success kept for the
-        // client's first message after the reply (`Session::keep_permit_for_resubscribe`).
+        // Held to the end of this command; on success the client's first message after the reply
+        // waits for a permit again (`Session::gate_first_message`).
         let handshake = self.take_handshake_permit();
         if matches!(self.state, State::Connected(_)) {
             self.reply_error(
@@ -206,7 +206,7 @@ impl Session {
             ));
         }
         if let Some(permit) = handshake {
-            self.keep_permit_for_resubscribe(permit);
+            self.gate_first_message(permit);
         }
         Ok(())
     }

@@ -44,10 +44,6 @@ pub(crate) enum State {
     Connected(ClientInfo),
 }
 
-/// Longest a connected client keeps its handshake permit waiting for its first message (the
-/// resubscriptions) after the connect reply.
-const RESUBSCRIBE_GRACE: Duration = Duration::from_secs(1);
-
 /// When the backend's refresh hook fails, it is asked again this much later (the connection
 /// stays open meanwhile).
 const BACKEND_REFRESH_RETRY: Duration = Duration::from_secs(5);
@@ -71,15 +67,16 @@ pub struct Session {
     pub(crate) state: State,
     /// Subscriptions by channel.
     pub(crate) subs: Subscriptions,
-    /// Before connect: when the handshake times out (3003). Just after connect, while
-    /// `resubscribe_permit` is held: when it is released at the latest.
+    /// Before connect: when the handshake times out (3003).
     handshake_deadline: Instant,
-    /// Just after connect: the handshake permit (`server.max_handshakes`), kept until the
-    /// client's first message after the connect reply has been handled (the SDK resubscribes
-    /// in one message right after it, and those recovery reads are most of a reconnect's engine
-    /// work) or [`RESUBSCRIBE_GRACE`] passed. Boxed: 8 bytes in every session, `None` for the
-    /// connection's life after that.
-    resubscribe_permit: Option<Box<tokio::sync::OwnedSemaphorePermit>>,
+    /// After connect, until the client's first message or the first timer: the node's
+    /// handshake permits (`server.max_handshakes`). The first message after the connect reply
+    /// (the SDK resubscribes in one message right after it, and those recovery reads are most
+    /// of a reconnect's engine work) waits for a permit and holds it while it is handled, so
+    /// a reconnect storm's resubscriptions share the bound with its handshakes. Nothing is held
+    /// in between: a client that stays silent after connecting costs no permit, and the rate
+    /// of new connections is not capped by clients that never send anything. 8 bytes.
+    resubscribe_gate: Option<Arc<tokio::sync::Semaphore>>,
     /// After connect: when the next ping `{}` is due.
     pub(crate) next_ping: Instant,
     /// After a ping: when the connection is closed (3002) unless the client sends something.
@@ -163,7 +160,7 @@ impl Session {
             state: State::Connecting(None),
             subs: Subscriptions::default(),
             handshake_deadline: now + node.config().handshake_timeout,
-            resubscribe_permit: None,
+            resubscribe_gate: None,
             next_ping: now + NO_DEADLINE,
             pong_deadline: None,
             awaiting_pong: false,
@@ -201,15 +198,10 @@ impl Session {
         }
     }
 
-    /// Keeps the handshake permit after a successful `connect` until the client's next message
-    /// has been handled, or [`RESUBSCRIBE_GRACE`] (at most the handshake timeout) passed.
-    pub(crate) fn keep_permit_for_resubscribe(
-        &mut self,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) {
-        let grace = RESUBSCRIBE_GRACE.min(self.node.config().handshake_timeout);
-        self.handshake_deadline = Instant::now() + grace;
-        self.resubscribe_permit = Some(Box::new(permit));
+    /// After a successful `connect`: gives the handshake permit back and makes the client's
+    /// next message wait for one of the same permits (see `resubscribe_gate`).
+    pub(crate) fn gate_first_message(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.resubscribe_gate = Some(permit.semaphore().clone());
     }
 
     /// Takes the handshake permit out of the connecting state, for `connect` to drop once
@@ -256,12 +248,14 @@ impl Session {
     /// 3500 for a frame that cannot be answered (not JSON, no valid id), 3501 for a command
     /// before `connect` or a failed authentication, 3000 while draining.
     pub async fn handle_message(&mut self, text: &[u8]) -> Result<(), Disconnect> {
-        // The first message after the connect reply ends the handshake's permit, once handled.
-        let release_permit = self.resubscribe_permit.is_some();
+        // The first message after the connect reply (the resubscriptions) runs holding one of
+        // the node's handshake permits, waiting for it in a storm (a closed semaphore: none).
+        let permit = match self.resubscribe_gate.take() {
+            Some(gate) => gate.acquire_owned().await.ok(),
+            None => None,
+        };
         let result = self.handle_frames(text).await;
-        if release_permit {
-            self.resubscribe_permit = None;
-        }
+        drop(permit);
         result
     }
 
@@ -375,11 +369,7 @@ impl Session {
                     Some(deadline) => Some(deadline),
                     None => self.expires_at,
                 };
-                let permit = self
-                    .resubscribe_permit
-                    .as_ref()
-                    .map(|_| self.handshake_deadline);
-                [self.pong_deadline, expiry, self.sub_deadline, permit]
+                [self.pong_deadline, expiry, self.sub_deadline]
                     .into_iter()
                     .flatten()
                     .fold(self.next_ping, Instant::min)
@@ -395,8 +385,10 @@ impl Session {
     /// The disconnect to close with.
     pub fn on_timer(&mut self, now: Instant) -> Result<(), Disconnect> {
         self.absorb_server_changes();
-        if self.resubscribe_permit.is_some() && now >= self.handshake_deadline {
-            self.resubscribe_permit = None;
+        // A first message that comes only after a timer (the first ping, 25 s on) is not a
+        // reconnect's resubscription: it does not wait for a permit.
+        if matches!(self.state, State::Connected(_)) {
+            self.resubscribe_gate = None;
         }
         match &self.state {
             State::Connecting(_) => {

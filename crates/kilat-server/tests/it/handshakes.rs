@@ -150,3 +150,66 @@ async fn a_failed_handshake_gives_its_permit_back() {
     };
     send_connect(&mut next).await;
 }
+
+#[tokio::test]
+async fn connected_clients_that_stay_silent_hold_no_permit() {
+    const BOUND: usize = 2;
+    let server = TestServer::start(|c| c.server.max_handshakes = BOUND).await;
+    // Four times the bound connect one after the other and never send anything after their
+    // connect reply (listeners with server-side subscriptions, idle devices): each permit
+    // comes back with the reply, so none of them is refused.
+    let mut silent = Vec::new();
+    for _ in 0..BOUND * 4 {
+        let mut ws = upgrade(&server).await.expect("a permit is free again");
+        send_connect(&mut ws).await;
+        silent.push(ws);
+    }
+    assert_eq!(
+        refused_total(&server).await,
+        "kilat_handshakes_refused_total 0"
+    );
+}
+
+#[tokio::test]
+async fn the_first_message_after_connect_waits_for_a_permit() {
+    let server = TestServer::start(|c| c.server.max_handshakes = 1).await;
+    let mut reconnected = upgrade(&server).await.expect("first upgrade");
+    send_connect(&mut reconnected).await;
+    // Another handshake takes the only permit and holds it (no connect yet).
+    let mut slow = upgrade(&server)
+        .await
+        .expect("the permit came back with the reply");
+    // The first client's resubscription (its first message after connect) waits for a permit:
+    // no reply while the other handshake holds it.
+    reconnected
+        .send(Message::text(
+            r#"{"id":2,"subscribe":{"channel":"feed","recover":true}}"#,
+        ))
+        .await
+        .expect("send subscribe");
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            next_non_presence(&mut reconnected)
+        )
+        .await
+        .is_err(),
+        "the resubscription ran while every permit was held"
+    );
+    // The other handshake ends with its connect reply: the waiting resubscription runs.
+    send_connect(&mut slow).await;
+    let reply = next_non_presence(&mut reconnected).await;
+    assert_eq!(reply["id"], 2, "{reply}");
+    assert!(reply["subscribe"].is_object(), "{reply}");
+    // Later messages never wait: with the permit held again by a third handshake, a command
+    // is answered at once.
+    let _third = upgrade(&server).await.expect("the permit came back");
+    reconnected
+        .send(Message::text(
+            r#"{"id":3,"presence_stats":{"channel":"feed"}}"#,
+        ))
+        .await
+        .expect("send");
+    let reply = next_non_presence(&mut reconnected).await;
+    assert_eq!(reply["id"], 3, "{reply}");
+}

@@ -180,7 +180,9 @@ async fn process_and_host_figures_follow_the_process() {
     let after = metrics(&server).await;
     assert_eq!(sample(&after, "kilat_connections"), Some(100.0), "{after}");
     let fds_after = sample(&after, "process_open_fds").unwrap();
-    assert!(fds_after >= fds + 200.0, "{fds} -> {fds_after}");
+    // 200 more, less what the other tests running in this process closed meanwhile (a few
+    // dozen at most; a figure that ignored the sockets would not grow at all).
+    assert!(fds_after >= fds + 150.0, "{fds} -> {fds_after}");
     let cpu_after = sample(&after, "process_cpu_seconds_total").unwrap();
     assert!(cpu_after > cpu, "{cpu} -> {cpu_after}");
     let rss = sample(&after, "process_resident_memory_bytes").unwrap();
