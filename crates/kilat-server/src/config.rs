@@ -208,8 +208,8 @@ pub struct ServerConfig {
     /// bound): past it WebSocket upgrades, SSE and HTTP streams, Socket.IO and Pusher
     /// handshakes get HTTP 503 with `Retry-After: 1` before any engine work, so a reconnect
     /// storm is admitted at the rate the node can serve. A permit is held only during the
-    /// handshake (up to the connect reply and the client's first message after it, its
-    /// resubscriptions), not for the connection's life.
+    /// handshake (up to the connect reply), not for the connection's life; the client's first
+    /// message after the reply (its resubscriptions) waits for one and holds it while handled.
     pub max_handshakes: usize,
     /// How long a graceful shutdown waits for connections to close after sending them 3000.
     #[serde(with = "kilat_core::config::seconds")]

@@ -11,10 +11,11 @@
 //! can serve it, and the clients already connected keep their latency.
 //!
 //! The permit taken at admission goes into the session ([`kilat_core::Session::hold_until_connected`])
-//! and is released once the connect reply is queued and the client's first message after it
-//! (the SDK resubscribes in one message right after connecting) has been handled, at most a
-//! second after the reply, or when the handshake fails; it is not held for the connection's
-//! life.
+//! and is released once the connect reply is queued, or when the handshake fails; it is not
+//! held for the connection's life. The client's first message after the reply (the SDK
+//! resubscribes in one message right after connecting) waits for a permit of the same pool
+//! and holds it while it is handled: in a storm, admitted clients' resubscriptions go first
+//! (new upgrades are refused while they wait), and a client silent after connecting holds none.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
