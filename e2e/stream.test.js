@@ -5,7 +5,9 @@
 // currentTime advances; a second viewer opening later (on a phone, dark) starts from the
 // initialisation segment kept as the `.init` channel's latest value and plays too. The
 // broadcaster sees both viewers (presence); a viewer slowed to a fifth of the speed jumps back
-// to the live edge. Screenshots: target/e2e/stream-*.png.
+// to the live edge; forged pieces (garbage that claims to be a join point of the live
+// recording, and frames that are not frames) stop a viewer at most until the next key frame.
+// Screenshots: target/e2e/stream-*.png.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -144,6 +146,62 @@ describe('stream demo', { timeout: 120000 }, () => {
       await screenshot(late.page, 'stream-viewer-phone-dark');
     } catch (err) {
       for (const { page } of opened) await screenshot(page, `stream-FAILED-${page.label}`).catch(() => {});
+      dumpLogs(...opened.map((o) => o.page));
+      throw err;
+    } finally {
+      for (const { context } of opened) await context.close().catch(() => {});
+    }
+  });
+
+  test('forged pieces disturb a viewer at most until the next key frame', opts, async () => {
+    const room = uniqueRoom('forged');
+    const opened = [];
+    const api = async (method, body) => {
+      const res = await fetch(`${h.server.url}/api/${method}`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+      });
+      assert.equal(res.status, 200, `${method}: ${await res.clone().text()}`);
+      return (await res.json()).result;
+    };
+    try {
+      const cast = await openStream(h, room, { label: 'broadcaster' });
+      opened.push(cast);
+      const viewer = await openStream(h, room, { label: 'viewer' });
+      opened.push(viewer);
+      await cast.page.click('[data-testid="go-live"]');
+      await expectPlaying(viewer.page);
+
+      // The live recording's stream id, from the init segment's header (bytes 4..7), read
+      // back through the server API like anyone could.
+      const init = await api('history', { channel: `stream:${room}.init`, limit: 1, reverse: true });
+      const header = Buffer.from(init.publications[0].b64data, 'base64');
+      const stream = header.readUInt32BE(4);
+      // a frame claiming to start a cluster of that recording, then random bytes; a frame of
+      // another version; JSON instead of bytes
+      const forged = Buffer.alloc(24 + 4096);
+      forged[0] = 1;
+      forged[1] = 1; // JOIN
+      forged.writeUInt32BE(stream, 4);
+      forged.writeUInt32BE(0x7fffffff, 8);
+      forged.writeDoubleBE(Date.now(), 16);
+      for (let i = 24; i < forged.length; i++) forged[i] = (i * 7919) & 0xff;
+      forged.set([0x1f, 0x43, 0xb6, 0x75, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 24);
+      const before = await videoState(viewer.page);
+      await api('publish', { channel: `stream:${room}`, b64data: forged.toString('base64') });
+      await api('publish', { channel: `stream:${room}`, b64data: Buffer.from([9, 9, 9]).toString('base64') });
+      await api('publish', { channel: `stream:${room}`, data: { text: 'not media' } });
+
+      // the viewer keeps (or gets back to) playing: the video advances past where it was
+      await eventually(async () => {
+        const s = await videoState(viewer.page);
+        return s.state === 'playing' && !s.paused && s.ready >= 3 ? s : false;
+      }, { timeout: 20000, message: 'the viewer to play after the forged pieces' });
+      await expectPlaying(viewer.page, { by: 1 });
+      const after = await videoState(viewer.page);
+      assert.ok(after.time > before.time || after.latencyMs < 3000, 'the viewer is live again');
+      assert.deepEqual(viewer.page.logs.filter((l) => l.startsWith('[pageerror]')), [], 'no uncaught error');
+    } catch (err) {
+      for (const { page } of opened) await screenshot(page, `stream-FAILED-forged-${page.label}`).catch(() => {});
       dumpLogs(...opened.map((o) => o.page));
       throw err;
     } finally {

@@ -188,6 +188,19 @@ mediaSub.on('publication', (ctx) => {
 mediaSub.subscribe();
 
 video.addEventListener('playing', () => setPlayState('playing', 'playing'));
+// Media the browser cannot decode ends the MediaSource: start over with a new one at the next
+// join point (the bad piece is gone by then).
+video.addEventListener('error', () => {
+  console.warn('stream: the video element failed', video.error?.message ?? video.error?.code);
+  view.mediaSource = null;
+  view.sourceBuffer = null;
+  view.mime = null;
+  view.stream = null;
+  view.appendedInitFor = null;
+  view.dropped += view.queue.length;
+  view.queue = [];
+  setPlayState('waiting', 'restarting after a decoding error');
+});
 video.addEventListener('waiting', () => { if (view.stream !== null) setPlayState('buffering', 'buffering'); });
 video.addEventListener('volumechange', () => { $('unmute').hidden = !video.muted; });
 $('unmute').addEventListener('click', () => { video.muted = false; });
