@@ -7,7 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  FLAG_INIT, FLAG_JOIN, HEADER_BYTES, WebmScanner, decodeFrame, decodeInit, encodeFrame, encodeInit, videoTrackNumber,
+  FLAG_INIT, FLAG_JOIN, HEADER_BYTES, WebmScanner, decodeFrame, decodeInit, encodeFrame, encodeInit, framePiece,
+  videoTrackNumber,
 } from '../../../web/demo/stream/wire.js';
 
 const cat = (...parts) => {
@@ -140,3 +141,17 @@ test('frames round-trip; malformed frames and init bodies decode to null', () =>
   assert.equal(decodeInit(Uint8Array.from([0, 200, 1, 2])), null, 'MIME length past the end');
   assert.equal(decodeInit(encodeInit(mime, Uint8Array.from([1, 2, 3, 4, 5]))), null, 'not an EBML header');
 });
+
+test('a large piece goes out in numbered parts; only the part with the join point is flagged', () => {
+  const bytes = Uint8Array.from({ length: 100 }, (_, i) => i);
+  const frames = framePiece({ bytes, joinAt: 45 }, { stream: 5, seq: 10, time: 3, max: 40 }).map(decodeFrame);
+  assert.deepEqual(frames.map((f) => [f.seq, f.body.length, f.flags, f.joinAt]), [
+    [10, 40, 0, 0], [11, 40, FLAG_JOIN, 5], [12, 20, 0, 0],
+  ]);
+  assert.deepEqual(cat(...frames.map((f) => f.body)), bytes);
+  assert.equal(frames[1].body[frames[1].joinAt], 45);
+  // a small piece without a join point: one plain frame
+  const one = framePiece({ bytes: bytes.subarray(0, 10), joinAt: -1 }, { stream: 5, seq: 0, time: 3, max: 40 });
+  assert.deepEqual(one.map((f) => decodeFrame(f).flags), [0]);
+});
+

@@ -15,7 +15,7 @@
 // either side. The emulated transports (SSE, HTTP streaming) still work, with base64.
 import { Kilat } from '/sdk/kilat.js';
 import {
-  FLAG_INIT, FLAG_JOIN, WebmScanner, decodeFrame, decodeInit, encodeFrame, encodeInit,
+  FLAG_INIT, FLAG_JOIN, HEADER_BYTES, WebmScanner, decodeFrame, decodeInit, encodeFrame, encodeInit, framePiece,
 } from '/demo/stream/wire.js';
 
 const $ = (id) => document.getElementById(id);
@@ -260,15 +260,10 @@ function pickMime() {
   return candidates.find((m) => window.MediaRecorder?.isTypeSupported(m) && window.MediaSource?.isTypeSupported(m));
 }
 
-async function publishPiece(piece, time) {
-  // a piece over MAX_PIECE goes out in parts; only the part holding the join point is flagged
-  for (let off = 0; off < piece.bytes.length; off += MAX_PIECE) {
-    const body = piece.bytes.subarray(off, off + MAX_PIECE);
-    const join = piece.joinAt >= off && piece.joinAt < off + body.length;
-    const frame = encodeFrame({
-      flags: join ? FLAG_JOIN : 0, stream: cast.stream, seq: cast.seq++, joinAt: join ? piece.joinAt - off : 0, time,
-    }, body);
-    cast.bytes += body.length;
+function publishPiece(piece, time) {
+  for (const frame of framePiece(piece, { stream: cast.stream, seq: cast.seq, time, max: MAX_PIECE })) {
+    cast.seq += 1;
+    cast.bytes += frame.length - HEADER_BYTES;
     // not awaited: publications on one connection keep their order; a failure is a gap the
     // viewers see in the sequence numbers (they wait for the next key frame)
     client.publish(MEDIA, frame).then(() => { cast.published += 1; }, (err) => {
@@ -334,7 +329,7 @@ async function goLive() {
           showError(`Could not publish the stream's start (retrying): ${err.message}`);
         });
       }
-      for (const piece of pieces) await publishPiece(piece, time);
+      for (const piece of pieces) publishPiece(piece, time);
       if (scanner.error) console.warn(`stream: ${scanner.error}`);
     });
   });

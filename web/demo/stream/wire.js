@@ -52,6 +52,23 @@ export function decodeFrame(bytes) {
   return frame;
 }
 
+/**
+ * The frames of one scanner piece (`{bytes, joinAt}`), numbered from `seq`: a piece over `max`
+ * bytes goes out in parts (each publication must fit the server's message limits), and only the
+ * part holding the join point carries FLAG_JOIN, with the offset within that part.
+ */
+export function framePiece(piece, { stream, seq, time, max }) {
+  const frames = [];
+  for (let off = 0; off < piece.bytes.length; off += max) {
+    const body = piece.bytes.subarray(off, off + max);
+    const join = piece.joinAt >= off && piece.joinAt < off + body.length;
+    frames.push(encodeFrame({
+      flags: join ? FLAG_JOIN : 0, stream, seq: seq + frames.length, joinAt: join ? piece.joinAt - off : 0, time,
+    }, body));
+  }
+  return frames;
+}
+
 /** The body of an INIT frame: MIME type + initialisation segment. */
 export function encodeInit(mime, init) {
   const type = new TextEncoder().encode(mime);
