@@ -106,6 +106,8 @@ const ID_TRACK_NUMBER = 0xd7;
 const ID_TRACK_TYPE = 0x83;
 const ID_SIMPLE_BLOCK = 0xa3;
 const TRACK_TYPE_VIDEO = 1;
+/** Most bytes held back waiting for a cluster's first video block (a few seconds of video) */
+export const MAX_HOLD_BYTES = 256 * 1024;
 
 /** An element ID at `at` (kept with its length marker, as the spec writes IDs): {value, len} or null if incomplete/invalid. */
 export function readId(buf, at) {
@@ -214,6 +216,11 @@ export class WebmScanner {
     this.total += chunk.length;
     const joins = [];
     if (!this.error) this.scan(joins);
+    if (this.openCluster >= 0 && this.total - this.openCluster > MAX_HOLD_BYTES) {
+      // a cluster without a video block this long is not what MediaRecorder writes: let the
+      // bytes go rather than stall the broadcast (viewers keep the join points they had)
+      this.openCluster = -1;
+    }
     // hold back from an undecided cluster's start (or from an element header not read whole,
     // which may be a cluster's), so a join point's piece carries its cluster's start
     let commit = this.total;
