@@ -187,7 +187,12 @@ mediaSub.on('publication', (ctx) => {
 });
 mediaSub.subscribe();
 
-video.addEventListener('playing', () => setPlayState('playing', 'playing'));
+video.addEventListener('playing', () => {
+  setPlayState('playing', 'playing');
+  // how long this page took to show the broadcast, from navigation start (the e2e test reads it)
+  const badge = $('play-state');
+  if (!badge.dataset.firstPlayMs) badge.dataset.firstPlayMs = String(Math.round(performance.now()));
+});
 // Media the browser cannot decode ends the MediaSource: start over with a new one at the next
 // join point (the bad piece is gone by then).
 video.addEventListener('error', () => {
