@@ -6,7 +6,8 @@
 // initialisation segment kept as the `.init` channel's latest value and plays too. The
 // broadcaster sees both viewers (presence); a viewer slowed to a fifth of the speed jumps back
 // to the live edge; forged pieces (garbage that claims to be a join point of the live
-// recording, and frames that are not frames) stop a viewer at most until the next key frame.
+// recording, and frames that are not frames) stop a viewer at most until the next key frame;
+// a viewer without WebSocket plays over SSE.
 // Screenshots: target/e2e/stream-*.png.
 
 import { after, before, describe, test } from 'node:test';
@@ -28,7 +29,7 @@ const MEDIA_ARGS = [
   '--autoplay-policy=no-user-gesture-required',
 ];
 
-async function openStream(h, room, { viewport = DESKTOP, colorScheme = 'light', label }) {
+async function openStream(h, room, { viewport = DESKTOP, colorScheme = 'light', label, noWebSocket = false }) {
   const context = await h.browser.newContext({
     viewport,
     colorScheme,
@@ -43,6 +44,10 @@ async function openStream(h, room, { viewport = DESKTOP, colorScheme = 'light', 
   page.label = label;
   page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
+  if (noWebSocket) {
+    // before any page script runs, so the SDK finds no WebSocket and falls back to SSE
+    await page.addInitScript(() => { delete window.WebSocket; });
+  }
   await page.goto(`${h.server.url}/demo/stream?room=${room}`, { waitUntil: 'domcontentloaded' });
   await eventually(() => page.evaluate(() => document.getElementById('status').textContent.startsWith('live')),
     { message: `${label}: the page to connect` });
@@ -205,6 +210,26 @@ describe('stream demo', { timeout: 120000 }, () => {
       assert.deepEqual(viewer.page.logs.filter((l) => l.startsWith('[pageerror]')), [], 'no uncaught error');
     } catch (err) {
       for (const { page } of opened) await screenshot(page, `stream-FAILED-forged-${page.label}`).catch(() => {});
+      dumpLogs(...opened.map((o) => o.page));
+      throw err;
+    } finally {
+      for (const { context } of opened) await context.close().catch(() => {});
+    }
+  });
+
+  test('a viewer without WebSocket plays over SSE (binary pieces as base64 in JSON)', opts, async () => {
+    const room = uniqueRoom('sse');
+    const opened = [];
+    try {
+      const cast = await openStream(h, room, { label: 'broadcaster' });
+      opened.push(cast);
+      const viewer = await openStream(h, room, { label: 'viewer-sse', noWebSocket: true });
+      opened.push(viewer);
+      assert.match(await viewer.page.textContent('#status'), /\(sse\)/);
+      await cast.page.click('[data-testid="go-live"]');
+      await expectPlaying(viewer.page);
+    } catch (err) {
+      for (const { page } of opened) await screenshot(page, `stream-FAILED-sse-${page.label}`).catch(() => {});
       dumpLogs(...opened.map((o) => o.page));
       throw err;
     } finally {
