@@ -49,6 +49,8 @@ client.on('disconnected', () => { $('status').textContent = 'offline, reconnecti
 // Viewer
 
 const video = $('video');
+/** Media Source Extensions: the standard one, or Safari's ManagedMediaSource (iPhone, iOS 17.1+) */
+const MSE = window.MediaSource ?? window.ManagedMediaSource;
 const view = {
   /** stream id -> {mime, init} */
   inits: new Map(),
@@ -89,13 +91,15 @@ function resync(reason) {
 
 function ensureMediaSource(mime) {
   if (view.mediaSource && view.mime === mime) return;
-  if (!window.MediaSource || !MediaSource.isTypeSupported(mime)) {
-    setPlayState('unsupported', `this browser cannot play ${mime}`);
+  if (!MSE || !MSE.isTypeSupported(mime)) {
+    setPlayState('unsupported', `this browser cannot play ${mime} with Media Source Extensions`);
     return;
   }
   view.mime = mime;
   view.sourceBuffer = null;
-  const ms = new MediaSource();
+  const ms = new MSE();
+  // ManagedMediaSource (Safari on iPhone) plays only with remote playback off
+  if (MSE !== window.MediaSource) video.disableRemotePlayback = true;
   view.mediaSource = ms;
   ms.addEventListener('sourceopen', () => {
     const sb = ms.addSourceBuffer(mime);
@@ -262,7 +266,7 @@ function setCastState(state, text) {
 
 function pickMime() {
   const candidates = ['video/webm;codecs=vp8,opus', 'video/webm;codecs=vp9,opus', 'video/webm'];
-  return candidates.find((m) => window.MediaRecorder?.isTypeSupported(m) && window.MediaSource?.isTypeSupported(m));
+  return candidates.find((m) => window.MediaRecorder?.isTypeSupported(m) && MSE?.isTypeSupported(m));
 }
 
 function publishPiece(piece, time) {
