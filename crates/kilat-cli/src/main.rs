@@ -50,7 +50,9 @@ enum Command {
     Config(ServeArgs),
     /// Follow channels and print each publication as one JSON line (reconnects and recovers).
     Sub(pubsub::SubArgs),
-    /// Publish JSON to a channel (or each stdin line with `-`) and print the offset it got.
+    /// Publish JSON to a channel (or each stdin line with `-`, or bytes with --file/--binary)
+    /// and print the offset it got.
+    #[command(alias = "publish")]
     Pub(pubsub::PubArgs),
     /// Mint a token signed with the configured HMAC secret (token.secret / --token-secret).
     ///

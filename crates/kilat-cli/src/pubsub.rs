@@ -78,7 +78,7 @@ Examples:
   kilat sub chat:lobby | jq -c .data
   KILAT_URL=ws://10.0.0.5:8000/connection/websocket KILAT_TOKEN=$ALICE_JWT kilat sub 'dm:#alice,bob'";
 
-/// Publish JSON to a channel and print the offset it got.
+/// Publish JSON (or bytes) to a channel and print the offset it got.
 #[derive(Debug, Args)]
 #[command(after_help = PUB_EXAMPLES)]
 pub(crate) struct PubArgs {
@@ -86,28 +86,49 @@ pub(crate) struct PubArgs {
     #[arg(value_name = "CHANNEL")]
     channel: String,
     /// The payload as JSON text, or `-` to read JSON values from stdin, one per line, and
-    /// publish each in order.
-    #[arg(value_name = "JSON")]
-    data: String,
+    /// publish each in order. Not with --file or --binary.
+    #[arg(
+        value_name = "JSON",
+        required_unless_present_any = ["file", "binary"],
+        conflicts_with_all = ["file", "binary"]
+    )]
+    data: Option<String>,
+    /// Publish the bytes of this file, as they are, as one binary publication (subscribers get
+    /// bytes: a Uint8Array in the JS SDK, `b64data` in JSON).
+    #[arg(long, short = 'f', value_name = "PATH", conflicts_with = "binary")]
+    file: Option<std::path::PathBuf>,
+    /// Read stdin to its end and publish the bytes as one binary publication.
+    #[arg(long)]
+    binary: bool,
     #[command(flatten)]
     connection: ConnectionArgs,
 }
+
+/// Most bytes `pub --file`/`--binary` reads: far above any sensible max_message_size (64 KiB by
+/// default), low enough that a wrong path (a disk image) fails at once instead of eating memory.
+const MAX_BINARY_BYTES: u64 = 16 * 1024 * 1024;
 
 const PUB_EXAMPLES: &str = "\
 Prints one line per publication: {\"channel\":\"chat:lobby\",\"offset\":43}
 
 The payload must be JSON: a string needs its quotes (kilat pub chat:lobby '\"hello\"').
+Bytes (an image, a media chunk, a protobuf message) go as a binary publication with --file or
+--binary: no JSON, no base64 to do yourself; JSON subscribers get them as base64 (b64data),
+MessagePack subscribers and the SDKs as raw bytes. The namespace's max_message_size (64 KiB by
+default) counts the bytes.
 Client publish must be allowed in the channel's namespace (allow_publish; always in --dev).
 In a namespace that lets only subscribers publish (allow_publish = \"subscribers\"), pub
 subscribes to the channel first and stays subscribed until it is done (others may see it join).
 Where clients may not publish at all, publish through the server API: POST /api/publish
-(docs/api.md).
+(docs/api.md; bytes as {\"channel\":...,\"b64data\":\"...\"}).
 
 Examples:
   kilat pub chat:lobby '{\"text\":\"hi\"}'
   kilat pub counters 42
   seq 1 100 | kilat pub numbers -
-  tail -f events.ndjson | kilat pub events -";
+  tail -f events.ndjson | kilat pub events -
+  kilat pub photos:inbox --file cat.jpg
+  head -c 1000 /dev/urandom | kilat pub noise --binary";
 
 /// Runs `kilat sub` until Ctrl-C, a closed stdout, or a connection loss it must not retry.
 ///
@@ -247,12 +268,14 @@ fn report(event: Event) {
 /// # Errors
 /// When the payload is not JSON, the server is unreachable, or a publish is refused.
 pub(crate) async fn publish(args: PubArgs) -> Result<()> {
-    // One-shot payloads are checked before connecting: a typo should not need a server.
-    let single = match args.data.as_str() {
-        "-" => None,
-        text => Some(parse_json(text).map_err(|e| {
-            anyhow!("the payload is not JSON: {e}\nhint: a string needs its quotes: '\"{text}\"'")
+    // One-shot payloads are read and checked before connecting: a typo should not need a server.
+    let payload = match (&args.data, &args.file) {
+        (Some(text), _) if text == "-" => Payload::JsonLines,
+        (Some(text), _) => Payload::Json(parse_json(text).map_err(|e| {
+            anyhow!("the payload is not JSON: {e}\nhint: a string needs its quotes: '\"{text}\"'; for bytes use --file PATH or --binary")
         })?),
+        (None, Some(path)) => Payload::Bytes(read_file(path)?),
+        (None, None) => Payload::Bytes(read_stdin_bytes()?),
     };
     let (client, mut events) = Client::connect(args.connection.config(false))
         .await
@@ -263,12 +286,65 @@ pub(crate) async fn publish(args: PubArgs) -> Result<()> {
         channel: &args.channel,
         subscribed: false,
     };
-    let result = match single {
-        Some(data) => publisher.publish(data, &mut out).await,
-        None => publish_stdin(&mut publisher, &mut out).await,
+    let result = match payload {
+        Payload::Json(data) => publisher.publish(Data::Json(data), &mut out).await,
+        Payload::Bytes(bytes) => publisher.publish(Data::Bytes(bytes), &mut out).await,
+        Payload::JsonLines => publish_stdin(&mut publisher, &mut out).await,
     };
     close(&client, &mut events).await;
     result
+}
+
+/// What `pub` publishes.
+enum Payload {
+    Json(RawJson),
+    JsonLines,
+    Bytes(Vec<u8>),
+}
+
+/// One publication's data.
+#[derive(Clone)]
+enum Data {
+    Json(RawJson),
+    Bytes(Vec<u8>),
+}
+
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        anyhow!(
+            "cannot read {}: {e}\nhint: --file takes the path of the file whose bytes to publish",
+            path.display()
+        )
+    })?;
+    read_bounded(file, &path.display().to_string())
+}
+
+fn read_stdin_bytes() -> Result<Vec<u8>> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        tracing::warn!(
+            "--binary reads stdin to its end: type the bytes, then Ctrl-D (or pipe a file in)"
+        );
+    }
+    read_bounded(std::io::stdin(), "stdin")
+}
+
+/// Reads everything from `source`, at most [`MAX_BINARY_BYTES`].
+fn read_bounded(source: impl std::io::Read, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    source
+        .take(MAX_BINARY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what}"))?;
+    if bytes.len() as u64 > MAX_BINARY_BYTES {
+        return Err(anyhow!(
+            "{what} holds more than {} MiB: one publication cannot carry it\nhint: kilat pub \
+             publishes everything as one publication, and a namespace accepts max_message_size \
+             bytes (64 KiB by default); split the data into pieces",
+            MAX_BINARY_BYTES / (1024 * 1024)
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Closes the connection and waits briefly for the close frame to go out, so the server logs a
@@ -300,7 +376,7 @@ async fn publish_stdin(publisher: &mut Publisher<'_>, out: &mut impl Write) -> R
         }
         let data =
             parse_json(&line).map_err(|e| anyhow!("stdin line {number} is not JSON: {e}"))?;
-        publisher.publish(data, out).await?;
+        publisher.publish(Data::Json(data), out).await?;
     }
     Ok(())
 }
@@ -314,10 +390,20 @@ struct Publisher<'a> {
 }
 
 impl Publisher<'_> {
-    async fn publish(&mut self, data: RawJson, out: &mut impl Write) -> Result<()> {
+    async fn send(&self, data: &Data) -> kilat_client::Result<kilat_client::PublishResult> {
+        match data {
+            Data::Json(json) => self.client.publish_raw(self.channel, json.clone()).await,
+            Data::Bytes(bytes) => self.client.publish_bytes(self.channel, bytes).await,
+        }
+    }
+
+    async fn publish(&mut self, data: Data, out: &mut impl Write) -> Result<()> {
         let channel = self.channel;
-        let what = format!("publishing to {channel:?}");
-        let result = match self.client.publish_raw(channel, data.clone()).await {
+        let what = match &data {
+            Data::Json(_) => format!("publishing to {channel:?}"),
+            Data::Bytes(b) => format!("publishing {} bytes to {channel:?}", b.len()),
+        };
+        let result = match self.send(&data).await {
             // Refused: the namespace may let only subscribers publish. The server does not say
             // which rule refused, so subscribe (without join/leave pushes) and try once more.
             Err(Error::Server(refusal)) if refusal.code == 403 && !self.subscribed => {
@@ -339,11 +425,23 @@ impl Publisher<'_> {
                 }
                 self.subscribed = true;
                 tracing::debug!(%channel, "publishing as a subscriber of the channel");
-                self.client.publish_raw(channel, data).await
+                self.send(&data).await
             }
             other => other,
         };
-        let result = result.map_err(|e| explain(&what, &e))?;
+        let result = result.map_err(|e| match (&data, &e) {
+            // The server closes a connection whose message is over its WebSocket limit, so
+            // the only sign of a too large binary publish is the lost connection.
+            (Data::Bytes(bytes), Error::ConnectionLost) => anyhow!(
+                "{what} failed: {e}\nhint: the server may have refused a message this large: \
+                 kilat pub sends bytes as base64 in JSON ({} bytes here), and a server accepts \
+                 WebSocket messages up to [websocket] max_message_size (64 KiB by default, about \
+                 48 KiB of bytes); send smaller pieces, or raise the limit and the namespace's \
+                 max_message_size",
+                bytes.len().div_ceil(3) * 4
+            ),
+            _ => explain(&what, &e),
+        })?;
         print_line(
             out,
             &PublishLine {

@@ -255,3 +255,202 @@ fn a_draining_server_gets_a_503_hint_not_is_anything_listening() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `kilat sub CHANNEL` on a dev server, waiting (on its log, bounded) until it is subscribed.
+fn follow(
+    url: &str,
+    channel: &str,
+) -> (
+    Guard,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new(KILAT)
+        .args(["sub", "--url", url, channel])
+        .env("KILAT_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("KILAT_URL")
+        .env_remove("KILAT_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kilat sub");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let guard = Guard(child);
+    // the log line comes once the subscribe reply is in; a reader thread bounds the wait
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if line.contains("subscribed; printing publications") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(15))
+        .expect("kilat sub to subscribe within 15 s");
+    (guard, std::io::BufReader::new(stdout).lines())
+}
+
+#[test]
+fn pub_publishes_a_file_and_stdin_as_bytes() {
+    use std::io::Write as _;
+    let (_server, url, path) = serve("binary", "", &["--dev"]);
+    let _ = std::fs::remove_file(path);
+    let (_sub, mut lines) = follow(&url, "media:cam");
+
+    // every byte value, not UTF-8, not JSON
+    let bytes: Vec<u8> = (0..=255u8).rev().chain(0..=255u8).collect();
+    let file = std::env::temp_dir().join(format!("kilat-cli-bytes-{}.bin", free_port()));
+    std::fs::write(&file, &bytes).expect("write bytes");
+    let output = kilat(&[
+        "publish",
+        "--url",
+        &url,
+        "media:cam",
+        "--file",
+        file.to_str().expect("utf-8"),
+    ]);
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        output.status.success(),
+        "pub --file: {}",
+        text(&output.stderr)
+    );
+    assert_eq!(
+        text(&output.stdout),
+        "{\"channel\":\"media:cam\",\"offset\":1}\n"
+    );
+
+    let mut child = Command::new(KILAT)
+        .args(["pub", "--url", &url, "media:cam", "--binary"])
+        .env("KILAT_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kilat pub --binary");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&[0xff, 0x00, b'\n', 0x80])
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("pub --binary");
+    assert!(
+        output.status.success(),
+        "pub --binary: {}",
+        text(&output.stderr)
+    );
+    assert_eq!(
+        text(&output.stdout),
+        "{\"channel\":\"media:cam\",\"offset\":2}\n"
+    );
+
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut next = || -> serde_json::Value {
+        let line = lines
+            .next()
+            .expect("a publication line")
+            .expect("read line");
+        serde_json::from_str(&line).expect("JSON line")
+    };
+    let first = next();
+    assert_eq!(first["offset"], 1);
+    assert!(
+        first.get("data").is_none(),
+        "a binary publication has no JSON data: {first}"
+    );
+    assert_eq!(
+        b64.decode(first["b64data"].as_str().expect("b64data"))
+            .expect("base64"),
+        bytes
+    );
+    let second = next();
+    assert_eq!(second["offset"], 2);
+    assert_eq!(
+        b64.decode(second["b64data"].as_str().expect("b64data"))
+            .expect("base64"),
+        [0xff, 0x00, b'\n', 0x80]
+    );
+}
+
+#[test]
+fn pub_with_bytes_explains_its_mistakes() {
+    // a missing file: said before connecting (no server needed), with what --file wants
+    let output = kilat(&[
+        "pub",
+        "--url",
+        "ws://127.0.0.1:9/x",
+        "c",
+        "--file",
+        "/nonexistent/cat.jpg",
+    ]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("cannot read /nonexistent/cat.jpg"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: --file takes the path"), "{stderr}");
+
+    // JSON and bytes at once: refused by the argument parser, naming both
+    let output = kilat(&["pub", "c", "{}", "--binary"]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("--binary") && stderr.contains("JSON"),
+        "{stderr}"
+    );
+
+    // neither: the parser says what is missing
+    let output = kilat(&["pub", "c"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("<JSON>"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // text that is not JSON points at the byte options
+    let output = kilat(&["pub", "c", "not json"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("--file PATH or --binary"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // too large for the server's WebSocket message limit (64 KiB, here 100,000 bytes as
+    // base64): the server drops the connection, and the error says why that may be
+    let (_server, url, path) = serve("toolarge", "", &["--dev"]);
+    let _ = std::fs::remove_file(path);
+    let file = std::env::temp_dir().join(format!("kilat-cli-big-{}.bin", free_port()));
+    std::fs::write(&file, vec![7u8; 100_000]).expect("write bytes");
+    let output = kilat(&[
+        "pub",
+        "--url",
+        &url,
+        "media:big",
+        "--file",
+        file.to_str().expect("utf-8"),
+    ]);
+    let _ = std::fs::remove_file(&file);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("publishing 100000 bytes"), "{stderr}");
+    assert!(
+        stderr.contains("max_message_size (64 KiB by default"),
+        "{stderr}"
+    );
+
+    // --help teaches bytes
+    let output = kilat(&["pub", "--help"]);
+    let help = text(&output.stdout);
+    assert!(
+        help.contains("--file <PATH>") && help.contains("--binary") && help.contains("b64data"),
+        "{help}"
+    );
+}

@@ -266,7 +266,8 @@ impl NamespaceOptions {
     /// 100 ms and keeps the latest price of each symbol; `game` is conflated per `player`
     /// every 25 ms (twice the demo's 20 states a second, so a steady player loses no state) and keeps each player's latest state;
     /// `alerts` keeps the latest record of each `id` (rules and alerts of /demo/monitor) for a
-    /// day.
+    /// day; `stream` (/demo/stream, live media) keeps the latest publication of each channel
+    /// (the broadcast's initialisation segment on its `.init` channel) and a short history.
     pub fn dev_for(ns: &str) -> Self {
         let keyed = |key: &str, conflate_ms: u64| NamespaceOptions {
             conflate_ms,
@@ -282,6 +283,16 @@ impl NamespaceOptions {
             "alerts" => NamespaceOptions {
                 history_ttl: Duration::from_secs(86_400),
                 ..keyed("id", 0)
+            },
+            // Live media chunks (binary) of /demo/stream: a new viewer needs the broadcast's
+            // initialisation segment, kept as the latest value of `stream:<room>.init`. Media
+            // is only worth anything live, so history stays short (a minute, 16 chunks) and
+            // viewers subscribe without recovery.
+            "stream" => NamespaceOptions {
+                history_size: 16,
+                history_ttl: Duration::from_secs(60),
+                latest: true,
+                ..NamespaceOptions::dev()
             },
             _ => NamespaceOptions::dev(),
         }
@@ -355,6 +366,22 @@ mod tests {
         assert_eq!(
             dev.namespace_options("any:x"),
             Some(NamespaceOptions::dev())
+        );
+    }
+
+    #[test]
+    fn dev_stream_namespace_keeps_latest_values_and_plain_config_has_none() {
+        let dev = NodeConfig::dev();
+        let stream = dev
+            .namespace_options("stream:studio.init")
+            .expect("dev has it");
+        assert!(stream.latest && stream.has_history());
+        assert_eq!(stream.allow_publish, AllowPublish::Any);
+        assert!(stream.presence && stream.allow_presence);
+        assert!(
+            NodeConfig::default()
+                .namespace_options("stream:studio")
+                .is_none()
         );
     }
 

@@ -263,3 +263,72 @@ async fn latest_values_and_per_key_conflation_work_across_two_nodes() {
         .expect_err("a boolean key");
     assert_eq!(refused.to_client_error().code, 400);
 }
+
+/// The live stream demo's channels (`--dev` namespace `stream`, issue 19) across two nodes
+/// sharing Redis: node A publishes a binary initialisation segment to `stream:R.init` and media
+/// pieces to `stream:R`; a subscriber on node B gets the init segment and only the newest piece
+/// in its subscribe replies (latest values, as bytes: `b64data` on JSON), then live pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_init_segment_and_newest_piece_reach_a_late_joiner_on_another_node() {
+    let Some(redis) = support::redis("stream_init_segment_and_newest_piece") else {
+        return;
+    };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let room = support::channel("cam").replace(':', "-");
+    let (init_ch, media_ch) = (format!("stream:{room}.init"), format!("stream:{room}"));
+    let bytes = |b: &[u8]| kilat_protocol::Payload::Binary(bytes::Bytes::copy_from_slice(b));
+    // an EBML header's ID, then the pieces [1,2,3], [4,5,6], [7,8,9]
+    a.publish_payload(&init_ch, bytes(&[0x1a, 0x45, 0xdf, 0xa3]))
+        .await
+        .expect("init on A");
+    for piece in [[1, 2, 3], [4, 5, 6], [7, 8, 9]] {
+        a.publish_payload(&media_ch, bytes(&piece))
+            .await
+            .expect("piece on A");
+    }
+
+    let mut client = Client::connect(&b).await;
+    let reply = client.call("subscribe", json!({"channel": init_ch})).await;
+    assert_eq!(reply["subscribe"]["latest"], json!(true), "{reply}");
+    let pubs = reply["subscribe"]["publications"].as_array().expect("pubs");
+    assert_eq!(pubs.len(), 1, "{reply}");
+    assert_eq!(
+        pubs[0]["b64data"],
+        json!("GkXfow=="),
+        "the init bytes: {reply}"
+    );
+    assert!(pubs[0].get("data").is_none(), "bytes, not JSON: {reply}");
+
+    let reply = client.call("subscribe", json!({"channel": media_ch})).await;
+    let pubs = reply["subscribe"]["publications"].as_array().expect("pubs");
+    let shown: Vec<&Value> = pubs.iter().map(|p| &p["b64data"]).collect();
+    assert_eq!(
+        shown,
+        [&json!("BwgJ")],
+        "only the newest piece, [7,8,9]: {reply}"
+    );
+    assert_eq!(reply["subscribe"]["offset"], json!(3), "{reply}");
+
+    // live: the next piece from node A reaches node B's subscriber, as bytes
+    a.publish_payload(&media_ch, bytes(&[10, 11, 12]))
+        .await
+        .expect("live piece on A");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        client.drain();
+        let live: Vec<&Value> = client
+            .frames
+            .iter()
+            .filter(|f| f["push"]["channel"] == json!(media_ch) && f["push"]["pub"].is_object())
+            .map(|f| &f["push"]["pub"])
+            .collect();
+        if let Some(p) = live.first() {
+            assert_eq!(p["b64data"], json!("CgsM"), "{p}");
+            assert_eq!(p["offset"], json!(4), "{p}");
+            assert_eq!(live.len(), 1, "{live:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no live piece on node B");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
