@@ -8,7 +8,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom } from './lib/browser.js';
+import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
 import { setup, skipReason } from './lib/harness.js';
 import { kilatBin } from './lib/server.js';
 
@@ -18,11 +18,7 @@ const opts = { skip: skip ?? false };
 async function openGame(h, room, name, { viewport = DESKTOP, colorScheme = 'light' } = {}) {
   const context = await h.browser.newContext({ viewport, colorScheme, deviceScaleFactor: 1, isMobile: viewport === PHONE, hasTouch: viewport === PHONE });
   context.setDefaultTimeout(WAIT);
-  const page = await context.newPage();
-  page.logs = [];
-  page.label = name;
-  page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
+  const page = await labelledPage(context, name);
   await page.goto(`${h.server.url}/demo/game?room=${room}&name=${name}`, { waitUntil: 'domcontentloaded' });
   return { context, page };
 }

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom } from './lib/browser.js';
+import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
 import { setup, skipReason } from './lib/harness.js';
 import { kilatBin } from './lib/server.js';
 
@@ -20,11 +20,7 @@ const opts = { skip: skip ?? false };
 async function openIot(h, { viewport = DESKTOP, colorScheme = 'light', timeout = 5000, label }) {
   const context = await h.browser.newContext({ viewport, colorScheme, deviceScaleFactor: 1, isMobile: viewport === PHONE, hasTouch: viewport === PHONE });
   context.setDefaultTimeout(WAIT);
-  const page = await context.newPage();
-  page.logs = [];
-  page.label = label;
-  page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
+  const page = await labelledPage(context, label);
   await page.goto(`${h.server.url}/demo/iot?timeout=${timeout}`, { waitUntil: 'domcontentloaded' });
   return { context, page };
 }

@@ -10,7 +10,7 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DESKTOP, Network, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom } from './lib/browser.js';
+import { DESKTOP, Network, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
 import { setup, skipReason } from './lib/harness.js';
 
 const skip = skipReason();
@@ -37,11 +37,7 @@ async function openMonitor(h, { viewport = DESKTOP, colorScheme = 'light', name 
   const network = new Network();
   await network.attach(context);
   context.setDefaultTimeout(WAIT);
-  const page = await context.newPage();
-  page.logs = [];
-  page.label = name;
-  page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
+  const page = await labelledPage(context, name);
   page.url0 = `${h.server.url}/demo/monitor?name=${name}`;
   await page.goto(page.url0, { waitUntil: 'domcontentloaded' });
   return { context, page, network };

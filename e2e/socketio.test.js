@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { dirname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { DESKTOP, PHONE, WAIT, dumpLogs, screenshot } from './lib/browser.js';
+import { DESKTOP, PHONE, WAIT, dumpLogs, screenshot, labelledPage } from './lib/browser.js';
 import { setup, skipReason } from './lib/harness.js';
 
 const skip = skipReason();
@@ -149,11 +149,7 @@ async function open(browser, url, { viewport, colorScheme, label }) {
     reducedMotion: 'reduce',
   });
   context.setDefaultTimeout(WAIT);
-  const page = await context.newPage();
-  page.label = label;
-  page.logs = [];
-  page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
+  const page = await labelledPage(context, label);
   await page.goto(url);
   return { context, page };
 }

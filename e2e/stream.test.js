@@ -14,7 +14,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom,
+  CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, WAIT, dumpLogs, eventually, labelledPage, screenshot,
+  uniqueRoom,
 } from './lib/browser.js';
 import { skipReason } from './lib/harness.js';
 import { KilatServer } from './lib/server.js';
@@ -39,11 +40,7 @@ async function openStream(h, room, { viewport = DESKTOP, colorScheme = 'light', 
     reducedMotion: 'reduce',
   });
   context.setDefaultTimeout(WAIT);
-  const page = await context.newPage();
-  page.logs = [];
-  page.label = label;
-  page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
+  const page = await labelledPage(context, label);
   if (noWebSocket) {
     // before any page script runs, so the SDK finds no WebSocket and falls back to SSE
     await page.addInitScript(() => { delete window.WebSocket; });

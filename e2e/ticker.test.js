@@ -6,7 +6,7 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom } from './lib/browser.js';
+import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
 import { setup, skipReason } from './lib/harness.js';
 
 const skip = skipReason();
@@ -22,11 +22,7 @@ async function openTicker(h, { viewport = DESKTOP, colorScheme = 'light', channe
     reducedMotion: 'reduce',
   });
   context.setDefaultTimeout(WAIT);
-  const page = await context.newPage();
-  page.logs = [];
-  page.label = `${viewport === PHONE ? 'phone' : 'desktop'}-${colorScheme}`;
-  page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
+  const page = await labelledPage(context, `${viewport === PHONE ? 'phone' : 'desktop'}-${colorScheme}`);
   const q = channel ? `?channel=${encodeURIComponent(channel)}` : '';
   await page.goto(`${h.server.url}/demo/ticker${q}`, { waitUntil: 'domcontentloaded' });
   return { context, page };

@@ -1,7 +1,7 @@
 // Helpers for the board demo (/demo/board): open it as a separate user, read its document, and
 // wait until several pages hold the same one.
 
-import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, screenshot } from './browser.js';
+import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, labelledPage, screenshot } from './browser.js';
 
 /**
  * Opens the board in a new browser context (its own storage: a separate user).
@@ -21,12 +21,8 @@ export async function openBoard(browser, baseUrl, opts) {
   });
   context.setDefaultTimeout(WAIT);
   if (opts.network) await opts.network.attach(context);
-  const page = await context.newPage();
-  page.label = opts.label ?? opts.name;
-  page.logs = [];
+  const page = await labelledPage(context, opts.label ?? opts.name);
   page.notFound = [];
-  page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
   page.on('response', (r) => {
     if (r.status() === 404) page.notFound.push(r.url());
   });

@@ -52,11 +52,7 @@ export async function openChat(browser, baseUrl, opts) {
   });
   context.setDefaultTimeout(WAIT);
   if (opts.network) await opts.network.attach(context);
-  const page = await context.newPage();
-  const label = opts.label ?? opts.name ?? 'page';
-  page.logs = [];
-  page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
+  const page = await labelledPage(context, opts.label ?? opts.name ?? 'page');
   if (opts.noWebSocket) {
     // before any page script runs, so the SDK finds no WebSocket and falls back
     await page.addInitScript(() => {
@@ -68,8 +64,20 @@ export async function openChat(browser, baseUrl, opts) {
   if (opts.transports) q.set('transports', opts.transports);
   const qs = q.toString();
   await page.goto(`${baseUrl}/demo/chat${qs ? `?${qs}` : ''}#${opts.room}`, { waitUntil: 'domcontentloaded' });
-  page.label = label;
   return { context, page };
+}
+
+/**
+ * A new page in `context` that keeps its console messages and page errors (printed by
+ * `dumpLogs` when a test fails) and names itself `label` in screenshots and messages.
+ */
+export async function labelledPage(context, label) {
+  const page = await context.newPage();
+  page.logs = [];
+  page.label = label;
+  page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
+  return page;
 }
 
 /**
