@@ -18,6 +18,8 @@
 #   SUBS=50 FEW_RATE=1 MANY_RATE=10 SECS=10 bench/callgrind.sh
 #   bench/callgrind.sh --json              # the figures as one JSON object on stdout
 #   ANALYSE_ONLY=1 bench/callgrind.sh      # report again from the files of the last run
+#   PROTOCOL=socketio bench/callgrind.sh   # the same through kilat's /socket.io/ endpoint
+#   KILAT=path/to/kilat bench/callgrind.sh # another binary (not rebuilt)
 #
 # Output files (callgrind.{few,many}.out, bench JSON, server logs, annotations) go to
 # OUT (default: ${CARGO_TARGET_DIR:-target}/callgrind). Valgrind is about 50x slower than the
@@ -61,7 +63,13 @@ need curl curl
 need python3 python3
 need timeout coreutils
 
-bin="$target_dir/release/kilat"
+bin="${KILAT:-$target_dir/release/kilat}"
+protocol="${PROTOCOL:-kilat}"
+case "$protocol" in
+  kilat) path=/connection/websocket ;;
+  socketio) path="" ;; # the bench client adds /socket.io/?EIO=4&transport=websocket
+  *) say "PROTOCOL must be kilat or socketio, not $protocol"; exit 2 ;;
+esac
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 server_pid=""
@@ -79,7 +87,9 @@ run() {
   local label="$1" rate="$2" port
   port=$(free_port)
   rm -f "$out/callgrind.$label.out"
-  KILAT_NODE_CLIENT_COMMAND_RATE=0 KILAT_LOG=warn \
+  # No /metrics: rendering it reads the ELF auxiliary vector (procfs, through rustix), which
+  # crashes under valgrind. Counting stays on (detailed_metrics), only the page is off.
+  KILAT_NODE_CLIENT_COMMAND_RATE=0 KILAT_LOG=warn KILAT_SERVER_METRICS=false \
     valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.$label.out" \
     "$bin" serve --dev --listen "127.0.0.1:$port" >"$out/server.$label.log" 2>&1 &
   server_pid=$!
@@ -95,7 +105,7 @@ run() {
   fi
   say "$label: $subs subscribers, $rate msg/s for ${secs}s (server under callgrind on :$port)"
   timeout "$((${secs%.*} + ${drain%.*} + 300))" "$bin" bench fanout \
-    --url "ws://127.0.0.1:$port/connection/websocket" -n "$subs" -r "$rate" -d "$secs" \
+    --protocol "$protocol" --url "ws://127.0.0.1:$port$path" -n "$subs" -r "$rate" -d "$secs" \
     --drain "$drain" --json >"$out/bench.$label.json"
   kill -TERM "$server_pid"
   local waited=0
@@ -116,8 +126,10 @@ run() {
 }
 
 if [ "${ANALYSE_ONLY:-0}" != 1 ]; then
-  say "building kilat (release)"
-  timeout 3600 cargo build --release -p kilat-cli >&2
+  if [ -z "${KILAT:-}" ]; then
+    say "building kilat (release)"
+    timeout 3600 cargo build --release -p kilat-cli >&2
+  fi
   mkdir -p "$out"
   run few "$few_rate"
   run many "$many_rate"
@@ -130,10 +142,10 @@ for label in few many; do
     >"$out/annotate.$label.self.txt"
 done
 
-python3 - "$out" "$subs" "$few_rate" "$many_rate" "$secs" "$top" "$json" <<'PY'
+python3 - "$out" "$subs" "$few_rate" "$many_rate" "$secs" "$top" "$json" "$protocol" <<'PY'
 import json, re, sys
 
-out, subs, few_rate, many_rate, secs, top, as_json = sys.argv[1:]
+out, subs, few_rate, many_rate, secs, top, as_json, protocol = sys.argv[1:]
 top = int(top)
 
 def total_ir(path):
@@ -194,6 +206,7 @@ for ir, f in listing(f"{out}/annotate.few.self.txt"):
 self_ = [(ir, (ir - few_self.get(f, 0)) / deliveries, name_of(f))
          for ir, f in listing(f"{out}/annotate.many.self.txt")[:top]]
 result = {
+    "protocol": protocol,
     "subscribers": int(subs),
     "duration_s": float(secs),
     "few": {"rate": float(few_rate), **few},
@@ -209,7 +222,7 @@ if as_json == "1":
 def short(name, width=110):
     return name if len(name) <= width else name[: width - 3] + "..."
 
-print(f"callgrind, {subs} subscribers, {secs} s per run")
+print(f"callgrind, {subs} subscribers, {secs} s per run, protocol {protocol}")
 for label, r in runs.items():
     rate = few_rate if label == "few" else many_rate
     print(f"  {label:<4} {rate:>6} msg/s  published {r['published']:>6}  delivered "

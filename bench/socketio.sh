@@ -7,6 +7,9 @@
 #
 #   bench/socketio.sh                       defaults below, target/release/kilat
 #   KILAT=path N=1000 RATE=200 DURATION=10 ROUNDS=3 bench/socketio.sh
+#   NATIVE=1 bench/socketio.sh              also kilat's own protocol at the same load, for
+#                                           reference (`kilat-native`)
+#   BASELINE=path bench/socketio.sh         also another kilat binary's /socket.io/ (before/after)
 #
 # kilat runs `serve --dev` (a client `emit` is a publication to the namespace's channel, which
 # reaches every socket: what the Node server's `io.emit` does) with
@@ -20,6 +23,11 @@ RATE="${RATE:-200}"
 DURATION="${DURATION:-10}"
 SIZE="${SIZE:-100}"
 ROUNDS="${ROUNDS:-3}"
+NATIVE="${NATIVE:-0}"
+BASELINE="${BASELINE:-}"
+servers="kilat node-socketio"
+[ "$NATIVE" = 1 ] && servers="$servers kilat-native"
+[ -n "$BASELINE" ] && servers="$servers kilat-baseline"
 [ -x "$KILAT" ] || { echo "no kilat binary at $KILAT (cargo build --release -p kilat-cli)" >&2; exit 1; }
 [ -d bench/servers/socketio/node_modules/socket.io ] ||
   (cd bench/servers/socketio && npm ci --no-audit --no-fund --loglevel=error)
@@ -45,11 +53,16 @@ wait_port() {
 }
 
 run() { # name round
-  local name="$1" round="$2" port
+  local name="$1" round="$2" port bin="$KILAT" protocol=socketio
   port="$(free_port)"
   case "$name" in
-    kilat)
-      KILAT_NODE_CLIENT_COMMAND_RATE=0 RUST_LOG=warn "$KILAT" serve --dev --listen "127.0.0.1:$port" \
+    kilat | kilat-native | kilat-baseline)
+      [ "$name" = kilat-baseline ] && bin="$BASELINE"
+      [ "$name" = kilat-native ] && protocol=kilat
+      # No handshake bound: the bench's Socket.IO subscribers send nothing after their CONNECT,
+      # so each holds its handshake permit for the bound's full second (transport/handshakes.rs)
+      # and the publisher, connecting right after 1,000 of them, was refused now and then.
+      KILAT_SERVER_MAX_HANDSHAKES=0 KILAT_NODE_CLIENT_COMMAND_RATE=0 RUST_LOG=warn "$bin" serve --dev --listen "127.0.0.1:$port" \
         >"$tmp/$name-$round.log" 2>&1 &
       ;;
     node-socketio)
@@ -58,7 +71,7 @@ run() { # name round
   esac
   server_pid=$!
   wait_port "$port"
-  "$KILAT" bench fanout --protocol socketio --url "ws://127.0.0.1:$port" -n "$N" -r "$RATE" \
+  "$KILAT" bench fanout --protocol "$protocol" --url "ws://127.0.0.1:$port" -n "$N" -r "$RATE" \
     -d "$DURATION" -s "$SIZE" --server-pid "$server_pid" --json >"$tmp/$name-$round.json"
   kill "$server_pid"
   wait "$server_pid" 2>/dev/null || true
@@ -73,14 +86,16 @@ EOF
 
 echo "Socket.IO fan-out: $N subscribers, $RATE msg/s for $DURATION s, $SIZE B, $ROUNDS rounds; load $(cut -d' ' -f1 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
-  run kilat "$round"
-  run node-socketio "$round"
+  for name in $servers; do
+    run "$name" "$round"
+  done
 done
-python3 - "$tmp" "$ROUNDS" "$out" <<'EOF'
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$tmp" "$ROUNDS" "$out" $servers <<'EOF'
 import json, statistics, sys
-tmp, rounds, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+tmp, rounds, out, names = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 runs = {n: [json.load(open(f"{tmp}/{n}-{r}.json")) for r in range(1, rounds + 1)]
-        for n in ("kilat", "node-socketio")}
+        for n in names}
 med = lambda n, f: statistics.median(f(r) for r in runs[n])
 cpu = {n: med(n, lambda r: r["server_cpu_s_per_million_deliveries"]) for n in runs}
 p99 = {n: med(n, lambda r: r["latency"]["p99_ms"]) for n in runs}
@@ -90,6 +105,11 @@ print("|---|---|---|---|")
 print(f"| server CPU s / M deliveries | {cpu['kilat']:.3f} | {cpu['node-socketio']:.3f} | {cpu['node-socketio'] / cpu['kilat']:.1f}x |")
 print(f"| fan-out p99 (ms) | {p99['kilat']:.2f} | {p99['node-socketio']:.2f} | {p99['node-socketio'] / p99['kilat']:.1f}x |")
 print(f"| lost + duplicated (all rounds) | {lost['kilat']} | {lost['node-socketio']} | |")
+for n in names[2:]:
+    label = {"kilat-native": "kilat's own protocol (reference)",
+             "kilat-baseline": "kilat /socket.io/, BASELINE binary"}[n]
+    print(f"{label}: {cpu[n]:.3f} CPU s / M deliveries (Node / it {cpu['node-socketio'] / cpu[n]:.1f}x),"
+          f" p99 {p99[n]:.2f} ms, lost + duplicated {lost[n]}")
 json.dump(runs, open(out, "w"), indent=1)
 print(f"raw results: {out}")
 EOF

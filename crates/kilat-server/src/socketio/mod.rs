@@ -32,6 +32,7 @@ use crate::transport::{admission, driver};
 pub(crate) mod cluster;
 pub(crate) mod packet;
 pub(crate) mod recovery;
+pub(crate) mod signal;
 pub(crate) mod wire;
 
 /// The socket of an Engine.IO WebSocket (hyper's upgraded connection).
@@ -130,7 +131,7 @@ pub(crate) struct SioSessions {
 pub(crate) struct Shared {
     pub(crate) state: Mutex<SharedState>,
     /// Wakes the session task: packets posted, a poll arrived, an upgrade completed, closed.
-    pub(crate) changed: Notify,
+    pub(crate) changed: signal::Signal,
     /// Wakes whoever waits for the ended session's recovery state to be kept.
     pub(crate) stored: Notify,
 }

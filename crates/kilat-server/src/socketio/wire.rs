@@ -610,7 +610,10 @@ impl SioWire {
         mut chunks: Vec<Bytes>,
         websocket_form: bool,
     ) -> std::io::Result<()> {
-        loop {
+        // A signal taken here may also be for `recv` (packets posted): it is set again at the
+        // end, so the next `recv` looks at the state.
+        let mut took = false;
+        let result = loop {
             if let Mode::WebSocket(conn) = &mut self.mode {
                 if !websocket_form {
                     // Encoded for polling before the switch: re-frame each packet.
@@ -620,23 +623,22 @@ impl SioWire {
                         .map(|p| ws::frame::encode_frame(ws::frame::OP_TEXT, false, p))
                         .collect();
                 }
-                return conn.send_encoded(&chunks).await;
+                break conn.send_encoded(&chunks).await;
             }
             let shared = self.registration.shared.clone();
-            let changed = shared.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+            // Taken before the look: a change after it sets the signal again.
+            took |= shared.changed.take();
             {
                 let mut state = shared.state.lock();
                 if state.upgraded.is_none() {
                     if state.closed {
-                        return Err(std::io::ErrorKind::BrokenPipe.into());
+                        break Err(std::io::ErrorKind::BrokenPipe.into());
                     }
                     if let Some(poll) = state.poll.take() {
                         drop(state);
                         let payload = join_payload(&chunks);
                         match poll.send(payload) {
-                            Ok(()) => return Ok(()),
+                            Ok(()) => break Ok(()),
                             // That poll's client went away; wait for the next one.
                             Err(_) => continue,
                         }
@@ -647,8 +649,12 @@ impl SioWire {
             if matches!(self.mode, Mode::WebSocket(_)) {
                 continue;
             }
-            changed.await;
+            shared.changed.wait().await;
+        };
+        if took {
+            self.registration.shared.changed.keep();
         }
+        result
     }
 }
 
@@ -711,13 +717,13 @@ impl Wire for SioWire {
             if let Some(line) = self.finish_lookup().await {
                 return Inbound::Message(Bytes::from(line));
             }
+            // The shared state is looked at only after a signal (see `signal`): this runs once
+            // per delivery, as the driver starts a new `recv` after every write. Taken before
+            // the look, so a change made after it sets the signal again.
+            let signalled = self.registration.shared.changed.take();
             self.take_upgrade();
-            let shared = self.registration.shared.clone();
-            let changed = shared.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let posted = {
-                let mut state = shared.state.lock();
+            let posted = if signalled {
+                let mut state = self.registration.shared.state.lock();
                 if let Some(refusal) = state.refused.take() {
                     return Inbound::Refused(refusal);
                 }
@@ -725,6 +731,8 @@ impl Wire for SioWire {
                     return Inbound::Gone;
                 }
                 std::mem::take(&mut state.inbound)
+            } else {
+                Vec::new()
             };
             if !posted.is_empty() {
                 let mut out = String::new();
@@ -742,8 +750,9 @@ impl Wire for SioWire {
                 }
                 continue;
             }
+            let changed = &self.registration.shared.changed;
             match &mut self.mode {
-                Mode::Polling => changed.await,
+                Mode::Polling => changed.wait().await,
                 Mode::WebSocket(conn) => {
                     tokio::select! {
                         message = conn.read_message() => {
@@ -778,7 +787,7 @@ impl Wire for SioWire {
                                 return Inbound::Message(Bytes::from(out));
                             }
                         }
-                        () = &mut changed => {}
+                        () = changed.wait() => {}
                     }
                 }
             }
