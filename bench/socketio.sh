@@ -59,10 +59,7 @@ run() { # name round
     kilat | kilat-native | kilat-baseline)
       [ "$name" = kilat-baseline ] && bin="$BASELINE"
       [ "$name" = kilat-native ] && protocol=kilat
-      # No handshake bound: the bench's Socket.IO subscribers send nothing after their CONNECT,
-      # so each holds its handshake permit for the bound's full second (transport/handshakes.rs)
-      # and the publisher, connecting right after 1,000 of them, was refused now and then.
-      KILAT_SERVER_MAX_HANDSHAKES=0 KILAT_NODE_CLIENT_COMMAND_RATE=0 RUST_LOG=warn "$bin" serve --dev --listen "127.0.0.1:$port" \
+      KILAT_NODE_CLIENT_COMMAND_RATE=0 RUST_LOG=warn "$bin" serve --dev --listen "127.0.0.1:$port" \
         >"$tmp/$name-$round.log" 2>&1 &
       ;;
     node-socketio)
