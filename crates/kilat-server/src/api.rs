@@ -41,6 +41,7 @@ const IDEMPOTENCY_MAX: usize = 100_000;
 pub(crate) const METHODS: &[&str] = &[
     "publish",
     "broadcast",
+    "send",
     "subscribe",
     "unsubscribe",
     "disconnect",
@@ -197,6 +198,12 @@ pub(crate) async fn run(state: &AppState, method: &str, bytes: axum::body::Bytes
     let outcome = match method {
         "publish" => with(&bytes, |r| publish(&state, r)).await,
         "broadcast" => with(&bytes, |r| broadcast(&state, r)).await,
+        "send" => {
+            with(&bytes, |r| async {
+                crate::send::send(&state, r).await.map_err(ApiError::Client)
+            })
+            .await
+        }
         "subscribe" => with(&bytes, |r| subscribe(&state, r, true)).await,
         "unsubscribe" => with(&bytes, |r| subscribe(&state, r, false)).await,
         "disconnect" => with(&bytes, |r| disconnect(&state, r)).await,

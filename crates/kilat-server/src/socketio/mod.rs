@@ -29,6 +29,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::AppState;
 use crate::transport::{admission, driver};
 
+pub(crate) mod ack;
 pub(crate) mod cluster;
 pub(crate) mod packet;
 pub(crate) mod recovery;
@@ -123,6 +124,10 @@ pub(crate) struct SioSessions {
     pub(crate) pids: Arc<Mutex<HashMap<String, Arc<Shared>>>>,
     /// Polls forwarded to the nodes owning their sessions, waiting for the answer.
     pub(crate) forwarded: Arc<cluster::Forwarded>,
+    /// Acks this node's Socket.IO connections owe the server API's `send` (`ack.rs`).
+    pub(crate) acks: Arc<ack::Acks>,
+    /// `send` calls waiting for other nodes' answers (`crate::send`).
+    pub(crate) sends: Arc<crate::send::Sends>,
 }
 
 /// What the HTTP handlers and a session's task share.

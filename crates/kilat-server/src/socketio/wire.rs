@@ -224,8 +224,10 @@ impl SioWire {
             return Ok(());
         };
         let partial = *partial;
-        // Server emits never ask for acks, so a client's BINARY_ACK answers nothing.
-        if partial.kind == SocketKind::Event {
+        if partial.kind == SocketKind::Ack {
+            // The answer to a server `send` with an ack (`ack.rs`).
+            self.answer(partial.ack, partial.args, partial.attachments);
+        } else if partial.kind == SocketKind::Event {
             self.event(
                 partial.namespace,
                 &partial.name,
@@ -413,11 +415,25 @@ impl SioWire {
                 let args = packet.data.unwrap_or_else(packet::empty_array);
                 self.event(namespace, &name, &args, &[], packet.ack, out);
             }
-            // Server emits never ask for acks (publications are not acknowledged), so a client
-            // ACK answers nothing and is dropped.
-            SocketKind::Ack => {}
+            // The answer to a server `send` with an ack (`ack.rs`); an ACK answering nothing
+            // this connection was asked is dropped.
+            SocketKind::Ack => {
+                let args = packet.data.unwrap_or_else(packet::empty_array);
+                self.answer(packet.ack, args, Vec::new());
+            }
         }
         Ok(())
+    }
+
+    /// A client's ACK or BINARY_ACK: the answer to the server's ack `id`, if it asked one.
+    fn answer(&self, id: Option<u64>, args: Box<RawValue>, attachments: Vec<String>) {
+        if let (Some(id), Some(client)) = (id, &self.sio.client) {
+            self.registration.sessions.acks.answer(
+                client,
+                id,
+                Ok(super::ack::AckArgs { args, attachments }),
+            );
+        }
     }
 
     /// The Engine.IO packets for the frames (replies translated here, per client; pushes from
@@ -463,6 +479,15 @@ impl SioWire {
     /// One reply of the session, as Engine.IO packets (`\x1e`-joined), or nothing to send.
     fn reply(&mut self, line: &[u8]) -> Option<String> {
         let Ok(reply) = serde_json::from_slice::<Reply<'_>>(line) else {
+            // A server API `send` to this connection (`ack.rs`), queued as a reply frame.
+            if let Some(packets) = super::ack::message_packets(
+                line,
+                &self.sio.namespaces,
+                self.sio.client.as_deref(),
+                &self.registration.sessions.acks,
+            ) {
+                return (!packets.is_empty()).then_some(packets);
+            }
             // A push or a pong batched with a reply: shared translation works per line too.
             let packets = shared_packets_with(line, false, self.sio.recovery.is_some());
             return (!packets.is_empty()).then(|| String::from_utf8_lossy(&packets).into_owned());
@@ -685,6 +710,10 @@ impl SioWire {
 
 impl Drop for SioWire {
     fn drop(&mut self) {
+        if let Some(client) = &self.sio.client {
+            // Whoever waits for this connection's acks hears at once that none will come.
+            self.registration.sessions.acks.forget(client);
+        }
         let Some(recovery) = &mut self.sio.recovery else {
             return;
         };
