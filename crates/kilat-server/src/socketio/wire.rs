@@ -517,12 +517,21 @@ impl SioWire {
                         };
                         for (channel, result) in &subs {
                             for publication in &result.publications {
-                                event_packets(
-                                    channel,
-                                    &publication.data,
-                                    publication.offset,
-                                    &mut events,
-                                );
+                                match (&publication.data, &publication.b64data) {
+                                    (_, Some(b64)) => binary_event_packets(
+                                        channel,
+                                        b64,
+                                        publication.offset,
+                                        &mut events,
+                                    ),
+                                    (Some(data), None) => event_packets(
+                                        channel,
+                                        data,
+                                        publication.offset,
+                                        &mut events,
+                                    ),
+                                    (None, None) => {}
+                                }
                             }
                         }
                         if !events.bytes.is_empty() {
@@ -1025,8 +1034,12 @@ struct Push<'a> {
 
 #[derive(Deserialize)]
 struct Publication<'a> {
-    #[serde(borrow)]
-    data: &'a RawValue,
+    /// Absent for a binary publication.
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    /// A binary publication's bytes, base64 (no escapes, so borrowed).
+    #[serde(borrow, default)]
+    b64data: Option<&'a str>,
     #[serde(default)]
     offset: Option<u64>,
 }
@@ -1072,7 +1085,11 @@ pub(crate) fn shared_packets_with(json: &[u8], websocket: bool, offsets: bool) -
         let (Some(channel), Some(publication)) = (frame.push.channel, frame.push.r#pub) else {
             continue;
         };
-        event_packets(&channel, publication.data, publication.offset, &mut out);
+        match (publication.data, publication.b64data) {
+            (_, Some(b64)) => binary_event_packets(&channel, b64, publication.offset, &mut out),
+            (Some(data), None) => event_packets(&channel, data, publication.offset, &mut out),
+            (None, None) => {}
+        }
     }
     Bytes::from(out.bytes)
 }
@@ -1183,6 +1200,30 @@ fn event_packets(channel: &str, data: &RawValue, offset: Option<u64>, out: &mut 
     out.text(&packet::socket_message('2', namespace, None, &body));
 }
 
+/// A binary publication (`b64data`): the event `message` whose one argument is the bytes, as a
+/// BINARY_EVENT and its attachment (a `Buffer`/`ArrayBuffer` in the client), encoded once per
+/// publication and transport like any event.
+fn binary_event_packets(channel: &str, b64: &str, offset: Option<u64>, out: &mut Packets) {
+    use base64::Engine as _;
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+        tracing::debug!(channel, "binary publication is not base64; not sent");
+        return;
+    };
+    let position = match offset {
+        Some(offset) if out.offsets => format!(",\"{offset}:{channel}\""),
+        _ => String::new(),
+    };
+    let body = format!("[\"message\",{{\"_placeholder\":true,\"num\":0}}{position}]");
+    out.text(&packet::binary_message(
+        '5',
+        namespace_of(channel),
+        None,
+        1,
+        &body,
+    ));
+    out.binary(b64, &raw);
+}
+
 /// The BINARY_ACK for an rpc reply whose data is exactly `{"args": [...], "attachments":
 /// [base64, ...]}` with matching placeholders; `None` for any other data (a plain ACK).
 /// Attachments go as `b` + base64 packets, which Engine.IO clients read on both transports.
@@ -1271,6 +1312,28 @@ mod tests {
             let packets = shared_packets(push.as_bytes(), false);
             assert!(packets.starts_with(b"42[\"f\""), "{data}");
         }
+    }
+
+    #[test]
+    fn binary_publications_become_binary_message_events() {
+        let push =
+            br#"{"push":{"channel":"sio:/chat@room","pub":{"b64data":"AAEC/w==","offset":4}}}"#;
+        assert_eq!(
+            &shared_packets(push, false)[..],
+            b"451-/chat,[\"message\",{\"_placeholder\":true,\"num\":0}]\x1ebAAEC/w=="
+        );
+        assert_eq!(
+            &shared_packets_with(push, false, true)[..],
+            &b"451-/chat,[\"message\",{\"_placeholder\":true,\"num\":0},\"4:sio:/chat@room\"]\x1ebAAEC/w=="[..]
+        );
+        let frames = shared_packets(push, true);
+        let text = ws::frame::encode_frame(
+            ws::frame::OP_TEXT,
+            false,
+            b"451-/chat,[\"message\",{\"_placeholder\":true,\"num\":0}]",
+        );
+        let binary = ws::frame::encode_frame(ws::frame::OP_BINARY, false, &[0, 1, 2, 255]);
+        assert_eq!(&frames[..], [&text[..], &binary[..]].concat());
     }
 
     #[test]
