@@ -100,7 +100,7 @@ fn check(request: SendRequest) -> Result<Target, ClientError> {
     Ok(Target {
         user: request.user,
         client: request.client,
-        data,
+        data: crate::api::one_line(data),
         ack_ms,
     })
 }

@@ -582,6 +582,12 @@ pub(crate) fn fuzz_packets(bytes: &[u8]) {
         {
             let _ = packet::check_placeholders(args.get(), packet.attachments.max(1));
         }
+        // A server API `send` as the wire translates it (`ack.rs`), and one from another node's
+        // inbox (`crate::send`).
+        let acks = ack::Acks::default();
+        let namespaces = ["/".to_owned(), "/chat".to_owned()];
+        let _ = ack::message_packets(bytes, &namespaces, Some("c"), &acks);
+        let _ = serde_json::from_slice::<crate::send::Message>(bytes);
         let _ = wire::shared_packets(bytes, false);
         let _ = wire::shared_packets_with(bytes, true, true);
         if let Ok(data) = serde_json::from_str::<Box<serde_json::value::RawValue>>(text) {

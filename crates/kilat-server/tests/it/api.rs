@@ -114,7 +114,11 @@ async fn api_publish_reaches_subscribers_and_idempotency_keys_dedupe() {
         .await
         .expect("subscribe");
     next_json(&mut ws).await;
-    let body = json!({"channel": "news", "data": {"n": 1}, "idempotency_key": "k1"}).to_string();
+    // Pretty-printed: the newlines in `data` must not split the push frame (they did).
+    let body = serde_json::to_string_pretty(
+        &json!({"channel": "news", "data": {"n": 1}, "idempotency_key": "k1"}),
+    )
+    .expect("json");
     let (_, first) = call(server.addr, "publish", Some(KEY), &body).await;
     let (_, again) = call(server.addr, "publish", Some(KEY), &body).await;
     assert_eq!(first, again, "a retried publish returns the first result");
@@ -146,7 +150,11 @@ async fn api_send_reaches_one_connection_as_a_message_push_and_refuses_an_ack_fr
         .as_str()
         .expect("client id")
         .to_owned();
-    let body = json!({"client": client_a, "data": {"text": "only a", "n": [1, 2]}}).to_string();
+    // Pretty-printed: the newlines in `data` must not split the frame.
+    let body = serde_json::to_string_pretty(
+        &json!({"client": client_a, "data": {"text": "only a", "n": [1, 2]}}),
+    )
+    .expect("json");
     let (status, answer) = call(server.addr, "send", Some(KEY), &body).await;
     assert_eq!(status, 200);
     assert_eq!(answer, json!({"result": {"connections": 1}}));
