@@ -3,6 +3,7 @@ a Flask-SocketIO app's clients over polling, WebSocket and the upgrade, with ack
 connect (docs/socketio.md). Run: compat/socketio/.venv/bin/python -m unittest discover compat/socketio
 """
 
+import json
 import os
 import queue
 import socket
@@ -100,6 +101,41 @@ class KilatTest(unittest.TestCase):
                 sio.connect(self.url, transports=transports, auth={"token": "forged"}, wait_timeout=WAIT)
             reason = reasons.get(timeout=WAIT)
             self.assertIn("token", reason["message"].lower())
+
+    def api(self, method, body):
+        request = urllib.request.Request(
+            f"{self.url}/api/{method}", data=json.dumps(body).encode(),
+            headers={"content-type": "application/json"}, method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=WAIT * 2) as r:
+            self.assertEqual(r.status, 200)
+            return json.loads(r.read())
+
+    def test_server_send_with_ack(self):
+        """The server API's send with ack waits for the handler's return value (docs/socketio.md
+        "Server acks"), over each transport."""
+        for transports in (["polling"], ["websocket"]):
+            sio = socketio.Client(reconnection=False)
+            asked = queue.Queue()
+
+            def question(x):
+                asked.put(x)
+                return x * 2, "twice"
+
+            sio.on("question", question)
+            sio.on("silent", lambda x: asked.put(("silent", x)))
+            sio.connect(self.url, transports=transports, wait_timeout=WAIT)
+            self.addCleanup(sio.disconnect)
+            sid = sio.get_sid()
+            answer = self.api("send", {"client": sid, "data": {"event": "question", "args": [21]}, "ack": True})
+            self.assertEqual(answer, {"result": {"connections": 1, "args": [42, "twice"]}})
+            self.assertEqual(asked.get(timeout=WAIT), 21)
+            # A handler returning nothing still acks (python-socketio sends an empty ACK).
+            answer = self.api("send", {"client": sid, "data": {"event": "silent", "args": [1]}, "ack": True, "timeout_ms": 2000})
+            self.assertEqual(answer, {"result": {"connections": 1, "args": []}})
+            self.assertEqual(asked.get(timeout=WAIT), ("silent", 1))
+            self.assertEqual(sio.transport(), transports[0])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -41,6 +41,7 @@ const IDEMPOTENCY_MAX: usize = 100_000;
 pub(crate) const METHODS: &[&str] = &[
     "publish",
     "broadcast",
+    "send",
     "subscribe",
     "unsubscribe",
     "disconnect",
@@ -197,6 +198,12 @@ pub(crate) async fn run(state: &AppState, method: &str, bytes: axum::body::Bytes
     let outcome = match method {
         "publish" => with(&bytes, |r| publish(&state, r)).await,
         "broadcast" => with(&bytes, |r| broadcast(&state, r)).await,
+        "send" => {
+            with(&bytes, |r| async {
+                crate::send::send(&state, r).await.map_err(ApiError::Client)
+            })
+            .await
+        }
         "subscribe" => with(&bytes, |r| subscribe(&state, r, true)).await,
         "unsubscribe" => with(&bytes, |r| subscribe(&state, r, false)).await,
         "disconnect" => with(&bytes, |r| disconnect(&state, r)).await,
@@ -360,11 +367,21 @@ fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RawJson>
     RawJson::deserialize(d).map(Some)
 }
 
+/// `data` on one line. Frames are `\n`-separated on every transport, and a request body may be
+/// pretty-printed: a newline in valid JSON is whitespace outside strings (inside them it is
+/// escaped), so it becomes a space, and the frame carrying the data stays one frame.
+pub(crate) fn one_line(data: RawJson) -> RawJson {
+    if !data.get().contains(['\n', '\r']) {
+        return data;
+    }
+    serde_json::value::RawValue::from_string(data.get().replace(['\n', '\r'], " ")).unwrap_or(data)
+}
+
 /// Exactly one of `data` and `b64data`, the latter decoded (400 with a hint otherwise).
 fn payload(data: Option<RawJson>, b64data: Option<String>) -> Result<Payload, ApiError> {
     kilat_protocol::command::PublishRequest {
         channel: String::new(),
-        data,
+        data: data.map(one_line),
         b64data,
     }
     .payload()

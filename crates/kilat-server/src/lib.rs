@@ -49,6 +49,7 @@ pub mod proxy;
 pub mod pusher;
 mod revoke;
 mod router;
+mod send;
 mod socketio;
 mod transport;
 

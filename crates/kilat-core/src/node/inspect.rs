@@ -122,6 +122,35 @@ impl Node {
         sums.into_iter().map(|(k, (c, s))| (k, c, s)).collect()
     }
 
+    /// The connections of this node the server API's `send` reaches: every connection of
+    /// `user`, or only the one whose client id is `client` (both given: that connection, when
+    /// it is `user`'s). Each with its client id, transport name and outbox.
+    pub fn message_targets(
+        &self,
+        user: Option<&str>,
+        client: Option<&str>,
+    ) -> Vec<(String, &'static str, Outbox)> {
+        let mut found: Vec<(String, u8, Outbox)> = Vec::new();
+        if user.is_none() && client.is_none() {
+            return Vec::new();
+        }
+        let sessions = self.sessions();
+        for shard in sessions.shards() {
+            for entry in lock(shard).values() {
+                let Some(info) = &entry.identity else {
+                    continue;
+                };
+                if user.is_none_or(|u| u == info.user) && client.is_none_or(|c| c == info.client) {
+                    found.push((info.client.clone(), entry.transport, entry.outbox.clone()));
+                }
+            }
+        }
+        found
+            .into_iter()
+            .map(|(client, transport, outbox)| (client, sessions.transport_name(transport), outbox))
+            .collect()
+    }
+
     /// Closes the connection whose client id is `client` with `disconnect`; returns how many
     /// were closed (0 or 1: client ids are unique).
     pub fn disconnect_client(&self, client: &str, disconnect: Disconnect) -> usize {

@@ -172,6 +172,11 @@ pub(crate) async fn receive(
 ) {
     while let Some(payload) = inbox.recv().await {
         let Ok(message) = serde_json::from_slice::<Message>(&payload) else {
+            // The server API's `send` to a connection of this node (`crate::send`).
+            if let Ok(send) = serde_json::from_slice::<crate::send::Message>(&payload) {
+                crate::send::received(&state, send);
+                continue;
+            }
             if others.send(payload).await.is_err() {
                 return;
             }

@@ -29,6 +29,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::AppState;
 use crate::transport::{admission, driver};
 
+pub(crate) mod ack;
 pub(crate) mod cluster;
 pub(crate) mod packet;
 pub(crate) mod recovery;
@@ -124,6 +125,10 @@ pub(crate) struct SioSessions {
     pub(crate) pids: Arc<Mutex<HashMap<String, Arc<Shared>>>>,
     /// Polls forwarded to the nodes owning their sessions, waiting for the answer.
     pub(crate) forwarded: Arc<cluster::Forwarded>,
+    /// Acks this node's Socket.IO connections owe the server API's `send` (`ack.rs`).
+    pub(crate) acks: Arc<ack::Acks>,
+    /// `send` calls waiting for other nodes' answers (`crate::send`).
+    pub(crate) sends: Arc<crate::send::Sends>,
 }
 
 /// What the HTTP handlers and a session's task share.
@@ -578,6 +583,12 @@ pub(crate) fn fuzz_packets(bytes: &[u8]) {
         {
             let _ = packet::check_placeholders(args.get(), packet.attachments.max(1));
         }
+        // A server API `send` as the wire translates it (`ack.rs`), and one from another node's
+        // inbox (`crate::send`).
+        let acks = ack::Acks::default();
+        let namespaces = ["/".to_owned(), "/chat".to_owned()];
+        let _ = ack::message_packets(bytes, &namespaces, Some("c"), &acks);
+        let _ = serde_json::from_slice::<crate::send::Message>(bytes);
         let _ = wire::shared_packets(bytes, false);
         let _ = wire::shared_packets_with(bytes, true, true);
         if let Ok(data) = serde_json::from_str::<Box<serde_json::value::RawValue>>(text) {

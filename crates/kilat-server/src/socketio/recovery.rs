@@ -237,7 +237,12 @@ pub(crate) struct SubResult {
 /// A recovered publication.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Recovered {
-    pub(crate) data: Box<RawValue>,
+    /// The JSON data (absent for a binary publication).
+    #[serde(default)]
+    pub(crate) data: Option<Box<RawValue>>,
+    /// A binary publication's bytes, base64.
+    #[serde(default)]
+    pub(crate) b64data: Option<String>,
     #[serde(default)]
     pub(crate) offset: Option<u64>,
 }

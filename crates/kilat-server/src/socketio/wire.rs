@@ -224,8 +224,10 @@ impl SioWire {
             return Ok(());
         };
         let partial = *partial;
-        // Server emits never ask for acks, so a client's BINARY_ACK answers nothing.
-        if partial.kind == SocketKind::Event {
+        if partial.kind == SocketKind::Ack {
+            // The answer to a server `send` with an ack (`ack.rs`).
+            self.answer(partial.ack, partial.args, partial.attachments);
+        } else if partial.kind == SocketKind::Event {
             self.event(
                 partial.namespace,
                 &partial.name,
@@ -413,11 +415,25 @@ impl SioWire {
                 let args = packet.data.unwrap_or_else(packet::empty_array);
                 self.event(namespace, &name, &args, &[], packet.ack, out);
             }
-            // Server emits never ask for acks (publications are not acknowledged), so a client
-            // ACK answers nothing and is dropped.
-            SocketKind::Ack => {}
+            // The answer to a server `send` with an ack (`ack.rs`); an ACK answering nothing
+            // this connection was asked is dropped.
+            SocketKind::Ack => {
+                let args = packet.data.unwrap_or_else(packet::empty_array);
+                self.answer(packet.ack, args, Vec::new());
+            }
         }
         Ok(())
+    }
+
+    /// A client's ACK or BINARY_ACK: the answer to the server's ack `id`, if it asked one.
+    fn answer(&self, id: Option<u64>, args: Box<RawValue>, attachments: Vec<String>) {
+        if let (Some(id), Some(client)) = (id, &self.sio.client) {
+            self.registration.sessions.acks.answer(
+                client,
+                id,
+                Ok(super::ack::AckArgs { args, attachments }),
+            );
+        }
     }
 
     /// The Engine.IO packets for the frames (replies translated here, per client; pushes from
@@ -463,6 +479,15 @@ impl SioWire {
     /// One reply of the session, as Engine.IO packets (`\x1e`-joined), or nothing to send.
     fn reply(&mut self, line: &[u8]) -> Option<String> {
         let Ok(reply) = serde_json::from_slice::<Reply<'_>>(line) else {
+            // A server API `send` to this connection (`ack.rs`), queued as a reply frame.
+            if let Some(packets) = super::ack::message_packets(
+                line,
+                &self.sio.namespaces,
+                self.sio.client.as_deref(),
+                &self.registration.sessions.acks,
+            ) {
+                return (!packets.is_empty()).then_some(packets);
+            }
             // A push or a pong batched with a reply: shared translation works per line too.
             let packets = shared_packets_with(line, false, self.sio.recovery.is_some());
             return (!packets.is_empty()).then(|| String::from_utf8_lossy(&packets).into_owned());
@@ -492,12 +517,21 @@ impl SioWire {
                         };
                         for (channel, result) in &subs {
                             for publication in &result.publications {
-                                event_packets(
-                                    channel,
-                                    &publication.data,
-                                    publication.offset,
-                                    &mut events,
-                                );
+                                match (&publication.data, &publication.b64data) {
+                                    (_, Some(b64)) => binary_event_packets(
+                                        channel,
+                                        b64,
+                                        publication.offset,
+                                        &mut events,
+                                    ),
+                                    (Some(data), None) => event_packets(
+                                        channel,
+                                        data,
+                                        publication.offset,
+                                        &mut events,
+                                    ),
+                                    (None, None) => {}
+                                }
                             }
                         }
                         if !events.bytes.is_empty() {
@@ -691,6 +725,10 @@ impl SioWire {
 
 impl Drop for SioWire {
     fn drop(&mut self) {
+        if let Some(client) = &self.sio.client {
+            // Whoever waits for this connection's acks hears at once that none will come.
+            self.registration.sessions.acks.forget(client);
+        }
         let Some(recovery) = &mut self.sio.recovery else {
             return;
         };
@@ -1005,8 +1043,12 @@ struct Push<'a> {
 
 #[derive(Deserialize)]
 struct Publication<'a> {
-    #[serde(borrow)]
-    data: &'a RawValue,
+    /// Absent for a binary publication.
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    /// A binary publication's bytes, base64 (no escapes, so borrowed).
+    #[serde(borrow, default)]
+    b64data: Option<&'a str>,
     #[serde(default)]
     offset: Option<u64>,
 }
@@ -1052,7 +1094,11 @@ pub(crate) fn shared_packets_with(json: &[u8], websocket: bool, offsets: bool) -
         let (Some(channel), Some(publication)) = (frame.push.channel, frame.push.r#pub) else {
             continue;
         };
-        event_packets(&channel, publication.data, publication.offset, &mut out);
+        match (publication.data, publication.b64data) {
+            (_, Some(b64)) => binary_event_packets(&channel, b64, publication.offset, &mut out),
+            (Some(data), None) => event_packets(&channel, data, publication.offset, &mut out),
+            (None, None) => {}
+        }
     }
     Bytes::from(out.bytes)
 }
@@ -1163,6 +1209,30 @@ fn event_packets(channel: &str, data: &RawValue, offset: Option<u64>, out: &mut 
     out.text(&packet::socket_message('2', namespace, None, &body));
 }
 
+/// A binary publication (`b64data`): the event `message` whose one argument is the bytes, as a
+/// BINARY_EVENT and its attachment (a `Buffer`/`ArrayBuffer` in the client), encoded once per
+/// publication and transport like any event.
+fn binary_event_packets(channel: &str, b64: &str, offset: Option<u64>, out: &mut Packets) {
+    use base64::Engine as _;
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+        tracing::debug!(channel, "binary publication is not base64; not sent");
+        return;
+    };
+    let position = match offset {
+        Some(offset) if out.offsets => format!(",\"{offset}:{channel}\""),
+        _ => String::new(),
+    };
+    let body = format!("[\"message\",{{\"_placeholder\":true,\"num\":0}}{position}]");
+    out.text(&packet::binary_message(
+        '5',
+        namespace_of(channel),
+        None,
+        1,
+        &body,
+    ));
+    out.binary(b64, &raw);
+}
+
 /// The BINARY_ACK for an rpc reply whose data is exactly `{"args": [...], "attachments":
 /// [base64, ...]}` with matching placeholders; `None` for any other data (a plain ACK).
 /// Attachments go as `b` + base64 packets, which Engine.IO clients read on both transports.
@@ -1251,6 +1321,28 @@ mod tests {
             let packets = shared_packets(push.as_bytes(), false);
             assert!(packets.starts_with(b"42[\"f\""), "{data}");
         }
+    }
+
+    #[test]
+    fn binary_publications_become_binary_message_events() {
+        let push =
+            br#"{"push":{"channel":"sio:/chat@room","pub":{"b64data":"AAEC/w==","offset":4}}}"#;
+        assert_eq!(
+            &shared_packets(push, false)[..],
+            b"451-/chat,[\"message\",{\"_placeholder\":true,\"num\":0}]\x1ebAAEC/w=="
+        );
+        assert_eq!(
+            &shared_packets_with(push, false, true)[..],
+            &b"451-/chat,[\"message\",{\"_placeholder\":true,\"num\":0},\"4:sio:/chat@room\"]\x1ebAAEC/w=="[..]
+        );
+        let frames = shared_packets(push, true);
+        let text = ws::frame::encode_frame(
+            ws::frame::OP_TEXT,
+            false,
+            b"451-/chat,[\"message\",{\"_placeholder\":true,\"num\":0}]",
+        );
+        let binary = ws::frame::encode_frame(ws::frame::OP_BINARY, false, &[0, 1, 2, 255]);
+        assert_eq!(&frames[..], [&text[..], &binary[..]].concat());
     }
 
     #[test]

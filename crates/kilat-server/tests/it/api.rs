@@ -114,7 +114,11 @@ async fn api_publish_reaches_subscribers_and_idempotency_keys_dedupe() {
         .await
         .expect("subscribe");
     next_json(&mut ws).await;
-    let body = json!({"channel": "news", "data": {"n": 1}, "idempotency_key": "k1"}).to_string();
+    // Pretty-printed: the newlines in `data` must not split the push frame (they did).
+    let body = serde_json::to_string_pretty(
+        &json!({"channel": "news", "data": {"n": 1}, "idempotency_key": "k1"}),
+    )
+    .expect("json");
     let (_, first) = call(server.addr, "publish", Some(KEY), &body).await;
     let (_, again) = call(server.addr, "publish", Some(KEY), &body).await;
     assert_eq!(first, again, "a retried publish returns the first result");
@@ -135,6 +139,57 @@ async fn api_disconnect_closes_the_users_connections() {
     let (_, answer) = call(server.addr, "disconnect", Some(KEY), r#"{"user":""}"#).await;
     assert_eq!(answer["result"]["connections"], 1, "{answer}");
     assert_eq!(crate::support::close_code(&mut ws).await, Some(3503));
+}
+
+#[tokio::test]
+async fn api_send_reaches_one_connection_as_a_message_push_and_refuses_an_ack_from_it() {
+    let server = keyed_server().await;
+    let (mut a, reply_a) = connect(&server).await;
+    let (mut b, _) = connect(&server).await;
+    let client_a = reply_a["connect"]["client"]
+        .as_str()
+        .expect("client id")
+        .to_owned();
+    // Pretty-printed: the newlines in `data` must not split the frame.
+    let body = serde_json::to_string_pretty(
+        &json!({"client": client_a, "data": {"text": "only a", "n": [1, 2]}}),
+    )
+    .expect("json");
+    let (status, answer) = call(server.addr, "send", Some(KEY), &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer, json!({"result": {"connections": 1}}));
+    let push = next_non_presence(&mut a).await;
+    assert_eq!(
+        push,
+        json!({"push": {"message": {"data": {"text": "only a", "n": [1, 2]}}}})
+    );
+    // Every connection of the user: both anonymous connections are user "".
+    let (_, answer) = call(
+        server.addr,
+        "send",
+        Some(KEY),
+        r#"{"user":"","data":"all"}"#,
+    )
+    .await;
+    assert_eq!(answer["result"]["connections"], 2, "{answer}");
+    assert_eq!(
+        next_non_presence(&mut a).await["push"]["message"]["data"],
+        "all"
+    );
+    // b got only the message for every connection: the first was a's alone.
+    assert_eq!(
+        next_non_presence(&mut b).await["push"]["message"]["data"],
+        "all"
+    );
+    // A native client does not answer acks: refused at once, with the reason.
+    let body = json!({"client": client_a, "data": 1, "ack": true}).to_string();
+    let (_, answer) = call(server.addr, "send", Some(KEY), &body).await;
+    assert_eq!(answer["error"]["code"], 400, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("not supported for this transport"),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
