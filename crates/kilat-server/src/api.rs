@@ -367,21 +367,11 @@ fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RawJson>
     RawJson::deserialize(d).map(Some)
 }
 
-/// `data` on one line. Frames are `\n`-separated on every transport, and a request body may be
-/// pretty-printed: a newline in valid JSON is whitespace outside strings (inside them it is
-/// escaped), so it becomes a space, and the frame carrying the data stays one frame.
-pub(crate) fn one_line(data: RawJson) -> RawJson {
-    if !data.get().contains(['\n', '\r']) {
-        return data;
-    }
-    serde_json::value::RawValue::from_string(data.get().replace(['\n', '\r'], " ")).unwrap_or(data)
-}
-
 /// Exactly one of `data` and `b64data`, the latter decoded (400 with a hint otherwise).
 fn payload(data: Option<RawJson>, b64data: Option<String>) -> Result<Payload, ApiError> {
     kilat_protocol::command::PublishRequest {
         channel: String::new(),
-        data: data.map(one_line),
+        data: data.map(crate::body::one_line),
         b64data,
     }
     .payload()

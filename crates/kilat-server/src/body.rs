@@ -85,6 +85,16 @@ fn body_hint_exceeds(body: &Body, limit: usize) -> bool {
     body.size_hint().lower() > limit as u64
 }
 
+/// `data` on one line. Frames are `\n`-separated on every transport, and a request body may be
+/// pretty-printed: a newline in valid JSON is whitespace outside strings (inside them it is
+/// escaped), so it becomes a space, and the frame carrying the data stays one frame.
+pub(crate) fn one_line(data: kilat_protocol::RawJson) -> kilat_protocol::RawJson {
+    if !data.get().contains(['\n', '\r']) {
+        return data;
+    }
+    serde_json::value::RawValue::from_string(data.get().replace(['\n', '\r'], " ")).unwrap_or(data)
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::sync::mpsc;

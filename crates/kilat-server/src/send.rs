@@ -100,7 +100,7 @@ fn check(request: SendRequest) -> Result<Target, ClientError> {
     Ok(Target {
         user: request.user,
         client: request.client,
-        data: crate::api::one_line(data),
+        data: crate::body::one_line(data),
         ack_ms,
     })
 }
