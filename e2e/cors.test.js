@@ -46,7 +46,11 @@ import { Kilat } from '/sdk/kilat.js';
 const out = document.getElementById('out');
 window.trial = (url, transport) => new Promise((resolve) => {
   const client = new Kilat(url, { transports: [transport], minReconnectDelay: 5000 });
+  let done = false;
   const finish = (result) => {
+    // The first outcome counts (disconnecting fails the publish still in flight).
+    if (done) return;
+    done = true;
     client.disconnect();
     out.textContent = transport + ': ' + JSON.stringify(result);
     resolve(result);
