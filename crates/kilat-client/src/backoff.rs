@@ -9,7 +9,9 @@
 //! time instead of looping at the floor.
 //!
 //! A disconnect may carry a `delay_ms` hint (a draining server's spread window): the wait is
-//! then at least `base` plus a uniform share of the hint, still capped at `max`.
+//! then at least `base` plus a uniform share of the hint, still capped at `max`. An upgrade
+//! refused with `503`/`429` and `Retry-After` (a node at its handshake bound) waits at least
+//! that long, plus the window's jitter, also capped at `max`.
 //!
 //! The random source is a small xorshift generator seeded from the standard library's
 //! per-process random hasher keys: no dependency, and statistical quality is irrelevant here.
@@ -57,6 +59,18 @@ impl Backoff {
             delay = delay.max(self.base.saturating_add(self.uniform(hint)));
         }
         delay.min(self.max)
+    }
+
+    /// The delay before the next attempt after the server refused the upgrade with
+    /// `Retry-After` (`floor`, capped at the maximum): the floor plus this window's jitter, so a
+    /// crowd refused together does not come back in the same instant; never more than the
+    /// maximum. Advances the attempt counter like [`Backoff::next_delay`].
+    pub(crate) fn next_delay_at_least(&mut self, floor: Duration) -> Duration {
+        let floor = floor.min(self.max);
+        let jittered = self.next_delay(None);
+        floor
+            .saturating_add(jittered.saturating_sub(self.base))
+            .min(self.max)
     }
 
     /// Attempts made since the last reset.
@@ -152,6 +166,33 @@ mod tests {
                     <= Duration::from_secs(1)
             );
         }
+    }
+
+    #[test]
+    fn a_retry_after_floor_is_honoured_with_jitter_above_it_capped_at_max() {
+        let base = Duration::from_millis(20);
+        let mut b = Backoff::new(base, Duration::from_secs(5));
+        let floor = Duration::from_secs(1);
+        let mut spread = false;
+        for _ in 0..100 {
+            b.reset();
+            b.next_delay(None);
+            let ceiling = b.ceiling();
+            let d = b.next_delay_at_least(floor);
+            assert!(
+                d >= floor && d <= floor + ceiling,
+                "{d:?} outside [{floor:?}, {:?}]",
+                floor + ceiling
+            );
+            spread |= d > floor;
+        }
+        assert!(spread, "the refused crowd must be spread above the floor");
+        assert_eq!(b.attempt(), 2);
+        let mut capped = Backoff::new(base, Duration::from_secs(2));
+        assert_eq!(
+            capped.next_delay_at_least(Duration::from_secs(3600)),
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

@@ -24,9 +24,11 @@ pub struct ClientConfig {
     pub reconnect: bool,
     /// Floor and base of the reconnect backoff: attempt `n` waits a random time in
     /// `[min_reconnect_delay, min(max_reconnect_delay, min_reconnect_delay * 2^n)]`. After a
-    /// disconnect with a `delay_ms` hint, at least this plus a random share of the hint.
+    /// disconnect with a `delay_ms` hint, at least this plus a random share of the hint. After
+    /// an upgrade refused with 503 or 429 and `Retry-After` (a node at its handshake bound), at
+    /// least the `Retry-After` plus the window's jitter.
     pub min_reconnect_delay: Duration,
-    /// Upper bound of the reconnect backoff, the server's hint included.
+    /// Upper bound of the reconnect backoff, the server's hint and `Retry-After` included.
     pub max_reconnect_delay: Duration,
     /// How long a connection must stay up before the backoff starts over from
     /// `min_reconnect_delay`. Connections that end sooner (a server that disconnects every

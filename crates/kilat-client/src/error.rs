@@ -93,5 +93,31 @@ impl Error {
     }
 }
 
+/// Longest `Retry-After` taken from a server (longer values are cut to this).
+const MAX_RETRY_AFTER_SECS: u64 = 3600;
+
+impl Error {
+    /// The server's `Retry-After` when it refused the WebSocket upgrade with 503 or 429 (a node
+    /// at its handshake bound answers `503` with `Retry-After: 1`). Only the delta-seconds form
+    /// is read; an HTTP date or garbage gives `None` (the plain backoff applies).
+    pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
+        let Error::Transport(error) = self else {
+            return None;
+        };
+        let tokio_tungstenite::tungstenite::Error::Http(response) = error.as_ref() else {
+            return None;
+        };
+        if !matches!(response.status().as_u16(), 429 | 503) {
+            return None;
+        }
+        let value = response.headers().get("retry-after")?.to_str().ok()?.trim();
+        if value.is_empty() || value.len() > 10 || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let secs = value.parse::<u64>().ok()?.min(MAX_RETRY_AFTER_SECS);
+        Some(std::time::Duration::from_secs(secs))
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -188,8 +188,13 @@ impl ConnectionTask {
     /// server refused for good (the final event is then already sent). `hint` is the server's
     /// reconnect spread window from the disconnect that ended the last connection.
     async fn reconnect(&mut self, mut hint: Option<Duration>) -> Option<Connection> {
+        // The last attempt's `Retry-After` (an upgrade refused with 503 or 429).
+        let mut retry_after: Option<Duration> = None;
         loop {
-            let delay = self.backoff.next_delay(hint.take());
+            let delay = match retry_after.take() {
+                Some(floor) => self.backoff.next_delay_at_least(floor),
+                None => self.backoff.next_delay(hint.take()),
+            };
             self.emit(Event::Reconnecting {
                 attempt: self.backoff.attempt(),
                 delay,
@@ -226,7 +231,10 @@ impl ConnectionTask {
                     self.stop(code, format!("connect refused: {}", e.message));
                     return None;
                 }
-                Err(e) => tracing::debug!(error = %e, "reconnect attempt failed"),
+                Err(e) => {
+                    retry_after = e.retry_after();
+                    tracing::debug!(error = %e, ?retry_after, "reconnect attempt failed");
+                }
             }
         }
     }

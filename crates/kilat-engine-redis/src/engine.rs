@@ -37,6 +37,13 @@ pub struct RedisEngine {
     /// Commands and scripts (publish, history, presence). Multiplexed, reconnects on its own;
     /// every call through it is bounded by `command_timeout`.
     commands: Conn,
+    /// Publications only (the publish scripts and unstored `PUBLISH`es), on a connection of
+    /// their own with a single Redis, so they never queue behind the handshake work of a
+    /// reconnect storm (recovery reads, presence adds, joins) pipelined on `commands`: a
+    /// multiplexed connection answers in order, and with thousands of recovery reads ahead of
+    /// it a publish used to exceed `command_timeout` (docs/reliability.md, the reconnect
+    /// storm). In cluster mode the same cluster connection as `commands`.
+    publishes: Conn,
     /// How this node listens to channels.
     subscriptions: Subscriptions,
     /// The hub's handler, read by the pub/sub tasks.
@@ -106,6 +113,11 @@ impl RedisEngine {
             .set_max_delay(config.reconnect_max_delay);
         let commands = bounded(
             config.connect_timeout,
+            ConnectionManager::new_with_config(client.clone(), manager_config.clone()),
+        )
+        .await?;
+        let publishes = bounded(
+            config.connect_timeout,
             ConnectionManager::new_with_config(client.clone(), manager_config),
         )
         .await?;
@@ -131,6 +143,7 @@ impl RedisEngine {
         Ok(RedisEngine {
             config,
             commands: Conn::Single(commands),
+            publishes: Conn::Single(publishes),
             subscriptions: Subscriptions::Shards(shards.into_boxed_slice()),
             handler,
             cluster_inbox: InboxSlot::default(),
@@ -161,6 +174,7 @@ impl RedisEngine {
         Ok(RedisEngine {
             config,
             commands: Conn::Cluster(conn.clone()),
+            publishes: Conn::Cluster(conn.clone()),
             subscriptions: Subscriptions::Cluster {
                 conn,
                 channels: ClusterSubscriptions::default(),
@@ -262,12 +276,12 @@ impl RedisEngine {
         publication.offset = None;
         let json = codec::encode_stored(&publication)?;
         let keys = self.keys(channel);
-        let mut conn = self.commands.clone();
+        let mut conn = self.publishes.clone();
         if options.history_size == 0 || options.history_ttl.is_zero() {
             let message = codec::encode_unstored(&json);
             let mut publish = redis::cmd(self.publish_command());
             publish.arg(&keys.pubsub).arg(message);
-            self.query::<i64>(&publish).await?;
+            bounded::<i64, _>(self.config.command_timeout, publish.query_async(&mut conn)).await?;
             return Ok(None);
         }
         let invocation = self.publish_invocation(&PUBLISH_SCRIPT, &keys, json, &options);
@@ -319,7 +333,7 @@ impl RedisEngine {
         publication.offset = None;
         let json = codec::encode_stored(&publication)?;
         let keys = self.keys(channel);
-        let mut conn = self.commands.clone();
+        let mut conn = self.publishes.clone();
         let mut invocation = self.publish_invocation(&PUBLISH_LATEST_SCRIPT, &keys, json, &options);
         invocation.key(&keys.latest).arg(key).arg(max_keys);
         let (offset, epoch, kept): (u64, String, u8) = bounded(

@@ -22,7 +22,7 @@
 //! # Modules
 //!
 //! - `engine`: [`RedisEngine`], the trait implementations; `conn`: the command connection
-//!   (a `ConnectionManager`, or the cluster connection).
+//!   and the publish connection (a `ConnectionManager` each, or the cluster connection).
 //! - `pubsub`: single Redis: the sharded pub/sub connections, delivery to the hub, reconnect
 //!   and resubscribe. `cluster`: Redis Cluster: sharded pub/sub (`SSUBSCRIBE`).
 //! - `scripts`: the Lua scripts (publish, history, presence, registry).
@@ -73,6 +73,15 @@
 //!   channel, which shares the slot of the channel's keys, so it runs on the master that owns
 //!   both; the cluster client routes `SSUBSCRIBE` there and resubscribes after failovers and
 //!   slot moves. Order per channel holds for the same reason as above.
+//! - **Publications on their own connection** (single Redis). A multiplexed connection answers
+//!   in order, so on one shared connection a publish waited behind every call queued before
+//!   it; in a reconnect storm those are thousands of recovery reads, presence adds and joins,
+//!   and publishes exceeded `command_timeout` (503 to the publisher) or, on time, were late by
+//!   hundreds of milliseconds for every subscriber. The publish scripts and unstored
+//!   `PUBLISH`es go on a second `ConnectionManager`, which Redis serves between the storm's
+//!   commands (docs/reliability.md, the reconnect storm). Join/leave publishes stay with the
+//!   handshake work they belong to. Order per channel is unchanged: one channel's publications
+//!   all take the publish connection.
 //! - **Failures are bounded.** Every command and confirmation is capped by `command_timeout`:
 //!   with Redis down or stuck (SIGSTOP), `publish` fails fast with an engine error (the client
 //!   gets 503) and nothing hangs. Commands reconnect through `ConnectionManager`; each pub/sub

@@ -286,3 +286,100 @@ async fn application_pings_are_answered_so_the_server_keeps_the_client() {
     client.publish("alive", &1).await.expect("still connected");
     assert_eq!(offsets(&publications(&mut events, "alive", 1).await), [1]);
 }
+
+/// `POST path` with a JSON body on a fresh connection; the status and body.
+async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut reply = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut reply))
+        .await
+        .expect("reply in time")
+        .expect("read");
+    let status = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {reply:?}"));
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn an_upgrade_refused_with_retry_after_waits_at_least_that_long() {
+    // One handshake at a time: a bare upgrade that never sends `connect` holds it, so every
+    // reconnect attempt meanwhile gets 503 with `Retry-After: 1`.
+    let server = TestServer::start_with(|c| c.server.max_handshakes = 1).await;
+    let config = ClientConfig {
+        min_reconnect_delay: Duration::from_millis(20),
+        max_reconnect_delay: Duration::from_secs(5),
+        ..ClientConfig::new(server.url())
+    };
+    let (client, mut events) = Client::connect(config).await.expect("connect");
+    let id = connected(&mut events).await;
+    // The client's first message after connect ends its own handshake (and frees the permit).
+    client.presence_stats("x").await.expect("presence stats");
+    let (holder, _) = tokio_tungstenite::connect_async(server.url())
+        .await
+        .expect("the bare upgrade takes the only permit");
+
+    let body = format!(r#"{{"user":"","client":"{id}","reconnect":true}}"#);
+    let (status, reply) = post_json(server.addr, "/api/disconnect", &body).await;
+    assert_eq!(
+        (status, reply.as_str()),
+        (200, r#"{"result":{"connections":1}}"#)
+    );
+    // The first attempt comes at the backoff floor and is refused; the wait before the next
+    // one honours `Retry-After` (without it this window is 20-40 ms).
+    match next_matching(&mut events, "the first reconnect attempt", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await
+    {
+        Event::Reconnecting { attempt, delay } => {
+            assert_eq!(attempt, 1);
+            assert!(delay <= Duration::from_millis(20), "{delay:?}");
+        }
+        _ => unreachable!(),
+    }
+    match next_matching(&mut events, "the attempt after the 503", |e| {
+        matches!(e, Event::Reconnecting { .. } | Event::Connected { .. })
+    })
+    .await
+    {
+        Event::Reconnecting { attempt, delay } => {
+            assert_eq!(attempt, 2);
+            assert!(
+                delay >= Duration::from_secs(1) && delay <= Duration::from_millis(1040),
+                "Retry-After: 1 plus the second window's jitter, got {delay:?}"
+            );
+        }
+        other => panic!("connected past the handshake bound: {other:?}"),
+    }
+    // Once the permit is free the client gets in.
+    drop(holder);
+    let again = next_matching(&mut events, "Connected after the refusals", |e| {
+        matches!(e, Event::Connected { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            again,
+            Event::Connected {
+                reconnected: true,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    client.close();
+}

@@ -9,6 +9,8 @@ mod cluster;
 mod conformance;
 /// Redis killed, restarted or paused under running engines.
 mod failures;
+/// Publications on their own connection, never queued behind recovery reads.
+mod lanes;
 /// Two engines ("nodes") sharing one Redis: fan-out, history, presence.
 mod multi_node;
 /// Whole kilat-core nodes on the Redis engine: a client on one node, publishes on another.

@@ -151,6 +151,18 @@ async fn a_failed_handshake_gives_its_permit_back() {
     send_connect(&mut next).await;
 }
 
+/// The `kilat_handshakes` gauge (handshakes in progress) from `/metrics`.
+async fn handshakes_in_progress(server: &TestServer) -> u64 {
+    let (status, body) = http_get(server.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|line| line.strip_prefix("kilat_handshakes "))
+        .unwrap_or_else(|| panic!("no kilat_handshakes in /metrics:\n{body}"))
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
 #[tokio::test]
 async fn connected_clients_that_stay_silent_hold_no_permit() {
     const BOUND: usize = 2;
@@ -162,6 +174,8 @@ async fn connected_clients_that_stay_silent_hold_no_permit() {
     for _ in 0..BOUND * 4 {
         let mut ws = upgrade(&server).await.expect("a permit is free again");
         send_connect(&mut ws).await;
+        // The permit came back with the reply, while the connection stays open.
+        assert_eq!(handshakes_in_progress(&server).await, 0);
         silent.push(ws);
     }
     assert_eq!(
