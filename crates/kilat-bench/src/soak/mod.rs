@@ -382,8 +382,18 @@ pub(crate) async fn run(args: SoakArgs) -> Result<()> {
     let mut sample_errors = 0u64;
     while Instant::now() < end {
         let t_s = started.elapsed().as_secs_f64();
-        let presence =
+        let mut presence =
             presence_entries(&mut sampler, &prefix, args.channels, &mut sampler_id).await;
+        if presence.is_none() {
+            // The sampler reads only while it asks, so with --sample near the pong timeout a
+            // ping can wait too long and the server closes it (3002): a new one asks again.
+            if let Ok(fresh) = proto::open(&target, Protocol::Kilat, Duration::from_secs(10)).await
+            {
+                sampler = fresh;
+                presence =
+                    presence_entries(&mut sampler, &prefix, args.channels, &mut sampler_id).await;
+            }
+        }
         match sample::take(t_s, pid, &addr, presence).await {
             Ok(s) => {
                 let v = |k: usize| s.values[k].map_or("-".to_owned(), |v| format!("{v:.0}"));
