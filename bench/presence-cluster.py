@@ -27,6 +27,10 @@ process stays connected once its members are in: long enough for the measurement
 last join), PING_INTERVAL [25] and PONG_TIMEOUT [10] and HANDSHAKE_TIMEOUT [10] (the nodes'
 `node.ping_interval`, `node.pong_timeout`, `node.handshake_timeout`, seconds: a machine shared
 with other work may need more time to answer a ping or finish a handshake under the join burst),
+PRESENCE_TTL [60] (`node.presence_ttl`: every member's entry is re-added at each ping, so
+PING_INTERVAL sets the refresh load on Redis, MEMBERS / PING_INTERVAL adds a second; keep the
+TTL above the interval), MAX_HANDSHAKES [512] (`server.max_handshakes`; `kilat bench fanout` counts a refused upgrade as
+a failed connection instead of retrying it, so a slow shared machine may need 0: no bound),
 REDIS_SERVER [redis-server]. Exits non-zero when not every member got in or the pages missed or
 repeated one.
 
@@ -35,7 +39,7 @@ MEMBERS/(NODES*PROCS_PER_NODE), each under the open-files limit (`ulimit -Hn`) l
 each node listens on its own loopback address (127.0.0.2, 127.0.0.3, ...), so the clients of one
 node have the whole ephemeral port range (net.ipv4.ip_local_port_range) to themselves. Progress
 (members counted, join rate, node RSS, load average) goes to stderr every two seconds; the
-joining phase gives up when the count has not moved for QUIET seconds (15, or one per 2,000
+joining phase gives up when the count has not reached a new high for QUIET seconds (15, or one per 2,000
 members if more) or after one second per 100 members (at least 600 s).
 """
 from __future__ import annotations
@@ -58,6 +62,7 @@ CHANNEL = "big:room0"
 CONFIG = """
 [server]
 listen = "{host}:{port}"
+max_handshakes = {max_handshakes}
 [engine]
 kind = "redis"
 redis_url = "redis://127.0.0.1:{redis_port}"
@@ -69,6 +74,7 @@ client_command_rate = 0.0
 ping_interval = {ping_interval}
 pong_timeout = {pong_timeout}
 handshake_timeout = {handshake_timeout}
+presence_ttl = {presence_ttl}
 [node.namespaces.big]
 presence = true
 join_leave = true
@@ -163,7 +169,7 @@ class Node:
     """`kilat serve --config` on the shared Redis, ready when /ready answers 200."""
 
     def __init__(self, binary: str, redis_port: int, config_dir: str, host: str,
-                 timeouts: dict):
+                 timeouts: dict, log_dir: str):
         self.host = host
         self.port = free_port(host)
         path = os.path.join(config_dir, f"kilat-{host}-{self.port}.toml")
@@ -171,9 +177,9 @@ class Node:
             f.write(CONFIG.format(host=host, port=self.port, redis_port=redis_port,
                                   api_key=API_KEY, **timeouts))
         env = dict(os.environ, KILAT_LOG="warn")
-        self.proc = subprocess.Popen([binary, "serve", "--config", path], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=raise_nofile)
+        with open(os.path.join(log_dir, f"node-{host}.log"), "w") as log:
+            self.proc = subprocess.Popen([binary, "serve", "--config", path], env=env,
+                                         stdout=log, stderr=log, preexec_fn=raise_nofile)
         wait_for(f"kilat on {host}:{self.port}", self.ready)
         self.url = f"ws://{host}:{self.port}/connection/websocket"
         self.api = self.connect_api()
@@ -266,7 +272,9 @@ def main() -> int:
     hold = env_int("HOLD", 60 + members // 1000)
     timeouts = {"ping_interval": env_int("PING_INTERVAL", 25),
                 "pong_timeout": env_int("PONG_TIMEOUT", 10),
-                "handshake_timeout": env_int("HANDSHAKE_TIMEOUT", 10)}
+                "handshake_timeout": env_int("HANDSHAKE_TIMEOUT", 10),
+                "max_handshakes": env_int("MAX_HANDSHAKES", 512),
+                "presence_ttl": env_int("PRESENCE_TTL", 60)}
     quiet = max(15, members // 2000)
     procs_n = nodes_n * per_node
     share = [members // procs_n + (1 if i < members % procs_n else 0) for i in range(procs_n)]
@@ -287,6 +295,9 @@ def main() -> int:
               file=sys.stderr)
         return 2
     load_start = load_average()
+    log_dir = os.environ.get("LOG_DIR") or tempfile.mkdtemp(prefix="presence-cluster-logs-")
+    os.makedirs(log_dir, exist_ok=True)
+    print(f"node logs and client processes' stderr in {log_dir}", file=sys.stderr, flush=True)
 
     redis = Redis(os.environ.get("REDIS_SERVER", "redis-server"))
     nodes: list[Node] = []
@@ -294,27 +305,34 @@ def main() -> int:
     failed = False
     try:
         with tempfile.TemporaryDirectory() as config_dir:
-            nodes = [Node(binary, redis.port, config_dir, f"127.0.0.{2 + i}", timeouts)
-                     for i in range(nodes_n)]
+            nodes = [Node(binary, redis.port, config_dir, f"127.0.0.{2 + i}", timeouts,
+                          log_dir) for i in range(nodes_n)]
             mem0 = redis.used_memory()
             rss0 = [rss_mib(n.proc.pid) for n in nodes]
             cpu0 = [cpu_seconds(n.proc.pid) for n in nodes]
             started = time.time()
+            client_logs = [os.path.join(log_dir, f"client-{i}.err") for i in range(procs_n)]
             for i, n in enumerate(share):
                 node = nodes[i % nodes_n]
-                clients.append(subprocess.Popen(
-                    [binary, "bench", "fanout", "--url", node.url, "-n", str(n), "-c", "1",
-                     "--channel-prefix", "big:room", "-p", "1", "-r", "0.01", "-d", str(hold),
-                     "--drain", "1", "--connect-rate", str(rate), "--json"],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                    preexec_fn=raise_nofile))
+                with open(client_logs[i], "w") as log:
+                    clients.append(subprocess.Popen(
+                        [binary, "bench", "fanout", "--url", node.url, "-n", str(n), "-c", "1",
+                         "--channel-prefix", "big:room", "-p", "1", "-r", "0.01", "-d",
+                         str(hold), "--drain", "1", "--connect-rate", str(rate), "--json"],
+                        stdout=subprocess.PIPE, stderr=log, text=True,
+                        preexec_fn=raise_nofile))
+
+            def tail(i: int) -> str:
+                with open(client_logs[i]) as f:
+                    return f.read()[-2000:]
+
             # Joining: presence_stats on node 0 until every member is in (the client
             # processes' publishers do not subscribe), or the count has not moved for `quiet`
             # seconds (connections the client processes failed to make, counted in their
             # reports' connect_failed, never come).
             expected = members
             joining_rtts: list[float] = []
-            count, last_count, last_change = 0, -1, time.time()
+            count, best, last_change = 0, -1, time.time()
             all_in_at = started
             limit_s = max(600, members // 100)
             deadline = started + limit_s
@@ -324,10 +342,12 @@ def main() -> int:
                     raise RuntimeError(f"only {count} of {expected} in after {limit_s} s")
                 if any(c.poll() not in (None, 0) for c in clients):
                     raise RuntimeError("a client process failed: " + next(
-                        c.stderr.read()[-2000:] for c in clients if c.poll() not in (None, 0)))
+                        tail(i) for i, c in enumerate(clients) if c.poll() not in (None, 0)))
                 rtt, count = timed_stats(nodes[0], count)
-                if count != last_count:
-                    last_count, last_change, all_in_at = count, time.time(), time.time()
+                # Progress is a new highest count: members that leave (a client process that
+                # gave up and ended its hold) do not keep the wait going.
+                if count > best:
+                    best, last_change, all_in_at = count, time.time(), time.time()
                 if count < expected:
                     joining_rtts.append(rtt)
                 if time.time() >= next_progress:
@@ -354,10 +374,10 @@ def main() -> int:
             print(f"measured; waiting for the client processes to end their hold ({hold} s)",
                   file=sys.stderr, flush=True)
             reports = []
-            for c in clients:
-                out, err = c.communicate(timeout=hold + 300)
+            for i, c in enumerate(clients):
+                out, _ = c.communicate(timeout=hold + 300)
                 if c.returncode != 0:
-                    raise RuntimeError(f"client process failed: {err[-2000:]}")
+                    raise RuntimeError(f"client process failed: {tail(i)}")
                 reports.append(json.loads(out))
     finally:
         for c in clients:
