@@ -22,9 +22,26 @@ client process at the start of its hold (`kilat bench fanout` needs a publisher,
 subscribe).
 
 Environment [default]: MEMBERS [30000], NODES [3], PROCS_PER_NODE [2], CONNECT_RATE [1000]
-(new connections per second per client process), HOLD [90] (seconds each client process stays
-connected once its members are in), REDIS_SERVER [redis-server]. Exits non-zero when not every
-member got in or the pages missed or repeated one.
+(new connections per second per client process), HOLD [60 + MEMBERS/1000] (seconds each client
+process stays connected once its members are in: long enough for the measurements after the
+last join), PING_INTERVAL [25] and PONG_TIMEOUT [10] and HANDSHAKE_TIMEOUT [10] (the nodes'
+`node.ping_interval`, `node.pong_timeout`, `node.handshake_timeout`, seconds: a machine shared
+with other work may need more time to answer a ping or finish a handshake under the join burst),
+PRESENCE_TTL [60] (`node.presence_ttl`: every member's entry is re-added at each ping, so
+PING_INTERVAL sets the refresh load on Redis, MEMBERS / PING_INTERVAL adds a second; keep the
+TTL above the interval), MAX_HANDSHAKES [512] (`server.max_handshakes`; `kilat bench fanout` counts a refused upgrade as
+a failed connection instead of retrying it, so a slow shared machine may need 0: no bound),
+REDIS_SERVER [redis-server]. Exits non-zero when not every member got in or the pages missed or
+repeated one.
+
+Limits checked before anything starts: a node holds MEMBERS/NODES sockets and a client process
+MEMBERS/(NODES*PROCS_PER_NODE), each under the open-files limit (`ulimit -Hn`) less a margin;
+each node listens on its own loopback address (127.0.0.2, 127.0.0.3, ...), so the clients of one
+node have the ephemeral port range (net.ipv4.ip_local_port_range) to themselves; connect() takes
+the even half of it quickly, so a node can have about half the range of members. Progress
+(members counted, join rate, node RSS, load average) goes to stderr every two seconds; the
+joining phase gives up when the count has not reached a new high for QUIET seconds (15, or one per 2,000
+members if more) or after one second per 100 members (at least 600 s).
 """
 from __future__ import annotations
 
@@ -41,12 +58,12 @@ import tempfile
 import time
 
 API_KEY = "bench-presence-cluster"
-QUIET = 15
 CHANNEL = "big:room0"
 
 CONFIG = """
 [server]
-listen = "127.0.0.1:{port}"
+listen = "{host}:{port}"
+max_handshakes = {max_handshakes}
 [engine]
 kind = "redis"
 redis_url = "redis://127.0.0.1:{redis_port}"
@@ -55,6 +72,10 @@ key = "{api_key}"
 [node]
 allow_anonymous = true
 client_command_rate = 0.0
+ping_interval = {ping_interval}
+pong_timeout = {pong_timeout}
+handshake_timeout = {handshake_timeout}
+presence_ttl = {presence_ttl}
 [node.namespaces.big]
 presence = true
 join_leave = true
@@ -68,10 +89,24 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def load_average() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def port_range() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return high - low + 1
+    except OSError:
+        return 28232
 
 
 def raise_nofile() -> None:
@@ -134,21 +169,24 @@ class Redis:
 class Node:
     """`kilat serve --config` on the shared Redis, ready when /ready answers 200."""
 
-    def __init__(self, binary: str, redis_port: int, config_dir: str):
-        self.port = free_port()
-        path = os.path.join(config_dir, f"kilat-{self.port}.toml")
+    def __init__(self, binary: str, redis_port: int, config_dir: str, host: str,
+                 timeouts: dict, log_dir: str):
+        self.host = host
+        self.port = free_port(host)
+        path = os.path.join(config_dir, f"kilat-{host}-{self.port}.toml")
         with open(path, "w") as f:
-            f.write(CONFIG.format(port=self.port, redis_port=redis_port, api_key=API_KEY))
+            f.write(CONFIG.format(host=host, port=self.port, redis_port=redis_port,
+                                  api_key=API_KEY, **timeouts))
         env = dict(os.environ, KILAT_LOG="warn")
-        self.proc = subprocess.Popen([binary, "serve", "--config", path], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=raise_nofile)
-        wait_for(f"kilat on {self.port}", self.ready)
-        self.url = f"ws://127.0.0.1:{self.port}/connection/websocket"
+        with open(os.path.join(log_dir, f"node-{host}.log"), "w") as log:
+            self.proc = subprocess.Popen([binary, "serve", "--config", path], env=env,
+                                         stdout=log, stderr=log, preexec_fn=raise_nofile)
+        wait_for(f"kilat on {host}:{self.port}", self.ready)
+        self.url = f"ws://{host}:{self.port}/connection/websocket"
         self.api = self.connect_api()
 
     def connect_api(self) -> http.client.HTTPConnection:
-        api = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        api = http.client.HTTPConnection(self.host, self.port, timeout=60)
         api.connect()
         api.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return api
@@ -156,7 +194,7 @@ class Node:
     def ready(self) -> bool:
         if self.proc.poll() is not None:
             raise RuntimeError(f"kilat exited at start ({self.proc.returncode})")
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+        with socket.create_connection((self.host, self.port), timeout=1) as s:
             s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             return s.recv(12).startswith(b"HTTP/1.1 200")
 
@@ -205,9 +243,19 @@ def page_all(node: Node) -> dict:
     seen: dict[str, int] = {}
     pages = 0
     body = {"channel": CHANNEL, "limit": 1000}
+    retries = 0
     t = time.perf_counter()
     while True:
-        r = node.call("presence", body)
+        try:
+            r = node.call("presence", body)
+        except RuntimeError as e:
+            # 503 when Redis did not answer within `engine.redis_timeout` (a starved machine):
+            # the same page again, a few times, counted.
+            if "503" not in str(e) or retries >= 20:
+                raise
+            retries += 1
+            time.sleep(0.2)
+            continue
         pages += 1
         for client in r["clients"]:
             seen[client] = seen.get(client, 0) + 1
@@ -215,7 +263,7 @@ def page_all(node: Node) -> dict:
             break
         body["cursor"] = r["cursor"]
     return {"pages": pages, "seconds": time.perf_counter() - t, "members": len(seen),
-            "repeated": sum(1 for n in seen.values() if n > 1)}
+            "repeated": sum(1 for n in seen.values() if n > 1), "retried_503": retries}
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -232,9 +280,39 @@ def main() -> int:
     nodes_n = env_int("NODES", 3)
     per_node = env_int("PROCS_PER_NODE", 2)
     rate = env_int("CONNECT_RATE", 1000)
-    hold = env_int("HOLD", 90)
+    hold = env_int("HOLD", 60 + members // 1000)
+    timeouts = {"ping_interval": env_int("PING_INTERVAL", 25),
+                "pong_timeout": env_int("PONG_TIMEOUT", 10),
+                "handshake_timeout": env_int("HANDSHAKE_TIMEOUT", 10),
+                "max_handshakes": env_int("MAX_HANDSHAKES", 512),
+                "presence_ttl": env_int("PRESENCE_TTL", 60)}
+    quiet = max(15, members // 2000)
     procs_n = nodes_n * per_node
     share = [members // procs_n + (1 if i < members % procs_n else 0) for i in range(procs_n)]
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    per_node_members = -(-members // nodes_n)
+    if per_node_members > files - 500:
+        print(f"{per_node_members} members per node do not fit the open-files limit ({files}, "
+              f"less 500 for the rest): raise NODES to at least "
+              f"{-(-members // (files - 500))}", file=sys.stderr)
+        return 2
+    if max(share) > files - 1000:
+        print(f"{max(share)} members per client process do not fit the open-files limit "
+              f"({files}, less 1000): raise PROCS_PER_NODE", file=sys.stderr)
+        return 2
+    # Linux gives connect() the even ports of the range first and scans them all before it
+    # tries an odd one: past half the range per destination, every further connect crawls
+    # (measured here: joins stall at about 14,100 per node address with 28,232 ports).
+    if per_node_members > port_range() // 2 - 500:
+        print(f"{per_node_members} connections to one node address need more ephemeral ports "
+              f"than connect() takes quickly (half of net.ipv4.ip_local_port_range, "
+              f"{port_range() // 2}): raise NODES to at least "
+              f"{-(-members // (port_range() // 2 - 500))}", file=sys.stderr)
+        return 2
+    load_start = load_average()
+    log_dir = os.environ.get("LOG_DIR") or tempfile.mkdtemp(prefix="presence-cluster-logs-")
+    os.makedirs(log_dir, exist_ok=True)
+    print(f"node logs and client processes' stderr in {log_dir}", file=sys.stderr, flush=True)
 
     redis = Redis(os.environ.get("REDIS_SERVER", "redis-server"))
     nodes: list[Node] = []
@@ -242,40 +320,59 @@ def main() -> int:
     failed = False
     try:
         with tempfile.TemporaryDirectory() as config_dir:
-            nodes = [Node(binary, redis.port, config_dir) for _ in range(nodes_n)]
+            nodes = [Node(binary, redis.port, config_dir, f"127.0.0.{2 + i}", timeouts,
+                          log_dir) for i in range(nodes_n)]
             mem0 = redis.used_memory()
+            rss0 = [rss_mib(n.proc.pid) for n in nodes]
             cpu0 = [cpu_seconds(n.proc.pid) for n in nodes]
             started = time.time()
+            client_logs = [os.path.join(log_dir, f"client-{i}.err") for i in range(procs_n)]
             for i, n in enumerate(share):
                 node = nodes[i % nodes_n]
-                clients.append(subprocess.Popen(
-                    [binary, "bench", "fanout", "--url", node.url, "-n", str(n), "-c", "1",
-                     "--channel-prefix", "big:room", "-p", "1", "-r", "0.01", "-d", str(hold),
-                     "--drain", "1", "--connect-rate", str(rate), "--json"],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                    preexec_fn=raise_nofile))
+                with open(client_logs[i], "w") as log:
+                    clients.append(subprocess.Popen(
+                        [binary, "bench", "fanout", "--url", node.url, "-n", str(n), "-c", "1",
+                         "--channel-prefix", "big:room", "-p", "1", "-r", "0.01", "-d",
+                         str(hold), "--drain", "1", "--connect-rate", str(rate), "--json"],
+                        stdout=subprocess.PIPE, stderr=log, text=True,
+                        preexec_fn=raise_nofile))
+
+            def tail(i: int) -> str:
+                with open(client_logs[i]) as f:
+                    return f.read()[-2000:]
+
             # Joining: presence_stats on node 0 until every member is in (the client
-            # processes' publishers do not subscribe), or the count has not moved for QUIET
+            # processes' publishers do not subscribe), or the count has not moved for `quiet`
             # seconds (connections the client processes failed to make, counted in their
             # reports' connect_failed, never come).
             expected = members
             joining_rtts: list[float] = []
-            count, last_count, last_change = 0, -1, time.time()
+            count, best, last_change = 0, -1, time.time()
             all_in_at = started
-            deadline = started + 600
-            while count < expected and time.time() - last_change < QUIET:
+            limit_s = max(600, members // 100)
+            deadline = started + limit_s
+            next_progress = started
+            while count < expected and time.time() - last_change < quiet:
                 if time.time() > deadline:
-                    raise RuntimeError(f"only {count} of {expected} in after 600 s")
+                    raise RuntimeError(f"only {count} of {expected} in after {limit_s} s")
                 if any(c.poll() not in (None, 0) for c in clients):
                     raise RuntimeError("a client process failed: " + next(
-                        c.stderr.read()[-2000:] for c in clients if c.poll() not in (None, 0)))
+                        tail(i) for i, c in enumerate(clients) if c.poll() not in (None, 0)))
                 rtt, count = timed_stats(nodes[0], count)
-                if count != last_count:
-                    last_count, last_change, all_in_at = count, time.time(), time.time()
+                # Progress is a new highest count: members that leave (a client process that
+                # gave up and ended its hold) do not keep the wait going.
+                if count > best:
+                    best, last_change, all_in_at = count, time.time(), time.time()
                 if count < expected:
                     joining_rtts.append(rtt)
-                if len(joining_rtts) % 25 == 0:
-                    print(f"{time.time() - started:6.1f} s: {count} in", file=sys.stderr)
+                if time.time() >= next_progress:
+                    elapsed = time.time() - started
+                    print(f"{elapsed:6.1f} s: {count} of {expected} in "
+                          f"({count / max(elapsed, 0.001):.0f}/s), node RSS "
+                          f"{', '.join(f'{rss_mib(n.proc.pid):.0f}' for n in nodes)} MiB, "
+                          f"presence_stats {rtt:.0f} ms, load {load_average()}",
+                          file=sys.stderr, flush=True)
+                    next_progress += 2
                 time.sleep(0.2)
             expected = count
             all_in_s = all_in_at - started
@@ -288,11 +385,14 @@ def main() -> int:
             key_bytes = {k: int(redis.cli("MEMORY", "USAGE", k, "SAMPLES", "0") or 0)
                          for k in keys.split()}
             rss = [rss_mib(n.proc.pid) for n in nodes]
+            load_end = load_average()
+            print(f"measured; waiting for the client processes to end their hold ({hold} s)",
+                  file=sys.stderr, flush=True)
             reports = []
-            for c in clients:
-                out, err = c.communicate(timeout=hold + 300)
+            for i, c in enumerate(clients):
+                out, _ = c.communicate(timeout=hold + 300)
                 if c.returncode != 0:
-                    raise RuntimeError(f"client process failed: {err[-2000:]}")
+                    raise RuntimeError(f"client process failed: {tail(i)}")
                 reports.append(json.loads(out))
     finally:
         for c in clients:
@@ -322,7 +422,14 @@ def main() -> int:
         "redis_presence_key_bytes": key_bytes,
         "redis_presence_bytes_per_member": round(presence_bytes / expected, 1),
         "redis_used_memory_grown_per_member": round((mem1 - mem0) / expected, 1),
+        "node_rss_mib_before": [round(r, 1) for r in rss0],
         "node_rss_mib": [round(r, 1) for r in rss],
+        "node_rss_grown_per_member_bytes": [
+            round((r - r0) * 1048576 / max(1, m), 0)
+            for r, r0, m in zip(rss, rss0, [sum(share[i::nodes_n]) for i in range(nodes_n)])],
+        "node_timeouts_s": timeouts,
+        "load_average_start": load_start,
+        "load_average_end": load_end,
     }
     print(json.dumps(result, indent=2))
     subscribed = sum(r["subscribers"] for r in reports)
@@ -346,6 +453,10 @@ def main() -> int:
     print(f"Redis presence: {presence_bytes / expected:.0f} bytes per member (MEMORY USAGE of "
           f"the channel's presence keys), used_memory grew {(mem1 - mem0) / expected:.0f} "
           f"bytes per member")
+    print(f"node RSS grew {', '.join(f'{b:.0f}' for b in result['node_rss_grown_per_member_bytes'])}"
+          f" bytes per member (connection, session and subscription; no presence entry lives "
+          f"on a node with Redis)")
+    print(f"load average {load_start} at the start, {load_end} once measured (shared machine)")
     return 1 if failed else 0
 
 

@@ -272,6 +272,12 @@ struct SoakReport {
     /// Channels where the server's presence differed from the connected clients at the end.
     presence_mismatched_channels: usize,
     presence_detail: Option<String>,
+    /// Seconds from the first presence comparison until the server agreed (or until the check
+    /// gave up at the end of --settle), and how many comparisons that took. A leave the server
+    /// has not processed yet agrees within milliseconds; anything longer is an entry the server
+    /// kept.
+    presence_check_s: f64,
+    presence_checks: u32,
     samples: usize,
     trends: Vec<Trend>,
     assert_flat_pct_per_hour: Option<f64>,
@@ -442,7 +448,10 @@ pub(crate) async fn run(args: SoakArgs) -> Result<()> {
     let mut mismatched;
     let mut detail;
     let mut id = 100u64;
+    let check_started = Instant::now();
+    let mut checks = 0u32;
     loop {
+        checks += 1;
         mismatched = 0;
         detail = None;
         let members = shared
@@ -571,6 +580,8 @@ pub(crate) async fn run(args: SoakArgs) -> Result<()> {
         abuse,
         presence_mismatched_channels: mismatched,
         presence_detail: detail,
+        presence_check_s: check_started.elapsed().as_secs_f64(),
+        presence_checks: checks,
         samples: samples.len(),
         trends,
         assert_flat_pct_per_hour: args.assert_flat,
@@ -650,8 +661,14 @@ fn print_table(r: &SoakReport) {
         (
             "presence",
             match &r.presence_detail {
-                None => "equals the connected clients on every channel".to_owned(),
-                Some(d) => format!("{} channel(s) differ; {d}", r.presence_mismatched_channels),
+                None => format!(
+                    "equals the connected clients on every channel ({} comparison(s), {:.2} s)",
+                    r.presence_checks, r.presence_check_s
+                ),
+                Some(d) => format!(
+                    "{} channel(s) differ after {} comparison(s) over {:.2} s; {d}",
+                    r.presence_mismatched_channels, r.presence_checks, r.presence_check_s
+                ),
             },
         ),
     ];

@@ -190,14 +190,19 @@ impl Node {
         if !state.presence && !state.join_leave {
             return;
         }
-        let _order = self.inner.presence_order.lock(&info.client).await;
-        if !self.is_subscribed(channel, key) {
-            return;
-        }
-        if state.presence {
-            let ttl = self.config().presence_ttl;
-            if let Err(error) = self.inner.presence.add(channel, info.clone(), ttl).await {
-                tracing::warn!(%error, channel, "presence add failed");
+        {
+            // Only the presence write holds the lock (bounded by the engine's timeout), not the
+            // join publish: a publish stuck on a lost pub/sub connection must not stall the
+            // presence of every client in the stripe.
+            let _order = self.inner.presence_order.lock(&info.client).await;
+            if !self.is_subscribed(channel, key) {
+                return;
+            }
+            if state.presence {
+                let ttl = self.config().presence_ttl;
+                if let Err(error) = self.inner.presence.add(channel, info.clone(), ttl).await {
+                    tracing::warn!(%error, channel, "presence add failed");
+                }
             }
         }
         if state.join_leave {
@@ -226,14 +231,11 @@ impl Node {
     /// Presence removal and leave after a subscription ended (the caller removed it from the
     /// hub first), under the client's presence lock (see `presence_order.rs`).
     pub(crate) async fn after_leave(&self, channel: &str, info: &ClientInfo, state: SubState) {
-        if !state.presence && !state.join_leave {
-            return;
-        }
-        let _order = self.inner.presence_order.lock(&info.client).await;
-        if state.presence
-            && let Err(error) = self.inner.presence.remove(channel, &info.client).await
-        {
-            tracing::warn!(%error, channel, "presence remove failed");
+        if state.presence {
+            let _order = self.inner.presence_order.lock(&info.client).await;
+            if let Err(error) = self.inner.presence.remove(channel, &info.client).await {
+                tracing::warn!(%error, channel, "presence remove failed");
+            }
         }
         if state.join_leave {
             self.publish_join_leave(channel, info, JoinLeave::Leave)

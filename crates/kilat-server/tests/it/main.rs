@@ -35,6 +35,8 @@ mod limits;
 mod metrics;
 /// Connection and handshake limits per client address, and trusted proxies' X-Forwarded-For.
 mod per_ip;
+/// A leave on the tick of the ping timer leaves no presence entry behind.
+mod presence_race;
 /// Backend proxy hooks: connect, subscribe, publish, rpc, send and refresh over HTTP.
 mod proxy;
 /// `https://` proxy hooks against a local TLS backend with a test CA.
