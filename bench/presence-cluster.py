@@ -31,7 +31,8 @@ PRESENCE_TTL [60] (`node.presence_ttl`: every member's entry is re-added at each
 PING_INTERVAL sets the refresh load on Redis, MEMBERS / PING_INTERVAL adds a second; keep the
 TTL above the interval), MAX_HANDSHAKES [512] (`server.max_handshakes`; `kilat bench fanout` counts a refused upgrade as
 a failed connection instead of retrying it, so a slow shared machine may need 0: no bound),
-REDIS_SERVER [redis-server]. Exits non-zero when not every member got in or the pages missed or
+REDIS_SERVER [redis-server], NODE_LOG [warn] (the nodes' KILAT_LOG, e.g. `warn,kilat_server::transport::driver=debug`
+to log each connection's end). Exits non-zero when not every member got in or the pages missed or
 repeated one.
 
 Limits checked before anything starts: a node holds MEMBERS/NODES sockets and a client process
@@ -177,7 +178,7 @@ class Node:
         with open(path, "w") as f:
             f.write(CONFIG.format(host=host, port=self.port, redis_port=redis_port,
                                   api_key=API_KEY, **timeouts))
-        env = dict(os.environ, KILAT_LOG="warn")
+        env = dict(os.environ, KILAT_LOG=os.environ.get("NODE_LOG", "warn"))
         with open(os.path.join(log_dir, f"node-{host}.log"), "w") as log:
             self.proc = subprocess.Popen([binary, "serve", "--config", path], env=env,
                                          stdout=log, stderr=log, preexec_fn=raise_nofile)
