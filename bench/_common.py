@@ -20,9 +20,9 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 

@@ -58,6 +58,8 @@ import sys
 import tempfile
 import time
 
+from _common import cpu_seconds, env_int, free_port, raise_nofile
+
 API_KEY = "bench-presence-cluster"
 CHANNEL = "big:room0"
 
@@ -86,16 +88,6 @@ allow_presence = true
 """
 
 
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def load_average() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -108,17 +100,6 @@ def port_range() -> int:
         return high - low + 1
     except OSError:
         return 28232
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
