@@ -221,38 +221,14 @@ impl Event {
 /// `namespace`); any other data is the event `message` with the data as its one argument, as
 /// publications are mapped.
 fn event_of(data: &RawValue) -> Event {
-    #[derive(Deserialize)]
-    struct EventData<'a> {
-        #[serde(borrow)]
-        event: std::borrow::Cow<'a, str>,
-        #[serde(borrow, default)]
-        args: Option<&'a RawValue>,
-        #[serde(default)]
-        namespace: Option<String>,
-        #[serde(default)]
-        attachments: Option<Vec<String>>,
-    }
-    let Ok(event) = serde_json::from_str::<EventData<'_>>(data.get()) else {
+    let Some(event) = packet::EventData::parse(data) else {
         return Event {
             namespace: "/".to_owned(),
             body: format!("[\"message\",{}]", data.get()),
             attachments: None,
         };
     };
-    let name = serde_json::to_string(&event.event).unwrap_or_default();
-    let body = match event.args {
-        Some(args) if args.get().trim_start().starts_with('[') => {
-            let inner = args.get().trim();
-            let inner = inner[1..inner.len() - 1].trim();
-            if inner.is_empty() {
-                format!("[{name}]")
-            } else {
-                format!("[{name},{inner}]")
-            }
-        }
-        Some(arg) => format!("[{name},{}]", arg.get()),
-        None => format!("[{name}]"),
-    };
+    let body = event.body("");
     let attachments = event.attachments.filter(|a| !a.is_empty()).and_then(|a| {
         let count = packet::decode_attachments(&a, &body)?.len();
         Some((a, count))

@@ -6,6 +6,7 @@
 //! report anything outside the specification as [`Malformed`], which closes the Engine.IO
 //! session the way the reference server does ("parse error").
 
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// The separator of packets in a long-polling payload (ASCII record separator).
@@ -311,6 +312,49 @@ pub(crate) fn decode_attachments(attachments: &[String], body: &str) -> Option<V
         .iter()
         .map(|a| base64::engine::general_purpose::STANDARD.decode(a).ok())
         .collect()
+}
+
+/// Data naming a Socket.IO event, in a publication or a server API `send`:
+/// `{"event", "args"?, "namespace"?, "attachments"?}` (docs/socketio.md). Any other data is
+/// the event `message` with the data as its one argument.
+#[derive(Deserialize)]
+pub(crate) struct EventData<'a> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    args: Option<&'a RawValue>,
+    /// Where a `send` goes (publications take theirs from the channel).
+    #[serde(default)]
+    pub(crate) namespace: Option<String>,
+    /// Binary arguments, base64, for the placeholders in `args` (docs/socketio.md).
+    #[serde(default)]
+    pub(crate) attachments: Option<Vec<String>>,
+}
+
+impl<'a> EventData<'a> {
+    /// `data` as an event, or `None` when it names none.
+    pub(crate) fn parse(data: &'a RawValue) -> Option<Self> {
+        serde_json::from_str(data.get()).ok()
+    }
+
+    /// The packet's JSON array: the event name, its arguments (an array is spread, anything
+    /// else is the one argument), then `position` (`,"<offset>:<channel>"` or empty).
+    pub(crate) fn body(&self, position: &str) -> String {
+        let name = serde_json::to_string(&self.event).unwrap_or_default();
+        match self.args {
+            Some(args) if args.get().trim_start().starts_with('[') => {
+                let inner = args.get().trim();
+                let inner = &inner[1..inner.len() - 1];
+                if inner.trim().is_empty() {
+                    format!("[{name}{position}]")
+                } else {
+                    format!("[{name},{inner}{position}]")
+                }
+            }
+            Some(arg) => format!("[{name},{}{position}]", arg.get()),
+            None => format!("[{name}{position}]"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1053,17 +1053,6 @@ struct Publication<'a> {
     offset: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct EventData<'a> {
-    #[serde(borrow)]
-    event: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    args: Option<&'a RawValue>,
-    /// Binary arguments, base64, for the placeholders in `args` (docs/socketio.md).
-    #[serde(default)]
-    attachments: Option<Vec<String>>,
-}
-
 /// The Engine.IO packets of a shared frame (pushes and pings; one or more `\n`-separated), as
 /// one polling payload part (`\x1e`-joined) or as WebSocket frames: computed once per frame
 /// and transport, whoever receives it.
@@ -1168,25 +1157,12 @@ fn event_packets(channel: &str, data: &RawValue, offset: Option<u64>, out: &mut 
         Some(offset) if out.offsets => format!(",\"{offset}:{channel}\""),
         _ => String::new(),
     };
-    let Ok(event) = serde_json::from_str::<EventData<'_>>(data.get()) else {
+    let Some(event) = packet::EventData::parse(data) else {
         let body = format!("[\"message\",{}{position}]", data.get());
         out.text(&packet::socket_message('2', namespace, None, &body));
         return;
     };
-    let name = serde_json::to_string(&event.event).unwrap_or_default();
-    let body = match event.args {
-        Some(args) if args.get().trim_start().starts_with('[') => {
-            let inner = args.get().trim();
-            let inner = &inner[1..inner.len() - 1];
-            if inner.trim().is_empty() {
-                format!("[{name}{position}]")
-            } else {
-                format!("[{name},{inner}{position}]")
-            }
-        }
-        Some(arg) => format!("[{name},{}{position}]", arg.get()),
-        None => format!("[{name}{position}]"),
-    };
+    let body = event.body(&position);
     if let Some(attachments) = event.attachments.filter(|a| !a.is_empty()) {
         if let Some(raw) = packet::decode_attachments(&attachments, &body) {
             out.text(&packet::binary_message(
