@@ -10,6 +10,9 @@
 #   NATIVE=1 bench/socketio.sh              also kilat's own protocol at the same load, for
 #                                           reference (`kilat-native`)
 #   BASELINE=path bench/socketio.sh         also another kilat binary's /socket.io/ (before/after)
+#   WRITE_DELAY_MS=20 bench/socketio.sh     also kilat's /socket.io/ with node.write_delay_ms set
+#                                           (`kilat-delayed`: pushes held that long to share a
+#                                           write; replies are not held)
 #
 # kilat runs `serve --dev` (a client `emit` is a publication to the namespace's channel, which
 # reaches every socket: what the Node server's `io.emit` does) with
@@ -25,7 +28,9 @@ SIZE="${SIZE:-100}"
 ROUNDS="${ROUNDS:-3}"
 NATIVE="${NATIVE:-0}"
 BASELINE="${BASELINE:-}"
+WRITE_DELAY_MS="${WRITE_DELAY_MS:-0}"
 servers="kilat node-socketio"
+[ "$WRITE_DELAY_MS" != 0 ] && servers="$servers kilat-delayed"
 [ "$NATIVE" = 1 ] && servers="$servers kilat-native"
 [ -n "$BASELINE" ] && servers="$servers kilat-baseline"
 [ -x "$KILAT" ] || { echo "no kilat binary at $KILAT (cargo build --release -p kilat-cli)" >&2; exit 1; }
@@ -53,14 +58,15 @@ wait_port() {
 }
 
 run() { # name round
-  local name="$1" round="$2" port bin="$KILAT" protocol=socketio
+  local name="$1" round="$2" port bin="$KILAT" protocol=socketio delay=0
   port="$(free_port)"
   case "$name" in
-    kilat | kilat-native | kilat-baseline)
+    kilat | kilat-native | kilat-baseline | kilat-delayed)
       [ "$name" = kilat-baseline ] && bin="$BASELINE"
       [ "$name" = kilat-native ] && protocol=kilat
-      KILAT_NODE_CLIENT_COMMAND_RATE=0 RUST_LOG=warn "$bin" serve --dev --listen "127.0.0.1:$port" \
-        >"$tmp/$name-$round.log" 2>&1 &
+      [ "$name" = kilat-delayed ] && delay="$WRITE_DELAY_MS"
+      KILAT_NODE_CLIENT_COMMAND_RATE=0 KILAT_NODE_WRITE_DELAY_MS="$delay" RUST_LOG=warn \
+        "$bin" serve --dev --listen "127.0.0.1:$port" >"$tmp/$name-$round.log" 2>&1 &
       ;;
     node-socketio)
       (cd bench/servers/socketio && PORT="$port" exec node server.js) >"$tmp/$name-$round.log" 2>&1 &
@@ -89,7 +95,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$tmp" "$ROUNDS" "$out" $servers <<'EOF'
-import json, statistics, sys
+import json, os, statistics, sys
 tmp, rounds, out, names = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 runs = {n: [json.load(open(f"{tmp}/{n}-{r}.json")) for r in range(1, rounds + 1)]
         for n in names}
@@ -104,7 +110,8 @@ print(f"| fan-out p99 (ms) | {p99['kilat']:.2f} | {p99['node-socketio']:.2f} | {
 print(f"| lost + duplicated (all rounds) | {lost['kilat']} | {lost['node-socketio']} | |")
 for n in names[2:]:
     label = {"kilat-native": "kilat's own protocol (reference)",
-             "kilat-baseline": "kilat /socket.io/, BASELINE binary"}[n]
+             "kilat-baseline": "kilat /socket.io/, BASELINE binary",
+             "kilat-delayed": f"kilat /socket.io/ with write_delay_ms = {os.environ.get('WRITE_DELAY_MS')}"}[n]
     print(f"{label}: {cpu[n]:.3f} CPU s / M deliveries (Node / it {cpu['node-socketio'] / cpu[n]:.1f}x),"
           f" p99 {p99[n]:.2f} ms, lost + duplicated {lost[n]}")
 json.dump(runs, open(out, "w"), indent=1)

@@ -32,6 +32,14 @@ pub trait Observer: Send + Sync + fmt::Debug + 'static {
         let _ = (transport, code);
     }
 
+    /// A connection on `transport` ended without a close frame, for `reason`: `"client_gone"`
+    /// (the client closed the socket or reset it), `"write_timeout"` (it stopped reading and a
+    /// write stayed blocked past the bound), `"write_failed"` (a write failed) or
+    /// `"teardown_timeout"` (the final flush and close did not finish in time).
+    fn dropped(&self, transport: &'static str, reason: &'static str) {
+        let _ = (transport, reason);
+    }
+
     /// A command with an id was answered after `elapsed`: `error` is the client error code it
     /// got, `None` on success. `connect` is reported too (a refused connect disconnects and
     /// reports its disconnect code as `error`).

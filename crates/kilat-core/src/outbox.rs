@@ -26,6 +26,9 @@ struct State {
     reply_bytes: usize,
     /// The close requested (first one wins); reported once the frames before it are drained.
     close: Option<Disconnect>,
+    /// Pushes are being held back to share one write ([`Outbox::hold`]): they queue without
+    /// waking the consumer. Replies and closes still wake it.
+    holding: bool,
 }
 
 #[derive(Debug)]
@@ -63,14 +66,18 @@ impl Outbox {
         if state.close.is_some() {
             return;
         }
-        if state.bytes - state.reply_bytes + frame.len() > self.0.max_bytes {
+        let wake = if state.bytes - state.reply_bytes + frame.len() > self.0.max_bytes {
             state.close = Some(Disconnect::SLOW);
+            true
         } else {
             state.bytes += frame.len();
             state.frames.push_back(frame);
-        }
+            !state.holding
+        };
         drop(state);
-        self.0.notify.notify_one();
+        if wake {
+            self.0.notify.notify_one();
+        }
     }
 
     /// Queues a reply to the client's own command. Non-blocking. A reply may take the queue
@@ -133,6 +140,33 @@ impl Outbox {
         }
     }
 
+    /// Starts holding pushes back so that those arriving in the next moments share one write
+    /// (`node.write_delay_ms`). Returns `false`, and holds nothing, when a reply or a close is
+    /// pending: those go out at once. While holding, pushes queue without waking the consumer
+    /// (no wake-up per delivery); a reply or a close resolves [`Outbox::urgent`]. The next
+    /// [`Outbox::drain`] ends the hold.
+    pub fn hold(&self) -> bool {
+        let mut state = lock(&self.0.state);
+        state.holding = state.reply_bytes == 0 && state.close.is_none();
+        state.holding
+    }
+
+    /// Resolves when a reply or a close is pending: what ends a [`Outbox::hold`] early.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, like [`Outbox::ready`].
+    pub async fn urgent(&self) {
+        loop {
+            {
+                let state = lock(&self.0.state);
+                if state.reply_bytes > 0 || state.close.is_some() {
+                    return;
+                }
+            }
+            self.0.notify.notified().await;
+        }
+    }
+
     /// Moves pending frames into `out` (at least one when any is pending, then while the batch
     /// stays under `max_bytes_per_batch`). Returns `Some(disconnect)` when a close is pending and
     /// every frame queued before it has been taken (again on every later call).
@@ -146,6 +180,7 @@ impl Outbox {
         max_bytes_per_batch: usize,
     ) -> Option<Disconnect> {
         let mut state = lock(&self.0.state);
+        state.holding = false;
         if out.is_empty() && state.bytes <= max_bytes_per_batch {
             state.bytes = 0;
             state.reply_bytes = 0;
@@ -178,6 +213,8 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     fn frame(n: usize) -> SharedFrame {
@@ -260,6 +297,42 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(lock(&outbox.0.state).frames.capacity(), 0);
         assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_hold_is_refused_with_a_reply_pending_and_ended_early_by_one() {
+        let outbox = Outbox::new(100);
+        outbox.push_reply(SharedFrame::reply(vec![b'r'; 4]));
+        assert!(!outbox.hold(), "a pending reply goes out at once");
+        let mut out = Vec::new();
+        outbox.drain(&mut out, 100);
+        out.clear();
+
+        outbox.push(frame(3));
+        assert!(outbox.hold(), "only pushes pending: hold them");
+        outbox.push(frame(3));
+        assert!(
+            outbox.urgent().now_or_never().is_none(),
+            "pushes do not end the hold"
+        );
+        let producer = outbox.clone();
+        let task =
+            tokio::spawn(async move { producer.push_reply(SharedFrame::reply(vec![b'r'; 2])) });
+        outbox.urgent().await;
+        task.await.expect("producer");
+        assert_eq!(outbox.drain(&mut out, 100), None);
+        assert_eq!(out.len(), 3, "both pushes and the reply, in order");
+        assert!(out[2].is_reply());
+    }
+
+    #[tokio::test]
+    async fn a_close_ends_a_hold() {
+        let outbox = Outbox::new(100);
+        outbox.push(frame(3));
+        assert!(outbox.hold());
+        outbox.close(Disconnect::SHUTDOWN);
+        outbox.urgent().await;
+        assert!(!outbox.hold());
     }
 
     #[tokio::test]

@@ -230,6 +230,12 @@ impl Session {
         }
     }
 
+    /// How long the transport waits, once frames are queued, before writing them
+    /// (`node.write_delay_ms`; zero: at once).
+    pub fn write_delay(&self) -> Duration {
+        Duration::from_millis(self.node.config().write_delay_ms)
+    }
+
     /// The transport this session runs on.
     pub fn transport(&self) -> TransportInfo {
         self.transport
@@ -684,6 +690,14 @@ impl Session {
     pub fn record_disconnect(&self, disconnect: &Disconnect) {
         if let Some(observer) = self.node.observer() {
             observer.disconnected(self.transport.name, disconnect.code.into());
+        }
+    }
+
+    /// Tells the metrics observer that the connection ends without a close frame, and why
+    /// (see [`crate::Observer::dropped`]).
+    pub fn record_drop(&self, reason: &'static str) {
+        if let Some(observer) = self.node.observer() {
+            observer.dropped(self.transport.name, reason);
         }
     }
 

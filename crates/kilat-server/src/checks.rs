@@ -11,7 +11,9 @@
 //! - `proxy_subscribe` / `proxy_publish` without the matching `[proxy]` URL;
 //! - `allow_subscribe = "token"` without any token key (`[token]`);
 //! - `node.presence_ttl` not above `node.ping_interval` (entries would expire between the
-//!   pings that refresh them).
+//!   pings that refresh them);
+//! - `node.write_delay_ms` above 1000 (a real-time push held for more than a second is a
+//!   mistake, most likely seconds written for milliseconds).
 //!
 //! Warned about: `history_ttl` without `history_size`; a `[proxy]` subscribe or publish URL
 //! that no namespace uses; a locked-down node nobody can connect to.
@@ -22,6 +24,9 @@ use kilat_core::NamespaceOptions;
 use kilat_core::config::AllowSubscribe;
 
 use crate::config::{Config, ConfigError};
+
+/// Largest `node.write_delay_ms` accepted.
+const MAX_WRITE_DELAY_MS: u64 = 1000;
 
 impl Config {
     /// Every namespace with the key prefix naming it in messages.
@@ -109,6 +114,14 @@ impl Config {
                 secs(self.node.presence_ttl),
                 secs(self.node.ping_interval),
                 secs(self.node.ping_interval * 2)
+            ));
+        }
+        if self.node.write_delay_ms > MAX_WRITE_DELAY_MS {
+            return refuse(format!(
+                "node.write_delay_ms = {} holds every push for more than a second (hint: the \
+                 value is in milliseconds; 5-25 gathers the publications of a busy feed into \
+                 one write, 0 writes at once)",
+                self.node.write_delay_ms
             ));
         }
         Ok(())
@@ -302,6 +315,14 @@ mod tests {
     fn presence_ttl_must_outlive_the_ping_interval() {
         let message = refused("[node]\npresence_ttl = 20\nping_interval = 25\n");
         assert!(message.contains("node.presence_ttl"), "{message}");
+    }
+
+    #[test]
+    fn a_write_delay_of_seconds_is_refused() {
+        let message = refused("[node]\nwrite_delay_ms = 5000\n");
+        assert!(message.contains("milliseconds"), "{message}");
+        let config = load("[node]\nwrite_delay_ms = 20\n").expect("valid");
+        assert_eq!(config.node.write_delay_ms, 20);
     }
 
     #[test]

@@ -88,6 +88,12 @@ struct TransportCodeLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportReasonLabel {
+    transport: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -130,6 +136,7 @@ pub(crate) struct Detail {
     commands: HistogramFamily<MethodLabel>,
     command_errors: Family<MethodCodeLabel, Counter>,
     disconnects: Family<TransportCodeLabel, Counter>,
+    drops: Family<TransportReasonLabel, Counter>,
     slow_consumers: Family<TransportLabel, Counter>,
     fan_out: Histogram,
     delivery_latency: Histogram,
@@ -198,6 +205,7 @@ impl Detail {
             commands: Family::new_with_constructor(command_histogram),
             command_errors: Family::default(),
             disconnects: Family::default(),
+            drops: Family::default(),
             slow_consumers: Family::default(),
             fan_out: Histogram::new(exponential_buckets(0.000_001, 4.0, 10)),
             delivery_latency: io_histogram(),
@@ -248,6 +256,13 @@ impl Detail {
             "kilat_disconnects",
             "Connections closed with a code, by transport and disconnect code",
             detail.disconnects.clone(),
+        );
+        registry.register(
+            "kilat_connection_drops",
+            "Connections that ended without a close frame, by transport and reason: client_gone \
+             (the client closed or reset the socket), write_timeout (it stopped reading), \
+             write_failed, teardown_timeout",
+            detail.drops.clone(),
         );
         registry.register(
             "kilat_slow_consumers",
@@ -350,6 +365,13 @@ impl Observer for Detail {
                 .get_or_create(&TransportLabel { transport })
                 .inc();
         }
+    }
+
+    fn dropped(&self, transport: &'static str, reason: &'static str) {
+        let transport = self.transport_name(transport);
+        self.drops
+            .get_or_create(&TransportReasonLabel { transport, reason })
+            .inc();
     }
 
     fn command(&self, method: Method, elapsed: Duration, error: Option<u32>) {

@@ -18,7 +18,8 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// buffers hold megabytes), but a reader this stuck is gone or hostile.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long the teardown may spend flushing what was queued and sending the close.
+/// How long the teardown may spend flushing what was queued and sending the close (and again
+/// for the session's cleanup).
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a transport reads from its client.
@@ -126,33 +127,45 @@ pub(crate) fn drive(
             // Wakes on: a message (or the end) from the client; frames or a close queued for this
             // connection by its session or the hub; the session's next timer (handshake timeout,
             // ping, pong timeout).
-            tokio::select! {
-                inbound = wire.recv() => match inbound {
-                    // Boxed so the rarely running command handler does not enlarge the state every
-                    // idle connection carries.
-                    Inbound::Message(text) => {
-                        if let Err(disconnect) = Box::pin(session.handle_message(&text)).await {
-                            break Some(disconnect);
-                        }
-                    }
-                    Inbound::Refused(disconnect) => break Some(disconnect),
-                    Inbound::Gone => break None,
-                },
+            let inbound = tokio::select! {
+                inbound = wire.recv() => Some(inbound),
                 () = outbox.ready() => {
-                    let pending_close = outbox.drain(&mut batch, WRITE_BATCH_BYTES);
-                    // Boxed like the handler: a write's state is needed only while writing.
-                    if Box::pin(flush(&mut wire, &mut batch, session.session())).await.is_err() {
-                        break None;
-                    }
-                    if pending_close.is_some() {
-                        break pending_close;
+                    // Boxed like the handler: a write's state (a hold's included) is needed only
+                    // while writing, not in every idle connection's task.
+                    match Box::pin(write_turn(&mut wire, &outbox, &mut batch, session.session()))
+                        .await
+                    {
+                        Err(error) => {
+                            dropped(session.session(), &error);
+                            break None;
+                        }
+                        Ok(Turn::Close(disconnect)) => break Some(disconnect),
+                        Ok(Turn::Written) => None,
+                        Ok(Turn::Interrupted(inbound)) => Some(inbound),
                     }
                 }
                 () = &mut timer => {
                     if let Err(disconnect) = session.on_timer(tokio::time::Instant::now()) {
                         break Some(disconnect);
                     }
+                    None
                 }
+            };
+            match inbound {
+                // Boxed so the rarely running command handler does not enlarge the state every
+                // idle connection carries.
+                Some(Inbound::Message(text)) => {
+                    if let Err(disconnect) = Box::pin(session.handle_message(&text)).await {
+                        break Some(disconnect);
+                    }
+                }
+                Some(Inbound::Refused(disconnect)) => break Some(disconnect),
+                Some(Inbound::Gone) => {
+                    tracing::debug!("client closed the connection");
+                    session.session().record_drop("client_gone");
+                    break None;
+                }
+                None => {}
             }
         };
         // The ending runs once per connection: boxed so its state is not part of every idle task.
@@ -160,13 +173,13 @@ pub(crate) fn drive(
         // dropped without the courtesy of a flush and a close frame (dropping the session cleans
         // up the hub synchronously; its presence entries expire by TTL).
         if tokio::time::timeout(
-            FINISH_TIMEOUT,
+            2 * FINISH_TIMEOUT,
             Box::pin(finish(wire, session, outbox, batch, close)),
         )
         .await
         .is_err()
         {
-            tracing::debug!("connection teardown timed out; dropping the socket");
+            tracing::debug!("session cleanup timed out; dropping the session");
         }
     };
     InSpan { inner: task, span }
@@ -195,6 +208,46 @@ impl<F: Future> Future for InSpan<F> {
     }
 }
 
+/// How a write turn ended.
+enum Turn {
+    /// What was queued is written.
+    Written,
+    /// Written, and the close queued after it is due.
+    Close(Disconnect),
+    /// Written early because the client sent something during the hold; handle it next.
+    Interrupted(Inbound),
+}
+
+/// One write turn: with `node.write_delay_ms` set and only pushes queued, first holds them for
+/// that long so the publications of the next moments share the write (one `writev` instead of
+/// one per delivery: the kernel's write is about half of the server's CPU per delivery at
+/// moderate rates). A reply or a close queued meanwhile ends the hold at once, and so does a
+/// message from the client (written first, then handled), so replies are never delayed and a
+/// client that keeps sending cannot postpone its pushes past the delay.
+async fn write_turn(
+    wire: &mut impl Wire,
+    outbox: &Outbox,
+    batch: &mut Vec<SharedFrame>,
+    session: &Session,
+) -> std::io::Result<Turn> {
+    let delay = session.write_delay();
+    let mut interrupted = None;
+    if !delay.is_zero() && outbox.hold() {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = outbox.urgent() => {}
+            inbound = wire.recv() => interrupted = Some(inbound),
+        }
+    }
+    let pending_close = outbox.drain(batch, WRITE_BATCH_BYTES);
+    flush(wire, batch, session).await?;
+    Ok(match (pending_close, interrupted) {
+        (Some(disconnect), _) => Turn::Close(disconnect),
+        (None, Some(inbound)) => Turn::Interrupted(inbound),
+        (None, None) => Turn::Written,
+    })
+}
+
 /// Flushes what is queued, tells the client why it is closed, and cleans up the session.
 async fn finish(
     mut wire: impl Wire,
@@ -204,24 +257,42 @@ async fn finish(
     close: Option<Disconnect>,
 ) {
     if let Some(disconnect) = close {
-        // Replies and pushes queued before the close still reach the client first.
-        loop {
-            let pending_close = outbox.drain(&mut batch, WRITE_BATCH_BYTES);
-            let empty = batch.is_empty();
-            if flush(&mut wire, &mut batch, session.session())
-                .await
-                .is_err()
-                || empty
-                || pending_close.is_some()
-            {
-                break;
+        // Replies and pushes queued before the close still reach the client first, within
+        // [`FINISH_TIMEOUT`].
+        let closing = async {
+            loop {
+                let pending_close = outbox.drain(&mut batch, WRITE_BATCH_BYTES);
+                let empty = batch.is_empty();
+                if flush(&mut wire, &mut batch, session.session())
+                    .await
+                    .is_err()
+                    || empty
+                    || pending_close.is_some()
+                {
+                    break;
+                }
             }
+            tracing::debug!(code = disconnect.code, reason = %disconnect.reason, "closing connection");
+            session.session().record_disconnect(&disconnect);
+            wire.close(&disconnect).await;
+        };
+        if tokio::time::timeout(FINISH_TIMEOUT, closing).await.is_err() {
+            tracing::debug!("connection teardown timed out; dropping the socket");
+            session.session().record_drop("teardown_timeout");
         }
-        tracing::debug!(code = disconnect.code, reason = %disconnect.reason, "closing connection");
-        session.session().record_disconnect(&disconnect);
-        wire.close(&disconnect).await;
     }
     session.close().await;
+}
+
+/// Records why a write ended the connection (see `kilat_connection_drops`).
+fn dropped(session: &Session, error: &std::io::Error) {
+    let reason = if error.kind() == std::io::ErrorKind::TimedOut {
+        "write_timeout"
+    } else {
+        "write_failed"
+    };
+    tracing::debug!(%error, reason, "dropping the connection: a write failed");
+    session.record_drop(reason);
 }
 
 /// Writes `batch` and frees it: it usually holds the outbox's own buffer (see

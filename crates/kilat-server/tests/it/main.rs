@@ -54,3 +54,5 @@ mod socketio;
 mod tls_origin;
 /// Tokens: connection and subscription JWTs through a real socket.
 mod tokens;
+/// `node.write_delay_ms`: pushes held to share a write, replies at once.
+mod write_delay;

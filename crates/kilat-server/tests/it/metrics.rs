@@ -145,6 +145,32 @@ async fn detailed_metrics_count_what_a_load_did() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+
+    // A client that goes away without a close frame is a drop, counted by its reason.
+    drop(subscriber);
+    loop {
+        let body = metrics(&server).await;
+        if sample(
+            &body,
+            r#"kilat_connection_drops_total{transport="websocket",reason="client_gone"}"#,
+        ) == Some(1.0)
+        {
+            assert_eq!(
+                sample(
+                    &body,
+                    r#"kilat_disconnects_total{transport="websocket",code="3500"}"#
+                ),
+                Some(1.0),
+                "a drop is not a disconnect with a code"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline + std::time::Duration::from_secs(5),
+            "the dropped connection was never counted:\n{body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
