@@ -86,6 +86,12 @@ async fn handle(
         body,
     });
     match answer {
+        // As a backend in debug mode may answer (Flask's `jsonify` did by default).
+        Some(reply) if uri.path().ends_with("/pretty") => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string_pretty(&reply).expect("json"),
+        )
+            .into_response(),
         Some(reply) => axum::Json(reply).into_response(),
         None => std::future::pending().await,
     }
@@ -306,6 +312,27 @@ async fn publish_proxy_replaces_the_data() {
     assert_eq!(backend.next_request().await.body["channel"], "chat:1");
     let request = backend.next_request().await;
     assert_eq!(request.body["data"]["text"], "dirty");
+}
+
+/// Frames are `\n`-separated: a pretty-printed hook answer must not split the reply built
+/// from it, and newlines escaped inside its strings must survive.
+#[tokio::test]
+async fn a_pretty_printed_hook_answer_stays_one_frame() {
+    let backend = Backend::start(|_, body| {
+        Some(json!({"result": {"data": {"method": body["method"], "lines": "one\ntwo", "list": [1, 2]}}}))
+    })
+    .await;
+    let rpc_url = backend.url("/rpc/pretty");
+    let server = TestServer::start(|config| config.proxy.rpc_url = rpc_url).await;
+    let (mut ws, _) = crate::support::connect(&server).await;
+    send(&mut ws, json!({"id": 2, "rpc": {"method": "lines"}})).await;
+    let reply = next_json(&mut ws).await;
+    assert_eq!(reply["id"], 2, "{reply}");
+    assert_eq!(reply["rpc"]["data"]["lines"], "one\ntwo", "{reply}");
+    assert_eq!(reply["rpc"]["data"]["list"], json!([1, 2]), "{reply}");
+    // The next frame is whole too.
+    send(&mut ws, json!({"id": 3, "rpc": {"method": "again"}})).await;
+    assert_eq!(next_json(&mut ws).await["rpc"]["data"]["method"], "again");
 }
 
 #[tokio::test]
