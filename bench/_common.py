@@ -40,14 +40,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def http_get(port: int, path: str, timeout: float = 5) -> str:
-    """The body of a plain HTTP/1.1 GET to 127.0.0.1:PORT."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def http_get(port: int, path: str, timeout: float = 5, host: str = "127.0.0.1") -> str:
+    """The body of a plain HTTP/1.1 GET to HOST:PORT."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk
     return data.decode(errors="replace").split("\r\n\r\n", 1)[-1]
+
+
+def metric_series(port: int, prefixes: tuple[str, ...], host: str = "127.0.0.1") -> dict:
+    """Every series of kilat's /metrics on HOST:PORT whose name starts with one of `prefixes`,
+    with its labels as printed: {"kilat_x_total{a=\"b\"}": 3.0, ...}."""
+    series = {}
+    for line in http_get(port, "/metrics", host=host).splitlines():
+        if line.startswith(prefixes):
+            name, value = line.rsplit(" ", 1)
+            series[name] = float(value)
+    return series
 
 
 def metric(port: int, name: str) -> float:

@@ -32,8 +32,10 @@ PING_INTERVAL sets the refresh load on Redis, MEMBERS / PING_INTERVAL adds a sec
 TTL above the interval), MAX_HANDSHAKES [512] (`server.max_handshakes`; `kilat bench fanout` counts a refused upgrade as
 a failed connection instead of retrying it, so a slow shared machine may need 0: no bound),
 REDIS_SERVER [redis-server], NODE_LOG [warn] (the nodes' KILAT_LOG, e.g. `warn,kilat_server::transport::driver=debug`
-to log each connection's end). Exits non-zero when not every member got in or the pages missed or
-repeated one.
+to log each connection's end). Exits non-zero when not every member got in, the pages missed or
+repeated one, or the count fell while the members were held (refreshes failing: entries expired).
+Each node's `kilat_connection_drops_total` and `kilat_disconnects_total` at the time of the
+measurement are in the JSON (`node_connection_ends_when_measured`).
 
 Limits checked before anything starts: a node holds MEMBERS/NODES sockets and a client process
 MEMBERS/(NODES*PROCS_PER_NODE), each under the open-files limit (`ulimit -Hn`) less a margin;
@@ -58,7 +60,7 @@ import sys
 import tempfile
 import time
 
-from _common import cpu_seconds, env_int, free_port, raise_nofile
+from _common import cpu_seconds, env_int, free_port, metric_series, raise_nofile
 
 API_KEY = "bench-presence-cluster"
 CHANNEL = "big:room0"
@@ -367,9 +369,20 @@ def main() -> int:
             key_bytes = {k: int(redis.cli("MEMORY", "USAGE", k, "SAMPLES", "0") or 0)
                          for k in keys.split()}
             rss = [rss_mib(n.proc.pid) for n in nodes]
+            # How connections ended so far on each node: with a code, or dropped without one.
+            ends = [metric_series(n.port, ("kilat_connection_drops_total",
+                                           "kilat_disconnects_total"), host=n.host)
+                    for n in nodes]
             load_end = load_average()
-            print(f"measured; waiting for the client processes to end their hold ({hold} s)",
-                  file=sys.stderr, flush=True)
+            print(f"measured; waiting for the client processes to end their hold ({hold} s), "
+                  "counting the members meanwhile", file=sys.stderr, flush=True)
+            # Members must stay while held: their entries are refreshed at every ping and
+            # expire after PRESENCE_TTL without one, so a refresh load Redis cannot carry shows
+            # here as a falling count. Counted until 5 s before the first holds end.
+            held = []
+            while time.time() < all_in_at + hold - 5 and all(c.poll() is None for c in clients):
+                held.append(timed_stats(nodes[0])[1])
+                time.sleep(2)
             reports = []
             for i, c in enumerate(clients):
                 out, _ = c.communicate(timeout=hold + 300)
@@ -401,6 +414,8 @@ def main() -> int:
         "stats_rtt_ms_all_in": {"n": len(idle_rtts), "p50": pct(idle_rtts, 50),
                                 "p99": pct(idle_rtts, 99), "max": max(idle_rtts)},
         "paging": pages,
+        "held": {"samples": len(held), "min": min(held, default=0), "max": max(held, default=0),
+                 "seconds": round(2.0 * len(held), 0)},
         "redis_presence_key_bytes": key_bytes,
         "redis_presence_bytes_per_member": round(presence_bytes / expected, 1),
         "redis_used_memory_grown_per_member": round((mem1 - mem0) / expected, 1),
@@ -409,6 +424,7 @@ def main() -> int:
         "node_rss_grown_per_member_bytes": [
             round((r - r0) * 1048576 / max(1, m), 0)
             for r, r0, m in zip(rss, rss0, [sum(share[i::nodes_n]) for i in range(nodes_n)])],
+        "node_connection_ends_when_measured": ends,
         "node_timeouts_s": timeouts,
         "load_average_start": load_start,
         "load_average_end": load_end,
@@ -421,6 +437,9 @@ def main() -> int:
     for p in pages:
         if p["members"] != expected or p["repeated"]:
             failed = True
+    if held and min(held) != expected:
+        print(f"members fell to {min(held)} of {expected} while held (refreshes failed?)")
+        failed = True
     print(f"\n{expected} of {members} members in (the rest failed to connect: "
           f"{result['client_connect_failed']}) of {CHANNEL} on {nodes_n} nodes, {procs_n} "
           f"client processes at {rate} connections/s each")
@@ -432,6 +451,8 @@ def main() -> int:
     for label, p in zip(("node 0", f"node {nodes_n - 1}"), pages):
         print(f"paging on {label}: {p['members']} members in {p['pages']} pages, "
               f"{p['seconds']:.2f} s, {p['repeated']} repeated")
+    print(f"held {2 * len(held)} s: the count stayed within {min(held, default=0)}-"
+          f"{max(held, default=0)} (pings every {timeouts['ping_interval']} s refresh each entry)")
     print(f"Redis presence: {presence_bytes / expected:.0f} bytes per member (MEMORY USAGE of "
           f"the channel's presence keys), used_memory grew {(mem1 - mem0) / expected:.0f} "
           f"bytes per member")

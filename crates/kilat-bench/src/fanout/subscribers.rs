@@ -63,6 +63,93 @@ pub(super) struct Subscribers {
     pub(super) per_channel: Vec<u64>,
 }
 
+/// Subscribers whose setup finished, each with its reader running.
+struct Started {
+    readers: JoinSet<()>,
+    subscribers: u64,
+    connect_failed: u64,
+    per_channel: Vec<u64>,
+}
+
+impl Started {
+    /// Counts one finished setup and starts reading a subscribed connection.
+    fn add(
+        &mut self,
+        done: (usize, Result<crate::client::Conn>),
+        args: &FanoutArgs,
+        counters: &Arc<Counters>,
+        stop_rx: &watch::Receiver<bool>,
+    ) {
+        match done {
+            (chan, Ok(conn)) => {
+                self.subscribers += 1;
+                self.per_channel[chan] += 1;
+                self.readers.spawn(read(
+                    conn,
+                    counters.clone(),
+                    stop_rx.clone(),
+                    args.protocol,
+                    args.publishers,
+                    args.delta.then(DeltaReader::default),
+                ));
+            }
+            (_, Err(e)) => {
+                self.connect_failed += 1;
+                counters.error(format!("{e:#}"));
+            }
+        }
+    }
+}
+
+/// Reads one subscriber until the stop signal: counts what it receives, answers pings.
+async fn read(
+    mut conn: crate::client::Conn,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+    protocol: proto::Protocol,
+    npub: usize,
+    mut deltas: Option<DeltaReader>,
+) {
+    let mut last = vec![0u64; npub];
+    'read: loop {
+        tokio::select! {
+            r = conn.next() => match r {
+                Ok((op, payload)) => {
+                    let pong = proto::answer_ping(protocol, op, payload);
+                    match deltas.as_mut() {
+                        None => receive(&counters, &mut last, payload),
+                        Some(deltas) => {
+                            let read = deltas.payloads(payload, |p| receive(&counters, &mut last, p));
+                            if let Err(e) = read {
+                                counters.error(format!("subscriber: {e}"));
+                            }
+                        }
+                    }
+                    if let Some(p) = pong
+                        && let Err(e) = conn.send_text(p).await
+                    {
+                        counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                        counters.error(format!("{e:#}"));
+                        break 'read;
+                    }
+                }
+                Err(e) => {
+                    counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                    counters.error(format!("subscriber: {e:#}"));
+                    break 'read;
+                }
+            },
+            _ = stop.changed() => break 'read,
+        }
+    }
+    counters
+        .compressed
+        .fetch_add(conn.compressed, Ordering::Relaxed);
+    counters
+        .received_bytes
+        .fetch_add(conn.read_bytes, Ordering::Relaxed);
+}
+
 /// Connects this process's share of subscribers at `--connect-rate`, at most `--concurrency`
 /// handshakes at once, and starts a reader on each.
 pub(super) async fn connect(
@@ -87,9 +174,20 @@ pub(super) async fn connect(
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut setups = JoinSet::new();
-    let mut readers = JoinSet::new();
+    let mut started = Started {
+        readers: JoinSet::new(),
+        subscribers: 0,
+        connect_failed: 0,
+        per_channel: vec![0u64; nchan],
+    };
     for &i in &mine {
         ticker.tick().await;
+        // Subscribers read from the moment they are subscribed, not once all are: a server
+        // pushes to them meanwhile (presence counts, joins), and one that is not read for long
+        // is rightly dropped as stuck (its write times out).
+        while let Some(done) = setups.try_join_next() {
+            started.add(done?, args, counters, stop_rx);
+        }
         let permit = gate.clone().acquire_owned().await?;
         let target = target.clone();
         let channel = format!("{}{}", args.channel_prefix, i % nchan);
@@ -109,72 +207,15 @@ pub(super) async fn connect(
             (i % nchan, r)
         });
     }
-    let mut subscribers = 0;
-    let mut connect_failed = 0;
-    let mut subscribers_per_channel = vec![0u64; nchan];
     while let Some(done) = setups.join_next().await {
-        match done? {
-            (chan, Ok(mut conn)) => {
-                subscribers += 1;
-                subscribers_per_channel[chan] += 1;
-                let counters = counters.clone();
-                let mut stop = stop_rx.clone();
-                let protocol = args.protocol;
-                let npub = args.publishers;
-                let mut deltas = args.delta.then(DeltaReader::default);
-                readers.spawn(async move {
-                    let mut last = vec![0u64; npub];
-                    'read: loop {
-                        tokio::select! {
-                            r = conn.next() => match r {
-                                Ok((op, payload)) => {
-                                    let pong = proto::answer_ping(protocol, op, payload);
-                                    match deltas.as_mut() {
-                                        None => receive(&counters, &mut last, payload),
-                                        Some(deltas) => {
-                                            let read = deltas.payloads(payload, |p| receive(&counters, &mut last, p));
-                                            if let Err(e) = read {
-                                                counters.error(format!("subscriber: {e}"));
-                                            }
-                                        }
-                                    }
-                                    if let Some(p) = pong
-                                        && let Err(e) = conn.send_text(p).await
-                                    {
-                                        counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                                        counters.error(format!("{e:#}"));
-                                        break 'read;
-                                    }
-                                }
-                                Err(e) => {
-                                    counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                                    counters.error(format!("subscriber: {e:#}"));
-                                    break 'read;
-                                }
-                            },
-                            _ = stop.changed() => break 'read,
-                        }
-                    }
-                    counters
-                        .compressed
-                        .fetch_add(conn.compressed, Ordering::Relaxed);
-                    counters
-                        .received_bytes
-                        .fetch_add(conn.read_bytes, Ordering::Relaxed);
-                });
-            }
-            (_, Err(e)) => {
-                connect_failed += 1;
-                counters.error(format!("{e:#}"));
-            }
-        }
+        started.add(done?, args, counters, stop_rx);
     }
     bar.finish_and_clear();
     Ok(Subscribers {
-        readers,
-        connected: subscribers,
-        failed: connect_failed,
-        per_channel: subscribers_per_channel,
+        readers: started.readers,
+        connected: started.subscribers,
+        failed: started.connect_failed,
+        per_channel: started.per_channel,
     })
 }
 
