@@ -524,8 +524,8 @@ impl Session {
         Ok(())
     }
 
-    /// Re-adds this connection's presence entries so they outlive `presence_ttl`, in a task
-    /// (see `Node::refresh_presence` for why a leave that overtakes it is safe).
+    /// Queues a refresh of this connection's presence entries so they outlive `presence_ttl`
+    /// (sent with the other sessions' within a short window, see `Node::queue_presence_refresh`).
     fn refresh_presence(&self, info: ClientInfo) {
         let channels: Vec<String> = self
             .subs
@@ -536,11 +536,7 @@ impl Session {
         if channels.is_empty() {
             return;
         }
-        let node = self.node.clone();
-        let key = self.key;
-        self.node.spawn(async move {
-            node.refresh_presence(key, &info, &channels).await;
-        });
+        self.node.queue_presence_refresh(self.key, &info, channels);
     }
 
     /// Takes the subscriptions the server API added or removed since the last look.

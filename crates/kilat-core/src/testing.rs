@@ -542,6 +542,63 @@ pub async fn presence_conformance(store: Arc<dyn PresenceStore>) {
         "counted again"
     );
     presence_paging(&*store).await;
+    presence_touch(&*store).await;
+}
+
+/// [`PresenceStore::touch`]: refreshes the entries held as given and reports the others by
+/// index, creating and changing nothing.
+async fn presence_touch(store: &dyn PresenceStore) {
+    let ch = channel("touch");
+    let long = Duration::from_secs(60);
+    store
+        .add(&ch, info("t1", "alice"), Duration::from_millis(600))
+        .await
+        .expect("add");
+    store.add(&ch, info("t2", "bob"), long).await.expect("add");
+    let absent = store
+        .touch(
+            &ch,
+            &[
+                info("t0", "nobody"),
+                info("t1", "alice"),
+                info("t2", "robert"),
+                info("t3", "carol"),
+            ],
+            long,
+        )
+        .await
+        .expect("touch");
+    assert_eq!(
+        absent,
+        [0, 2, 3],
+        "not held, held with another user, not held: reported by index"
+    );
+    let stats = store.stats(&ch).await.expect("stats");
+    assert_eq!(
+        (stats.num_clients, stats.num_users),
+        (2, 2),
+        "a touch creates and changes nothing"
+    );
+    // The touched entry outlives the TTL it was added with (the store's own clock).
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let mut held: Vec<_> = store
+        .list(&ch)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|i| (i.client, i.user))
+        .collect();
+    held.sort();
+    assert_eq!(
+        held,
+        [("t1", "alice"), ("t2", "bob")].map(|(c, u)| (c.to_owned(), u.to_owned())),
+        "t1 refreshed by the touch, t2 unchanged"
+    );
+    let none = store
+        .touch(&channel("touch-none"), &[info("x1", "x")], long)
+        .await
+        .expect("touch");
+    assert_eq!(none, [0], "a channel without entries");
 }
 
 /// Pages through a channel of 300 members, 7 at a time, while 150 others join between pages

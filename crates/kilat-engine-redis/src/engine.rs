@@ -24,7 +24,8 @@ use crate::owners::{OwnerSlot, owned_key};
 use crate::pubsub::{HandlerSlot, Shard, ShardTask};
 use crate::scripts::{
     HISTORY_SCRIPT, LATEST_SCRIPT, PRESENCE_ADD_SCRIPT, PRESENCE_LIST_SCRIPT, PRESENCE_PAGE_SCRIPT,
-    PRESENCE_REMOVE_SCRIPT, PRESENCE_STATS_SCRIPT, PUBLISH_LATEST_SCRIPT, PUBLISH_SCRIPT,
+    PRESENCE_REMOVE_SCRIPT, PRESENCE_STATS_SCRIPT, PRESENCE_TOUCH_SCRIPT, PUBLISH_LATEST_SCRIPT,
+    PUBLISH_SCRIPT,
 };
 
 /// The Redis engine: one value implements both [`Broker`] and [`PresenceStore`]; share it as
@@ -428,6 +429,38 @@ impl RedisEngine {
         Ok(())
     }
 
+    /// Refreshes the entries held as given in one script; the indices of the others (see
+    /// `PRESENCE_TOUCH`).
+    async fn presence_touch(
+        &self,
+        channel: &str,
+        entries: &[ClientInfo],
+        ttl: Duration,
+    ) -> Result<Vec<usize>, RedisEngineError> {
+        let keys = self.keys(channel);
+        let mut conn = self.commands.clone();
+        let mut invocation = PRESENCE_TOUCH_SCRIPT.prepare_invoke();
+        invocation
+            .key(&keys.presence)
+            .key(&keys.presence_expiry)
+            .key(&keys.presence_users);
+        if let Some(node) = self.owners.node() {
+            invocation.key(owned_key(&keys.presence, node));
+        }
+        invocation.arg(millis(ttl));
+        for info in entries {
+            // The same serialisation as `presence_add`, so an unchanged entry compares equal.
+            invocation
+                .arg(&info.client)
+                .arg(serde_json::to_string(info)?);
+        }
+        bounded(
+            self.config.command_timeout,
+            invocation.invoke_async::<Vec<usize>>(&mut conn),
+        )
+        .await
+    }
+
     async fn presence_remove(&self, channel: &str, client: &str) -> Result<(), RedisEngineError> {
         let keys = self.keys(channel);
         let mut conn = self.commands.clone();
@@ -639,6 +672,15 @@ impl PresenceStore for RedisEngine {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move { Ok(self.presence_add(channel, &info, ttl).await?) })
+    }
+
+    fn touch<'a>(
+        &'a self,
+        channel: &'a str,
+        entries: &'a [ClientInfo],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<usize>, EngineError>> {
+        Box::pin(async move { Ok(self.presence_touch(channel, entries, ttl).await?) })
     }
 
     fn remove<'a>(

@@ -206,6 +206,29 @@ end
 return 1
 ";
 
+/// Refresh entries held with the same info, in one call (a node's refreshes of one channel,
+/// gathered over a short window). KEYS: as [`PRESENCE_ADD`]. ARGV: TTL ms, then client and info
+/// JSON pairs. Returns the 0-based indices of the pairs not held as given (left, expired, info
+/// changed, or lost with Redis's data): the caller re-adds those one by one. Never creates an
+/// entry, so a refresh that loses a race with a leave cannot bring it back.
+const PRESENCE_TOUCH: &str = r"
+local ttl = tonumber(ARGV[1])
+local absent = {}
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('ZADD', KEYS[2], 'XX', now + ttl, ARGV[i])
+  else
+    absent[#absent + 1] = (i - 2) / 2
+  end
+end
+if #absent * 2 < #ARGV - 1 then
+  for _, k in ipairs(KEYS) do
+    if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
+  end
+end
+return absent
+";
+
 /// Remove an entry. KEYS: hash, zset, users hash (channels only), the owning node's client set
 /// (when the engine has an owner). ARGV: client.
 const PRESENCE_REMOVE: &str = r"
@@ -274,6 +297,9 @@ pub(crate) static HISTORY_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[N
 /// See [`PRESENCE_ADD`].
 pub(crate) static PRESENCE_ADD_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_ADD]));
+/// See [`PRESENCE_TOUCH`].
+pub(crate) static PRESENCE_TOUCH_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_TOUCH]));
 /// See [`PRESENCE_REMOVE`].
 pub(crate) static PRESENCE_REMOVE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[NOW, PRESENCE_CLEAN, PRESENCE_REMOVE]));

@@ -389,6 +389,21 @@ impl ChannelPresence {
         }
     }
 
+    /// Moves the expiry of `info.client`'s entry to `expires` if it is held with the same
+    /// info; `false` (and nothing changed) otherwise.
+    fn extend(&mut self, info: &ClientInfo, expires: Instant) -> bool {
+        let Some(mut present) = self.entries.take(info.client.as_str()) else {
+            return false;
+        };
+        let same = present.info.user == info.user
+            && present.info.info.as_ref().map(|i| i.get()) == info.info.as_ref().map(|i| i.get());
+        if same {
+            present.expires = expires;
+        }
+        self.entries.insert(present);
+        same
+    }
+
     /// Drops the expired entries, when any can be expired.
     fn sweep(&mut self, now: Instant) {
         if now < self.earliest {
@@ -482,6 +497,28 @@ impl PresenceStore for MemoryPresence {
                 expires: now + ttl,
             });
             Ok(())
+        })
+    }
+
+    fn touch<'a>(
+        &'a self,
+        channel: &'a str,
+        entries: &'a [ClientInfo],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<usize>, EngineError>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut map = lock(self.shard(channel));
+            let Some(presence) = map.get_mut(channel) else {
+                return Ok((0..entries.len()).collect());
+            };
+            presence.sweep(now);
+            Ok(entries
+                .iter()
+                .enumerate()
+                .filter(|(_, info)| !presence.extend(info, now + ttl))
+                .map(|(i, _)| i)
+                .collect())
         })
     }
 

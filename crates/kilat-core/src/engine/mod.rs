@@ -215,8 +215,8 @@ pub fn presence_entry_len(info: &ClientInfo) -> usize {
 
 /// Who is subscribed to a channel, across nodes.
 ///
-/// Entries expire `ttl` after their last [`PresenceStore::add`]; sessions refresh them
-/// periodically, so entries of a node that died disappear on their own.
+/// Entries expire `ttl` after their last [`PresenceStore::add`] or [`PresenceStore::touch`];
+/// sessions refresh them periodically, so entries of a node that died disappear on their own.
 pub trait PresenceStore: Send + Sync + fmt::Debug {
     /// Adds `info` to `channel`'s presence, or refreshes it (same `info.client`), for `ttl`.
     fn add<'a>(
@@ -225,6 +225,21 @@ pub trait PresenceStore: Send + Sync + fmt::Debug {
         info: ClientInfo,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Refreshes, in one call, the entries in `entries` that `channel` holds with the same info
+    /// (client, user and info), for `ttl`; returns the indices of the others (left, expired,
+    /// info changed, or lost by the store), which the caller re-adds one by one. Never creates
+    /// an entry, so a refresh that loses a race with a leave cannot bring the entry back. The
+    /// default refreshes nothing and returns every index.
+    fn touch<'a>(
+        &'a self,
+        channel: &'a str,
+        entries: &'a [ClientInfo],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<usize>, EngineError>> {
+        let _ = (channel, ttl);
+        Box::pin(async move { Ok((0..entries.len()).collect()) })
+    }
 
     /// Removes the entry of connection `client`. Idempotent.
     fn remove<'a>(

@@ -19,6 +19,7 @@ mod delivery;
 pub(crate) mod inspect;
 mod plugins;
 mod presence_order;
+mod refresh;
 mod registry;
 mod revocation;
 mod subscription;
@@ -86,6 +87,8 @@ struct NodeInner {
     presence: Arc<dyn PresenceStore>,
     /// Orders each client's presence adds and removes (`presence_order.rs`).
     presence_order: presence_order::PresenceOrder,
+    /// Presence refreshes gathered per channel for the next touch (`refresh.rs`).
+    refreshes: refresh::RefreshQueue,
     /// Local subscriptions; shared with the broker handler, which delivers into it.
     hub: Arc<Hub>,
     /// The authenticator and the backend, installed after construction.
@@ -151,6 +154,7 @@ impl Node {
                 history_flights,
                 presence,
                 presence_order: presence_order::PresenceOrder::default(),
+                refreshes: refresh::RefreshQueue::default(),
                 hub,
                 plugins: Plugins::default(),
                 sessions,

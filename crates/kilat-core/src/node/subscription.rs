@@ -211,20 +211,18 @@ impl Node {
         }
     }
 
-    /// Re-adds session `key`'s presence entries in `channels` so they outlive `presence_ttl`
-    /// (started at each ping, in a task). A channel the session left since the refresh was
-    /// started is skipped: the check runs under the client's presence lock, so a leave either
-    /// came first (the hub no longer holds the subscription) or removes the entry after.
-    pub(crate) async fn refresh_presence(&self, key: u64, info: &ClientInfo, channels: &[String]) {
+    /// Re-adds session `key`'s presence entry in `channel` (a refresh the store did not find
+    /// as it was, `refresh.rs`). Skipped if the session left the channel since: the check runs
+    /// under the client's presence lock, so a leave either came first (the hub no longer holds
+    /// the subscription) or removes the entry after.
+    pub(crate) async fn readd_presence(&self, channel: &str, key: u64, info: &ClientInfo) {
+        let _order = self.inner.presence_order.lock(&info.client).await;
+        if !self.is_subscribed(channel, key) {
+            return;
+        }
         let ttl = self.config().presence_ttl;
-        for channel in channels {
-            let _order = self.inner.presence_order.lock(&info.client).await;
-            if !self.is_subscribed(channel, key) {
-                continue;
-            }
-            if let Err(error) = self.inner.presence.add(channel, info.clone(), ttl).await {
-                tracing::warn!(%error, channel, "presence refresh failed");
-            }
+        if let Err(error) = self.inner.presence.add(channel, info.clone(), ttl).await {
+            tracing::warn!(%error, channel, "presence refresh failed");
         }
     }
 

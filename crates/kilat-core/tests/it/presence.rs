@@ -214,3 +214,54 @@ async fn above_presence_diff_max_subscribers_get_counts_instead_of_changes() {
         Some(1)
     );
 }
+
+/// Refreshes go to the store as one touch per channel; an entry the store no longer holds
+/// (lost, as with a Redis restart without persistence) is re-added by the next refresh, while
+/// the client is still subscribed.
+#[tokio::test(start_paused = true)]
+async fn a_refresh_re_adds_an_entry_the_store_lost() {
+    use std::sync::Arc;
+
+    use kilat_core::engine::PresenceStore;
+    use kilat_core::engine::memory::{MemoryBroker, MemoryPresence};
+
+    let mut config = NodeConfig::dev();
+    config.presence_ttl = Duration::from_secs(30);
+    config.ping_interval = Duration::from_secs(20);
+    let presence = Arc::new(MemoryPresence::new());
+    let node = Node::with_engine(config, Arc::new(MemoryBroker::default()), presence.clone());
+    let mut a = Client::new(&node);
+    let mut b = Client::new(&node);
+    let lost = a.connect().await["connect"]["client"]
+        .as_str()
+        .expect("client id")
+        .to_owned();
+    b.connect().await;
+    a.call("subscribe", json!({"channel": "p"})).await;
+    b.call("subscribe", json!({"channel": "p"})).await;
+    presence.remove("p", &lost).await.expect("remove");
+    assert_eq!(
+        node.presence_stats("p").await.expect("stats").num_clients,
+        1
+    );
+
+    tokio::time::advance(Duration::from_secs(20)).await;
+    let now = tokio::time::Instant::now();
+    a.session().on_timer(now).expect("ping");
+    b.session().on_timer(now).expect("ping");
+    // The refreshes are sent once their window is over.
+    let deadline = now + Duration::from_secs(5);
+    while node.presence_stats("p").await.expect("stats").num_clients < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lost entry was not re-added"
+        );
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    // And both entries now outlive the TTL they were added with (refreshed at 20 s).
+    tokio::time::advance(Duration::from_secs(15)).await;
+    assert_eq!(
+        node.presence_stats("p").await.expect("stats").num_clients,
+        2
+    );
+}

@@ -140,6 +140,16 @@ impl PresenceStore for InstrumentedPresence {
         timed_engine(&self.detail, self.engine, "presence_add", call)
     }
 
+    fn touch<'a>(
+        &'a self,
+        channel: &'a str,
+        entries: &'a [ClientInfo],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<usize>, EngineError>> {
+        let call = self.inner.touch(channel, entries, ttl);
+        timed_engine(&self.detail, self.engine, "presence_touch", call)
+    }
+
     fn remove<'a>(
         &'a self,
         channel: &'a str,
