@@ -378,9 +378,10 @@ def main() -> int:
                   "counting the members meanwhile", file=sys.stderr, flush=True)
             # Members must stay while held: their entries are refreshed at every ping and
             # expire after PRESENCE_TTL without one, so a refresh load Redis cannot carry shows
-            # here as a falling count. Counted until 5 s before the first holds end.
+            # here as a falling count. Counted until 5 s before the first hold can end (a
+            # client process holds HOLD seconds from the end of its own setup).
             held = []
-            while time.time() < all_in_at + hold - 5 and all(c.poll() is None for c in clients):
+            while time.time() < started + hold - 5 and all(c.poll() is None for c in clients):
                 held.append(timed_stats(nodes[0])[1])
                 time.sleep(2)
             reports = []
