@@ -492,16 +492,8 @@ pub async fn presence_conformance(store: Arc<dyn PresenceStore>) {
         (3, 2),
         "clients and distinct users"
     );
-    let mut clients: Vec<_> = store
-        .list(&ch)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|i| (i.client, i.user))
-        .collect();
-    clients.sort();
     assert_eq!(
-        clients,
+        members(store.as_ref(), &ch).await,
         [("c1", "alice"), ("c2", "alice"), ("c3", "bob")]
             .map(|(c, u)| (c.to_owned(), u.to_owned()))
     );
@@ -545,6 +537,19 @@ pub async fn presence_conformance(store: Arc<dyn PresenceStore>) {
     presence_touch(&*store).await;
 }
 
+/// `channel`'s (client, user) pairs, sorted.
+async fn members(store: &dyn PresenceStore, channel: &str) -> Vec<(String, String)> {
+    let mut members: Vec<_> = store
+        .list(channel)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|i| (i.client, i.user))
+        .collect();
+    members.sort();
+    members
+}
+
 /// [`PresenceStore::touch`]: refreshes the entries held as given and reports the others by
 /// index, creating and changing nothing.
 async fn presence_touch(store: &dyn PresenceStore) {
@@ -581,16 +586,8 @@ async fn presence_touch(store: &dyn PresenceStore) {
     );
     // The touched entry outlives the TTL it was added with (the store's own clock).
     tokio::time::sleep(Duration::from_millis(900)).await;
-    let mut held: Vec<_> = store
-        .list(&ch)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|i| (i.client, i.user))
-        .collect();
-    held.sort();
     assert_eq!(
-        held,
+        members(store, &ch).await,
         [("t1", "alice"), ("t2", "bob")].map(|(c, u)| (c.to_owned(), u.to_owned())),
         "t1 refreshed by the touch, t2 unchanged"
     );

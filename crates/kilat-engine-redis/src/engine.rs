@@ -398,6 +398,25 @@ impl RedisEngine {
         Ok(())
     }
 
+    /// An invocation of a script that writes presence, with the keys they all take: the
+    /// channel's entries hash, expiry set and users hash, and this node's owned set when the
+    /// engine has an owner (`owners.rs`).
+    fn presence_invocation<'a>(
+        &self,
+        script: &'a redis::Script,
+        keys: &ChannelKeys,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&keys.presence)
+            .key(&keys.presence_expiry)
+            .key(&keys.presence_users);
+        if let Some(node) = self.owners.node() {
+            invocation.key(owned_key(&keys.presence, node));
+        }
+        invocation
+    }
+
     async fn presence_add(
         &self,
         channel: &str,
@@ -408,14 +427,7 @@ impl RedisEngine {
         // The channel is in the owning node's set before its entry exists (`owners.rs`).
         self.register_owned_channel(channel).await?;
         let mut conn = self.commands.clone();
-        let mut invocation = PRESENCE_ADD_SCRIPT.prepare_invoke();
-        invocation
-            .key(&keys.presence)
-            .key(&keys.presence_expiry)
-            .key(&keys.presence_users);
-        if let Some(node) = self.owners.node() {
-            invocation.key(owned_key(&keys.presence, node));
-        }
+        let mut invocation = self.presence_invocation(&PRESENCE_ADD_SCRIPT, &keys);
         invocation
             .arg(&info.client)
             .arg(serde_json::to_string(info)?)
@@ -439,14 +451,7 @@ impl RedisEngine {
     ) -> Result<Vec<usize>, RedisEngineError> {
         let keys = self.keys(channel);
         let mut conn = self.commands.clone();
-        let mut invocation = PRESENCE_TOUCH_SCRIPT.prepare_invoke();
-        invocation
-            .key(&keys.presence)
-            .key(&keys.presence_expiry)
-            .key(&keys.presence_users);
-        if let Some(node) = self.owners.node() {
-            invocation.key(owned_key(&keys.presence, node));
-        }
+        let mut invocation = self.presence_invocation(&PRESENCE_TOUCH_SCRIPT, &keys);
         invocation.arg(millis(ttl));
         for info in entries {
             // The same serialisation as `presence_add`, so an unchanged entry compares equal.
@@ -464,14 +469,7 @@ impl RedisEngine {
     async fn presence_remove(&self, channel: &str, client: &str) -> Result<(), RedisEngineError> {
         let keys = self.keys(channel);
         let mut conn = self.commands.clone();
-        let mut invocation = PRESENCE_REMOVE_SCRIPT.prepare_invoke();
-        invocation
-            .key(&keys.presence)
-            .key(&keys.presence_expiry)
-            .key(&keys.presence_users);
-        if let Some(node) = self.owners.node() {
-            invocation.key(owned_key(&keys.presence, node));
-        }
+        let mut invocation = self.presence_invocation(&PRESENCE_REMOVE_SCRIPT, &keys);
         invocation.arg(client);
         bounded(
             self.config.command_timeout,
