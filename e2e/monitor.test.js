@@ -10,8 +10,8 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DESKTOP, Network, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
-import { setup, skipReason } from './lib/harness.js';
+import { DESKTOP, Network, PHONE, WAIT, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
+import { setup, skipReason, withOpened } from './lib/harness.js';
 
 const skip = skipReason();
 const opts = { skip: skip ?? false };
@@ -58,8 +58,7 @@ describe('monitor demo', { timeout: 120000 }, () => {
   const h = setup('monitor', { skip });
 
   test('an alert fires on both dashboards; an acknowledgement in one shows, with who, in the other', opts, async () => {
-    const opened = [];
-    try {
+    await withOpened('monitor', async (opened) => {
       const a = await openMonitor(h, { name: 'alice' });
       const b = await openMonitor(h, { viewport: PHONE, colorScheme: 'dark', name: 'bob' });
       opened.push(a, b);
@@ -146,12 +145,6 @@ describe('monitor demo', { timeout: 120000 }, () => {
       // A record without an id is refused by the server itself (the namespace's conflate_key).
       const refused = await a.page.evaluate(() => window.kilatMonitor.client.publish('alerts:ops', { kind: 'rule' }).then(() => 'accepted', (e) => `${e.code} ${e.message}`));
       assert.match(refused, /^400 .*"id"/);
-    } catch (err) {
-      for (const { page } of opened) await screenshot(page, `monitor-FAILED-${page.label}`).catch(() => {});
-      dumpLogs(...opened.map((o) => o.page));
-      throw err;
-    } finally {
-      for (const { context } of opened) await context.close().catch(() => {});
-    }
+    });
   });
 });

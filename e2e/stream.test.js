@@ -14,10 +14,10 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, WAIT, dumpLogs, eventually, labelledPage, screenshot,
+  CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, WAIT, eventually, labelledPage, screenshot,
   uniqueRoom,
 } from './lib/browser.js';
-import { skipReason } from './lib/harness.js';
+import { skipReason, withOpened } from './lib/harness.js';
 import { KilatServer } from './lib/server.js';
 
 const skip = skipReason();
@@ -92,8 +92,7 @@ describe('stream demo', { timeout: 120000 }, () => {
 
   test('a viewer plays the broadcast live; a viewer joining later plays within seconds', opts, async () => {
     const room = uniqueRoom('cam');
-    const opened = [];
-    try {
+    await withOpened('stream', async (opened) => {
       const cast = await openStream(h, room, { label: 'broadcaster' });
       opened.push(cast);
       const viewer = await openStream(h, room, { label: 'viewer-desktop-light' });
@@ -149,18 +148,11 @@ describe('stream demo', { timeout: 120000 }, () => {
       await screenshot(cast.page, 'stream-broadcaster-desktop-light');
       await screenshot(viewer.page, 'stream-viewer-desktop-light');
       await screenshot(late.page, 'stream-viewer-phone-dark');
-    } catch (err) {
-      for (const { page } of opened) await screenshot(page, `stream-FAILED-${page.label}`).catch(() => {});
-      dumpLogs(...opened.map((o) => o.page));
-      throw err;
-    } finally {
-      for (const { context } of opened) await context.close().catch(() => {});
-    }
+    });
   });
 
   test('forged pieces disturb a viewer at most until the next key frame', opts, async () => {
     const room = uniqueRoom('forged');
-    const opened = [];
     const api = async (method, body) => {
       const res = await fetch(`${h.server.url}/api/${method}`, {
         method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
@@ -168,7 +160,7 @@ describe('stream demo', { timeout: 120000 }, () => {
       assert.equal(res.status, 200, `${method}: ${await res.clone().text()}`);
       return (await res.json()).result;
     };
-    try {
+    await withOpened('stream-forged', async (opened) => {
       const cast = await openStream(h, room, { label: 'broadcaster' });
       opened.push(cast);
       const viewer = await openStream(h, room, { label: 'viewer' });
@@ -205,19 +197,12 @@ describe('stream demo', { timeout: 120000 }, () => {
       const after = await videoState(viewer.page);
       assert.ok(after.time > before.time || after.latencyMs < 3000, 'the viewer is live again');
       assert.deepEqual(viewer.page.logs.filter((l) => l.startsWith('[pageerror]')), [], 'no uncaught error');
-    } catch (err) {
-      for (const { page } of opened) await screenshot(page, `stream-FAILED-forged-${page.label}`).catch(() => {});
-      dumpLogs(...opened.map((o) => o.page));
-      throw err;
-    } finally {
-      for (const { context } of opened) await context.close().catch(() => {});
-    }
+    });
   });
 
   test('a viewer without WebSocket plays over SSE (binary pieces as base64 in JSON)', opts, async () => {
     const room = uniqueRoom('sse');
-    const opened = [];
-    try {
+    await withOpened('stream-sse', async (opened) => {
       const cast = await openStream(h, room, { label: 'broadcaster' });
       opened.push(cast);
       const viewer = await openStream(h, room, { label: 'viewer-sse', noWebSocket: true });
@@ -225,12 +210,6 @@ describe('stream demo', { timeout: 120000 }, () => {
       assert.match(await viewer.page.textContent('#status'), /\(sse\)/);
       await cast.page.click('[data-testid="go-live"]');
       await expectPlaying(viewer.page);
-    } catch (err) {
-      for (const { page } of opened) await screenshot(page, `stream-FAILED-sse-${page.label}`).catch(() => {});
-      dumpLogs(...opened.map((o) => o.page));
-      throw err;
-    } finally {
-      for (const { context } of opened) await context.close().catch(() => {});
-    }
+    });
   });
 });

@@ -6,8 +6,8 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
-import { setup, skipReason } from './lib/harness.js';
+import { DESKTOP, PHONE, WAIT, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
+import { setup, skipReason, withOpened } from './lib/harness.js';
 
 const skip = skipReason();
 const opts = { skip: skip ?? false };
@@ -39,8 +39,7 @@ describe('ticker demo', { timeout: 120000 }, () => {
   const h = setup('ticker', { skip });
 
   test('a second user sees every price at once, from the latest-value cache', opts, async () => {
-    const opened = [];
-    try {
+    await withOpened('ticker', async (opened) => {
       const a = await openTicker(h);
       opened.push(a);
       // The first watcher wakes the feed, which publishes all 500 prices, then ticks.
@@ -58,19 +57,12 @@ describe('ticker demo', { timeout: 120000 }, () => {
       await eventually(async () => (await a.page.locator('#watch-body tr .price').first().textContent()) !== '–');
       await screenshot(a.page, 'ticker-desktop-light');
       await screenshot(b.page, 'ticker-phone-dark');
-    } catch (err) {
-      for (const { page } of opened) await screenshot(page, `ticker-FAILED-${page.label}`).catch(() => {});
-      dumpLogs(...opened.map((o) => o.page));
-      throw err;
-    } finally {
-      for (const { context } of opened) await context.close().catch(() => {});
-    }
+    });
   });
 
   test('a burst of 5 prices for each of 500 symbols ends with every symbol at its last price', opts, async () => {
     const channel = `ticker:${uniqueRoom('burst')}`;
-    const opened = [];
-    try {
+    await withOpened('ticker-burst', async (opened) => {
       const a = await openTicker(h, { channel });
       const b = await openTicker(h, { channel, viewport: PHONE });
       opened.push(a, b);
@@ -102,12 +94,6 @@ describe('ticker demo', { timeout: 120000 }, () => {
         const updates = await page.evaluate(() => document.querySelectorAll('#grid .cell').length);
         assert.equal(updates, 500);
       }
-    } catch (err) {
-      for (const { page } of opened) await screenshot(page, `ticker-FAILED-burst-${page.label}`).catch(() => {});
-      dumpLogs(...opened.map((o) => o.page));
-      throw err;
-    } finally {
-      for (const { context } of opened) await context.close().catch(() => {});
-    }
+    });
   });
 });

@@ -36,18 +36,14 @@ export function setup(label, { skip } = {}) {
 }
 
 /**
- * Runs a test body with a page opener; on failure it screenshots every page it opened
+ * Runs a test body that opens pages and pushes each `{ page, context }` it opens onto the array
+ * it is given; on failure it screenshots every one of those pages
  * (target/e2e/<name>-FAILED-<label>.png) and prints their console logs. Contexts are closed after.
  */
-export async function withPages(h, name, body) {
+export async function withOpened(name, body) {
   const opened = [];
-  const open = async (opts) => {
-    const r = await openChat(h.browser, h.server.url, opts);
-    opened.push(r);
-    return r.page;
-  };
   try {
-    await body(open);
+    return await body(opened);
   } catch (err) {
     for (const { page } of opened) {
       await screenshot(page, `${name}-FAILED-${page.label}`).catch(() => {});
@@ -57,4 +53,13 @@ export async function withPages(h, name, body) {
   } finally {
     for (const { context } of opened) await context.close().catch(() => {});
   }
+}
+
+/** withOpened with a chat page opener: `open(opts)` opens a chat page and returns it. */
+export function withPages(h, name, body) {
+  return withOpened(name, (opened) => body(async (opts) => {
+    const r = await openChat(h.browser, h.server.url, opts);
+    opened.push(r);
+    return r.page;
+  }));
 }
