@@ -20,6 +20,7 @@ pub(crate) mod inspect;
 mod plugins;
 mod presence_order;
 mod refresh;
+mod refresh_queue;
 mod registry;
 mod revocation;
 mod subscription;
@@ -88,7 +89,7 @@ struct NodeInner {
     /// Orders each client's presence adds and removes (`presence_order.rs`).
     presence_order: presence_order::PresenceOrder,
     /// Presence refreshes gathered per channel for the next touch (`refresh.rs`).
-    refreshes: refresh::RefreshQueue,
+    refreshes: refresh_queue::RefreshQueue,
     /// Local subscriptions; shared with the broker handler, which delivers into it.
     hub: Arc<Hub>,
     /// The authenticator and the backend, installed after construction.
@@ -154,7 +155,7 @@ impl Node {
                 history_flights,
                 presence,
                 presence_order: presence_order::PresenceOrder::default(),
-                refreshes: refresh::RefreshQueue::default(),
+                refreshes: refresh_queue::RefreshQueue::default(),
                 hub,
                 plugins: Plugins::default(),
                 sessions,

@@ -11,14 +11,12 @@
 //!
 //! [`PresenceStore::touch`]: crate::engine::PresenceStore::touch
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use kilat_protocol::ClientInfo;
 
 use super::Node;
-use crate::util::lock;
+use super::refresh_queue::Pending;
 
 /// How long refreshes gather before they go to the store. Far inside the slack between the
 /// ping interval and the presence TTL (refreshes are due every ping; entries live a TTL).
@@ -30,17 +28,6 @@ const TOUCH_CHUNK: usize = 500;
 /// How many touches (channels or chunks) run at once.
 const TOUCHES_IN_FLIGHT: usize = 16;
 
-/// The refreshes queued for the next window, per channel.
-#[derive(Debug, Default)]
-pub(crate) struct RefreshQueue(Mutex<HashMap<String, Pending>>);
-
-/// One channel's queued refreshes: the sessions' keys and their entries, index for index.
-#[derive(Debug, Default)]
-struct Pending {
-    keys: Vec<u64>,
-    infos: Vec<ClientInfo>,
-}
-
 impl Node {
     /// Queues a refresh of session `key`'s presence entries in `channels`; the first refresh of
     /// a window starts the task that sends the window's refreshes.
@@ -50,17 +37,7 @@ impl Node {
         info: &ClientInfo,
         channels: Vec<String>,
     ) {
-        let first = {
-            let mut queued = lock(&self.inner.refreshes.0);
-            let first = queued.is_empty();
-            for channel in channels {
-                let pending = queued.entry(channel).or_default();
-                pending.keys.push(key);
-                pending.infos.push(info.clone());
-            }
-            first
-        };
-        if first {
+        if self.inner.refreshes.push(key, info, channels) {
             let node = self.clone();
             self.spawn(async move {
                 tokio::time::sleep(REFRESH_WINDOW).await;
@@ -72,7 +49,7 @@ impl Node {
     /// Sends the queued refreshes: a touch per channel (and chunk), at most
     /// [`TOUCHES_IN_FLIGHT`] at once, then one add per entry a touch did not find.
     async fn send_refreshes(&self) {
-        let queued = std::mem::take(&mut *lock(&self.inner.refreshes.0));
+        let queued = self.inner.refreshes.take();
         let mut running = tokio::task::JoinSet::new();
         for (channel, mut pending) in queued {
             while !pending.keys.is_empty() {
