@@ -10,8 +10,8 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
-import { setup, skipReason } from './lib/harness.js';
+import { DESKTOP, PHONE, WAIT, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
+import { setup, skipReason, withOpened } from './lib/harness.js';
 import { kilatBin } from './lib/server.js';
 
 const skip = skipReason();
@@ -49,45 +49,41 @@ describe('iot demo', { timeout: 120000 }, () => {
   test('a command reaches the device process and is acknowledged; an offline command runs once after the device returns', opts, async () => {
     const id = uniqueRoom('boiler');
     const state = join(mkdtempSync(join(tmpdir(), 'kilat-iot-e2e-')), 'device.json');
-    const opened = [];
     const executed = [];
     let device = startDevice(h, id, state);
     try {
-      const a = await openIot(h, { timeout: 1500, label: 'desktop' });
-      const b = await openIot(h, { viewport: PHONE, colorScheme: 'dark', label: 'phone' });
-      opened.push(a, b);
-      const cardOf = (page) => page.locator(`[data-device="${id}"]`);
-      for (const { page } of opened) {
-        await eventually(async () => (await cardOf(page).locator('.online').textContent()) === 'online', { message: 'the device online' });
-      }
-      await cardOf(a.page).locator('.toggle').click();
-      await cardOf(a.page).locator('.log li[data-status="done"]').waitFor();
-      assert.match(await cardOf(a.page).locator('.log li').first().textContent(), /relay done in \d+ ms/);
-      await eventually(async () => (await cardOf(b.page).locator('.relay').textContent()) === 'on', { message: 'the other page to see the relay on' });
-      executed.push(...device.executed);
-      assert.equal(executed.length, 1);
-      await screenshot(a.page, 'iot-desktop-light');
-      await screenshot(b.page, 'iot-phone-dark');
+      await withOpened('iot', async (opened) => {
+        const a = await openIot(h, { timeout: 1500, label: 'desktop' });
+        const b = await openIot(h, { viewport: PHONE, colorScheme: 'dark', label: 'phone' });
+        opened.push(a, b);
+        const cardOf = (page) => page.locator(`[data-device="${id}"]`);
+        for (const { page } of opened) {
+          await eventually(async () => (await cardOf(page).locator('.online').textContent()) === 'online', { message: 'the device online' });
+        }
+        await cardOf(a.page).locator('.toggle').click();
+        await cardOf(a.page).locator('.log li[data-status="done"]').waitFor();
+        assert.match(await cardOf(a.page).locator('.log li').first().textContent(), /relay done in \d+ ms/);
+        await eventually(async () => (await cardOf(b.page).locator('.relay').textContent()) === 'on', { message: 'the other page to see the relay on' });
+        executed.push(...device.executed);
+        assert.equal(executed.length, 1);
+        await screenshot(a.page, 'iot-desktop-light');
+        await screenshot(b.page, 'iot-phone-dark');
 
-      // The device goes down; a command sent now times out for the sender ...
-      device.kill('SIGKILL');
-      await eventually(async () => (await cardOf(a.page).locator('.online').textContent()) === 'offline', { message: 'the device offline' });
-      await cardOf(a.page).locator('.toggle').click();
-      await cardOf(a.page).locator('.log li[data-status="timeout"]').waitFor();
-      // ... and runs once when the device comes back from its saved position.
-      device = startDevice(h, id, state);
-      await cardOf(a.page).locator('.log li[data-status="done"]').nth(1).waitFor({ timeout: 15000 });
-      assert.match(await cardOf(a.page).locator('.log li').first().textContent(), /\(late\)/);
-      await eventually(async () => (await cardOf(b.page).locator('.relay').textContent()) === 'off', { message: 'the relay switched back' });
-      assert.equal(device.executed.length, 1, `ran after the restart: ${device.executed}`);
-      assert.notEqual(device.executed[0], executed[0], 'the first command did not run again');
-    } catch (err) {
-      for (const { page } of opened) await screenshot(page, `iot-FAILED-${page.label}`).catch(() => {});
-      dumpLogs(...opened.map((o) => o.page));
-      throw err;
+        // The device goes down; a command sent now times out for the sender ...
+        device.kill('SIGKILL');
+        await eventually(async () => (await cardOf(a.page).locator('.online').textContent()) === 'offline', { message: 'the device offline' });
+        await cardOf(a.page).locator('.toggle').click();
+        await cardOf(a.page).locator('.log li[data-status="timeout"]').waitFor();
+        // ... and runs once when the device comes back from its saved position.
+        device = startDevice(h, id, state);
+        await cardOf(a.page).locator('.log li[data-status="done"]').nth(1).waitFor({ timeout: 15000 });
+        assert.match(await cardOf(a.page).locator('.log li').first().textContent(), /\(late\)/);
+        await eventually(async () => (await cardOf(b.page).locator('.relay').textContent()) === 'off', { message: 'the relay switched back' });
+        assert.equal(device.executed.length, 1, `ran after the restart: ${device.executed}`);
+        assert.notEqual(device.executed[0], executed[0], 'the first command did not run again');
+      });
     } finally {
       device.kill('SIGKILL');
-      for (const { context } of opened) await context.close().catch(() => {});
     }
   });
 });

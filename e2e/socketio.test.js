@@ -13,8 +13,8 @@ import { createRequire } from 'node:module';
 import { dirname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { DESKTOP, PHONE, WAIT, dumpLogs, screenshot, labelledPage } from './lib/browser.js';
-import { setup, skipReason } from './lib/harness.js';
+import { DESKTOP, PHONE, WAIT, screenshot, labelledPage } from './lib/browser.js';
+import { setup, skipReason, withOpened } from './lib/harness.js';
 
 const skip = skipReason();
 const h = setup('socketio', { skip });
@@ -176,47 +176,43 @@ async function expectMessages(page, expected) {
 
 test('a socket.io-client page and a kilat SDK page chat in the same room', { skip: skip ?? false }, async () => {
   const pages = await startPages();
-  const opened = [];
   try {
-    const query = `?kilat=${encodeURIComponent(h.server.url)}`;
-    const sio = await open(h.browser, `${pages.url}/socketio.html${query}`, {
-      viewport: DESKTOP,
-      colorScheme: 'light',
-      label: 'socketio',
+    await withOpened('socketio', async (opened) => {
+      const query = `?kilat=${encodeURIComponent(h.server.url)}`;
+      const sio = await open(h.browser, `${pages.url}/socketio.html${query}`, {
+        viewport: DESKTOP,
+        colorScheme: 'light',
+        label: 'socketio',
+      });
+      opened.push(sio);
+      const native = await open(h.browser, `${pages.url}/kilat.html${query}`, {
+        viewport: PHONE,
+        colorScheme: 'dark',
+        label: 'kilat',
+      });
+      opened.push(native);
+      for (const { page } of opened) {
+        await page.waitForSelector('[data-testid="status"]:text("connected")');
+      }
+      // The browser build starts on long polling and upgrades to WebSocket.
+      await sio.page.waitForSelector('body[data-transport="websocket"]');
+      await say(sio.page, 'hello from socket.io');
+      await expectMessages(native.page, ['hello from socket.io']);
+      await say(native.page, 'hello from the kilat SDK');
+      await expectMessages(sio.page, ['hello from socket.io', 'hello from the kilat SDK']);
+      await say(sio.page, 'and back again');
+      const all = ['hello from socket.io', 'hello from the kilat SDK', 'and back again'];
+      await expectMessages(sio.page, all);
+      await expectMessages(native.page, all);
+      await screenshot(sio.page, 'socketio-browser-client-desktop-light');
+      await screenshot(native.page, 'socketio-kilat-sdk-phone-dark');
+      // The phone page fits its width (no horizontal scrolling).
+      const overflow = await native.page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
+      assert.ok(overflow <= 0, `the phone page scrolls sideways by ${overflow}px`);
+      const dark = await native.page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+      assert.equal(dark, 'rgb(21, 23, 26)', 'the page follows the dark color scheme');
     });
-    opened.push(sio);
-    const native = await open(h.browser, `${pages.url}/kilat.html${query}`, {
-      viewport: PHONE,
-      colorScheme: 'dark',
-      label: 'kilat',
-    });
-    opened.push(native);
-    for (const { page } of opened) {
-      await page.waitForSelector('[data-testid="status"]:text("connected")');
-    }
-    // The browser build starts on long polling and upgrades to WebSocket.
-    await sio.page.waitForSelector('body[data-transport="websocket"]');
-    await say(sio.page, 'hello from socket.io');
-    await expectMessages(native.page, ['hello from socket.io']);
-    await say(native.page, 'hello from the kilat SDK');
-    await expectMessages(sio.page, ['hello from socket.io', 'hello from the kilat SDK']);
-    await say(sio.page, 'and back again');
-    const all = ['hello from socket.io', 'hello from the kilat SDK', 'and back again'];
-    await expectMessages(sio.page, all);
-    await expectMessages(native.page, all);
-    await screenshot(sio.page, 'socketio-browser-client-desktop-light');
-    await screenshot(native.page, 'socketio-kilat-sdk-phone-dark');
-    // The phone page fits its width (no horizontal scrolling).
-    const overflow = await native.page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
-    assert.ok(overflow <= 0, `the phone page scrolls sideways by ${overflow}px`);
-    const dark = await native.page.evaluate(() => getComputedStyle(document.body).backgroundColor);
-    assert.equal(dark, 'rgb(21, 23, 26)', 'the page follows the dark color scheme');
-  } catch (err) {
-    for (const { page } of opened) await screenshot(page, `socketio-FAILED-${page.label}`).catch(() => {});
-    dumpLogs(...opened.map((o) => o.page));
-    throw err;
   } finally {
-    for (const { context } of opened) await context.close().catch(() => {});
     await pages.close();
   }
 });
