@@ -85,14 +85,31 @@ fn body_hint_exceeds(body: &Body, limit: usize) -> bool {
     body.size_hint().lower() > limit as u64
 }
 
-/// `data` on one line. Frames are `\n`-separated on every transport, and a request body may be
-/// pretty-printed: a newline in valid JSON is whitespace outside strings (inside them it is
-/// escaped), so it becomes a space, and the frame carrying the data stays one frame.
-pub(crate) fn one_line(data: kilat_protocol::RawJson) -> kilat_protocol::RawJson {
-    if !data.get().contains(['\n', '\r']) {
-        return data;
+/// JSON text on one line. Frames are `\n`-separated on every transport, and what kilat copies
+/// into them as raw JSON (a request body's `data`, a proxy hook's answer) may be pretty-printed:
+/// in valid JSON a newline is whitespace outside strings (inside them it is escaped), so it
+/// becomes a space and the frame carrying it stays one frame. Text that is not valid JSON is
+/// changed the same way, and is refused by whoever parses it.
+pub(crate) fn one_line_json(text: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !text.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        return std::borrow::Cow::Borrowed(text);
     }
-    serde_json::value::RawValue::from_string(data.get().replace(['\n', '\r'], " ")).unwrap_or(data)
+    std::borrow::Cow::Owned(
+        text.iter()
+            .map(|&b| if matches!(b, b'\n' | b'\r') { b' ' } else { b })
+            .collect(),
+    )
+}
+
+/// `data` on one line ([`one_line_json`]).
+pub(crate) fn one_line(data: kilat_protocol::RawJson) -> kilat_protocol::RawJson {
+    match one_line_json(data.get().as_bytes()) {
+        std::borrow::Cow::Borrowed(_) => data,
+        std::borrow::Cow::Owned(flat) => String::from_utf8(flat)
+            .ok()
+            .and_then(|flat| serde_json::value::RawValue::from_string(flat).ok())
+            .unwrap_or(data),
+    }
 }
 
 #[cfg(test)]

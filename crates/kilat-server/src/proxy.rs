@@ -236,7 +236,8 @@ impl HttpBackend {
         user: Option<&str>,
     ) -> Result<Envelope<T>, ClientError> {
         let bytes = self.call_raw(hook, body, headers, client, user).await?;
-        serde_json::from_slice(&one_line(&bytes)).map_err(|error| {
+        // A pretty-printed answer's raw `data` and `info` must not split the frames they go into.
+        serde_json::from_slice(&crate::body::one_line_json(&bytes)).map_err(|error| {
             tracing::warn!(hook = ?hook, %error, "backend hook answered malformed JSON");
             unavailable()
         })
@@ -765,20 +766,4 @@ impl Backend for HttpBackend {
             })
         })
     }
-}
-
-/// A hook's answer on one line. Its `data` and `info` are kept as raw JSON and go into frames,
-/// which are `\n`-separated on every transport, and a backend may pretty-print (Flask's
-/// `jsonify` did in debug mode): in valid JSON a newline is whitespace outside strings (inside
-/// them it is escaped), so it becomes a space. Not valid JSON: left as it is, to be refused.
-fn one_line(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !bytes.iter().any(|b| matches!(b, b'\n' | b'\r')) {
-        return std::borrow::Cow::Borrowed(bytes);
-    }
-    std::borrow::Cow::Owned(
-        bytes
-            .iter()
-            .map(|&b| if matches!(b, b'\n' | b'\r') { b' ' } else { b })
-            .collect(),
-    )
 }
