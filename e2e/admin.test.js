@@ -7,7 +7,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CHROMIUM_ARGS, CHROMIUM, DESKTOP, PHONE, WAIT, eventually, screenshot } from './lib/browser.js';
+import { CHROMIUM_ARGS, CHROMIUM, DESKTOP, PHONE, eventually, screenshot, deviceContext } from './lib/browser.js';
 import { skipReason } from './lib/harness.js';
 import { KilatServer } from './lib/server.js';
 import { chromium } from 'playwright-core';
@@ -58,15 +58,7 @@ async function call(client, body) {
 }
 
 async function openAdmin(browser, baseUrl, { viewport = DESKTOP, colorScheme = 'light' } = {}) {
-  const context = await browser.newContext({
-    viewport,
-    colorScheme,
-    deviceScaleFactor: 1,
-    isMobile: viewport === PHONE,
-    hasTouch: viewport === PHONE,
-    reducedMotion: 'reduce',
-  });
-  context.setDefaultTimeout(WAIT);
+  const context = await deviceContext(browser, { viewport, colorScheme });
   const page = await context.newPage();
   page.logs = [];
   page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));

@@ -8,7 +8,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { DESKTOP, PHONE, WAIT, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
+import { DESKTOP, PHONE, eventually, screenshot, uniqueRoom, labelledPage, deviceContext } from './lib/browser.js';
 import { setup, skipReason, withOpened } from './lib/harness.js';
 import { kilatBin } from './lib/server.js';
 
@@ -16,8 +16,7 @@ const skip = skipReason();
 const opts = { skip: skip ?? false };
 
 async function openGame(h, room, name, { viewport = DESKTOP, colorScheme = 'light' } = {}) {
-  const context = await h.browser.newContext({ viewport, colorScheme, deviceScaleFactor: 1, isMobile: viewport === PHONE, hasTouch: viewport === PHONE });
-  context.setDefaultTimeout(WAIT);
+  const context = await deviceContext(h.browser, { viewport, colorScheme, reducedMotion: null });
   const page = await labelledPage(context, name);
   await page.goto(`${h.server.url}/demo/game?room=${room}&name=${name}`, { waitUntil: 'domcontentloaded' });
   return { context, page };

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DESKTOP, PHONE, WAIT, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
+import { DESKTOP, PHONE, eventually, screenshot, uniqueRoom, labelledPage, deviceContext } from './lib/browser.js';
 import { setup, skipReason, withOpened } from './lib/harness.js';
 import { kilatBin } from './lib/server.js';
 
@@ -18,8 +18,7 @@ const skip = skipReason();
 const opts = { skip: skip ?? false };
 
 async function openIot(h, { viewport = DESKTOP, colorScheme = 'light', timeout = 5000, label }) {
-  const context = await h.browser.newContext({ viewport, colorScheme, deviceScaleFactor: 1, isMobile: viewport === PHONE, hasTouch: viewport === PHONE });
-  context.setDefaultTimeout(WAIT);
+  const context = await deviceContext(h.browser, { viewport, colorScheme, reducedMotion: null });
   const page = await labelledPage(context, label);
   await page.goto(`${h.server.url}/demo/iot?timeout=${timeout}`, { waitUntil: 'domcontentloaded' });
   return { context, page };

@@ -10,16 +10,14 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DESKTOP, Network, PHONE, WAIT, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
+import { DESKTOP, Network, PHONE, eventually, screenshot, uniqueRoom, labelledPage, deviceContext } from './lib/browser.js';
 import { setup, skipReason, withOpened } from './lib/harness.js';
 
 const skip = skipReason();
 const opts = { skip: skip ?? false };
 
 async function openMonitor(h, { viewport = DESKTOP, colorScheme = 'light', name }) {
-  const context = await h.browser.newContext({
-    viewport, colorScheme, deviceScaleFactor: 1, isMobile: viewport === PHONE, hasTouch: viewport === PHONE, reducedMotion: 'reduce',
-  });
+  const context = await deviceContext(h.browser, { viewport, colorScheme });
   await context.grantPermissions(['notifications'], { origin: h.server.url });
   // Records every Notification the page shows (the real constructor still runs).
   await context.addInitScript(() => {
@@ -36,7 +34,6 @@ async function openMonitor(h, { viewport = DESKTOP, colorScheme = 'light', name 
   });
   const network = new Network();
   await network.attach(context);
-  context.setDefaultTimeout(WAIT);
   const page = await labelledPage(context, name);
   page.url0 = `${h.server.url}/demo/monitor?name=${name}`;
   await page.goto(page.url0, { waitUntil: 'domcontentloaded' });

@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { dirname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { DESKTOP, PHONE, WAIT, screenshot, labelledPage } from './lib/browser.js';
+import { DESKTOP, PHONE, WAIT, screenshot, labelledPage, deviceContext } from './lib/browser.js';
 import { setup, skipReason, withOpened } from './lib/harness.js';
 
 const skip = skipReason();
@@ -141,14 +141,7 @@ function startPages() {
 }
 
 async function open(browser, url, { viewport, colorScheme, label }) {
-  const context = await browser.newContext({
-    viewport,
-    isMobile: viewport === PHONE,
-    hasTouch: viewport === PHONE,
-    colorScheme,
-    reducedMotion: 'reduce',
-  });
-  context.setDefaultTimeout(WAIT);
+  const context = await deviceContext(browser, { viewport, colorScheme });
   const page = await labelledPage(context, label);
   await page.goto(url);
   return { context, page };

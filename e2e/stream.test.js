@@ -14,8 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, WAIT, eventually, labelledPage, screenshot,
-  uniqueRoom,
+  CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, eventually, labelledPage, screenshot, uniqueRoom, deviceContext,
 } from './lib/browser.js';
 import { skipReason, withOpened } from './lib/harness.js';
 import { KilatServer } from './lib/server.js';
@@ -31,15 +30,7 @@ const MEDIA_ARGS = [
 ];
 
 async function openStream(h, room, { viewport = DESKTOP, colorScheme = 'light', label, noWebSocket = false }) {
-  const context = await h.browser.newContext({
-    viewport,
-    colorScheme,
-    deviceScaleFactor: 1,
-    isMobile: viewport === PHONE,
-    hasTouch: viewport === PHONE,
-    reducedMotion: 'reduce',
-  });
-  context.setDefaultTimeout(WAIT);
+  const context = await deviceContext(h.browser, { viewport, colorScheme });
   const page = await labelledPage(context, label);
   if (noWebSocket) {
     // before any page script runs, so the SDK finds no WebSocket and falls back to SSE

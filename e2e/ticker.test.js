@@ -6,22 +6,14 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DESKTOP, PHONE, WAIT, eventually, screenshot, uniqueRoom, labelledPage } from './lib/browser.js';
+import { DESKTOP, PHONE, eventually, screenshot, uniqueRoom, labelledPage, deviceContext } from './lib/browser.js';
 import { setup, skipReason, withOpened } from './lib/harness.js';
 
 const skip = skipReason();
 const opts = { skip: skip ?? false };
 
 async function openTicker(h, { viewport = DESKTOP, colorScheme = 'light', channel } = {}) {
-  const context = await h.browser.newContext({
-    viewport,
-    colorScheme,
-    deviceScaleFactor: 1,
-    isMobile: viewport === PHONE,
-    hasTouch: viewport === PHONE,
-    reducedMotion: 'reduce',
-  });
-  context.setDefaultTimeout(WAIT);
+  const context = await deviceContext(h.browser, { viewport, colorScheme });
   const page = await labelledPage(context, `${viewport === PHONE ? 'phone' : 'desktop'}-${colorScheme}`);
   const q = channel ? `?channel=${encodeURIComponent(channel)}` : '';
   await page.goto(`${h.server.url}/demo/ticker${q}`, { waitUntil: 'domcontentloaded' });

@@ -1,7 +1,7 @@
 // Helpers for the board demo (/demo/board): open it as a separate user, read its document, and
 // wait until several pages hold the same one.
 
-import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, labelledPage, screenshot } from './browser.js';
+import { WAIT, dumpLogs, eventually, labelledPage, screenshot, deviceContext } from './browser.js';
 
 /**
  * Opens the board in a new browser context (its own storage: a separate user).
@@ -11,15 +11,7 @@ import { DESKTOP, PHONE, WAIT, dumpLogs, eventually, labelledPage, screenshot } 
  *          colorScheme?: 'light' | 'dark', network?: import('./browser.js').Network, label?: string}} opts
  */
 export async function openBoard(browser, baseUrl, opts) {
-  const context = await browser.newContext({
-    viewport: opts.viewport ?? DESKTOP,
-    deviceScaleFactor: 1,
-    isMobile: opts.viewport === PHONE,
-    hasTouch: opts.viewport === PHONE,
-    colorScheme: opts.colorScheme ?? 'light',
-    reducedMotion: 'reduce',
-  });
-  context.setDefaultTimeout(WAIT);
+  const context = await deviceContext(browser, { viewport: opts.viewport, colorScheme: opts.colorScheme });
   if (opts.network) await opts.network.attach(context);
   const page = await labelledPage(context, opts.label ?? opts.name);
   page.notFound = [];

@@ -36,6 +36,24 @@ export async function launchBrowser() {
 }
 
 /**
+ * A new browser context (its own storage: a separate "user") set up as the tests' devices are:
+ * `viewport` (PHONE is a mobile viewport with touch), `colorScheme`, `reducedMotion` (`null`
+ * for the system's), and WAIT as the default timeout.
+ */
+export async function deviceContext(browser, { viewport = DESKTOP, colorScheme = 'light', reducedMotion = 'reduce' } = {}) {
+  const context = await browser.newContext({
+    viewport,
+    colorScheme,
+    deviceScaleFactor: 1,
+    isMobile: viewport === PHONE,
+    hasTouch: viewport === PHONE,
+    reducedMotion,
+  });
+  context.setDefaultTimeout(WAIT);
+  return context;
+}
+
+/**
  * Opens the chat demo in a new browser context (its own storage: a separate "user").
  * @param {import('playwright-core').Browser} browser
  * @param {string} baseUrl http://127.0.0.1:PORT
@@ -43,14 +61,7 @@ export async function launchBrowser() {
  *          viewport?: {width: number, height: number}, label?: string, network?: Network}} opts
  */
 export async function openChat(browser, baseUrl, opts) {
-  const context = await browser.newContext({
-    viewport: opts.viewport ?? DESKTOP,
-    deviceScaleFactor: 1,
-    isMobile: opts.viewport === PHONE,
-    hasTouch: opts.viewport === PHONE,
-    reducedMotion: 'reduce',
-  });
-  context.setDefaultTimeout(WAIT);
+  const context = await deviceContext(browser, { viewport: opts.viewport });
   if (opts.network) await opts.network.attach(context);
   const page = await labelledPage(context, opts.label ?? opts.name ?? 'page');
   if (opts.noWebSocket) {
